@@ -1,0 +1,76 @@
+package session
+
+import (
+	"sync"
+	"time"
+)
+
+// Task is one task on its way through the middleware chain to an instance.
+type Task struct {
+	// ID is the client's raw JSON id, echoed verbatim in every frame about the
+	// task. Tasks a middleware adds may leave it nil.
+	ID []byte
+	// Data is the raw JSON task data. A middleware may replace it.
+	Data []byte
+	// Session is the session the task runs in.
+	Session *Info
+}
+
+// ResultWriter receives the results of one task, in order. A middleware may
+// wrap it to observe or change results. Calls for one task never overlap.
+type ResultWriter interface {
+	// WriteResult sends one JSON result. data must be a valid JSON value and
+	// is not retained after the call returns.
+	WriteResult(data []byte) error
+	// WriteBinary sends one binary result; data is not retained.
+	WriteBinary(data []byte) error
+}
+
+// Info describes a session to middleware and hooks. The identity fields are
+// set before the connect hooks run and do not change afterwards, except User,
+// which a connect hook may set.
+type Info struct {
+	ID       string
+	User     string
+	Pool     string
+	Remote   string
+	Created  time.Time
+	Instance string // set once bound
+	Farm     string // set once bound
+
+	values sync.Map
+}
+
+// Set stores a value for the lifetime of the session, for middleware that
+// keeps per-session state.
+func (i *Info) Set(key, value any) { i.values.Store(key, value) }
+
+// Get returns a value stored with Set.
+func (i *Info) Get(key any) (any, bool) { return i.values.Load(key) }
+
+// Error codes carried in error frames.
+const (
+	CodeBadRequest   = "bad_request"
+	CodeNoCapacity   = "no_capacity"
+	CodeTimeout      = "timeout"
+	CodeInstanceLost = "instance_lost"
+	CodeTaskFailed   = "task_failed"
+	CodeRejected     = "rejected"
+	CodeUnauthorized = "unauthorized"
+	CodeNotFound     = "not_found"
+	CodeShutdown     = "shutdown"
+	CodeInternal     = "internal"
+)
+
+// Error is an error with a protocol code. Middleware returns one to answer a
+// task with a specific code; any other error is sent as "internal" with its
+// message.
+type Error struct {
+	Code    string
+	Message string
+}
+
+func (e *Error) Error() string { return e.Code + ": " + e.Message }
+
+// Errorf is a short form of &Error{Code: code, Message: msg}.
+func NewError(code, msg string) *Error { return &Error{Code: code, Message: msg} }
