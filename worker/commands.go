@@ -1,0 +1,256 @@
+package worker
+
+import (
+	"encoding/json"
+	"math"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/drover-dev/drover/session"
+	"github.com/gorilla/websocket"
+)
+
+const (
+	maxStream    = 1 << 30
+	defaultChunk = 64 << 10
+	// maxChunk keeps a binary frame within the read limit the manager
+	// applies, which is the worker's own.
+	maxChunk = maxMessageSize
+	maxSleep = math.MaxInt64 / int64(time.Millisecond)
+)
+
+// task runs one task to its end.
+func (c *conn) task(id, data []byte) error {
+	var nbuf [16]byte
+	name, ok := command(data, &nbuf)
+	if !ok {
+		return c.fail(id, session.CodeBadRequest, `task data must be a JSON object with a "command" string`)
+	}
+	switch string(name) {
+	case "echo":
+		// The benchmark path: the data goes back as it came, unparsed.
+		if err := c.result(id, data); err != nil {
+			return err
+		}
+		return c.done(id)
+	case "sleep":
+		return c.sleep(id, data)
+	case "set":
+		return c.set(id, data)
+	case "get":
+		return c.get(id, data)
+	case "pid":
+		c.scratch = append(c.scratch[:0], `{"pid":`...)
+		c.scratch = strconv.AppendInt(c.scratch, int64(c.w.pid), 10)
+		c.scratch = append(c.scratch, `,"instance":`...)
+		c.scratch = session.AppendString(c.scratch, c.w.instanceID)
+		c.scratch = append(c.scratch, '}')
+		return c.resultDone(id, c.scratch)
+	case "stream":
+		return c.stream(id, data)
+	case "results":
+		return c.results(id, data)
+	case "fail":
+		return c.fail(id, session.CodeTaskFailed, "failed on request")
+	case "crash":
+		return c.crash(id, data)
+	}
+	return c.fail(id, session.CodeBadRequest, "unknown command "+strconv.Quote(string(name)))
+}
+
+func (c *conn) resultDone(id, data []byte) error {
+	if err := c.result(id, data); err != nil {
+		return err
+	}
+	return c.done(id)
+}
+
+// args decodes the arguments of a command, answering bad data itself. It
+// reports whether the command should go on; err is a connection error.
+func (c *conn) args(id, data []byte, v any) (bool, error) {
+	if err := json.Unmarshal(data, v); err != nil {
+		return false, c.fail(id, session.CodeBadRequest, "bad arguments: "+err.Error())
+	}
+	return true, nil
+}
+
+func (c *conn) sleep(id, data []byte) error {
+	var a struct {
+		MS int64 `json:"ms"`
+	}
+	if ok, err := c.args(id, data, &a); !ok {
+		return err
+	}
+	if a.MS < 0 || a.MS > maxSleep {
+		return c.fail(id, session.CodeBadRequest, `"ms" must be a duration in milliseconds`)
+	}
+	if err := c.wait(time.Duration(a.MS) * time.Millisecond); err != nil {
+		return err
+	}
+	c.scratch = append(c.scratch[:0], `{"slept":`...)
+	c.scratch = strconv.AppendInt(c.scratch, a.MS, 10)
+	c.scratch = append(c.scratch, '}')
+	return c.resultDone(id, c.scratch)
+}
+
+func (c *conn) set(id, data []byte) error {
+	var a struct {
+		Key   *string         `json:"key"`
+		Value json.RawMessage `json:"value"`
+	}
+	if ok, err := c.args(id, data, &a); !ok {
+		return err
+	}
+	if a.Key == nil || a.Value == nil {
+		return c.fail(id, session.CodeBadRequest, `set needs a string "key" and a "value"`)
+	}
+	w := c.w
+	w.mu.Lock()
+	if string(a.Value) == "null" {
+		delete(w.state, *a.Key)
+	} else {
+		// Unmarshal copied the value out of the read buffer.
+		w.state[*a.Key] = a.Value
+	}
+	w.mu.Unlock()
+	return c.resultDone(id, []byte(`{"ok":true}`))
+}
+
+func (c *conn) get(id, data []byte) error {
+	var a struct {
+		Key *string `json:"key"`
+	}
+	if ok, err := c.args(id, data, &a); !ok {
+		return err
+	}
+	if a.Key == nil {
+		return c.fail(id, session.CodeBadRequest, `get needs a string "key"`)
+	}
+	w := c.w
+	w.mu.RLock()
+	v, ok := w.state[*a.Key]
+	w.mu.RUnlock()
+	if !ok {
+		v = []byte("null")
+	}
+	c.scratch = append(c.scratch[:0], `{"key":`...)
+	c.scratch = session.AppendString(c.scratch, *a.Key)
+	c.scratch = append(c.scratch, `,"value":`...)
+	c.scratch = append(c.scratch, v...)
+	c.scratch = append(c.scratch, '}')
+	return c.resultDone(id, c.scratch)
+}
+
+func (c *conn) results(id, data []byte) error {
+	var a struct {
+		N int64 `json:"n"`
+	}
+	if ok, err := c.args(id, data, &a); !ok {
+		return err
+	}
+	if a.N < 0 {
+		return c.fail(id, session.CodeBadRequest, `"n" must not be negative`)
+	}
+	for i := range a.N {
+		if err := c.ctx.Err(); err != nil {
+			return err
+		}
+		c.scratch = append(c.scratch[:0], `{"i":`...)
+		c.scratch = strconv.AppendInt(c.scratch, i, 10)
+		c.scratch = append(c.scratch, '}')
+		if err := c.result(id, c.scratch); err != nil {
+			return err
+		}
+	}
+	return c.done(id)
+}
+
+func (c *conn) stream(id, data []byte) error {
+	var a struct {
+		Bytes int64 `json:"bytes"`
+		Chunk int64 `json:"chunk"`
+	}
+	if ok, err := c.args(id, data, &a); !ok {
+		return err
+	}
+	n, chunk, ok := streamSize(a.Bytes, a.Chunk)
+	if !ok {
+		return c.fail(id, session.CodeBadRequest, `"bytes" and "chunk" must not be negative`)
+	}
+	for off := int64(0); off < n; off += chunk {
+		if err := c.ctx.Err(); err != nil {
+			return err
+		}
+		if err := c.writeChunk(off, min(chunk, n-off)); err != nil {
+			return err
+		}
+	}
+	return c.done(id)
+}
+
+// streamSize applies the defaults and caps of the stream command.
+func streamSize(n, chunk int64) (int64, int64, bool) {
+	if n < 0 || chunk < 0 {
+		return 0, 0, false
+	}
+	if chunk == 0 {
+		chunk = defaultChunk
+	}
+	return min(n, maxStream), min(chunk, maxChunk), true
+}
+
+// pattern returns a table whose byte at index i is byte(i), one period longer
+// than a default chunk: any chunk of stream content up to that size is one
+// slice of it, so the content is deterministic without a per-task buffer.
+var pattern = sync.OnceValue(func() []byte {
+	p := make([]byte, defaultChunk+256)
+	for i := range p {
+		p[i] = byte(i)
+	}
+	return p
+})
+
+// patternAt returns up to n bytes of the stream content at offset off.
+func patternAt(off, n int64) []byte {
+	p := pattern()
+	start := off % 256
+	return p[start : start+min(n, defaultChunk)]
+}
+
+// writeChunk sends the size bytes of stream content at off as one binary
+// frame.
+func (c *conn) writeChunk(off, size int64) error {
+	if size <= defaultChunk {
+		return c.out.WriteMessage(websocket.BinaryMessage, patternAt(off, size))
+	}
+	mw, err := c.ws.NextWriter(websocket.BinaryMessage)
+	if err != nil {
+		return err
+	}
+	for end := off + size; off < end; {
+		n, err := mw.Write(patternAt(off, end-off))
+		if err != nil {
+			_ = mw.Close()
+			return err
+		}
+		off += int64(n)
+	}
+	return mw.Close()
+}
+
+func (c *conn) crash(id, data []byte) error {
+	var a struct {
+		Code *int `json:"code"`
+	}
+	if ok, err := c.args(id, data, &a); !ok {
+		return err
+	}
+	code := 1
+	if a.Code != nil {
+		code = *a.Code
+	}
+	c.w.log.Warn("crash requested", "code", code)
+	c.w.exit(code)
+	return errCrashed
+}

@@ -1,0 +1,217 @@
+// Package worker is drover's reference instance program, used for tests,
+// demos and benchmarks. It is a WebSocket server that speaks the native
+// protocol (the JSON envelope of client protocol v1): the manager sends
+// {"type":"task","id":ID,"data":DATA} and the worker answers with results,
+// binary frames and a done frame, or an error frame, serving the tasks of one
+// connection strictly in order.
+//
+// The task data is a JSON object whose "command" member picks what to do:
+// echo, sleep, set, get, pid, stream, results, fail and crash. The key/value
+// state of set and get belongs to the Worker, that is to the process, and is
+// shared by all its connections: it shows that a session stays on its
+// instance.
+//
+// The package owns the worker's protocol loop and its commands. It does not
+// register with farms or know about sessions: a farm starts it with
+// DROVER_PORT and DROVER_INSTANCE_ID in the environment, as any native
+// instance program.
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/gorilla/websocket"
+)
+
+// Config configures a Worker. The zero value works once DROVER_PORT is set.
+type Config struct {
+	// Addr is the listen address when Run makes the listener; default
+	// "127.0.0.1:$DROVER_PORT".
+	Addr string
+	// InstanceID is reported by the pid command; default $DROVER_INSTANCE_ID.
+	InstanceID string
+	// Logger receives connection and lifecycle logs; nil discards them.
+	Logger *slog.Logger
+	// Exit ends the process for the crash command; nil means os.Exit. Tests
+	// inject their own to observe a crash without dying.
+	Exit func(code int)
+}
+
+// ErrNoAddr is returned by Run when neither Config.Addr nor DROVER_PORT says
+// where to listen.
+var ErrNoAddr = errors.New("worker: no listen address: set Config.Addr or DROVER_PORT")
+
+const (
+	// maxMessageSize is the read limit per message, the same bound the
+	// manager applies to client frames.
+	maxMessageSize = 16 << 20
+	// bufSize is the initial size of every per-connection buffer and of
+	// gorilla's read and write buffers: tasks and results are small.
+	bufSize = 4096
+	// closeGrace bounds a connection's close handshake at shutdown.
+	closeGrace = time.Second
+)
+
+// Worker serves the native protocol. Create it with New; it is safe for
+// concurrent use by any number of connections.
+type Worker struct {
+	log        *slog.Logger
+	exit       func(code int)
+	addr       string
+	instanceID string
+	pid        int
+	upgrader   websocket.Upgrader
+
+	mu    sync.RWMutex
+	state map[string][]byte // raw JSON values; replaced, never mutated
+}
+
+// New returns a Worker for cfg, filling defaults from the environment.
+func New(cfg Config) *Worker {
+	w := &Worker{
+		log:        cfg.Logger,
+		exit:       cfg.Exit,
+		addr:       cfg.Addr,
+		instanceID: cfg.InstanceID,
+		pid:        os.Getpid(),
+		state:      make(map[string][]byte),
+		upgrader: websocket.Upgrader{
+			ReadBufferSize: bufSize,
+			// No WriteBufferPool: a worker has one busy connection, from
+			// the manager, and gorilla's pool costs two allocations a write.
+			WriteBufferSize: bufSize,
+			// The worker listens on loopback and its only client is the
+			// farm's manager side: there is no browser origin to check.
+			CheckOrigin: func(*http.Request) bool { return true },
+		},
+	}
+	if w.log == nil {
+		w.log = slog.New(slog.DiscardHandler)
+	}
+	if w.exit == nil {
+		w.exit = os.Exit
+	}
+	if w.addr == "" {
+		if port := os.Getenv("DROVER_PORT"); port != "" {
+			w.addr = net.JoinHostPort("127.0.0.1", port)
+		}
+	}
+	if w.instanceID == "" {
+		w.instanceID = os.Getenv("DROVER_INSTANCE_ID")
+	}
+	return w
+}
+
+// Handler returns the WebSocket endpoint; it answers on any path. A
+// connection ends when the peer closes it or when the request's context is
+// done: an embedding http.Server propagates its shutdown through BaseContext,
+// as Serve does.
+func (w *Worker) Handler() http.Handler {
+	return http.HandlerFunc(w.serveHTTP)
+}
+
+func (w *Worker) serveHTTP(rw http.ResponseWriter, r *http.Request) {
+	ws, err := w.upgrader.Upgrade(rw, r, nil)
+	if err != nil {
+		// Upgrade has already answered with an HTTP error.
+		w.log.Debug("websocket upgrade failed", "remote", r.RemoteAddr, "err", err)
+		return
+	}
+	w.serveConn(r.Context(), ws)
+}
+
+// Serve accepts connections on ln until ctx is done, then closes ln, sends a
+// close frame (1001, going away) to every connection, waits for them to end
+// and returns nil. It returns an error only when ln fails first.
+func (w *Worker) Serve(ctx context.Context, ln net.Listener) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+
+	var conns tracker
+	srv := &http.Server{
+		Handler:           conns.wrap(w.Handler()),
+		BaseContext:       func(net.Listener) context.Context { return ctx },
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(w.log.Handler(), slog.LevelDebug),
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-served:
+		err = fmt.Errorf("worker: serve %s: %w", ln.Addr(), err)
+		cancel()
+	}
+	// Close stops the listener and plain HTTP connections; upgraded ones are
+	// no longer the server's and end through ctx, which every request
+	// context derives from.
+	_ = srv.Close()
+	if err == nil {
+		<-served
+	}
+	conns.closeAndWait()
+	return err
+}
+
+// Run listens on cfg.Addr (or 127.0.0.1:$DROVER_PORT) and serves until ctx is
+// done.
+func Run(ctx context.Context, cfg Config) error {
+	w := New(cfg)
+	if w.addr == "" {
+		return ErrNoAddr
+	}
+	ln, err := net.Listen("tcp", w.addr)
+	if err != nil {
+		return fmt.Errorf("worker: listen: %w", err)
+	}
+	w.log.Info("worker listening", "addr", ln.Addr().String(), "instance", w.instanceID, "pid", w.pid)
+	return w.Serve(ctx, ln)
+}
+
+// tracker counts the connections of one Serve, which net/http forgets once
+// they are hijacked, so that Serve can wait for them.
+type tracker struct {
+	mu     sync.Mutex
+	closed bool
+	wg     sync.WaitGroup
+}
+
+func (t *tracker) wrap(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		if !t.add() {
+			http.Error(rw, "worker shutting down", http.StatusServiceUnavailable)
+			return
+		}
+		defer t.wg.Done()
+		h.ServeHTTP(rw, r)
+	})
+}
+
+// add registers a handler unless closeAndWait has begun: a request read just
+// before the server closed may still reach the handler afterwards.
+func (t *tracker) add() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		return false
+	}
+	t.wg.Add(1)
+	return true
+}
+
+func (t *tracker) closeAndWait() {
+	t.mu.Lock()
+	t.closed = true
+	t.mu.Unlock()
+	t.wg.Wait()
+}
