@@ -78,6 +78,7 @@ var (
 func Decode(b []byte, f *Frame) error {
 	*f = Frame{}
 	s := scanner{b: b}
+	var nbuf [8]byte
 	s.ws()
 	if !s.byte('{') {
 		return ErrNotJSON
@@ -91,6 +92,9 @@ func Decode(b []byte, f *Frame) error {
 				return ErrNotJSON
 			}
 			key := b[ks+1 : s.i-1]
+			if s.esc {
+				key = unescapeName(key, &nbuf)
+			}
 			s.ws()
 			if !s.byte(':') {
 				return ErrNotJSON
@@ -103,12 +107,17 @@ func Decode(b []byte, f *Frame) error {
 			v := b[vs:s.i]
 			switch string(key) {
 			case "type":
-				if v[0] != '"' {
-					return ErrNoType
-				}
-				f.Type = lookupType(v[1 : len(v)-1])
-				if f.Type == FrameUnknown {
-					f.TypeName = v[1 : len(v)-1]
+				// The last "type" counts, as for the other members.
+				f.Type, f.TypeName = FrameUnknown, nil
+				if v[0] == '"' {
+					name := v[1 : len(v)-1]
+					if s.esc {
+						name = unescapeName(name, &nbuf)
+					}
+					f.Type = lookupType(name)
+					if f.Type == FrameUnknown {
+						f.TypeName = v[1 : len(v)-1]
+					}
 				}
 			case "id":
 				f.ID = v
@@ -135,6 +144,11 @@ func Decode(b []byte, f *Frame) error {
 	}
 	if f.Type == FrameUnknown && f.TypeName == nil {
 		return ErrNoType
+	}
+	if string(f.ID) == "null" {
+		// An explicit null id is the same as none: error frames about a
+		// frame without a usable id carry it.
+		f.ID = nil
 	}
 	if f.ID != nil {
 		if len(f.ID) > MaxIDLength || (f.ID[0] != '"' && f.ID[0] != '-' && (f.ID[0] < '0' || f.ID[0] > '9')) {
@@ -170,6 +184,59 @@ func lookupType(name []byte) FrameType {
 	return FrameUnknown
 }
 
+// unescapeName returns the contents raw of a JSON string with its escapes
+// decoded, so that an escaped member or type name (RFC 8259 allows
+// "\u0074ype") matches like the plain one. It does not allocate: what cannot
+// be a name Decode knows (longer than buf, or not ASCII) comes back nil.
+// raw must have passed scanner.str.
+func unescapeName(raw []byte, buf *[8]byte) []byte {
+	n := 0
+	for i := 0; i < len(raw); i++ {
+		c := raw[i]
+		if c == '\\' {
+			i++
+			switch c = raw[i]; c {
+			case 'b':
+				c = '\b'
+			case 'f':
+				c = '\f'
+			case 'n':
+				c = '\n'
+			case 'r':
+				c = '\r'
+			case 't':
+				c = '\t'
+			case 'u':
+				var r rune
+				for _, h := range raw[i+1 : i+5] {
+					r = r<<4 | rune(unhex(h))
+				}
+				i += 4
+				if r >= utf8.RuneSelf {
+					return nil
+				}
+				c = byte(r)
+			}
+		}
+		if c >= utf8.RuneSelf || n == len(buf) {
+			return nil
+		}
+		buf[n] = c
+		n++
+	}
+	return buf[:n]
+}
+
+func unhex(c byte) byte {
+	switch {
+	case c <= '9':
+		return c - '0'
+	case c >= 'a':
+		return c - 'a' + 10
+	}
+	return c - 'A' + 10
+}
+
 // maxDepth bounds nesting so that a hostile frame cannot exhaust the stack.
 const maxDepth = 512
 
@@ -178,6 +245,7 @@ type scanner struct {
 	b       []byte
 	i       int
 	badUTF8 bool
+	esc     bool // the last string scanned has an escape
 }
 
 func (s *scanner) ws() {
@@ -276,6 +344,7 @@ func (s *scanner) str() bool {
 	if !s.byte('"') {
 		return false
 	}
+	s.esc = false
 	for s.i < len(s.b) {
 		c := s.b[s.i]
 		switch {
@@ -283,6 +352,7 @@ func (s *scanner) str() bool {
 			s.i++
 			return true
 		case c == '\\':
+			s.esc = true
 			s.i++
 			if s.i >= len(s.b) {
 				return false
@@ -354,12 +424,13 @@ func (s *scanner) number() bool {
 
 // Encoders append one frame to dst and return the extended slice, so that a
 // caller can reuse a pooled buffer and encode without allocating. id and data
-// must be valid JSON values (as Decode returns them).
+// must be valid JSON values (as Decode returns them); a nil id is written as
+// null, a nil data as null.
 
 // AppendTask appends {"type":"task","id":ID,"data":DATA}.
 func AppendTask(dst, id, data []byte) []byte {
 	dst = append(dst, `{"type":"task","id":`...)
-	dst = append(dst, id...)
+	dst = appendID(dst, id)
 	return appendData(dst, data)
 }
 
@@ -374,7 +445,7 @@ func AppendTaskSeq(dst []byte, seq uint64, data []byte) []byte {
 // AppendResult appends {"type":"result","id":ID,"data":DATA}.
 func AppendResult(dst, id, data []byte) []byte {
 	dst = append(dst, `{"type":"result","id":`...)
-	dst = append(dst, id...)
+	dst = appendID(dst, id)
 	return appendData(dst, data)
 }
 

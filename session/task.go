@@ -72,5 +72,5 @@ type Error struct {
 
 func (e *Error) Error() string { return e.Code + ": " + e.Message }
 
-// Errorf is a short form of &Error{Code: code, Message: msg}.
+// NewError is a short form of &Error{Code: code, Message: msg}.
 func NewError(code, msg string) *Error { return &Error{Code: code, Message: msg} }

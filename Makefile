@@ -1,0 +1,54 @@
+# drover's developer entry points. `make test` is what CI runs (.ci/run).
+
+GO        ?= go
+FUZZTIME  ?= 30s
+# Per test binary; the slowest packages take well under a minute.
+TIMEOUT   ?= 10m
+
+GOLANGCI_LINT := $(CURDIR)/bin/golangci-lint
+
+.DEFAULT_GOAL := build
+.PHONY: help setup setup-lint build up test lint bench fuzz clean
+
+## setup: check Go, install the Debian packages the tests need, download modules
+setup:
+	@./scripts/setup.sh
+
+## setup-lint: setup, plus golangci-lint in ./bin
+setup-lint:
+	@./scripts/setup.sh --lint
+
+## build: build bin/drover
+build:
+	$(GO) build -o bin/drover ./cmd/drover
+
+## up: run the whole system on this machine
+up: setup build
+	./bin/drover up
+
+## test: run every test with the race detector
+test: setup
+	$(GO) test -race -count=1 -timeout=$(TIMEOUT) ./...
+
+## lint: gofmt, go vet and golangci-lint
+lint: setup-lint
+	@unformatted=$$(gofmt -l .); \
+	if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
+	$(GO) vet ./...
+	$(GOLANGCI_LINT) run ./...
+
+## bench: run the benchmarks
+bench:
+	$(GO) test -run='^$$' -bench=. -benchmem ./...
+
+## fuzz: run each fuzz target for FUZZTIME (default 30s)
+fuzz:
+	@FUZZTIME=$(FUZZTIME) ./scripts/fuzz.sh
+
+## help: list the targets
+help:
+	@sed -n 's/^## //p' $(MAKEFILE_LIST)
+
+## clean: remove build outputs (keeps the tools in ./bin)
+clean:
+	rm -f bin/drover
