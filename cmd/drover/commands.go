@@ -1,0 +1,170 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/knadh/koanf/parsers/yaml"
+	"github.com/knadh/koanf/providers/env"
+	"github.com/knadh/koanf/providers/file"
+	"github.com/knadh/koanf/providers/posflag"
+	"github.com/knadh/koanf/v2"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"github.com/drover-dev/drover/internal/app"
+	"github.com/drover-dev/drover/worker"
+)
+
+var version = "dev"
+
+func newRootCmd() *cobra.Command {
+	root := &cobra.Command{
+		Use:           "drover",
+		Short:         "Session instance manager over WebSockets",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		Version:       version,
+	}
+	root.PersistentFlags().String("log-level", "info", "log level: debug, info, warn, error")
+	root.PersistentFlags().String("log-format", "text", "log format: text or json")
+	root.AddCommand(newUpCmd(), newWorkerCmd())
+	return root
+}
+
+// load merges, lowest first: flag defaults, the YAML file named by --config,
+// DROVER_* environment variables, and the flags given explicitly.
+func load(fs *pflag.FlagSet, out any) (*koanf.Koanf, error) {
+	k := koanf.New(".")
+	if path, _ := fs.GetString("config"); path != "" {
+		if err := k.Load(file.Provider(path), yaml.Parser()); err != nil {
+			return nil, fmt.Errorf("read config %s: %w", path, err)
+		}
+	}
+	if err := k.Load(env.Provider("DROVER_", ".", func(s string) string {
+		return strings.ToLower(strings.TrimPrefix(s, "DROVER_"))
+	}), nil); err != nil {
+		return nil, err
+	}
+	// Given k, posflag takes a flag the user typed always, and a default only
+	// where neither the file nor the environment set the key.
+	if err := k.Load(posflag.ProviderWithFlag(fs, ".", k, func(f *pflag.Flag) (string, any) {
+		return strings.ReplaceAll(f.Name, "-", "_"), posflag.FlagVal(fs, f)
+	}), nil); err != nil {
+		return nil, err
+	}
+	if err := k.UnmarshalWithConf("", out, koanf.UnmarshalConf{Tag: "koanf"}); err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	return k, nil
+}
+
+func newLogger(cmd *cobra.Command) (*slog.Logger, error) {
+	lvl, _ := cmd.Flags().GetString("log-level")
+	format, _ := cmd.Flags().GetString("log-format")
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(lvl)); err != nil {
+		return nil, fmt.Errorf("bad --log-level %q", lvl)
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
+	}
+	return nil, fmt.Errorf("bad --log-format %q", format)
+}
+
+func newUpCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "up",
+		Short: "Run a manager and a local farm of reference workers on this machine",
+		Long: `up runs the whole system with no configuration: a manager, a local farm
+and an in-memory store. Every flag can also be set in the YAML file given with
+--config (the same names, with _ for -) or as DROVER_<NAME> in the environment.`,
+		Args: cobra.NoArgs,
+	}
+	fs := cmd.Flags()
+	fs.String("config", "", "YAML config file")
+	fs.String("addr", ":8181", "address the manager listens on")
+	fs.Int("instances", 8, "instance slots of the local farm")
+	fs.Int("warm", 2, "idle instances kept ready in the default pool")
+	fs.Float64("health-threshold", 0.9, "busy ratio at which /health answers 503")
+	fs.Duration("resume-grace", 30*time.Second, "how long a dropped session stays resumable")
+	fs.Int64("max-message-size", 4<<20, "largest client message in bytes")
+	fs.Duration("shutdown-grace", 10*time.Second, "how long shutdown may take")
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		var cfg app.UpConfig
+		if _, err := load(fs, &cfg); err != nil {
+			return err
+		}
+		if cfg.Instances < 1 {
+			return errors.New("--instances must be at least 1")
+		}
+		for i := range cfg.Pools {
+			if cfg.Pools[i].Command == "" {
+				return fmt.Errorf("pool %d (%s) has no command", i, cfg.Pools[i].Pool.Name)
+			}
+		}
+		log, err := newLogger(cmd)
+		if err != nil {
+			return err
+		}
+		reg := prometheus.NewRegistry()
+		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		up, err := app.NewUp(cfg, log, reg)
+		if err != nil {
+			return err
+		}
+		base := httpBase(up.Addr())
+		fmt.Fprintf(cmd.OutOrStdout(), `drover is up: %d instance slots, %d warm
+  WebSocket sessions  ws://%s/ws
+  dashboard           http://%s/ui/
+  health, status      http://%s/health  http://%s/status
+Press Ctrl-C to stop.
+`, cfg.Instances, cfg.Warm, base, base, base, base)
+		err = up.Run(cmd.Context())
+		log.Info("drover stopped")
+		return err
+	}
+	return cmd
+}
+
+// httpBase turns a listen address into one a browser can use.
+func httpBase(a net.Addr) string {
+	host, port, err := net.SplitHostPort(a.String())
+	if err != nil {
+		return a.String()
+	}
+	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
+		host = "localhost"
+	}
+	return net.JoinHostPort(host, port)
+}
+
+func newWorkerCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "worker",
+		Short: "Run the reference instance program (native protocol)",
+		Long: `worker listens on --addr, or on 127.0.0.1:$DROVER_PORT, and serves tasks:
+echo, sleep, set, get, pid, stream, results, fail and crash.`,
+		Args: cobra.NoArgs,
+	}
+	addr := cmd.Flags().String("addr", "", "listen address (default 127.0.0.1:$DROVER_PORT)")
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		log, err := newLogger(cmd)
+		if err != nil {
+			return err
+		}
+		return worker.Run(cmd.Context(), worker.Config{Addr: *addr, Logger: log})
+	}
+	return cmd
+}

@@ -1,0 +1,21 @@
+// Command drover is the session instance manager: `drover up` runs the whole
+// system on one machine, `drover worker` is the reference instance program.
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := newRootCmd().ExecuteContext(ctx); err != nil {
+		fmt.Fprintln(os.Stderr, "drover:", err)
+		stop()
+		os.Exit(1)
+	}
+}

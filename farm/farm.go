@@ -1,0 +1,651 @@
+package farm
+
+import (
+	"cmp"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	mrand "math/rand/v2"
+	"net"
+	"os"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"text/template"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Sentinel errors of the farm.
+var (
+	// ErrNoSlot means every slot of the farm holds an instance.
+	ErrNoSlot = errors.New("farm: no free slot")
+	// ErrUnknownPool means the farm has no pool of that name.
+	ErrUnknownPool = errors.New("farm: unknown pool")
+	// ErrNotFound means the farm has no live instance of that id. Callers
+	// stopping an instance treat it as success.
+	ErrNotFound = errors.New("farm: instance not found")
+	// ErrClosed means the farm is closed and starts no more instances.
+	ErrClosed = errors.New("farm: closed")
+	// ErrStartTimeout means an instance did not become ready within its
+	// pool's StartTimeout.
+	ErrStartTimeout = errors.New("farm: instance not ready within start timeout")
+)
+
+const (
+	defaultHost         = "127.0.0.1"
+	defaultStartTimeout = 15 * time.Second
+	defaultStopGrace    = 2 * time.Second
+	// killWait bounds the wait for a process group to go after SIGKILL; only
+	// a process stuck in the kernel takes longer.
+	killWait = 5 * time.Second
+	// startAttempts: a start that failed because another process took the
+	// port between our check and the instance's bind is retried once.
+	startAttempts = 2
+)
+
+// Config configures a Farm.
+type Config struct {
+	// ID is the farm id; empty means one derived from the host name plus a
+	// random suffix.
+	ID   string
+	Name string
+	// Slots is the number of instances alive at once, all pools together;
+	// 0 means one per CPU.
+	Slots int
+	Pools []PoolSpec
+	// Host is the address instances listen on and are reached at; empty
+	// means 127.0.0.1.
+	Host string
+	// PortMin and PortMax bound the ports handed to instances; both 0 means
+	// ephemeral ports chosen by the kernel.
+	PortMin, PortMax int
+	// StopGrace is the time between SIGTERM and SIGKILL when an instance is
+	// stopped; 0 means 2 s. A stop's context deadline can cut it short.
+	StopGrace time.Duration
+	// Logger receives the farm's log and the instances' output; nil discards.
+	Logger *slog.Logger
+	// OnExit is called once for each instance that exits although nobody
+	// asked it to stop, after it left the farm's books (its slot is free);
+	// err describes the exit status. It runs on the instance's supervising
+	// goroutine with no farm lock held, so it may call StartInstance or
+	// StopInstance, but it must not call Close, which waits for it.
+	// Instances that fail while starting are reported to the StartInstance
+	// caller instead.
+	OnExit func(inst Instance, err error)
+	// Registerer receives the farm's metrics; nil means no metrics.
+	Registerer prometheus.Registerer
+}
+
+// Farm runs instance processes of its pools in a fixed number of slots.
+// All methods are safe for concurrent use.
+type Farm struct {
+	id        string
+	name      string
+	slots     int
+	host      string
+	portMin   int
+	portMax   int
+	stopGrace time.Duration
+	pools     map[string]*pool
+	poolNames []string
+	environ   []string
+	log       *slog.Logger
+	onExit    func(Instance, error)
+	metrics   *metrics
+
+	// hookBeforeSpawn, when set (by tests), runs after a port is chosen and
+	// before the process is spawned.
+	hookBeforeSpawn func(port int)
+
+	mu        sync.Mutex
+	closed    bool
+	used      int                  // slots held: live instances and starts in progress
+	instances map[string]*instance // spawned and not yet reaped
+	pending   map[string]struct{}  // ids of starts in progress
+	ports     map[int]struct{}     // ports of live instances and starts in progress
+	portNext  int                  // round-robin cursor into [portMin, portMax]
+	running   int                  // supervising goroutines alive
+	done      chan struct{}        // closed once closed and running == 0
+	doneSet   bool
+}
+
+// pool is a PoolSpec with its templates parsed.
+type pool struct {
+	spec         PoolSpec
+	command      *template.Template
+	args         []*template.Template
+	env          []*template.Template
+	startTimeout time.Duration
+}
+
+// instance is the farm's record of one spawned process.
+type instance struct {
+	id      string
+	pool    *pool
+	port    int
+	addr    string
+	started time.Time
+	pid     int // set before the record is published
+
+	// exited is closed once the process is reaped and the record has left
+	// the farm's books; exitErr and stderrTail are set before that.
+	exited     chan struct{}
+	exitErr    error
+	stderrTail string
+
+	// Guarded by Farm.mu.
+	state    State
+	stopping bool // a stop was requested: the exit is no crash
+	owned    bool // the instance holds its slot (handed out, or abandoned by its start)
+}
+
+// templateData is what Command, Args and Env templates see.
+type templateData struct {
+	Port int
+	ID   string
+	Addr string
+	Host string
+	Pool string
+}
+
+// New validates cfg and returns a Farm with no instances.
+func New(cfg Config) (*Farm, error) {
+	f := &Farm{
+		id:        cfg.ID,
+		name:      cfg.Name,
+		slots:     cfg.Slots,
+		host:      cmp.Or(cfg.Host, defaultHost),
+		portMin:   cfg.PortMin,
+		portMax:   cfg.PortMax,
+		stopGrace: cmp.Or(cfg.StopGrace, defaultStopGrace),
+		pools:     make(map[string]*pool, len(cfg.Pools)),
+		environ:   os.Environ(),
+		log:       cfg.Logger,
+		onExit:    cfg.OnExit,
+		instances: make(map[string]*instance),
+		pending:   make(map[string]struct{}),
+		ports:     make(map[int]struct{}),
+		done:      make(chan struct{}),
+	}
+	if f.id == "" {
+		f.id = defaultID()
+	}
+	if f.log == nil {
+		f.log = slog.New(slog.DiscardHandler)
+	}
+	switch {
+	case f.slots < 0:
+		return nil, fmt.Errorf("farm: slots must not be negative, got %d", f.slots)
+	case f.slots == 0:
+		f.slots = runtime.NumCPU()
+	}
+	switch {
+	case f.portMin == 0 && f.portMax == 0:
+	case f.portMin < 1 || f.portMax > 65535 || f.portMin > f.portMax:
+		return nil, fmt.Errorf("farm: bad port range %d-%d", f.portMin, f.portMax)
+	default:
+		f.portNext = mrand.IntN(f.portMax - f.portMin + 1)
+	}
+	if f.stopGrace < 0 {
+		return nil, fmt.Errorf("farm: stop grace must not be negative, got %s", f.stopGrace)
+	}
+	for _, spec := range cfg.Pools {
+		p, err := parsePool(spec)
+		if err != nil {
+			return nil, err
+		}
+		if _, dup := f.pools[spec.Name]; dup {
+			return nil, fmt.Errorf("farm: pool %q defined twice", spec.Name)
+		}
+		f.pools[spec.Name] = p
+		f.poolNames = append(f.poolNames, spec.Name)
+	}
+	m, err := newMetrics(cfg.Registerer)
+	if err != nil {
+		return nil, err
+	}
+	f.metrics = m
+	return f, nil
+}
+
+func parsePool(spec PoolSpec) (*pool, error) {
+	if spec.Name == "" {
+		return nil, errors.New("farm: pool without a name")
+	}
+	if spec.Command == "" {
+		return nil, fmt.Errorf("farm: pool %q: no command", spec.Name)
+	}
+	switch spec.Protocol {
+	case "", ProtocolNative:
+	default:
+		return nil, fmt.Errorf("farm: pool %q: unsupported protocol %q", spec.Name, spec.Protocol)
+	}
+	if spec.StartTimeout < 0 {
+		return nil, fmt.Errorf("farm: pool %q: negative start timeout", spec.Name)
+	}
+	p := &pool{spec: spec, startTimeout: cmp.Or(spec.StartTimeout, defaultStartTimeout)}
+	parse := func(what, text string) (*template.Template, error) {
+		t, err := template.New(what).Option("missingkey=error").Parse(text)
+		if err != nil {
+			return nil, fmt.Errorf("farm: pool %q: %s: %w", spec.Name, what, err)
+		}
+		return t, nil
+	}
+	var err error
+	if p.command, err = parse("command", spec.Command); err != nil {
+		return nil, err
+	}
+	for i, a := range spec.Args {
+		t, err := parse(fmt.Sprintf("args[%d]", i), a)
+		if err != nil {
+			return nil, err
+		}
+		p.args = append(p.args, t)
+	}
+	for i, e := range spec.Env {
+		t, err := parse(fmt.Sprintf("env[%d]", i), e)
+		if err != nil {
+			return nil, err
+		}
+		p.env = append(p.env, t)
+	}
+	return p, nil
+}
+
+// ID returns the farm id.
+func (f *Farm) ID() string { return f.id }
+
+// Name returns the farm's display name.
+func (f *Farm) Name() string { return f.name }
+
+// Slots returns the number of instances the farm runs at once.
+func (f *Farm) Slots() int { return f.slots }
+
+// Pools returns the pool names in configuration order.
+func (f *Farm) Pools() []string { return slices.Clone(f.poolNames) }
+
+// Instances returns a snapshot of the live instances (starting, ready or
+// stopping), oldest first. Instances that exited are not in it.
+func (f *Farm) Instances() []Instance {
+	f.mu.Lock()
+	out := make([]Instance, 0, len(f.instances))
+	for _, inst := range f.instances {
+		out = append(out, f.snapshotLocked(inst))
+	}
+	f.mu.Unlock()
+	slices.SortFunc(out, func(a, b Instance) int {
+		return cmp.Or(a.Started.Compare(b.Started), strings.Compare(a.ID, b.ID))
+	})
+	return out
+}
+
+func (f *Farm) snapshotLocked(inst *instance) Instance {
+	return Instance{
+		ID:      inst.id,
+		Pool:    inst.pool.spec.Name,
+		Farm:    f.id,
+		Addr:    inst.addr,
+		PID:     inst.pid,
+		State:   inst.state,
+		Started: inst.started,
+	}
+}
+
+// StartInstance spawns an instance of the pool and waits until it is ready:
+// until its port accepts connections. It fails when ctx is done, when the
+// pool's StartTimeout passes (ErrStartTimeout) or when the process exits
+// first (the error carries its exit status); the process is then gone and
+// its slot free when StartInstance returns.
+func (f *Farm) StartInstance(ctx context.Context, poolName string) (Instance, error) {
+	p, ok := f.pools[poolName]
+	if !ok {
+		return Instance{}, fmt.Errorf("%w: %q", ErrUnknownPool, poolName)
+	}
+	if err := ctx.Err(); err != nil {
+		return Instance{}, fmt.Errorf("farm: start %s: %w", poolName, err)
+	}
+	f.mu.Lock()
+	if f.closed {
+		f.mu.Unlock()
+		return Instance{}, ErrClosed
+	}
+	if f.used >= f.slots {
+		f.mu.Unlock()
+		f.metrics.start(poolName, resultNoSlot)
+		return Instance{}, ErrNoSlot
+	}
+	f.used++
+	id := f.newIDLocked(poolName)
+	f.pending[id] = struct{}{}
+	f.mu.Unlock()
+
+	begin := time.Now()
+	ctx, cancel := context.WithTimeoutCause(ctx, p.startTimeout, ErrStartTimeout)
+	defer cancel()
+
+	var (
+		inst *instance
+		err  error
+	)
+	for attempt := 1; ; attempt++ {
+		inst, err = f.startAttempt(ctx, p, id, begin)
+		if err == nil || !errors.Is(err, errPortTaken) || attempt == startAttempts {
+			break
+		}
+		f.log.Warn("instance port taken, retrying with another port",
+			"instance", id, "pool", poolName, "err", err)
+	}
+
+	f.mu.Lock()
+	delete(f.pending, id)
+	if err != nil {
+		f.used-- // a failed start's process is gone and never owned the slot
+		closed := f.closed
+		f.mu.Unlock()
+		if closed && !errors.Is(err, ErrClosed) {
+			err = fmt.Errorf("%w: %w", ErrClosed, err)
+		}
+		f.metrics.start(poolName, startResult(err))
+		f.log.Warn("instance start failed", "instance", id, "pool", poolName, "err", err)
+		return Instance{}, err
+	}
+	out := f.snapshotLocked(inst)
+	f.mu.Unlock()
+
+	took := time.Since(begin)
+	f.metrics.start(poolName, resultReady)
+	f.metrics.startDuration(poolName, took)
+	f.log.Info("instance ready", "instance", id, "pool", poolName,
+		"pid", out.PID, "addr", out.Addr, "took", took)
+	return out, nil
+}
+
+// newIDLocked returns an instance id unused by live instances and starts in
+// progress. The caller holds f.mu.
+func (f *Farm) newIDLocked(poolName string) string {
+	for {
+		id := poolName + "-" + randHex(4)
+		_, live := f.instances[id]
+		_, starting := f.pending[id]
+		if !live && !starting {
+			return id
+		}
+	}
+}
+
+// startAttempt spawns one process for the instance id and waits until it is
+// ready. On failure the process is gone and its port released; the caller
+// still holds the slot.
+func (f *Farm) startAttempt(ctx context.Context, p *pool, id string, begin time.Time) (*instance, error) {
+	port, err := f.allocPort()
+	if err != nil {
+		return nil, fmt.Errorf("farm: start %s: %w", id, err)
+	}
+	inst := &instance{
+		id:      id,
+		pool:    p,
+		port:    port,
+		addr:    net.JoinHostPort(f.host, fmt.Sprint(port)),
+		started: begin,
+		state:   StateStarting,
+		exited:  make(chan struct{}),
+	}
+	cmd, stdout, stderr, err := f.command(inst)
+	if err != nil {
+		f.releasePort(port)
+		return nil, fmt.Errorf("farm: start %s: %w", id, err)
+	}
+	if f.hookBeforeSpawn != nil {
+		f.hookBeforeSpawn(port)
+	}
+
+	f.mu.Lock()
+	if f.closed {
+		f.mu.Unlock()
+		f.releasePort(port)
+		return nil, ErrClosed
+	}
+	f.running++
+	f.mu.Unlock()
+	spawned := make(chan error, 1)
+	go f.supervise(inst, cmd, stdout, stderr, spawned)
+	if err := <-spawned; err != nil {
+		return nil, fmt.Errorf("farm: start %s: %w", id, err)
+	}
+
+	err = f.awaitReady(ctx, inst)
+	if err == nil {
+		f.mu.Lock()
+		if inst.state == StateStarting {
+			inst.owned = true
+			f.setStateLocked(inst, StateReady)
+			f.mu.Unlock()
+			return inst, nil
+		}
+		f.mu.Unlock()
+		// It exited or is being stopped while we probed it.
+		err = errStoppedEarly
+		select {
+		case <-inst.exited:
+			err = f.earlyExitError(inst)
+		default:
+		}
+	}
+	f.abandon(inst)
+	return nil, fmt.Errorf("farm: start %s: %w", id, err)
+}
+
+// errStoppedEarly: a stop request (or Close) took the instance while it started.
+var errStoppedEarly = errors.New("stopped before ready")
+
+// errExitedEarly: the process exited on its own before it was ready.
+var errExitedEarly = errors.New("exited before ready")
+
+// errPortTaken marks a start that failed because its port was taken.
+var errPortTaken = errors.New("port taken")
+
+// awaitReady probes the instance's address until it accepts a connection.
+func (f *Farm) awaitReady(ctx context.Context, inst *instance) error {
+	tick := time.NewTicker(probeInterval)
+	defer tick.Stop()
+	for {
+		// A process that already exited is not ready, even if something else
+		// answers on its port.
+		select {
+		case <-inst.exited:
+			return f.earlyExitError(inst)
+		default:
+		}
+		if probe(ctx, inst.addr) {
+			return nil
+		}
+		select {
+		case <-inst.exited:
+			return f.earlyExitError(inst)
+		case <-ctx.Done():
+			return context.Cause(ctx)
+		case <-tick.C:
+		}
+	}
+}
+
+// earlyExitError describes an instance that exited before it was ready;
+// inst.exited must be closed.
+func (f *Farm) earlyExitError(inst *instance) error {
+	f.mu.Lock()
+	stopped := inst.stopping
+	f.mu.Unlock()
+	if stopped {
+		return errStoppedEarly
+	}
+	err := fmt.Errorf("%w: %w", errExitedEarly, inst.exitErr)
+	if inst.stderrTail != "" {
+		err = fmt.Errorf("%w (last stderr line: %q)", err, inst.stderrTail)
+	}
+	if portTaken(f.host, inst.port, inst.stderrTail) {
+		err = fmt.Errorf("%w: %w", errPortTaken, err)
+	}
+	return err
+}
+
+// abandon takes down a process whose start failed and waits until it is
+// gone. If it does not go in time, the record keeps the slot until it does.
+func (f *Farm) abandon(inst *instance) {
+	f.mu.Lock()
+	alive := inst.state != StateExited
+	if alive {
+		inst.stopping = true
+		f.setStateLocked(inst, StateStopping)
+	}
+	f.mu.Unlock()
+	if !alive {
+		return
+	}
+	signalGroup(inst.pid, syscall.SIGKILL)
+	t := time.NewTimer(killWait)
+	defer t.Stop()
+	select {
+	case <-inst.exited:
+	case <-t.C:
+		// Hand the slot to the record: the supervisor frees it on exit.
+		f.mu.Lock()
+		if inst.state != StateExited {
+			inst.owned = true
+			f.used++ // balances the caller's release
+		}
+		f.mu.Unlock()
+		f.log.Error("instance did not exit after SIGKILL", "instance", inst.id, "pid", inst.pid)
+	}
+}
+
+// StopInstance stops an instance: SIGTERM to its process group, SIGKILL after
+// the stop grace or when ctx is done, whichever comes first; then it waits
+// until the process is gone. It returns ErrNotFound for an id the farm does
+// not know (or no longer knows), which callers treat as success. Concurrent
+// stops of one instance all wait for it.
+func (f *Farm) StopInstance(ctx context.Context, id string) error {
+	f.mu.Lock()
+	inst, ok := f.instances[id]
+	if !ok {
+		f.mu.Unlock()
+		return fmt.Errorf("%w: %s", ErrNotFound, id)
+	}
+	first := !inst.stopping
+	inst.stopping = true
+	f.setStateLocked(inst, StateStopping)
+	f.mu.Unlock()
+
+	if first {
+		signalGroup(inst.pid, syscall.SIGTERM)
+	}
+	grace := time.NewTimer(f.stopGrace)
+	defer grace.Stop()
+	select {
+	case <-inst.exited:
+		return nil
+	case <-grace.C:
+	case <-ctx.Done():
+	}
+	f.log.Warn("instance still running after SIGTERM, killing it", "instance", id, "pid", inst.pid)
+	signalGroup(inst.pid, syscall.SIGKILL)
+	kill := time.NewTimer(killWait)
+	defer kill.Stop()
+	select {
+	case <-inst.exited:
+		return nil
+	case <-kill.C:
+		return fmt.Errorf("farm: stop %s: process %d did not exit after SIGKILL", id, inst.pid)
+	}
+}
+
+// Close stops every instance in parallel, refuses new starts with ErrClosed,
+// and waits until every goroutine the farm started has returned, or until
+// ctx is done. Instances get the stop grace unless ctx ends first. Close is
+// idempotent; every call waits.
+func (f *Farm) Close(ctx context.Context) error {
+	f.mu.Lock()
+	first := !f.closed
+	f.closed = true
+	var ids []string
+	if first {
+		for id := range f.instances {
+			ids = append(ids, id)
+		}
+	}
+	f.mu.Unlock()
+
+	var err error
+	if first {
+		errs := make([]error, len(ids))
+		var wg sync.WaitGroup
+		for i, id := range ids {
+			wg.Go(func() {
+				if err := f.StopInstance(ctx, id); !errors.Is(err, ErrNotFound) {
+					errs[i] = err
+				}
+			})
+		}
+		wg.Wait()
+		err = errors.Join(errs...)
+		f.mu.Lock()
+		f.maybeDoneLocked()
+		f.mu.Unlock()
+		f.log.Info("farm closed", "farm", f.id, "stopped", len(ids))
+	}
+	select {
+	case <-f.done:
+		return err
+	case <-ctx.Done():
+		return errors.Join(err, fmt.Errorf("farm: close: instances still exiting: %w", ctx.Err()))
+	}
+}
+
+// maybeDoneLocked closes f.done once the farm is closed and no supervisor is
+// left. The caller holds f.mu.
+func (f *Farm) maybeDoneLocked() {
+	if f.closed && f.running == 0 && !f.doneSet {
+		f.doneSet = true
+		close(f.done)
+	}
+}
+
+// setStateLocked moves inst to state and keeps the gauge in step. The caller
+// holds f.mu.
+func (f *Farm) setStateLocked(inst *instance, state State) {
+	if inst.state == state {
+		return
+	}
+	f.metrics.transition(inst.pool.spec.Name, inst.state, state)
+	inst.state = state
+}
+
+func randHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b) // never fails
+	return hex.EncodeToString(b)
+}
+
+// defaultID derives a farm id from the host name: its first label, reduced
+// to [a-z0-9-], plus a random suffix so two farms on one host differ.
+func defaultID() string {
+	host, _ := os.Hostname()
+	host, _, _ = strings.Cut(strings.ToLower(host), ".")
+	host = strings.Map(func(r rune) rune {
+		if r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-' {
+			return r
+		}
+		return '-'
+	}, host)
+	host = strings.Trim(host, "-")
+	if len(host) > 32 {
+		host = host[:32]
+	}
+	return cmp.Or(host, "farm") + "-" + randHex(3)
+}

@@ -1,0 +1,774 @@
+package farm
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"regexp"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/stretchr/testify/require"
+)
+
+const waitFor = 15 * time.Second // generous: -race children start slowly on a busy box
+
+func testLogger(t testing.TB) *slog.Logger {
+	return slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+func newTestFarm(t testing.TB, cfg Config) *Farm {
+	t.Helper()
+	if cfg.Logger == nil {
+		cfg.Logger = testLogger(t)
+	}
+	f, err := New(cfg)
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		require.NoError(t, f.Close(ctx))
+	})
+	return f
+}
+
+func startCtx(t testing.TB) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// ask sends one command line to an instance and returns its one-line answer.
+func ask(t testing.TB, addr, line string) string {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	require.NoError(t, err)
+	defer c.Close()
+	require.NoError(t, c.SetDeadline(time.Now().Add(10*time.Second)))
+	_, err = fmt.Fprintln(c, line)
+	require.NoError(t, err)
+	reply, err := bufio.NewReader(c).ReadString('\n')
+	if line == "exit" || strings.HasPrefix(line, "exit ") {
+		return "" // the child is gone; no reply
+	}
+	require.NoError(t, err)
+	return strings.TrimSpace(reply)
+}
+
+// procStat returns the state letter and process group of pid, ok=false if
+// there is no such process.
+func procStat(pid int) (state byte, pgrp int, ok bool) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0, 0, false
+	}
+	// pid (comm) state ppid pgrp ...; comm may hold spaces and parens.
+	fields := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+	pgrp, _ = strconv.Atoi(fields[2])
+	return fields[0][0], pgrp, true
+}
+
+// gone reports whether pid is dead: no such process, or a zombie nobody
+// reaped yet (a reparented grandchild in a container without an init).
+func gone(pid int) bool {
+	state, _, ok := procStat(pid)
+	return !ok || state == 'Z' || state == 'X'
+}
+
+func requireGone(t testing.TB, pids ...int) {
+	t.Helper()
+	for _, pid := range pids {
+		require.Eventually(t, func() bool { return gone(pid) }, waitFor, 5*time.Millisecond, "pid %d still alive", pid)
+	}
+}
+
+// killOnCleanup makes sure a failing test leaves no process behind.
+func killOnCleanup(t testing.TB, pid int) {
+	t.Cleanup(func() {
+		if !gone(pid) {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+	})
+}
+
+// waitStarting waits until the farm shows one instance starting and returns it.
+func waitStarting(t testing.TB, f *Farm, pool string) Instance {
+	t.Helper()
+	var got Instance
+	require.Eventually(t, func() bool {
+		for _, inst := range f.Instances() {
+			if inst.Pool == pool && inst.State == StateStarting {
+				got = inst
+				return true
+			}
+		}
+		return false
+	}, waitFor, 2*time.Millisecond)
+	return got
+}
+
+type startResultT struct {
+	inst Instance
+	err  error
+}
+
+func startAsync(f *Farm, ctx context.Context, pool string) <-chan startResultT {
+	ch := make(chan startResultT, 1)
+	go func() {
+		inst, err := f.StartInstance(ctx, pool)
+		ch <- startResultT{inst, err}
+	}()
+	return ch
+}
+
+func TestNew(t *testing.T) {
+	t.Parallel()
+	ok := childPool("p", "listen")
+	tests := []struct {
+		name string
+		cfg  Config
+		want string
+	}{
+		{"negative slots", Config{Slots: -1}, "slots"},
+		{"port range reversed", Config{PortMin: 9001, PortMax: 9000}, "port range"},
+		{"port range half", Config{PortMin: 9000}, "port range"},
+		{"port range too high", Config{PortMin: 9000, PortMax: 70000}, "port range"},
+		{"pool without name", Config{Pools: []PoolSpec{{Command: "x"}}}, "without a name"},
+		{"pool without command", Config{Pools: []PoolSpec{{Name: "p"}}}, "no command"},
+		{"duplicate pool", Config{Pools: []PoolSpec{ok, ok}}, "twice"},
+		{"unknown protocol", Config{Pools: []PoolSpec{{Name: "p", Command: "x", Protocol: "carrier-pigeon"}}}, "unsupported protocol"},
+		{"bad template", Config{Pools: []PoolSpec{{Name: "p", Command: "x", Args: []string{"{{.Port"}}}}, "args[0]"},
+		{"negative start timeout", Config{Pools: []PoolSpec{{Name: "p", Command: "x", StartTimeout: -1}}}, "start timeout"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := New(tt.cfg)
+			require.ErrorContains(t, err, tt.want)
+		})
+	}
+
+	t.Run("defaults", func(t *testing.T) {
+		f, err := New(Config{Pools: []PoolSpec{childPool("b", "listen"), childPool("a", "listen")}})
+		require.NoError(t, err)
+		require.Regexp(t, regexp.MustCompile(`^[a-z0-9-]+-[0-9a-f]{6}$`), f.ID())
+		require.Equal(t, runtime.NumCPU(), f.Slots())
+		require.Equal(t, []string{"b", "a"}, f.Pools())
+		require.NoError(t, f.Close(context.Background()))
+	})
+}
+
+func TestStartReady(t *testing.T) {
+	t.Parallel()
+	p := childPool("echo", "listen", "ECHO_ADDR={{.Addr}}", "ECHO_POOL={{.Pool}}/{{.Host}}", "DROVER_PORT=1")
+	f := newTestFarm(t, Config{ID: "farm-1", Slots: 2, Pools: []PoolSpec{p}})
+
+	inst, err := f.StartInstance(startCtx(t), "echo")
+	require.NoError(t, err)
+	killOnCleanup(t, inst.PID)
+
+	require.Equal(t, StateReady, inst.State)
+	require.Equal(t, "echo", inst.Pool)
+	require.Equal(t, "farm-1", inst.Farm)
+	require.Regexp(t, `^echo-[0-9a-f]{8}$`, inst.ID)
+	require.Positive(t, inst.PID)
+	host, port, err := net.SplitHostPort(inst.Addr)
+	require.NoError(t, err)
+	require.Equal(t, "127.0.0.1", host)
+	require.NotEqual(t, "0", port)
+	require.WithinDuration(t, time.Now(), inst.Started, time.Minute)
+
+	require.Equal(t, "pong "+inst.ID, ask(t, inst.Addr, "ping"))
+	require.Equal(t, port, ask(t, inst.Addr, "env DROVER_PORT"), "DROVER_PORT wins over the pool's env")
+	require.Equal(t, inst.ID, ask(t, inst.Addr, "env DROVER_INSTANCE_ID"))
+	require.Equal(t, inst.Addr+" "+inst.ID, ask(t, inst.Addr, "args"))
+	require.Equal(t, inst.Addr, ask(t, inst.Addr, "env ECHO_ADDR"))
+	require.Equal(t, "echo/127.0.0.1", ask(t, inst.Addr, "env ECHO_POOL"))
+	require.Equal(t, os.Getenv("PATH"), ask(t, inst.Addr, "env PATH"), "the farm's environment is inherited")
+
+	_, pgrp, ok := procStat(inst.PID)
+	require.True(t, ok)
+	require.Equal(t, inst.PID, pgrp, "the instance leads its own process group")
+
+	require.Equal(t, []Instance{inst}, f.Instances())
+}
+
+func TestInstancesSortedByStart(t *testing.T) {
+	t.Parallel()
+	f := newTestFarm(t, Config{Slots: 2, Pools: []PoolSpec{childPool("p", "listen")}})
+	a, err := f.StartInstance(startCtx(t), "p")
+	require.NoError(t, err)
+	b, err := f.StartInstance(startCtx(t), "p")
+	require.NoError(t, err)
+	got := f.Instances()
+	require.Len(t, got, 2)
+	require.Equal(t, a.ID, got[0].ID)
+	require.Equal(t, b.ID, got[1].ID)
+}
+
+func TestStartErrors(t *testing.T) {
+	t.Parallel()
+	bad := childPool("bad", "listen")
+	bad.Args = []string{"{{.Nope}}"}
+	missing := PoolSpec{Name: "missing", Command: "/nonexistent/drover-instance"}
+	f := newTestFarm(t, Config{Slots: 1, Pools: []PoolSpec{childPool("p", "listen"), bad, missing}})
+
+	_, err := f.StartInstance(startCtx(t), "nope")
+	require.ErrorIs(t, err, ErrUnknownPool)
+
+	_, err = f.StartInstance(startCtx(t), "bad")
+	require.ErrorContains(t, err, "render args[0]")
+
+	_, err = f.StartInstance(startCtx(t), "missing")
+	require.ErrorIs(t, err, os.ErrNotExist)
+
+	canceled, cancel := context.WithCancel(context.Background())
+	cancel()
+	_, err = f.StartInstance(canceled, "p")
+	require.ErrorIs(t, err, context.Canceled)
+
+	// None of the failures kept the slot or a port.
+	_, err = f.StartInstance(startCtx(t), "p")
+	require.NoError(t, err)
+	f.mu.Lock()
+	require.Len(t, f.ports, 1)
+	f.mu.Unlock()
+}
+
+func TestNoSlot(t *testing.T) {
+	t.Parallel()
+	f := newTestFarm(t, Config{Slots: 1, Pools: []PoolSpec{childPool("p", "listen")}})
+	first, err := f.StartInstance(startCtx(t), "p")
+	require.NoError(t, err)
+
+	_, err = f.StartInstance(startCtx(t), "p")
+	require.ErrorIs(t, err, ErrNoSlot)
+
+	require.NoError(t, f.StopInstance(startCtx(t), first.ID))
+	second, err := f.StartInstance(startCtx(t), "p")
+	require.NoError(t, err)
+	require.NotEqual(t, first.ID, second.ID)
+}
+
+func TestStartTimeoutKillsChild(t *testing.T) {
+	t.Parallel()
+	p := childPool("never", "never")
+	p.StartTimeout = time.Second
+	f := newTestFarm(t, Config{Slots: 1, Pools: []PoolSpec{p}})
+
+	begin := time.Now()
+	res := startAsync(f, startCtx(t), "never")
+	starting := waitStarting(t, f, "never")
+	killOnCleanup(t, starting.PID)
+	r := <-res
+	require.ErrorIs(t, r.err, ErrStartTimeout)
+	require.GreaterOrEqual(t, time.Since(begin), time.Second)
+	require.True(t, gone(starting.PID), "the child is reaped when StartInstance returns")
+	require.Empty(t, f.Instances())
+	f.mu.Lock()
+	require.Zero(t, f.used, "slot freed")
+	f.mu.Unlock()
+}
+
+func TestStartContextCanceled(t *testing.T) {
+	t.Parallel()
+	f := newTestFarm(t, Config{Slots: 1, Pools: []PoolSpec{childPool("never", "never")}})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	res := startAsync(f, ctx, "never")
+	starting := waitStarting(t, f, "never")
+	killOnCleanup(t, starting.PID)
+	cancel()
+	r := <-res
+	require.ErrorIs(t, r.err, context.Canceled)
+	require.NotErrorIs(t, r.err, ErrStartTimeout)
+	require.True(t, gone(starting.PID))
+}
+
+func TestEarlyExitFailsFast(t *testing.T) {
+	t.Parallel()
+	f := newTestFarm(t, Config{Slots: 1, Pools: []PoolSpec{childPool("crash", "crash"), childPool("p", "listen")}})
+
+	begin := time.Now()
+	_, err := f.StartInstance(startCtx(t), "crash")
+	require.Less(t, time.Since(begin), 10*time.Second, "does not wait for the 20 s start timeout")
+	var exitErr *exec.ExitError
+	require.ErrorAs(t, err, &exitErr)
+	require.Equal(t, 7, exitErr.ExitCode())
+	require.ErrorContains(t, err, "exit status 7")
+	require.ErrorContains(t, err, "bad configuration", "the last stderr line explains it")
+	require.NotErrorIs(t, err, errPortTaken)
+
+	_, err = f.StartInstance(startCtx(t), "p")
+	require.NoError(t, err, "the slot is free again")
+}
+
+func TestCrashCallsOnExit(t *testing.T) {
+	t.Parallel()
+	type exit struct {
+		inst Instance
+		err  error
+		live int
+	}
+	exits := make(chan exit, 4)
+	var f *Farm
+	f = newTestFarm(t, Config{Slots: 1, Pools: []PoolSpec{childPool("p", "listen")},
+		OnExit: func(inst Instance, err error) {
+			// Instances takes the farm lock: this would hang if OnExit ran under it.
+			exits <- exit{inst, err, len(f.Instances())}
+		},
+	})
+
+	inst, err := f.StartInstance(startCtx(t), "p")
+	require.NoError(t, err)
+	ask(t, inst.Addr, "exit 3")
+
+	var got exit
+	select {
+	case got = <-exits:
+	case <-time.After(waitFor):
+		t.Fatal("OnExit not called")
+	}
+	require.Equal(t, inst.ID, got.inst.ID)
+	require.Equal(t, inst.PID, got.inst.PID)
+	require.Equal(t, StateExited, got.inst.State)
+	require.Zero(t, got.live)
+	var exitErr *exec.ExitError
+	require.ErrorAs(t, got.err, &exitErr)
+	require.Equal(t, 3, exitErr.ExitCode())
+	require.Empty(t, f.Instances())
+
+	// The slot is free; an instance that is stopped is no crash.
+	next, err := f.StartInstance(startCtx(t), "p")
+	require.NoError(t, err)
+	require.NoError(t, f.StopInstance(startCtx(t), next.ID))
+	require.ErrorIs(t, f.StopInstance(startCtx(t), inst.ID), ErrNotFound)
+	require.NoError(t, f.Close(startCtx(t)))
+	require.Empty(t, exits, "OnExit is called once, and only for crashes")
+}
+
+func TestStopKillsProcessGroup(t *testing.T) {
+	t.Parallel()
+	var crashes int
+	var mu sync.Mutex
+	f := newTestFarm(t, Config{Slots: 1, Pools: []PoolSpec{childPool("p", "listen")},
+		OnExit: func(Instance, error) { mu.Lock(); crashes++; mu.Unlock() },
+	})
+	inst, err := f.StartInstance(startCtx(t), "p")
+	require.NoError(t, err)
+	killOnCleanup(t, inst.PID)
+
+	grandchild, err := strconv.Atoi(ask(t, inst.Addr, "spawn"))
+	require.NoError(t, err)
+	killOnCleanup(t, grandchild)
+	_, pgrp, ok := procStat(grandchild)
+	require.True(t, ok)
+	require.Equal(t, inst.PID, pgrp, "the grandchild is in the instance's group")
+
+	require.NoError(t, f.StopInstance(startCtx(t), inst.ID))
+	require.True(t, gone(inst.PID), "the instance is reaped when StopInstance returns")
+	requireGone(t, grandchild)
+	require.Empty(t, f.Instances())
+
+	require.ErrorIs(t, f.StopInstance(startCtx(t), inst.ID), ErrNotFound, "idempotent")
+	mu.Lock()
+	require.Zero(t, crashes)
+	mu.Unlock()
+}
+
+func TestStopEscalatesToSIGKILL(t *testing.T) {
+	t.Parallel()
+	t.Run("after grace", func(t *testing.T) {
+		t.Parallel()
+		f := newTestFarm(t, Config{Slots: 1, StopGrace: 300 * time.Millisecond, Pools: []PoolSpec{childPool("p", "stubborn")}})
+		inst, err := f.StartInstance(startCtx(t), "p")
+		require.NoError(t, err)
+		killOnCleanup(t, inst.PID)
+
+		begin := time.Now()
+		require.NoError(t, f.StopInstance(startCtx(t), inst.ID))
+		require.GreaterOrEqual(t, time.Since(begin), 300*time.Millisecond)
+		require.True(t, gone(inst.PID))
+	})
+	t.Run("at context deadline", func(t *testing.T) {
+		t.Parallel()
+		f := newTestFarm(t, Config{Slots: 1, StopGrace: time.Minute, Pools: []PoolSpec{childPool("p", "stubborn")}})
+		inst, err := f.StartInstance(startCtx(t), "p")
+		require.NoError(t, err)
+		killOnCleanup(t, inst.PID)
+
+		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+		defer cancel()
+		begin := time.Now()
+		require.NoError(t, f.StopInstance(ctx, inst.ID))
+		require.Less(t, time.Since(begin), 10*time.Second)
+		require.True(t, gone(inst.PID))
+	})
+	t.Run("concurrent stops", func(t *testing.T) {
+		t.Parallel()
+		f := newTestFarm(t, Config{Slots: 1, StopGrace: 500 * time.Millisecond, Pools: []PoolSpec{childPool("p", "stubborn")}})
+		inst, err := f.StartInstance(startCtx(t), "p")
+		require.NoError(t, err)
+		killOnCleanup(t, inst.PID)
+
+		first := make(chan error, 1)
+		go func() { first <- f.StopInstance(startCtx(t), inst.ID) }()
+		require.Eventually(t, func() bool {
+			insts := f.Instances()
+			return len(insts) == 1 && insts[0].State == StateStopping
+		}, waitFor, time.Millisecond)
+		require.NoError(t, f.StopInstance(startCtx(t), inst.ID), "a second stop waits for the same exit")
+		require.NoError(t, <-first)
+		require.True(t, gone(inst.PID))
+	})
+}
+
+func TestStopWhileStarting(t *testing.T) {
+	t.Parallel()
+	var crashes int
+	var mu sync.Mutex
+	f := newTestFarm(t, Config{Slots: 1, Pools: []PoolSpec{childPool("slow", "slow", delayEnv+"=1h")},
+		OnExit: func(Instance, error) { mu.Lock(); crashes++; mu.Unlock() },
+	})
+	res := startAsync(f, startCtx(t), "slow")
+	starting := waitStarting(t, f, "slow")
+	killOnCleanup(t, starting.PID)
+
+	require.NoError(t, f.StopInstance(startCtx(t), starting.ID))
+	r := <-res
+	require.ErrorIs(t, r.err, errStoppedEarly)
+	require.True(t, gone(starting.PID))
+	mu.Lock()
+	require.Zero(t, crashes)
+	mu.Unlock()
+}
+
+func TestClose(t *testing.T) {
+	t.Parallel()
+	f, err := New(Config{Slots: 4, Logger: testLogger(t), Pools: []PoolSpec{
+		childPool("p", "listen"),
+		childPool("slow", "slow", delayEnv+"=1h"),
+	}})
+	require.NoError(t, err)
+
+	var pids []int
+	for range 3 {
+		inst, err := f.StartInstance(startCtx(t), "p")
+		require.NoError(t, err)
+		killOnCleanup(t, inst.PID)
+		pids = append(pids, inst.PID)
+	}
+	res := startAsync(f, startCtx(t), "slow")
+	starting := waitStarting(t, f, "slow")
+	killOnCleanup(t, starting.PID)
+
+	require.NoError(t, f.Close(startCtx(t)))
+	for _, pid := range append(pids, starting.PID) {
+		require.True(t, gone(pid), "pid %d", pid)
+	}
+	require.ErrorIs(t, (<-res).err, ErrClosed, "a start in flight fails with ErrClosed")
+	require.Empty(t, f.Instances())
+
+	_, err = f.StartInstance(startCtx(t), "p")
+	require.ErrorIs(t, err, ErrClosed)
+	require.NoError(t, f.Close(startCtx(t)), "idempotent")
+}
+
+// TestFarmKilledLeavesNoInstance runs a farm in another process, kills that
+// process with SIGKILL and checks that its instances die with it.
+func TestFarmKilledLeavesNoInstance(t *testing.T) {
+	t.Parallel()
+	exe, err := os.Executable()
+	require.NoError(t, err)
+	helper := exec.Command(exe)
+	helper.Env = append(os.Environ(), childEnv+"=farm")
+	helper.Stderr = t.Output()
+	out, err := helper.StdoutPipe()
+	require.NoError(t, err)
+	require.NoError(t, helper.Start())
+	killOnCleanup(t, helper.Process.Pid)
+
+	// StdoutPipe hands out the *os.File, so reads can have a deadline.
+	require.NoError(t, out.(*os.File).SetReadDeadline(time.Now().Add(2*waitFor)))
+	lines := bufio.NewScanner(out)
+	var pids []int
+	for len(pids) < 2 && lines.Scan() {
+		pid, err := strconv.Atoi(strings.TrimSpace(lines.Text()))
+		require.NoError(t, err, "helper said %q", lines.Text())
+		killOnCleanup(t, pid)
+		pids = append(pids, pid)
+	}
+	require.NoError(t, lines.Err())
+	require.Len(t, pids, 2)
+	for _, pid := range pids {
+		require.False(t, gone(pid), "instance %d runs before the farm is killed", pid)
+	}
+
+	require.NoError(t, helper.Process.Signal(syscall.SIGKILL))
+	_ = helper.Wait()
+	requireGone(t, pids...)
+}
+
+// freePortRange finds n consecutive ports nothing listens on.
+func freePortRange(t *testing.T, n int) int {
+	t.Helper()
+	for range 50 {
+		base, err := ephemeralPort("127.0.0.1")
+		require.NoError(t, err)
+		if base+n-1 > 65535 {
+			continue
+		}
+		free := true
+		for p := base; p < base+n && free; p++ {
+			free = portFree("127.0.0.1", p)
+		}
+		if free {
+			return base
+		}
+	}
+	t.Fatal("no free port range")
+	return 0
+}
+
+func TestPortRange(t *testing.T) {
+	t.Parallel()
+	base := freePortRange(t, 2)
+	f := newTestFarm(t, Config{Slots: 3, PortMin: base, PortMax: base + 1, Pools: []PoolSpec{childPool("p", "listen")}})
+
+	a, err := f.StartInstance(startCtx(t), "p")
+	require.NoError(t, err)
+	b, err := f.StartInstance(startCtx(t), "p")
+	require.NoError(t, err)
+	ports := map[string]bool{a.Addr: true, b.Addr: true}
+	require.Equal(t, map[string]bool{
+		net.JoinHostPort("127.0.0.1", strconv.Itoa(base)):   true,
+		net.JoinHostPort("127.0.0.1", strconv.Itoa(base+1)): true,
+	}, ports, "each live instance has its own port from the range")
+
+	_, err = f.StartInstance(startCtx(t), "p")
+	require.ErrorContains(t, err, "no free port")
+	require.NotErrorIs(t, err, ErrNoSlot)
+
+	// A port comes back when its instance goes.
+	require.NoError(t, f.StopInstance(startCtx(t), a.ID))
+	c, err := f.StartInstance(startCtx(t), "p")
+	require.NoError(t, err)
+	require.Equal(t, a.Addr, c.Addr)
+}
+
+func TestPortTakenRetries(t *testing.T) {
+	t.Parallel()
+	base := freePortRange(t, 3)
+	f := newTestFarm(t, Config{Slots: 1, PortMin: base, PortMax: base + 2, Pools: []PoolSpec{childPool("p", "listen")}})
+
+	// Between the farm's check and the child's bind, another process takes
+	// the port: a bound socket without SO_REUSEADDR that does not listen, so
+	// the readiness probe is refused and the child's bind fails.
+	var taken int
+	f.hookBeforeSpawn = func(port int) {
+		if taken != 0 {
+			return
+		}
+		taken = port
+		fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM, 0)
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = syscall.Close(fd) })
+		require.NoError(t, syscall.Bind(fd, &syscall.SockaddrInet4{Port: port, Addr: [4]byte{127, 0, 0, 1}}))
+	}
+
+	inst, err := f.StartInstance(startCtx(t), "p")
+	require.NoError(t, err)
+	require.NotZero(t, taken)
+	require.NotEqual(t, net.JoinHostPort("127.0.0.1", strconv.Itoa(taken)), inst.Addr)
+	require.Equal(t, "pong "+inst.ID, ask(t, inst.Addr, "ping"))
+}
+
+// lockedBuffer is an io.Writer safe for concurrent use.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) records() []map[string]any {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var out []map[string]any
+	dec := json.NewDecoder(bytes.NewReader(b.buf.Bytes()))
+	for {
+		var rec map[string]any
+		if err := dec.Decode(&rec); err != nil {
+			if errors.Is(err, io.EOF) {
+				return out
+			}
+			panic(err)
+		}
+		out = append(out, rec)
+	}
+}
+
+func TestOutputLogged(t *testing.T) {
+	t.Parallel()
+	var logs lockedBuffer
+	f := newTestFarm(t, Config{Slots: 1, Pools: []PoolSpec{childPool("p", "listen")},
+		Logger: slog.New(slog.NewJSONHandler(&logs, nil))})
+	inst, err := f.StartInstance(startCtx(t), "p")
+	require.NoError(t, err)
+
+	find := func(match func(rec map[string]any) bool) map[string]any {
+		var got map[string]any
+		require.Eventually(t, func() bool {
+			for _, rec := range logs.records() {
+				if rec["instance"] == inst.ID && match(rec) {
+					got = rec
+					return true
+				}
+			}
+			return false
+		}, waitFor, 5*time.Millisecond)
+		return got
+	}
+
+	rec := find(func(rec map[string]any) bool { return strings.HasPrefix(rec["msg"].(string), "child: listening on") })
+	require.Equal(t, "INFO", rec["level"])
+	require.Equal(t, "p", rec["pool"])
+	require.Equal(t, "stdout", rec["stream"])
+
+	ask(t, inst.Addr, "warn something odd")
+	rec = find(func(rec map[string]any) bool { return rec["msg"] == "something odd" })
+	require.Equal(t, "WARN", rec["level"])
+	require.Equal(t, "stderr", rec["stream"])
+
+	ask(t, inst.Addr, "say 10000")
+	rec = find(func(rec map[string]any) bool { return rec["truncated"] == true })
+	require.Equal(t, strings.Repeat("x", maxLineBytes), rec["msg"])
+
+	// The rest of the long line is dropped, not logged as a line of its own.
+	ask(t, inst.Addr, "warn after")
+	find(func(rec map[string]any) bool { return rec["msg"] == "after" })
+	for _, rec := range logs.records() {
+		if rec["stream"] == "stdout" && strings.HasPrefix(rec["msg"].(string), "x") {
+			require.Equal(t, true, rec["truncated"])
+		}
+	}
+}
+
+func TestLineWriter(t *testing.T) {
+	t.Parallel()
+	var logs lockedBuffer
+	w := &lineWriter{log: slog.New(slog.NewJSONHandler(&logs, nil)), level: slog.LevelInfo, keepTail: true}
+	for _, chunk := range []string{"one\ntw", "o\r\n\n", strings.Repeat("y", maxLineBytes+10), "z\nlast"} {
+		n, err := w.Write([]byte(chunk))
+		require.NoError(t, err)
+		require.Equal(t, len(chunk), n)
+	}
+	w.flush()
+	var msgs []string
+	for _, rec := range logs.records() {
+		msgs = append(msgs, rec["msg"].(string))
+	}
+	require.Equal(t, []string{"one", "two", strings.Repeat("y", maxLineBytes), "last"}, msgs)
+	require.Equal(t, "last", w.lastLine())
+}
+
+func TestMetrics(t *testing.T) {
+	t.Parallel()
+	reg := prometheus.NewRegistry()
+	exited := make(chan struct{}, 1)
+	f := newTestFarm(t, Config{Slots: 2, Registerer: reg, Pools: []PoolSpec{childPool("p", "listen"), childPool("crash", "crash")},
+		OnExit: func(Instance, error) { exited <- struct{}{} }})
+
+	// A second farm on the same registerer shares the collectors.
+	_, err := New(Config{Registerer: reg, Pools: []PoolSpec{childPool("p", "listen")}})
+	require.NoError(t, err)
+
+	a, err := f.StartInstance(startCtx(t), "p")
+	require.NoError(t, err)
+	b, err := f.StartInstance(startCtx(t), "p")
+	require.NoError(t, err)
+	_, err = f.StartInstance(startCtx(t), "p")
+	require.ErrorIs(t, err, ErrNoSlot)
+	require.Equal(t, 2.0, metricValue(t, reg, "drover_farm_instances", "pool", "p", "state", "ready"))
+
+	require.NoError(t, f.StopInstance(startCtx(t), a.ID))
+	ask(t, b.Addr, "exit 1")
+	<-exited
+	_, err = f.StartInstance(startCtx(t), "crash")
+	require.Error(t, err)
+
+	require.Equal(t, 0.0, metricValue(t, reg, "drover_farm_instances", "pool", "p", "state", "ready"))
+	require.Equal(t, 0.0, metricValue(t, reg, "drover_farm_instances", "pool", "p", "state", "stopping"))
+	require.Equal(t, 0.0, metricValue(t, reg, "drover_farm_instances", "pool", "p", "state", "starting"))
+	require.Equal(t, 2.0, metricValue(t, reg, "drover_farm_instance_starts_total", "pool", "p", "result", "ready"))
+	require.Equal(t, 1.0, metricValue(t, reg, "drover_farm_instance_starts_total", "pool", "p", "result", "no_slot"))
+	require.Equal(t, 1.0, metricValue(t, reg, "drover_farm_instance_starts_total", "pool", "crash", "result", "exited"))
+	require.Equal(t, 1.0, metricValue(t, reg, "drover_farm_instance_exits_total", "pool", "p"))
+	require.Equal(t, 2.0, metricValue(t, reg, "drover_farm_instance_start_seconds", "pool", "p"))
+}
+
+// metricValue returns a gauge's or counter's value, or a histogram's count,
+// for the series with the given label pairs.
+func metricValue(t *testing.T, reg *prometheus.Registry, name string, labels ...string) float64 {
+	t.Helper()
+	families, err := reg.Gather()
+	require.NoError(t, err)
+	for _, mf := range families {
+		if mf.GetName() != name {
+			continue
+		}
+	series:
+		for _, m := range mf.GetMetric() {
+			have := map[string]string{}
+			for _, lp := range m.GetLabel() {
+				have[lp.GetName()] = lp.GetValue()
+			}
+			for i := 0; i < len(labels); i += 2 {
+				if have[labels[i]] != labels[i+1] {
+					continue series
+				}
+			}
+			switch {
+			case m.Gauge != nil:
+				return m.GetGauge().GetValue()
+			case m.Counter != nil:
+				return m.GetCounter().GetValue()
+			case m.Histogram != nil:
+				return float64(m.GetHistogram().GetSampleCount())
+			}
+		}
+	}
+	return 0
+}
+
+func BenchmarkStartStopProcess(b *testing.B) {
+	f := newTestFarm(b, Config{Slots: 1, Logger: slog.New(slog.DiscardHandler), Pools: []PoolSpec{childPool("p", "listen")}})
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		inst, err := f.StartInstance(ctx, "p")
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := f.StopInstance(ctx, inst.ID); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

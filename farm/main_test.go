@@ -1,0 +1,178 @@
+package farm
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+// The instance program of these tests is the test binary itself: with
+// childEnv set, TestMain behaves as the child instead of running tests.
+const (
+	childEnv = "DROVER_FARM_TEST_CHILD"
+	delayEnv = "DROVER_FARM_TEST_DELAY"
+)
+
+func TestMain(m *testing.M) {
+	if mode := os.Getenv(childEnv); mode != "" {
+		os.Exit(runChild(mode))
+	}
+	goleak.VerifyTestMain(m)
+}
+
+// runChild is the instance program. Modes:
+//
+//	listen    listen on DROVER_PORT and answer commands until SIGTERM
+//	slow      sleep DROVER_FARM_TEST_DELAY, then listen
+//	stubborn  listen, ignoring SIGTERM
+//	crash     write to stderr and exit 7 at once
+//	never     never listen
+//	sleep     sleep (a grandchild)
+//	farm      run a Farm with two instances, print their pids, block
+func runChild(mode string) int {
+	switch mode {
+	case "listen":
+		return serve(true)
+	case "slow":
+		d, err := time.ParseDuration(os.Getenv(delayEnv))
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "child:", err)
+			return 2
+		}
+		time.Sleep(d)
+		return serve(true)
+	case "stubborn":
+		signal.Ignore(syscall.SIGTERM)
+		return serve(false)
+	case "crash":
+		fmt.Println("child: starting")
+		fmt.Fprintln(os.Stderr, "child: bad configuration")
+		return 7
+	case "never", "sleep":
+		fmt.Println("child: not listening")
+		time.Sleep(time.Hour)
+		return 0
+	case "farm":
+		return runFarmHelper()
+	}
+	fmt.Fprintf(os.Stderr, "child: unknown mode %q\n", mode)
+	return 2
+}
+
+// serve listens on DROVER_PORT and answers line commands: ping, env KEY,
+// args, say N (N bytes on stdout), warn TEXT (on stderr), spawn (start a
+// grandchild in the same process group, answer its pid), exit CODE.
+func serve(onTerm bool) int {
+	ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", os.Getenv("DROVER_PORT")))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "child:", err)
+		return 1
+	}
+	fmt.Println("child: listening on", ln.Addr())
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go answer(c)
+		}
+	}()
+	if !onTerm {
+		time.Sleep(time.Hour)
+		return 0
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
+	defer stop()
+	<-ctx.Done()
+	fmt.Println("child: terminated")
+	return 0
+}
+
+func answer(c net.Conn) {
+	defer c.Close()
+	sc := bufio.NewScanner(c)
+	for sc.Scan() {
+		cmd, arg, _ := strings.Cut(sc.Text(), " ")
+		switch cmd {
+		case "ping":
+			fmt.Fprintf(c, "pong %s\n", os.Getenv("DROVER_INSTANCE_ID"))
+		case "env":
+			fmt.Fprintf(c, "%s\n", os.Getenv(arg))
+		case "args":
+			fmt.Fprintf(c, "%s\n", strings.Join(os.Args[1:], " "))
+		case "say":
+			n, _ := strconv.Atoi(arg)
+			fmt.Println(strings.Repeat("x", n))
+			fmt.Fprintln(c, "ok")
+		case "warn":
+			fmt.Fprintln(os.Stderr, arg)
+			fmt.Fprintln(c, "ok")
+		case "spawn":
+			exe, _ := os.Executable()
+			gc := exec.Command(exe)
+			gc.Env = append(os.Environ(), childEnv+"=sleep")
+			gc.Stdout = os.Stdout // holds the instance's output pipe open
+			if err := gc.Start(); err != nil {
+				fmt.Fprintf(c, "error %v\n", err)
+				continue
+			}
+			fmt.Fprintf(c, "%d\n", gc.Process.Pid)
+		case "exit":
+			code, _ := strconv.Atoi(arg)
+			os.Exit(code)
+		}
+	}
+}
+
+// runFarmHelper is a farm process for TestFarmKilledLeavesNoInstance.
+func runFarmHelper() int {
+	f, err := New(Config{
+		Slots:  2,
+		Pools:  []PoolSpec{childPool("p", "listen")},
+		Logger: slog.New(slog.NewTextHandler(os.Stderr, nil)),
+	})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "helper:", err)
+		return 1
+	}
+	for range 2 {
+		inst, err := f.StartInstance(context.Background(), "p")
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "helper:", err)
+			return 1
+		}
+		fmt.Println(inst.PID)
+	}
+	time.Sleep(time.Hour) // until the test kills us
+	return 0
+}
+
+// childPool is a pool whose instances are this test binary in mode.
+func childPool(name, mode string, env ...string) PoolSpec {
+	exe, err := os.Executable()
+	if err != nil {
+		panic(err)
+	}
+	// A -race binary sleeps a second in exit unless told otherwise.
+	gorace := strings.TrimSpace(os.Getenv("GORACE") + " atexit_sleep_ms=0")
+	return PoolSpec{
+		Name:         name,
+		Command:      exe,
+		Args:         []string{"{{.Addr}}", "{{.ID}}"},
+		Env:          append([]string{childEnv + "=" + mode, "GORACE=" + gorace}, env...),
+		StartTimeout: 20 * time.Second,
+	}
+}

@@ -1,0 +1,370 @@
+package manager
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"sort"
+	"time"
+
+	"github.com/gin-gonic/gin"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/drover-dev/drover/middleware"
+	"github.com/drover-dev/drover/session"
+	"github.com/drover-dev/drover/web"
+)
+
+func (m *Manager) routes() *gin.Engine {
+	gin.SetMode(gin.ReleaseMode)
+	r := gin.New()
+	r.Use(gin.Recovery())
+	r.GET("/ws", func(c *gin.Context) { m.serveWS(c.Writer, c.Request) })
+	r.GET("/health", m.serveHealth)
+	r.GET("/livez", func(c *gin.Context) { c.String(http.StatusOK, "ok\n") })
+	r.GET("/status", m.serveStatus)
+	r.GET("/login", m.serveLogin)
+	r.GET("/login/:id", m.serveLogin)
+	r.GET("/logout/:id", m.serveLogout)
+	r.POST("/execute/:id", m.serveExecute)
+	if m.cfg.Gatherer != nil {
+		r.GET("/metrics", gin.WrapH(promhttp.HandlerFor(m.cfg.Gatherer, promhttp.HandlerOpts{})))
+	}
+	ui := http.StripPrefix("/ui", web.Handler())
+	r.GET("/ui/*path", gin.WrapH(ui))
+	r.GET("/", func(c *gin.Context) { c.Redirect(http.StatusFound, "/ui/") })
+	return r
+}
+
+// healthy applies the health rule.
+func (m *Manager) healthy(c Capacity) bool {
+	if m.cfg.Health != nil {
+		return m.cfg.Health(c)
+	}
+	return c.Slots > 0 && c.Ratio() < m.cfg.HealthThreshold
+}
+
+func (m *Manager) serveHealth(c *gin.Context) {
+	capa := m.sched.capacity()
+	status, word := http.StatusOK, "ok"
+	if !m.healthy(capa) {
+		status, word = http.StatusServiceUnavailable, "busy"
+		if capa.Slots == 0 {
+			word = "no capacity"
+		}
+	}
+	c.JSON(status, gin.H{"status": word, "busy": capa.Busy, "slots": capa.Slots, "ratio": capa.Ratio()})
+}
+
+// REST: awv3-compatible login, execute, logout.
+
+type restReply struct {
+	Op     string `json:"op"`
+	Status string `json:"status"`
+	ID     string `json:"id"`
+}
+
+func (m *Manager) serveLogin(c *gin.Context) {
+	key := c.Param("id")
+	if key != "" && (len(key) > 128 || !printable(key)) {
+		c.JSON(http.StatusBadRequest, gin.H{"message": "session id must be 1 to 128 printable characters"})
+		return
+	}
+	if key != "" {
+		m.mu.Lock()
+		_, taken := m.restKeys[key]
+		m.mu.Unlock()
+		if taken {
+			c.JSON(http.StatusOK, restReply{Op: "system", Status: "permitted", ID: key})
+			return
+		}
+	}
+	opts := OpenOptions{
+		Pool:   c.Query("pool"),
+		Wait:   c.Query("wait") == "true",
+		Remote: c.Request.RemoteAddr,
+		HTTP:   c.Request,
+		restKey: func() string {
+			if key != "" {
+				return key
+			}
+			return newToken()
+		}(),
+	}
+	s, err := m.Open(c.Request.Context(), opts)
+	if err != nil {
+		m.log.Info("rest login rejected", "err", err)
+		c.JSON(http.StatusOK, restReply{Op: "system", Status: "rejected", ID: key})
+		return
+	}
+	c.JSON(http.StatusOK, restReply{Op: "system", Status: "permitted", ID: s.restKey})
+}
+
+func printable(s string) bool {
+	for _, r := range s {
+		if r < 0x21 || r > 0x7e {
+			return false
+		}
+	}
+	return true
+}
+
+func (m *Manager) restSession(key string) *Session {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.restKeys[key]
+}
+
+func (m *Manager) serveLogout(c *gin.Context) {
+	s := m.restSession(c.Param("id"))
+	if s == nil {
+		c.JSON(http.StatusNotFound, gin.H{"message": "no such session"})
+		return
+	}
+	s.end("logout", 0, true)
+	c.JSON(http.StatusOK, restReply{Op: "system", Status: "disconnected", ID: s.restKey})
+}
+
+func (m *Manager) serveExecute(c *gin.Context) {
+	s := m.restSession(c.Param("id"))
+	if s == nil {
+		c.JSON(http.StatusNotFound, gin.H{"message": "no such session"})
+		return
+	}
+	body, err := io.ReadAll(io.LimitReader(c.Request.Body, m.cfg.MaxMessageSize+1))
+	if err != nil {
+		c.JSON(http.StatusBadRequest, gin.H{"message": "could not read the body"})
+		return
+	}
+	if int64(len(body)) > m.cfg.MaxMessageSize {
+		c.JSON(http.StatusRequestEntityTooLarge, gin.H{"message": "the task is larger than the message limit"})
+		return
+	}
+	results, err := s.Execute(c.Request.Context(), body)
+	if err != nil {
+		code, msg := errorOf(err)
+		c.JSON(httpStatus(code), gin.H{"message": msg, "code": code})
+		return
+	}
+	if results == nil {
+		results = []Result{}
+	}
+	c.JSON(http.StatusOK, results)
+}
+
+func httpStatus(code string) int {
+	switch code {
+	case session.CodeBadRequest:
+		return http.StatusBadRequest
+	case session.CodeNotFound:
+		return http.StatusNotFound
+	case session.CodeTimeout:
+		return http.StatusGatewayTimeout
+	case session.CodeInstanceLost:
+		return http.StatusBadGateway
+	case session.CodeNoCapacity, session.CodeShutdown:
+		return http.StatusServiceUnavailable
+	case session.CodeUnauthorized:
+		return http.StatusUnauthorized
+	case session.CodeRejected:
+		return http.StatusForbidden
+	case session.CodeTaskFailed:
+		return http.StatusUnprocessableEntity
+	}
+	return http.StatusInternalServerError
+}
+
+// OpenOptions are the options of an in-process or REST session.
+type OpenOptions struct {
+	Pool   string // "" for the default pool
+	Wait   bool   // queue when no instance is free
+	Remote string // shown in status and logs
+	HTTP   *http.Request
+
+	restKey string
+}
+
+// Open opens a session from Go without a socket (awv3's "virtual user"): the
+// connect hooks run, the session is placed, and Execute runs tasks through
+// the same middleware chain WebSocket clients use. Close it when done.
+func (m *Manager) Open(ctx context.Context, opts OpenOptions) (*Session, error) {
+	name := opts.Pool
+	if name == "" {
+		name = m.cfg.DefaultPool
+	}
+	p, err := m.sched.pool(name)
+	if err != nil {
+		return nil, err
+	}
+	s := m.newSession(p, opts.Remote)
+	s.restKey = opts.restKey
+	var q map[string][]string
+	if opts.HTTP != nil {
+		q = opts.HTTP.URL.Query()
+	}
+	if err := m.connect(ctx, &middleware.ConnectRequest{Info: &s.info, HTTP: opts.HTTP, Query: q}); err != nil {
+		s.cancel()
+		return nil, err
+	}
+	m.addSession(s)
+	// Placement follows the caller's ctx as well as the session's.
+	pctx, cancel := context.WithCancel(s.ctx)
+	defer cancel()
+	stop := context.AfterFunc(ctx, cancel)
+	defer stop()
+	inst, err := m.sched.acquire(pctx, s, p, opts.Wait, nil)
+	if err != nil {
+		s.end("placement failed", 0, false)
+		if errors.Is(err, context.Canceled) && ctx.Err() != nil {
+			err = ctx.Err()
+		}
+		return nil, err
+	}
+	s.bind(inst)
+	if s.ended() {
+		m.sched.release(inst, true)
+		return nil, ErrShutdown
+	}
+	m.metrics.sessionsOpened.WithLabelValues(p.cfg.Name).Inc()
+	return s, nil
+}
+
+// Status is the JSON of /status. It holds no secret: no resume token, no
+// REST key, no task data.
+type Status struct {
+	Version   string           `json:"version"`
+	Uptime    float64          `json:"uptime_seconds"`
+	Capacity  StatusCapacity   `json:"capacity"`
+	Farms     []StatusFarm     `json:"farms"`
+	Pools     []StatusPool     `json:"pools"`
+	Instances []StatusInstance `json:"instances"`
+	Sessions  []StatusSession  `json:"sessions"`
+	Queue     []StatusWaiter   `json:"queue"`
+}
+
+// StatusCapacity is the capacity part of Status.
+type StatusCapacity struct {
+	Slots     int     `json:"slots"`
+	Busy      int     `json:"busy"`
+	Idle      int     `json:"idle"`
+	Starting  int     `json:"starting"`
+	Ratio     float64 `json:"ratio"`
+	Threshold float64 `json:"threshold"`
+	Healthy   bool    `json:"healthy"`
+}
+
+// StatusFarm describes one farm.
+type StatusFarm struct {
+	ID       string   `json:"id"`
+	Slots    int      `json:"slots"`
+	Free     int      `json:"free"`
+	Live     bool     `json:"live"`
+	Draining bool     `json:"draining"`
+	Pools    []string `json:"pools"`
+}
+
+// StatusPool describes one pool.
+type StatusPool struct {
+	Name      string `json:"name"`
+	Warm      int    `json:"warm"`
+	Release   string `json:"release"`
+	Instances int    `json:"instances"`
+	Idle      int    `json:"idle"`
+	Busy      int    `json:"busy"`
+	Starting  int    `json:"starting"`
+}
+
+// StatusInstance describes one instance.
+type StatusInstance struct {
+	ID      string    `json:"id"`
+	Pool    string    `json:"pool"`
+	Farm    string    `json:"farm"`
+	State   string    `json:"state"`
+	PID     int       `json:"pid,omitempty"`
+	Session string    `json:"session"`
+	Started time.Time `json:"started"`
+}
+
+// StatusSession describes one session.
+type StatusSession struct {
+	ID            string  `json:"id"`
+	User          string  `json:"user"`
+	Pool          string  `json:"pool"`
+	Instance      string  `json:"instance"`
+	Age           float64 `json:"age_seconds"`
+	TasksInFlight int     `json:"tasks_in_flight"`
+	State         string  `json:"state"`
+}
+
+// StatusWaiter describes one queued session.
+type StatusWaiter struct {
+	Session  string  `json:"session"`
+	Pool     string  `json:"pool"`
+	Position int     `json:"position"`
+	Waiting  float64 `json:"waiting_seconds"`
+}
+
+// Status reports the manager's state.
+func (m *Manager) Status() Status {
+	now := time.Now()
+	st := Status{Version: m.cfg.Version, Uptime: now.Sub(m.started).Seconds(),
+		Farms: []StatusFarm{}, Pools: []StatusPool{}, Instances: []StatusInstance{},
+		Sessions: []StatusSession{}, Queue: []StatusWaiter{}}
+	s := m.sched
+	s.mu.Lock()
+	capa := s.capacityLocked()
+	for _, fe := range s.farms {
+		sf := StatusFarm{ID: fe.id, Slots: fe.slots, Free: fe.free(), Live: true, Draining: fe.draining}
+		for p := range fe.pools {
+			sf.Pools = append(sf.Pools, p)
+		}
+		sort.Strings(sf.Pools)
+		st.Farms = append(st.Farms, sf)
+	}
+	for _, p := range s.pools {
+		sp := StatusPool{Name: p.cfg.Name, Warm: p.cfg.Warm, Release: p.cfg.Release,
+			Idle: len(p.idle), Starting: p.startingBound + p.startingWarm}
+		st.Pools = append(st.Pools, sp)
+	}
+	for _, inst := range s.instances {
+		si := StatusInstance{ID: inst.info.ID, Pool: inst.pool.cfg.Name, Farm: inst.farm.id,
+			State: inst.state.String(), PID: inst.info.PID, Started: inst.info.Started}
+		if inst.sess != nil {
+			si.Session = inst.sess.info.ID
+		}
+		for i := range st.Pools {
+			if st.Pools[i].Name == si.Pool {
+				st.Pools[i].Instances++
+				if inst.state == instBound {
+					st.Pools[i].Busy++
+				}
+			}
+		}
+		st.Instances = append(st.Instances, si)
+	}
+	for i, w := range s.queue {
+		st.Queue = append(st.Queue, StatusWaiter{Session: w.sess.info.ID, Pool: w.pool.cfg.Name,
+			Position: i + 1, Waiting: now.Sub(w.since).Seconds()})
+	}
+	s.mu.Unlock()
+	st.Capacity = StatusCapacity{Slots: capa.Slots, Busy: capa.Busy, Idle: capa.Idle, Starting: capa.Starting,
+		Ratio: capa.Ratio(), Threshold: m.cfg.HealthThreshold, Healthy: m.healthy(capa)}
+	for _, ss := range m.snapshotSessions() {
+		ss.mu.Lock()
+		state := ss.state
+		ss.mu.Unlock()
+		st.Sessions = append(st.Sessions, StatusSession{ID: ss.info.ID, User: ss.info.User, Pool: ss.info.Pool,
+			Instance: ss.info.Instance, Age: now.Sub(ss.info.Created).Seconds(),
+			TasksInFlight: int(ss.inFlight.Load()), State: state.String()})
+	}
+	sort.Slice(st.Farms, func(i, j int) bool { return st.Farms[i].ID < st.Farms[j].ID })
+	sort.Slice(st.Pools, func(i, j int) bool { return st.Pools[i].Name < st.Pools[j].Name })
+	sort.Slice(st.Instances, func(i, j int) bool { return st.Instances[i].Started.Before(st.Instances[j].Started) })
+	sort.Slice(st.Sessions, func(i, j int) bool { return st.Sessions[i].Age > st.Sessions[j].Age })
+	return st
+}
+
+func (m *Manager) serveStatus(c *gin.Context) {
+	c.JSON(http.StatusOK, m.Status())
+}

@@ -1,0 +1,400 @@
+// Package manager is drover's public server: the client WebSocket endpoint,
+// the awv3-compatible REST routes, placement of sessions on farm instances,
+// the wait queue, the warm pools, health and status.
+//
+// It does not run instance processes (package farm does) and knows farms
+// only through the Farm interface. gin is the HTTP edge; the session and
+// task logic works on plain Go types and can be driven in-process with Open.
+package manager
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/gin-gonic/gin"
+	"github.com/gorilla/websocket"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/drover-dev/drover/farm"
+	"github.com/drover-dev/drover/middleware"
+)
+
+// Sentinel errors.
+var (
+	ErrNoCapacity      = errors.New("no free instance")
+	ErrQueueTimeout    = errors.New("no instance became free in time")
+	ErrUnknownPool     = errors.New("unknown pool")
+	ErrSessionNotFound = errors.New("session not found")
+	ErrSpawnFailed     = errors.New("could not start an instance")
+	ErrShutdown        = errors.New("the manager is shutting down")
+)
+
+// Release policies of a pool.
+const (
+	ReleaseKill  = "kill"  // stop the instance when its session ends; a fresh one takes the slot
+	ReleaseReuse = "reuse" // return it to the idle pool
+)
+
+// Pool is the manager's policy for one pool of instances. How instances are
+// started is the farm's business (farm.PoolSpec).
+type Pool struct {
+	Name string `koanf:"name"`
+	// Warm is how many idle instances to keep ready.
+	Warm int `koanf:"warm"`
+	// Release is ReleaseKill (default) or ReleaseReuse.
+	Release string `koanf:"release"`
+	// TaskTimeout bounds one task (default 60 s).
+	TaskTimeout time.Duration `koanf:"task_timeout"`
+	// QueueTimeout bounds the wait for an instance (default 60 s).
+	QueueTimeout time.Duration `koanf:"queue_timeout"`
+	// IdleTimeout ends a session without tasks for this long (0: never).
+	IdleTimeout time.Duration `koanf:"idle_timeout"`
+	// MaxLifetime ends a session this long after it began (0: never).
+	MaxLifetime time.Duration `koanf:"max_lifetime"`
+}
+
+func (p *Pool) defaults() {
+	if p.Release == "" {
+		p.Release = ReleaseKill
+	}
+	if p.TaskTimeout <= 0 {
+		p.TaskTimeout = 60 * time.Second
+	}
+	if p.QueueTimeout <= 0 {
+		p.QueueTimeout = 60 * time.Second
+	}
+}
+
+// Config configures a Manager. The zero value of each field means its default.
+type Config struct {
+	// Pools are the pools sessions may ask for; the first is the default
+	// unless DefaultPool names another.
+	Pools       []Pool
+	DefaultPool string
+	// HealthThreshold is the busy ratio at which /health answers 503 (0.9).
+	HealthThreshold float64
+	// Health, when set, replaces the health rule: it returns whether the
+	// manager takes new sessions.
+	Health func(Capacity) bool
+	// ResumeGrace is how long a dropped session stays resumable (30 s).
+	ResumeGrace time.Duration
+	// MaxMessageSize bounds a client message (4 MiB); larger ones close the
+	// connection with 1009.
+	MaxMessageSize int64
+	// MaxInstanceMessage bounds a message from an instance (64 MiB).
+	MaxInstanceMessage int64
+	// WriteTimeout bounds one write to a client (10 s).
+	WriteTimeout time.Duration
+	// JanitorInterval is how often idle and lifetime limits are checked (1 s).
+	JanitorInterval time.Duration
+	// CheckOrigin decides which browser origins may open a WebSocket; nil
+	// allows all (drover's clients are often embedded viewers on other
+	// origins; put an auth connect hook in front).
+	CheckOrigin func(*http.Request) bool
+	Logger      *slog.Logger
+	Registerer  prometheus.Registerer
+	Gatherer    prometheus.Gatherer
+	Version     string
+}
+
+func (c *Config) defaults() error {
+	if len(c.Pools) == 0 {
+		return errors.New("manager: no pools configured")
+	}
+	seen := map[string]bool{}
+	for i := range c.Pools {
+		p := &c.Pools[i]
+		if p.Name == "" {
+			return errors.New("manager: a pool has no name")
+		}
+		if seen[p.Name] {
+			return fmt.Errorf("manager: pool %q configured twice", p.Name)
+		}
+		seen[p.Name] = true
+		if p.Release != "" && p.Release != ReleaseKill && p.Release != ReleaseReuse {
+			return fmt.Errorf("manager: pool %q: release must be %q or %q", p.Name, ReleaseKill, ReleaseReuse)
+		}
+		p.defaults()
+	}
+	if c.DefaultPool == "" {
+		c.DefaultPool = c.Pools[0].Name
+	}
+	if !seen[c.DefaultPool] {
+		return fmt.Errorf("manager: default pool %q is not configured", c.DefaultPool)
+	}
+	if c.HealthThreshold <= 0 {
+		c.HealthThreshold = 0.9
+	}
+	if c.ResumeGrace <= 0 {
+		c.ResumeGrace = 30 * time.Second
+	}
+	if c.MaxMessageSize <= 0 {
+		c.MaxMessageSize = 4 << 20
+	}
+	if c.MaxInstanceMessage <= 0 {
+		c.MaxInstanceMessage = 64 << 20
+	}
+	if c.WriteTimeout <= 0 {
+		c.WriteTimeout = 10 * time.Second
+	}
+	if c.JanitorInterval <= 0 {
+		c.JanitorInterval = time.Second
+	}
+	if c.CheckOrigin == nil {
+		c.CheckOrigin = func(*http.Request) bool { return true }
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Registerer == nil {
+		reg := prometheus.NewRegistry()
+		c.Registerer, c.Gatherer = reg, reg
+	}
+	if c.Version == "" {
+		c.Version = "dev"
+	}
+	return nil
+}
+
+// Manager is drover's manager. Make one with New, add farms, serve its
+// Handler, and Shutdown it.
+type Manager struct {
+	cfg     Config
+	log     *slog.Logger
+	metrics *metrics
+	sched   *scheduler
+	router  *gin.Engine
+	upgrade *websocket.Upgrader
+	started time.Time
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	chain           middleware.Chain
+	connectHooks    []middleware.ConnectHook
+	disconnectHooks []middleware.DisconnectHook
+
+	mu       sync.Mutex
+	sessions map[string]*Session // by session id
+	tokens   map[string]*Session // by resume token
+	restKeys map[string]*Session // by REST id
+	conns    map[*clientConn]struct{}
+	closing  bool
+}
+
+// New makes a Manager. It starts its janitor; call Shutdown to stop it.
+func New(cfg Config) (*Manager, error) {
+	if err := cfg.defaults(); err != nil {
+		return nil, err
+	}
+	m := &Manager{
+		cfg:      cfg,
+		log:      cfg.Logger,
+		started:  time.Now(),
+		sessions: map[string]*Session{},
+		tokens:   map[string]*Session{},
+		restKeys: map[string]*Session{},
+		conns:    map[*clientConn]struct{}{},
+	}
+	met, err := newMetrics(cfg.Registerer)
+	if err != nil {
+		return nil, err
+	}
+	m.metrics = met
+	m.ctx, m.cancel = context.WithCancel(context.Background())
+	m.sched = newScheduler(m, cfg.Pools)
+	m.upgrade = m.upgrader()
+	m.router = m.routes()
+	m.metrics.registerCapacity(cfg.Registerer, m.sched.capacity)
+	m.goTracked(m.janitor)
+	return m, nil
+}
+
+// Use appends middleware to the task chain. Call it before serving.
+func (m *Manager) Use(mw ...middleware.Middleware) {
+	m.chain = append(m.chain, mw...)
+}
+
+// OnConnect adds connect hooks; they run in order before placement.
+func (m *Manager) OnConnect(h ...middleware.ConnectHook) {
+	m.connectHooks = append(m.connectHooks, h...)
+}
+
+// OnDisconnect adds disconnect hooks.
+func (m *Manager) OnDisconnect(h ...middleware.DisconnectHook) {
+	m.disconnectHooks = append(m.disconnectHooks, h...)
+}
+
+// AddFarm makes a farm's slots available for placement.
+func (m *Manager) AddFarm(f Farm) { m.sched.addFarm(f) }
+
+// InstanceExited is the farm's callback for an instance that exited on its
+// own (farm.Config.OnExit).
+func (m *Manager) InstanceExited(inst farm.Instance, err error) {
+	m.sched.instanceExited(inst.ID, err)
+}
+
+// Router is the gin engine serving drover's routes; an application may add
+// its own routes to it.
+func (m *Manager) Router() *gin.Engine { return m.router }
+
+// Handler is the HTTP handler to serve.
+func (m *Manager) Handler() http.Handler { return m.router }
+
+// Capacity reports slots and how many are busy.
+func (m *Manager) Capacity() Capacity { return m.sched.capacity() }
+
+func (m *Manager) goTracked(fn func()) {
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		fn()
+	}()
+}
+
+func (m *Manager) addSession(s *Session) {
+	m.mu.Lock()
+	m.sessions[s.info.ID] = s
+	m.tokens[s.token] = s
+	if s.restKey != "" {
+		m.restKeys[s.restKey] = s
+	}
+	m.mu.Unlock()
+	m.metrics.sessions.Inc()
+}
+
+func (m *Manager) removeSession(s *Session) {
+	m.mu.Lock()
+	_, ok := m.sessions[s.info.ID]
+	if ok && m.sessions[s.info.ID] == s {
+		delete(m.sessions, s.info.ID)
+		delete(m.tokens, s.token)
+		if s.restKey != "" {
+			delete(m.restKeys, s.restKey)
+		}
+	}
+	m.mu.Unlock()
+	if ok {
+		m.metrics.sessions.Dec()
+	}
+}
+
+func (m *Manager) sessionByToken(tok string) *Session {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.tokens[tok]
+}
+
+func (m *Manager) trackConn(c *clientConn) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closing {
+		return false
+	}
+	m.conns[c] = struct{}{}
+	return true
+}
+
+func (m *Manager) untrackConn(c *clientConn) {
+	m.mu.Lock()
+	delete(m.conns, c)
+	m.mu.Unlock()
+}
+
+func (m *Manager) snapshotSessions() []*Session {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]*Session, 0, len(m.sessions))
+	for _, s := range m.sessions {
+		out = append(out, s)
+	}
+	return out
+}
+
+// janitor ends sessions past their idle timeout or lifetime.
+func (m *Manager) janitor() {
+	t := time.NewTicker(m.cfg.JanitorInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-m.ctx.Done():
+			return
+		case now := <-t.C:
+			for _, s := range m.snapshotSessions() {
+				p := s.pool.cfg
+				if p.MaxLifetime > 0 && now.Sub(s.info.Created) > p.MaxLifetime {
+					m.endWithEvent(s, "max_lifetime", "session lifetime reached")
+					continue
+				}
+				idle := now.Sub(time.Unix(0, s.lastActive.Load()))
+				if p.IdleTimeout > 0 && s.inFlight.Load() == 0 && idle > p.IdleTimeout {
+					m.endWithEvent(s, "idle_timeout", "session idle too long")
+				}
+			}
+		}
+	}
+}
+
+func (m *Manager) endWithEvent(s *Session, event, reason string) {
+	if c := s.currentClient(); c != nil {
+		c.writeEvent(event)
+	}
+	s.end(reason, websocket.CloseNormalClosure, false)
+}
+
+// Shutdown ends every session (clients get close 1001), stops placement
+// and waits for the manager's goroutines, bounded by ctx. Instances bound
+// to sessions are stopped; farms are the caller's to close.
+func (m *Manager) Shutdown(ctx context.Context) error {
+	m.mu.Lock()
+	m.closing = true
+	m.mu.Unlock()
+	m.sched.close()
+	for _, s := range m.snapshotSessions() {
+		if c := s.currentClient(); c != nil {
+			c.writeEvent("shutdown")
+		}
+		s.end("manager shutting down", websocket.CloseGoingAway, false)
+	}
+	m.mu.Lock()
+	for c := range m.conns {
+		c.closeWith(websocket.CloseGoingAway, "shutting down")
+	}
+	m.mu.Unlock()
+	m.cancel()
+	done := make(chan struct{})
+	go func() {
+		m.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("manager shutdown: %w", ctx.Err())
+	}
+}
+
+// Serve serves HTTP on ln until ctx ends, then shuts the manager down
+// within grace.
+func (m *Manager) Serve(ctx context.Context, ln net.Listener, grace time.Duration) error {
+	srv := &http.Server{Handler: m.router, ReadHeaderTimeout: 10 * time.Second}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), grace)
+	defer cancel()
+	err := srv.Shutdown(sctx)
+	return errors.Join(err, m.Shutdown(sctx))
+}

@@ -1,0 +1,72 @@
+package manager
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+type metrics struct {
+	sessions       prometheus.Gauge
+	detached       prometheus.Gauge
+	sessionsOpened *prometheus.CounterVec
+	tasks          *prometheus.CounterVec
+	taskSeconds    *prometheus.HistogramVec
+	queueLength    prometheus.Gauge
+	spawns         *prometheus.CounterVec
+	spawnSeconds   prometheus.Histogram
+	instancesLost  prometheus.Counter
+	badFrames      prometheus.Counter
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	m := &metrics{
+		sessions: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "drover_manager_sessions", Help: "Sessions open on this manager, placed or waiting."}),
+		detached: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "drover_manager_sessions_detached", Help: "Sessions whose client dropped and may resume."}),
+		sessionsOpened: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "drover_manager_sessions_opened_total", Help: "Sessions bound to an instance."}, []string{"pool"}),
+		tasks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "drover_manager_tasks_total", Help: "Tasks served, by pool and outcome code."}, []string{"pool", "code"}),
+		taskSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "drover_manager_task_duration_seconds", Help: "Time from a task's arrival to its last result.",
+			Buckets: prometheus.ExponentialBuckets(50e-6, 4, 10)}, []string{"pool"}),
+		queueLength: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "drover_manager_queue_length", Help: "Sessions waiting for an instance."}),
+		spawns: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "drover_manager_spawns_total", Help: "Instance starts asked of farms, by pool and result."}, []string{"pool", "result"}),
+		spawnSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "drover_manager_spawn_duration_seconds", Help: "Time from asking a farm for an instance to a connection to it.",
+			Buckets: prometheus.ExponentialBuckets(0.005, 2, 12)}),
+		instancesLost: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "drover_manager_instances_lost_total", Help: "Instances that died or became unreachable."}),
+		badFrames: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "drover_manager_bad_frames_total", Help: "Client frames answered with bad_request."}),
+	}
+	for _, c := range []prometheus.Collector{m.sessions, m.detached, m.sessionsOpened, m.tasks, m.taskSeconds,
+		m.queueLength, m.spawns, m.spawnSeconds, m.instancesLost, m.badFrames} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}
+
+func (m *metrics) registerCapacity(reg prometheus.Registerer, capa func() Capacity) {
+	gauge := func(name, help string, f func(Capacity) int) prometheus.Collector {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help},
+			func() float64 { return float64(f(capa())) })
+	}
+	_ = reg.Register(gauge("drover_manager_capacity_slots", "Slots of live farms that take sessions.", func(c Capacity) int { return c.Slots }))
+	_ = reg.Register(gauge("drover_manager_capacity_busy", "Busy slots: bound, or starting for a waiting session.", func(c Capacity) int { return c.Busy }))
+}
+
+func (m *metrics) observeTask(pool string, err error, d time.Duration) {
+	code := "ok"
+	if err != nil {
+		code, _ = errorOf(err)
+	}
+	m.tasks.WithLabelValues(pool, code).Inc()
+	m.taskSeconds.WithLabelValues(pool).Observe(d.Seconds())
+}

@@ -1,0 +1,7 @@
+package manager_test
+
+import "net/http/httptest"
+
+type responseRecorder = httptest.ResponseRecorder
+
+func newRecorder() *responseRecorder { return httptest.NewRecorder() }
