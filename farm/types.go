@@ -18,10 +18,14 @@ const (
 
 // Instance is a farm's report of one instance.
 type Instance struct {
-	ID      string    `json:"id"`
-	Pool    string    `json:"pool"`
-	Farm    string    `json:"farm"`
-	Addr    string    `json:"addr"` // host:port where the instance speaks the native protocol
+	ID   string `json:"id"`
+	Pool string `json:"pool"`
+	Farm string `json:"farm"`
+	Addr string `json:"addr"` // host:port where the instance speaks the native protocol
+	// URL is where the manager opens the instance's native-protocol
+	// WebSocket when it is not ws://Addr/ (a farm serving its instances
+	// behind its own port sets ws://farm/instances/ID).
+	URL     string    `json:"url,omitempty"`
 	PID     int       `json:"pid,omitempty"`
 	State   State     `json:"state"`
 	Started time.Time `json:"started"`

@@ -28,6 +28,7 @@ func (m *Manager) routes() *gin.Engine {
 	r.GET("/login/:id", m.serveLogin)
 	r.GET("/logout/:id", m.serveLogout)
 	r.POST("/execute/:id", m.serveExecute)
+	m.farmRoutes(r)
 	if m.cfg.Gatherer != nil {
 		r.GET("/metrics", gin.WrapH(promhttp.HandlerFor(m.cfg.Gatherer, promhttp.HandlerOpts{})))
 	}
@@ -181,6 +182,8 @@ type OpenOptions struct {
 	Wait   bool   // queue when no instance is free
 	Remote string // shown in status and logs
 	HTTP   *http.Request
+	// Labels restrict placement to farms that carry them all.
+	Labels map[string]string
 
 	restKey string
 }
@@ -199,9 +202,13 @@ func (m *Manager) Open(ctx context.Context, opts OpenOptions) (*Session, error) 
 	}
 	s := m.newSession(p, opts.Remote)
 	s.restKey = opts.restKey
+	s.labels = opts.Labels
 	var q map[string][]string
 	if opts.HTTP != nil {
 		q = opts.HTTP.URL.Query()
+		if s.labels == nil {
+			s.labels = parseLabels(q)
+		}
 	}
 	if err := m.connect(ctx, &middleware.ConnectRequest{Info: &s.info, HTTP: opts.HTTP, Query: q}); err != nil {
 		s.cancel()
@@ -256,12 +263,17 @@ type StatusCapacity struct {
 
 // StatusFarm describes one farm.
 type StatusFarm struct {
-	ID       string   `json:"id"`
-	Slots    int      `json:"slots"`
-	Free     int      `json:"free"`
-	Live     bool     `json:"live"`
-	Draining bool     `json:"draining"`
-	Pools    []string `json:"pools"`
+	ID       string            `json:"id"`
+	Name     string            `json:"name,omitempty"`
+	Slots    int               `json:"slots"`
+	Free     int               `json:"free"`
+	Live     bool              `json:"live"`
+	Draining bool              `json:"draining"`
+	Remote   bool              `json:"remote"`
+	Priority int               `json:"priority"`
+	Labels   map[string]string `json:"labels,omitempty"`
+	Pools    []string          `json:"pools"`
+	LastSeen time.Time         `json:"last_seen"`
 }
 
 // StatusPool describes one pool.
@@ -315,7 +327,11 @@ func (m *Manager) Status() Status {
 	s.mu.Lock()
 	capa := s.capacityLocked()
 	for _, fe := range s.farms {
-		sf := StatusFarm{ID: fe.id, Slots: fe.slots, Free: fe.free(), Live: true, Draining: fe.draining}
+		sf := StatusFarm{ID: fe.id, Slots: fe.slots, Free: fe.free(), Live: true, Draining: fe.draining,
+			Remote: fe.remote, Priority: fe.priority, Labels: fe.labels, LastSeen: fe.lastSeen}
+		if rf, ok := fe.f.(*remoteFarm); ok {
+			sf.Name = rf.req.Name
+		}
 		for p := range fe.pools {
 			sf.Pools = append(sf.Pools, p)
 		}

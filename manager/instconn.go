@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"strconv"
 	"sync"
 	"time"
@@ -51,8 +52,8 @@ var instanceDialer = websocket.Dialer{
 	HandshakeTimeout: 10 * time.Second,
 }
 
-func dialInstance(ctx context.Context, addr string, readLimit int64, onLost func(error)) (*instConn, error) {
-	ws, _, err := instanceDialer.DialContext(ctx, "ws://"+addr+"/", nil)
+func dialInstance(ctx context.Context, url string, header http.Header, readLimit int64, onLost func(error)) (*instConn, error) {
+	ws, _, err := instanceDialer.DialContext(ctx, url, header)
 	if err != nil {
 		return nil, err
 	}

@@ -33,6 +33,7 @@ var (
 	ErrSessionNotFound = errors.New("session not found")
 	ErrSpawnFailed     = errors.New("could not start an instance")
 	ErrShutdown        = errors.New("the manager is shutting down")
+	ErrFarmNotFound    = errors.New("farm not found")
 )
 
 // Release policies of a pool.
@@ -98,9 +99,18 @@ type Config struct {
 	// origins; put an auth connect hook in front).
 	CheckOrigin func(*http.Request) bool
 	Logger      *slog.Logger
-	Registerer  prometheus.Registerer
-	Gatherer    prometheus.Gatherer
-	Version     string
+	// FarmToken admits farms to the registry API (and is what the manager
+	// shows farms); empty disables remote farms.
+	FarmToken string
+	// AdminToken admits administrative calls such as draining a farm.
+	AdminToken string
+	// HeartbeatInterval is what farms are told to use (1 s); a farm silent
+	// for MissedHeartbeats intervals (3) is dead.
+	HeartbeatInterval time.Duration
+	MissedHeartbeats  int
+	Registerer        prometheus.Registerer
+	Gatherer          prometheus.Gatherer
+	Version           string
 }
 
 func (c *Config) defaults() error {
@@ -145,6 +155,12 @@ func (c *Config) defaults() error {
 	}
 	if c.JanitorInterval <= 0 {
 		c.JanitorInterval = time.Second
+	}
+	if c.HeartbeatInterval <= 0 {
+		c.HeartbeatInterval = time.Second
+	}
+	if c.MissedHeartbeats <= 0 {
+		c.MissedHeartbeats = 3
 	}
 	if c.CheckOrigin == nil {
 		c.CheckOrigin = func(*http.Request) bool { return true }
@@ -214,6 +230,7 @@ func New(cfg Config) (*Manager, error) {
 	m.router = m.routes()
 	m.metrics.registerCapacity(cfg.Registerer, m.sched.capacity)
 	m.goTracked(m.janitor)
+	m.goTracked(m.farmMonitor)
 	return m, nil
 }
 
@@ -233,7 +250,7 @@ func (m *Manager) OnDisconnect(h ...middleware.DisconnectHook) {
 }
 
 // AddFarm makes a farm's slots available for placement.
-func (m *Manager) AddFarm(f Farm) { m.sched.addFarm(f) }
+func (m *Manager) AddFarm(f Farm) { m.sched.addFarm(f, false) }
 
 // InstanceExited is the farm's callback for an instance that exited on its
 // own (farm.Config.OnExit).

@@ -17,6 +17,7 @@ type metrics struct {
 	spawnSeconds   prometheus.Histogram
 	instancesLost  prometheus.Counter
 	badFrames      prometheus.Counter
+	farmEvents     *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -43,9 +44,11 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "drover_manager_instances_lost_total", Help: "Instances that died or became unreachable."}),
 		badFrames: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "drover_manager_bad_frames_total", Help: "Client frames answered with bad_request."}),
+		farmEvents: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "drover_manager_farm_events_total", Help: "Farm registrations, deregistrations, drains and deaths."}, []string{"event"}),
 	}
 	for _, c := range []prometheus.Collector{m.sessions, m.detached, m.sessionsOpened, m.tasks, m.taskSeconds,
-		m.queueLength, m.spawns, m.spawnSeconds, m.instancesLost, m.badFrames} {
+		m.queueLength, m.spawns, m.spawnSeconds, m.instancesLost, m.badFrames, m.farmEvents} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

@@ -26,6 +26,13 @@ type Farm interface {
 
 var _ Farm = (*farm.Farm)(nil)
 
+// placementInfo is an optional Farm capability: labels that clients can ask
+// for with ?labels=k=v, and a priority (higher farms are filled first).
+type placementInfo interface {
+	Labels() map[string]string
+	Priority() int
+}
+
 type instState uint8
 
 const (
@@ -56,11 +63,26 @@ type farmEntry struct {
 	slots    int
 	used     int // slots reserved: instances alive or starting
 	pools    map[string]bool
+	labels   map[string]string
+	priority int
 	draining bool
 	added    time.Time
+	// remote farms send heartbeats; local ones are alive while added.
+	remote   bool
+	lastSeen time.Time
 }
 
 func (fe *farmEntry) free() int { return fe.slots - fe.used }
+
+// matches reports whether the farm has every label asked for.
+func (fe *farmEntry) matches(want map[string]string) bool {
+	for k, v := range want {
+		if fe.labels[k] != v {
+			return false
+		}
+	}
+	return true
+}
 
 type poolState struct {
 	cfg Pool
@@ -128,15 +150,126 @@ func (s *scheduler) pool(name string) (*poolState, error) {
 	return p, nil
 }
 
-func (s *scheduler) addFarm(f Farm) {
-	fe := &farmEntry{f: f, id: f.ID(), slots: f.Slots(), pools: map[string]bool{}, added: time.Now()}
+// addFarm makes a farm's slots available. A farm already known by that id
+// is replaced: it restarted, and whatever ran on it before is lost.
+func (s *scheduler) addFarm(f Farm, remote bool) {
+	now := time.Now()
+	fe := &farmEntry{f: f, id: f.ID(), slots: f.Slots(), pools: map[string]bool{}, added: now,
+		remote: remote, lastSeen: now}
 	for _, p := range f.Pools() {
 		fe.pools[p] = true
+	}
+	if pi, ok := f.(placementInfo); ok {
+		fe.labels, fe.priority = pi.Labels(), pi.Priority()
+	}
+	s.mu.Lock()
+	old := s.farms[fe.id]
+	for _, p := range f.Pools() {
+		if _, ok := s.pools[p]; !ok {
+			// A farm may bring pools the manager was not told about: they
+			// get the default policy.
+			cfg := Pool{Name: p}
+			cfg.defaults()
+			s.pools[p] = &poolState{cfg: cfg}
+		}
+	}
+	s.mu.Unlock()
+	if old != nil {
+		s.removeFarm(fe.id, errors.New("the farm registered again"))
 	}
 	s.mu.Lock()
 	s.farms[fe.id] = fe
 	s.kickLocked()
 	s.mu.Unlock()
+}
+
+// removeFarm forgets a farm that died or left. Its instances are lost: their
+// sessions get instance_lost, and nothing is asked of the farm any more.
+func (s *scheduler) removeFarm(id string, cause error) bool {
+	s.mu.Lock()
+	fe := s.farms[id]
+	if fe == nil {
+		s.mu.Unlock()
+		return false
+	}
+	delete(s.farms, id)
+	var gone []*instance
+	for _, inst := range s.instances {
+		if inst.farm == fe {
+			gone = append(gone, inst)
+		}
+	}
+	s.mu.Unlock()
+	for _, inst := range gone {
+		s.lost(inst, cause, false)
+	}
+	s.mu.Lock()
+	s.kickLocked()
+	s.mu.Unlock()
+	return true
+}
+
+// heartbeat records a farm's report; it returns whether the farm is known
+// and whether it should drain.
+func (s *scheduler) heartbeat(id string, hb farm.Heartbeat) (known, drain bool, notify []*Session) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	fe := s.farms[id]
+	if fe == nil {
+		return false, false, nil
+	}
+	fe.lastSeen = time.Now()
+	if hb.Draining && !fe.draining {
+		notify = s.drainLocked(fe)
+	}
+	return true, fe.draining, notify
+}
+
+// drain stops placing sessions on a farm; its sessions are returned so the
+// caller can tell them.
+func (s *scheduler) drain(id string) ([]*Session, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	fe := s.farms[id]
+	if fe == nil {
+		return nil, false
+	}
+	if fe.draining {
+		return nil, true
+	}
+	return s.drainLocked(fe), true
+}
+
+func (s *scheduler) drainLocked(fe *farmEntry) []*Session {
+	fe.draining = true
+	var sessions []*Session
+	for _, inst := range s.instances {
+		if inst.farm != fe {
+			continue
+		}
+		switch inst.state {
+		case instIdle:
+			inst.pool.idle = slices.DeleteFunc(inst.pool.idle, func(i *instance) bool { return i == inst })
+			s.stopAsyncLocked(inst)
+		case instBound:
+			sessions = append(sessions, inst.sess)
+		}
+	}
+	s.kickLocked()
+	return sessions
+}
+
+// silentFarms returns the remote farms not heard from within d.
+func (s *scheduler) silentFarms(now time.Time, d time.Duration) []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var ids []string
+	for id, fe := range s.farms {
+		if fe.remote && now.Sub(fe.lastSeen) > d {
+			ids = append(ids, id)
+		}
+	}
+	return ids
 }
 
 // acquire binds sess to an instance of its pool: an idle one, else a fresh
@@ -203,13 +336,15 @@ func (s *scheduler) hasWaiterLocked(p *poolState) bool {
 
 // serveLocked hands out an idle instance or reserves a slot for a spawn.
 func (s *scheduler) serveLocked(sess *Session, p *poolState) (grant, bool) {
-	if len(p.idle) > 0 {
-		inst := p.idle[0]
-		p.idle = slices.Delete(p.idle, 0, 1)
+	for i, inst := range p.idle {
+		if inst.farm.draining || !inst.farm.matches(sess.labels) {
+			continue
+		}
+		p.idle = slices.Delete(p.idle, i, i+1)
 		s.bindLocked(inst, sess)
 		return grant{inst: inst}, true
 	}
-	if fe := s.farmForLocked(p); fe != nil {
+	if fe := s.farmForLocked(p, sess.labels); fe != nil {
 		fe.used++
 		p.startingBound++
 		return grant{farm: fe}, true
@@ -217,18 +352,29 @@ func (s *scheduler) serveLocked(sess *Session, p *poolState) (grant, bool) {
 	return grant{}, false
 }
 
-// farmForLocked picks the live farm with the most free slots for p.
-func (s *scheduler) farmForLocked(p *poolState) *farmEntry {
+// farmForLocked picks, among the live farms that run p and have the labels
+// asked for, the one of highest priority with the most free slots.
+func (s *scheduler) farmForLocked(p *poolState, labels map[string]string) *farmEntry {
 	var best *farmEntry
 	for _, fe := range s.farms {
-		if fe.draining || !fe.pools[p.cfg.Name] || fe.free() <= 0 {
+		if fe.draining || !fe.pools[p.cfg.Name] || fe.free() <= 0 || !fe.matches(labels) {
 			continue
 		}
-		if best == nil || fe.free() > best.free() || (fe.free() == best.free() && fe.id < best.id) {
+		if best == nil || better(fe, best) {
 			best = fe
 		}
 	}
 	return best
+}
+
+func better(a, b *farmEntry) bool {
+	if a.priority != b.priority {
+		return a.priority > b.priority
+	}
+	if a.free() != b.free() {
+		return a.free() > b.free()
+	}
+	return a.id < b.id
 }
 
 func (s *scheduler) bindLocked(inst *instance, sess *Session) {
@@ -346,7 +492,7 @@ func (s *scheduler) refillLocked() {
 				s.retryLaterLocked(p, p.retryAt.Sub(now))
 				break
 			}
-			fe := s.farmForLocked(p)
+			fe := s.farmForLocked(p, nil)
 			if fe == nil {
 				break
 			}
@@ -386,7 +532,7 @@ func (s *scheduler) spawnWarm(fe *farmEntry, p *poolState) {
 		return
 	}
 	p.failures = 0
-	if s.closed || inst.conn.isClosed() {
+	if s.closed || inst.conn.isClosed() || s.farms[fe.id] != fe || fe.draining {
 		s.stopAsyncLocked(inst)
 		return
 	}
@@ -412,6 +558,10 @@ func (s *scheduler) spawn(ctx context.Context, fe *farmEntry, p *poolState, sess
 		s.stopAsyncLocked(inst)
 		return nil, ErrShutdown
 	}
+	if s.farms[fe.id] != fe {
+		s.stopAsyncLocked(inst)
+		return nil, fmt.Errorf("farm %s left while the instance started", fe.id)
+	}
 	s.instances[inst.info.ID] = inst
 	s.bindLocked(inst, sess)
 	return inst, nil
@@ -427,7 +577,8 @@ func (s *scheduler) start(ctx context.Context, fe *farmEntry, p *poolState) (*in
 		return nil, fmt.Errorf("start on farm %s: %w", fe.id, err)
 	}
 	inst := &instance{info: info, pool: p, farm: fe}
-	conn, err := dialInstance(ctx, info.Addr, s.m.cfg.MaxInstanceMessage, func(err error) { s.lost(inst, err) })
+	conn, err := dialInstance(ctx, instanceURL(info), farmHeader(fe.f), s.m.cfg.MaxInstanceMessage,
+		func(err error) { s.lost(inst, err, true) })
 	if err != nil {
 		s.m.metrics.spawns.WithLabelValues(p.cfg.Name, "error").Inc()
 		stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
@@ -496,8 +647,9 @@ func (s *scheduler) removeLocked(inst *instance) {
 }
 
 // lost handles an instance that died or whose connection broke: its session
-// (if any) is told, the slot is freed and the pool refilled.
-func (s *scheduler) lost(inst *instance, cause error) {
+// (if any) is told, the slot is freed and the pool refilled. stop asks the
+// farm to make sure the process is gone (not for a farm that is gone).
+func (s *scheduler) lost(inst *instance, cause error, stop bool) {
 	s.mu.Lock()
 	if inst.state == instGone || inst.state == instStopping {
 		s.mu.Unlock()
@@ -511,6 +663,9 @@ func (s *scheduler) lost(inst *instance, cause error) {
 	s.m.log.Warn("instance lost", "instance", inst.info.ID, "pool", inst.pool.cfg.Name, "err", cause)
 	s.m.goTracked(func() {
 		inst.conn.close()
+		if !stop {
+			return
+		}
 		// Make sure the process is gone too: the connection may have broken
 		// while the process lives on.
 		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
@@ -530,7 +685,7 @@ func (s *scheduler) instanceExited(id string, err error) {
 	inst := s.instances[id]
 	s.mu.Unlock()
 	if inst != nil {
-		s.lost(inst, fmt.Errorf("process exited: %w", err))
+		s.lost(inst, fmt.Errorf("process exited: %w", err), true)
 	}
 }
 
@@ -593,7 +748,7 @@ func (s *scheduler) capacityLocked() Capacity {
 		c.Idle += len(p.idle)
 	}
 	for _, inst := range s.instances {
-		if inst.state == instBound {
+		if inst.state == instBound && !inst.farm.draining {
 			c.Busy++
 		}
 	}

@@ -35,8 +35,9 @@ type Session struct {
 	m       *Manager
 	info    session.Info
 	pool    *poolState
-	token   string // resume token for WebSocket clients
-	restKey string // the id REST clients use; a secret like the token
+	token   string            // resume token for WebSocket clients
+	restKey string            // the id REST clients use; a secret like the token
+	labels  map[string]string // farm labels the session asked for
 	inst    *instance
 	handler middleware.Handler
 	ctx     context.Context

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"net/url"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -180,6 +182,7 @@ func (m *Manager) serveWS(w http.ResponseWriter, r *http.Request) {
 	}
 	s := m.newSession(p, r.RemoteAddr)
 	s.client = c
+	s.labels = parseLabels(q)
 	if err := m.connect(s.ctx, &middleware.ConnectRequest{Info: &s.info, HTTP: r, Query: q}); err != nil {
 		code, msg := errorOf(err)
 		_ = c.writeError(nil, code, msg)
@@ -337,6 +340,33 @@ func (m *Manager) handleFrame(s *Session, c *clientConn, ct *clientTask) bool {
 }
 
 var nullJSON = []byte("null")
+
+// parseLabels reads the farm labels a client asks for: labels=k=v,k2=v2
+// and label.k=v.
+func parseLabels(q url.Values) map[string]string {
+	var out map[string]string
+	set := func(k, v string) {
+		if k = strings.TrimSpace(k); k == "" {
+			return
+		}
+		if out == nil {
+			out = map[string]string{}
+		}
+		out[k] = strings.TrimSpace(v)
+	}
+	for _, l := range q["labels"] {
+		for _, kv := range strings.Split(l, ",") {
+			k, v, _ := strings.Cut(kv, "=")
+			set(k, v)
+		}
+	}
+	for k, vs := range q {
+		if name, ok := strings.CutPrefix(k, "label."); ok && len(vs) > 0 {
+			set(name, vs[0])
+		}
+	}
+	return out
+}
 
 // clientGone handles a read error: a close frame ends the session, a broken
 // connection detaches it for the resume window.

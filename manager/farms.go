@@ -1,0 +1,255 @@
+package manager
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/drover-dev/drover/farm"
+)
+
+// remoteFarm is a farm in another process, reached over its REST API.
+type remoteFarm struct {
+	req    farm.RegisterRequest
+	base   *url.URL
+	header http.Header // carries the farm token; never logged
+	client *http.Client
+}
+
+var _ Farm = (*remoteFarm)(nil)
+var _ placementInfo = (*remoteFarm)(nil)
+
+func newRemoteFarm(req farm.RegisterRequest, token string) (*remoteFarm, error) {
+	u, err := url.Parse(req.URL)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("farm url %q is not an http(s) URL", req.URL)
+	}
+	h := http.Header{}
+	h.Set("Authorization", "Bearer "+token)
+	return &remoteFarm{req: req, base: u, header: h,
+		client: &http.Client{Timeout: 30 * time.Second}}, nil
+}
+
+func (r *remoteFarm) ID() string                { return r.req.ID }
+func (r *remoteFarm) Slots() int                { return r.req.Slots }
+func (r *remoteFarm) Pools() []string           { return r.req.Pools }
+func (r *remoteFarm) Labels() map[string]string { return r.req.Labels }
+func (r *remoteFarm) Priority() int             { return r.req.Priority }
+func (r *remoteFarm) Header() http.Header       { return r.header }
+
+func (r *remoteFarm) do(ctx context.Context, method, path string, body, out any) (int, error) {
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return 0, err
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, r.base.JoinPath(path).String(), rd)
+	if err != nil {
+		return 0, err
+	}
+	req.Header = r.header.Clone()
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := r.client.Do(req)
+	if err != nil {
+		return 0, fmt.Errorf("farm %s: %w", r.req.ID, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if resp.StatusCode/100 != 2 {
+		var e struct{ Message string }
+		_ = json.Unmarshal(b, &e)
+		return resp.StatusCode, fmt.Errorf("farm %s: %s %s: %d %s", r.req.ID, method, path, resp.StatusCode, e.Message)
+	}
+	if out != nil {
+		if err := json.Unmarshal(b, out); err != nil {
+			return resp.StatusCode, fmt.Errorf("farm %s: bad answer: %w", r.req.ID, err)
+		}
+	}
+	return resp.StatusCode, nil
+}
+
+func (r *remoteFarm) StartInstance(ctx context.Context, pool string) (farm.Instance, error) {
+	var inst farm.Instance
+	if _, err := r.do(ctx, http.MethodPost, farm.PathInstances, farm.StartRequest{Pool: pool}, &inst); err != nil {
+		return farm.Instance{}, err
+	}
+	if inst.URL == "" {
+		ws := *r.base
+		ws.Scheme = strings.Replace(ws.Scheme, "http", "ws", 1)
+		inst.URL = ws.JoinPath(farm.PathInstance, inst.ID).String()
+	}
+	return inst, nil
+}
+
+func (r *remoteFarm) StopInstance(ctx context.Context, id string) error {
+	code, err := r.do(ctx, http.MethodDelete, farm.PathInstances+"/"+url.PathEscape(id), nil, nil)
+	if code == http.StatusNotFound {
+		return farm.ErrNotFound
+	}
+	return err
+}
+
+// instanceURL is where the manager opens an instance's WebSocket.
+func instanceURL(info farm.Instance) string {
+	if info.URL != "" {
+		return info.URL
+	}
+	return "ws://" + info.Addr + "/"
+}
+
+// farmHeader is sent when connecting to an instance through its farm.
+func farmHeader(f Farm) http.Header {
+	if h, ok := f.(interface{ Header() http.Header }); ok {
+		return h.Header()
+	}
+	return nil
+}
+
+// tokenEqual compares secrets in constant time; hashing first hides their
+// lengths too.
+func tokenEqual(got, want string) bool {
+	a, b := sha256.Sum256([]byte(got)), sha256.Sum256([]byte(want))
+	return subtle.ConstantTimeCompare(a[:], b[:]) == 1
+}
+
+// bearer is gin middleware admitting requests that carry one of tokens.
+// The token is never logged or echoed.
+func (m *Manager) bearer(tokens ...string) gin.HandlerFunc {
+	return func(c *gin.Context) {
+		got, ok := strings.CutPrefix(c.GetHeader("Authorization"), "Bearer ")
+		if ok {
+			for _, t := range tokens {
+				if t != "" && tokenEqual(got, t) {
+					c.Next()
+					return
+				}
+			}
+		}
+		m.log.Warn("unauthorized API request", "path", c.FullPath(), "remote", c.ClientIP())
+		c.AbortWithStatusJSON(http.StatusUnauthorized, gin.H{"message": "missing or wrong token"})
+	}
+}
+
+func (m *Manager) farmRoutes(r *gin.Engine) {
+	if m.cfg.FarmToken == "" {
+		return // no remote farms: drover up with its local farm
+	}
+	farms := r.Group(farm.PathFarms, m.bearer(m.cfg.FarmToken))
+	farms.POST("", m.serveRegister)
+	farms.POST("/:id/heartbeat", m.serveHeartbeat)
+	farms.DELETE("/:id", m.serveDeregister)
+	admin := r.Group(farm.PathFarms, m.bearer(m.cfg.AdminToken))
+	admin.POST("/:id/drain", m.serveDrain)
+	admin.GET("", func(c *gin.Context) { c.JSON(http.StatusOK, m.Status().Farms) })
+}
+
+func (m *Manager) serveRegister(c *gin.Context) {
+	var req farm.RegisterRequest
+	if err := c.ShouldBindJSON(&req); err != nil {
+		c.JSON(http.StatusBadRequest, gin.H{"message": "bad registration: " + err.Error()})
+		return
+	}
+	if req.ID == "" || len(req.ID) > 128 || !printable(req.ID) || req.Slots < 0 || req.Slots > 100000 {
+		c.JSON(http.StatusBadRequest, gin.H{"message": "a farm needs a printable id of at most 128 characters and 0 to 100000 slots"})
+		return
+	}
+	rf, err := newRemoteFarm(req, m.cfg.FarmToken)
+	if err != nil {
+		c.JSON(http.StatusBadRequest, gin.H{"message": err.Error()})
+		return
+	}
+	m.sched.addFarm(rf, true)
+	m.log.Info("farm registered", "farm", req.ID, "name", req.Name, "url", req.URL, "slots", req.Slots,
+		"pools", req.Pools, "labels", req.Labels)
+	m.metrics.farmEvents.WithLabelValues("registered").Inc()
+	c.JSON(http.StatusOK, farm.RegisterResponse{HeartbeatIntervalMS: m.cfg.HeartbeatInterval.Milliseconds()})
+}
+
+func (m *Manager) serveHeartbeat(c *gin.Context) {
+	var hb farm.Heartbeat
+	if err := c.ShouldBindJSON(&hb); err != nil {
+		c.JSON(http.StatusBadRequest, gin.H{"message": "bad heartbeat: " + err.Error()})
+		return
+	}
+	known, drain, notify := m.sched.heartbeat(c.Param("id"), hb)
+	if !known {
+		c.JSON(http.StatusNotFound, gin.H{"message": "unknown farm: register again"})
+		return
+	}
+	m.notifyDraining(c.Param("id"), notify)
+	c.JSON(http.StatusOK, farm.HeartbeatResponse{Drain: drain})
+}
+
+func (m *Manager) serveDeregister(c *gin.Context) {
+	if !m.sched.removeFarm(c.Param("id"), errors.New("the farm left")) {
+		c.JSON(http.StatusNotFound, gin.H{"message": "unknown farm"})
+		return
+	}
+	m.log.Info("farm deregistered", "farm", c.Param("id"))
+	m.metrics.farmEvents.WithLabelValues("deregistered").Inc()
+	c.Status(http.StatusNoContent)
+}
+
+func (m *Manager) serveDrain(c *gin.Context) {
+	if err := m.DrainFarm(c.Param("id")); err != nil {
+		c.JSON(http.StatusNotFound, gin.H{"message": err.Error()})
+		return
+	}
+	c.JSON(http.StatusAccepted, gin.H{"farm": c.Param("id"), "draining": true})
+}
+
+// DrainFarm stops placing sessions on a farm and tells its sessions; the
+// farm learns it from its next heartbeat and exits once they have ended.
+func (m *Manager) DrainFarm(id string) error {
+	sessions, ok := m.sched.drain(id)
+	if !ok {
+		return fmt.Errorf("%w: %q", ErrFarmNotFound, id)
+	}
+	m.log.Info("farm draining", "farm", id, "sessions", len(sessions))
+	m.metrics.farmEvents.WithLabelValues("draining").Inc()
+	m.notifyDraining(id, sessions)
+	return nil
+}
+
+func (m *Manager) notifyDraining(farmID string, sessions []*Session) {
+	for _, s := range sessions {
+		if c := s.currentClient(); c != nil {
+			c.writeEvent("draining", "farm", farmID)
+		}
+	}
+}
+
+// farmMonitor declares dead the remote farms that missed three heartbeats.
+func (m *Manager) farmMonitor() {
+	every := m.cfg.HeartbeatInterval / 4
+	t := time.NewTicker(every)
+	defer t.Stop()
+	deadAfter := time.Duration(m.cfg.MissedHeartbeats)*m.cfg.HeartbeatInterval + every
+	for {
+		select {
+		case <-m.ctx.Done():
+			return
+		case now := <-t.C:
+			for _, id := range m.sched.silentFarms(now, deadAfter) {
+				if m.sched.removeFarm(id, fmt.Errorf("farm %s missed %d heartbeats", id, m.cfg.MissedHeartbeats)) {
+					m.log.Warn("farm dead", "farm", id, "silent_for", deadAfter)
+					m.metrics.farmEvents.WithLabelValues("dead").Inc()
+				}
+			}
+		}
+	}
+}
