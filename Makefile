@@ -41,6 +41,11 @@ lint: setup-lint
 bench:
 	$(GO) test -run='^$$' -bench=. -benchmem ./...
 
+## load: measure drover against a direct connection to the worker (about a minute)
+.PHONY: load
+load: build
+	./bin/drover load
+
 ## fuzz: run each fuzz target for FUZZTIME (default 30s)
 fuzz:
 	@FUZZTIME=$(FUZZTIME) ./scripts/fuzz.sh

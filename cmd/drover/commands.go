@@ -20,6 +20,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/drover-dev/drover/internal/app"
+	"github.com/drover-dev/drover/internal/loadtest"
 	"github.com/drover-dev/drover/worker"
 )
 
@@ -35,7 +36,7 @@ func newRootCmd() *cobra.Command {
 	}
 	root.PersistentFlags().String("log-level", "info", "log level: debug, info, warn, error")
 	root.PersistentFlags().String("log-format", "text", "log format: text or json")
-	root.AddCommand(newUpCmd(), newWorkerCmd())
+	root.AddCommand(newUpCmd(), newWorkerCmd(), newCallCmd(), newLoadCmd())
 	return root
 }
 
@@ -165,6 +166,46 @@ echo, sleep, set, get, pid, stream, results, fail and crash.`,
 			return err
 		}
 		return worker.Run(cmd.Context(), worker.Config{Addr: *addr, Logger: log})
+	}
+	return cmd
+}
+
+func newLoadCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "load",
+		Short: "Measure drover against a direct connection to the reference worker",
+		Long: `load starts a reference worker and a drover stack in this process, runs the
+same clients against both and prints each figure with its ratio drover/direct,
+so that the numbers mean something on any machine. Scenarios: latency
+(sequential echo tasks), throughput (--conns connections), bulk (64 KiB binary
+frames) and idle (memory per idle connection). --target and --baseline measure
+servers that run elsewhere instead.`,
+		Args: cobra.NoArgs,
+	}
+	var cfg loadtest.Config
+	fs := cmd.Flags()
+	fs.DurationVar(&cfg.Duration, "duration", 5*time.Second, "measuring time per scenario and target")
+	fs.IntVar(&cfg.Conns, "conns", 64, "connections of the throughput scenario")
+	fs.IntVar(&cfg.Window, "window", 1, "tasks in flight per throughput connection")
+	fs.IntVar(&cfg.Idle, "idle", 1000, "connections of the idle scenario")
+	fs.StringSliceVar(&cfg.Scenarios, "scenarios", loadtest.Scenarios, "scenarios to run")
+	fs.StringVar(&cfg.Target, "target", "", "WebSocket URL of a drover to measure (ws://host:port/ws) instead of starting one")
+	fs.StringVar(&cfg.Baseline, "baseline", "", "WebSocket URL of a reference worker to measure against instead of starting one")
+	fs.BoolVar(&cfg.JSON, "json", false, "write the report as JSON")
+	fs.StringVar(&cfg.CPUProfile, "cpuprofile", "", "write a CPU profile of the run to this file")
+	fs.StringVar(&cfg.Role, "role", "", "internal: run as the idle scenario's client process")
+	_ = fs.MarkHidden("role")
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		// The servers started here log every session at info level.
+		if f := cmd.Flag("log-level"); f != nil && !f.Changed {
+			_ = f.Value.Set("warn")
+		}
+		log, err := newLogger(cmd)
+		if err != nil {
+			return err
+		}
+		cfg.Logger, cfg.Progress = log, cmd.ErrOrStderr()
+		return loadtest.Run(cmd.Context(), cfg, cmd.OutOrStdout())
 	}
 	return cmd
 }
