@@ -58,7 +58,15 @@ type HeartbeatResponse struct {
 
 // StartRequest asks a farm for a ready instance of Pool.
 type StartRequest struct {
-	Pool string `json:"pool"`
+	Pool  string `json:"pool"`
+	Model string `json:"model,omitempty"`
+}
+
+// StartOptions are per-instance start parameters.
+type StartOptions struct {
+	// Model names a model directory under the farm's models directory; the
+	// instance's templates see it as {{.Model}} and {{.ModelDirs}}.
+	Model string
 }
 
 // FarmStatus is a farm's own view, served at PathStatus.

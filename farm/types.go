@@ -25,15 +25,21 @@ type Instance struct {
 	// URL is where the manager opens the instance's native-protocol
 	// WebSocket when it is not ws://Addr/ (a farm serving its instances
 	// behind its own port sets ws://farm/instances/ID).
-	URL     string    `json:"url,omitempty"`
-	PID     int       `json:"pid,omitempty"`
-	State   State     `json:"state"`
-	Started time.Time `json:"started"`
+	URL string `json:"url,omitempty"`
+	// Protocol is the pool's protocol; stream instances are relayed byte
+	// for byte instead of spoken to.
+	Protocol string    `json:"protocol,omitempty"`
+	PID      int       `json:"pid,omitempty"`
+	State    State     `json:"state"`
+	Started  time.Time `json:"started"`
 }
 
 // Protocol names how an instance program talks; see design.md, "Instances".
 const (
 	ProtocolNative = "native"
+	ProtocolDial   = "dial"
+	ProtocolStdio  = "stdio"
+	ProtocolStream = "stream"
 )
 
 // PoolSpec says how a farm starts the instances of one pool.

@@ -83,8 +83,13 @@ func (r *remoteFarm) do(ctx context.Context, method, path string, body, out any)
 }
 
 func (r *remoteFarm) StartInstance(ctx context.Context, pool string) (farm.Instance, error) {
+	return r.StartInstanceWith(ctx, pool, farm.StartOptions{})
+}
+
+func (r *remoteFarm) StartInstanceWith(ctx context.Context, pool string, opts farm.StartOptions) (farm.Instance, error) {
 	var inst farm.Instance
-	if _, err := r.do(ctx, http.MethodPost, farm.PathInstances, farm.StartRequest{Pool: pool}, &inst); err != nil {
+	req := farm.StartRequest{Pool: pool, Model: opts.Model}
+	if _, err := r.do(ctx, http.MethodPost, farm.PathInstances, req, &inst); err != nil {
 		return farm.Instance{}, err
 	}
 	if inst.URL == "" {

@@ -337,7 +337,7 @@ func (s *scheduler) hasWaiterLocked(p *poolState) bool {
 // serveLocked hands out an idle instance or reserves a slot for a spawn.
 func (s *scheduler) serveLocked(sess *Session, p *poolState) (grant, bool) {
 	for i, inst := range p.idle {
-		if inst.farm.draining || !inst.farm.matches(sess.labels) {
+		if sess.stream || inst.farm.draining || !inst.farm.matches(sess.labels) {
 			continue
 		}
 		p.idle = slices.Delete(p.idle, i, i+1)
@@ -516,7 +516,7 @@ func (s *scheduler) retryLaterLocked(p *poolState, d time.Duration) {
 }
 
 func (s *scheduler) spawnWarm(fe *farmEntry, p *poolState) {
-	inst, err := s.start(s.m.ctx, fe, p)
+	inst, err := s.start(s.m.ctx, fe, p, farm.StartOptions{})
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	p.startingWarm--
@@ -532,7 +532,7 @@ func (s *scheduler) spawnWarm(fe *farmEntry, p *poolState) {
 		return
 	}
 	p.failures = 0
-	if s.closed || inst.conn.isClosed() || s.farms[fe.id] != fe || fe.draining {
+	if s.closed || (inst.conn != nil && inst.conn.isClosed()) || s.farms[fe.id] != fe || fe.draining {
 		s.stopAsyncLocked(inst)
 		return
 	}
@@ -545,7 +545,7 @@ func (s *scheduler) spawnWarm(fe *farmEntry, p *poolState) {
 
 // spawn starts an instance on a slot reserved for sess and binds it.
 func (s *scheduler) spawn(ctx context.Context, fe *farmEntry, p *poolState, sess *Session) (*instance, error) {
-	inst, err := s.start(ctx, fe, p)
+	inst, err := s.start(ctx, fe, p, sess.startOpts)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	p.startingBound--
@@ -567,16 +567,36 @@ func (s *scheduler) spawn(ctx context.Context, fe *farmEntry, p *poolState, sess
 	return inst, nil
 }
 
+// starterWith is an optional Farm capability: starting an instance with
+// per-instance options (a model for stream sessions).
+type starterWith interface {
+	StartInstanceWith(ctx context.Context, pool string, opts farm.StartOptions) (farm.Instance, error)
+}
+
 // start asks a farm for an instance and connects to it. The slot stays
-// reserved by the caller.
-func (s *scheduler) start(ctx context.Context, fe *farmEntry, p *poolState) (*instance, error) {
+// reserved by the caller. Stream instances get no connection: their
+// clients' bytes are relayed to them.
+func (s *scheduler) start(ctx context.Context, fe *farmEntry, p *poolState, opts farm.StartOptions) (*instance, error) {
 	begin := time.Now()
-	info, err := fe.f.StartInstance(ctx, p.cfg.Name)
+	var info farm.Instance
+	var err error
+	if sw, ok := fe.f.(starterWith); ok {
+		info, err = sw.StartInstanceWith(ctx, p.cfg.Name, opts)
+	} else if opts != (farm.StartOptions{}) {
+		err = errors.New("the farm cannot start instances with options")
+	} else {
+		info, err = fe.f.StartInstance(ctx, p.cfg.Name)
+	}
 	if err != nil {
 		s.m.metrics.spawns.WithLabelValues(p.cfg.Name, "error").Inc()
 		return nil, fmt.Errorf("start on farm %s: %w", fe.id, err)
 	}
 	inst := &instance{info: info, pool: p, farm: fe}
+	if info.Protocol == farm.ProtocolStream {
+		s.m.metrics.spawns.WithLabelValues(p.cfg.Name, "ok").Inc()
+		s.m.metrics.spawnSeconds.Observe(time.Since(begin).Seconds())
+		return inst, nil
+	}
 	conn, err := dialInstance(ctx, instanceURL(info), farmHeader(fe.f), s.m.cfg.MaxInstanceMessage,
 		func(err error) { s.lost(inst, err, true) })
 	if err != nil {
@@ -603,7 +623,7 @@ func (s *scheduler) release(inst *instance, reusable bool) {
 		return
 	}
 	inst.sess = nil
-	if reusable && inst.pool.cfg.Release == ReleaseReuse && !s.closed && inst.conn.clean() {
+	if reusable && inst.pool.cfg.Release == ReleaseReuse && !s.closed && inst.conn != nil && inst.conn.clean() {
 		inst.state = instIdle
 		inst.idleSince = time.Now()
 		inst.pool.idle = append(inst.pool.idle, inst)
@@ -619,7 +639,9 @@ func (s *scheduler) stopAsyncLocked(inst *instance) {
 	inst.state = instStopping
 	inst.sess = nil
 	s.m.goTracked(func() {
-		inst.conn.close()
+		if inst.conn != nil {
+			inst.conn.close()
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 		defer cancel()
 		if err := inst.farm.f.StopInstance(ctx, inst.info.ID); err != nil && !errors.Is(err, farm.ErrNotFound) {
@@ -662,7 +684,9 @@ func (s *scheduler) lost(inst *instance, cause error, stop bool) {
 	s.m.metrics.instancesLost.Inc()
 	s.m.log.Warn("instance lost", "instance", inst.info.ID, "pool", inst.pool.cfg.Name, "err", cause)
 	s.m.goTracked(func() {
-		inst.conn.close()
+		if inst.conn != nil {
+			inst.conn.close()
+		}
 		if !stop {
 			return
 		}

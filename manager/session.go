@@ -12,6 +12,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/drover-dev/drover/farm"
 	"github.com/drover-dev/drover/middleware"
 	"github.com/drover-dev/drover/session"
 )
@@ -38,10 +39,14 @@ type Session struct {
 	token   string            // resume token for WebSocket clients
 	restKey string            // the id REST clients use; a secret like the token
 	labels  map[string]string // farm labels the session asked for
-	inst    *instance
-	handler middleware.Handler
-	ctx     context.Context
-	cancel  context.CancelFunc
+	// stream sessions get a fresh instance started with startOpts, and
+	// their client's bytes are relayed to it.
+	stream    bool
+	startOpts farm.StartOptions
+	inst      *instance
+	handler   middleware.Handler
+	ctx       context.Context
+	cancel    context.CancelFunc
 
 	// taskMu makes the tasks of a session run one at a time, in order, even
 	// across a resume that swaps the client connection.
@@ -118,6 +123,9 @@ func (s *Session) bind(inst *instance) {
 func (s *Session) serveInstance(ctx context.Context, t *session.Task, w session.ResultWriter) error {
 	if t.Session != &s.info {
 		return session.NewError(session.CodeBadRequest, "task of another session")
+	}
+	if s.inst.conn == nil {
+		return session.NewError(session.CodeBadRequest, "a stream session takes no tasks")
 	}
 	return s.inst.conn.call(ctx, t.Data, w, s.timer, s.pool.cfg.TaskTimeout)
 }
