@@ -329,6 +329,9 @@ func (m *Manager) Status() Status {
 	for _, fe := range s.farms {
 		sf := StatusFarm{ID: fe.id, Slots: fe.slots, Free: fe.free(), Live: true, Draining: fe.draining,
 			Remote: fe.remote, Priority: fe.priority, Labels: fe.labels, LastSeen: fe.lastSeen}
+		if !fe.remote {
+			sf.LastSeen = now // an in-process farm is alive while it is added
+		}
 		if rf, ok := fe.f.(*remoteFarm); ok {
 			sf.Name = rf.req.Name
 		}

@@ -345,8 +345,14 @@ func (m *Manager) janitor() {
 			return
 		case now := <-t.C:
 			for _, s := range m.snapshotSessions() {
+				s.mu.Lock()
+				placed := s.state == sessActive || s.state == sessDetached
+				s.mu.Unlock()
+				if !placed {
+					continue // queued: the queue timeout applies, not these
+				}
 				p := s.pool.cfg
-				if p.MaxLifetime > 0 && now.Sub(s.info.Created) > p.MaxLifetime {
+				if p.MaxLifetime > 0 && now.Sub(s.boundAt) > p.MaxLifetime {
 					m.endWithEvent(s, "max_lifetime", "session lifetime reached")
 					continue
 				}

@@ -59,6 +59,7 @@ type Session struct {
 	graceTimer *time.Timer
 	bound      chan struct{} // closed once placed (or ended)
 
+	boundAt    time.Time // set by bind, before the session is active
 	inFlight   atomic.Int32
 	lastActive atomic.Int64 // unix nanos
 	endOnce    sync.Once
@@ -110,6 +111,8 @@ func (s *Session) bind(inst *instance) {
 	s.inst = inst
 	s.info.Instance = inst.info.ID
 	s.info.Farm = inst.farm.id
+	s.boundAt = time.Now()
+	s.touch() // idle time counts from the welcome, not from the queue
 	s.mu.Lock()
 	if s.state == sessPlacing {
 		s.state = sessActive

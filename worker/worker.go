@@ -174,7 +174,8 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return fmt.Errorf("worker: listen: %w", err)
 	}
-	w.log.Info("worker listening", "addr", ln.Addr().String(), "instance", w.instanceID, "pid", w.pid)
+	// Debug: under a farm every line on stderr is logged again by the farm.
+	w.log.Debug("worker listening", "addr", ln.Addr().String(), "instance", w.instanceID, "pid", w.pid)
 	return w.Serve(ctx, ln)
 }
 
