@@ -21,6 +21,7 @@ func (m *Manager) routes() *gin.Engine {
 	r := gin.New()
 	r.Use(gin.Recovery())
 	r.GET("/ws", func(c *gin.Context) { m.serveWS(c.Writer, c.Request) })
+	r.GET("/stream", m.serveStream)
 	r.GET("/health", m.serveHealth)
 	r.GET("/livez", func(c *gin.Context) { c.String(http.StatusOK, "ok\n") })
 	r.GET("/status", m.serveStatus)

@@ -23,6 +23,7 @@ import (
 
 	"github.com/drover-dev/drover/farm"
 	"github.com/drover-dev/drover/middleware"
+	"github.com/drover-dev/drover/proxy"
 )
 
 // Sentinel errors.
@@ -187,7 +188,10 @@ type Manager struct {
 	sched   *scheduler
 	router  *gin.Engine
 	upgrade *websocket.Upgrader
-	started time.Time
+	// relays for stream sessions: to in-process farms' instances, and to
+	// remote farms with the farm token.
+	relay, farmRelay *proxy.Relay
+	started          time.Time
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -227,6 +231,10 @@ func New(cfg Config) (*Manager, error) {
 	m.ctx, m.cancel = context.WithCancel(context.Background())
 	m.sched = newScheduler(m, cfg.Pools)
 	m.upgrade = m.upgrader()
+	rlog := cfg.Logger.With("component", "relay")
+	m.relay = proxy.New(proxy.Options{Logger: rlog})
+	m.farmRelay = proxy.New(proxy.Options{Logger: rlog,
+		Header: http.Header{"Authorization": {"Bearer " + cfg.FarmToken}}})
 	m.router = m.routes()
 	m.metrics.registerCapacity(cfg.Registerer, m.sched.capacity)
 	m.goTracked(m.janitor)
@@ -391,6 +399,7 @@ func (m *Manager) Shutdown(ctx context.Context) error {
 		c.closeWith(websocket.CloseGoingAway, "shutting down")
 	}
 	m.mu.Unlock()
+	relayErr := errors.Join(m.relay.Shutdown(ctx), m.farmRelay.Shutdown(ctx))
 	m.cancel()
 	done := make(chan struct{})
 	go func() {
@@ -399,7 +408,7 @@ func (m *Manager) Shutdown(ctx context.Context) error {
 	}()
 	select {
 	case <-done:
-		return nil
+		return relayErr
 	case <-ctx.Done():
 		return fmt.Errorf("manager shutdown: %w", ctx.Err())
 	}
