@@ -6,7 +6,13 @@
 // with a parent-death signal, so stopping an instance takes its whole process
 // tree with it, and a farm that is SIGKILLed leaves no instance behind.
 //
-// The package does not place sessions, route tasks or talk to the manager:
-// the manager asks a Farm to start and stop instances and learns about crashes
-// through Config.OnExit.
+// A farm on another machine than its managers adds three parts: Server, the
+// HTTP API managers call (api.go) and the relay of the instances' WebSockets
+// through the farm's port; Agent, which registers the farm with its managers,
+// sends heartbeats and drains it; and the state file (leftovers.go), with
+// which a restarted farm kills what its previous run left behind.
+//
+// The package does not place sessions or route tasks: a manager asks a Farm
+// to start and stop instances, in process or over the API, and learns about
+// crashes through Config.OnExit or the connection to the instance.
 package farm

@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"log/slog"
 	mrand "math/rand/v2"
-	"net"
 	"os"
 	"runtime"
 	"slices"
@@ -36,6 +35,8 @@ var (
 	// ErrStartTimeout means an instance did not become ready within its
 	// pool's StartTimeout.
 	ErrStartTimeout = errors.New("farm: instance not ready within start timeout")
+	// ErrDraining means the farm is draining and starts no more instances.
+	ErrDraining = errors.New("farm: draining")
 )
 
 const (
@@ -81,6 +82,14 @@ type Config struct {
 	OnExit func(inst Instance, err error)
 	// Registerer receives the farm's metrics; nil means no metrics.
 	Registerer prometheus.Registerer
+	// StateDir, when set, is where the farm records its instance processes
+	// (instances.json), so that the next farm started with the same
+	// directory kills what this one left behind; New does that first. See
+	// leftovers.go.
+	StateDir string
+	// ModelsDir holds the model directories starts may name
+	// (StartOptions.Model); empty means starts name no model.
+	ModelsDir string
 }
 
 // Farm runs instance processes of its pools in a fixed number of slots.
@@ -99,21 +108,32 @@ type Farm struct {
 	log       *slog.Logger
 	onExit    func(Instance, error)
 	metrics   *metrics
+	state     *stateFile // nil without Config.StateDir
 
-	// hookBeforeSpawn, when set (by tests), runs after a port is chosen and
-	// before the process is spawned.
+	// Protocol adapters (adapter.go).
+	modelsDir   string      // absolute; empty: starts name no model
+	dialSrv     *dialServer // the private listener dial instances connect to
+	binTemp     string      // unpacked binaries to remove at Close
+	streamPorts bool        // the range's first Slots ports are the slots' stream ports
+
+	// Test hooks. hookBeforeSpawn runs after a port is chosen and before the
+	// process is spawned; hookSpawned runs once the process is on the books.
 	hookBeforeSpawn func(port int)
+	hookSpawned     func(Instance)
 
 	mu        sync.Mutex
 	closed    bool
+	draining  bool
 	used      int                  // slots held: live instances and starts in progress
 	instances map[string]*instance // spawned and not yet reaped
 	pending   map[string]struct{}  // ids of starts in progress
 	ports     map[int]struct{}     // ports of live instances and starts in progress
 	portNext  int                  // round-robin cursor into [portMin, portMax]
-	running   int                  // supervising goroutines alive
+	running   int                  // supervising and adapter goroutines alive
 	done      chan struct{}        // closed once closed and running == 0
 	doneSet   bool
+	slotRefs  []int                // holders of each slot number: starts and records
+	dialWait  map[string]*dialLink // dial instances by id, from spawn to exit
 }
 
 // pool is a PoolSpec with its templates parsed.
@@ -123,6 +143,16 @@ type pool struct {
 	args         []*template.Template
 	env          []*template.Template
 	startTimeout time.Duration
+
+	// Protocol options with their defaults (adapter.go).
+	protocol     string // "native" when the spec leaves it empty
+	readiness    string
+	idleGap      time.Duration
+	liveliness   time.Duration
+	initialUse   time.Duration
+	spawnRetries int
+	spawnBackoff time.Duration
+	binDir       string // where Binaries was unpacked
 }
 
 // instance is the farm's record of one spawned process.
@@ -134,6 +164,13 @@ type instance struct {
 	started time.Time
 	pid     int // set before the record is published
 
+	slot     int    // the slot number it holds
+	model    string // StartOptions.Model
+	modelDir string
+	dial     *dialLink    // dial instances
+	stdio    *stdioLink   // stdio instances
+	stream   *streamWatch // stream instances; guarded by Farm.mu
+
 	// exited is closed once the process is reaped and the record has left
 	// the farm's books; exitErr and stderrTail are set before that.
 	exited     chan struct{}
@@ -142,8 +179,9 @@ type instance struct {
 
 	// Guarded by Farm.mu.
 	state    State
-	stopping bool // a stop was requested: the exit is no crash
-	owned    bool // the instance holds its slot (handed out, or abandoned by its start)
+	stopping bool  // a stop was requested: the exit is no crash
+	owned    bool  // the instance holds its slot (handed out, or abandoned by its start)
+	cause    error // why the farm killed it (kill): its exit is a crash
 }
 
 // templateData is what Command, Args and Env templates see.
@@ -153,6 +191,11 @@ type templateData struct {
 	Addr string
 	Host string
 	Pool string
+	// Adapters' fields; see PoolSpec.Command.
+	PrivatePort int
+	Model       string
+	ModelDirs   string
+	Binaries    string
 }
 
 // New validates cfg and returns a Farm with no instances.
@@ -212,6 +255,14 @@ func New(cfg Config) (*Farm, error) {
 		return nil, err
 	}
 	f.metrics = m
+	if cfg.StateDir != "" {
+		if f.state, err = openStateFile(cfg.StateDir, f.id, f.log); err != nil {
+			return nil, err
+		}
+	}
+	if err := f.setupAdapters(cfg); err != nil {
+		return nil, err
+	}
 	return f, nil
 }
 
@@ -222,15 +273,13 @@ func parsePool(spec PoolSpec) (*pool, error) {
 	if spec.Command == "" {
 		return nil, fmt.Errorf("farm: pool %q: no command", spec.Name)
 	}
-	switch spec.Protocol {
-	case "", ProtocolNative:
-	default:
-		return nil, fmt.Errorf("farm: pool %q: unsupported protocol %q", spec.Name, spec.Protocol)
-	}
 	if spec.StartTimeout < 0 {
 		return nil, fmt.Errorf("farm: pool %q: negative start timeout", spec.Name)
 	}
 	p := &pool{spec: spec, startTimeout: cmp.Or(spec.StartTimeout, defaultStartTimeout)}
+	if err := parseProtocol(p); err != nil {
+		return nil, err
+	}
 	parse := func(what, text string) (*template.Template, error) {
 		t, err := template.New(what).Option("missingkey=error").Parse(text)
 		if err != nil {
@@ -271,6 +320,21 @@ func (f *Farm) Slots() int { return f.slots }
 // Pools returns the pool names in configuration order.
 func (f *Farm) Pools() []string { return slices.Clone(f.poolNames) }
 
+// Drain makes the farm refuse new instances with ErrDraining; instances
+// already running or starting are left alone. It cannot be undone.
+func (f *Farm) Drain() {
+	f.mu.Lock()
+	f.draining = true
+	f.mu.Unlock()
+}
+
+// Draining reports whether Drain was called.
+func (f *Farm) Draining() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.draining
+}
+
 // Instances returns a snapshot of the live instances (starting, ready or
 // stopping), oldest first. Instances that exited are not in it.
 func (f *Farm) Instances() []Instance {
@@ -288,25 +352,42 @@ func (f *Farm) Instances() []Instance {
 
 func (f *Farm) snapshotLocked(inst *instance) Instance {
 	return Instance{
-		ID:      inst.id,
-		Pool:    inst.pool.spec.Name,
-		Farm:    f.id,
-		Addr:    inst.addr,
-		PID:     inst.pid,
-		State:   inst.state,
-		Started: inst.started,
+		ID:       inst.id,
+		Pool:     inst.pool.spec.Name,
+		Farm:     f.id,
+		Addr:     inst.addr,
+		Protocol: inst.pool.protocol,
+		PID:      inst.pid,
+		State:    inst.state,
+		Started:  inst.started,
 	}
 }
 
-// StartInstance spawns an instance of the pool and waits until it is ready:
-// until its port accepts connections. It fails when ctx is done, when the
-// pool's StartTimeout passes (ErrStartTimeout) or when the process exits
-// first (the error carries its exit status); the process is then gone and
-// its slot free when StartInstance returns.
+// StartInstance starts an instance of the pool with no start options; see
+// StartInstanceWith.
 func (f *Farm) StartInstance(ctx context.Context, poolName string) (Instance, error) {
+	return f.StartInstanceWith(ctx, poolName, StartOptions{})
+}
+
+// StartInstanceWith spawns an instance of the pool and waits until it is
+// ready: until its port accepts connections, or as its protocol says
+// (adapter.go). It fails when ctx is done, when the pool's StartTimeout
+// passes (ErrStartTimeout) or when the process exits first (the error
+// carries its exit status); the process is then gone and its slot free
+// when StartInstanceWith returns. Dial pools try a failed spawn again
+// (SpawnRetries). opts.Model must name a directory under the models
+// directory (ErrBadModel).
+func (f *Farm) StartInstanceWith(ctx context.Context, poolName string, opts StartOptions) (Instance, error) {
 	p, ok := f.pools[poolName]
 	if !ok {
 		return Instance{}, fmt.Errorf("%w: %q", ErrUnknownPool, poolName)
+	}
+	var modelDir string
+	if opts.Model != "" {
+		var err error
+		if modelDir, err = f.resolveModel(opts.Model); err != nil {
+			return Instance{}, err
+		}
 	}
 	if err := ctx.Err(); err != nil {
 		return Instance{}, fmt.Errorf("farm: start %s: %w", poolName, err)
@@ -316,37 +397,62 @@ func (f *Farm) StartInstance(ctx context.Context, poolName string) (Instance, er
 		f.mu.Unlock()
 		return Instance{}, ErrClosed
 	}
+	if f.draining {
+		f.mu.Unlock()
+		return Instance{}, ErrDraining
+	}
 	if f.used >= f.slots {
 		f.mu.Unlock()
 		f.metrics.start(poolName, resultNoSlot)
 		return Instance{}, ErrNoSlot
 	}
 	f.used++
+	slot := f.takeSlotLocked()
 	id := f.newIDLocked(poolName)
 	f.pending[id] = struct{}{}
 	f.mu.Unlock()
 
 	begin := time.Now()
-	ctx, cancel := context.WithTimeoutCause(ctx, p.startTimeout, ErrStartTimeout)
+	whole, cancel := ctx, context.CancelFunc(func() {})
+	if p.spawnRetries == 0 {
+		// One deadline for the whole start; retrying pools have one per spawn.
+		whole, cancel = context.WithTimeoutCause(ctx, p.startTimeout, ErrStartTimeout)
+	}
 	defer cancel()
+	plan := startPlan{slot: slot, model: opts.Model, modelDir: modelDir}
 
 	var (
 		inst *instance
 		err  error
 	)
-	for attempt := 1; ; attempt++ {
-		inst, err = f.startAttempt(ctx, p, id, begin)
-		if err == nil || !errors.Is(err, errPortTaken) || attempt == startAttempts {
+	for attempt, portTries := 0, 1; ; {
+		actx, acancel := whole, context.CancelFunc(func() {})
+		if p.spawnRetries > 0 {
+			actx, acancel = context.WithTimeoutCause(ctx, p.startTimeout, ErrStartTimeout)
+		}
+		inst, err = f.startAttempt(actx, p, id, begin, plan)
+		acancel()
+		if err == nil {
 			break
 		}
-		f.log.Warn("instance port taken, retrying with another port",
-			"instance", id, "pool", poolName, "err", err)
+		if errors.Is(err, errPortTaken) && portTries < startAttempts {
+			portTries++
+			f.log.Warn("instance port taken, retrying with another port",
+				"instance", id, "pool", poolName, "err", err)
+			continue
+		}
+		if !f.retrySpawn(ctx, p, id, attempt, err) {
+			break
+		}
+		attempt++
+		id = f.renewID(poolName, id)
 	}
 
 	f.mu.Lock()
 	delete(f.pending, id)
 	if err != nil {
 		f.used-- // a failed start's process is gone and never owned the slot
+		f.dropSlotLocked(slot)
 		closed := f.closed
 		f.mu.Unlock()
 		if closed && !errors.Is(err, ErrClosed) {
@@ -383,21 +489,27 @@ func (f *Farm) newIDLocked(poolName string) string {
 // startAttempt spawns one process for the instance id and waits until it is
 // ready. On failure the process is gone and its port released; the caller
 // still holds the slot.
-func (f *Farm) startAttempt(ctx context.Context, p *pool, id string, begin time.Time) (*instance, error) {
-	port, err := f.allocPort()
+func (f *Farm) startAttempt(ctx context.Context, p *pool, id string, begin time.Time, plan startPlan) (*instance, error) {
+	port, err := f.instancePort(p, plan.slot)
 	if err != nil {
 		return nil, fmt.Errorf("farm: start %s: %w", id, err)
 	}
 	inst := &instance{
-		id:      id,
-		pool:    p,
-		port:    port,
-		addr:    net.JoinHostPort(f.host, fmt.Sprint(port)),
-		started: begin,
-		state:   StateStarting,
-		exited:  make(chan struct{}),
+		id:       id,
+		pool:     p,
+		port:     port,
+		addr:     f.instanceAddr(port),
+		started:  begin,
+		state:    StateStarting,
+		exited:   make(chan struct{}),
+		slot:     plan.slot,
+		model:    plan.model,
+		modelDir: plan.modelDir,
 	}
 	cmd, stdout, stderr, err := f.command(inst)
+	if err == nil {
+		err = f.prepare(inst, cmd)
+	}
 	if err != nil {
 		f.releasePort(port)
 		return nil, fmt.Errorf("farm: start %s: %w", id, err)
@@ -410,6 +522,7 @@ func (f *Farm) startAttempt(ctx context.Context, p *pool, id string, begin time.
 	if f.closed {
 		f.mu.Unlock()
 		f.releasePort(port)
+		f.spawnDone(inst, false)
 		return nil, ErrClosed
 	}
 	f.running++
@@ -417,21 +530,28 @@ func (f *Farm) startAttempt(ctx context.Context, p *pool, id string, begin time.
 	spawned := make(chan error, 1)
 	go f.supervise(inst, cmd, stdout, stderr, spawned)
 	if err := <-spawned; err != nil {
+		f.spawnDone(inst, false)
 		return nil, fmt.Errorf("farm: start %s: %w", id, err)
 	}
+	f.spawnDone(inst, true)
 
-	err = f.awaitReady(ctx, inst)
+	err = f.awaitInstance(ctx, inst)
 	if err == nil {
 		f.mu.Lock()
 		if inst.state == StateStarting {
 			inst.owned = true
 			f.setStateLocked(inst, StateReady)
+			f.readyLocked(inst)
 			f.mu.Unlock()
 			return inst, nil
 		}
+		cause := inst.cause
 		f.mu.Unlock()
-		// It exited or is being stopped while we probed it.
+		// It exited or is being stopped (or killed) while we probed it.
 		err = errStoppedEarly
+		if cause != nil {
+			err = cause
+		}
 		select {
 		case <-inst.exited:
 			err = f.earlyExitError(inst)
@@ -452,9 +572,12 @@ var errExitedEarly = errors.New("exited before ready")
 var errPortTaken = errors.New("port taken")
 
 // awaitReady probes the instance's address until it accepts a connection.
+// Probes start 1 ms apart and back off to probeInterval: most programs bind
+// within a few milliseconds of exec, and a cold start serves a waiting client.
 func (f *Farm) awaitReady(ctx context.Context, inst *instance) error {
-	tick := time.NewTicker(probeInterval)
-	defer tick.Stop()
+	delay := time.Millisecond
+	t := time.NewTimer(delay)
+	defer t.Stop()
 	for {
 		// A process that already exited is not ready, even if something else
 		// answers on its port.
@@ -464,15 +587,25 @@ func (f *Farm) awaitReady(ctx context.Context, inst *instance) error {
 		default:
 		}
 		if probe(ctx, inst.addr) {
-			return nil
+			// Another program may hold the port (another farm's instance,
+			// anything that bound it after allocPort looked): then the
+			// instance can never bind it, and its clients must not be sent
+			// there.
+			inGroup, known := listenerInGroup(inst.port, inst.pid)
+			if inGroup || !known {
+				return nil
+			}
+			return fmt.Errorf("%w: another process listens on %s", errPortTaken, inst.addr)
 		}
+		t.Reset(delay)
 		select {
 		case <-inst.exited:
 			return f.earlyExitError(inst)
 		case <-ctx.Done():
 			return context.Cause(ctx)
-		case <-tick.C:
+		case <-t.C:
 		}
+		delay = min(2*delay, probeInterval)
 	}
 }
 
@@ -489,7 +622,7 @@ func (f *Farm) earlyExitError(inst *instance) error {
 	if inst.stderrTail != "" {
 		err = fmt.Errorf("%w (last stderr line: %q)", err, inst.stderrTail)
 	}
-	if portTaken(f.host, inst.port, inst.stderrTail) {
+	if inst.port != 0 && portTaken(f.host, inst.port, inst.stderrTail) {
 		err = fmt.Errorf("%w: %w", errPortTaken, err)
 	}
 	return err
@@ -519,6 +652,7 @@ func (f *Farm) abandon(inst *instance) {
 		if inst.state != StateExited {
 			inst.owned = true
 			f.used++ // balances the caller's release
+			f.slotRefs[inst.slot]++
 		}
 		f.mu.Unlock()
 		f.log.Error("instance did not exit after SIGKILL", "instance", inst.id, "pid", inst.pid)
@@ -527,9 +661,11 @@ func (f *Farm) abandon(inst *instance) {
 
 // StopInstance stops an instance: SIGTERM to its process group, SIGKILL after
 // the stop grace or when ctx is done, whichever comes first; then it waits
-// until the process is gone. It returns ErrNotFound for an id the farm does
-// not know (or no longer knows), which callers treat as success. Concurrent
-// stops of one instance all wait for it.
+// until the process is gone. Whatever is left of the group when the instance
+// process exits is killed. StopInstance returns ErrNotFound for an id the farm
+// does not know (or no longer knows), which callers treat as success.
+// Concurrent stops of one instance all wait for it. A stopped instance is no
+// crash: OnExit is not called, and a start in progress fails.
 func (f *Farm) StopInstance(ctx context.Context, id string) error {
 	f.mu.Lock()
 	inst, ok := f.instances[id]
@@ -594,6 +730,7 @@ func (f *Farm) Close(ctx context.Context) error {
 		}
 		wg.Wait()
 		err = errors.Join(errs...)
+		f.closeAdapters(false)
 		f.mu.Lock()
 		f.maybeDoneLocked()
 		f.mu.Unlock()
@@ -601,6 +738,9 @@ func (f *Farm) Close(ctx context.Context) error {
 	}
 	select {
 	case <-f.done:
+		if first {
+			f.closeAdapters(true)
+		}
 		return err
 	case <-ctx.Done():
 		return errors.Join(err, fmt.Errorf("farm: close: instances still exiting: %w", ctx.Err()))

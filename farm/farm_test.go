@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	mrand "math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -105,34 +106,40 @@ func killOnCleanup(t testing.TB, pid int) {
 	})
 }
 
-// waitStarting waits until the farm shows one instance starting and returns it.
-func waitStarting(t testing.TB, f *Farm, pool string) Instance {
-	t.Helper()
-	var got Instance
-	require.Eventually(t, func() bool {
-		for _, inst := range f.Instances() {
-			if inst.Pool == pool && inst.State == StateStarting {
-				got = inst
-				return true
-			}
-		}
-		return false
-	}, waitFor, 2*time.Millisecond)
-	return got
-}
-
 type startResultT struct {
 	inst Instance
 	err  error
 }
 
-func startAsync(f *Farm, ctx context.Context, pool string) <-chan startResultT {
-	ch := make(chan startResultT, 1)
+// startWatched starts an instance of pool in the background. It returns the
+// start's result channel and the instance as soon as its process is spawned;
+// it fails the test if the start ends before a process exists.
+func startWatched(t testing.TB, f *Farm, ctx context.Context, pool string) (<-chan startResultT, Instance) {
+	t.Helper()
+	spawned := make(chan Instance, 1)
+	f.hookSpawned = func(inst Instance) {
+		select {
+		case spawned <- inst:
+		default:
+		}
+	}
+	res := make(chan startResultT, 1)
 	go func() {
 		inst, err := f.StartInstance(ctx, pool)
-		ch <- startResultT{inst, err}
+		res <- startResultT{inst, err}
 	}()
-	return ch
+	select {
+	case inst := <-spawned:
+		killOnCleanup(t, inst.PID)
+		require.Equal(t, StateStarting, inst.State)
+		require.Positive(t, inst.PID)
+		return res, inst
+	case r := <-res:
+		t.Fatalf("start of %s ended before its process was spawned: %v", pool, r.err)
+	case <-time.After(waitFor):
+		t.Fatalf("start of %s: no process spawned", pool)
+	}
+	panic("unreachable")
 }
 
 func TestNew(t *testing.T) {
@@ -270,9 +277,7 @@ func TestStartTimeoutKillsChild(t *testing.T) {
 	f := newTestFarm(t, Config{Slots: 1, Pools: []PoolSpec{p}})
 
 	begin := time.Now()
-	res := startAsync(f, startCtx(t), "never")
-	starting := waitStarting(t, f, "never")
-	killOnCleanup(t, starting.PID)
+	res, starting := startWatched(t, f, startCtx(t), "never")
 	r := <-res
 	require.ErrorIs(t, r.err, ErrStartTimeout)
 	require.GreaterOrEqual(t, time.Since(begin), time.Second)
@@ -288,9 +293,8 @@ func TestStartContextCanceled(t *testing.T) {
 	f := newTestFarm(t, Config{Slots: 1, Pools: []PoolSpec{childPool("never", "never")}})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	res := startAsync(f, ctx, "never")
-	starting := waitStarting(t, f, "never")
-	killOnCleanup(t, starting.PID)
+	res, starting := startWatched(t, f, ctx, "never")
+	require.Equal(t, []Instance{starting}, f.Instances(), "a starting instance is listed")
 	cancel()
 	r := <-res
 	require.ErrorIs(t, r.err, context.Canceled)
@@ -443,9 +447,7 @@ func TestStopWhileStarting(t *testing.T) {
 	f := newTestFarm(t, Config{Slots: 1, Pools: []PoolSpec{childPool("slow", "slow", delayEnv+"=1h")},
 		OnExit: func(Instance, error) { mu.Lock(); crashes++; mu.Unlock() },
 	})
-	res := startAsync(f, startCtx(t), "slow")
-	starting := waitStarting(t, f, "slow")
-	killOnCleanup(t, starting.PID)
+	res, starting := startWatched(t, f, startCtx(t), "slow")
 
 	require.NoError(t, f.StopInstance(startCtx(t), starting.ID))
 	r := <-res
@@ -471,9 +473,7 @@ func TestClose(t *testing.T) {
 		killOnCleanup(t, inst.PID)
 		pids = append(pids, inst.PID)
 	}
-	res := startAsync(f, startCtx(t), "slow")
-	starting := waitStarting(t, f, "slow")
-	killOnCleanup(t, starting.PID)
+	res, starting := startWatched(t, f, startCtx(t), "slow")
 
 	require.NoError(t, f.Close(startCtx(t)))
 	for _, pid := range append(pids, starting.PID) {
@@ -522,15 +522,19 @@ func TestFarmKilledLeavesNoInstance(t *testing.T) {
 	requireGone(t, pids...)
 }
 
-// freePortRange finds n consecutive ports nothing listens on.
+// freePortRange finds n consecutive free ports below the kernel's ephemeral
+// range, so no test that asks the kernel for a port lands in it meanwhile.
 func freePortRange(t *testing.T, n int) int {
 	t.Helper()
-	for range 50 {
-		base, err := ephemeralPort("127.0.0.1")
-		require.NoError(t, err)
-		if base+n-1 > 65535 {
-			continue
+	low := 32768
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if fields := strings.Fields(string(b)); len(fields) == 2 {
+			low, _ = strconv.Atoi(fields[0])
 		}
+	}
+	require.Greater(t, low, 10000+n, "ephemeral range starts too low")
+	for range 100 {
+		base := 10000 + mrand.IntN(low-10000-n)
 		free := true
 		for p := base; p < base+n && free; p++ {
 			free = portFree("127.0.0.1", p)
@@ -569,31 +573,133 @@ func TestPortRange(t *testing.T) {
 	require.Equal(t, a.Addr, c.Addr)
 }
 
+// TestPortTakenRetries: between the farm's check and the child's bind,
+// another process takes the instance's port. The start must retry once on
+// another port, and must never report ready because a stranger answered.
 func TestPortTakenRetries(t *testing.T) {
 	t.Parallel()
-	base := freePortRange(t, 3)
-	f := newTestFarm(t, Config{Slots: 1, PortMin: base, PortMax: base + 2, Pools: []PoolSpec{childPool("p", "listen")}})
-
-	// Between the farm's check and the child's bind, another process takes
-	// the port: a bound socket without SO_REUSEADDR that does not listen, so
-	// the readiness probe is refused and the child's bind fails.
-	var taken int
-	f.hookBeforeSpawn = func(port int) {
-		if taken != 0 {
-			return
-		}
-		taken = port
+	// bound takes the port with a socket that is bound without SO_REUSEADDR
+	// but does not listen: probes are refused and the child's bind fails.
+	bound := func(t *testing.T, port int) {
 		fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM, 0)
 		require.NoError(t, err)
 		t.Cleanup(func() { _ = syscall.Close(fd) })
 		require.NoError(t, syscall.Bind(fd, &syscall.SockaddrInet4{Port: port, Addr: [4]byte{127, 0, 0, 1}}))
 	}
+	// listening takes the port with a listener that accepts: probes succeed,
+	// which is what another farm's instance on the same port looks like.
+	listening := func(t *testing.T, port int) {
+		l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = l.Close() })
+	}
+	tests := []struct {
+		name    string
+		mode    string // child mode
+		take    func(t *testing.T, port int)
+		wantErr error // nil: ready on another port
+	}{
+		{"bound", "listen", bound, nil},
+		{"listening", "listen", listening, nil},
+		{"listening, child never ready", "never", listening, ErrStartTimeout},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			base := freePortRange(t, 3)
+			p := childPool("p", tt.mode)
+			p.StartTimeout = 3 * time.Second
+			f := newTestFarm(t, Config{Slots: 1, PortMin: base, PortMax: base + 2, Pools: []PoolSpec{p}})
+			var taken []int
+			f.hookBeforeSpawn = func(port int) {
+				if len(taken) == 0 {
+					tt.take(t, port)
+				}
+				taken = append(taken, port)
+			}
 
+			inst, err := f.StartInstance(startCtx(t), "p")
+			if tt.wantErr != nil {
+				require.ErrorIs(t, err, tt.wantErr)
+				require.Len(t, taken, 2, "one retry on another port")
+				require.NotEqual(t, taken[0], taken[1])
+				return
+			}
+			require.NoError(t, err)
+			require.Len(t, taken, 2)
+			require.NotEqual(t, net.JoinHostPort("127.0.0.1", strconv.Itoa(taken[0])), inst.Addr)
+			require.Equal(t, "pong "+inst.ID, ask(t, inst.Addr, "ping"), "the instance itself answers")
+		})
+	}
+}
+
+func TestParseListeners(t *testing.T) {
+	t.Parallel()
+	tcp := []byte(`  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1111 1 0000000000000000 100 0 0 10 0
+   1: 00000000:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 2222 1 0000000000000000 100 0 0 10 0
+   2: 0100007F:1F90 0100007F:D431 01 00000000:00000000 00:00000000 00000000     0        0 3333 1 0000000000000000 20 4 30 10 -1
+   3: 0100007F:1F91 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 4444 1 0000000000000000 100 0 0 10 0
+`)
+	tcp6 := []byte(`  sl  local_address                         remote_address                        st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 00000000000000000000000001000000:1F90 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 5555 1 0000000000000000 100 0 0 10 0
+`)
+	got, err := appendListeners(nil, bytes.NewReader(tcp), 8080)
+	require.NoError(t, err)
+	got, err = appendListeners(got, bytes.NewReader(tcp6), 8080)
+	require.NoError(t, err)
+	require.Equal(t, []uint64{1111, 2222, 5555}, got,
+		"listeners on 8080 only: not the established connection, not port 8081")
+}
+
+// TestListenInodes checks that sock_diag and /proc/net/tcp agree on a real
+// listener, IPv4 and IPv6.
+func TestListenInodes(t *testing.T) {
+	t.Parallel()
+	for _, network := range []string{"tcp4", "tcp6"} {
+		t.Run(network, func(t *testing.T) {
+			host := map[string]string{"tcp4": "127.0.0.1", "tcp6": "::1"}[network]
+			l, err := net.Listen(network, net.JoinHostPort(host, "0"))
+			if err != nil && network == "tcp6" {
+				t.Skipf("no IPv6: %v", err)
+			}
+			require.NoError(t, err)
+			defer l.Close()
+			port := l.Addr().(*net.TCPAddr).Port
+
+			diag, err := diagListeners(port)
+			if err != nil {
+				t.Skipf("no sock_diag here: %v", err)
+			}
+			proc, err := procListeners(port)
+			require.NoError(t, err)
+			require.Len(t, diag, 1)
+			require.Equal(t, proc, diag)
+
+			held, err := holdsSocket(os.Getpid(), diag)
+			require.NoError(t, err)
+			require.True(t, held)
+		})
+	}
+}
+
+func TestListenerInGroup(t *testing.T) {
+	t.Parallel()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer l.Close()
+	port := l.Addr().(*net.TCPAddr).Port
+
+	in, ok := listenerInGroup(port, syscall.Getpgrp())
+	require.True(t, ok)
+	require.True(t, in, "the test process's own group holds the listener")
+
+	f := newTestFarm(t, Config{Slots: 1, Pools: []PoolSpec{childPool("p", "listen")}})
 	inst, err := f.StartInstance(startCtx(t), "p")
 	require.NoError(t, err)
-	require.NotZero(t, taken)
-	require.NotEqual(t, net.JoinHostPort("127.0.0.1", strconv.Itoa(taken)), inst.Addr)
-	require.Equal(t, "pong "+inst.ID, ask(t, inst.Addr, "ping"))
+	in, ok = listenerInGroup(port, inst.PID)
+	require.True(t, ok)
+	require.False(t, in, "an instance's group does not hold the test's listener")
 }
 
 // lockedBuffer is an io.Writer safe for concurrent use.
@@ -770,5 +876,26 @@ func BenchmarkStartStopProcess(b *testing.B) {
 		if err := f.StopInstance(ctx, inst.ID); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// BenchmarkListenerInGroup is the readiness check's cost on top of a probe:
+// when the instance process holds the listener itself, and when a process
+// deeper in its group does (a wrapper script), which scans /proc.
+func BenchmarkListenerInGroup(b *testing.B) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(b, err)
+	defer l.Close()
+	port := l.Addr().(*net.TCPAddr).Port
+	// Under go test, this process is in the go command's group, not its leader.
+	for name, pgid := range map[string]int{"leader": os.Getpid(), "group": syscall.Getpgrp()} {
+		b.Run(name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if in, ok := listenerInGroup(port, pgid); !in || !ok {
+					b.Fatal("own listener not found")
+				}
+			}
+		})
 	}
 }

@@ -67,6 +67,9 @@ func runChild(mode string) int {
 	case "farm":
 		return runFarmHelper()
 	}
+	if code, ok := runAdapterChild(mode); ok {
+		return code
+	}
 	fmt.Fprintf(os.Stderr, "child: unknown mode %q\n", mode)
 	return 2
 }

@@ -30,10 +30,14 @@ func (f *Farm) allocPort() (int, error) {
 	}
 	// Round-robin through the range, so a port just given back rests
 	// (TIME_WAIT, slow release) before it is handed out again.
-	n := f.portMax - f.portMin + 1
+	lo := f.portMin
+	if f.streamPorts {
+		lo += f.slots // the slots' stream ports
+	}
+	n := f.portMax - lo + 1
 	for range n {
 		f.mu.Lock()
-		port := f.portMin + f.portNext
+		port := lo + f.portNext
 		f.portNext = (f.portNext + 1) % n
 		_, taken := f.ports[port]
 		if !taken {
@@ -48,7 +52,7 @@ func (f *Farm) allocPort() (int, error) {
 		}
 		f.releasePort(port)
 	}
-	return 0, fmt.Errorf("no free port in %d-%d", f.portMin, f.portMax)
+	return 0, fmt.Errorf("no free port in %d-%d", lo, f.portMax)
 }
 
 func (f *Farm) reservePort(port int) bool {

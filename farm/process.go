@@ -40,6 +40,7 @@ func (f *Farm) command(inst *instance) (*exec.Cmd, *lineWriter, *lineWriter, err
 		Host: f.host,
 		Pool: p.spec.Name,
 	}
+	f.templateFields(inst, &data)
 	var sb strings.Builder
 	render := func(t *template.Template) (string, error) {
 		sb.Reset()
@@ -68,11 +69,15 @@ func (f *Farm) command(inst *instance) (*exec.Cmd, *lineWriter, *lineWriter, err
 		env = append(env, kv)
 	}
 	// Last wins: exec.Cmd drops earlier duplicates of a key.
-	env = append(env, "DROVER_PORT="+strconv.Itoa(inst.port), "DROVER_INSTANCE_ID="+inst.id)
+	env = append(env, "DROVER_INSTANCE_ID="+inst.id)
+	if inst.port != 0 {
+		env = append(env, "DROVER_PORT="+strconv.Itoa(inst.port))
+	}
 
+	name, dir := resolveCommand(p, name, p.spec.Dir)
 	cmd := exec.Command(name, args...)
 	cmd.Env = env
-	cmd.Dir = p.spec.Dir
+	cmd.Dir = dir
 	// Own process group: a stop signals the whole tree the instance started.
 	// Pdeathsig: a farm killed with SIGKILL takes its instances with it.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
@@ -123,7 +128,12 @@ func (f *Farm) supervise(inst *instance, cmd *exec.Cmd, stdout, stderr *lineWrit
 	}
 	f.instances[inst.id] = inst
 	f.metrics.transition(poolName, "", inst.state)
+	snap := f.snapshotLocked(inst)
 	f.mu.Unlock()
+	f.state.record(f)
+	if f.hookSpawned != nil {
+		f.hookSpawned(snap)
+	}
 	spawned <- nil
 	f.log.Debug("instance spawned", "instance", inst.id, "pool", poolName, "pid", inst.pid, "addr", inst.addr)
 	if closed {
@@ -147,14 +157,20 @@ func (f *Farm) supervise(inst *instance, cmd *exec.Cmd, stdout, stderr *lineWrit
 	crashed := inst.owned && !inst.stopping
 	if inst.owned {
 		f.used--
+		f.dropSlotLocked(inst.slot)
+	}
+	if inst.cause != nil {
+		exitErr = fmt.Errorf("%w: %w", inst.cause, exitErr)
 	}
 	inst.exitErr = exitErr
 	inst.stderrTail = stderr.lastLine()
 	f.metrics.transition(poolName, inst.state, "") // exited instances are not counted
 	inst.state = StateExited
-	snap := f.snapshotLocked(inst)
+	snap = f.snapshotLocked(inst)
 	f.mu.Unlock()
+	f.state.record(f)
 	close(inst.exited)
+	f.detach(inst)
 
 	if !crashed {
 		f.log.Info("instance exited", "instance", inst.id, "pool", poolName, "pid", inst.pid, "status", exitErr)

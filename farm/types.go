@@ -47,16 +47,66 @@ type PoolSpec struct {
 	// Name is the pool name clients ask for with ?pool=.
 	Name string `koanf:"name" json:"name"`
 	// Command is the executable; Args are its arguments. Both may use the
-	// template fields {{.Port}}, {{.ID}} and {{.Addr}}.
+	// template fields:
+	//
+	//	{{.ID}}           the instance id
+	//	{{.Port}}         its port (0 for dial and stdio instances)
+	//	{{.Addr}}         host:port (empty for dial and stdio instances)
+	//	{{.Host}}         the farm's instance host
+	//	{{.Pool}}         the pool name
+	//	{{.PrivatePort}}  the farm's private port dial instances connect to
+	//	{{.Model}}        the model the start asked for (StartOptions.Model)
+	//	{{.ModelDirs}}    that model's directory; the models directory
+	//	                  itself when the start named no model
+	//	{{.Binaries}}     where Binaries was unpacked
 	Command string   `koanf:"command" json:"command"`
 	Args    []string `koanf:"args" json:"args,omitempty"`
 	// Env is added to the farm's environment as KEY=VALUE entries (templated
-	// like Args). DROVER_PORT and DROVER_INSTANCE_ID are always set.
+	// like Args). DROVER_INSTANCE_ID is always set, DROVER_PORT for
+	// instances with a port.
 	Env []string `koanf:"env" json:"-"`
-	// Dir is the working directory; empty means the farm's.
+	// Dir is the working directory; empty means the farm's (or, with
+	// Binaries, the unpacked directory, which a relative Dir is taken
+	// relative to as well).
 	Dir string `koanf:"dir" json:"dir,omitempty"`
-	// Protocol is how the instance talks: "native" (the default).
+	// Protocol is how the instance talks: "native" (the default), "dial",
+	// "stdio" or "stream". See design.md, "Instances", and the adapter_*.go
+	// files.
 	Protocol string `koanf:"protocol" json:"protocol"`
-	// StartTimeout bounds the time from spawn to ready (default 15 s).
+	// StartTimeout bounds the time from spawn to ready (default 15 s); for
+	// dial pools it bounds each spawn attempt.
 	StartTimeout time.Duration `koanf:"start_timeout" json:"start_timeout"`
+
+	// Binaries is a ZIP archive the farm unpacks once, when it starts, into
+	// a directory under its state directory (or a temporary one); a
+	// relative Command is then taken relative to that directory. Entries
+	// that would land outside it, symbolic links and special files fail the
+	// farm's start.
+	Binaries string `koanf:"binaries" json:"binaries,omitempty"`
+
+	// Delimiter (stdio): a stdout line equal to it ends the task. Without
+	// one, a task ends after IdleGap without output.
+	Delimiter string `koanf:"delimiter" json:"delimiter,omitempty"`
+	// IdleGap (stdio, no Delimiter): the quiet time that ends a task,
+	// counted from the task's input or its last output line (default
+	// 100 ms).
+	IdleGap time.Duration `koanf:"idle_gap" json:"idle_gap,omitempty"`
+
+	// SpawnRetries (dial): how often a spawn that did not handshake within
+	// StartTimeout, or whose process exited first, is tried again with a
+	// fresh process (default 3; negative: never).
+	SpawnRetries int `koanf:"spawn_retries" json:"spawn_retries,omitempty"`
+	// SpawnBackoff (dial): the pause between spawn attempts (default 2 s).
+	SpawnBackoff time.Duration `koanf:"spawn_backoff" json:"spawn_backoff,omitempty"`
+
+	// Readiness (stream): "probe" (default), ready once the port accepts
+	// connections, or "liveliness", ready at the instance's ready report.
+	Readiness string `koanf:"readiness" json:"readiness,omitempty"`
+	// Liveliness (stream): the interval of the instance's liveliness
+	// pings; the farm kills an instance silent for three intervals
+	// (default 10 s).
+	Liveliness time.Duration `koanf:"liveliness" json:"liveliness,omitempty"`
+	// InitialUse (stream): the farm kills an instance no client connected
+	// to within this time of its ready (default 60 s).
+	InitialUse time.Duration `koanf:"initial_use" json:"initial_use,omitempty"`
 }

@@ -37,8 +37,9 @@ func newRemoteFarm(req farm.RegisterRequest, token string) (*remoteFarm, error) 
 	}
 	h := http.Header{}
 	h.Set("Authorization", "Bearer "+token)
-	return &remoteFarm{req: req, base: u, header: h,
-		client: &http.Client{Timeout: 30 * time.Second}}, nil
+	// No client timeout: starts may take as long as the pool's start
+	// timeout; every call carries a context that bounds it.
+	return &remoteFarm{req: req, base: u, header: h, client: &http.Client{}}, nil
 }
 
 func (r *remoteFarm) ID() string                { return r.req.ID }
@@ -240,7 +241,8 @@ func (m *Manager) notifyDraining(farmID string, sessions []*Session) {
 
 // farmMonitor declares dead the remote farms that missed three heartbeats.
 func (m *Manager) farmMonitor() {
-	every := m.cfg.HeartbeatInterval / 4
+	// A fine tick keeps "dead after 3 missed heartbeats" close to 3 intervals.
+	every := m.cfg.HeartbeatInterval / 10
 	t := time.NewTicker(every)
 	defer t.Stop()
 	deadAfter := time.Duration(m.cfg.MissedHeartbeats)*m.cfg.HeartbeatInterval + every

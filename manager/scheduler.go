@@ -516,7 +516,10 @@ func (s *scheduler) retryLaterLocked(p *poolState, d time.Duration) {
 }
 
 func (s *scheduler) spawnWarm(fe *farmEntry, p *poolState) {
-	inst, err := s.start(s.m.ctx, fe, p, farm.StartOptions{})
+	// Bounded so that a farm that hangs cannot hold the slot for ever.
+	ctx, cancel := context.WithTimeout(s.m.ctx, 2*time.Minute)
+	defer cancel()
+	inst, err := s.start(ctx, fe, p, farm.StartOptions{})
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	p.startingWarm--
@@ -623,7 +626,8 @@ func (s *scheduler) release(inst *instance, reusable bool) {
 		return
 	}
 	inst.sess = nil
-	if reusable && inst.pool.cfg.Release == ReleaseReuse && !s.closed && inst.conn != nil && inst.conn.clean() {
+	if reusable && inst.pool.cfg.Release == ReleaseReuse && !s.closed && !inst.farm.draining &&
+		inst.conn != nil && inst.conn.clean() {
 		inst.state = instIdle
 		inst.idleSince = time.Now()
 		inst.pool.idle = append(inst.pool.idle, inst)

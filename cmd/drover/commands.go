@@ -36,7 +36,7 @@ func newRootCmd() *cobra.Command {
 	}
 	root.PersistentFlags().String("log-level", "info", "log level: debug, info, warn, error")
 	root.PersistentFlags().String("log-format", "text", "log format: text or json")
-	root.AddCommand(newUpCmd(), newWorkerCmd(), newCallCmd(), newLoadCmd())
+	root.AddCommand(newUpCmd(), newManagerCmd(), newFarmCmd(), newWorkerCmd(), newCallCmd(), newLoadCmd())
 	return root
 }
 
@@ -49,8 +49,9 @@ func load(fs *pflag.FlagSet, out any) (*koanf.Koanf, error) {
 			return nil, fmt.Errorf("read config %s: %w", path, err)
 		}
 	}
-	if err := k.Load(env.Provider("DROVER_", ".", func(s string) string {
-		return strings.ToLower(strings.TrimPrefix(s, "DROVER_"))
+	if err := k.Load(env.ProviderWithValue("DROVER_", ".", func(key, value string) (string, any) {
+		key = strings.ToLower(strings.TrimPrefix(key, "DROVER_"))
+		return key, envValue(fs, key, value)
 	}), nil); err != nil {
 		return nil, err
 	}
@@ -65,6 +66,36 @@ func load(fs *pflag.FlagSet, out any) (*koanf.Koanf, error) {
 		return nil, fmt.Errorf("config: %w", err)
 	}
 	return k, nil
+}
+
+// envValue parses an environment value the way the flag of the same name
+// would: lists are comma-separated, maps are k=v pairs. Other values stay
+// strings for the decoder.
+func envValue(fs *pflag.FlagSet, key, value string) any {
+	f := fs.Lookup(strings.ReplaceAll(key, "_", "-"))
+	if f == nil {
+		return value
+	}
+	switch f.Value.Type() {
+	case "stringSlice", "stringArray":
+		var out []string
+		for v := range strings.SplitSeq(value, ",") {
+			if v = strings.TrimSpace(v); v != "" {
+				out = append(out, v)
+			}
+		}
+		return out
+	case "stringToString":
+		out := map[string]any{}
+		for kv := range strings.SplitSeq(value, ",") {
+			k, v, _ := strings.Cut(strings.TrimSpace(kv), "=")
+			if k != "" {
+				out[k] = v
+			}
+		}
+		return out
+	}
+	return value
 }
 
 func newLogger(cmd *cobra.Command) (*slog.Logger, error) {

@@ -1,0 +1,242 @@
+package farm
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"github.com/drover-dev/drover/session"
+)
+
+// The stdio adapter (websocketd style): any program. A task's data goes to
+// the program's stdin as one line of compact JSON; every line the program
+// writes to stdout is a result, whose data is the line when the line is
+// valid JSON and the line as a JSON string otherwise. The task ends at a
+// line equal to the pool's Delimiter or, for pools without one, once the
+// program wrote nothing for IdleGap (counted from the moment the task was
+// written). stderr goes to the farm's log. Lines written while no task runs
+// are logged and dropped. The program is ready as soon as it runs.
+
+const (
+	defaultIdleGap = 100 * time.Millisecond
+	// maxStdioLine caps one stdout line; the rest of a longer line is
+	// dropped.
+	maxStdioLine = 16 << 20
+)
+
+type stdioLink struct {
+	f     *Farm
+	inst  *instance
+	hosts hostSet
+	delim string
+	gap   time.Duration
+
+	stdin, stdout     *os.File // the farm's ends
+	childIn, childOut *os.File // the program's ends, closed once it runs
+	inbuf             bytes.Buffer
+	idle              *time.Timer
+	scratch           []byte
+
+	mu      sync.Mutex
+	closed  bool
+	active  bool
+	writing bool // the task is still being written to stdin
+	c       *hostConn
+	id      []byte
+	last    time.Time     // the task's last line, or the end of its write
+	done    chan struct{} // buffered 1
+}
+
+var _ taskRunner = (*stdioLink)(nil)
+
+// newStdioLink makes the program's pipes and hands its ends to cmd.
+func newStdioLink(f *Farm, inst *instance, cmd *exec.Cmd) (*stdioLink, error) {
+	inR, inW, err := os.Pipe()
+	if err != nil {
+		return nil, err
+	}
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		_ = inR.Close()
+		_ = inW.Close()
+		return nil, err
+	}
+	p := inst.pool
+	l := &stdioLink{
+		f:        f,
+		inst:     inst,
+		delim:    p.spec.Delimiter,
+		gap:      p.idleGap,
+		stdin:    inW,
+		stdout:   outR,
+		childIn:  inR,
+		childOut: outW,
+		done:     make(chan struct{}, 1),
+	}
+	l.hosts = hostSet{run: l, log: f.log.With("instance", inst.id)}
+	l.idle = time.AfterFunc(time.Hour, l.idleFired)
+	l.idle.Stop()
+	cmd.Stdin = inR
+	cmd.Stdout = outW
+	return l, nil
+}
+
+// started closes the program's ends in the farm, once the program has them
+// (or failed to start), and starts reading its output when it runs.
+func (l *stdioLink) started(running bool) {
+	_ = l.childIn.Close()
+	_ = l.childOut.Close()
+	if !running || !l.f.goTracked(l.readLoop) {
+		l.close()
+	}
+}
+
+func (l *stdioLink) readLoop() {
+	br := bufio.NewReaderSize(l.stdout, 64<<10)
+	var line []byte
+	for {
+		line = line[:0]
+		cut := false
+		var err error
+		for {
+			var part []byte
+			part, err = br.ReadSlice('\n')
+			if room := maxStdioLine - len(line); len(part) > room {
+				part, cut = part[:room], true
+			}
+			line = append(line, part...)
+			if err != bufio.ErrBufferFull {
+				break
+			}
+		}
+		if len(line) > 0 {
+			if cut {
+				l.f.log.Warn("stdout line too long, cut", "instance", l.inst.id, "max_bytes", maxStdioLine)
+			}
+			l.line(bytes.TrimRight(line, "\r\n"))
+		}
+		if err != nil {
+			if !errors.Is(err, io.EOF) && !errors.Is(err, os.ErrClosed) {
+				l.f.log.Debug("stdout read failed", "instance", l.inst.id, "err", err)
+			}
+			return
+		}
+		if cap(line) > keepBuffer {
+			line = nil
+		}
+	}
+}
+
+// line handles one line of the program's output.
+func (l *stdioLink) line(b []byte) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.active {
+		l.f.log.Info(string(truncate(b, maxLineBytes)), "instance", l.inst.id, "stream", "stdout", "task", false)
+		return
+	}
+	if l.delim != "" && string(b) == l.delim {
+		l.c.done(l.id)
+		l.endLocked()
+		return
+	}
+	if json.Valid(b) && utf8.Valid(b) {
+		l.c.result(l.id, b)
+	} else {
+		l.scratch = session.AppendString(l.scratch[:0], string(b))
+		l.c.result(l.id, l.scratch)
+		if cap(l.scratch) > keepBuffer {
+			l.scratch = nil
+		}
+	}
+	l.last = time.Now()
+}
+
+// idleFired ends the task once the program has been quiet for the gap.
+func (l *stdioLink) idleFired() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.active || l.writing {
+		return
+	}
+	if quiet := time.Since(l.last); quiet < l.gap {
+		l.idle.Reset(l.gap - quiet)
+		return
+	}
+	l.c.done(l.id)
+	l.endLocked()
+}
+
+func (l *stdioLink) endLocked() {
+	l.active, l.c, l.id = false, nil, nil
+	l.idle.Stop()
+	l.done <- struct{}{}
+}
+
+// runTask writes the task as one line and waits until it ends.
+func (l *stdioLink) runTask(c *hostConn, id, data []byte) {
+	l.inbuf.Reset()
+	if len(data) == 0 {
+		l.inbuf.WriteString("null")
+	} else if err := json.Compact(&l.inbuf, data); err != nil {
+		c.fail(id, session.CodeBadRequest, fmt.Sprintf("task data: %v", err))
+		return
+	}
+	l.inbuf.WriteByte('\n')
+
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		c.fail(id, session.CodeInstanceLost, "the instance is gone")
+		return
+	}
+	l.active, l.writing, l.c, l.id = true, true, c, id
+	l.mu.Unlock()
+
+	_, err := l.stdin.Write(l.inbuf.Bytes())
+
+	l.mu.Lock()
+	l.writing = false
+	if l.active {
+		if err != nil {
+			l.c.fail(l.id, session.CodeInstanceLost, "the instance does not take input: "+err.Error())
+			l.endLocked()
+		} else if l.delim == "" {
+			l.last = time.Now()
+			l.idle.Reset(l.gap)
+		}
+	}
+	l.mu.Unlock()
+	<-l.done
+	if l.inbuf.Cap() > keepBuffer {
+		l.inbuf = bytes.Buffer{}
+	}
+}
+
+// close is called once the instance exited: the task in flight is lost,
+// the pipes close, and so do the manager connections.
+func (l *stdioLink) close() {
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return
+	}
+	l.closed = true
+	if l.active {
+		l.c.fail(l.id, session.CodeInstanceLost, "the instance exited")
+		l.endLocked()
+	}
+	l.idle.Stop()
+	l.mu.Unlock()
+	_ = l.stdin.Close()
+	_ = l.stdout.Close()
+	l.hosts.closeAll()
+}

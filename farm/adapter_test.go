@@ -1,0 +1,721 @@
+package farm
+
+import (
+	"archive/zip"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/stretchr/testify/require"
+
+	"github.com/drover-dev/drover/session"
+)
+
+// adapterPool is a pool of this test binary in mode, speaking protocol.
+func adapterPool(name, mode, protocol string, env ...string) PoolSpec {
+	p := childPool(name, mode, env...)
+	p.Protocol = protocol
+	if protocol == ProtocolDial {
+		p.Args = []string{"{{.PrivatePort}}", "{{.ID}}"}
+	}
+	return p
+}
+
+// exitLog records OnExit calls.
+type exitLog struct {
+	ch chan exitEvent
+}
+
+type exitEvent struct {
+	inst Instance
+	err  error
+}
+
+func newExitLog() *exitLog { return &exitLog{ch: make(chan exitEvent, 16)} }
+
+func (e *exitLog) onExit(inst Instance, err error) { e.ch <- exitEvent{inst, err} }
+
+func (e *exitLog) wait(t *testing.T, id string) error {
+	t.Helper()
+	select {
+	case ev := <-e.ch:
+		require.Equal(t, id, ev.inst.ID)
+		return ev.err
+	case <-time.After(waitFor):
+		t.Fatalf("no OnExit for %s", id)
+	}
+	return nil
+}
+
+func (e *exitLog) none(t *testing.T, within time.Duration) {
+	t.Helper()
+	select {
+	case ev := <-e.ch:
+		t.Fatalf("unexpected OnExit for %s: %v", ev.inst.ID, ev.err)
+	case <-time.After(within):
+	}
+}
+
+// hostClient plays the manager on an adapted instance's endpoint.
+type hostClient struct {
+	t    *testing.T
+	ws   *websocket.Conn
+	next int
+}
+
+func connectEndpoint(t *testing.T, f *Farm, id string) *hostClient {
+	t.Helper()
+	h, upstream, err := f.Endpoint(id)
+	require.NoError(t, err)
+	require.NotNil(t, h, "adapted instances are served by the farm")
+	require.Empty(t, upstream)
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	ws, _, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(srv.URL, "http")+"/", nil)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = ws.Close() })
+	return &hostClient{t: t, ws: ws}
+}
+
+type outcome struct {
+	results  []string
+	binaries [][]byte
+	typ      session.FrameType // done or error
+	code     string
+	message  string
+}
+
+// task sends one task and reads its frames up to done or error.
+func (c *hostClient) task(data string) outcome {
+	t := c.t
+	t.Helper()
+	c.next++
+	id := strconv.Itoa(c.next)
+	require.NoError(t, c.ws.WriteMessage(websocket.TextMessage,
+		fmt.Appendf(nil, `{"type":"task","id":%s,"data":%s}`, id, data)))
+	require.NoError(t, c.ws.SetReadDeadline(time.Now().Add(waitFor)))
+	var out outcome
+	for {
+		typ, msg, err := c.ws.ReadMessage()
+		require.NoError(t, err, "reading the answer to task %s", id)
+		if typ == websocket.BinaryMessage {
+			out.binaries = append(out.binaries, msg)
+			continue
+		}
+		var fr session.Frame
+		require.NoError(t, session.Decode(msg, &fr), "frame %s", msg)
+		require.Equal(t, id, string(fr.ID), "frame %s", msg)
+		switch fr.Type {
+		case session.FrameResult:
+			out.results = append(out.results, string(fr.Data))
+		case session.FrameDone:
+			out.typ = fr.Type
+			return out
+		case session.FrameError:
+			out.typ = fr.Type
+			var e struct{ Code, Message string }
+			require.NoError(t, json.Unmarshal(fr.Error, &e))
+			out.code, out.message = e.Code, e.Message
+			return out
+		default:
+			t.Fatalf("unexpected frame %s", msg)
+		}
+	}
+}
+
+func TestDialTasks(t *testing.T) {
+	t.Parallel()
+	f := newTestFarm(t, Config{ID: "farm-d", Slots: 1, Pools: []PoolSpec{adapterPool("cad", "dial", ProtocolDial)}})
+	inst, err := f.StartInstance(startCtx(t), "cad")
+	require.NoError(t, err)
+	killOnCleanup(t, inst.PID)
+	require.Equal(t, StateReady, inst.State)
+	require.Equal(t, ProtocolDial, inst.Protocol)
+	require.Empty(t, inst.Addr, "dial instances have no port of their own")
+
+	c := connectEndpoint(t, f, inst.ID)
+
+	out := c.task(`{"command":"echo","value":1}`)
+	require.Equal(t, session.FrameDone, out.typ)
+	require.Equal(t, []string{`{"from":"echo","value":1}`}, out.results, "BeginFrame and EndFrame replies are framing")
+
+	out = c.task(`[{"command":"echo","value":"a"}, {"command":"echo","value":"b"}]`)
+	require.Equal(t, session.FrameDone, out.typ)
+	require.Equal(t, []string{`{"from":"echo","value":"a"}`, `{"from":"echo","value":"b"}`}, out.results)
+
+	out = c.task(`{"command":"config"}`)
+	require.Equal(t, session.FrameDone, out.typ)
+	require.Len(t, out.results, 1)
+	var cfg struct{ Configure map[string]any }
+	require.NoError(t, json.Unmarshal([]byte(out.results[0]), &cfg))
+	require.Equal(t, map[string]any{"command": "Configure", "id": inst.ID, "pool": "cad", "farm": "farm-d"}, cfg.Configure)
+
+	// An error ends the task; the rest of its frame is dropped, and the
+	// next task sees only its own replies.
+	out = c.task(`[{"command":"echo","value":1}, {"command":"fail"}, {"command":"echo","value":2}]`)
+	require.Equal(t, session.FrameError, out.typ)
+	require.Equal(t, session.CodeTaskFailed, out.code)
+	require.Equal(t, "it failed", out.message)
+	require.Equal(t, []string{`{"from":"echo","value":1}`}, out.results)
+	out = c.task(`{"command":"echo","value":3}`)
+	require.Equal(t, session.FrameDone, out.typ)
+	require.Equal(t, []string{`{"from":"echo","value":3}`}, out.results)
+
+	out = c.task(`{"command":"blob"}`)
+	require.Equal(t, session.FrameDone, out.typ)
+	require.Equal(t, [][]byte{{1, 2, 3}}, out.binaries)
+	require.Equal(t, []string{`{"from":"blob"}`}, out.results)
+
+	out = c.task(`[]`)
+	require.Equal(t, session.FrameDone, out.typ, "an empty frame is a task too")
+	require.Empty(t, out.results)
+
+	for _, bad := range []string{`"echo"`, `[1]`, `null`} {
+		out = c.task(bad)
+		require.Equal(t, session.FrameError, out.typ, bad)
+		require.Equal(t, session.CodeBadRequest, out.code, bad)
+	}
+	out = c.task(`{"command":"echo","value":4}`)
+	require.Equal(t, []string{`{"from":"echo","value":4}`}, out.results)
+
+	// A second manager connection shares the instance.
+	c2 := connectEndpoint(t, f, inst.ID)
+	out = c2.task(`{"command":"echo","value":5}`)
+	require.Equal(t, []string{`{"from":"echo","value":5}`}, out.results)
+}
+
+func TestDialSpawnRetries(t *testing.T) {
+	t.Parallel()
+	p := adapterPool("cad", "never", ProtocolDial)
+	p.StartTimeout = 300 * time.Millisecond
+	p.SpawnRetries = 2
+	p.SpawnBackoff = 200 * time.Millisecond
+	f := newTestFarm(t, Config{Slots: 1, Pools: []PoolSpec{p}})
+	var (
+		mu      sync.Mutex
+		spawned []Instance
+		at      []time.Time
+	)
+	f.hookSpawned = func(inst Instance) {
+		killOnCleanup(t, inst.PID)
+		mu.Lock()
+		spawned = append(spawned, inst)
+		at = append(at, time.Now())
+		mu.Unlock()
+	}
+	begin := time.Now()
+	_, err := f.StartInstance(startCtx(t), "cad")
+	took := time.Since(begin)
+	require.ErrorIs(t, err, ErrStartTimeout)
+
+	mu.Lock()
+	defer mu.Unlock()
+	require.Len(t, spawned, 3, "one spawn and two retries")
+	require.GreaterOrEqual(t, took, 3*p.StartTimeout+2*p.SpawnBackoff)
+	ids := map[string]bool{}
+	for i, inst := range spawned {
+		ids[inst.ID] = true
+		requireGone(t, inst.PID)
+		if i > 0 {
+			gap := at[i].Sub(at[i-1])
+			// Each attempt waits out its start timeout (which began a little
+			// before its spawn), then the backoff.
+			require.GreaterOrEqual(t, gap, p.StartTimeout+p.SpawnBackoff-50*time.Millisecond, "attempt %d came too soon", i+1)
+		}
+	}
+	require.Len(t, ids, 3, "every attempt has its own id")
+	require.Empty(t, f.Instances())
+	f.mu.Lock()
+	used := f.used
+	f.mu.Unlock()
+	require.Zero(t, used, "the slot is free")
+	require.Eventually(t, func() bool {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		return len(f.dialWait) == 0
+	}, waitFor, 5*time.Millisecond, "no dial instance is waited for")
+}
+
+func TestDialNoRetries(t *testing.T) {
+	t.Parallel()
+	// A process that exits before its handshake fails its start; with
+	// retries off there is one attempt.
+	p := adapterPool("cad", "crash", ProtocolDial)
+	p.SpawnRetries = -1
+	f := newTestFarm(t, Config{Slots: 1, Pools: []PoolSpec{p}})
+	n := 0
+	f.hookSpawned = func(Instance) { n++ }
+	_, err := f.StartInstance(startCtx(t), "cad")
+	require.ErrorIs(t, err, errExitedEarly)
+	require.Equal(t, 1, n)
+}
+
+func TestDialWrongID(t *testing.T) {
+	t.Parallel()
+	p := adapterPool("cad", "dial", ProtocolDial, "DIAL_WRONG_ID=1")
+	p.StartTimeout = 2 * time.Second
+	p.SpawnRetries = -1
+	f := newTestFarm(t, Config{Slots: 1, Pools: []PoolSpec{p}})
+	_, err := f.StartInstance(startCtx(t), "cad")
+	// The farm refuses the handshake; the child gives up and exits.
+	require.ErrorIs(t, err, errExitedEarly)
+}
+
+func TestDialConnectionDropped(t *testing.T) {
+	t.Parallel()
+	exits := newExitLog()
+	f := newTestFarm(t, Config{Slots: 1, OnExit: exits.onExit,
+		Pools: []PoolSpec{adapterPool("cad", "dial", ProtocolDial)}})
+	inst, err := f.StartInstance(startCtx(t), "cad")
+	require.NoError(t, err)
+	killOnCleanup(t, inst.PID)
+	c := connectEndpoint(t, f, inst.ID)
+
+	out := c.task(`{"command":"drop"}`)
+	require.Equal(t, session.FrameError, out.typ)
+	require.Equal(t, session.CodeInstanceLost, out.code)
+	err = exits.wait(t, inst.ID)
+	require.ErrorContains(t, err, "dial connection dropped")
+	requireGone(t, inst.PID)
+
+	// The manager's connection goes with the instance.
+	_, _, err = c.ws.ReadMessage()
+	require.Error(t, err)
+	_, _, err = f.Endpoint(inst.ID)
+	require.ErrorIs(t, err, ErrNotFound)
+}
+
+func TestDialInstanceExits(t *testing.T) {
+	t.Parallel()
+	exits := newExitLog()
+	f := newTestFarm(t, Config{Slots: 1, OnExit: exits.onExit,
+		Pools: []PoolSpec{adapterPool("cad", "dial", ProtocolDial)}})
+	inst, err := f.StartInstance(startCtx(t), "cad")
+	require.NoError(t, err)
+	killOnCleanup(t, inst.PID)
+	c := connectEndpoint(t, f, inst.ID)
+	out := c.task(`{"command":"exit"}`)
+	require.Equal(t, session.CodeInstanceLost, out.code)
+	require.ErrorContains(t, exits.wait(t, inst.ID), "exit status 3")
+}
+
+func TestStdio(t *testing.T) {
+	t.Parallel()
+	var logs logBuffer
+	log := slog.New(slog.NewTextHandler(io.MultiWriter(t.Output(), &logs), nil))
+	p := adapterPool("sh", "stdio", ProtocolStdio)
+	p.IdleGap = 250 * time.Millisecond
+	f := newTestFarm(t, Config{Slots: 1, Logger: log, Pools: []PoolSpec{p}})
+	inst, err := f.StartInstance(startCtx(t), "sh")
+	require.NoError(t, err)
+	killOnCleanup(t, inst.PID)
+	require.Equal(t, ProtocolStdio, inst.Protocol)
+	require.Empty(t, inst.Addr)
+	c := connectEndpoint(t, f, inst.ID)
+
+	// Each line is a result: JSON as it is, anything else as a string.
+	out := c.task(`{"print": ["{\"a\": 1}", "hello \"world\"", "[1,2]", "", "tab\there"]}`)
+	require.Equal(t, session.FrameDone, out.typ)
+	require.Equal(t, []string{`{"a": 1}`, `"hello \"world\""`, `[1,2]`, `""`, `"tab\there"`}, out.results)
+
+	// The task goes in as one line of compact JSON.
+	out = c.task("{\n  \"echo\": true,\n  \"x\": [1, 2]\n}")
+	require.Equal(t, []string{`{"echo":true,"x":[1,2]}`}, out.results)
+
+	// Lines closer together than the idle gap belong to one task.
+	out = c.task(`{"print": ["1", "2", "3"], "sleep": 50}`)
+	require.Equal(t, []string{"1", "2", "3"}, out.results)
+
+	// A longer pause ends the task; what comes after is no task's.
+	begin := time.Now()
+	out = c.task(`{"print": ["4", "late"], "sleep": 600}`)
+	require.Equal(t, session.FrameDone, out.typ)
+	require.Equal(t, []string{"4"}, out.results)
+	require.GreaterOrEqual(t, time.Since(begin), p.IdleGap)
+	require.Eventually(t, func() bool { return strings.Contains(logs.String(), "msg=late") },
+		waitFor, 10*time.Millisecond, "output outside a task is logged")
+
+	out = c.task(`{"stderr": "something to say"}`)
+	require.Empty(t, out.results)
+	require.Eventually(t, func() bool { return strings.Contains(logs.String(), "something to say") },
+		waitFor, 10*time.Millisecond, "stderr goes to the log")
+}
+
+func TestStdioDelimiter(t *testing.T) {
+	t.Parallel()
+	exits := newExitLog()
+	p := adapterPool("sh", "stdio", ProtocolStdio, "STDIO_DELIM=--END--")
+	p.Delimiter = "--END--"
+	f := newTestFarm(t, Config{Slots: 1, OnExit: exits.onExit, Pools: []PoolSpec{p}})
+	inst, err := f.StartInstance(startCtx(t), "sh")
+	require.NoError(t, err)
+	killOnCleanup(t, inst.PID)
+	c := connectEndpoint(t, f, inst.ID)
+
+	// Pauses far longer than the default idle gap do not end the task.
+	out := c.task(`{"print": ["a", "{\"b\":2}"], "sleep": 300}`)
+	require.Equal(t, session.FrameDone, out.typ)
+	require.Equal(t, []string{`"a"`, `{"b":2}`}, out.results)
+	out = c.task(`{}`)
+	require.Equal(t, session.FrameDone, out.typ)
+	require.Empty(t, out.results)
+
+	// A program that exits loses its task and is reported.
+	out = c.task(`{"exit": 4}`)
+	require.Equal(t, session.FrameError, out.typ)
+	require.Equal(t, session.CodeInstanceLost, out.code)
+	require.ErrorContains(t, exits.wait(t, inst.ID), "exit status 4")
+}
+
+// streamFarm makes a farm with one stream pool of listening children.
+func streamFarm(t *testing.T, exits *exitLog, slots, portMin int, edit func(*PoolSpec)) *Farm {
+	t.Helper()
+	p := adapterPool("sc", "listen", ProtocolStream)
+	edit(&p)
+	cfg := Config{Slots: slots, OnExit: exits.onExit, Pools: []PoolSpec{p}}
+	if portMin != 0 {
+		cfg.PortMin, cfg.PortMax = portMin, portMin+slots-1
+	}
+	return newTestFarm(t, cfg)
+}
+
+func TestStreamLiveliness(t *testing.T) {
+	t.Parallel()
+	exits := newExitLog()
+	f := streamFarm(t, exits, 1, 0, func(p *PoolSpec) {
+		p.Readiness = ReadinessLiveliness
+		p.Liveliness = 100 * time.Millisecond
+	})
+	res, starting := startWatched(t, f, startCtx(t), "sc")
+
+	// Listening is not enough: the instance is ready when it says so.
+	time.Sleep(300 * time.Millisecond)
+	require.Equal(t, StateStarting, f.Instances()[0].State)
+	require.NoError(t, f.Liveliness(starting.ID, LivelinessReady))
+	r := <-res
+	require.NoError(t, r.err)
+	inst := r.inst
+	require.Equal(t, ProtocolStream, inst.Protocol)
+
+	h, upstream, err := f.Endpoint(inst.ID)
+	require.NoError(t, err)
+	require.Nil(t, h)
+	require.Equal(t, "ws://"+inst.Addr+"/", upstream)
+
+	// Pings keep it alive well past three intervals.
+	for range 10 {
+		time.Sleep(50 * time.Millisecond)
+		require.NoError(t, f.Liveliness(inst.ID, LivelinessPing))
+	}
+	exits.none(t, 0)
+	require.Equal(t, StateReady, f.Instances()[0].State)
+
+	// Silence kills it.
+	silent := time.Now()
+	err = exits.wait(t, inst.ID)
+	require.ErrorContains(t, err, "no liveliness report")
+	require.GreaterOrEqual(t, time.Since(silent), 250*time.Millisecond)
+	requireGone(t, inst.PID)
+	require.ErrorIs(t, f.Liveliness(inst.ID, LivelinessPing), ErrNotFound)
+}
+
+func TestStreamInitialUseAndPorts(t *testing.T) {
+	t.Parallel()
+	exits := newExitLog()
+	base := freePortRange(t, 2)
+	f := streamFarm(t, exits, 2, base, func(p *PoolSpec) {
+		p.InitialUse = 400 * time.Millisecond
+	})
+	a, err := f.StartInstance(startCtx(t), "sc")
+	require.NoError(t, err)
+	killOnCleanup(t, a.PID)
+	b, err := f.StartInstance(startCtx(t), "sc")
+	require.NoError(t, err)
+	killOnCleanup(t, b.PID)
+	require.Equal(t, "127.0.0.1:"+strconv.Itoa(base), a.Addr, "slot 0's port")
+	require.Equal(t, "127.0.0.1:"+strconv.Itoa(base+1), b.Addr, "slot 1's port")
+
+	// A client reaches a; nobody reaches b, which is killed.
+	_, _, err = f.Endpoint(a.ID)
+	require.NoError(t, err)
+	require.ErrorContains(t, exits.wait(t, b.ID), "no client connected within 400ms")
+	requireGone(t, b.PID)
+	exits.none(t, 300*time.Millisecond)
+	require.Equal(t, []string{a.ID}, ids(f.Instances()))
+
+	// A slot's port is the slot's again.
+	c, err := f.StartInstance(startCtx(t), "sc")
+	require.NoError(t, err)
+	killOnCleanup(t, c.PID)
+	require.Equal(t, b.Addr, c.Addr)
+	require.NoError(t, f.StreamConnected(c.ID))
+	exits.none(t, 600*time.Millisecond)
+}
+
+func TestStreamDisconnect(t *testing.T) {
+	t.Parallel()
+	exits := newExitLog()
+	f := streamFarm(t, exits, 1, 0, func(*PoolSpec) {})
+	inst, err := f.StartInstance(startCtx(t), "sc")
+	require.NoError(t, err)
+	killOnCleanup(t, inst.PID)
+
+	require.ErrorIs(t, f.Liveliness(inst.ID, "sleepy"), ErrBadLiveliness)
+	require.ErrorIs(t, f.Liveliness("sc-00000000", LivelinessPing), ErrNotFound)
+	require.NoError(t, f.Liveliness(inst.ID, LivelinessPing))
+	require.NoError(t, f.Liveliness(inst.ID, LivelinessDisconnect))
+	requireGone(t, inst.PID)
+	require.Eventually(t, func() bool { return len(f.Instances()) == 0 }, waitFor, 5*time.Millisecond)
+	exits.none(t, 100*time.Millisecond)
+}
+
+func TestLivelinessOfNativeInstance(t *testing.T) {
+	t.Parallel()
+	f := newTestFarm(t, Config{Slots: 1, Pools: []PoolSpec{childPool("p", "listen")}})
+	inst, err := f.StartInstance(startCtx(t), "p")
+	require.NoError(t, err)
+	killOnCleanup(t, inst.PID)
+	require.Equal(t, ProtocolNative, inst.Protocol)
+	require.ErrorIs(t, f.Liveliness(inst.ID, LivelinessPing), ErrBadLiveliness)
+	h, upstream, err := f.Endpoint(inst.ID)
+	require.NoError(t, err)
+	require.Nil(t, h)
+	require.Equal(t, "ws://"+inst.Addr+"/", upstream)
+}
+
+func ids(insts []Instance) []string {
+	out := make([]string, len(insts))
+	for i, inst := range insts {
+		out[i] = inst.ID
+	}
+	return out
+}
+
+func TestModelNames(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	require.NoError(t, os.MkdirAll(filepath.Join(dir, "models", "m1"), 0o755))
+	require.NoError(t, os.MkdirAll(filepath.Join(dir, "models", "sub", "m2"), 0o755))
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "models", "file"), nil, 0o644))
+	require.NoError(t, os.MkdirAll(filepath.Join(dir, "secret"), 0o755))
+	require.NoError(t, os.Symlink(filepath.Join(dir, "secret"), filepath.Join(dir, "models", "abs-link")))
+	require.NoError(t, os.Symlink("../secret", filepath.Join(dir, "models", "rel-link")))
+	require.NoError(t, os.Symlink("m1", filepath.Join(dir, "models", "inner-link")))
+	f := newTestFarm(t, Config{Slots: 1, ModelsDir: filepath.Join(dir, "models")})
+
+	for _, good := range []string{"m1", "sub/m2", "sub", "inner-link"} {
+		got, err := f.resolveModel(good)
+		require.NoError(t, err, good)
+		require.Equal(t, filepath.Join(dir, "models", good), got)
+	}
+	for _, bad := range []string{
+		"", "..", "../x", "/etc", "a/../../b", "a/../b", "./m1", "m1/", "sub//m2", `sub\m2`,
+		"m1\x00", "m1\n", "missing", "file", "abs-link", "rel-link", "../secret",
+	} {
+		_, err := f.resolveModel(bad)
+		require.ErrorIs(t, err, ErrBadModel, "%q", bad)
+	}
+
+	nomodels := newTestFarm(t, Config{Slots: 1})
+	_, err := nomodels.resolveModel("m1")
+	require.ErrorIs(t, err, ErrBadModel)
+}
+
+func TestStartWithModel(t *testing.T) {
+	t.Parallel()
+	models := t.TempDir()
+	require.NoError(t, os.Mkdir(filepath.Join(models, "gear"), 0o755))
+	p := childPool("view", "listen", "MODEL={{.Model}}", "MODEL_DIRS={{.ModelDirs}}")
+	f := newTestFarm(t, Config{Slots: 1, ModelsDir: models, Pools: []PoolSpec{p}})
+
+	for _, bad := range []string{"../x", "/etc", "a/../../b"} {
+		_, err := f.StartInstanceWith(startCtx(t), "view", StartOptions{Model: bad})
+		require.ErrorIs(t, err, ErrBadModel, bad)
+	}
+	inst, err := f.StartInstanceWith(startCtx(t), "view", StartOptions{Model: "gear"})
+	require.NoError(t, err, "refused models took no slot")
+	killOnCleanup(t, inst.PID)
+	require.Equal(t, "gear", ask(t, inst.Addr, "env MODEL"))
+	require.Equal(t, filepath.Join(models, "gear"), ask(t, inst.Addr, "env MODEL_DIRS"))
+	require.NoError(t, f.StopInstance(startCtx(t), inst.ID))
+
+	inst, err = f.StartInstance(startCtx(t), "view")
+	require.NoError(t, err)
+	killOnCleanup(t, inst.PID)
+	require.Equal(t, models, ask(t, inst.Addr, "env MODEL_DIRS"), "without a model: the models directory")
+}
+
+// zipEntry is one entry of a test archive.
+type zipEntry struct {
+	name string
+	mode fs.FileMode
+	body []byte
+}
+
+func writeZip(t *testing.T, path string, entries ...zipEntry) {
+	t.Helper()
+	fh, err := os.Create(path)
+	require.NoError(t, err)
+	zw := zip.NewWriter(fh)
+	for _, e := range entries {
+		hdr := &zip.FileHeader{Name: e.name, Method: zip.Store}
+		hdr.SetMode(e.mode)
+		w, err := zw.CreateHeader(hdr)
+		require.NoError(t, err)
+		_, err = w.Write(e.body)
+		require.NoError(t, err)
+	}
+	require.NoError(t, zw.Close())
+	require.NoError(t, fh.Close())
+}
+
+func TestBinaries(t *testing.T) {
+	t.Parallel()
+	exe, err := os.Executable()
+	require.NoError(t, err)
+	body, err := os.ReadFile(exe)
+	require.NoError(t, err)
+	dir := t.TempDir()
+	archive := filepath.Join(dir, "bin.zip")
+	writeZip(t, archive,
+		zipEntry{name: "app/", mode: fs.ModeDir | 0o755},
+		zipEntry{name: "app/bin/child", mode: 0o755, body: body},
+		zipEntry{name: "app/share/readme.txt", mode: 0o644, body: []byte("hi")},
+	)
+	p := childPool("tool", "listen")
+	p.Command = "app/bin/child"
+	p.Binaries = archive
+	state := filepath.Join(dir, "state")
+
+	f := newTestFarm(t, Config{Slots: 2, StateDir: state, Pools: []PoolSpec{p}})
+	binDir := f.pools["tool"].binDir
+	require.Equal(t, filepath.Join(state, "binaries"), filepath.Dir(binDir))
+	fi, err := os.Stat(filepath.Join(binDir, "app/bin/child"))
+	require.NoError(t, err)
+	require.Equal(t, fs.FileMode(0o755), fi.Mode().Perm())
+	fi, err = os.Stat(filepath.Join(binDir, "app/share/readme.txt"))
+	require.NoError(t, err)
+	require.Equal(t, fs.FileMode(0o644), fi.Mode().Perm())
+
+	for range 2 {
+		inst, err := f.StartInstance(startCtx(t), "tool")
+		require.NoError(t, err)
+		killOnCleanup(t, inst.PID)
+		exePath, err := os.Readlink("/proc/" + strconv.Itoa(inst.PID) + "/exe")
+		require.NoError(t, err)
+		require.Equal(t, filepath.Join(binDir, "app/bin/child"), exePath)
+		cwd, err := os.Readlink("/proc/" + strconv.Itoa(inst.PID) + "/cwd")
+		require.NoError(t, err)
+		require.Equal(t, binDir, cwd)
+	}
+
+	// Unpacked once: a farm started again with the same state directory
+	// and archive uses the directory as it is.
+	marker := filepath.Join(binDir, "marker")
+	require.NoError(t, os.WriteFile(marker, nil, 0o644))
+	again := newTestFarm(t, Config{Slots: 1, StateDir: state, Pools: []PoolSpec{p}})
+	require.Equal(t, binDir, again.pools["tool"].binDir)
+	require.FileExists(t, marker)
+	entries, err := os.ReadDir(filepath.Join(state, "binaries"))
+	require.NoError(t, err)
+	require.Len(t, entries, 1, "no leftovers of unpacking")
+
+	// Without a state directory the binaries live as long as the farm.
+	temp, err := New(Config{Slots: 1, Pools: []PoolSpec{p}})
+	require.NoError(t, err)
+	tempDir := temp.pools["tool"].binDir
+	require.FileExists(t, filepath.Join(tempDir, "app/share/readme.txt"))
+	require.NoError(t, temp.Close(startCtx(t)))
+	require.NoDirExists(t, tempDir)
+}
+
+func TestBinariesUnsafe(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name  string
+		entry zipEntry
+	}{
+		{"parent", zipEntry{name: "../evil", mode: 0o644}},
+		{"deep parent", zipEntry{name: "a/../../evil", mode: 0o644}},
+		{"absolute", zipEntry{name: "/tmp/evil", mode: 0o644}},
+		{"dot path", zipEntry{name: "a/./evil", mode: 0o644}},
+		{"backslash", zipEntry{name: `..\evil`, mode: 0o644}},
+		{"symlink", zipEntry{name: "link", mode: fs.ModeSymlink | 0o777, body: []byte("/etc")}},
+		{"device", zipEntry{name: "dev", mode: fs.ModeDevice | 0o644}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			dir := t.TempDir()
+			work := filepath.Join(dir, "work")
+			require.NoError(t, os.Mkdir(work, 0o755))
+			archive := filepath.Join(work, "bin.zip")
+			writeZip(t, archive, zipEntry{name: "ok", mode: 0o644, body: []byte("fine")}, tt.entry)
+			p := childPool("tool", "listen")
+			p.Binaries = archive
+			state := filepath.Join(work, "state")
+			_, err := New(Config{Slots: 1, StateDir: state, Pools: []PoolSpec{p}})
+			require.ErrorIs(t, err, errUnsafeArchive)
+			require.NoFileExists(t, filepath.Join(dir, "evil"))
+			require.NoFileExists(t, filepath.Join(work, "evil"))
+			entries, _ := os.ReadDir(filepath.Join(state, "binaries"))
+			require.Empty(t, entries, "nothing unpacked")
+		})
+	}
+}
+
+func TestAdapterPoolValidation(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		cfg  Config
+		want string
+	}{
+		{"liveliness readiness on native", Config{Pools: []PoolSpec{{Name: "p", Command: "x", Readiness: ReadinessLiveliness}}}, "for stream pools"},
+		{"unknown readiness", Config{Pools: []PoolSpec{{Name: "p", Command: "x", Protocol: ProtocolStream, Readiness: "vibes"}}}, "unknown readiness"},
+		{"delimiter on dial", Config{Pools: []PoolSpec{{Name: "p", Command: "x", Protocol: ProtocolDial, Delimiter: "END"}}}, "delimiter"},
+		{"negative idle gap", Config{Pools: []PoolSpec{{Name: "p", Command: "x", Protocol: ProtocolStdio, IdleGap: -1}}}, "negative idle_gap"},
+		{"stream ports short", Config{Slots: 3, PortMin: 20000, PortMax: 20001,
+			Pools: []PoolSpec{{Name: "p", Command: "x", Protocol: ProtocolStream}}}, "one port per slot"},
+		{"stream and native ports short", Config{Slots: 2, PortMin: 20000, PortMax: 20001,
+			Pools: []PoolSpec{{Name: "p", Command: "x", Protocol: ProtocolStream}, {Name: "q", Command: "x"}}}, "one port per slot"},
+		{"models dir missing", Config{ModelsDir: "/nonexistent/models"}, "models directory"},
+		{"binaries missing", Config{Pools: []PoolSpec{{Name: "p", Command: "x", Binaries: "/nonexistent.zip"}}}, "binaries"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := New(tt.cfg)
+			require.ErrorContains(t, err, tt.want)
+		})
+	}
+}
+
+// logBuffer is a log sink a test can read while the logger writes.
+type logBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}

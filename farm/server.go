@@ -1,0 +1,423 @@
+package farm
+
+import (
+	"cmp"
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Relayer splices a client's WebSocket to an upstream WebSocket byte for
+// byte and returns when the connection is over. *proxy.Relay implements it.
+type Relayer interface {
+	ServeWebSocket(w http.ResponseWriter, r *http.Request, upstream string) error
+}
+
+// RequireFunc registers the farm with the manager at managerURL, offering it
+// slots instance slots (0: all), and reports whether the first registration
+// succeeded within ctx. It backs awv3's GET /require.
+type RequireFunc func(ctx context.Context, managerURL string, slots int) (registered bool, err error)
+
+// ServerConfig configures a Server.
+type ServerConfig struct {
+	// Token is the farm token every request must carry as
+	// "Authorization: Bearer <token>". Required.
+	Token string
+	// Relay carries /instances/:id connections to the instances. Required.
+	Relay Relayer
+	// Require, when set, serves awv3's GET /require/:ip/:port/:instances.
+	Require RequireFunc
+	// OrphanGrace is how long a ready instance may go without a connection
+	// through the farm before the farm stops it (default 15 s; negative:
+	// never). Managers connect to an instance as soon as it is ready and
+	// stop it when they drop the connection, so an instance nobody is
+	// connected to belongs to a manager that died or forgot it, and would
+	// otherwise hold its slot for good.
+	OrphanGrace time.Duration
+	// Gatherer, when set, is served at /metrics (behind the token too).
+	Gatherer prometheus.Gatherer
+	// Logger receives the server's log; nil discards. The token is never
+	// logged.
+	Logger *slog.Logger
+}
+
+const (
+	defaultOrphanGrace = 15 * time.Second
+	maxRequestBody     = 64 << 10
+	pathRequire        = "/require/"
+	pathLiveliness     = "/liveliness/"
+)
+
+// Server is a farm's HTTP face: the API managers use to start and stop
+// instances and read the farm's status, the instances' WebSockets relayed
+// through the farm's one port, and awv3's /require. Every route wants the
+// farm token. Make it with NewServer, serve it as an http.Handler, Close it.
+//
+// Routes (see api.go):
+//
+//	POST   /api/v1/instances      {"pool"} → Instance (ready; URL empty)
+//	                              404 unknown pool, 429 no free slot,
+//	                              503 draining or closed, 504 start timeout
+//	DELETE /api/v1/instances/:id  204; 404 when the farm has no such instance
+//	GET    /api/v1/status         FarmStatus
+//	GET    /instances/:id         the instance's native-protocol WebSocket
+//	GET    /require/:ip/:port/:n  register with the manager at http://ip:port
+//	                              offering n slots (empty or "all": every
+//	                              slot); the token may also come as ?token=
+//	POST   /liveliness/:id        a stream instance's report,
+//	                              ?liveliness=ready|ping|disconnect (HOOPS
+//	                              SC server style); 204, 404 unknown
+//	                              instance, 400 bad report
+//	GET    /metrics               Prometheus metrics, when configured
+//
+// Liveliness reports come from the instances, which run on the farm's host
+// and must not know the farm token: from a loopback address they need none.
+// Instance ids are random, so one local program cannot easily report for
+// another's instance.
+//
+// Errors are JSON: {"message": "..."}.
+type Server struct {
+	f        *Farm
+	cfg      ServerConfig
+	tokenSum [sha256.Size]byte
+	log      *slog.Logger
+	mux      *http.ServeMux
+
+	ctx    context.Context // cancelled by Close
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	once   sync.Once
+
+	mu    sync.Mutex
+	conns map[string]int       // open connections by instance id
+	quiet map[string]time.Time // since when a ready instance has had none
+}
+
+var _ http.Handler = (*Server)(nil)
+
+// NewServer returns the server for f. It starts the orphan sweeper; Close
+// stops it.
+func NewServer(f *Farm, cfg ServerConfig) (*Server, error) {
+	if cfg.Token == "" {
+		return nil, errors.New("farm: server needs a token")
+	}
+	if cfg.Relay == nil {
+		return nil, errors.New("farm: server needs a relay")
+	}
+	cfg.OrphanGrace = cmp.Or(cfg.OrphanGrace, defaultOrphanGrace)
+	s := &Server{
+		f:        f,
+		cfg:      cfg,
+		tokenSum: sha256.Sum256([]byte(cfg.Token)),
+		log:      cfg.Logger,
+		mux:      http.NewServeMux(),
+		conns:    map[string]int{},
+		quiet:    map[string]time.Time{},
+	}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	s.mux.HandleFunc("POST "+PathInstances, s.serveStart)
+	s.mux.HandleFunc("DELETE "+PathInstances+"/{id}", s.serveStop)
+	s.mux.HandleFunc("GET "+PathStatus, s.serveStatus)
+	s.mux.HandleFunc("GET "+PathInstance+"{id}", s.serveInstance)
+	s.mux.HandleFunc("GET "+pathRequire+"{ip}/{port}", s.serveRequire)
+	s.mux.HandleFunc("GET "+pathRequire+"{ip}/{port}/{instances...}", s.serveRequire)
+	s.mux.HandleFunc("POST "+pathLiveliness+"{id}", s.serveLiveliness)
+	if cfg.Gatherer != nil {
+		s.mux.Handle("GET /metrics", promhttp.HandlerFor(cfg.Gatherer, promhttp.HandlerOpts{}))
+	}
+	if cfg.OrphanGrace > 0 {
+		s.wg.Add(1)
+		go s.sweep()
+	}
+	return s, nil
+}
+
+// Close stops the orphan sweeper and the stops it started, and waits for
+// them. It does not touch connections or the farm. Idempotent.
+func (s *Server) Close() error {
+	s.once.Do(s.cancel)
+	s.wg.Wait()
+	return nil
+}
+
+// ServeHTTP checks the token, then routes.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	// awv3 managers call /require with the token in the query.
+	if !s.authorized(r, strings.HasPrefix(r.URL.Path, pathRequire)) && !localReport(r) {
+		// The path names no secret; the query may, so it is not logged.
+		s.log.Warn("unauthorized farm API request", "method", r.Method, "path", r.URL.Path,
+			"remote", r.RemoteAddr)
+		writeError(w, http.StatusUnauthorized, "missing or wrong token")
+		return
+	}
+	s.mux.ServeHTTP(w, r)
+}
+
+// authorized compares the bearer token (or, with query, ?token=) with the
+// farm token in constant time; hashing both first hides the length too.
+func (s *Server) authorized(r *http.Request, query bool) bool {
+	got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if !ok && query {
+		got = r.URL.Query().Get("token")
+		ok = got != ""
+	}
+	if !ok {
+		return false
+	}
+	sum := sha256.Sum256([]byte(got))
+	return subtle.ConstantTimeCompare(sum[:], s.tokenSum[:]) == 1
+}
+
+func (s *Server) serveStart(w http.ResponseWriter, r *http.Request) {
+	var req StartRequest
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxRequestBody)).Decode(&req); err != nil {
+		writeError(w, http.StatusBadRequest, "bad start request: "+err.Error())
+		return
+	}
+	if req.Pool == "" {
+		writeError(w, http.StatusBadRequest, "bad start request: no pool")
+		return
+	}
+	inst, err := s.f.StartInstanceWith(r.Context(), req.Pool, StartOptions{Model: req.Model})
+	if err != nil {
+		code := http.StatusInternalServerError
+		switch {
+		case errors.Is(err, ErrUnknownPool):
+			code = http.StatusNotFound
+		case errors.Is(err, ErrBadModel):
+			code = http.StatusBadRequest
+		case errors.Is(err, ErrNoSlot):
+			code = http.StatusTooManyRequests
+		case errors.Is(err, ErrDraining), errors.Is(err, ErrClosed):
+			code = http.StatusServiceUnavailable
+		case errors.Is(err, ErrStartTimeout):
+			code = http.StatusGatewayTimeout
+		case r.Context().Err() != nil:
+			code = http.StatusServiceUnavailable // the manager gave up; nobody reads this
+		}
+		writeError(w, code, err.Error())
+		return
+	}
+	// The manager reaches the instance through this farm; it builds the URL
+	// from the address it registered the farm with.
+	inst.URL = ""
+	writeJSON(w, http.StatusOK, inst)
+}
+
+func (s *Server) serveStop(w http.ResponseWriter, r *http.Request) {
+	err := s.f.StopInstance(r.Context(), r.PathValue("id"))
+	switch {
+	case errors.Is(err, ErrNotFound):
+		writeError(w, http.StatusNotFound, err.Error())
+	case err != nil:
+		writeError(w, http.StatusInternalServerError, err.Error())
+	default:
+		w.WriteHeader(http.StatusNoContent)
+	}
+}
+
+func (s *Server) serveStatus(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, s.f.Status())
+}
+
+func (s *Server) serveInstance(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	h, upstream, err := s.f.Endpoint(id)
+	if err != nil {
+		writeError(w, http.StatusNotFound, err.Error())
+		return
+	}
+	// The token was for the farm; the instance program must not see it.
+	r = r.Clone(r.Context())
+	r.Header.Del("Authorization")
+	s.track(id, 1)
+	defer s.track(id, -1)
+	if h != nil {
+		h.ServeHTTP(w, r)
+		return
+	}
+	if err := s.cfg.Relay.ServeWebSocket(w, r, upstream); err != nil {
+		s.log.Debug("instance connection ended", "instance", id, "err", err)
+	}
+}
+
+// localReport reports whether r is a liveliness report from this host.
+func localReport(r *http.Request) bool {
+	if r.Method != http.MethodPost || !strings.HasPrefix(r.URL.Path, pathLiveliness) {
+		return false
+	}
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return false
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+func (s *Server) serveLiveliness(w http.ResponseWriter, r *http.Request) {
+	err := s.f.Liveliness(r.PathValue("id"), r.URL.Query().Get("liveliness"))
+	switch {
+	case errors.Is(err, ErrNotFound):
+		writeError(w, http.StatusNotFound, err.Error())
+	case errors.Is(err, ErrBadLiveliness):
+		writeError(w, http.StatusBadRequest, err.Error())
+	case err != nil:
+		writeError(w, http.StatusInternalServerError, err.Error())
+	default:
+		w.WriteHeader(http.StatusNoContent)
+	}
+}
+
+func (s *Server) serveRequire(w http.ResponseWriter, r *http.Request) {
+	if s.cfg.Require == nil {
+		writeError(w, http.StatusNotImplemented, "this farm does not register on request")
+		return
+	}
+	host, port := r.PathValue("ip"), r.PathValue("port")
+	if !validHost(host) {
+		writeError(w, http.StatusBadRequest, "bad manager host "+strconv.Quote(host))
+		return
+	}
+	if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 {
+		writeError(w, http.StatusBadRequest, "bad manager port "+strconv.Quote(port))
+		return
+	}
+	slots := 0 // all
+	if n := strings.Trim(r.PathValue("instances"), "/"); n != "" && n != "all" {
+		v, err := strconv.Atoi(n)
+		if err != nil || v < 1 {
+			writeError(w, http.StatusBadRequest, "instances must be a positive number or \"all\"")
+			return
+		}
+		slots = min(v, s.f.Slots())
+	}
+	manager := "http://" + net.JoinHostPort(host, port)
+	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
+	defer cancel()
+	registered, err := s.cfg.Require(ctx, manager, slots)
+	if err != nil {
+		writeError(w, http.StatusServiceUnavailable, err.Error())
+		return
+	}
+	offered := slots
+	if offered == 0 {
+		offered = s.f.Slots()
+	}
+	writeJSON(w, http.StatusOK, map[string]any{
+		"farm": s.f.ID(), "manager": manager, "slots": offered, "registered": registered})
+}
+
+// validHost accepts an IP address or a DNS name.
+func validHost(h string) bool {
+	if net.ParseIP(h) != nil {
+		return true
+	}
+	if h == "" || len(h) > 253 {
+		return false
+	}
+	for _, r := range h {
+		ok := r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '.'
+		if !ok {
+			return false
+		}
+	}
+	return true
+}
+
+// track counts open connections per instance; an instance's quiet time
+// starts when its last connection ends.
+func (s *Server) track(id string, delta int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := s.conns[id] + delta
+	if n > 0 {
+		s.conns[id] = n
+		delete(s.quiet, id)
+		return
+	}
+	delete(s.conns, id)
+	s.quiet[id] = time.Now()
+}
+
+// sweep stops the ready instances that had no connection for OrphanGrace.
+func (s *Server) sweep() {
+	defer s.wg.Done()
+	t := time.NewTicker(max(s.cfg.OrphanGrace/4, 10*time.Millisecond))
+	defer t.Stop()
+	for {
+		select {
+		case <-s.ctx.Done():
+			return
+		case now := <-t.C:
+			for _, id := range s.orphans(now) {
+				s.log.Warn("stopping an instance nobody is connected to", "instance", id,
+					"quiet_for", s.cfg.OrphanGrace)
+				s.wg.Add(1)
+				go func() {
+					defer s.wg.Done()
+					if err := s.f.StopInstance(s.ctx, id); err != nil && !errors.Is(err, ErrNotFound) {
+						s.log.Warn("stop orphaned instance", "instance", id, "err", err)
+					}
+				}()
+			}
+		}
+	}
+}
+
+// orphans returns the ready instances quiet for OrphanGrace. An instance
+// first seen without a connection starts its quiet time then.
+func (s *Server) orphans(now time.Time) []string {
+	insts := s.f.Instances()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []string
+	live := make(map[string]bool, len(insts))
+	for _, in := range insts {
+		live[in.ID] = true
+		// Stream instances wait for their viewer under their own watch
+		// (InitialUse, liveliness).
+		if in.State != StateReady || in.Protocol == ProtocolStream || s.conns[in.ID] > 0 {
+			continue
+		}
+		since, ok := s.quiet[in.ID]
+		if !ok {
+			s.quiet[in.ID] = now
+			continue
+		}
+		if now.Sub(since) >= s.cfg.OrphanGrace {
+			out = append(out, in.ID)
+			delete(s.quiet, in.ID)
+		}
+	}
+	for id := range s.quiet {
+		if !live[id] {
+			delete(s.quiet, id)
+		}
+	}
+	return out
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func writeError(w http.ResponseWriter, code int, msg string) {
+	writeJSON(w, code, map[string]string{"message": msg})
+}
