@@ -124,7 +124,9 @@ func (f *Farm) setupAdapters(cfg Config) (err error) {
 				f.portMin, f.portMax, f.slots)
 		}
 		f.streamPorts = true
-		f.portNext %= n - f.slots + 1
+		if rest := n - f.slots; rest > 0 {
+			f.portNext %= rest
+		}
 	}
 	defer func() {
 		if err != nil {

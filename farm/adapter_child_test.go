@@ -105,10 +105,11 @@ func dialChild() int {
 
 // stdioChild reads one JSON object per stdin line:
 //
-//	{"print":[LINES], "sleep":MS, "echo":true, "stderr":TEXT, "exit":CODE}
+//	{"print":[LINES], "sleep":MS, "echo":true, "stderr":TEXT, "exit":CODE, "hush":true}
 //
-// It writes TEXT to stderr, echoes the input line when asked, prints each
-// line (sleeping MS between them), then the line in $STDIO_DELIM if set.
+// It exits with CODE, or closes its stdout and sleeps (hush), or writes TEXT
+// to stderr, echoes the input line when asked, prints each line (sleeping
+// MS between them), then the line in $STDIO_DELIM if set.
 func stdioChild() int {
 	sc := bufio.NewScanner(os.Stdin)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
@@ -119,6 +120,7 @@ func stdioChild() int {
 			Echo   bool     `json:"echo"`
 			Stderr string   `json:"stderr"`
 			Exit   *int     `json:"exit"`
+			Hush   bool     `json:"hush"`
 		}
 		if err := json.Unmarshal(sc.Bytes(), &in); err != nil {
 			fmt.Println("bad input:", err)
@@ -126,6 +128,10 @@ func stdioChild() int {
 		}
 		if in.Exit != nil {
 			os.Exit(*in.Exit)
+		}
+		if in.Hush {
+			_ = os.Stdout.Close()
+			time.Sleep(time.Hour)
 		}
 		if in.Stderr != "" {
 			fmt.Fprintln(os.Stderr, in.Stderr)

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"sync"
@@ -30,6 +29,9 @@ const (
 	// maxStdioLine caps one stdout line; the rest of a longer line is
 	// dropped.
 	maxStdioLine = 16 << 20
+	// stdoutGrace is how long a program that closed its stdout may take to
+	// exit before the farm kills it.
+	stdoutGrace = 500 * time.Millisecond
 )
 
 type stdioLink struct {
@@ -113,7 +115,7 @@ func (l *stdioLink) readLoop() {
 				part, cut = part[:room], true
 			}
 			line = append(line, part...)
-			if err != bufio.ErrBufferFull {
+			if !errors.Is(err, bufio.ErrBufferFull) {
 				break
 			}
 		}
@@ -124,8 +126,17 @@ func (l *stdioLink) readLoop() {
 			l.line(bytes.TrimRight(line, "\r\n"))
 		}
 		if err != nil {
-			if !errors.Is(err, io.EOF) && !errors.Is(err, os.ErrClosed) {
-				l.f.log.Debug("stdout read failed", "instance", l.inst.id, "err", err)
+			if errors.Is(err, os.ErrClosed) {
+				return // the instance exited: close closed our end
+			}
+			// The program closed its stdout: it can answer no task any
+			// more. Mostly it is exiting; if it lingers, it is killed.
+			t := time.NewTimer(stdoutGrace)
+			defer t.Stop()
+			select {
+			case <-l.inst.exited:
+			case <-t.C:
+				l.f.kill(l.inst, fmt.Errorf("stdout closed: %w", err))
 			}
 			return
 		}

@@ -379,6 +379,23 @@ func TestStdioDelimiter(t *testing.T) {
 	require.ErrorContains(t, exits.wait(t, inst.ID), "exit status 4")
 }
 
+func TestStdioClosedStdout(t *testing.T) {
+	t.Parallel()
+	exits := newExitLog()
+	f := newTestFarm(t, Config{Slots: 1, OnExit: exits.onExit,
+		Pools: []PoolSpec{adapterPool("sh", "stdio", ProtocolStdio)}})
+	inst, err := f.StartInstance(startCtx(t), "sh")
+	require.NoError(t, err)
+	killOnCleanup(t, inst.PID)
+	c := connectEndpoint(t, f, inst.ID)
+	out := c.task(`{"hush": true}`)
+	require.Empty(t, out.results) // the idle gap ends it (done) before the kill (instance_lost)
+	require.ErrorContains(t, exits.wait(t, inst.ID), "stdout closed")
+	requireGone(t, inst.PID)
+	_, _, err = c.ws.ReadMessage()
+	require.Error(t, err, "the manager's connection goes with the instance")
+}
+
 // streamFarm makes a farm with one stream pool of listening children.
 func streamFarm(t *testing.T, exits *exitLog, slots, portMin int, edit func(*PoolSpec)) *Farm {
 	t.Helper()

@@ -12,6 +12,16 @@
 // sends heartbeats and drains it; and the state file (leftovers.go), with
 // which a restarted farm kills what its previous run left behind.
 //
+// The manager speaks one protocol to every instance, the native one. The
+// farm adapts instances that speak another (adapter*.go): dial instances
+// (ClassCAD style) connect back to a private port, handshake and take tasks
+// as frames of commands; stdio programs (websocketd style) take tasks on
+// stdin and answer on stdout; stream instances (HOOPS SC-server style) are
+// relayed byte for byte and watched through liveliness reports. Endpoint
+// says how the farm's server reaches each instance. Starts may name a model
+// directory (StartOptions.Model), and a pool's binaries may come as a ZIP
+// archive unpacked once (zip.go).
+//
 // The package does not place sessions or route tasks: a manager asks a Farm
 // to start and stop instances, in process or over the API, and learns about
 // crashes through Config.OnExit or the connection to the instance.
