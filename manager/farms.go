@@ -117,8 +117,13 @@ func instanceURL(info farm.Instance) string {
 	return "ws://" + info.Addr + "/"
 }
 
-// farmHeader is sent when connecting to an instance through its farm.
-func farmHeader(f Farm) http.Header {
+// farmHeader is sent when connecting to an instance through its farm's
+// port (info.URL set): it carries the farm token, which the farm strips.
+// Never to an instance reached directly: it must not see the token.
+func farmHeader(f Farm, info farm.Instance) http.Header {
+	if info.URL == "" {
+		return nil
+	}
 	if h, ok := f.(interface{ Header() http.Header }); ok {
 		return h.Header()
 	}

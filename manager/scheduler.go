@@ -600,7 +600,7 @@ func (s *scheduler) start(ctx context.Context, fe *farmEntry, p *poolState, opts
 		s.m.metrics.spawnSeconds.Observe(time.Since(begin).Seconds())
 		return inst, nil
 	}
-	conn, err := dialInstance(ctx, instanceURL(info), farmHeader(fe.f), s.m.cfg.MaxInstanceMessage,
+	conn, err := dialInstance(ctx, instanceURL(info), farmHeader(fe.f, info), s.m.cfg.MaxInstanceMessage,
 		func(err error) { s.lost(inst, err, true) })
 	if err != nil {
 		s.m.metrics.spawns.WithLabelValues(p.cfg.Name, "error").Inc()

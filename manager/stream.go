@@ -64,7 +64,7 @@ func (m *Manager) serveStream(c *gin.Context) {
 	}
 	m.metrics.sessionsOpened.WithLabelValues(p.cfg.Name).Inc()
 	relay := m.relay
-	if farmHeader(inst.farm.f) != nil {
+	if farmHeader(inst.farm.f, inst.info) != nil {
 		relay = m.farmRelay // carries the farm token
 	}
 	err = relay.ServeWebSocket(c.Writer, r, instanceURL(inst.info))

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,6 +17,8 @@ import (
 
 	"github.com/gorilla/websocket"
 	"github.com/stretchr/testify/require"
+
+	"github.com/drover-dev/drover/client"
 )
 
 // The test binary is also drover itself: with DROVER_TEST_MAIN=1 it runs
@@ -215,4 +218,26 @@ func TestUpConfigFileAndEnv(t *testing.T) {
 	require.Equal(t, 3, st.Capacity.Slots, "a typed flag beats the file")
 	require.Equal(t, 0.5, st.Capacity.Threshold, "from the file")
 	require.Equal(t, 1, st.Pools[0].Warm, "the environment beats the file")
+}
+
+// A pool of any stdio program (here cat, websocketd style) works under
+// drover up: its instances are reached through the local farm's server.
+func TestUpStdioPool(t *testing.T) {
+	dir := t.TempDir()
+	cat, err := exec.LookPath("cat")
+	require.NoError(t, err)
+	cfg := "instances: 2\npools:\n" +
+		"  - name: cat\n    command: " + cat + "\n    protocol: stdio\n    idle_gap: 50ms\n    warm: 0\n"
+	require.NoError(t, os.WriteFile(dir+"/drover.yaml", []byte(cfg), 0o600))
+	u := startUp(t, "--config", dir+"/drover.yaml")
+
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	s, err := client.Dial(ctx, "ws://"+u.base+"/ws", client.Options{Pool: "cat"})
+	require.NoError(t, err)
+	defer func() { _ = s.Logout() }()
+	res, err := s.Execute(ctx, json.RawMessage(`{"hello": "cat"}`))
+	require.NoError(t, err)
+	require.Len(t, res, 1)
+	require.JSONEq(t, `{"hello":"cat"}`, string(res[0].Data))
 }

@@ -6,10 +6,13 @@ package app
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"time"
 
@@ -18,6 +21,7 @@ import (
 	"github.com/drover-dev/drover/farm"
 	"github.com/drover-dev/drover/manager"
 	"github.com/drover-dev/drover/middleware"
+	"github.com/drover-dev/drover/proxy"
 )
 
 // PoolConfig is one pool as the config file writes it: the manager's policy
@@ -59,6 +63,11 @@ type Up struct {
 	ln      net.Listener
 	log     *slog.Logger
 	grace   time.Duration
+
+	// The local farm's server, only for pools that need it.
+	farmSrv  *farm.Server
+	farmHTTP *http.Server
+	relay    *proxy.Relay
 }
 
 // NewUp builds the manager and the local farm and listens on cfg.Addr.
@@ -73,7 +82,17 @@ func NewUp(cfg UpConfig, log *slog.Logger, reg *prometheus.Registry) (*Up, error
 	if cfg.ShutdownGrace <= 0 {
 		cfg.ShutdownGrace = 10 * time.Second
 	}
+	// Pools whose instances do not speak the native protocol are reached
+	// through a farm server on loopback, behind a token made for this run.
+	var token string
+	for _, p := range cfg.Pools {
+		if p.Protocol != "" && p.Protocol != farm.ProtocolNative {
+			token = randomToken()
+			break
+		}
+	}
 	mcfg := manager.Config{
+		FarmToken:       token,
 		HealthThreshold: cfg.HealthThreshold,
 		ResumeGrace:     cfg.ResumeGrace,
 		MaxMessageSize:  cfg.MaxMessageSize,
@@ -103,13 +122,77 @@ func NewUp(cfg UpConfig, log *slog.Logger, reg *prometheus.Registry) (*Up, error
 	if err != nil {
 		return nil, errors.Join(err, m.Shutdown(context.Background()))
 	}
-	ln, err := net.Listen("tcp", cfg.Addr)
-	if err != nil {
-		return nil, errors.Join(fmt.Errorf("listen on %s: %w", cfg.Addr, err),
-			m.Shutdown(context.Background()), f.Close(context.Background()))
+	up := &Up{Manager: m, Farm: f, log: log, grace: cfg.ShutdownGrace}
+	var handle manager.Farm = f
+	if token != "" {
+		if handle, err = up.serveFarm(token); err != nil {
+			return nil, errors.Join(err, m.Shutdown(context.Background()), f.Close(context.Background()))
+		}
 	}
-	m.AddFarm(f)
-	return &Up{Manager: m, Farm: f, ln: ln, log: log, grace: cfg.ShutdownGrace}, nil
+	if up.ln, err = net.Listen("tcp", cfg.Addr); err != nil {
+		return nil, errors.Join(fmt.Errorf("listen on %s: %w", cfg.Addr, err),
+			up.closeFarmServer(context.Background()), m.Shutdown(context.Background()), f.Close(context.Background()))
+	}
+	m.AddFarm(handle)
+	return up, nil
+}
+
+// serveFarm serves the local farm's API on loopback, so that instances the
+// farm adapts (dial, stdio) or relays (stream) can be reached.
+func (u *Up) serveFarm(token string) (manager.Farm, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, fmt.Errorf("listen for the local farm: %w", err)
+	}
+	u.relay = proxy.New(proxy.Options{Logger: u.log.With("component", "farm-relay")})
+	u.farmSrv, err = farm.NewServer(u.Farm, farm.ServerConfig{Token: token, Relay: u.relay,
+		OrphanGrace: -1, // native instances are dialled directly, not through this server
+		Logger:      u.log.With("component", "farm-server")})
+	if err != nil {
+		_ = ln.Close()
+		return nil, err
+	}
+	u.farmHTTP = &http.Server{Handler: u.farmSrv, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = u.farmHTTP.Serve(ln) }()
+	return &localFarm{Farm: u.Farm, base: "ws://" + ln.Addr().String(),
+		header: http.Header{"Authorization": {"Bearer " + token}}}, nil
+}
+
+func (u *Up) closeFarmServer(ctx context.Context) error {
+	if u.farmHTTP == nil {
+		return nil
+	}
+	u.farmSrv.Close()
+	return errors.Join(u.relay.Shutdown(ctx), u.farmHTTP.Shutdown(ctx))
+}
+
+// localFarm is the in-process farm of drover up. Native instances are
+// dialled directly; the others through the farm server, whose URL it sets.
+type localFarm struct {
+	*farm.Farm
+	base   string
+	header http.Header
+}
+
+// Header is sent with connections through the farm server.
+func (l *localFarm) Header() http.Header { return l.header }
+
+func (l *localFarm) StartInstance(ctx context.Context, pool string) (farm.Instance, error) {
+	return l.StartInstanceWith(ctx, pool, farm.StartOptions{})
+}
+
+func (l *localFarm) StartInstanceWith(ctx context.Context, pool string, opts farm.StartOptions) (farm.Instance, error) {
+	inst, err := l.Farm.StartInstanceWith(ctx, pool, opts)
+	if err == nil && inst.Protocol != "" && inst.Protocol != farm.ProtocolNative {
+		inst.URL = l.base + farm.PathInstance + inst.ID
+	}
+	return inst, err
+}
+
+func randomToken() string {
+	var b [24]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
 }
 
 func coalesce(a, b string) string {
@@ -131,5 +214,5 @@ func (u *Up) Run(ctx context.Context) error {
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), u.grace)
 	defer cancel()
-	return errors.Join(err, u.Farm.Close(sctx))
+	return errors.Join(err, u.closeFarmServer(sctx), u.Farm.Close(sctx))
 }
