@@ -99,6 +99,7 @@ func (p *pair) run(ctx context.Context, r *Relay, head []byte, downEarly int, up
 		running   = 2
 		ending    bool // a direction has ended or the relay is stopping
 		stopping  bool // the relay ends the connection itself
+		closed    bool // both sides are closed already
 		closeWhy  string
 		linger    *time.Timer
 		lingerC   <-chan time.Time
@@ -114,7 +115,7 @@ func (p *pair) run(ctx context.Context, r *Relay, head []byte, downEarly int, up
 	// fails blocked reads and writes. The close frames go out after they
 	// have returned, so they never interleave with a write in flight.
 	stopRelay := func(err error, why string) {
-		if stopping {
+		if stopping || closed {
 			return
 		}
 		stopping, closeWhy = true, why
@@ -124,6 +125,10 @@ func (p *pair) run(ctx context.Context, r *Relay, head []byte, downEarly int, up
 		idleC, lifeC, stopC, ctxDone = nil, nil, nil, nil
 		_ = client.SetDeadline(aLongTimeAgo)
 		_ = up.SetDeadline(aLongTimeAgo)
+	}
+	closeNow := func() {
+		closed = true
+		p.closeBoth()
 	}
 	for running > 0 {
 		select {
@@ -140,7 +145,7 @@ func (p *pair) run(ctx context.Context, r *Relay, head []byte, downEarly int, up
 			ending = true
 			if c.err != nil {
 				st.Err = c.err
-				p.closeBoth()
+				closeNow()
 				continue
 			}
 			// A side closed its half: pass the close on and give the
@@ -150,14 +155,14 @@ func (p *pair) run(ctx context.Context, r *Relay, head []byte, downEarly int, up
 				dst = up
 			}
 			if cw, ok := dst.(interface{ CloseWrite() error }); !ok || cw.CloseWrite() != nil {
-				p.closeBoth()
+				closeNow()
 				continue
 			}
 			linger = time.NewTimer(closeLinger)
 			lingerC = linger.C
 		case <-lingerC:
 			lingerC = nil
-			p.closeBoth()
+			closeNow()
 		case now := <-idleC:
 			if b := meter.sample(); b != lastBytes {
 				lastBytes, lastMove = b, now
@@ -175,7 +180,7 @@ func (p *pair) run(ctx context.Context, r *Relay, head []byte, downEarly int, up
 	if linger != nil {
 		linger.Stop()
 	}
-	if stopping {
+	if stopping && !closed {
 		p.writeCloseFrames(r, closeWhy)
 	}
 	p.closeBoth()

@@ -202,8 +202,12 @@ type envOption func(*envConfig)
 
 type envConfig struct {
 	noTCPInfo bool
+	tls       bool
 	target    func(e *env, r *http.Request) string
 }
+
+// withTLS serves the relay's clients over TLS.
+func withTLS(c *envConfig) { c.tls = true }
 
 // withoutTCPInfo makes the relay use the portable idle meter.
 func withoutTCPInfo(c *envConfig) { c.noTCPInfo = true }
@@ -231,13 +235,18 @@ func newEnv(t testing.TB, opts Options, options ...envOption) *env {
 	}
 	e.relay = New(opts)
 	e.relay.tcpInfo = !cfg.noTCPInfo
-	e.front = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	e.front = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		err := e.relay.ServeWebSocket(w, r, cfg.target(e, r))
 		select {
 		case e.errs <- err:
 		default:
 		}
 	}))
+	if cfg.tls {
+		e.front.StartTLS()
+	} else {
+		e.front.Start()
+	}
 	t.Cleanup(func() {
 		e.front.Close()
 		require.Eventually(t, func() bool { return e.relay.Active() == 0 }, 5*time.Second, 5*time.Millisecond,
@@ -246,14 +255,23 @@ func newEnv(t testing.TB, opts Options, options ...envOption) *env {
 	return e
 }
 
-func (e *env) url(path string) string { return "ws://" + e.addr() + path }
+func (e *env) url(path string) string {
+	if e.front.TLS != nil {
+		return "wss://" + e.addr() + path
+	}
+	return "ws://" + e.addr() + path
+}
 
-func (e *env) addr() string { return strings.TrimPrefix(e.front.URL, "http://") }
+func (e *env) addr() string { return e.front.Listener.Addr().String() }
 
 // dial opens a WebSocket through the relay; the test's cleanup closes it.
 func (e *env) dial(t testing.TB, path string) *websocket.Conn {
 	t.Helper()
-	c, resp, err := websocket.DefaultDialer.Dial(e.url(path), nil)
+	d := *websocket.DefaultDialer
+	if e.front.TLS != nil {
+		d.TLSClientConfig = e.front.Client().Transport.(*http.Transport).TLSClientConfig
+	}
+	c, resp, err := d.Dial(e.url(path), nil)
 	require.NoError(t, err)
 	require.Equal(t, http.StatusSwitchingProtocols, resp.StatusCode)
 	t.Cleanup(func() { _ = c.Close() })
@@ -868,6 +886,22 @@ func requireIdleEnd(t testing.TB, e *env, quiet, idle time.Duration) {
 	st := e.nextStats(t)
 	require.ErrorIs(t, st.Err, ErrIdleTimeout)
 	require.ErrorIs(t, e.nextErr(t), ErrIdleTimeout)
+}
+
+// A TLS client connection cannot splice, but relays all the same, and the idle
+// check still reads the kernel's counters of the TCP connection under it.
+func TestRelayTLSClient(t *testing.T) {
+	e := newEnv(t, Options{IdleTimeout: 200 * time.Millisecond}, withTLS)
+	c := e.dial(t, "/echo")
+	for _, msg := range []string{"over", "tls"} {
+		require.NoError(t, c.WriteMessage(websocket.TextMessage, []byte(msg)))
+		_, p, err := c.ReadMessage()
+		require.NoError(t, err)
+		require.Equal(t, msg, string(p))
+	}
+	_, _, err := c.ReadMessage()
+	requireCloseCode(t, err, CloseGoingAway)
+	require.ErrorIs(t, e.nextStats(t).Err, ErrIdleTimeout)
 }
 
 func TestRelayMaxLifetime(t *testing.T) {
