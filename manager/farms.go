@@ -90,7 +90,10 @@ func (r *remoteFarm) StartInstance(ctx context.Context, pool string) (farm.Insta
 func (r *remoteFarm) StartInstanceWith(ctx context.Context, pool string, opts farm.StartOptions) (farm.Instance, error) {
 	var inst farm.Instance
 	req := farm.StartRequest{Pool: pool, Model: opts.Model}
-	if _, err := r.do(ctx, http.MethodPost, farm.PathInstances, req, &inst); err != nil {
+	if code, err := r.do(ctx, http.MethodPost, farm.PathInstances, req, &inst); err != nil {
+		if code == http.StatusGatewayTimeout {
+			err = startTimedOut{err}
+		}
 		return farm.Instance{}, err
 	}
 	if inst.URL == "" {
@@ -100,6 +103,12 @@ func (r *remoteFarm) StartInstanceWith(ctx context.Context, pool string, opts fa
 	}
 	return inst, nil
 }
+
+// startTimedOut is a remote farm's 504 to a start: like an in-process
+// farm's, it matches farm.ErrStartTimeout.
+type startTimedOut struct{ error }
+
+func (e startTimedOut) Unwrap() []error { return []error{e.error, farm.ErrStartTimeout} }
 
 func (r *remoteFarm) StopInstance(ctx context.Context, id string) error {
 	code, err := r.do(ctx, http.MethodDelete, farm.PathInstances+"/"+url.PathEscape(id), nil, nil)

@@ -298,6 +298,12 @@ func (s *scheduler) acquire(ctx context.Context, sess *Session, p *poolState, wa
 			return nil, ctx.Err()
 		}
 		s.m.log.Warn("spawn for session failed", "pool", p.cfg.Name, "farm", g.farm.id, "attempt", attempt+1, "err", err)
+		if errors.Is(err, farm.ErrStartTimeout) {
+			// The farm waited out the pool's start timeout, after the spawn
+			// retries the pool allows (dial pools): another round here
+			// would multiply them, and the client's wait with them.
+			break
+		}
 	}
 	return nil, fmt.Errorf("%w: %w", ErrSpawnFailed, lastErr)
 }
