@@ -415,7 +415,7 @@ func TestStreamLiveliness(t *testing.T) {
 		p.Readiness = ReadinessLiveliness
 		p.Liveliness = 100 * time.Millisecond
 	})
-	res, starting := startWatched(t, f, startCtx(t), "sc")
+	res, starting := startWatched(startCtx(t), t, f, "sc")
 
 	// Listening is not enough: the instance is ready when it says so.
 	time.Sleep(300 * time.Millisecond)

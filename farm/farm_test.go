@@ -114,7 +114,7 @@ type startResultT struct {
 // startWatched starts an instance of pool in the background. It returns the
 // start's result channel and the instance as soon as its process is spawned;
 // it fails the test if the start ends before a process exists.
-func startWatched(t testing.TB, f *Farm, ctx context.Context, pool string) (<-chan startResultT, Instance) {
+func startWatched(ctx context.Context, t testing.TB, f *Farm, pool string) (<-chan startResultT, Instance) {
 	t.Helper()
 	spawned := make(chan Instance, 1)
 	f.hookSpawned = func(inst Instance) {
@@ -277,7 +277,7 @@ func TestStartTimeoutKillsChild(t *testing.T) {
 	f := newTestFarm(t, Config{Slots: 1, Pools: []PoolSpec{p}})
 
 	begin := time.Now()
-	res, starting := startWatched(t, f, startCtx(t), "never")
+	res, starting := startWatched(startCtx(t), t, f, "never")
 	r := <-res
 	require.ErrorIs(t, r.err, ErrStartTimeout)
 	require.GreaterOrEqual(t, time.Since(begin), time.Second)
@@ -293,7 +293,7 @@ func TestStartContextCanceled(t *testing.T) {
 	f := newTestFarm(t, Config{Slots: 1, Pools: []PoolSpec{childPool("never", "never")}})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	res, starting := startWatched(t, f, ctx, "never")
+	res, starting := startWatched(ctx, t, f, "never")
 	require.Equal(t, []Instance{starting}, f.Instances(), "a starting instance is listed")
 	cancel()
 	r := <-res
@@ -447,7 +447,7 @@ func TestStopWhileStarting(t *testing.T) {
 	f := newTestFarm(t, Config{Slots: 1, Pools: []PoolSpec{childPool("slow", "slow", delayEnv+"=1h")},
 		OnExit: func(Instance, error) { mu.Lock(); crashes++; mu.Unlock() },
 	})
-	res, starting := startWatched(t, f, startCtx(t), "slow")
+	res, starting := startWatched(startCtx(t), t, f, "slow")
 
 	require.NoError(t, f.StopInstance(startCtx(t), starting.ID))
 	r := <-res
@@ -473,7 +473,7 @@ func TestClose(t *testing.T) {
 		killOnCleanup(t, inst.PID)
 		pids = append(pids, inst.PID)
 	}
-	res, starting := startWatched(t, f, startCtx(t), "slow")
+	res, starting := startWatched(startCtx(t), t, f, "slow")
 
 	require.NoError(t, f.Close(startCtx(t)))
 	for _, pid := range append(pids, starting.PID) {

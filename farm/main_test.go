@@ -135,7 +135,8 @@ func answer(c net.Conn) {
 			fmt.Fprintf(c, "%d\n", gc.Process.Pid)
 		case "exit":
 			code, _ := strconv.Atoi(arg)
-			os.Exit(code)
+			_ = c.Close()
+			os.Exit(code) //nolint:gocritic // a child process exiting on command; c is closed above
 		}
 	}
 }

@@ -369,7 +369,7 @@ func TestEndpoint(t *testing.T) {
 	f := newTestFarm(t, Config{Slots: 1, Pools: []PoolSpec{childPool("slow", "slow", delayEnv+"=1h")}})
 	_, _, err := f.Endpoint("nope")
 	require.ErrorIs(t, err, ErrNotFound)
-	res, starting := startWatched(t, f, startCtx(t), "slow")
+	res, starting := startWatched(startCtx(t), t, f, "slow")
 	_, _, err = f.Endpoint(starting.ID)
 	require.ErrorIs(t, err, ErrNotFound, "a starting instance has no endpoint yet")
 	require.NoError(t, f.StopInstance(startCtx(t), starting.ID))

@@ -7,8 +7,9 @@ import (
 	"sync"
 	"time"
 
-	"github.com/drover-dev/drover/session"
 	"github.com/gorilla/websocket"
+
+	"github.com/drover-dev/drover/session"
 )
 
 const (

@@ -157,7 +157,10 @@ func (w *Worker) Serve(ctx context.Context, ln net.Listener) error {
 	// context derives from.
 	_ = srv.Close()
 	if err == nil {
-		<-served
+		// http.ErrServerClosed, caused by the Close above.
+		if serr := <-served; !errors.Is(serr, http.ErrServerClosed) {
+			err = serr
+		}
 	}
 	conns.closeAndWait()
 	return err
