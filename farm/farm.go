@@ -772,20 +772,9 @@ func randHex(n int) string {
 	return hex.EncodeToString(b)
 }
 
-// defaultID derives a farm id from the host name: its first label, reduced
-// to [a-z0-9-], plus a random suffix so two farms on one host differ.
+// defaultID derives a farm id from the host name's first label plus a
+// random suffix, so two farms on one host differ.
 func defaultID() string {
 	host, _ := os.Hostname()
-	host, _, _ = strings.Cut(strings.ToLower(host), ".")
-	host = strings.Map(func(r rune) rune {
-		if r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-' {
-			return r
-		}
-		return '-'
-	}, host)
-	host = strings.Trim(host, "-")
-	if len(host) > 32 {
-		host = host[:32]
-	}
-	return cmp.Or(host, "farm") + "-" + randHex(3)
+	return hostLabel(host) + "-" + randHex(3)
 }
