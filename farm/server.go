@@ -46,6 +46,11 @@ type ServerConfig struct {
 	// connected to belongs to a manager that died or forgot it, and would
 	// otherwise hold its slot for good.
 	OrphanGrace time.Duration
+	// Direct advertises native and stream instances at their own ports
+	// (ws://Addr/), so managers connect to them without the farm's relay;
+	// Config.Host must then be reachable by the managers. Such connections
+	// do not pass the farm, so OrphanGrace should be off (negative).
+	Direct bool
 	// Gatherer, when set, is served at /metrics (behind the token too).
 	Gatherer prometheus.Gatherer
 	// Logger receives the server's log; nil discards. The token is never
@@ -213,9 +218,14 @@ func (s *Server) serveStart(w http.ResponseWriter, r *http.Request) {
 		writeError(w, code, err.Error())
 		return
 	}
-	// The manager reaches the instance through this farm; it builds the URL
-	// from the address it registered the farm with.
+	// The manager reaches the instance through this farm, building the URL
+	// from the address it registered the farm with, unless the farm
+	// advertises its instances' own ports (native and stream only: the
+	// others are spoken to by the farm).
 	inst.URL = ""
+	if s.cfg.Direct && (inst.Protocol == "" || inst.Protocol == ProtocolNative || inst.Protocol == ProtocolStream) {
+		inst.URL = "ws://" + inst.Addr + "/"
+	}
 	writeJSON(w, http.StatusOK, inst)
 }
 

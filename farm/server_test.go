@@ -533,3 +533,23 @@ func TestServerLiveliness(t *testing.T) {
 	require.Equal(t, http.StatusUnauthorized, code)
 	require.Len(t, ts.f.Instances(), 1)
 }
+
+// With Direct, native instances are advertised at their own port; without
+// it, the URL is left to the manager (the farm's one port).
+func TestServerDirectURLs(t *testing.T) {
+	for _, direct := range []bool{false, true} {
+		t.Run(fmt.Sprint("direct=", direct), func(t *testing.T) {
+			ts := newTestServer(t, Config{Slots: 1, Pools: []PoolSpec{childPool("p", "listen")}},
+				ServerConfig{Direct: direct, OrphanGrace: -1})
+			code, body := ts.do(t, "POST", PathInstances, `{"pool":"p"}`, nil)
+			require.Equal(t, http.StatusOK, code, body)
+			var inst Instance
+			require.NoError(t, json.Unmarshal([]byte(body), &inst))
+			if direct {
+				require.Equal(t, "ws://"+inst.Addr+"/", inst.URL)
+			} else {
+				require.Empty(t, inst.URL)
+			}
+		})
+	}
+}

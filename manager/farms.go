@@ -97,9 +97,7 @@ func (r *remoteFarm) StartInstanceWith(ctx context.Context, pool string, opts fa
 		return farm.Instance{}, err
 	}
 	if inst.URL == "" {
-		ws := *r.base
-		ws.Scheme = strings.Replace(ws.Scheme, "http", "ws", 1)
-		inst.URL = ws.JoinPath(farm.PathInstance, inst.ID).String()
+		inst.URL = r.wsBase() + farm.PathInstance + url.PathEscape(inst.ID)
 	}
 	return inst, nil
 }
@@ -126,17 +124,33 @@ func instanceURL(info farm.Instance) string {
 	return "ws://" + info.Addr + "/"
 }
 
+// viaFarm is implemented by farms that serve instances behind their own
+// port: Header carries the farm token, Serves tells which URLs are theirs.
+type viaFarm interface {
+	Header() http.Header
+	Serves(url string) bool
+}
+
 // farmHeader is sent when connecting to an instance through its farm's
-// port (info.URL set): it carries the farm token, which the farm strips.
-// Never to an instance reached directly: it must not see the token.
+// port: it carries the farm token, which the farm strips. Never to an
+// instance reached directly (a farm advertising direct ports): it must not
+// see the token.
 func farmHeader(f Farm, info farm.Instance) http.Header {
-	if info.URL == "" {
-		return nil
-	}
-	if h, ok := f.(interface{ Header() http.Header }); ok {
-		return h.Header()
+	if v, ok := f.(viaFarm); ok && info.URL != "" && v.Serves(info.URL) {
+		return v.Header()
 	}
 	return nil
+}
+
+// Serves reports whether url goes through the farm's own port.
+func (r *remoteFarm) Serves(url string) bool {
+	return strings.HasPrefix(url, r.wsBase()+farm.PathInstance)
+}
+
+func (r *remoteFarm) wsBase() string {
+	ws := *r.base
+	ws.Scheme = strings.Replace(ws.Scheme, "http", "ws", 1)
+	return strings.TrimSuffix(ws.String(), "/")
 }
 
 // tokenEqual compares secrets in constant time; hashing first hides their

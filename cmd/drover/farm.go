@@ -49,6 +49,8 @@ comma-separated (DROVER_MANAGER=http://a:8181,http://b:8181).`,
 	fs.StringToString("labels", nil, "labels clients can ask for, k=v,...")
 	fs.Int("priority", 0, "placement priority; higher farms are filled first")
 	fs.String("id", "", "farm id (default derived from the host name and --addr)")
+	fs.Bool("direct", false, "advertise native and stream instances at their own ports instead of the farm's one port")
+	fs.String("instance-host", "127.0.0.1", "address instances listen on (with --direct: one managers can reach)")
 	fs.String("name", "", "display name (default the id)")
 	fs.String("state-dir", "", "where the farm records its instance processes (default $XDG_STATE_HOME/drover/farm-ID or /tmp/drover-farm-ID)")
 	fs.Duration("max-drain", 5*time.Minute, "longest wait for sessions to end when draining")

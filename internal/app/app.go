@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -176,6 +177,9 @@ type localFarm struct {
 
 // Header is sent with connections through the farm server.
 func (l *localFarm) Header() http.Header { return l.header }
+
+// Serves reports whether url goes through the farm server.
+func (l *localFarm) Serves(url string) bool { return strings.HasPrefix(url, l.base+farm.PathInstance) }
 
 func (l *localFarm) StartInstance(ctx context.Context, pool string) (farm.Instance, error) {
 	return l.StartInstanceWith(ctx, pool, farm.StartOptions{})

@@ -40,7 +40,11 @@ type FarmConfig struct {
 	Name string `koanf:"name"`
 	// StateDir holds the farm's instances.json; default
 	// farm.DefaultStateDir(ID).
-	StateDir      string        `koanf:"state_dir"`
+	StateDir string `koanf:"state_dir"`
+	// Direct advertises instances' own ports to managers instead of the
+	// farm's one port; InstanceHost is the address they listen on.
+	Direct        bool          `koanf:"direct"`
+	InstanceHost  string        `koanf:"instance_host"`
 	MaxDrain      time.Duration `koanf:"max_drain"`
 	OrphanGrace   time.Duration `koanf:"orphan_grace"`
 	ShutdownGrace time.Duration `koanf:"shutdown_grace"`
@@ -116,6 +120,7 @@ func NewFarm(cfg FarmConfig, log *slog.Logger, reg *prometheus.Registry) (n *Far
 		Logger:     flog,
 		Registerer: reg,
 		StateDir:   cfg.StateDir,
+		Host:       cfg.InstanceHost,
 	})
 	if err != nil {
 		return nil, err
@@ -139,7 +144,8 @@ func NewFarm(cfg FarmConfig, log *slog.Logger, reg *prometheus.Registry) (n *Far
 		Token:       cfg.Token,
 		Relay:       relay,
 		Require:     agent.AddManager,
-		OrphanGrace: cfg.OrphanGrace,
+		OrphanGrace: orphanGrace(cfg),
+		Direct:      cfg.Direct,
 		Gatherer:    reg,
 		Logger:      flog,
 	})
@@ -225,4 +231,13 @@ func (n *FarmNode) Run(ctx context.Context) error {
 	}
 	errs = append(errs, n.Server.Close())
 	return errors.Join(errs...)
+}
+
+// orphanGrace turns the orphan sweeper off for a farm advertising direct
+// ports: managers' connections to its instances do not pass the farm.
+func orphanGrace(cfg FarmConfig) time.Duration {
+	if cfg.Direct {
+		return -1
+	}
+	return cfg.OrphanGrace
 }
