@@ -6,8 +6,9 @@ import (
 	"io"
 	"time"
 
-	"github.com/drover-dev/drover/session"
 	"github.com/gorilla/websocket"
+
+	"github.com/drover-dev/drover/session"
 )
 
 // messageWriter is the write side of a connection. It is an interface only so
