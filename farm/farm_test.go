@@ -251,8 +251,9 @@ func TestStartErrors(t *testing.T) {
 	_, err = f.StartInstance(startCtx(t), "p")
 	require.NoError(t, err)
 	f.mu.Lock()
-	require.Len(t, f.ports, 1)
+	ports := len(f.ports)
 	f.mu.Unlock()
+	require.Equal(t, 1, ports)
 }
 
 func TestNoSlot(t *testing.T) {
@@ -284,8 +285,9 @@ func TestStartTimeoutKillsChild(t *testing.T) {
 	require.True(t, gone(starting.PID), "the child is reaped when StartInstance returns")
 	require.Empty(t, f.Instances())
 	f.mu.Lock()
-	require.Zero(t, f.used, "slot freed")
+	used := f.used
 	f.mu.Unlock()
+	require.Zero(t, used, "slot freed")
 }
 
 func TestStartContextCanceled(t *testing.T) {
