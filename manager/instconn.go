@@ -1,12 +1,16 @@
 package manager
 
 import (
-	"bytes"
+	"bufio"
 	"context"
+	crand "crypto/rand"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
+	"net"
 	"net/http"
 	"strconv"
 	"sync"
@@ -14,6 +18,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/drover-dev/drover/internal/wsframe"
 	"github.com/drover-dev/drover/session"
 )
 
@@ -21,9 +26,26 @@ import (
 // protocol. Tasks on it are serial: the session holding the instance calls
 // call one task at a time, and a reader goroutine dispatches every frame
 // that comes back to that task's ResultWriter.
+//
+// Frames are read with wsframe, which tells the reader whether more input
+// is buffered: while it is, the results dispatched to a client connection
+// are held and go out in one write, with the task's done frame when that
+// came in the same read.
 type instConn struct {
-	ws     *websocket.Conn
+	conn   net.Conn
+	rd     wsframe.Reader
 	onLost func(error)
+	// held is a client connection whose writes wait while the reader has
+	// more frames at hand, so that they go out together; only the reader
+	// goroutine uses it.
+	held *clientConn
+
+	// wmu serialises writes: tasks from the session, pongs from the reader,
+	// the close frame from close. Frames to a server are masked, with a
+	// fresh key each (RFC 6455 5.3) from rng.
+	wmu  sync.Mutex
+	rng  *rand.ChaCha8
+	wbuf []byte
 
 	mu     sync.Mutex
 	cur    *call // the task in flight, nil when idle
@@ -34,55 +56,123 @@ type instConn struct {
 
 	dead      chan struct{}
 	closeOnce sync.Once
-	wbuf      []byte // owned by the caller of call, serialised by the session
 }
 
 type call struct {
 	seq       uint64
 	w         session.ResultWriter // nil once the caller gave up on the task
+	s         *Session             // whose client the reader may hold
 	abandoned bool
 	done      chan error // buffered 1
 }
 
 var errInstanceLost = session.NewError(session.CodeInstanceLost, "the instance was lost")
 
-var instanceDialer = websocket.Dialer{
-	ReadBufferSize:   16 << 10,
-	WriteBufferSize:  16 << 10,
-	HandshakeTimeout: 10 * time.Second,
-}
+const (
+	instHandshakeTimeout = 10 * time.Second
+	// instReadBuffer holds many small frames per read; larger payloads
+	// are read straight into the message buffer.
+	instReadBuffer = 16 << 10
+)
 
 func dialInstance(ctx context.Context, url string, header http.Header, readLimit int64, onLost func(error)) (*instConn, error) {
-	ws, _, err := instanceDialer.DialContext(ctx, url, header)
+	ctx, cancel := context.WithTimeout(ctx, instHandshakeTimeout)
+	defer cancel()
+	conn, rest, err := wsframe.Dial(ctx, url, header)
 	if err != nil {
 		return nil, err
 	}
-	ws.SetReadLimit(readLimit)
-	c := &instConn{ws: ws, onLost: onLost, dead: make(chan struct{})}
+	var seed [32]byte
+	_, _ = crand.Read(seed[:])
+	c := &instConn{conn: conn, onLost: onLost, dead: make(chan struct{}), rng: rand.NewChaCha8(seed)}
+	src := &instSource{c: c, rest: rest}
+	c.rd = wsframe.Reader{R: bufio.NewReaderSize(src, instReadBuffer), Limit: readLimit, Ping: c.pong}
 	c.one.done = make(chan error, 1)
 	go c.readLoop()
 	return c, nil
 }
 
-// call sends one task and blocks until the instance finishes it, the timer
-// fires, or ctx ends. Results are written to w from the reader goroutine
-// while call waits; w is not used after call returns.
-func (c *instConn) call(ctx context.Context, data []byte, w session.ResultWriter, timer *time.Timer, timeout time.Duration) error {
-	timer.Reset(timeout)
-	defer timer.Stop()
-	cl, err := c.begin(ctx, w, timer)
-	if err != nil {
-		return err
+// instSource is the connection as the reader's buffer sees it: first what
+// came with the handshake, then the socket. A read from the socket may
+// block, so whatever the reader holds goes out before it: a streamed result
+// never waits for the next frame.
+type instSource struct {
+	c    *instConn
+	rest []byte
+}
+
+func (s *instSource) Read(p []byte) (int, error) {
+	if len(s.rest) > 0 {
+		n := copy(p, s.rest)
+		s.rest = s.rest[n:]
+		return n, nil
 	}
-	c.wbuf = session.AppendTaskSeq(c.wbuf[:0], cl.seq, data)
-	err = c.ws.SetWriteDeadline(time.Now().Add(timeout))
+	s.c.release(true)
+	return s.c.conn.Read(p)
+}
+
+// release ends the reader's hold on a client connection; flush writes
+// what waits, otherwise the caller of the finished task writes it with its
+// done or error frame.
+func (c *instConn) release(flush bool) {
+	if c.held != nil {
+		_ = c.held.w.Release(flush)
+		c.held = nil
+	}
+}
+
+// writeTask sends a task frame, built in place.
+func (c *instConn) writeTask(seq uint64, data []byte, timeout time.Duration) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	b, start := wsframe.Begin(c.wbuf[:0])
+	b = session.AppendTaskSeq(b, seq, data)
+	key := c.maskKey()
+	c.wbuf = wsframe.End(b, start, wsframe.OpText, &key)
+	return c.writeLocked(timeout)
+}
+
+// writeControl sends a control frame.
+func (c *instConn) writeControl(op byte, payload []byte) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	key := c.maskKey()
+	c.wbuf = wsframe.AppendFrame(c.wbuf[:0], op, payload, &key)
+	return c.writeLocked(time.Second)
+}
+
+func (c *instConn) maskKey() (key [4]byte) {
+	binary.LittleEndian.PutUint32(key[:], uint32(c.rng.Uint64()))
+	return key
+}
+
+func (c *instConn) writeLocked(timeout time.Duration) error {
+	err := c.conn.SetWriteDeadline(time.Now().Add(timeout))
 	if err == nil {
-		err = c.ws.WriteMessage(websocket.TextMessage, c.wbuf)
+		_, err = c.conn.Write(c.wbuf)
 	}
 	if cap(c.wbuf) > 1<<20 {
 		c.wbuf = nil
 	}
+	return err
+}
+
+// pong answers a ping from the instance; the reader calls it.
+func (c *instConn) pong(payload []byte) {
+	_ = c.writeControl(wsframe.OpPong, payload)
+}
+
+// call sends one task and blocks until the instance finishes it, the timer
+// fires, or ctx ends. Results are written to w from the reader goroutine
+// while call waits; w is not used after call returns.
+func (c *instConn) call(ctx context.Context, data []byte, w session.ResultWriter, s *Session, timer *time.Timer, timeout time.Duration) error {
+	timer.Reset(timeout)
+	defer timer.Stop()
+	cl, err := c.begin(ctx, w, s, timer)
 	if err != nil {
+		return err
+	}
+	if err := c.writeTask(cl.seq, data, timeout); err != nil {
 		c.fail(fmt.Errorf("write task: %w", err))
 		return <-cl.done
 	}
@@ -106,7 +196,7 @@ func (c *instConn) call(ctx context.Context, data []byte, w session.ResultWriter
 // running on the instance it waits for it to end: the instance is serial,
 // and frames without ids (binary results) must not be attributed to the
 // wrong task.
-func (c *instConn) begin(ctx context.Context, w session.ResultWriter, timer *time.Timer) (*call, error) {
+func (c *instConn) begin(ctx context.Context, w session.ResultWriter, s *Session, timer *time.Timer) (*call, error) {
 	for {
 		c.mu.Lock()
 		if c.closed {
@@ -116,7 +206,7 @@ func (c *instConn) begin(ctx context.Context, w session.ResultWriter, timer *tim
 		if c.cur == nil {
 			c.seq++
 			cl := &c.one
-			cl.seq, cl.w, cl.abandoned = c.seq, w, false
+			cl.seq, cl.w, cl.s, cl.abandoned = c.seq, w, s, false
 			c.cur = cl
 			c.mu.Unlock()
 			return cl, nil
@@ -163,58 +253,77 @@ func (c *instConn) finishLocked(err error) {
 
 func (c *instConn) readLoop() {
 	var (
-		buf bytes.Buffer
+		buf []byte
 		f   session.Frame
 	)
 	for {
-		mt, r, err := c.ws.NextReader()
+		op, msg, err := c.rd.Next(buf[:0])
+		buf = msg
 		if err != nil {
-			c.fail(err)
+			c.release(true)
+			c.readFailed(err)
 			return
 		}
-		buf.Reset()
-		if _, err := buf.ReadFrom(r); err != nil {
-			c.fail(err)
-			return
-		}
-		if mt == websocket.BinaryMessage {
-			c.mu.Lock()
-			if c.cur != nil && c.cur.w != nil {
-				if err := c.cur.w.WriteBinary(buf.Bytes()); err != nil {
-					c.cur.w = nil // the client is gone; the task still ends normally
-				}
+		var seq uint64
+		if op == wsframe.OpText {
+			if err := session.Decode(msg, &f); err != nil {
+				c.release(true)
+				c.fail(fmt.Errorf("bad frame from instance: %w", err))
+				return
 			}
-			c.mu.Unlock()
-			continue
-		}
-		if err := session.Decode(buf.Bytes(), &f); err != nil {
-			c.fail(fmt.Errorf("bad frame from instance: %w", err))
-			return
-		}
-		seq, err := strconv.ParseUint(string(f.ID), 10, 64)
-		if err != nil {
-			continue // not about a task of ours (an event, a pong)
+			if seq, err = strconv.ParseUint(string(f.ID), 10, 64); err != nil {
+				continue // not about a task of ours (an event, a pong)
+			}
 		}
 		c.mu.Lock()
-		if cl := c.cur; cl != nil && cl.seq == seq {
-			switch f.Type {
-			case session.FrameResult:
-				if cl.w != nil {
-					if err := cl.w.WriteResult(f.Data); err != nil {
-						cl.w = nil
-					}
+		if cl := c.cur; cl != nil && (op == wsframe.OpBinary || cl.seq == seq) {
+			writes := op == wsframe.OpBinary || f.Type == session.FrameResult
+			if writes && cl.w != nil && c.held == nil && cl.s != nil && c.rd.R.Buffered() > 0 {
+				c.held = cl.s.holdClient()
+			}
+			switch {
+			case op == wsframe.OpBinary:
+				if cl.w != nil && cl.w.WriteBinary(msg) != nil {
+					cl.w = nil // the client is gone; the task still ends normally
 				}
-			case session.FrameDone:
-				c.finishLocked(nil)
-			case session.FrameError:
-				c.finishLocked(parseInstanceError(f.Error))
+			case f.Type == session.FrameResult:
+				if cl.w != nil && cl.w.WriteResult(f.Data) != nil {
+					cl.w = nil
+				}
+			case f.Type == session.FrameDone, f.Type == session.FrameError:
+				// The caller writes done or error next, with what is held,
+				// unless it gave up on the task.
+				c.release(cl.abandoned)
+				if f.Type == session.FrameDone {
+					c.finishLocked(nil)
+				} else {
+					c.finishLocked(parseInstanceError(f.Error))
+				}
 			}
 		}
 		c.mu.Unlock()
-		if buf.Cap() > 1<<20 {
-			buf = bytes.Buffer{}
+		if cap(buf) > 1<<20 {
+			buf = nil
 		}
 	}
+}
+
+// readFailed answers what ended the read loop as gorilla would have, with
+// a close frame where one is due, and reports the loss.
+func (c *instConn) readFailed(err error) {
+	var (
+		ce *wsframe.CloseError
+		pe *wsframe.ProtocolError
+	)
+	switch {
+	case errors.As(err, &ce):
+		_ = c.writeControl(wsframe.OpClose, wsframe.ClosePayload(nil, ce.Code, ""))
+	case errors.As(err, &pe):
+		_ = c.writeControl(wsframe.OpClose, wsframe.ClosePayload(nil, wsframe.CloseProtocolError, pe.Reason))
+	case errors.Is(err, wsframe.ErrReadLimit):
+		_ = c.writeControl(wsframe.OpClose, wsframe.ClosePayload(nil, wsframe.CloseMessageTooBig, ""))
+	}
+	c.fail(err)
 }
 
 func parseInstanceError(raw []byte) error {
@@ -243,9 +352,9 @@ func (c *instConn) fail(err error) {
 	c.mu.Unlock()
 	c.closeOnce.Do(func() {
 		close(c.dead)
-		_ = c.ws.Close()
+		_ = c.conn.Close()
 	})
-	if errors.Is(err, io.ErrUnexpectedEOF) || websocket.IsCloseError(err, websocket.CloseAbnormalClosure) {
+	if errors.Is(err, io.ErrUnexpectedEOF) {
 		err = errors.New("connection to the instance broke")
 	}
 	if c.onLost != nil {
@@ -268,8 +377,8 @@ func (c *instConn) close() {
 	}
 	c.closeOnce.Do(func() {
 		close(c.dead)
-		_ = c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), time.Now().Add(time.Second))
-		_ = c.ws.Close()
+		_ = c.writeControl(wsframe.OpClose, wsframe.ClosePayload(nil, websocket.CloseNormalClosure, ""))
+		_ = c.conn.Close()
 	})
 }
 

@@ -130,11 +130,15 @@ func (s *Session) serveInstance(ctx context.Context, t *session.Task, w session.
 	if s.inst.conn == nil {
 		return session.NewError(session.CodeBadRequest, "a stream session takes no tasks")
 	}
-	return s.inst.conn.call(ctx, t.Data, w, s.timer, s.pool.cfg.TaskTimeout)
+	return s.inst.conn.call(ctx, t.Data, w, s, s.timer, s.pool.cfg.TaskTimeout)
 }
 
 // run serves one task through the chain. The caller writes done or error.
-func (s *Session) run(t *session.Task, w session.ResultWriter) error {
+//
+// then, when set, runs before the next task may start: the WebSocket reader
+// writes the done or error frame there, so that an instance_lost event,
+// which waits for the task in flight, always comes after it.
+func (s *Session) run(t *session.Task, w session.ResultWriter, then func(error)) error {
 	s.taskMu.Lock()
 	defer s.taskMu.Unlock()
 	s.inFlight.Add(1)
@@ -149,6 +153,9 @@ func (s *Session) run(t *session.Task, w session.ResultWriter) error {
 	}
 	s.touch()
 	s.m.metrics.observeTask(s.pool.cfg.Name, err, time.Since(start))
+	if then != nil {
+		then(err)
+	}
 	return err
 }
 
@@ -192,7 +199,7 @@ func (s *Session) Execute(ctx context.Context, data []byte) ([]Result, error) {
 	t := session.Task{Data: data, Session: &s.info}
 	done := make(chan error, 1)
 	// The task runs under the session's context; ctx only bounds the wait.
-	s.m.goTracked(func() { done <- s.run(&t, &c) })
+	s.m.goTracked(func() { done <- s.run(&t, &c, nil) })
 	select {
 	case err := <-done:
 		return c.results, err

@@ -1,9 +1,10 @@
 package manager
 
 import (
+	"bufio"
 	"context"
 	"errors"
-	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -13,88 +14,61 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/drover-dev/drover/internal/wsframe"
 	"github.com/drover-dev/drover/middleware"
 	"github.com/drover-dev/drover/session"
 )
 
-// clientConn is one client WebSocket. Writes come from the session's task
-// loop, the instance reader (results) and the manager (events), so they are
-// serialised by wmu; each encodes into a pooled buffer.
+// clientConn is one client WebSocket. gorilla answers the handshake; the
+// frames are drover's own (wsframe): reads allocate nothing per message,
+// and writes from the session's task loop, the instance reader (results)
+// and the manager (events) are gathered by one Writer, which is also the
+// only thing that writes to the connection.
 type clientConn struct {
-	ws      *websocket.Conn
-	m       *Manager
-	wmu     sync.Mutex
-	timeout time.Duration
+	conn net.Conn
+	rd   wsframe.Reader
+	w    wsframe.Writer
 }
 
-type byteBuf struct{ b []byte }
+// clientReadBuffer buffers a client's input: one read holds a task frame
+// of common size, larger messages are read straight into their buffer, and
+// an idle connection keeps no more than this.
+const clientReadBuffer = 512
 
-var bufPool = sync.Pool{New: func() any { return &byteBuf{b: make([]byte, 0, 512)} }}
+// closeTimeout bounds the write of a close frame.
+const closeTimeout = time.Second
 
-func getBuf() *byteBuf { return bufPool.Get().(*byteBuf) }
-
-func putBuf(b *byteBuf) {
-	if cap(b.b) > 64<<10 {
-		return // do not let one big message pin memory in the pool
-	}
-	b.b = b.b[:0]
-	bufPool.Put(b)
+func newClientConn(m *Manager, conn net.Conn) *clientConn {
+	c := &clientConn{conn: conn}
+	c.rd = wsframe.Reader{R: bufio.NewReaderSize(conn, clientReadBuffer), FromClient: true,
+		Limit: m.cfg.MaxMessageSize, Ping: c.pong}
+	c.w.Reset(conn, m.cfg.WriteTimeout)
+	return c
 }
 
-// writePool lends gorilla its write buffers only while a write is under way,
-// so an idle connection holds none.
-type writePool struct{ p sync.Pool }
-
-func (w *writePool) Get() any  { return w.p.Get() }
-func (w *writePool) Put(v any) { w.p.Put(v) }
-
-var clientWritePool = &writePool{}
-
-func (c *clientConn) write(mt int, b []byte) error {
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	_ = c.ws.SetWriteDeadline(time.Now().Add(c.timeout))
-	return c.ws.WriteMessage(mt, b)
-}
-
+// writeResult writes a result; it waits while the instance reader holds
+// the connection.
 func (c *clientConn) writeResult(id, data []byte) error {
-	b := getBuf()
-	b.b = session.AppendResult(b.b, id, data)
-	err := c.write(websocket.TextMessage, b.b)
-	putBuf(b)
-	return err
+	return c.w.Text(false, func(b []byte) []byte { return session.AppendResult(b, id, data) })
 }
 
 func (c *clientConn) writeDone(id []byte) error {
-	b := getBuf()
-	b.b = session.AppendDone(b.b, id)
-	err := c.write(websocket.TextMessage, b.b)
-	putBuf(b)
-	return err
+	return c.w.Text(true, func(b []byte) []byte { return session.AppendDone(b, id) })
 }
 
 func (c *clientConn) writeError(id []byte, code, msg string) error {
-	b := getBuf()
-	b.b = session.AppendError(b.b, id, code, msg)
-	err := c.write(websocket.TextMessage, b.b)
-	putBuf(b)
-	return err
+	return c.w.Text(true, func(b []byte) []byte { return session.AppendError(b, id, code, msg) })
 }
 
 func (c *clientConn) writeEvent(name string, kv ...string) {
-	b := getBuf()
-	b.b = session.AppendEvent(b.b, name, kv...)
-	_ = c.write(websocket.TextMessage, b.b)
-	putBuf(b)
+	_ = c.w.Text(true, func(b []byte) []byte { return session.AppendEvent(b, name, kv...) })
 }
 
 func (c *clientConn) writeFrame(fn func([]byte) []byte) error {
-	b := getBuf()
-	b.b = fn(b.b)
-	err := c.write(websocket.TextMessage, b.b)
-	putBuf(b)
-	return err
+	return c.w.Text(true, fn)
 }
+
+func (c *clientConn) pong(payload []byte) { _ = c.w.Pong(payload) }
 
 // closeWith sends a close frame and closes the connection; the reader then
 // ends.
@@ -102,8 +76,8 @@ func (c *clientConn) closeWith(code int, reason string) {
 	if len(reason) > 120 {
 		reason = reason[:120]
 	}
-	_ = c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, reason), time.Now().Add(time.Second))
-	_ = c.ws.Close()
+	_ = c.w.Close(code, reason, closeTimeout)
+	_ = c.conn.Close()
 }
 
 // clientTask is one task read from a client, and the ResultWriter for it.
@@ -128,46 +102,70 @@ func (ct *clientTask) WriteResult(data []byte) error {
 // WriteBinary sends a binary result.
 func (ct *clientTask) WriteBinary(data []byte) error {
 	if c := ct.s.currentClient(); c != nil {
-		return c.write(websocket.BinaryMessage, data)
+		return c.w.Binary(false, data)
 	}
 	return nil
 }
 
-func (m *Manager) upgrader() *websocket.Upgrader {
-	return &websocket.Upgrader{
-		ReadBufferSize:  1024,
-		WriteBufferSize: 4096,
-		WriteBufferPool: clientWritePool,
-		CheckOrigin:     m.cfg.CheckOrigin,
+// holdClient makes the session's client connection gather the frames
+// written to it until the returned connection is released; nil when the
+// session has no client.
+func (s *Session) holdClient() *clientConn {
+	c := s.currentClient()
+	if c != nil {
+		c.w.Hold()
 	}
+	return c
+}
+
+// upgrader answers the handshake only: no buffer sizes, so that gorilla
+// reuses the ones net/http hijacked and allocates none of its own.
+func (m *Manager) upgrader() *websocket.Upgrader {
+	return &websocket.Upgrader{CheckOrigin: m.cfg.CheckOrigin}
 }
 
 // serveWS is the client endpoint: GET /ws?pool=P&wait=false&resume=TOKEN.
+// The handler returns once the session is set up and the connection's
+// read loop runs in a goroutine of its own: net/http and gin then drop
+// their buffers and state for the connection, which an idle client would
+// otherwise keep alive.
 func (m *Manager) serveWS(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	ws, err := m.upgrade.Upgrade(w, r, nil)
 	if err != nil {
 		return // the upgrader has answered with an HTTP error
 	}
-	ws.SetReadLimit(m.cfg.MaxMessageSize)
-	c := &clientConn{ws: ws, m: m, timeout: m.cfg.WriteTimeout}
+	// gorilla refuses clients that sent frames before the handshake was
+	// answered, so nothing is left in its buffers: the connection is ours.
+	c := newClientConn(m, ws.NetConn())
 	if !m.trackConn(c) {
 		c.closeWith(websocket.CloseGoingAway, "shutting down")
 		return
 	}
-	defer m.untrackConn(c)
+	s := m.startWS(c, r, q)
+	if s == nil {
+		m.untrackConn(c)
+		return
+	}
+	go func() {
+		defer m.untrackConn(c)
+		m.readLoop(s, c)
+	}()
+}
 
+// startWS resumes or opens the session of a new client connection. It
+// returns nil when it refused the client and closed the connection.
+func (m *Manager) startWS(c *clientConn, r *http.Request, q url.Values) *Session {
 	if tok := q.Get("resume"); tok != "" {
 		s := m.sessionByToken(tok)
 		if s == nil || !s.attach(c) {
 			_ = c.writeError(nil, session.CodeNotFound, "no resumable session for this token")
 			c.closeWith(websocket.ClosePolicyViolation, "unknown resume token")
-			return
+			return nil
 		}
 		_ = c.writeFrame(func(b []byte) []byte { return session.AppendWelcome(b, s.info.ID, s.info.Instance, s.token) })
 		m.log.Info("session resumed", "session", s.info.ID, "instance", s.info.Instance)
-		m.readLoop(s, c)
-		return
+		return s
 	}
 
 	poolName := q.Get("pool")
@@ -178,7 +176,7 @@ func (m *Manager) serveWS(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		_ = c.writeError(nil, session.CodeNotFound, err.Error())
 		c.closeWith(websocket.ClosePolicyViolation, "unknown pool")
-		return
+		return nil
 	}
 	s := m.newSession(p, r.RemoteAddr)
 	s.client = c
@@ -188,12 +186,12 @@ func (m *Manager) serveWS(w http.ResponseWriter, r *http.Request) {
 		_ = c.writeError(nil, code, msg)
 		c.closeWith(websocket.ClosePolicyViolation, "rejected")
 		s.cancel()
-		return
+		return nil
 	}
 	m.addSession(s)
 	wait := q.Get("wait") != "false" && q.Get("wait") != "0"
 	go m.placeWS(s, c, wait)
-	m.readLoop(s, c)
+	return s
 }
 
 // placeWS places a WebSocket session and greets it.
@@ -227,21 +225,24 @@ func (m *Manager) placeWS(s *Session, c *clientConn, wait bool) {
 // slows only its own client.
 func (m *Manager) readLoop(s *Session, c *clientConn) {
 	for {
-		mt, r, err := c.ws.NextReader()
-		if err != nil {
+		// Wait for input before taking a task buffer: an idle connection
+		// holds none.
+		if _, err := c.rd.R.Peek(1); err != nil {
 			m.clientGone(s, c, err)
-			return
-		}
-		if mt == websocket.BinaryMessage {
-			c.closeWith(websocket.CloseUnsupportedData, "binary frames are not accepted")
-			s.end("protocol violation", 0, true)
 			return
 		}
 		ct := taskPool.Get().(*clientTask)
-		ct.buf, err = readInto(ct.buf[:0], r)
+		op, buf, err := c.rd.Next(ct.buf[:0])
+		ct.buf = buf
 		if err != nil {
 			putTask(ct)
 			m.clientGone(s, c, err)
+			return
+		}
+		if op == wsframe.OpBinary {
+			putTask(ct)
+			c.closeWith(websocket.CloseUnsupportedData, "binary frames are not accepted")
+			s.end("protocol violation", 0, true)
 			return
 		}
 		if !m.handleFrame(s, c, ct) {
@@ -258,23 +259,6 @@ func putTask(ct *clientTask) {
 		ct.buf = make([]byte, 0, 1024)
 	}
 	taskPool.Put(ct)
-}
-
-// readInto appends everything from r to b.
-func readInto(b []byte, r io.Reader) ([]byte, error) {
-	for {
-		if len(b) == cap(b) {
-			b = append(b, 0)[:len(b)]
-		}
-		n, err := r.Read(b[len(b):cap(b)])
-		b = b[:len(b)+n]
-		if err == io.EOF {
-			return b, nil
-		}
-		if err != nil {
-			return b, err
-		}
-	}
 }
 
 // handleFrame acts on one client frame; false ends the read loop.
@@ -310,18 +294,24 @@ func (m *Manager) handleFrame(s *Session, c *clientConn, ct *clientTask) bool {
 		if ct.t.Data == nil {
 			ct.t.Data = nullJSON
 		}
-		err := s.run(&ct.t, ct)
-		// The instance reader may be the one that wrote the last result; the
-		// done frame goes to the connection the session has now.
-		out := s.currentClient()
-		if out == nil {
+		detached := false
+		_ = s.run(&ct.t, ct, func(err error) {
+			// The instance reader may be the one that wrote the last
+			// result; the done frame goes to the connection the session
+			// has now.
+			out := s.currentClient()
+			switch {
+			case out == nil:
+				detached = true
+			case err != nil:
+				code, msg := errorOf(err)
+				_ = out.writeError(ct.t.ID, code, msg)
+			default:
+				_ = out.writeDone(ct.t.ID)
+			}
+		})
+		if detached {
 			return !s.ended()
-		}
-		if err != nil {
-			code, msg := errorOf(err)
-			_ = out.writeError(ct.t.ID, code, msg)
-		} else {
-			_ = out.writeDone(ct.t.ID)
 		}
 	case session.FrameLogout:
 		s.end("logout", websocket.CloseNormalClosure, true)
@@ -369,20 +359,27 @@ func parseLabels(q url.Values) map[string]string {
 }
 
 // clientGone handles a read error: a close frame ends the session, a broken
-// connection detaches it for the resume window.
+// connection detaches it for the resume window. Close frames are answered
+// as gorilla does.
 func (m *Manager) clientGone(s *Session, c *clientConn, err error) {
-	var ce *websocket.CloseError
+	var (
+		ce *wsframe.CloseError
+		pe *wsframe.ProtocolError
+	)
 	switch {
-	case errors.Is(err, websocket.ErrReadLimit):
-		_ = c.ws.Close()
+	case errors.Is(err, wsframe.ErrReadLimit):
+		c.closeWith(websocket.CloseMessageTooBig, "")
 		s.end("message too big", 0, true)
-	case errors.As(err, &ce) && ce.Code != websocket.CloseAbnormalClosure:
-		_ = c.ws.Close()
+	case errors.As(err, &ce):
+		c.closeWith(ce.Code, "") // the reply echoes the code
 		if s.currentClient() == c || s.currentClient() == nil {
 			s.end("client closed", 0, true)
 		}
+	case errors.As(err, &pe):
+		c.closeWith(websocket.CloseProtocolError, pe.Reason)
+		s.detach(c)
 	default:
-		_ = c.ws.Close()
+		_ = c.conn.Close()
 		s.detach(c)
 	}
 }

@@ -7,8 +7,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/gorilla/websocket"
-
 	"github.com/drover-dev/drover/session"
 )
 
@@ -220,24 +218,16 @@ func patternAt(off, n int64) []byte {
 }
 
 // writeChunk sends the size bytes of stream content at off as one binary
-// frame.
+// frame, from the pattern table itself: out writes large frames with
+// writev, without copying.
 func (c *conn) writeChunk(off, size int64) error {
-	if size <= defaultChunk {
-		return c.out.WriteMessage(websocket.BinaryMessage, patternAt(off, size))
-	}
-	mw, err := c.ws.NextWriter(websocket.BinaryMessage)
-	if err != nil {
-		return err
-	}
+	c.parts = c.parts[:0]
 	for end := off + size; off < end; {
-		n, err := mw.Write(patternAt(off, end-off))
-		if err != nil {
-			_ = mw.Close()
-			return err
-		}
-		off += int64(n)
+		p := patternAt(off, end-off)
+		c.parts = append(c.parts, p)
+		off += int64(len(p))
 	}
-	return mw.Close()
+	return c.out.Binary(false, c.parts...)
 }
 
 func (c *conn) crash(id, data []byte) error {

@@ -1,23 +1,17 @@
 package worker
 
 import (
+	"bufio"
 	"context"
 	"errors"
-	"io"
+	"net"
 	"time"
 
 	"github.com/gorilla/websocket"
 
+	"github.com/drover-dev/drover/internal/wsframe"
 	"github.com/drover-dev/drover/session"
 )
-
-// messageWriter is the write side of a connection. It is an interface only so
-// that tests can measure the task path without gorilla's own allocations.
-type messageWriter interface {
-	WriteMessage(messageType int, data []byte) error
-}
-
-var _ messageWriter = (*websocket.Conn)(nil)
 
 // keepBuf is the largest buffer a connection keeps between tasks: one big
 // task should not pin megabytes for the life of the connection.
@@ -30,15 +24,21 @@ var errCrashed = errors.New("worker: crash requested")
 // conn is one connection. A single goroutine runs it: it reads a frame, runs
 // the task to its end, and only then reads the next one, which is what keeps
 // the tasks of a connection in order.
+//
+// Frames are wsframe's after gorilla's handshake. out is held for the
+// connection's life: results wait in its buffer and go out with the task's
+// done or error frame in one write (or every wsframe.FlushSize bytes while
+// a task streams).
 type conn struct {
 	w   *Worker
-	ws  *websocket.Conn
-	out messageWriter
+	nc  net.Conn
+	rd  wsframe.Reader
+	out wsframe.Writer
 	ctx context.Context
 
-	rbuf    []byte // the message being served; decoded frames alias it
-	wbuf    []byte // the frame being written
-	scratch []byte // result data built before it is framed
+	rbuf    []byte   // the message being served; decoded frames alias it
+	scratch []byte   // result data built before it is framed
+	parts   [][]byte // the slices of a large stream chunk
 
 	// A look-ahead read runs only while a task sleeps, to notice that the
 	// manager has gone. Its result is handed back through pending (or kept
@@ -53,23 +53,32 @@ type conn struct {
 }
 
 type readResult struct {
-	typ int
+	op  byte
 	buf []byte
 	err error
 }
 
-func (w *Worker) serveConn(ctx context.Context, ws *websocket.Conn) {
-	ws.SetReadLimit(maxMessageSize)
+func (w *Worker) newConn(ctx context.Context, nc net.Conn) *conn {
+	nc = rawSocket(nc)
 	c := &conn{
 		w:       w,
-		ws:      ws,
-		out:     ws,
+		nc:      nc,
 		ctx:     ctx,
 		rbuf:    make([]byte, 0, bufSize),
-		wbuf:    make([]byte, 0, bufSize),
 		scratch: make([]byte, 0, 64),
 	}
-	remote := ws.RemoteAddr().String()
+	c.rd = wsframe.Reader{R: bufio.NewReaderSize(nc, bufSize), FromClient: true, Limit: maxMessageSize,
+		Ping: func(p []byte) { _ = c.out.Pong(p) }}
+	c.out.Reset(nc, 0)
+	c.out.Hold()
+	return c
+}
+
+// serveConn serves an upgraded connection; gorilla has buffered nothing
+// of it, as it refuses clients that send before the handshake is answered.
+func (w *Worker) serveConn(ctx context.Context, nc net.Conn) {
+	c := w.newConn(ctx, nc)
+	remote := nc.RemoteAddr().String()
 	w.log.Debug("connection opened", "remote", remote)
 
 	connDone := make(chan struct{})
@@ -77,19 +86,19 @@ func (w *Worker) serveConn(ctx context.Context, ws *websocket.Conn) {
 	stop := context.AfterFunc(ctx, func() {
 		defer close(goingAway)
 		deadline := time.Now().Add(closeGrace)
-		msg := websocket.FormatCloseMessage(websocket.CloseGoingAway, "worker shutting down")
-		_ = ws.WriteControl(websocket.CloseMessage, msg, deadline)
+		// A task blocked writing to a peer that does not read gives up the
+		// writer at the deadline, so the close frame can follow.
+		_ = nc.SetWriteDeadline(deadline)
+		_ = c.out.Close(websocket.CloseGoingAway, "worker shutting down", closeGrace)
 		// The read loop now waits for the peer's close reply, but not for
-		// longer than the grace; net.Conn deadlines are safe to set from
-		// here, gorilla's own setters are not.
-		_ = ws.NetConn().SetReadDeadline(deadline)
+		// longer than the grace.
+		_ = nc.SetReadDeadline(deadline)
 		t := time.NewTimer(time.Until(deadline))
 		defer t.Stop()
 		select {
 		case <-connDone:
 		case <-t.C:
-			// A task blocked writing to a peer that does not read.
-			_ = ws.Close()
+			_ = nc.Close()
 		}
 	})
 
@@ -102,7 +111,7 @@ func (w *Worker) serveConn(ctx context.Context, ws *websocket.Conn) {
 		// Let the close frame go out before the socket closes.
 		<-goingAway
 	}
-	_ = ws.Close()
+	_ = nc.Close()
 	if c.reading {
 		<-c.pending
 	}
@@ -112,15 +121,34 @@ func (w *Worker) serveConn(ctx context.Context, ws *websocket.Conn) {
 // loop serves frames until the connection fails.
 func (c *conn) loop() error {
 	for {
-		typ, msg, err := c.read()
+		op, msg, err := c.read()
 		if err != nil {
 			c.readFailed = true
+			c.answer(err)
 			return err
 		}
-		if err := c.serve(typ, msg); err != nil {
+		if err := c.serve(op, msg); err != nil {
 			return err
 		}
 		c.trim()
+	}
+}
+
+// answer replies to what ended the peer's stream with the close frame due,
+// as gorilla would: the peer's close code echoed, 1002 for a protocol error,
+// 1009 for a message over the limit.
+func (c *conn) answer(err error) {
+	var (
+		ce *wsframe.CloseError
+		pe *wsframe.ProtocolError
+	)
+	switch {
+	case errors.As(err, &ce):
+		_ = c.out.Close(ce.Code, "", closeGrace)
+	case errors.As(err, &pe):
+		_ = c.out.Close(wsframe.CloseProtocolError, pe.Reason, closeGrace)
+	case errors.Is(err, wsframe.ErrReadLimit):
+		_ = c.out.Close(wsframe.CloseMessageTooBig, "", closeGrace)
 	}
 }
 
@@ -136,8 +164,8 @@ func (c *conn) drain() {
 
 // serve answers one message. It returns an error only when the connection is
 // no longer usable; protocol errors are answered with error frames.
-func (c *conn) serve(typ int, msg []byte) error {
-	if typ != websocket.TextMessage {
+func (c *conn) serve(op byte, msg []byte) error {
+	if op != wsframe.OpText {
 		return c.fail(nil, session.CodeBadRequest, "binary frames are not accepted")
 	}
 	var f session.Frame
@@ -162,7 +190,7 @@ func frameName(f *session.Frame) string {
 
 // read returns the next message: one a look-ahead read already has, or a
 // fresh one read into rbuf.
-func (c *conn) read() (int, []byte, error) {
+func (c *conn) read() (byte, []byte, error) {
 	var r readResult
 	switch {
 	case c.hasAhead:
@@ -171,43 +199,17 @@ func (c *conn) read() (int, []byte, error) {
 		r = <-c.pending
 		c.reading = false
 	default:
-		typ, buf, err := readMessage(c.ws, c.rbuf)
+		op, buf, err := c.rd.Next(c.rbuf[:0])
 		c.rbuf = buf
-		return typ, buf, err
+		return op, buf, err
 	}
 	// The look-ahead read used the spare buffer; the old message is served.
 	c.spare, c.rbuf = c.rbuf, r.buf
-	return r.typ, r.buf, r.err
-}
-
-// readMessage reads one message into buf, growing it as needed. Unlike
-// ReadMessage it reuses the caller's buffer.
-func readMessage(ws *websocket.Conn, buf []byte) (int, []byte, error) {
-	typ, r, err := ws.NextReader()
-	if err != nil {
-		return 0, buf, err
-	}
-	buf = buf[:0]
-	if cap(buf) == 0 {
-		buf = make([]byte, 0, bufSize)
-	}
-	for {
-		if len(buf) == cap(buf) {
-			buf = append(buf, 0)[:len(buf)]
-		}
-		n, err := r.Read(buf[len(buf):cap(buf)])
-		buf = buf[:len(buf)+n]
-		if err == io.EOF {
-			return typ, buf, nil
-		}
-		if err != nil {
-			return typ, buf, err
-		}
-	}
+	return r.op, r.buf, r.err
 }
 
 // lookAhead starts reading the next message in the background. Only one
-// read may run on a gorilla connection, so read waits for this one.
+// read may run on a connection, so read waits for this one.
 func (c *conn) lookAhead() {
 	if c.reading || c.hasAhead {
 		return
@@ -219,8 +221,8 @@ func (c *conn) lookAhead() {
 	buf := c.spare
 	c.spare = nil
 	go func() {
-		typ, b, err := readMessage(c.ws, buf)
-		c.pending <- readResult{typ: typ, buf: b, err: err}
+		op, b, err := c.rd.Next(buf[:0])
+		c.pending <- readResult{op: op, buf: b, err: err}
 	}()
 }
 
@@ -262,25 +264,21 @@ func (c *conn) trim() {
 	if cap(c.spare) > keepBuf {
 		c.spare = nil
 	}
-	if cap(c.wbuf) > keepBuf {
-		c.wbuf = make([]byte, 0, bufSize)
-	}
 	if cap(c.scratch) > keepBuf {
 		c.scratch = make([]byte, 0, 64)
 	}
 }
 
+// result writes a result frame; it waits in out for the task's end.
 func (c *conn) result(id, data []byte) error {
-	c.wbuf = session.AppendResult(c.wbuf[:0], id, data)
-	return c.out.WriteMessage(websocket.TextMessage, c.wbuf)
+	return c.out.Text(false, func(b []byte) []byte { return session.AppendResult(b, id, data) })
 }
 
+// done and fail end a task: they write out whatever waits with them.
 func (c *conn) done(id []byte) error {
-	c.wbuf = session.AppendDone(c.wbuf[:0], id)
-	return c.out.WriteMessage(websocket.TextMessage, c.wbuf)
+	return c.out.Text(true, func(b []byte) []byte { return session.AppendDone(b, id) })
 }
 
 func (c *conn) fail(id []byte, code, message string) error {
-	c.wbuf = session.AppendError(c.wbuf[:0], id, code, message)
-	return c.out.WriteMessage(websocket.TextMessage, c.wbuf)
+	return c.out.Text(true, func(b []byte) []byte { return session.AppendError(b, id, code, message) })
 }

@@ -53,8 +53,8 @@ const (
 	// maxMessageSize is the read limit per message, the same bound the
 	// manager applies to client frames.
 	maxMessageSize = 16 << 20
-	// bufSize is the initial size of every per-connection buffer and of
-	// gorilla's read and write buffers: tasks and results are small.
+	// bufSize is the initial size of every per-connection buffer: tasks
+	// and results are small.
 	bufSize = 4096
 	// closeGrace bounds a connection's close handshake at shutdown.
 	closeGrace = time.Second
@@ -84,10 +84,9 @@ func New(cfg Config) *Worker {
 		pid:        os.Getpid(),
 		state:      make(map[string][]byte),
 		upgrader: websocket.Upgrader{
-			ReadBufferSize: bufSize,
-			// No WriteBufferPool: a worker has one busy connection, from
-			// the manager, and gorilla's pool costs two allocations a write.
-			WriteBufferSize: bufSize,
+			// gorilla answers the handshake only (conn.go frames the
+			// messages): no buffer sizes, so it reuses net/http's.
+			//
 			// The worker listens on loopback and its only client is the
 			// farm's manager side: there is no browser origin to check.
 			CheckOrigin: func(*http.Request) bool { return true },
@@ -125,7 +124,7 @@ func (w *Worker) serveHTTP(rw http.ResponseWriter, r *http.Request) {
 		w.log.Debug("websocket upgrade failed", "remote", r.RemoteAddr, "err", err)
 		return
 	}
-	w.serveConn(r.Context(), ws)
+	w.serveConn(r.Context(), ws.NetConn())
 }
 
 // Serve accepts connections on ln until ctx is done, then closes ln, sends a

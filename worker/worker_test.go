@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -19,6 +20,8 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
+
+	"github.com/drover-dev/drover/internal/wsframe"
 )
 
 func TestMain(m *testing.M) {
@@ -511,22 +514,24 @@ func TestRun(t *testing.T) {
 	})
 }
 
-// discard is a messageWriter that keeps only the last message.
-type discard struct{ last []byte }
-
-func (d *discard) WriteMessage(_ int, data []byte) error {
-	d.last = append(d.last[:0], data...)
-	return nil
+// discard is a net.Conn that keeps only the last write, or with all set
+// everything written.
+type discard struct {
+	net.Conn
+	all  bool
+	last []byte
 }
 
-func newTestConn(out messageWriter) *conn {
-	return &conn{
-		w:       New(Config{}),
-		out:     out,
-		ctx:     context.Background(),
-		wbuf:    make([]byte, 0, bufSize),
-		scratch: make([]byte, 0, 64),
+func (d *discard) Write(b []byte) (int, error) {
+	if !d.all {
+		d.last = d.last[:0]
 	}
+	d.last = append(d.last, b...)
+	return len(b), nil
+}
+
+func newTestConn(out *discard) *conn {
+	return New(Config{}).newConn(context.Background(), out)
 }
 
 var echoTask = []byte(`{"type":"task","id":1,"data":{"command":"echo","payload":"0123456789abcdef"}}`)
@@ -535,12 +540,33 @@ func TestEchoPathDoesNotAllocate(t *testing.T) {
 	out := &discard{}
 	c := newTestConn(out)
 	allocs := testing.AllocsPerRun(1000, func() {
-		if err := c.serve(websocket.TextMessage, echoTask); err != nil {
+		if err := c.serve(wsframe.OpText, echoTask); err != nil {
 			panic(err)
 		}
 	})
 	require.Zero(t, allocs)
-	require.Equal(t, `{"type":"done","id":1}`, string(out.last))
+	// The result and the done frame go out in one write.
+	want := wsframe.AppendFrame(nil, wsframe.OpText,
+		[]byte(`{"type":"result","id":1,"data":{"command":"echo","payload":"0123456789abcdef"}}`), nil)
+	want = wsframe.AppendFrame(want, wsframe.OpText, []byte(`{"type":"done","id":1}`), nil)
+	require.Equal(t, string(want), string(out.last))
+}
+
+// TestStreamWritesLargeChunksWhole checks that a chunk larger than the
+// pattern table still goes out as one frame of the right content.
+func TestStreamWritesLargeChunksWhole(t *testing.T) {
+	out := &discard{all: true}
+	c := newTestConn(out)
+	require.NoError(t, c.writeChunk(7, 3*defaultChunk+5))
+	hdr := wsframe.AppendHeader(nil, wsframe.OpBinary, 3*defaultChunk+5, nil)
+	require.Equal(t, hdr, out.last[:len(hdr)])
+	body := out.last[len(hdr):]
+	require.Len(t, body, 3*defaultChunk+5)
+	for i, b := range body {
+		if b != byte(7+i) {
+			require.Failf(t, "wrong content", "byte %d is %d", i, b)
+		}
+	}
 }
 
 // BenchmarkEchoRoundTrip is the direct-to-worker baseline: one client
@@ -551,15 +577,18 @@ func BenchmarkEchoRoundTrip(b *testing.B) {
 	require.Len(b, results(b, "1", frames), 1)
 	require.NoError(b, ws.SetReadDeadline(time.Time{}))
 
-	buf := make([]byte, 0, bufSize)
+	buf := make([]byte, bufSize)
 	b.ReportAllocs()
 	for b.Loop() {
 		if err := ws.WriteMessage(websocket.TextMessage, echoTask); err != nil {
 			b.Fatal(err)
 		}
 		for range 2 { // result, done
-			var err error
-			if _, buf, err = readMessage(ws, buf); err != nil {
+			_, r, err := ws.NextReader()
+			if err != nil {
+				b.Fatal(err)
+			}
+			if _, err := io.ReadAtLeast(r, buf, 1); err != nil {
 				b.Fatal(err)
 			}
 		}
@@ -573,7 +602,7 @@ func BenchmarkEchoServe(b *testing.B) {
 	b.ReportAllocs()
 	b.SetBytes(int64(len(echoTask)))
 	for b.Loop() {
-		if err := c.serve(websocket.TextMessage, echoTask); err != nil {
+		if err := c.serve(wsframe.OpText, echoTask); err != nil {
 			b.Fatal(err)
 		}
 	}
