@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/drover-dev/drover/internal/testutil"
 )
 
 // fakeManager speaks the manager's side of the farm API (api.go) and
@@ -480,5 +482,5 @@ func newTestServerFor(t *testing.T, f *Farm, scfg ServerConfig) *testServer {
 		client.CloseIdleConnections()
 		require.NoError(t, s.Close())
 	})
-	return &testServer{f: f, s: s, http: hs, client: client, logs: &syncBuffer{}}
+	return &testServer{f: f, s: s, http: hs, client: client, logs: &testutil.SyncBuffer{}}
 }

@@ -1,7 +1,6 @@
 package farm
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -22,6 +21,7 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/stretchr/testify/require"
 
+	"github.com/drover-dev/drover/internal/testutil"
 	"github.com/drover-dev/drover/proxy"
 	"github.com/drover-dev/drover/worker"
 )
@@ -78,28 +78,10 @@ func workerPool(name string) PoolSpec {
 
 const testToken = "farm-test-token-7f3a9c" // distinctive, to find it in logs
 
-// syncBuffer collects log output from many goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // capture returns a debug logger that writes to the test output and to the
 // returned buffer.
-func capture(t testing.TB) (*slog.Logger, *syncBuffer) {
-	buf := &syncBuffer{}
+func capture(t testing.TB) (*slog.Logger, *testutil.SyncBuffer) {
+	buf := &testutil.SyncBuffer{}
 	w := io.MultiWriter(buf, t.Output())
 	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug})), buf
 }
@@ -109,7 +91,7 @@ type testServer struct {
 	s      *Server
 	http   *httptest.Server
 	client *http.Client
-	logs   *syncBuffer
+	logs   *testutil.SyncBuffer
 }
 
 func newTestServer(t *testing.T, fcfg Config, scfg ServerConfig) *testServer {

@@ -1,11 +1,12 @@
 package manager_test
 
 import (
-	"bytes"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -346,12 +347,17 @@ func TestBadFrames(t *testing.T) {
 	require.NoError(t, bin.ws.WriteMessage(websocket.BinaryMessage, []byte{1, 2, 3}))
 	require.Equal(t, websocket.CloseUnsupportedData, bin.closeCode())
 
-	// A 10 MiB message closes with 1009.
+	// A 10 MiB message closes with 1009. Only the frame header is sent (a
+	// masked text frame announcing 10 MiB): the server must refuse it from
+	// the header alone, and with nothing unread on its side its close
+	// reaches us as a close frame, not a reset.
 	big, _ := st.open("")
-	err := big.ws.WriteMessage(websocket.TextMessage, bytes.Repeat([]byte("x"), 10<<20))
-	if err == nil {
-		require.Equal(t, websocket.CloseMessageTooBig, big.closeCode())
-	}
+	hdr := []byte{0x81, 0x80 | 127}
+	hdr = binary.BigEndian.AppendUint64(hdr, 10<<20)
+	hdr = append(hdr, 1, 2, 3, 4) // mask key
+	_, err := big.ws.NetConn().Write(hdr)
+	require.NoError(t, err)
+	require.Equal(t, websocket.CloseMessageTooBig, big.closeCode())
 	other.one(`{"command":"echo"}`) // everyone else is still served
 }
 
@@ -407,9 +413,9 @@ func TestShutdownSendsCloseFrames(t *testing.T) {
 	require.Equal(t, websocket.CloseGoingAway, c.closeCode())
 }
 
-func httpGet(m *manager.Manager, path string) *responseRecorder {
+func httpGet(m *manager.Manager, path string) *httptest.ResponseRecorder {
 	req, _ := http.NewRequest(http.MethodGet, path, nil)
-	rec := newRecorder()
+	rec := httptest.NewRecorder()
 	m.Handler().ServeHTTP(rec, req)
 	return rec
 }

@@ -65,11 +65,24 @@ func (m *metrics) registerCapacity(reg prometheus.Registerer, capa func() Capaci
 	_ = reg.Register(gauge("drover_manager_capacity_busy", "Busy slots: bound, or starting for a waiting session.", func(c Capacity) int { return c.Busy }))
 }
 
-func (m *metrics) observeTask(pool string, err error, d time.Duration) {
-	code := "ok"
-	if err != nil {
-		code, _ = errorOf(err)
+// poolMetrics are one pool's task metrics, resolved once: looking a vector
+// child up per task would hash labels and take the vector's lock, a lock
+// shared by every session.
+type poolMetrics struct {
+	ok      prometheus.Counter
+	seconds prometheus.Observer
+}
+
+func (m *metrics) forPool(pool string) poolMetrics {
+	return poolMetrics{ok: m.tasks.WithLabelValues(pool, "ok"), seconds: m.taskSeconds.WithLabelValues(pool)}
+}
+
+func (m *metrics) observeTask(p *poolState, err error, d time.Duration) {
+	if err == nil {
+		p.metrics.ok.Inc()
+	} else {
+		code, _ := errorOf(err)
+		m.tasks.WithLabelValues(p.cfg.Name, code).Inc() // failures are rare
 	}
-	m.tasks.WithLabelValues(pool, code).Inc()
-	m.taskSeconds.WithLabelValues(pool).Observe(d.Seconds())
+	p.metrics.seconds.Observe(d.Seconds())
 }

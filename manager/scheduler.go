@@ -85,7 +85,8 @@ func (fe *farmEntry) matches(want map[string]string) bool {
 }
 
 type poolState struct {
-	cfg Pool
+	cfg     Pool
+	metrics poolMetrics
 	// idle holds the idle instances, oldest first: the oldest is handed out
 	// first so that every instance gets exercised.
 	idle []*instance
@@ -135,7 +136,7 @@ func newScheduler(m *Manager, pools []Pool) *scheduler {
 		pools:     map[string]*poolState{},
 	}
 	for _, p := range pools {
-		s.pools[p.Name] = &poolState{cfg: p}
+		s.pools[p.Name] = &poolState{cfg: p, metrics: m.metrics.forPool(p.Name)}
 	}
 	return s
 }
@@ -170,7 +171,7 @@ func (s *scheduler) addFarm(f Farm, remote bool) {
 			// get the default policy.
 			cfg := Pool{Name: p}
 			cfg.defaults()
-			s.pools[p] = &poolState{cfg: cfg}
+			s.pools[p] = &poolState{cfg: cfg, metrics: s.m.metrics.forPool(p)}
 		}
 	}
 	s.mu.Unlock()

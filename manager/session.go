@@ -152,7 +152,7 @@ func (s *Session) run(t *session.Task, w session.ResultWriter, then func(error))
 		err = s.handler.ServeTask(s.ctx, t, w)
 	}
 	s.touch()
-	s.m.metrics.observeTask(s.pool.cfg.Name, err, time.Since(start))
+	s.m.metrics.observeTask(s.pool, err, time.Since(start))
 	if then != nil {
 		then(err)
 	}

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -24,6 +23,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/drover-dev/drover/client"
+	"github.com/drover-dev/drover/internal/testutil"
 )
 
 // One manager and several farms, each a real drover process on loopback.
@@ -33,29 +33,11 @@ const (
 	adminToken = "cluster-admin-token-93c7aa"
 )
 
-// syncBuffer collects a process's output.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 type droverProc struct {
 	name string
 	cmd  *exec.Cmd
-	out  *syncBuffer // stdout and stderr
-	base string      // host:port from the banner
+	out  *testutil.SyncBuffer // stdout and stderr
+	base string               // host:port from the banner
 	done chan struct{}
 	err  error // set when done is closed
 }
@@ -71,7 +53,7 @@ func startDrover(t *testing.T, name string, env []string, re *regexp.Regexp, arg
 	t.Helper()
 	cmd := exec.Command(os.Args[0], append([]string{"-test.run=^$", "--"}, args...)...)
 	cmd.Env = append(append(os.Environ(), "DROVER_TEST_MAIN=1"), env...)
-	p := &droverProc{name: name, cmd: cmd, out: &syncBuffer{}, done: make(chan struct{})}
+	p := &droverProc{name: name, cmd: cmd, out: &testutil.SyncBuffer{}, done: make(chan struct{})}
 	stdout, err := cmd.StdoutPipe()
 	require.NoError(t, err)
 	cmd.Stderr = p.out

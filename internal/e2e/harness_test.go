@@ -10,7 +10,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -18,6 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/drover-dev/drover/farm"
+	"github.com/drover-dev/drover/internal/testutil"
 	"github.com/drover-dev/drover/manager"
 	"github.com/drover-dev/drover/proxy"
 )
@@ -50,14 +50,14 @@ type stack struct {
 	farm    *farm.Farm
 	farmURL string
 	spawns  string // the children's spawn log
-	logs    *syncBuffer
+	logs    *testutil.SyncBuffer
 }
 
 // newStack starts a manager and a farm with one pool per child mode:
 // stdio, dial, dial-never, stream and stream-silent; 2 slots.
 func newStack(t *testing.T) *stack {
 	t.Helper()
-	logs := &syncBuffer{}
+	logs := &testutil.SyncBuffer{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	spawns := filepath.Join(t.TempDir(), "spawns")
 
@@ -267,22 +267,4 @@ func (st *stack) requireGone(pid int) {
 	st.eventually("process to be gone", func() bool {
 		return errors.Is(syscall.Kill(pid, 0), syscall.ESRCH)
 	})
-}
-
-// syncBuffer collects log output written from many goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
