@@ -362,6 +362,9 @@ func TestAgentAddManager(t *testing.T) {
 	m2.waitFor(t, "beating", func(_ []RegisterRequest, beats []Heartbeat, _ []string) bool {
 		return len(beats) >= 1 && beats[0].Free == 2
 	})
+	m1.waitFor(t, "registered with its own manager", func(regs []RegisterRequest, _ []Heartbeat, _ []string) bool {
+		return len(regs) == 1
+	})
 	regs, _, _ = m1.snapshot()
 	require.Equal(t, 4, regs[0].Slots)
 
