@@ -6,9 +6,11 @@ FUZZTIME  ?= 30s
 TIMEOUT   ?= 10m
 
 GOLANGCI_LINT := $(CURDIR)/bin/golangci-lint
+# The reference worker image of the docker runtime.
+IMAGE     ?= drover-worker:latest
 
 .DEFAULT_GOAL := build
-.PHONY: help setup setup-lint build up test lint bench fuzz clean
+.PHONY: help setup setup-lint build image up test lint bench fuzz clean
 
 ## setup: check Go, install the Debian packages the tests need, download modules
 setup:
@@ -21,6 +23,12 @@ setup-lint:
 ## build: build bin/drover
 build:
 	$(GO) build -o bin/drover ./cmd/drover
+
+## image: build the reference worker image (IMAGE) from a static drover
+image:
+	@mkdir -p bin/image
+	CGO_ENABLED=0 $(GO) build -trimpath -o bin/image/drover ./cmd/drover
+	docker build -t $(IMAGE) -f Dockerfile bin/image
 
 ## up: run the whole system on this machine
 up: setup build
@@ -56,4 +64,4 @@ help:
 
 ## clean: remove build outputs (keeps the tools in ./bin)
 clean:
-	rm -f bin/drover
+	rm -rf bin/drover bin/image

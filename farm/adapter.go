@@ -6,10 +6,8 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
-	"syscall"
 	"time"
 )
 
@@ -84,9 +82,10 @@ func cmp0(d, def time.Duration) time.Duration {
 	return d
 }
 
-// setupAdapters prepares what the pools' protocols need, once, when the
-// farm is made: the models directory, the slot numbers, the dial listener,
-// and the unpacked binaries. On error nothing is left behind.
+// setupAdapters prepares what the pools' protocols and runtimes need, once,
+// when the farm is made: the models directory, the slot numbers, the dial
+// listener, the unpacked binaries and the Docker runtime. On error nothing
+// is left behind.
 func (f *Farm) setupAdapters(cfg Config) (err error) {
 	f.slotRefs = make([]int, f.slots)
 	f.dialWait = make(map[string]*dialLink)
@@ -159,18 +158,28 @@ func (f *Farm) setupAdapters(cfg Config) (err error) {
 		}
 		f.log.Info("pool binaries unpacked", "pool", name, "dir", p.binDir)
 	}
+	for _, name := range f.poolNames {
+		if f.pools[name].docker != nil {
+			// Last: it removes the containers a previous run left behind.
+			f.docker, err = newDockerRuntime(f, cfg.ReconcileInterval)
+			return err
+		}
+	}
 	return nil
 }
 
 // closeAdapters releases what setupAdapters made: the dial listener and,
-// with removeBinaries, the unpacked binaries of a farm without a state
-// directory (Close removes those only once no instance can use them any
-// more). It may be called again.
-func (f *Farm) closeAdapters(removeBinaries bool) {
+// when final, the unpacked binaries of a farm without a state directory and
+// the Docker runtime (Close releases those only once no instance can use
+// them any more). It may be called again.
+func (f *Farm) closeAdapters(final bool) {
 	if f.dialSrv != nil {
 		f.dialSrv.close()
 	}
-	if removeBinaries && f.binTemp != "" {
+	if final {
+		f.docker.close()
+	}
+	if final && f.binTemp != "" {
 		if err := os.RemoveAll(f.binTemp); err != nil {
 			f.log.Warn("remove unpacked binaries", "dir", f.binTemp, "err", err)
 		}
@@ -218,9 +227,9 @@ func (f *Farm) instancePort(p *pool, slot int) (int, error) {
 	return f.allocPort()
 }
 
-// prepare sets up the adapter of a new instance before its process is
+// prepare sets up the adapter of a new instance before its unit is
 // spawned.
-func (f *Farm) prepare(inst *instance, cmd *exec.Cmd) error {
+func (f *Farm) prepare(inst *instance) error {
 	switch inst.pool.protocol {
 	case ProtocolDial:
 		inst.dial = newDialLink(f, inst)
@@ -228,7 +237,8 @@ func (f *Farm) prepare(inst *instance, cmd *exec.Cmd) error {
 		f.dialWait[inst.id] = inst.dial
 		f.mu.Unlock()
 	case ProtocolStdio:
-		l, err := newStdioLink(f, inst, cmd)
+		// parseRuntime keeps stdio pools on the process runtime.
+		l, err := newStdioLink(f, inst, inst.unit.(*processUnit).cmd)
 		if err != nil {
 			return fmt.Errorf("pipes: %w", err)
 		}
@@ -301,8 +311,8 @@ func (f *Farm) kill(inst *instance, cause error) {
 	inst.cause = cause
 	f.setStateLocked(inst, StateStopping)
 	f.mu.Unlock()
-	f.log.Warn("killing instance", "instance", inst.id, "pool", inst.pool.spec.Name, "pid", inst.pid, "err", cause)
-	signalGroup(inst.pid, syscall.SIGKILL)
+	f.log.Warn("killing instance", "instance", inst.id, "pool", inst.pool.spec.Name, inst.unitAttr(), "err", cause)
+	inst.unit.kill()
 }
 
 // retrySpawn decides whether a dial start that failed with err gets

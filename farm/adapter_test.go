@@ -83,7 +83,13 @@ func connectEndpoint(t *testing.T, f *Farm, id string) *hostClient {
 	require.Empty(t, upstream)
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
-	ws, _, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(srv.URL, "http")+"/", nil)
+	return dialHost(t, "ws"+strings.TrimPrefix(srv.URL, "http")+"/")
+}
+
+// dialHost opens a native-protocol WebSocket at url.
+func dialHost(t *testing.T, url string) *hostClient {
+	t.Helper()
+	ws, _, err := websocket.DefaultDialer.Dial(url, nil)
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = ws.Close() })
 	return &hostClient{t: t, ws: ws}

@@ -1,16 +1,22 @@
-// Package farm owns the farm agent's runtimes: it starts instance processes in
-// a fixed number of slots, waits until they are ready, supervises them, stops
-// them, and reports instances that exit on their own.
+// Package farm owns the farm agent's runtimes: it starts instances in a fixed
+// number of slots, waits until they are ready, supervises them, stops them,
+// and reports instances that exit on their own.
 //
-// The process runtime (Farm) starts each instance in its own process group
-// with a parent-death signal, so stopping an instance takes its whole process
-// tree with it, and a farm that is SIGKILLed leaves no instance behind.
+// A Farm runs each pool's instances in one of two runtimes behind the same
+// API (runtime.go): the process runtime (process.go) starts each instance in
+// its own process group with a parent-death signal, so stopping an instance
+// takes its whole process tree with it, and a farm that is SIGKILLed leaves
+// no instance behind; the docker runtime (docker.go) runs each instance in a
+// container of the pool's image, labelled with the farm's id, and removes
+// the labelled containers it does not track when it starts and on a timer,
+// so a restarted farm removes what a killed one left.
 //
 // A farm on another machine than its managers adds three parts: Server, the
 // HTTP API managers call (api.go) and the relay of the instances' WebSockets
 // through the farm's port; Agent, which registers the farm with its managers,
 // sends heartbeats and drains it; and the state file (leftovers.go), with
-// which a restarted farm kills what its previous run left behind.
+// which a restarted farm kills the instance processes its previous run left
+// behind.
 //
 // The manager speaks one protocol to every instance, the native one. The
 // farm adapts instances that speak another (adapter*.go): dial instances

@@ -14,7 +14,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"syscall"
 	"text/template"
 	"time"
 
@@ -62,13 +61,15 @@ type Config struct {
 	Slots int
 	Pools []PoolSpec
 	// Host is the address instances listen on and are reached at; empty
-	// means 127.0.0.1.
+	// means 127.0.0.1. Docker pools publish their containers' ports there
+	// (it must be an IP address then), unless they use a Network.
 	Host string
 	// PortMin and PortMax bound the ports handed to instances; both 0 means
 	// ephemeral ports chosen by the kernel.
 	PortMin, PortMax int
 	// StopGrace is the time between SIGTERM and SIGKILL when an instance is
-	// stopped; 0 means 2 s. A stop's context deadline can cut it short.
+	// stopped; 0 means 2 s. A stop's context deadline can cut it short. A
+	// container's stop timeout is StopGrace in whole seconds, at least one.
 	StopGrace time.Duration
 	// Logger receives the farm's log and the instances' output; nil discards.
 	Logger *slog.Logger
@@ -85,15 +86,20 @@ type Config struct {
 	// StateDir, when set, is where the farm records its instance processes
 	// (instances.json), so that the next farm started with the same
 	// directory kills what this one left behind; New does that first. See
-	// leftovers.go.
+	// leftovers.go. Containers need no state directory: they carry the
+	// farm's id.
 	StateDir string
 	// ModelsDir holds the model directories starts may name
 	// (StartOptions.Model); empty means starts name no model.
 	ModelsDir string
+	// ReconcileInterval is how often a farm with docker pools removes the
+	// containers labelled with its id that it does not track (docker.go);
+	// it also does so once in New. 0 means 30 s, negative only in New.
+	ReconcileInterval time.Duration
 }
 
-// Farm runs instance processes of its pools in a fixed number of slots.
-// All methods are safe for concurrent use.
+// Farm runs the instances of its pools, processes or containers, in a fixed
+// number of slots. All methods are safe for concurrent use.
 type Farm struct {
 	id        string
 	name      string
@@ -115,6 +121,8 @@ type Farm struct {
 	dialSrv     *dialServer // the private listener dial instances connect to
 	binTemp     string      // unpacked binaries to remove at Close
 	streamPorts bool        // the range's first Slots ports are the slots' stream ports
+
+	docker *dockerRuntime // nil without docker pools
 
 	// Test hooks. hookBeforeSpawn runs after a port is chosen and before the
 	// process is spawned; hookSpawned runs once the process is on the books.
@@ -153,16 +161,22 @@ type pool struct {
 	spawnRetries int
 	spawnBackoff time.Duration
 	binDir       string // where Binaries was unpacked
+
+	docker *dockerPool // the docker runtime's options; nil for process pools
 }
 
-// instance is the farm's record of one spawned process.
+// instance is the farm's record of one spawned process or container.
 type instance struct {
 	id      string
 	pool    *pool
 	port    int
 	addr    string
 	started time.Time
-	pid     int // set before the record is published
+	unit    unit
+	// Set before the record is published.
+	pid       int
+	container string
+	probe     string // where readiness is probed when not at addr (a container's own address)
 
 	slot     int    // the slot number it holds
 	model    string // StartOptions.Model
@@ -171,8 +185,9 @@ type instance struct {
 	stdio    *stdioLink   // stdio instances
 	stream   *streamWatch // stream instances; guarded by Farm.mu
 
-	// exited is closed once the process is reaped and the record has left
-	// the farm's books; exitErr and stderrTail are set before that.
+	// exited is closed once the process is reaped (the container removed)
+	// and the record has left the farm's books; exitErr and stderrTail are
+	// set before that.
 	exited     chan struct{}
 	exitErr    error
 	stderrTail string
@@ -270,14 +285,14 @@ func parsePool(spec PoolSpec) (*pool, error) {
 	if spec.Name == "" {
 		return nil, errors.New("farm: pool without a name")
 	}
-	if spec.Command == "" {
-		return nil, fmt.Errorf("farm: pool %q: no command", spec.Name)
-	}
 	if spec.StartTimeout < 0 {
 		return nil, fmt.Errorf("farm: pool %q: negative start timeout", spec.Name)
 	}
 	p := &pool{spec: spec, startTimeout: cmp.Or(spec.StartTimeout, defaultStartTimeout)}
 	if err := parseProtocol(p); err != nil {
+		return nil, err
+	}
+	if err := parseRuntime(p); err != nil {
 		return nil, err
 	}
 	parse := func(what, text string) (*template.Template, error) {
@@ -288,8 +303,10 @@ func parsePool(spec PoolSpec) (*pool, error) {
 		return t, nil
 	}
 	var err error
-	if p.command, err = parse("command", spec.Command); err != nil {
-		return nil, err
+	if spec.Command != "" { // docker pools may run their image's entrypoint
+		if p.command, err = parse("command", spec.Command); err != nil {
+			return nil, err
+		}
 	}
 	for i, a := range spec.Args {
 		t, err := parse(fmt.Sprintf("args[%d]", i), a)
@@ -352,14 +369,15 @@ func (f *Farm) Instances() []Instance {
 
 func (f *Farm) snapshotLocked(inst *instance) Instance {
 	return Instance{
-		ID:       inst.id,
-		Pool:     inst.pool.spec.Name,
-		Farm:     f.id,
-		Addr:     inst.addr,
-		Protocol: inst.pool.protocol,
-		PID:      inst.pid,
-		State:    inst.state,
-		Started:  inst.started,
+		ID:        inst.id,
+		Pool:      inst.pool.spec.Name,
+		Farm:      f.id,
+		Addr:      inst.addr,
+		Protocol:  inst.pool.protocol,
+		PID:       inst.pid,
+		Container: inst.container,
+		State:     inst.state,
+		Started:   inst.started,
 	}
 }
 
@@ -372,9 +390,9 @@ func (f *Farm) StartInstance(ctx context.Context, poolName string) (Instance, er
 // StartInstanceWith spawns an instance of the pool and waits until it is
 // ready: until its port accepts connections, or as its protocol says
 // (adapter.go). It fails when ctx is done, when the pool's StartTimeout
-// passes (ErrStartTimeout) or when the process exits first (the error
-// carries its exit status); the process is then gone and its slot free
-// when StartInstanceWith returns. Dial pools try a failed spawn again
+// passes (ErrStartTimeout) or when the process or container exits first
+// (the error carries its exit status and its last stderr line); the
+// instance is then gone and its slot free when StartInstanceWith returns. Dial pools try a failed spawn again
 // (SpawnRetries). opts.Model must name a directory under the models
 // directory (ErrBadModel).
 func (f *Farm) StartInstanceWith(ctx context.Context, poolName string, opts StartOptions) (Instance, error) {
@@ -469,7 +487,7 @@ func (f *Farm) StartInstanceWith(ctx context.Context, poolName string, opts Star
 	f.metrics.start(poolName, resultReady)
 	f.metrics.startDuration(poolName, took)
 	f.log.Info("instance ready", "instance", id, "pool", poolName,
-		"pid", out.PID, "addr", out.Addr, "took", took)
+		inst.unitAttr(), "addr", out.Addr, "took", took)
 	return out, nil
 }
 
@@ -486,9 +504,9 @@ func (f *Farm) newIDLocked(poolName string) string {
 	}
 }
 
-// startAttempt spawns one process for the instance id and waits until it is
-// ready. On failure the process is gone and its port released; the caller
-// still holds the slot.
+// startAttempt spawns one process or container for the instance id and
+// waits until it is ready. On failure it is gone and its port released; the
+// caller still holds the slot.
 func (f *Farm) startAttempt(ctx context.Context, p *pool, id string, begin time.Time, plan startPlan) (*instance, error) {
 	port, err := f.instancePort(p, plan.slot)
 	if err != nil {
@@ -506,9 +524,9 @@ func (f *Farm) startAttempt(ctx context.Context, p *pool, id string, begin time.
 		model:    plan.model,
 		modelDir: plan.modelDir,
 	}
-	cmd, stdout, stderr, err := f.command(inst)
+	inst.unit, err = f.newUnit(inst)
 	if err == nil {
-		err = f.prepare(inst, cmd)
+		err = f.prepare(inst)
 	}
 	if err != nil {
 		f.releasePort(port)
@@ -528,7 +546,7 @@ func (f *Farm) startAttempt(ctx context.Context, p *pool, id string, begin time.
 	f.running++
 	f.mu.Unlock()
 	spawned := make(chan error, 1)
-	go f.supervise(inst, cmd, stdout, stderr, spawned)
+	go f.supervise(ctx, inst, spawned)
 	if err := <-spawned; err != nil {
 		f.spawnDone(inst, false)
 		return nil, fmt.Errorf("farm: start %s: %w", id, err)
@@ -565,7 +583,8 @@ func (f *Farm) startAttempt(ctx context.Context, p *pool, id string, begin time.
 // errStoppedEarly: a stop request (or Close) took the instance while it started.
 var errStoppedEarly = errors.New("stopped before ready")
 
-// errExitedEarly: the process exited on its own before it was ready.
+// errExitedEarly: the process or container exited on its own before it was
+// ready.
 var errExitedEarly = errors.New("exited before ready")
 
 // errPortTaken marks a start that failed because its port was taken.
@@ -574,7 +593,13 @@ var errPortTaken = errors.New("port taken")
 // awaitReady probes the instance's address until it accepts a connection.
 // Probes start 1 ms apart and back off to probeInterval: most programs bind
 // within a few milliseconds of exec, and a cold start serves a waiting client.
+// A container is probed at its own address: its published port accepts
+// connections (Docker's proxy does) before the program inside listens.
 func (f *Farm) awaitReady(ctx context.Context, inst *instance) error {
+	addr := inst.addr
+	if inst.container != "" {
+		addr = inst.probe // empty when it exited at once: it waits for the exit
+	}
 	delay := time.Millisecond
 	t := time.NewTimer(delay)
 	defer t.Stop()
@@ -586,12 +611,12 @@ func (f *Farm) awaitReady(ctx context.Context, inst *instance) error {
 			return f.earlyExitError(inst)
 		default:
 		}
-		if probe(ctx, inst.addr) {
+		if addr != "" && probe(ctx, addr) {
 			// Another program may hold the port (another farm's instance,
 			// anything that bound it after allocPort looked): then the
 			// instance can never bind it, and its clients must not be sent
 			// there.
-			inGroup, known := listenerInGroup(inst.port, inst.pid)
+			inGroup, known := inst.unit.owns(inst.port)
 			if inGroup || !known {
 				return nil
 			}
@@ -622,13 +647,13 @@ func (f *Farm) earlyExitError(inst *instance) error {
 	if inst.stderrTail != "" {
 		err = fmt.Errorf("%w (last stderr line: %q)", err, inst.stderrTail)
 	}
-	if inst.port != 0 && portTaken(f.host, inst.port, inst.stderrTail) {
+	if inst.port != 0 && inst.container == "" && portTaken(f.host, inst.port, inst.stderrTail) {
 		err = fmt.Errorf("%w: %w", errPortTaken, err)
 	}
 	return err
 }
 
-// abandon takes down a process whose start failed and waits until it is
+// abandon takes down an instance whose start failed and waits until it is
 // gone. If it does not go in time, the record keeps the slot until it does.
 func (f *Farm) abandon(inst *instance) {
 	f.mu.Lock()
@@ -641,7 +666,7 @@ func (f *Farm) abandon(inst *instance) {
 	if !alive {
 		return
 	}
-	signalGroup(inst.pid, syscall.SIGKILL)
+	inst.unit.kill()
 	t := time.NewTimer(killWait)
 	defer t.Stop()
 	select {
@@ -655,14 +680,17 @@ func (f *Farm) abandon(inst *instance) {
 			f.slotRefs[inst.slot]++
 		}
 		f.mu.Unlock()
-		f.log.Error("instance did not exit after SIGKILL", "instance", inst.id, "pid", inst.pid)
+		f.log.Error("instance did not exit after SIGKILL", "instance", inst.id, inst.unitAttr())
 	}
 }
 
 // StopInstance stops an instance: SIGTERM to its process group, SIGKILL after
 // the stop grace or when ctx is done, whichever comes first; then it waits
 // until the process is gone. Whatever is left of the group when the instance
-// process exits is killed. StopInstance returns ErrNotFound for an id the farm
+// process exits is killed. A container is stopped by the Docker daemon with
+// the stop grace as its timeout (its image's stop signal, then SIGKILL),
+// killed when ctx is done first, and removed once it exited; StopInstance
+// returns after the removal. StopInstance returns ErrNotFound for an id the farm
 // does not know (or no longer knows), which callers treat as success.
 // Concurrent stops of one instance all wait for it. A stopped instance is no
 // crash: OnExit is not called, and a start in progress fails.
@@ -679,7 +707,7 @@ func (f *Farm) StopInstance(ctx context.Context, id string) error {
 	f.mu.Unlock()
 
 	if first {
-		signalGroup(inst.pid, syscall.SIGTERM)
+		inst.unit.terminate()
 	}
 	grace := time.NewTimer(f.stopGrace)
 	defer grace.Stop()
@@ -689,15 +717,15 @@ func (f *Farm) StopInstance(ctx context.Context, id string) error {
 	case <-grace.C:
 	case <-ctx.Done():
 	}
-	f.log.Warn("instance still running after SIGTERM, killing it", "instance", id, "pid", inst.pid)
-	signalGroup(inst.pid, syscall.SIGKILL)
+	f.log.Warn("instance still running after the stop grace, killing it", "instance", id, inst.unitAttr())
+	inst.unit.kill()
 	kill := time.NewTimer(killWait)
 	defer kill.Stop()
 	select {
 	case <-inst.exited:
 		return nil
 	case <-kill.C:
-		return fmt.Errorf("farm: stop %s: process %d did not exit after SIGKILL", id, inst.pid)
+		return fmt.Errorf("farm: stop %s: %s did not exit after SIGKILL", id, inst.unit)
 	}
 }
 
@@ -743,6 +771,11 @@ func (f *Farm) Close(ctx context.Context) error {
 		}
 		return err
 	case <-ctx.Done():
+		if first {
+			// Their supervisors stop waiting on the Docker daemon; the next
+			// farm with this id removes what is left of their containers.
+			f.docker.abort()
+		}
 		return errors.Join(err, fmt.Errorf("farm: close: instances still exiting: %w", ctx.Err()))
 	}
 }

@@ -28,6 +28,9 @@ import (
 // A pid alone is not enough to kill safely after a restart, since pids are
 // reused; the process start time (field 22 of /proc/PID/stat, in clock ticks
 // since boot) tells a recorded process from a newcomer with the same pid.
+//
+// Containers are not in the file: they carry the farm's id as a label, and
+// the docker runtime removes what a previous run left by that (docker.go).
 
 // StateFileName is the file in the state directory that lists the farm's
 // instance processes.
@@ -95,6 +98,9 @@ func (s *stateFile) record(f *Farm) {
 	recs := make([]stateRecord, 0, len(insts))
 	known := make(map[string]stateRecord, len(insts))
 	for _, inst := range insts {
+		if inst.PID == 0 {
+			continue // a container: the docker runtime finds those by label
+		}
 		rec, ok := s.known[inst.ID]
 		if !ok || rec.PID != inst.PID {
 			st, alive := readProcStat(inst.PID)

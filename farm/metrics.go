@@ -25,6 +25,7 @@ type metrics struct {
 	starts       *prometheus.CounterVec
 	exits        *prometheus.CounterVec
 	startSeconds *prometheus.HistogramVec
+	untracked    prometheus.Counter
 }
 
 // newMetrics registers the farm's metrics with reg; nil reg means none.
@@ -52,6 +53,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help:    "Time from a start request to a ready instance, by pool.",
 			Buckets: []float64{.01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 15, 30},
 		}, []string{"pool"}),
+		untracked: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "drover_farm_untracked_containers_removed_total",
+			Help: "Containers labelled with the farm's id that it did not track (left by a previous run, or by a failed removal) and removed.",
+		}),
 	}
 	var err error
 	if m.instances, err = register(reg, m.instances); err != nil {
@@ -64,6 +69,9 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		return nil, err
 	}
 	if m.startSeconds, err = register(reg, m.startSeconds); err != nil {
+		return nil, err
+	}
+	if m.untracked, err = register(reg, m.untracked); err != nil {
 		return nil, err
 	}
 	return m, nil
@@ -108,6 +116,13 @@ func (m *metrics) startDuration(pool string, d time.Duration) {
 		return
 	}
 	m.startSeconds.WithLabelValues(pool).Observe(d.Seconds())
+}
+
+func (m *metrics) untrackedRemoved() {
+	if m == nil {
+		return
+	}
+	m.untracked.Inc()
 }
 
 func (m *metrics) exit(pool string) {

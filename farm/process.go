@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"net"
 	"os/exec"
@@ -13,7 +12,6 @@ import (
 	"strings"
 	"sync"
 	"syscall"
-	"text/template"
 	"time"
 )
 
@@ -30,8 +28,16 @@ const (
 	maxTailBytes = 256
 )
 
-// command renders the pool's templates for inst and builds its command.
-func (f *Farm) command(inst *instance) (*exec.Cmd, *lineWriter, *lineWriter, error) {
+// processUnit is an instance process and its process group.
+type processUnit struct {
+	cmd            *exec.Cmd
+	stdout, stderr *lineWriter
+	pgid           int // the instance's pid, which leads its group; set by start
+}
+
+// newProcessUnit renders the pool's templates for inst and builds its
+// command. The instance gets the farm's environment plus the pool's Env.
+func (f *Farm) newProcessUnit(inst *instance) (*processUnit, error) {
 	p := inst.pool
 	data := templateData{
 		Port: inst.port,
@@ -41,147 +47,78 @@ func (f *Farm) command(inst *instance) (*exec.Cmd, *lineWriter, *lineWriter, err
 		Pool: p.spec.Name,
 	}
 	f.templateFields(inst, &data)
-	var sb strings.Builder
-	render := func(t *template.Template) (string, error) {
-		sb.Reset()
-		if err := t.Execute(&sb, data); err != nil {
-			return "", fmt.Errorf("render %s: %w", t.Name(), err)
-		}
-		return sb.String(), nil
-	}
-	name, err := render(p.command)
+	r, err := render(p, data)
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, err
 	}
-	args := make([]string, len(p.args))
-	for i, t := range p.args {
-		if args[i], err = render(t); err != nil {
-			return nil, nil, nil, err
-		}
-	}
-	env := make([]string, 0, len(f.environ)+len(p.env)+2)
+	env := make([]string, 0, len(f.environ)+len(r.env)+2)
 	env = append(env, f.environ...)
-	for _, t := range p.env {
-		kv, err := render(t)
-		if err != nil {
-			return nil, nil, nil, err
-		}
-		env = append(env, kv)
-	}
+	env = append(env, r.env...)
 	// Last wins: exec.Cmd drops earlier duplicates of a key.
 	env = append(env, "DROVER_INSTANCE_ID="+inst.id)
 	if inst.port != 0 {
 		env = append(env, "DROVER_PORT="+strconv.Itoa(inst.port))
 	}
 
-	name, dir := resolveCommand(p, name, p.spec.Dir)
-	cmd := exec.Command(name, args...)
+	name, dir := resolveCommand(p, r.command, r.dir)
+	cmd := exec.Command(name, r.args...)
 	cmd.Env = env
 	cmd.Dir = dir
 	// Own process group: a stop signals the whole tree the instance started.
 	// Pdeathsig: a farm killed with SIGKILL takes its instances with it.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	log := f.log.With("instance", inst.id, "pool", p.spec.Name)
-	stdout := &lineWriter{log: log.With("stream", "stdout"), level: slog.LevelInfo}
-	stderr := &lineWriter{log: log.With("stream", "stderr"), level: slog.LevelWarn, keepTail: true}
-	cmd.Stdout = stdout
-	cmd.Stderr = stderr
+	u := &processUnit{cmd: cmd}
+	u.stdout, u.stderr = f.outputWriters(inst)
+	cmd.Stdout = u.stdout
+	cmd.Stderr = u.stderr
 	cmd.WaitDelay = ioDrain
-	return cmd, stdout, stderr, nil
+	return u, nil
 }
 
-// supervise spawns cmd, reports the spawn on spawned, publishes inst, and
-// waits until the process exits; then it takes inst off the farm's books and
-// reports a crash to OnExit.
-//
-// The goroutine stays locked to its OS thread from spawn to reap. Pdeathsig
-// fires when the thread that forked the child exits, not the process, and
-// the Go runtime ends threads whose goroutine exits while locked and may
-// otherwise retire idle threads. Holding the lock for the child's lifetime
-// means that thread lives exactly as long as the child, so the signal fires
-// only when the farm process itself dies. It costs no extra thread: Wait
-// blocks in waitid, which occupies a thread for the child's lifetime anyway.
-// A dedicated spawner thread would serialize every fork through one
+// start spawns the process. The supervising goroutine stays locked to its
+// OS thread from here until wait has reaped the process. Pdeathsig fires
+// when the thread that forked the child exits, not the process, and the Go
+// runtime ends threads whose goroutine exits while locked and may otherwise
+// retire idle threads. Holding the lock for the child's lifetime means that
+// thread lives exactly as long as the child, so the signal fires only when
+// the farm process itself dies. It costs no extra thread: Wait blocks in
+// waitid, which occupies a thread for the child's lifetime anyway. A
+// dedicated spawner thread would serialize every fork through one
 // goroutine and still need a waiter per child.
-func (f *Farm) supervise(inst *instance, cmd *exec.Cmd, stdout, stderr *lineWriter, spawned chan<- error) {
-	defer func() {
-		f.mu.Lock()
-		f.running--
-		f.maybeDoneLocked()
-		f.mu.Unlock()
-	}()
-	poolName := inst.pool.spec.Name
-
+func (u *processUnit) start(context.Context) error {
 	runtime.LockOSThread()
-	if err := cmd.Start(); err != nil {
+	if err := u.cmd.Start(); err != nil {
 		runtime.UnlockOSThread()
-		f.releasePort(inst.port)
-		spawned <- err
-		return
+		return err
 	}
-	inst.pid = cmd.Process.Pid
-	f.mu.Lock()
-	closed := f.closed
-	if closed {
-		// Close took its snapshot before this instance existed.
-		inst.stopping = true
-	}
-	f.instances[inst.id] = inst
-	f.metrics.transition(poolName, "", inst.state)
-	snap := f.snapshotLocked(inst)
-	f.mu.Unlock()
-	f.state.record(f)
-	if f.hookSpawned != nil {
-		f.hookSpawned(snap)
-	}
-	spawned <- nil
-	f.log.Debug("instance spawned", "instance", inst.id, "pool", poolName, "pid", inst.pid, "addr", inst.addr)
-	if closed {
-		signalGroup(inst.pid, syscall.SIGKILL)
-	}
-
-	waitErr := cmd.Wait()
-	runtime.UnlockOSThread()
-	// Take down what the instance left behind in its group. While any
-	// member lives the kernel keeps the group id reserved; an empty group's
-	// id could in theory be recycled, but pids are handed out cyclically, so
-	// not within these microseconds.
-	signalGroup(inst.pid, syscall.SIGKILL)
-	stdout.flush()
-	stderr.flush()
-	exitErr := describeExit(waitErr, cmd)
-
-	f.mu.Lock()
-	delete(f.instances, inst.id)
-	delete(f.ports, inst.port)
-	crashed := inst.owned && !inst.stopping
-	if inst.owned {
-		f.used--
-		f.dropSlotLocked(inst.slot)
-	}
-	if inst.cause != nil {
-		exitErr = fmt.Errorf("%w: %w", inst.cause, exitErr)
-	}
-	inst.exitErr = exitErr
-	inst.stderrTail = stderr.lastLine()
-	f.metrics.transition(poolName, inst.state, "") // exited instances are not counted
-	inst.state = StateExited
-	snap = f.snapshotLocked(inst)
-	f.mu.Unlock()
-	f.state.record(f)
-	close(inst.exited)
-	f.detach(inst)
-
-	if !crashed {
-		f.log.Info("instance exited", "instance", inst.id, "pool", poolName, "pid", inst.pid, "status", exitErr)
-		return
-	}
-	f.metrics.exit(poolName)
-	f.log.Warn("instance exited unexpectedly", "instance", inst.id, "pool", poolName, "pid", inst.pid, "err", exitErr)
-	if f.onExit != nil {
-		f.onExit(snap, fmt.Errorf("farm: instance %s exited: %w", inst.id, exitErr))
-	}
+	u.pgid = u.cmd.Process.Pid
+	return nil
 }
+
+func (u *processUnit) wait() error {
+	waitErr := u.cmd.Wait()
+	runtime.UnlockOSThread()
+	return describeExit(waitErr, u.cmd)
+}
+
+// cleanup takes down what the instance left behind in its group. While any
+// member lives the kernel keeps the group id reserved; an empty group's id
+// could in theory be recycled, but pids are handed out cyclically, so not
+// within the microseconds since the reap.
+func (u *processUnit) cleanup() {
+	signalGroup(u.pgid, syscall.SIGKILL)
+	u.stdout.flush()
+	u.stderr.flush()
+}
+
+func (u *processUnit) terminate() { signalGroup(u.pgid, syscall.SIGTERM) }
+func (u *processUnit) kill()      { signalGroup(u.pgid, syscall.SIGKILL) }
+
+func (u *processUnit) owns(port int) (bool, bool) { return listenerInGroup(port, u.pgid) }
+func (u *processUnit) stderrTail() string         { return u.stderr.lastLine() }
+func (u *processUnit) pid() int                   { return u.pgid }
+func (u *processUnit) container() string          { return "" }
+func (u *processUnit) String() string             { return "process " + strconv.Itoa(u.pgid) }
 
 // describeExit turns the result of cmd.Wait into an error that names the
 // exit status; it is never nil, since an exit is news to somebody.

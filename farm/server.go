@@ -40,7 +40,7 @@ type ServerConfig struct {
 	// Require, when set, serves awv3's GET /require/:ip/:port/:instances.
 	Require RequireFunc
 	// OrphanGrace is how long a ready instance may go without a connection
-	// through the farm before the farm stops it (default 15 s; negative:
+	// through the farm before the farm stops it (default 45 s; negative:
 	// never). Managers connect to an instance as soon as it is ready and
 	// stop it when they drop the connection, so an instance nobody is
 	// connected to belongs to a manager that died or forgot it, and would
@@ -59,7 +59,9 @@ type ServerConfig struct {
 }
 
 const (
-	defaultOrphanGrace = 15 * time.Second
+	// Longer than a manager's default resume grace (30 s): a session whose
+	// manager died may resume through another one until then.
+	defaultOrphanGrace = 45 * time.Second
 	maxRequestBody     = 64 << 10
 	pathRequire        = "/require/"
 	pathLiveliness     = "/liveliness/"
@@ -88,7 +90,9 @@ const (
 //	GET    /metrics               Prometheus metrics, when configured
 //
 // Liveliness reports come from the instances, which run on the farm's host
-// and must not know the farm token: from a loopback address they need none.
+// and must not know the farm token: from a loopback address they need none,
+// and neither does a container's report on its own instance, from its
+// address on its network (the farm must listen where containers reach it).
 // Instance ids are random, so one local program cannot easily report for
 // another's instance.
 //
@@ -163,7 +167,7 @@ func (s *Server) Close() error {
 // ServeHTTP checks the token, then routes.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// awv3 managers call /require with the token in the query.
-	if !s.authorized(r, strings.HasPrefix(r.URL.Path, pathRequire)) && !localReport(r) {
+	if !s.authorized(r, strings.HasPrefix(r.URL.Path, pathRequire)) && !localReport(r) && !s.containerReport(r) {
 		// The path names no secret; the query may, so it is not logged.
 		s.log.Warn("unauthorized farm API request", "method", r.Method, "path", r.URL.Path,
 			"remote", r.RemoteAddr)
@@ -277,6 +281,21 @@ func localReport(r *http.Request) bool {
 	}
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
+}
+
+// containerReport reports whether r is a liveliness report from the
+// container of the instance it is about.
+func (s *Server) containerReport(r *http.Request) bool {
+	id, ok := strings.CutPrefix(r.URL.Path, pathLiveliness)
+	if r.Method != http.MethodPost || !ok {
+		return false
+	}
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return false
+	}
+	ip := s.f.containerIP(id)
+	return ip != nil && ip.Equal(net.ParseIP(host))
 }
 
 func (s *Server) serveLiveliness(w http.ResponseWriter, r *http.Request) {

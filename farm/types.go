@@ -28,10 +28,15 @@ type Instance struct {
 	URL string `json:"url,omitempty"`
 	// Protocol is the pool's protocol; stream instances are relayed byte
 	// for byte instead of spoken to.
-	Protocol string    `json:"protocol,omitempty"`
-	PID      int       `json:"pid,omitempty"`
-	State    State     `json:"state"`
-	Started  time.Time `json:"started"`
+	Protocol string `json:"protocol,omitempty"`
+	// PID is the instance process's id on the farm's host; 0 for a
+	// container.
+	PID int `json:"pid,omitempty"`
+	// Container is the short id of the instance's Docker container; empty
+	// for a process.
+	Container string    `json:"container,omitempty"`
+	State     State     `json:"state"`
+	Started   time.Time `json:"started"`
 }
 
 // Protocol names how an instance program talks; see design.md, "Instances".
@@ -46,7 +51,9 @@ const (
 type PoolSpec struct {
 	// Name is the pool name clients ask for with ?pool=.
 	Name string `koanf:"name" json:"name"`
-	// Command is the executable; Args are its arguments. Both may use the
+	// Command is the executable; Args are its arguments. In a docker pool
+	// Command replaces the image's entrypoint and Args its command, and
+	// both may be empty: the image's own then run. Both may use the
 	// template fields:
 	//
 	//	{{.ID}}           the instance id
@@ -59,11 +66,18 @@ type PoolSpec struct {
 	//	{{.ModelDirs}}    that model's directory; the models directory
 	//	                  itself when the start named no model
 	//	{{.Binaries}}     where Binaries was unpacked
+	//
+	// In a docker pool, {{.Port}} is the port inside the container
+	// (ContainerPort), {{.Host}} is 0.0.0.0 and {{.Addr}} 0.0.0.0:{{.Port}},
+	// where the program should listen, and {{.ModelDirs}} is the path
+	// inside the container where the model's directory (or the models
+	// directory) is mounted read-only: /models/<model> (or /models).
 	Command string   `koanf:"command" json:"command"`
 	Args    []string `koanf:"args" json:"args,omitempty"`
 	// Env is added to the farm's environment as KEY=VALUE entries (templated
 	// like Args). DROVER_INSTANCE_ID is always set, DROVER_PORT for
-	// instances with a port.
+	// instances with a port. A container gets Env, DROVER_INSTANCE_ID and
+	// DROVER_PORT (and its image's environment), never the farm's.
 	Env []string `koanf:"env" json:"-"`
 	// Dir is the working directory; empty means the farm's (or, with
 	// Binaries, the unpacked directory, which a relative Dir is taken
@@ -109,4 +123,39 @@ type PoolSpec struct {
 	// InitialUse (stream): the farm kills an instance no client connected
 	// to within this time of its ready (default 60 s).
 	InitialUse time.Duration `koanf:"initial_use" json:"initial_use,omitempty"`
+
+	// Runtime is where instances run: "process" (the default), a process
+	// group on the farm's host, or "docker", a container per instance
+	// (docker.go). Docker pools speak the native or the stream protocol;
+	// dial and stdio pools and Binaries need the process runtime.
+	Runtime string `koanf:"runtime" json:"runtime,omitempty"`
+	// Image (docker) is the image every instance's container runs.
+	Image string `koanf:"image" json:"image,omitempty"`
+	// Pull (docker) says when the farm pulls Image: "never" (the default:
+	// a missing image fails the farm's start), "missing" (when the Docker
+	// host does not have it) or "always" (at every start of the farm).
+	Pull string `koanf:"pull" json:"pull,omitempty"`
+	// Network (docker): empty puts containers on Docker's default bridge
+	// and publishes ContainerPort on the farm's instance host at the
+	// instance's port; a network name (a user-defined bridge network, or
+	// "bridge") attaches them to it without publishing, and the instance
+	// is reached at its container's address there, which the farm must be
+	// able to route to.
+	Network string `koanf:"network" json:"network,omitempty"`
+	// Memory (docker) caps a container's memory, swap included: "512m",
+	// "2g" or a number of bytes. Empty: no limit.
+	Memory string `koanf:"memory" json:"memory,omitempty"`
+	// CPUs (docker) caps a container's CPU time, in CPUs ("0.5": half of
+	// one). 0: no limit.
+	CPUs float64 `koanf:"cpus" json:"cpus,omitempty"`
+	// ReadOnly (docker) mounts a container's root filesystem read-only.
+	ReadOnly bool `koanf:"read_only" json:"read_only,omitempty"`
+	// Volumes (docker) are mounted into every container, in docker run -v
+	// form: "/host/dir:/in/container[:ro]" or "volume-name:/in/container".
+	// The model a start names is mounted on its own; see Command.
+	Volumes []string `koanf:"volumes" json:"volumes,omitempty"`
+	// ContainerPort (docker) is the port the program listens on inside its
+	// container, for images with a fixed port; 0 means the instance's
+	// port, which the program learns from DROVER_PORT or {{.Port}}.
+	ContainerPort int `koanf:"container_port" json:"container_port,omitempty"`
 }

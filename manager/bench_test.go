@@ -10,7 +10,9 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/stretchr/testify/require"
 
+	"github.com/drover-dev/drover/internal/redistest"
 	"github.com/drover-dev/drover/manager"
+	"github.com/drover-dev/drover/store"
 )
 
 var echoTask = []byte(`{"type":"task","id":1,"data":{"command":"echo","payload":"0123456789abcdef0123456789abcdef"}}`)
@@ -130,4 +132,44 @@ func BenchmarkOpenInProcess(b *testing.B) {
 
 func newBenchStack(b *testing.B, slots int, pools []manager.Pool) *stack {
 	return newStack(b, stackOpts{slots: slots, pools: pools})
+}
+
+// BenchmarkPlacement places and releases in-process sessions on warm,
+// reused instances, with the shared state in memory and in a real Redis:
+// what the store costs a placement (a compare-and-set to bind, another to
+// give the instance back). Parallel, as managers place concurrently.
+func BenchmarkPlacement(b *testing.B) {
+	const slots = 8
+	for _, name := range []string{"memory", "redis"} {
+		b.Run(name, func(b *testing.B) {
+			var st store.Store
+			if name == "redis" {
+				rs := redistest.Start(b)
+				r, err := store.NewRedis(context.Background(), store.RedisOptions{URL: rs.URL()})
+				if err != nil {
+					b.Fatal(err)
+				}
+				b.Cleanup(func() { _ = r.Close() })
+				st = r
+			}
+			s := newStack(b, stackOpts{slots: slots, store: st,
+				pools: []manager.Pool{{Name: "default", Warm: slots, Release: manager.ReleaseReuse}}})
+			for s.m.Capacity().Idle < slots {
+				time.Sleep(5 * time.Millisecond)
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					sess, err := s.m.Open(context.Background(), manager.OpenOptions{Wait: true})
+					if err != nil {
+						b.Error(err)
+						return
+					}
+					_ = sess.Close()
+				}
+			})
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "placements/s")
+		})
+	}
 }

@@ -12,11 +12,11 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
-	"time"
 
 	"github.com/gin-gonic/gin"
 
 	"github.com/drover-dev/drover/farm"
+	"github.com/drover-dev/drover/store"
 )
 
 // remoteFarm is a farm in another process, reached over its REST API.
@@ -206,7 +206,29 @@ func (m *Manager) serveRegister(c *gin.Context) {
 		c.JSON(http.StatusBadRequest, gin.H{"message": err.Error()})
 		return
 	}
-	m.sched.addFarm(rf, true)
+	spec, err := json.Marshal(req)
+	if err != nil {
+		c.JSON(http.StatusBadRequest, gin.H{"message": err.Error()})
+		return
+	}
+	ctx, cancel := opCtx()
+	err = m.shared.note(m.shared.st.PutFarm(ctx, store.Farm{ID: req.ID, Spec: spec, Slots: req.Slots}))
+	cancel()
+	if err != nil {
+		// The farm tries again; registering it here only would hide it
+		// from the other managers.
+		c.JSON(http.StatusServiceUnavailable, gin.H{"message": err.Error()})
+		return
+	}
+	if m.sched.rejoin(req, spec) {
+		// It registered again without restarting (a manager that did not
+		// know it sent it away): its instances live on, and the
+		// reconciler records them in the store again.
+		m.shared.poke()
+	} else {
+		m.sched.addFarm(rf, true, "", spec)
+	}
+	m.shared.publish(store.Event{Type: store.EventFarmAdded, Farm: req.ID})
 	m.log.Info("farm registered", "farm", req.ID, "name", req.Name, "url", req.URL, "slots", req.Slots,
 		"pools", req.Pools, "labels", req.Labels)
 	m.metrics.farmEvents.WithLabelValues("registered").Inc()
@@ -219,17 +241,26 @@ func (m *Manager) serveHeartbeat(c *gin.Context) {
 		c.JSON(http.StatusBadRequest, gin.H{"message": "bad heartbeat: " + err.Error()})
 		return
 	}
-	known, drain, notify := m.sched.heartbeat(c.Param("id"), hb)
-	if !known {
+	known, drain, err := m.shared.heartbeat(c.Param("id"), hb)
+	switch {
+	case err != nil:
+		c.JSON(http.StatusServiceUnavailable, gin.H{"message": err.Error()})
+	case !known:
 		c.JSON(http.StatusNotFound, gin.H{"message": "unknown farm: register again"})
-		return
+	default:
+		c.JSON(http.StatusOK, farm.HeartbeatResponse{Drain: drain})
 	}
-	m.notifyDraining(c.Param("id"), notify)
-	c.JSON(http.StatusOK, farm.HeartbeatResponse{Drain: drain})
 }
 
 func (m *Manager) serveDeregister(c *gin.Context) {
-	if !m.sched.removeFarm(c.Param("id"), errors.New("the farm left")) {
+	id := c.Param("id")
+	ctx, cancel := opCtx()
+	inStore, err := m.shared.st.RemoveFarm(ctx, id)
+	cancel()
+	if m.shared.note(err) == nil && inStore {
+		m.shared.publish(store.Event{Type: store.EventFarmRemoved, Farm: id})
+	}
+	if !m.sched.removeFarm(id, errors.New("the farm left")) && !inStore {
 		c.JSON(http.StatusNotFound, gin.H{"message": "unknown farm"})
 		return
 	}
@@ -240,7 +271,11 @@ func (m *Manager) serveDeregister(c *gin.Context) {
 
 func (m *Manager) serveDrain(c *gin.Context) {
 	if err := m.DrainFarm(c.Param("id")); err != nil {
-		c.JSON(http.StatusNotFound, gin.H{"message": err.Error()})
+		code := http.StatusNotFound
+		if errors.Is(err, ErrStoreUnavailable) {
+			code = http.StatusServiceUnavailable
+		}
+		c.JSON(code, gin.H{"message": err.Error()})
 		return
 	}
 	c.JSON(http.StatusAccepted, gin.H{"farm": c.Param("id"), "draining": true})
@@ -249,10 +284,17 @@ func (m *Manager) serveDrain(c *gin.Context) {
 // DrainFarm stops placing sessions on a farm and tells its sessions; the
 // farm learns it from its next heartbeat and exits once they have ended.
 func (m *Manager) DrainFarm(id string) error {
+	ctx, cancel := opCtx()
+	err := m.shared.note(m.shared.st.DrainFarm(ctx, id))
+	cancel()
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return err
+	}
 	sessions, ok := m.sched.drain(id)
-	if !ok {
+	if !ok && err != nil {
 		return fmt.Errorf("%w: %q", ErrFarmNotFound, id)
 	}
+	m.shared.publish(store.Event{Type: store.EventFarmDraining, Farm: id})
 	m.log.Info("farm draining", "farm", id, "sessions", len(sessions))
 	m.metrics.farmEvents.WithLabelValues("draining").Inc()
 	m.notifyDraining(id, sessions)
@@ -263,28 +305,6 @@ func (m *Manager) notifyDraining(farmID string, sessions []*Session) {
 	for _, s := range sessions {
 		if c := s.currentClient(); c != nil {
 			c.writeEvent("draining", "farm", farmID)
-		}
-	}
-}
-
-// farmMonitor declares dead the remote farms that missed three heartbeats.
-func (m *Manager) farmMonitor() {
-	// A fine tick keeps "dead after 3 missed heartbeats" close to 3 intervals.
-	every := m.cfg.HeartbeatInterval / 10
-	t := time.NewTicker(every)
-	defer t.Stop()
-	deadAfter := time.Duration(m.cfg.MissedHeartbeats)*m.cfg.HeartbeatInterval + every
-	for {
-		select {
-		case <-m.ctx.Done():
-			return
-		case now := <-t.C:
-			for _, id := range m.sched.silentFarms(now, deadAfter) {
-				if m.sched.removeFarm(id, fmt.Errorf("farm %s missed %d heartbeats", id, m.cfg.MissedHeartbeats)) {
-					m.log.Warn("farm dead", "farm", id, "silent_for", deadAfter)
-					m.metrics.farmEvents.WithLabelValues("dead").Inc()
-				}
-			}
 		}
 	}
 }

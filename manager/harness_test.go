@@ -19,6 +19,7 @@ import (
 
 	"github.com/drover-dev/drover/farm"
 	"github.com/drover-dev/drover/manager"
+	"github.com/drover-dev/drover/store"
 	"github.com/drover-dev/drover/worker"
 )
 
@@ -43,6 +44,7 @@ type stackOpts struct {
 	setup   func(*manager.Manager)
 	maxMsg  int64
 	janitor time.Duration
+	store   store.Store // nil: the manager's own memory store
 }
 
 type stack struct {
@@ -69,7 +71,7 @@ func newStack(t testing.TB, o stackOpts) *stack {
 		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
 	m, err := manager.New(manager.Config{Pools: o.pools, ResumeGrace: o.grace, Logger: log,
-		MaxMessageSize: o.maxMsg, JanitorInterval: o.janitor})
+		MaxMessageSize: o.maxMsg, JanitorInterval: o.janitor, Store: o.store})
 	require.NoError(t, err)
 	if o.setup != nil {
 		o.setup(m)

@@ -2,7 +2,9 @@ package manager
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"sort"
@@ -25,6 +27,7 @@ func (m *Manager) routes() *gin.Engine {
 	r.GET("/health", m.serveHealth)
 	r.GET("/livez", func(c *gin.Context) { c.String(http.StatusOK, "ok\n") })
 	r.GET("/status", m.serveStatus)
+	r.GET("/events", m.serveEvents)
 	r.GET("/login", m.serveLogin)
 	r.GET("/login/:id", m.serveLogin)
 	r.GET("/logout/:id", m.serveLogout)
@@ -41,6 +44,9 @@ func (m *Manager) routes() *gin.Engine {
 
 // healthy applies the health rule.
 func (m *Manager) healthy(c Capacity) bool {
+	if c.StoreDown {
+		return false
+	}
 	if m.cfg.Health != nil {
 		return m.cfg.Health(c)
 	}
@@ -52,7 +58,10 @@ func (m *Manager) serveHealth(c *gin.Context) {
 	status, word := http.StatusOK, "ok"
 	if !m.healthy(capa) {
 		status, word = http.StatusServiceUnavailable, "busy"
-		if capa.Slots == 0 {
+		switch {
+		case capa.StoreDown:
+			word = "store unavailable"
+		case capa.Slots == 0:
 			word = "no capacity"
 		}
 	}
@@ -100,6 +109,8 @@ func (m *Manager) serveLogin(c *gin.Context) {
 		c.JSON(http.StatusOK, restReply{Op: "system", Status: "rejected", ID: key})
 		return
 	}
+	// Any manager behind the load balancer can serve the next request.
+	m.shareSession(s)
 	c.JSON(http.StatusOK, restReply{Op: "system", Status: "permitted", ID: s.restKey})
 }
 
@@ -112,14 +123,20 @@ func printable(s string) bool {
 	return true
 }
 
-func (m *Manager) restSession(key string) *Session {
+// restSession finds the REST session of key: here, or placed by another
+// manager sharing the store, which hands it over.
+func (m *Manager) restSession(c *gin.Context, key string) *Session {
 	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.restKeys[key]
+	s := m.restKeys[key]
+	m.mu.Unlock()
+	if s == nil && key != "" {
+		s = m.claimShared(c.Request.Context(), restSecret(key), key, c.Request.RemoteAddr)
+	}
+	return s
 }
 
 func (m *Manager) serveLogout(c *gin.Context) {
-	s := m.restSession(c.Param("id"))
+	s := m.restSession(c, c.Param("id"))
 	if s == nil {
 		c.JSON(http.StatusNotFound, gin.H{"message": "no such session"})
 		return
@@ -129,7 +146,7 @@ func (m *Manager) serveLogout(c *gin.Context) {
 }
 
 func (m *Manager) serveExecute(c *gin.Context) {
-	s := m.restSession(c.Param("id"))
+	s := m.restSession(c, c.Param("id"))
 	if s == nil {
 		c.JSON(http.StatusNotFound, gin.H{"message": "no such session"})
 		return
@@ -165,7 +182,7 @@ func httpStatus(code string) int {
 		return http.StatusGatewayTimeout
 	case session.CodeInstanceLost:
 		return http.StatusBadGateway
-	case session.CodeNoCapacity, session.CodeShutdown:
+	case session.CodeNoCapacity, session.CodeShutdown, session.CodeUnavailable:
 		return http.StatusServiceUnavailable
 	case session.CodeUnauthorized:
 		return http.StatusUnauthorized
@@ -260,6 +277,8 @@ type StatusCapacity struct {
 	Ratio     float64 `json:"ratio"`
 	Threshold float64 `json:"threshold"`
 	Healthy   bool    `json:"healthy"`
+	// StoreDown: the shared state cannot be reached.
+	StoreDown bool `json:"store_down,omitempty"`
 }
 
 // StatusFarm describes one farm.
@@ -325,8 +344,8 @@ func (m *Manager) Status() Status {
 		Farms: []StatusFarm{}, Pools: []StatusPool{}, Instances: []StatusInstance{},
 		Sessions: []StatusSession{}, Queue: []StatusWaiter{}}
 	s := m.sched
+	capa := s.capacity()
 	s.mu.Lock()
-	capa := s.capacityLocked()
 	for _, fe := range s.farms {
 		sf := StatusFarm{ID: fe.id, Slots: fe.slots, Free: fe.free(), Live: true, Draining: fe.draining,
 			Remote: fe.remote, Priority: fe.priority, Labels: fe.labels, LastSeen: fe.lastSeen}
@@ -369,7 +388,7 @@ func (m *Manager) Status() Status {
 	}
 	s.mu.Unlock()
 	st.Capacity = StatusCapacity{Slots: capa.Slots, Busy: capa.Busy, Idle: capa.Idle, Starting: capa.Starting,
-		Ratio: capa.Ratio(), Threshold: m.cfg.HealthThreshold, Healthy: m.healthy(capa)}
+		Ratio: capa.Ratio(), Threshold: m.cfg.HealthThreshold, Healthy: m.healthy(capa), StoreDown: capa.StoreDown}
 	for _, ss := range m.snapshotSessions() {
 		ss.mu.Lock()
 		state := ss.state
@@ -387,4 +406,36 @@ func (m *Manager) Status() Status {
 
 func (m *Manager) serveStatus(c *gin.Context) {
 	c.JSON(http.StatusOK, m.Status())
+}
+
+// serveEvents streams the events of every manager sharing the store (farms
+// added, removed and draining; sessions opened, ended, moved; slots freed)
+// as server-sent events, for dashboards. Events hold ids, never secrets.
+func (m *Manager) serveEvents(c *gin.Context) {
+	ch, stop := m.shared.watch()
+	defer stop()
+	h := c.Writer.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-store")
+	c.Status(http.StatusOK)
+	c.Writer.Flush()
+	keepalive := time.NewTicker(15 * time.Second)
+	defer keepalive.Stop()
+	for {
+		select {
+		case <-c.Request.Context().Done():
+			return
+		case <-m.shared.quiet:
+			return
+		case <-keepalive.C:
+			_, _ = io.WriteString(c.Writer, ": keepalive\n\n")
+		case e := <-ch:
+			b, err := json.Marshal(e)
+			if err != nil {
+				continue
+			}
+			_, _ = fmt.Fprintf(c.Writer, "event: %s\ndata: %s\n\n", e.Type, b)
+		}
+		c.Writer.Flush()
+	}
 }

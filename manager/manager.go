@@ -8,12 +8,14 @@
 package manager
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"sync"
 	"time"
 
@@ -24,6 +26,7 @@ import (
 	"github.com/drover-dev/drover/farm"
 	"github.com/drover-dev/drover/middleware"
 	"github.com/drover-dev/drover/proxy"
+	"github.com/drover-dev/drover/store"
 )
 
 // Sentinel errors.
@@ -112,6 +115,18 @@ type Config struct {
 	Registerer        prometheus.Registerer
 	Gatherer          prometheus.Gatherer
 	Version           string
+	// Store is the state the manager shares with other managers: farms,
+	// reservations, resumable sessions and events. nil means an in-memory
+	// store of its own (one manager). The caller closes it.
+	Store store.Store
+	// ID names the manager in the store; empty means the host name plus a
+	// random suffix. It must differ between managers sharing a store.
+	ID string
+	// HandOffOnShutdown: Shutdown leaves placed sessions to the other
+	// managers sharing the store instead of ending them. Clients are
+	// closed with 1012 (service restart) and resume through any manager
+	// within the resume grace; their instances keep running.
+	HandOffOnShutdown bool
 }
 
 func (c *Config) defaults() error {
@@ -176,6 +191,13 @@ func (c *Config) defaults() error {
 	if c.Version == "" {
 		c.Version = "dev"
 	}
+	if c.Store == nil {
+		c.Store = store.NewMemory()
+	}
+	if c.ID == "" {
+		host, _ := os.Hostname()
+		c.ID = cmp.Or(host, "manager") + "-" + newID()[:6]
+	}
 	return nil
 }
 
@@ -186,6 +208,7 @@ type Manager struct {
 	log     *slog.Logger
 	metrics *metrics
 	sched   *scheduler
+	shared  *shared
 	router  *gin.Engine
 	upgrade *websocket.Upgrader
 	// relays for stream sessions: to in-process farms' instances, and to
@@ -230,6 +253,7 @@ func New(cfg Config) (*Manager, error) {
 	m.metrics = met
 	m.ctx, m.cancel = context.WithCancel(context.Background())
 	m.sched = newScheduler(m, cfg.Pools)
+	m.shared = newShared(m, cfg.Store, cfg.ID)
 	m.upgrade = m.upgrader()
 	rlog := cfg.Logger.With("component", "relay")
 	m.relay = proxy.New(proxy.Options{Logger: rlog})
@@ -238,7 +262,10 @@ func New(cfg Config) (*Manager, error) {
 	m.router = m.routes()
 	m.metrics.registerCapacity(cfg.Registerer, m.sched.capacity)
 	m.goTracked(m.janitor)
-	m.goTracked(m.farmMonitor)
+	m.goTracked(m.shared.monitor)
+	m.goTracked(m.shared.reconciler)
+	m.goTracked(m.shared.listen)
+	m.goTracked(m.shared.publisher)
 	return m, nil
 }
 
@@ -257,8 +284,19 @@ func (m *Manager) OnDisconnect(h ...middleware.DisconnectHook) {
 	m.disconnectHooks = append(m.disconnectHooks, h...)
 }
 
-// AddFarm makes a farm's slots available for placement.
-func (m *Manager) AddFarm(f Farm) { m.sched.addFarm(f, false) }
+// AddFarm makes the slots of a farm in this process available for
+// placement. Other managers sharing the store count its slots but cannot
+// reach it.
+func (m *Manager) AddFarm(f Farm) {
+	// If the store is away, the farm monitor puts it there later.
+	ctx, cancel := opCtx()
+	_ = m.shared.note(m.shared.st.PutFarm(ctx, store.Farm{ID: f.ID(), Owner: m.shared.id, Slots: f.Slots()}))
+	cancel()
+	m.sched.addFarm(f, false, m.shared.id, nil)
+}
+
+// ID is the manager's id in the shared state.
+func (m *Manager) ID() string { return m.shared.id }
 
 // InstanceExited is the farm's callback for an instance that exited on its
 // own (farm.Config.OnExit).
@@ -315,6 +353,47 @@ func (m *Manager) sessionByToken(tok string) *Session {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.tokens[tok]
+}
+
+func (m *Manager) sessionByID(id string) *Session {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.sessions[id]
+}
+
+// shareSession makes a placed WebSocket session resumable through any
+// manager sharing the store.
+func (m *Manager) shareSession(s *Session) {
+	m.mu.Lock()
+	if m.sessions[s.info.ID] != s {
+		m.mu.Unlock()
+		return // it ended meanwhile
+	}
+	s.tokenHash = tokenHash(s.secret())
+	m.mu.Unlock()
+	m.shared.putSession(s)
+}
+
+// sharedHash is the session's token hash in the store; empty when the
+// session is not recorded there.
+func (m *Manager) sharedHash(s *Session) string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return s.tokenHash
+}
+
+// resumableSessions are the sessions other managers may resume: WebSocket
+// sessions bound to an instance and recorded in the store.
+func (m *Manager) resumableSessions() []*Session {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []*Session
+	for _, s := range m.sessions {
+		if s.tokenHash != "" {
+			out = append(out, s)
+		}
+	}
+	return out
 }
 
 func (m *Manager) trackConn(c *clientConn) bool {
@@ -389,16 +468,22 @@ func (m *Manager) Shutdown(ctx context.Context) error {
 	m.mu.Unlock()
 	m.sched.close()
 	for _, s := range m.snapshotSessions() {
+		if m.cfg.HandOffOnShutdown && m.sharedHash(s) != "" {
+			s.leave()
+			continue
+		}
 		if c := s.currentClient(); c != nil {
 			c.writeEvent("shutdown")
 		}
 		s.end("manager shutting down", websocket.CloseGoingAway, false)
 	}
+	m.shared.leave()
 	m.mu.Lock()
 	for c := range m.conns {
 		c.closeWith(websocket.CloseGoingAway, "shutting down")
 	}
 	m.mu.Unlock()
+	m.shared.hush()
 	relayErr := errors.Join(m.relay.Shutdown(ctx), m.farmRelay.Shutdown(ctx))
 	m.cancel()
 	done := make(chan struct{})
@@ -418,6 +503,7 @@ func (m *Manager) Shutdown(ctx context.Context) error {
 // within grace.
 func (m *Manager) Serve(ctx context.Context, ln net.Listener, grace time.Duration) error {
 	srv := &http.Server{Handler: m.router, ReadHeaderTimeout: 10 * time.Second}
+	srv.RegisterOnShutdown(m.shared.hush) // event streams would hold Shutdown up
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	select {

@@ -18,6 +18,8 @@ type metrics struct {
 	instancesLost  prometheus.Counter
 	badFrames      prometheus.Counter
 	farmEvents     *prometheus.CounterVec
+	storeUp        prometheus.Gauge
+	eventsDropped  prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -46,9 +48,14 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "drover_manager_bad_frames_total", Help: "Client frames answered with bad_request."}),
 		farmEvents: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "drover_manager_farm_events_total", Help: "Farm registrations, deregistrations, drains and deaths."}, []string{"event"}),
+		storeUp: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "drover_manager_store_up", Help: "1 while the shared state store answers, 0 while it cannot be reached."}),
 	}
+	m.storeUp.Set(1)
+	m.eventsDropped = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "drover_manager_events_dropped_total", Help: "Events not published because the queue to the store was full."})
 	for _, c := range []prometheus.Collector{m.sessions, m.detached, m.sessionsOpened, m.tasks, m.taskSeconds,
-		m.queueLength, m.spawns, m.spawnSeconds, m.instancesLost, m.badFrames, m.farmEvents} {
+		m.queueLength, m.spawns, m.spawnSeconds, m.instancesLost, m.badFrames, m.farmEvents, m.storeUp, m.eventsDropped} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/drover-dev/drover/farm"
 	"github.com/drover-dev/drover/session"
+	"github.com/drover-dev/drover/store"
 )
 
 // Farm is the manager's handle on a farm: the local one in the same process,
@@ -55,13 +56,20 @@ type instance struct {
 	state     instState
 	sess      *Session
 	idleSince time.Time
+	// slot is the instance's reservation in the store.
+	slot string
 }
 
 type farmEntry struct {
-	f        Farm
-	id       string
-	slots    int
-	used     int // slots reserved: instances alive or starting
+	f     Farm
+	id    string
+	slots int
+	used  int // slots this manager reserved: instances alive or starting
+	// others are the slots other managers hold, as the store last said;
+	// a Reserve refused as full raises it until the next look.
+	others   int
+	owner    string // the store's Owner: set for a farm in a manager's process
+	spec     []byte // the registration, as stored, for remote farms
 	pools    map[string]bool
 	labels   map[string]string
 	priority int
@@ -72,7 +80,7 @@ type farmEntry struct {
 	lastSeen time.Time
 }
 
-func (fe *farmEntry) free() int { return fe.slots - fe.used }
+func (fe *farmEntry) free() int { return fe.slots - fe.used - fe.others }
 
 // matches reports whether the farm has every label asked for.
 func (fe *farmEntry) matches(want map[string]string) bool {
@@ -104,6 +112,7 @@ type poolState struct {
 type grant struct {
 	inst *instance
 	farm *farmEntry
+	slot string // the reservation made on farm
 	err  error
 }
 
@@ -126,6 +135,9 @@ type scheduler struct {
 	pools     map[string]*poolState
 	queue     []*waiter
 	closed    bool
+	// pending are reservations whose instance is not on the books yet:
+	// the store's view of them must not be reconciled away.
+	pending map[string]struct{}
 }
 
 func newScheduler(m *Manager, pools []Pool) *scheduler {
@@ -134,6 +146,7 @@ func newScheduler(m *Manager, pools []Pool) *scheduler {
 		farms:     map[string]*farmEntry{},
 		instances: map[string]*instance{},
 		pools:     map[string]*poolState{},
+		pending:   map[string]struct{}{},
 	}
 	for _, p := range pools {
 		s.pools[p.Name] = &poolState{cfg: p, metrics: m.metrics.forPool(p.Name)}
@@ -151,12 +164,13 @@ func (s *scheduler) pool(name string) (*poolState, error) {
 	return p, nil
 }
 
-// addFarm makes a farm's slots available. A farm already known by that id
-// is replaced: it restarted, and whatever ran on it before is lost.
-func (s *scheduler) addFarm(f Farm, remote bool) {
+// addFarm makes a farm's slots available here; the caller has put it in
+// the store. A farm already known by that id is replaced: it restarted, and
+// whatever ran on it before is lost.
+func (s *scheduler) addFarm(f Farm, remote bool, owner string, spec []byte) {
 	now := time.Now()
 	fe := &farmEntry{f: f, id: f.ID(), slots: f.Slots(), pools: map[string]bool{}, added: now,
-		remote: remote, lastSeen: now}
+		remote: remote, lastSeen: now, owner: owner, spec: spec}
 	for _, p := range f.Pools() {
 		fe.pools[p] = true
 	}
@@ -260,17 +274,28 @@ func (s *scheduler) drainLocked(fe *farmEntry) []*Session {
 	return sessions
 }
 
-// silentFarms returns the remote farms not heard from within d.
-func (s *scheduler) silentFarms(now time.Time, d time.Duration) []string {
+// rejoin takes a registration of a known farm that still runs instances
+// of this manager for a farm that did not restart: the entry and its
+// instances stay. It reports whether it did.
+func (s *scheduler) rejoin(req farm.RegisterRequest, spec []byte) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var ids []string
-	for id, fe := range s.farms {
-		if fe.remote && now.Sub(fe.lastSeen) > d {
-			ids = append(ids, id)
+	fe := s.farms[req.ID]
+	if fe == nil || !fe.remote {
+		return false
+	}
+	running := make(map[string]bool, len(req.Instances))
+	for _, inst := range req.Instances {
+		running[inst.ID] = true
+	}
+	for _, inst := range s.instances {
+		if inst.farm == fe && running[inst.info.ID] {
+			fe.lastSeen = time.Now()
+			fe.spec = spec
+			return true
 		}
 	}
-	return ids
+	return false
 }
 
 // acquire binds sess to an instance of its pool: an idle one, else a fresh
@@ -290,7 +315,7 @@ func (s *scheduler) acquire(ctx context.Context, sess *Session, p *poolState, wa
 		if g.inst != nil {
 			return g.inst, nil
 		}
-		inst, err := s.spawn(ctx, g.farm, p, sess)
+		inst, err := s.spawn(ctx, g, p, sess)
 		if err == nil {
 			return inst, nil
 		}
@@ -316,9 +341,19 @@ func (s *scheduler) place(sess *Session, p *poolState, wait bool) (grant, *waite
 	if s.closed {
 		return grant{err: ErrShutdown}, nil
 	}
+	if err := s.m.shared.usable(); err != nil {
+		return grant{err: err}, nil
+	}
 	// Earlier waiters of this pool come first.
 	if !s.hasWaiterLocked(p) {
-		if g, ok := s.serveLocked(sess, p); ok {
+		g, ok, err := s.serveLocked(sess, p)
+		if err != nil {
+			return grant{err: err}, nil
+		}
+		if ok {
+			if g.inst != nil {
+				s.refillLocked() // an idle instance was taken: warm another
+			}
 			return g, nil
 		}
 	}
@@ -342,21 +377,70 @@ func (s *scheduler) hasWaiterLocked(p *poolState) bool {
 }
 
 // serveLocked hands out an idle instance or reserves a slot for a spawn.
-func (s *scheduler) serveLocked(sess *Session, p *poolState) (grant, bool) {
-	for i, inst := range p.idle {
+// Both go through the store, which makes them atomic across managers; an
+// error means the store cannot be reached.
+func (s *scheduler) serveLocked(sess *Session, p *poolState) (grant, bool, error) {
+	for i := 0; i < len(p.idle); i++ {
+		inst := p.idle[i]
 		if sess.stream || inst.farm.draining || !inst.farm.matches(sess.labels) {
 			continue
 		}
+		err := s.m.shared.updateSlot(inst.farm.id, store.Slot{ID: inst.slot, Pool: p.cfg.Name,
+			Instance: inst.info.ID, State: store.SlotBound, Session: sess.info.ID}, store.SlotIdle)
+		if errors.Is(err, store.ErrUnavailable) {
+			return grant{}, false, err
+		}
 		p.idle = slices.Delete(p.idle, i, i+1)
+		i--
+		if err != nil {
+			// The store lost the reservation (its farm left): nobody can
+			// count on this instance any more.
+			s.m.log.Warn("idle instance lost its reservation", "instance", inst.info.ID, "err", err)
+			s.stopAsyncLocked(inst)
+			continue
+		}
 		s.bindLocked(inst, sess)
-		return grant{inst: inst}, true
+		return grant{inst: inst}, true, nil
 	}
-	if fe := s.farmForLocked(p, sess.labels); fe != nil {
-		fe.used++
-		p.startingBound++
-		return grant{farm: fe}, true
+	slot, fe, err := s.reserveLocked(p, sess.labels, sess.info.ID)
+	if err != nil || fe == nil {
+		return grant{}, false, err
 	}
-	return grant{}, false
+	p.startingBound++
+	return grant{farm: fe, slot: slot}, true, nil
+}
+
+// reserveLocked reserves a slot for an instance of p in the store, on the
+// best farm that has one; session is the session it starts for, if any. It
+// returns a nil farm when no farm has a free slot.
+func (s *scheduler) reserveLocked(p *poolState, labels map[string]string, session string) (string, *farmEntry, error) {
+	for {
+		fe := s.farmForLocked(p, labels)
+		if fe == nil {
+			return "", nil, nil
+		}
+		slot := store.Slot{ID: newID(), Pool: p.cfg.Name, State: store.SlotStarting, Session: session}
+		err := s.m.shared.reserve(fe.id, slot)
+		switch {
+		case err == nil:
+			fe.used++
+			s.pending[slot.ID] = struct{}{}
+			return slot.ID, fe, nil
+		case errors.Is(err, store.ErrUnavailable):
+			return "", nil, err
+		default:
+			// Full, draining or gone as far as the store knows: other
+			// managers took its slots. Skip it until the next look.
+			fe.others = fe.slots - fe.used
+		}
+	}
+}
+
+// unreserveLocked gives back a reservation whose instance never came.
+func (s *scheduler) unreserveLocked(fe *farmEntry, slot string) {
+	fe.used--
+	delete(s.pending, slot)
+	s.m.shared.freeSlot(fe.id, slot)
 }
 
 // farmForLocked picks, among the live farms that run p and have the labels
@@ -442,7 +526,7 @@ func (s *scheduler) undo(g grant, p *poolState) {
 		s.release(g.inst, true)
 	case g.farm != nil:
 		s.mu.Lock()
-		g.farm.used--
+		s.unreserveLocked(g.farm, g.slot)
 		p.startingBound--
 		s.kickLocked()
 		s.mu.Unlock()
@@ -456,10 +540,16 @@ func (s *scheduler) kickLocked() {
 	}
 	if len(s.queue) > 0 {
 		kept := s.queue[:0]
+		storeDown := s.m.shared.usable() != nil
 		for _, w := range s.queue {
-			if g, ok := s.serveLocked(w.sess, w.pool); ok {
-				w.grant <- g
-				continue
+			if !storeDown {
+				g, ok, err := s.serveLocked(w.sess, w.pool)
+				if ok {
+					w.grant <- g
+					continue
+				}
+				// Waiters keep their place while the store is away.
+				storeDown = err != nil
 			}
 			kept = append(kept, w)
 		}
@@ -492,6 +582,9 @@ func (s *scheduler) refillLocked() {
 	if s.closed {
 		return
 	}
+	if s.m.shared.usable() != nil {
+		return
+	}
 	now := time.Now()
 	for _, p := range s.pools {
 		for len(p.idle)+p.startingWarm < p.cfg.Warm {
@@ -499,13 +592,12 @@ func (s *scheduler) refillLocked() {
 				s.retryLaterLocked(p, p.retryAt.Sub(now))
 				break
 			}
-			fe := s.farmForLocked(p, nil)
-			if fe == nil {
+			slot, fe, err := s.reserveLocked(p, nil, "")
+			if err != nil || fe == nil {
 				break
 			}
-			fe.used++
 			p.startingWarm++
-			s.m.goTracked(func() { s.spawnWarm(fe, p) })
+			s.m.goTracked(func() { s.spawnWarm(fe, p, slot) })
 		}
 	}
 }
@@ -522,16 +614,24 @@ func (s *scheduler) retryLaterLocked(p *poolState, d time.Duration) {
 	})
 }
 
-func (s *scheduler) spawnWarm(fe *farmEntry, p *poolState) {
+func (s *scheduler) spawnWarm(fe *farmEntry, p *poolState, slot string) {
 	// Bounded so that a farm that hangs cannot hold the slot for ever.
 	ctx, cancel := context.WithTimeout(s.m.ctx, 2*time.Minute)
 	defer cancel()
 	inst, err := s.start(ctx, fe, p, farm.StartOptions{})
+	if err == nil {
+		inst.slot = slot
+		err = s.m.shared.updateSlot(fe.id, store.Slot{ID: slot, Pool: p.cfg.Name, Instance: inst.info.ID,
+			State: store.SlotIdle}, store.SlotStarting)
+		if err != nil {
+			s.stopStarted(fe, inst)
+		}
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	p.startingWarm--
 	if err != nil {
-		fe.used--
+		s.unreserveLocked(fe, slot)
 		p.failures++
 		backoff := min(time.Duration(p.failures)*500*time.Millisecond, 30*time.Second)
 		p.retryAt = time.Now().Add(backoff)
@@ -542,6 +642,7 @@ func (s *scheduler) spawnWarm(fe *farmEntry, p *poolState) {
 		return
 	}
 	p.failures = 0
+	delete(s.pending, slot)
 	if s.closed || (inst.conn != nil && inst.conn.isClosed()) || s.farms[fe.id] != fe || fe.draining {
 		s.stopAsyncLocked(inst)
 		return
@@ -554,16 +655,28 @@ func (s *scheduler) spawnWarm(fe *farmEntry, p *poolState) {
 }
 
 // spawn starts an instance on a slot reserved for sess and binds it.
-func (s *scheduler) spawn(ctx context.Context, fe *farmEntry, p *poolState, sess *Session) (*instance, error) {
+func (s *scheduler) spawn(ctx context.Context, g grant, p *poolState, sess *Session) (*instance, error) {
+	fe := g.farm
 	inst, err := s.start(ctx, fe, p, sess.startOpts)
+	if err == nil {
+		inst.slot = g.slot
+		err = s.m.shared.updateSlot(fe.id, store.Slot{ID: g.slot, Pool: p.cfg.Name, Instance: inst.info.ID,
+			State: store.SlotBound, Session: sess.info.ID}, store.SlotStarting)
+		if err != nil {
+			s.stopStarted(fe, inst)
+			err = fmt.Errorf("record the instance: %w", err)
+		}
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	p.startingBound--
 	if err != nil {
-		fe.used--
+		s.unreserveLocked(fe, g.slot)
 		s.kickLocked()
 		return nil, err
 	}
+	delete(s.pending, g.slot)
+	s.instances[inst.info.ID] = inst
 	if s.closed {
 		s.stopAsyncLocked(inst)
 		return nil, ErrShutdown
@@ -572,7 +685,6 @@ func (s *scheduler) spawn(ctx context.Context, fe *farmEntry, p *poolState, sess
 		s.stopAsyncLocked(inst)
 		return nil, fmt.Errorf("farm %s left while the instance started", fe.id)
 	}
-	s.instances[inst.info.ID] = inst
 	s.bindLocked(inst, sess)
 	return inst, nil
 }
@@ -634,7 +746,9 @@ func (s *scheduler) release(inst *instance, reusable bool) {
 	}
 	inst.sess = nil
 	if reusable && inst.pool.cfg.Release == ReleaseReuse && !s.closed && !inst.farm.draining &&
-		inst.conn != nil && inst.conn.clean() {
+		inst.conn != nil && inst.conn.clean() &&
+		s.m.shared.updateSlot(inst.farm.id, store.Slot{ID: inst.slot, Pool: inst.pool.cfg.Name,
+			Instance: inst.info.ID, State: store.SlotIdle}, store.SlotBound) == nil {
 		inst.state = instIdle
 		inst.idleSince = time.Now()
 		inst.pool.idle = append(inst.pool.idle, inst)
@@ -667,8 +781,24 @@ func (s *scheduler) stopAsyncLocked(inst *instance) {
 
 // removeLocked forgets an instance and frees its slot, once.
 func (s *scheduler) removeLocked(inst *instance) {
+	if s.dropLocked(inst) {
+		s.m.shared.freeSlot(inst.farm.id, inst.slot)
+	}
+}
+
+// forgetLocked drops an instance from the books without stopping it or
+// freeing its reservation: another manager took it over with its session.
+func (s *scheduler) forgetLocked(inst *instance) {
+	if s.dropLocked(inst) {
+		inst.farm.others++
+	}
+}
+
+// dropLocked takes an instance off this manager's books; false when it
+// was off them already.
+func (s *scheduler) dropLocked(inst *instance) bool {
 	if inst.state == instGone {
-		return
+		return false
 	}
 	if inst.state == instIdle {
 		inst.pool.idle = slices.DeleteFunc(inst.pool.idle, func(i *instance) bool { return i == inst })
@@ -677,6 +807,19 @@ func (s *scheduler) removeLocked(inst *instance) {
 	inst.sess = nil
 	delete(s.instances, inst.info.ID)
 	inst.farm.used--
+	return true
+}
+
+// stopStarted stops an instance that started but cannot be used.
+func (s *scheduler) stopStarted(fe *farmEntry, inst *instance) {
+	if inst.conn != nil {
+		inst.conn.close()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	if err := fe.f.StopInstance(ctx, inst.info.ID); err != nil && !errors.Is(err, farm.ErrNotFound) {
+		s.m.log.Warn("stop instance", "instance", inst.info.ID, "err", err)
+	}
 }
 
 // lost handles an instance that died or whose connection broke: its session
@@ -754,6 +897,9 @@ type Capacity struct {
 	Idle     int // ready instances nobody uses
 	Starting int // all spawns under way
 	Queued   int // sessions waiting
+	// StoreDown: the shared state cannot be reached. Slots and Busy are
+	// then this manager's own view, and no session can be placed.
+	StoreDown bool
 }
 
 // Ratio is Busy/Slots, or 1 when there are no slots.
@@ -764,10 +910,25 @@ func (c Capacity) Ratio() float64 {
 	return float64(c.Busy) / float64(c.Slots)
 }
 
+// capacity is the shared view of slots and busy ones (every manager's
+// sessions), with this manager's idle, starting and queued counts.
 func (s *scheduler) capacity() Capacity {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.capacityLocked()
+	c := s.capacityLocked()
+	s.mu.Unlock()
+	if s.m.shared.usable() != nil {
+		c.StoreDown = true
+		return c
+	}
+	ctx, cancel := opCtx()
+	defer cancel()
+	sc, err := s.m.shared.st.Capacity(ctx)
+	if s.m.shared.note(err) != nil {
+		c.StoreDown = true
+		return c
+	}
+	c.Slots, c.Busy = sc.Slots, sc.Busy
+	return c
 }
 
 func (s *scheduler) capacityLocked() Capacity {
@@ -800,6 +961,8 @@ func errorCode(err error) string {
 		return session.CodeNotFound
 	case errors.Is(err, ErrShutdown):
 		return session.CodeShutdown
+	case errors.Is(err, ErrStoreUnavailable):
+		return session.CodeUnavailable
 	case errors.Is(err, context.DeadlineExceeded):
 		return session.CodeTimeout
 	}
@@ -808,4 +971,31 @@ func errorCode(err error) string {
 		return se.Code
 	}
 	return session.CodeInternal
+}
+
+// forget drops an instance another manager took over, and closes this
+// manager's connection to it; the instance keeps running.
+func (s *scheduler) forget(inst *instance) {
+	s.mu.Lock()
+	s.forgetLocked(inst)
+	s.kickLocked()
+	s.mu.Unlock()
+	if inst.conn != nil {
+		inst.conn.close()
+	}
+}
+
+// adopt puts an instance of a session resumed from another manager on the
+// books, bound to sess.
+func (s *scheduler) adopt(inst *instance, sess *Session) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed || s.farms[inst.farm.id] != inst.farm {
+		return false
+	}
+	inst.farm.used++
+	inst.farm.others = max(0, inst.farm.others-1)
+	s.instances[inst.info.ID] = inst
+	s.bindLocked(inst, sess)
+	return true
 }

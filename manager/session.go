@@ -15,6 +15,7 @@ import (
 	"github.com/drover-dev/drover/farm"
 	"github.com/drover-dev/drover/middleware"
 	"github.com/drover-dev/drover/session"
+	"github.com/drover-dev/drover/store"
 )
 
 type sessState uint8
@@ -33,12 +34,15 @@ func (s sessState) String() string {
 // Session is one client session bound to one instance. WebSocket clients,
 // REST clients and in-process users (Open) all get one.
 type Session struct {
-	m       *Manager
-	info    session.Info
-	pool    *poolState
-	token   string            // resume token for WebSocket clients
-	restKey string            // the id REST clients use; a secret like the token
-	labels  map[string]string // farm labels the session asked for
+	m     *Manager
+	info  session.Info
+	pool  *poolState
+	token string // resume token for WebSocket clients
+	// tokenHash is set (under Manager.mu) once the session is recorded in
+	// the store, resumable through other managers.
+	tokenHash string
+	restKey   string            // the id REST clients use; a secret like the token
+	labels    map[string]string // farm labels the session asked for
 	// stream sessions get a fresh instance started with startOpts, and
 	// their client's bytes are relayed to it.
 	stream    bool
@@ -64,6 +68,17 @@ type Session struct {
 	lastActive atomic.Int64 // unix nanos
 	endOnce    sync.Once
 }
+
+// secret is what proves a client's right to the session: the resume token
+// of a WebSocket session, the id of a REST one (kept apart by a prefix).
+func (s *Session) secret() string {
+	if s.restKey != "" {
+		return restSecret(s.restKey)
+	}
+	return s.token
+}
+
+func restSecret(key string) string { return "rest:" + key }
 
 func newToken() string {
 	var b [18]byte
@@ -119,6 +134,7 @@ func (s *Session) bind(inst *instance) {
 	}
 	s.mu.Unlock()
 	close(s.bound)
+	s.m.shared.publish(store.Event{Type: store.EventSessionOpened, Session: s.info.ID, Farm: s.info.Farm})
 }
 
 // serveInstance is the last handler of the chain: it sends the task to the
@@ -281,31 +297,42 @@ func (s *Session) instanceLost() {
 	s.end("instance lost", websocket.CloseNormalClosure, false)
 }
 
+// closeDown marks the session closed and cancels it; it returns the state
+// it was in and the client connection it had. end and letGo call it once.
+func (s *Session) closeDown() (sessState, *clientConn) {
+	s.mu.Lock()
+	prev := s.state
+	s.state = sessClosed
+	c := s.client
+	s.client = nil
+	if s.graceTimer != nil {
+		s.graceTimer.Stop()
+	}
+	s.mu.Unlock()
+	if prev == sessDetached {
+		s.m.metrics.detached.Dec()
+	}
+	s.cancel()
+	if prev == sessPlacing {
+		close(s.bound)
+	}
+	return prev, c
+}
+
 // end finishes the session once: the client is closed with code (0 for
 // none), the instance released (reusable tells whether it may serve again),
 // and the disconnect hooks run.
 func (s *Session) end(reason string, code int, reusable bool) {
 	s.endOnce.Do(func() {
-		s.mu.Lock()
-		prev := s.state
-		s.state = sessClosed
-		c := s.client
-		s.client = nil
-		if s.graceTimer != nil {
-			s.graceTimer.Stop()
-		}
-		s.mu.Unlock()
-		if prev == sessDetached {
-			s.m.metrics.detached.Dec()
-		}
-		s.cancel()
-		if prev == sessPlacing {
-			close(s.bound)
-		}
+		prev, c := s.closeDown()
 		if c != nil && code != 0 {
 			c.closeWith(code, reason)
 		}
+		s.m.shared.deleteSession(s.m.sharedHash(s))
 		s.m.removeSession(s)
+		if prev != sessPlacing {
+			s.m.shared.publish(store.Event{Type: store.EventSessionEnded, Session: s.info.ID, Farm: s.info.Farm})
+		}
 		if s.inst != nil {
 			// A task still running (its wait just got cancelled) makes the
 			// instance unclean; release checks that.
@@ -335,4 +362,37 @@ func errorOf(err error) (code, msg string) {
 		return session.CodeInstanceLost, "the session has ended"
 	}
 	return errorCode(err), err.Error()
+}
+
+// handOff lets go of a session another manager resumed: its client here is
+// closed, the instance's connection dropped and its books cleared, but the
+// instance lives on, and so does the session, elsewhere. No disconnect hook
+// runs: the session has not ended.
+func (s *Session) handOff(to string) {
+	s.letGo(websocket.ClosePolicyViolation, "resumed on another manager", to)
+}
+
+// leave lets go of a session as its manager shuts down: the client is told
+// to resume elsewhere (1012, service restart), and the session stays in the
+// store for another manager to claim.
+func (s *Session) leave() {
+	if c := s.currentClient(); c != nil {
+		c.writeEvent("shutdown")
+	}
+	s.letGo(websocket.CloseServiceRestart, "manager restarting: resume elsewhere", "")
+}
+
+func (s *Session) letGo(code int, reason, to string) {
+	s.endOnce.Do(func() {
+		_, c := s.closeDown()
+		if c != nil {
+			c.closeWith(code, reason)
+		}
+		s.m.removeSession(s)
+		if s.inst != nil {
+			s.m.sched.forget(s.inst)
+		}
+		s.m.log.Info("session left to another manager", "session", s.info.ID, "instance", s.info.Instance,
+			"manager", to, "reason", reason)
+	})
 }

@@ -3,6 +3,7 @@ package manager
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"net"
 	"net/http"
@@ -14,9 +15,11 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/drover-dev/drover/farm"
 	"github.com/drover-dev/drover/internal/wsframe"
 	"github.com/drover-dev/drover/middleware"
 	"github.com/drover-dev/drover/session"
+	"github.com/drover-dev/drover/store"
 )
 
 // clientConn is one client WebSocket. gorilla answers the handshake; the
@@ -158,6 +161,9 @@ func (m *Manager) serveWS(w http.ResponseWriter, r *http.Request) {
 func (m *Manager) startWS(c *clientConn, r *http.Request, q url.Values) *Session {
 	if tok := q.Get("resume"); tok != "" {
 		s := m.sessionByToken(tok)
+		if s == nil {
+			s = m.claimShared(r.Context(), tok, "", r.RemoteAddr)
+		}
 		if s == nil || !s.attach(c) {
 			_ = c.writeError(nil, session.CodeNotFound, "no resumable session for this token")
 			c.closeWith(websocket.ClosePolicyViolation, "unknown resume token")
@@ -217,7 +223,93 @@ func (m *Manager) placeWS(s *Session, c *clientConn, wait bool) {
 		return
 	}
 	m.metrics.sessionsOpened.WithLabelValues(s.pool.cfg.Name).Inc()
+	// Recorded before the welcome: once the client holds the token, any
+	// manager can resume the session.
+	m.shareSession(s)
 	_ = c.writeFrame(func(b []byte) []byte { return session.AppendWelcome(b, s.info.ID, s.info.Instance, s.token) })
+}
+
+// claimShared resumes a session another manager placed, by its secret: a
+// resume token, or (restKey set) the REST id whose secret it is. It claims
+// the session in the store, connects to its instance and puts both on this
+// manager's books. nil means there is nothing to resume.
+func (m *Manager) claimShared(ctx context.Context, tok, restKey, remote string) *Session {
+	rec, err := m.shared.claim(ctx, tok)
+	if rec.Slot != "" {
+		defer func() {
+			m.sched.mu.Lock()
+			delete(m.sched.pending, rec.Slot)
+			m.sched.mu.Unlock()
+		}()
+	}
+	if err != nil {
+		if !errors.Is(err, store.ErrNotFound) {
+			m.log.Warn("resume through the shared state failed", "err", err)
+		}
+		return nil
+	}
+	if m.sessionByID(rec.ID) != nil {
+		return nil // still here: the token did not match it
+	}
+	fail := func(why string, err error) *Session {
+		m.log.Warn("cannot resume session", "session", rec.ID, "reason", why, "err", err)
+		m.shared.deleteSession(rec.TokenHash)
+		return nil
+	}
+	p, err := m.sched.pool(rec.Pool)
+	if err != nil {
+		return fail("unknown pool", err)
+	}
+	fe := m.farmForResume(rec.Farm)
+	if fe == nil {
+		return fail("farm not known", nil)
+	}
+	var info farm.Instance
+	if err := json.Unmarshal(rec.Instance, &info); err != nil {
+		return fail("bad record", err)
+	}
+	inst := &instance{info: info, pool: p, farm: fe, slot: rec.Slot, state: instBound}
+	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	conn, err := dialInstance(dctx, instanceURL(info), farmHeader(fe.f, info), m.cfg.MaxInstanceMessage,
+		func(err error) { m.sched.lost(inst, err, true) })
+	if err != nil {
+		return fail("instance unreachable", err)
+	}
+	inst.conn = conn
+	s := m.newSession(p, remote)
+	s.info.ID = rec.ID
+	s.info.Created = rec.Created
+	if restKey != "" {
+		s.restKey = restKey
+	} else {
+		s.token = tok
+	}
+	if !m.sched.adopt(inst, s) {
+		conn.close()
+		s.cancel()
+		return fail("manager closing or farm gone", nil)
+	}
+	s.bind(inst)
+	m.addSession(s)
+	m.shareSession(s)
+	m.log.Info("session resumed from another manager", "session", rec.ID, "instance", info.ID, "from", rec.Owner)
+	return s
+}
+
+// farmForResume finds the farm of a resumed session, looking at the store
+// once more if this manager has not adopted it yet.
+func (m *Manager) farmForResume(id string) *farmEntry {
+	get := func() *farmEntry {
+		m.sched.mu.Lock()
+		defer m.sched.mu.Unlock()
+		return m.sched.farms[id]
+	}
+	if fe := get(); fe != nil {
+		return fe
+	}
+	m.shared.syncFarms(time.Now())
+	return get()
 }
 
 // readLoop reads client frames and runs their tasks, one at a time, in the

@@ -14,8 +14,8 @@ GOLANGCI_LINT_VERSION=v2.15.0
 
 # Debian packages the tests need, one per line.
 PACKAGES=(
-	# redis-server
-	# haproxy
+	redis-server
+	haproxy
 	# chromium
 )
 

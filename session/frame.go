@@ -93,7 +93,7 @@ func Decode(b []byte, f *Frame) error {
 			}
 			key := b[ks+1 : s.i-1]
 			if s.esc {
-				key = unescapeName(key, &nbuf)
+				key = UnescapeASCII(key, nbuf[:])
 			}
 			s.ws()
 			if !s.byte(':') {
@@ -112,7 +112,7 @@ func Decode(b []byte, f *Frame) error {
 				if v[0] == '"' {
 					name := v[1 : len(v)-1]
 					if s.esc {
-						name = unescapeName(name, &nbuf)
+						name = UnescapeASCII(name, nbuf[:])
 					}
 					f.Type = lookupType(name)
 					if f.Type == FrameUnknown {
@@ -184,17 +184,20 @@ func lookupType(name []byte) FrameType {
 	return FrameUnknown
 }
 
-// unescapeName returns the contents raw of a JSON string with its escapes
-// decoded, so that an escaped member or type name (RFC 8259 allows
-// "\u0074ype") matches like the plain one. It does not allocate: what cannot
-// be a name Decode knows (longer than buf, or not ASCII) comes back nil.
-// raw must have passed scanner.str.
-func unescapeName(raw []byte, buf *[8]byte) []byte {
+// UnescapeASCII decodes the escapes of raw, the contents of a JSON string,
+// into buf and returns the result, so that an escaped name (RFC 8259 allows
+// "\u0074ype") matches like the plain one. It does not allocate: a result
+// that is not ASCII or does not fit buf, and a malformed escape, come back
+// nil. Decode uses it for member and type names, the reference worker for
+// command names.
+func UnescapeASCII(raw, buf []byte) []byte {
 	n := 0
 	for i := 0; i < len(raw); i++ {
 		c := raw[i]
 		if c == '\\' {
-			i++
+			if i++; i == len(raw) {
+				return nil
+			}
 			switch c = raw[i]; c {
 			case 'b':
 				c = '\b'
@@ -207,9 +210,16 @@ func unescapeName(raw []byte, buf *[8]byte) []byte {
 			case 't':
 				c = '\t'
 			case 'u':
+				if len(raw)-i < 5 {
+					return nil
+				}
 				var r rune
 				for _, h := range raw[i+1 : i+5] {
-					r = r<<4 | rune(unhex(h))
+					d, ok := unhex(h)
+					if !ok {
+						return nil
+					}
+					r = r<<4 | rune(d)
 				}
 				i += 4
 				if r >= utf8.RuneSelf {
@@ -227,14 +237,16 @@ func unescapeName(raw []byte, buf *[8]byte) []byte {
 	return buf[:n]
 }
 
-func unhex(c byte) byte {
+func unhex(c byte) (byte, bool) {
 	switch {
-	case c <= '9':
-		return c - '0'
-	case c >= 'a':
-		return c - 'a' + 10
+	case '0' <= c && c <= '9':
+		return c - '0', true
+	case 'a' <= c && c <= 'f':
+		return c - 'a' + 10, true
+	case 'A' <= c && c <= 'F':
+		return c - 'A' + 10, true
 	}
-	return c - 'A' + 10
+	return 0, false
 }
 
 // maxDepth bounds nesting so that a hostile frame cannot exhaust the stack.

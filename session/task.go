@@ -60,6 +60,9 @@ const (
 	CodeNotFound     = "not_found"
 	CodeShutdown     = "shutdown"
 	CodeInternal     = "internal"
+	// CodeUnavailable: the shared state (Redis) cannot be reached, so no
+	// new session can be placed; running sessions are not affected.
+	CodeUnavailable = "unavailable"
 )
 
 // Error is an error with a protocol code. Middleware returns one to answer a

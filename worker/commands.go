@@ -3,6 +3,7 @@ package worker
 import (
 	"encoding/json"
 	"math"
+	"os"
 	"strconv"
 	"sync"
 	"time"
@@ -46,6 +47,8 @@ func (c *conn) task(id, data []byte) error {
 		c.scratch = session.AppendString(c.scratch, c.w.instanceID)
 		c.scratch = append(c.scratch, '}')
 		return c.resultDone(id, c.scratch)
+	case "model":
+		return c.model(id)
 	case "stream":
 		return c.stream(id, data)
 	case "results":
@@ -56,6 +59,43 @@ func (c *conn) task(id, data []byte) error {
 		return c.crash(id, data)
 	}
 	return c.fail(id, session.CodeBadRequest, "unknown command "+strconv.Quote(string(name)))
+}
+
+// maxModelFiles caps the listing of the model command.
+const maxModelFiles = 1000
+
+// model lists the model directory the worker was started with, the way a
+// CAD kernel or a streaming server would load its model: the files'
+// names and sizes, not their contents.
+func (c *conn) model(id []byte) error {
+	dir := c.w.modelDir
+	if dir == "" {
+		return c.fail(id, session.CodeTaskFailed, "the worker was started without a model directory")
+	}
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return c.fail(id, session.CodeTaskFailed, "read the model directory: "+err.Error())
+	}
+	type file struct {
+		Name string `json:"name"`
+		Size int64  `json:"size"`
+	}
+	out := struct {
+		Dir   string `json:"dir"`
+		Files []file `json:"files"`
+	}{Dir: dir, Files: []file{}}
+	for _, e := range ents[:min(len(ents), maxModelFiles)] {
+		fi, err := e.Info()
+		if err != nil || !fi.Mode().IsRegular() {
+			continue
+		}
+		out.Files = append(out.Files, file{Name: e.Name(), Size: fi.Size()})
+	}
+	b, err := json.Marshal(out)
+	if err != nil {
+		return c.fail(id, session.CodeTaskFailed, err.Error())
+	}
+	return c.resultDone(id, b)
 }
 
 func (c *conn) resultDone(id, data []byte) error {

@@ -2,8 +2,8 @@ package worker
 
 import (
 	"bytes"
-	"strconv"
-	"unicode/utf8"
+
+	"github.com/drover-dev/drover/session"
 )
 
 // The task data was checked by session.Decode, so these scanners only find
@@ -43,43 +43,7 @@ func unescape(raw []byte, buf *[16]byte) []byte {
 	if bytes.IndexByte(raw, '\\') < 0 {
 		return raw
 	}
-	n := 0
-	for i := 0; i < len(raw); i++ {
-		c := raw[i]
-		if c == '\\' {
-			if i++; i == len(raw) {
-				return nil
-			}
-			switch c = raw[i]; c {
-			case 'b':
-				c = '\b'
-			case 'f':
-				c = '\f'
-			case 'n':
-				c = '\n'
-			case 'r':
-				c = '\r'
-			case 't':
-				c = '\t'
-			case 'u':
-				if len(raw)-i < 5 {
-					return nil
-				}
-				r, err := strconv.ParseUint(string(raw[i+1:i+5]), 16, 16)
-				if err != nil || r >= utf8.RuneSelf {
-					return nil
-				}
-				c = byte(r)
-				i += 4
-			}
-		}
-		if c >= utf8.RuneSelf || n == len(buf) {
-			return nil
-		}
-		buf[n] = c
-		n++
-	}
-	return buf[:n]
+	return session.UnescapeASCII(raw, buf[:])
 }
 
 // members iterates over the members of a JSON object.

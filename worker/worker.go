@@ -6,7 +6,7 @@
 // connection strictly in order.
 //
 // The task data is a JSON object whose "command" member picks what to do:
-// echo, sleep, set, get, pid, stream, results, fail and crash. The key/value
+// echo, sleep, set, get, pid, model, stream, results, fail and crash. The key/value
 // state of set and get belongs to the Worker, that is to the process, and is
 // shared by all its connections: it shows that a session stays on its
 // instance.
@@ -34,8 +34,15 @@ import (
 // Config configures a Worker. The zero value works once DROVER_PORT is set.
 type Config struct {
 	// Addr is the listen address when Run makes the listener; default
-	// "127.0.0.1:$DROVER_PORT".
+	// "Host:$DROVER_PORT".
 	Addr string
+	// Host is the listen host with $DROVER_PORT when Addr is empty;
+	// default 127.0.0.1. In a container, 0.0.0.0: the farm reaches the
+	// worker at the container's address.
+	Host string
+	// ModelDir is the directory of the model the instance was started for;
+	// the model command lists it. Empty: no model.
+	ModelDir string
 	// InstanceID is reported by the pid command; default $DROVER_INSTANCE_ID.
 	InstanceID string
 	// Logger receives connection and lifecycle logs; nil discards them.
@@ -66,6 +73,7 @@ type Worker struct {
 	log        *slog.Logger
 	exit       func(code int)
 	addr       string
+	modelDir   string
 	instanceID string
 	pid        int
 	upgrader   websocket.Upgrader
@@ -80,6 +88,7 @@ func New(cfg Config) *Worker {
 		log:        cfg.Logger,
 		exit:       cfg.Exit,
 		addr:       cfg.Addr,
+		modelDir:   cfg.ModelDir,
 		instanceID: cfg.InstanceID,
 		pid:        os.Getpid(),
 		state:      make(map[string][]byte),
@@ -100,7 +109,11 @@ func New(cfg Config) *Worker {
 	}
 	if w.addr == "" {
 		if port := os.Getenv("DROVER_PORT"); port != "" {
-			w.addr = net.JoinHostPort("127.0.0.1", port)
+			host := cfg.Host
+			if host == "" {
+				host = "127.0.0.1"
+			}
+			w.addr = net.JoinHostPort(host, port)
 		}
 	}
 	if w.instanceID == "" {
@@ -165,8 +178,8 @@ func (w *Worker) Serve(ctx context.Context, ln net.Listener) error {
 	return err
 }
 
-// Run listens on cfg.Addr (or 127.0.0.1:$DROVER_PORT) and serves until ctx is
-// done.
+// Run listens on cfg.Addr (or cfg.Host:$DROVER_PORT) and serves until ctx
+// is done.
 func Run(ctx context.Context, cfg Config) error {
 	w := New(cfg)
 	if w.addr == "" {

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -161,6 +162,8 @@ func TestCommands(t *testing.T) {
 		{name: "set without key", data: `{"command":"set","value":1}`, code: "bad_request"},
 		{name: "get key not a string", data: `{"command":"get","key":1}`, code: "bad_request"},
 		{name: "crash bad code", data: `{"command":"crash","code":"x"}`, code: "bad_request"},
+		{name: "model without a directory", data: `{"command":"model"}`, code: "task_failed",
+			message: "the worker was started without a model directory"},
 	}
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -176,6 +179,20 @@ func TestCommands(t *testing.T) {
 			require.Equal(t, tt.want, results(t, id, frames))
 		})
 	}
+}
+
+func TestModel(t *testing.T) {
+	dir := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "part.step"), []byte("ISO-10303-21;"), 0o600))
+	require.NoError(t, os.Mkdir(filepath.Join(dir, "sub"), 0o700))
+	ws := dial(t, startWorker(t, Config{ModelDir: dir}))
+	frames := runTask(t, ws, "1", `{"command":"model"}`)
+	want := fmt.Sprintf(`{"dir":%q,"files":[{"name":"part.step","size":13}]}`, dir)
+	require.Equal(t, []string{want}, results(t, "1", frames), "regular files only")
+
+	ws = dial(t, startWorker(t, Config{ModelDir: filepath.Join(dir, "missing")}))
+	require.Contains(t, requireError(t, runTask(t, ws, "1", `{"command":"model"}`), "1", "task_failed"),
+		"read the model directory")
 }
 
 func TestIDsEchoedVerbatim(t *testing.T) {
@@ -504,6 +521,12 @@ func TestRun(t *testing.T) {
 
 		cancel()
 		require.NoError(t, <-ran)
+	})
+	t.Run("host and environment port", func(t *testing.T) {
+		t.Setenv("DROVER_PORT", "8080")
+		require.Equal(t, "0.0.0.0:8080", New(Config{Host: "0.0.0.0"}).addr)
+		require.Equal(t, "127.0.0.1:8080", New(Config{}).addr)
+		require.Equal(t, "127.0.0.1:9", New(Config{Addr: "127.0.0.1:9", Host: "0.0.0.0"}).addr)
 	})
 	t.Run("no address", func(t *testing.T) {
 		t.Setenv("DROVER_PORT", "")

@@ -19,6 +19,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/drover-dev/drover/farm"
 	"github.com/drover-dev/drover/internal/app"
 	"github.com/drover-dev/drover/internal/loadtest"
 	"github.com/drover-dev/drover/worker"
@@ -133,6 +134,8 @@ and an in-memory store. Every flag can also be set in the YAML file given with
 	fs.Duration("resume-grace", 30*time.Second, "how long a dropped session stays resumable")
 	fs.Int64("max-message-size", 4<<20, "largest client message in bytes")
 	fs.Duration("shutdown-grace", 10*time.Second, "how long shutdown may take")
+	fs.String("redis", "", "Redis URL to share state with other managers (see drover manager); empty: in-memory")
+	runtimeFlags(fs)
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		var cfg app.UpConfig
 		if _, err := load(fs, &cfg); err != nil {
@@ -141,17 +144,13 @@ and an in-memory store. Every flag can also be set in the YAML file given with
 		if cfg.Instances < 1 {
 			return errors.New("--instances must be at least 1")
 		}
-		for i := range cfg.Pools {
-			if cfg.Pools[i].Command == "" {
-				return fmt.Errorf("pool %d (%s) has no command", i, cfg.Pools[i].Pool.Name)
-			}
-		}
 		log, err := newLogger(cmd)
 		if err != nil {
 			return err
 		}
 		reg := prometheus.NewRegistry()
 		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		scrubSecretEnv("DROVER_REDIS") // the local farm's instances inherit the environment
 		up, err := app.NewUp(cfg, log, reg)
 		if err != nil {
 			return err
@@ -170,6 +169,12 @@ Press Ctrl-C to stop.
 	return cmd
 }
 
+// runtimeFlags are the flags of app.RuntimeConfig.
+func runtimeFlags(fs *pflag.FlagSet) {
+	fs.String("runtime", farm.RuntimeProcess, "where instances of pools that name no runtime run: process or docker (a container each)")
+	fs.String("image", farm.DefaultImage, "the image of docker pools that name none (make image builds the reference worker's)")
+}
+
 // httpBase turns a listen address into one a browser can use.
 func httpBase(a net.Addr) string {
 	host, port, err := net.SplitHostPort(a.String())
@@ -186,17 +191,20 @@ func newWorkerCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "worker",
 		Short: "Run the reference instance program (native protocol)",
-		Long: `worker listens on --addr, or on 127.0.0.1:$DROVER_PORT, and serves tasks:
-echo, sleep, set, get, pid, stream, results, fail and crash.`,
+		Long: `worker listens on --addr, or on --host:$DROVER_PORT, and serves tasks:
+echo, sleep, set, get, pid, model, stream, results, fail and crash. model lists
+the files of --model-dir.`,
 		Args: cobra.NoArgs,
 	}
-	addr := cmd.Flags().String("addr", "", "listen address (default 127.0.0.1:$DROVER_PORT)")
+	addr := cmd.Flags().String("addr", "", "listen address (default --host:$DROVER_PORT)")
+	host := cmd.Flags().String("host", "127.0.0.1", "listen host with $DROVER_PORT (0.0.0.0 in a container)")
+	modelDir := cmd.Flags().String("model-dir", "", "the directory of the model the instance serves")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		log, err := newLogger(cmd)
 		if err != nil {
 			return err
 		}
-		return worker.Run(cmd.Context(), worker.Config{Addr: *addr, Logger: log})
+		return worker.Run(cmd.Context(), worker.Config{Addr: *addr, Host: *host, ModelDir: *modelDir, Logger: log})
 	}
 	return cmd
 }

@@ -22,16 +22,17 @@ func newFarmCmd() *cobra.Command {
 		Long: `farm runs instances in --instances slots, registers with every --manager over
 REST with the farm token, sends heartbeats, and serves its instances' WebSockets
 on --addr. Pools come from the YAML file given with --config (name, command,
-args, env, dir, protocol, start_timeout); without any, the farm runs the
-reference worker as pool "default".
+args, env, dir, protocol, start_timeout, runtime, image, ...); without any,
+the farm runs the reference worker as pool "default": a process, or with
+--runtime docker a container of --image.
 
 SIGTERM (or a manager's drain) drains the farm: it takes no new instances,
 waits until its sessions have ended or --max-drain passed, stops what is left,
 deregisters and exits 0. A second SIGINT stops it at once.
 
 A restarted farm first kills the instance processes its previous run left
-behind, recorded in --state-dir, so keep --id (by default derived from the
-host name and --addr) stable.
+behind, recorded in --state-dir, and removes the containers labelled with its
+id, so keep --id (by default derived from the host name and --addr) stable.
 
 Every flag can also be set in the config file (the same names, with _ for -)
 or as DROVER_<NAME> in the environment; lists and labels there are
@@ -56,6 +57,8 @@ comma-separated (DROVER_MANAGER=http://a:8181,http://b:8181).`,
 	fs.Duration("max-drain", 5*time.Minute, "longest wait for sessions to end when draining")
 	fs.Duration("orphan-grace", 15*time.Second, "stop a ready instance no manager is connected to after this long")
 	fs.Duration("shutdown-grace", 10*time.Second, "how long shutdown may take")
+	runtimeFlags(fs)
+	fs.Duration("reconcile-interval", 30*time.Second, "how often the farm removes the containers labelled with its id that it does not track")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		var cfg app.FarmConfig
 		if _, err := load(fs, &cfg); err != nil {
@@ -67,11 +70,6 @@ comma-separated (DROVER_MANAGER=http://a:8181,http://b:8181).`,
 		}
 		if cfg.Instances < 0 {
 			return errors.New("--instances must not be negative")
-		}
-		for i, p := range cfg.Pools {
-			if p.Command == "" {
-				return fmt.Errorf("pool %d (%s) has no command", i, p.PoolSpec.Name)
-			}
 		}
 		log, err := newLogger(cmd)
 		if err != nil {

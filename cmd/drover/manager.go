@@ -37,12 +37,14 @@ the environment.`,
 	fs.Int64("max-message-size", 4<<20, "largest client message in bytes")
 	fs.Duration("heartbeat-interval", time.Second, "how often farms send heartbeats; a farm silent for 3 is dead")
 	fs.Duration("shutdown-grace", 10*time.Second, "how long shutdown may take")
+	fs.String("redis", "", "Redis URL (redis://[:password@]host:port/db) shared by the managers behind one load balancer; empty: in-memory state, this manager alone (prefer DROVER_REDIS when it holds a password)")
+	fs.String("id", "", "this manager's id in the shared state (default: host name plus a random suffix)")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		var cfg app.ManagerConfig
 		if _, err := load(fs, &cfg); err != nil {
 			return err
 		}
-		scrubSecretEnv("DROVER_FARM_TOKEN", "DROVER_ADMIN_TOKEN")
+		scrubSecretEnv("DROVER_FARM_TOKEN", "DROVER_ADMIN_TOKEN", "DROVER_REDIS")
 		if cfg.FarmToken == "" {
 			return app.ErrNoFarmToken
 		}

@@ -23,6 +23,7 @@ import (
 	"github.com/drover-dev/drover/manager"
 	"github.com/drover-dev/drover/middleware"
 	"github.com/drover-dev/drover/proxy"
+	"github.com/drover-dev/drover/store"
 )
 
 // PoolConfig is one pool as the config file writes it: the manager's policy
@@ -41,11 +42,69 @@ type UpConfig struct {
 	ResumeGrace     time.Duration `koanf:"resume_grace"`
 	MaxMessageSize  int64         `koanf:"max_message_size"`
 	ShutdownGrace   time.Duration `koanf:"shutdown_grace"`
-	Pools           []PoolConfig  `koanf:"pools"`
+	// Runtime, Image and ReconcileInterval are the local farm's docker
+	// settings; see RuntimeConfig.
+	RuntimeConfig `koanf:",squash"`
+	Pools         []PoolConfig `koanf:"pools"`
+	// Redis: see ManagerConfig.Redis.
+	Redis string `koanf:"redis"`
 }
 
-// DefaultPools is the pool set of `drover up` without a config: the
-// reference worker, run by this same executable.
+// RuntimeConfig says where a farm's instances run by default.
+type RuntimeConfig struct {
+	// Runtime is the runtime of the default pool and of the pools that
+	// name none: "process" (the default) or "docker".
+	Runtime string `koanf:"runtime"`
+	// Image is the image of the docker pools that name none; default
+	// farm.DefaultImage, the reference worker image `make image` builds.
+	Image string `koanf:"image"`
+	// ReconcileInterval is how often the farm removes the containers
+	// labelled with its id that it does not track; see
+	// farm.Config.ReconcileInterval.
+	ReconcileInterval time.Duration `koanf:"reconcile_interval"`
+}
+
+// pools returns the pools with rc's defaults applied; without pools, the
+// reference worker as pool "default" with warm idle instances: a process of
+// this executable, or a container of the image.
+func (rc RuntimeConfig) pools(pools []PoolConfig, warm int) ([]PoolConfig, error) {
+	switch rc.Runtime {
+	case "", farm.RuntimeProcess, farm.RuntimeDocker:
+	default:
+		return nil, fmt.Errorf("unknown runtime %q (want %s or %s)", rc.Runtime, farm.RuntimeProcess, farm.RuntimeDocker)
+	}
+	if len(pools) == 0 {
+		if rc.Runtime != farm.RuntimeDocker {
+			return DefaultPools(warm)
+		}
+		pools = []PoolConfig{{
+			Pool:     manager.Pool{Name: "default", Warm: warm},
+			PoolSpec: farm.PoolSpec{Name: "default", Protocol: farm.ProtocolNative},
+		}}
+	}
+	out := make([]PoolConfig, len(pools))
+	for i, p := range pools {
+		p.Runtime = coalesce(p.Runtime, rc.Runtime)
+		if p.Runtime == farm.RuntimeDocker {
+			p.Image = coalesce(p.Image, coalesce(rc.Image, farm.DefaultImage))
+		}
+		out[i] = p
+	}
+	return out, nil
+}
+
+// usesDocker reports whether a pool runs in containers.
+func usesDocker(pools []farm.PoolSpec) bool {
+	for _, p := range pools {
+		if p.Runtime == farm.RuntimeDocker {
+			return true
+		}
+	}
+	return false
+}
+
+// DefaultPools is the pool set of `drover up` without a config or a
+// runtime: the reference worker, run by this same executable.
 func DefaultPools(warm int) ([]PoolConfig, error) {
 	exe, err := os.Executable()
 	if err != nil {
@@ -64,6 +123,7 @@ type Up struct {
 	ln      net.Listener
 	log     *slog.Logger
 	grace   time.Duration
+	store   store.Store
 
 	// The local farm's server, only for pools that need it.
 	farmSrv  *farm.Server
@@ -73,13 +133,11 @@ type Up struct {
 
 // NewUp builds the manager and the local farm and listens on cfg.Addr.
 func NewUp(cfg UpConfig, log *slog.Logger, reg *prometheus.Registry) (*Up, error) {
-	if len(cfg.Pools) == 0 {
-		pools, err := DefaultPools(cfg.Warm)
-		if err != nil {
-			return nil, err
-		}
-		cfg.Pools = pools
+	pools, err := cfg.pools(cfg.Pools, cfg.Warm)
+	if err != nil {
+		return nil, err
 	}
+	cfg.Pools = pools
 	if cfg.ShutdownGrace <= 0 {
 		cfg.ShutdownGrace = 10 * time.Second
 	}
@@ -92,7 +150,12 @@ func NewUp(cfg UpConfig, log *slog.Logger, reg *prometheus.Registry) (*Up, error
 			break
 		}
 	}
+	st, err := OpenStore(cfg.Redis, log)
+	if err != nil {
+		return nil, err
+	}
 	mcfg := manager.Config{
+		Store:           st,
 		FarmToken:       token,
 		HealthThreshold: cfg.HealthThreshold,
 		ResumeGrace:     cfg.ResumeGrace,
@@ -109,21 +172,23 @@ func NewUp(cfg UpConfig, log *slog.Logger, reg *prometheus.Registry) (*Up, error
 	}
 	m, err := manager.New(mcfg)
 	if err != nil {
-		return nil, err
+		return nil, errors.Join(err, st.Close())
 	}
 	m.Use(middleware.Logging(log.With("component", "tasks")))
 	f, err := farm.New(farm.Config{
-		Name:       "local",
-		Slots:      cfg.Instances,
-		Pools:      specs,
-		Logger:     log.With("component", "farm"),
-		OnExit:     m.InstanceExited,
-		Registerer: reg,
+		ID:                upFarmID(cfg.Addr, specs),
+		Name:              "local",
+		Slots:             cfg.Instances,
+		Pools:             specs,
+		Logger:            log.With("component", "farm"),
+		OnExit:            m.InstanceExited,
+		Registerer:        reg,
+		ReconcileInterval: cfg.ReconcileInterval,
 	})
 	if err != nil {
 		return nil, errors.Join(err, m.Shutdown(context.Background()))
 	}
-	up := &Up{Manager: m, Farm: f, log: log, grace: cfg.ShutdownGrace}
+	up := &Up{Manager: m, Farm: f, log: log, grace: cfg.ShutdownGrace, store: st}
 	var handle manager.Farm = f
 	if token != "" {
 		if handle, err = up.serveFarm(token); err != nil {
@@ -136,6 +201,19 @@ func NewUp(cfg UpConfig, log *slog.Logger, reg *prometheus.Registry) (*Up, error
 	}
 	m.AddFarm(handle)
 	return up, nil
+}
+
+// upFarmID is the local farm's id: a random one, except for docker pools on
+// a fixed address, whose containers carry the id; a stable one lets the
+// next drover up on that address remove what a killed one left.
+func upFarmID(addr string, specs []farm.PoolSpec) string {
+	if !usesDocker(specs) {
+		return ""
+	}
+	if _, port, err := net.SplitHostPort(addr); err != nil || port == "" || port == "0" {
+		return ""
+	}
+	return farm.StableID("up " + addr)
 }
 
 // serveFarm serves the local farm's API on loopback, so that instances the
@@ -218,5 +296,5 @@ func (u *Up) Run(ctx context.Context) error {
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), u.grace)
 	defer cancel()
-	return errors.Join(err, u.closeFarmServer(sctx), u.Farm.Close(sctx))
+	return errors.Join(err, u.closeFarmServer(sctx), u.Farm.Close(sctx), u.store.Close())
 }

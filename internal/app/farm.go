@@ -48,8 +48,11 @@ type FarmConfig struct {
 	MaxDrain      time.Duration `koanf:"max_drain"`
 	OrphanGrace   time.Duration `koanf:"orphan_grace"`
 	ShutdownGrace time.Duration `koanf:"shutdown_grace"`
+	// Runtime, Image and ReconcileInterval: see RuntimeConfig.
+	RuntimeConfig `koanf:",squash"`
 	// Pools say how instances start; without any, the farm runs the
-	// reference worker as pool "default".
+	// reference worker as pool "default", as a process or, with Runtime
+	// docker, as a container of Image.
 	Pools []PoolConfig `koanf:"pools"`
 }
 
@@ -75,10 +78,8 @@ func NewFarm(cfg FarmConfig, log *slog.Logger, reg *prometheus.Registry) (n *Far
 	if cfg.ShutdownGrace <= 0 {
 		cfg.ShutdownGrace = 10 * time.Second
 	}
-	if len(cfg.Pools) == 0 {
-		if cfg.Pools, err = DefaultPools(0); err != nil {
-			return nil, err
-		}
+	if cfg.Pools, err = cfg.pools(cfg.Pools, 0); err != nil {
+		return nil, err
 	}
 	specs := make([]farm.PoolSpec, 0, len(cfg.Pools))
 	for _, p := range cfg.Pools {
@@ -113,14 +114,15 @@ func NewFarm(cfg FarmConfig, log *slog.Logger, reg *prometheus.Registry) (n *Far
 	}
 	flog := log.With("component", "farm")
 	f, err := farm.New(farm.Config{
-		ID:         cfg.ID,
-		Name:       cfg.Name,
-		Slots:      cfg.Instances,
-		Pools:      specs,
-		Logger:     flog,
-		Registerer: reg,
-		StateDir:   cfg.StateDir,
-		Host:       cfg.InstanceHost,
+		ID:                cfg.ID,
+		Name:              cfg.Name,
+		Slots:             cfg.Instances,
+		Pools:             specs,
+		Logger:            flog,
+		Registerer:        reg,
+		StateDir:          cfg.StateDir,
+		Host:              cfg.InstanceHost,
+		ReconcileInterval: cfg.ReconcileInterval,
 	})
 	if err != nil {
 		return nil, err

@@ -12,6 +12,7 @@ import (
 
 	"github.com/drover-dev/drover/manager"
 	"github.com/drover-dev/drover/middleware"
+	"github.com/drover-dev/drover/store"
 )
 
 // ErrNoFarmToken is returned by NewManager without a farm token: a manager
@@ -31,6 +32,12 @@ type ManagerConfig struct {
 	MaxMessageSize    int64         `koanf:"max_message_size"`
 	HeartbeatInterval time.Duration `koanf:"heartbeat_interval"`
 	ShutdownGrace     time.Duration `koanf:"shutdown_grace"`
+	// Redis is the URL of the Redis server the managers behind one load
+	// balancer share their state through; empty means in-memory state.
+	Redis string `koanf:"redis"`
+	// ID names the manager in the shared state (default: host name plus a
+	// random suffix).
+	ID string `koanf:"id"`
 	// Pools are the manager's policies; the farms' parts of PoolConfig
 	// (command, args, ...) are ignored, so one file can serve both.
 	Pools []PoolConfig `koanf:"pools"`
@@ -42,6 +49,7 @@ type ManagerNode struct {
 	Manager *manager.Manager
 	ln      net.Listener
 	grace   time.Duration
+	store   store.Store
 }
 
 // NewManager builds the manager and listens on cfg.Addr.
@@ -52,7 +60,14 @@ func NewManager(cfg ManagerConfig, log *slog.Logger, reg *prometheus.Registry) (
 	if cfg.ShutdownGrace <= 0 {
 		cfg.ShutdownGrace = 10 * time.Second
 	}
+	st, err := OpenStore(cfg.Redis, log)
+	if err != nil {
+		return nil, err
+	}
 	mcfg := manager.Config{
+		Store:             st,
+		ID:                cfg.ID,
+		HandOffOnShutdown: cfg.Redis != "",
 		HealthThreshold:   cfg.HealthThreshold,
 		ResumeGrace:       cfg.ResumeGrace,
 		MaxMessageSize:    cfg.MaxMessageSize,
@@ -72,14 +87,30 @@ func NewManager(cfg ManagerConfig, log *slog.Logger, reg *prometheus.Registry) (
 	}
 	m, err := manager.New(mcfg)
 	if err != nil {
-		return nil, err
+		return nil, errors.Join(err, st.Close())
 	}
 	m.Use(middleware.Logging(log.With("component", "tasks")))
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
-		return nil, errors.Join(fmt.Errorf("listen on %s: %w", cfg.Addr, err), m.Shutdown(context.Background()))
+		return nil, errors.Join(fmt.Errorf("listen on %s: %w", cfg.Addr, err), m.Shutdown(context.Background()), st.Close())
 	}
-	return &ManagerNode{Manager: m, ln: ln, grace: cfg.ShutdownGrace}, nil
+	return &ManagerNode{Manager: m, ln: ln, grace: cfg.ShutdownGrace, store: st}, nil
+}
+
+// OpenStore opens the shared state: Redis at url, or in-memory state when
+// url is empty. Redis must answer at start; later outages are the
+// manager's to ride out (503 on /health, no new placements, recovery).
+func OpenStore(url string, log *slog.Logger) (store.Store, error) {
+	if url == "" {
+		return store.NewMemory(), nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	st, err := store.NewRedis(ctx, store.RedisOptions{URL: url, Logger: log.With("component", "store")})
+	if err != nil {
+		return nil, fmt.Errorf("shared state: %w", err)
+	}
+	return st, nil
 }
 
 // Addr is the address the manager listens on.
@@ -92,5 +123,5 @@ func (n *ManagerNode) Run(ctx context.Context) error {
 	if errors.Is(err, net.ErrClosed) {
 		err = nil
 	}
-	return err
+	return errors.Join(err, n.store.Close())
 }

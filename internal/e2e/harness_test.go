@@ -57,6 +57,25 @@ type stack struct {
 // stdio, dial, dial-never, stream and stream-silent; 2 slots.
 func newStack(t *testing.T) *stack {
 	t.Helper()
+	return newStackWith(t, stackOptions{})
+}
+
+// stackOptions change what newStackWith starts.
+type stackOptions struct {
+	// pools replaces the child pools.
+	pools func(farmURL string) []farm.PoolSpec
+	// warm is the manager's warm count per pool (default none: one spawn
+	// per session).
+	warm map[string]int
+	// farmID is the farm's id (default derived from the test's name).
+	farmID string
+	// modelsDir is the farm's models directory.
+	modelsDir string
+}
+
+// newStackWith starts a manager and a farm as opts say.
+func newStackWith(t *testing.T, opts stackOptions) *stack {
+	t.Helper()
 	logs := &testutil.SyncBuffer{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	spawns := filepath.Join(t.TempDir(), "spawns")
@@ -66,12 +85,21 @@ func newStack(t *testing.T) *stack {
 	farmHTTP := httptest.NewUnstartedServer(nil)
 	farmURL := "http://" + farmHTTP.Listener.Addr().String()
 
+	pools := childPools(spawns, farmURL)
+	if opts.pools != nil {
+		pools = opts.pools(farmURL)
+	}
+	id := opts.farmID
+	if id == "" {
+		id = "e2e-" + strings.NewReplacer("/", "-", " ", "-").Replace(strings.ToLower(t.Name()))
+	}
 	f, err := farm.New(farm.Config{
-		ID:     "e2e-" + strings.NewReplacer("/", "-", " ", "-").Replace(strings.ToLower(t.Name())),
-		Name:   "e2e",
-		Slots:  2,
-		Pools:  childPools(spawns, farmURL),
-		Logger: log.With("component", "farm"),
+		ID:        id,
+		Name:      "e2e",
+		Slots:     2,
+		Pools:     pools,
+		ModelsDir: opts.modelsDir,
+		Logger:    log.With("component", "farm"),
 	})
 	require.NoError(t, err)
 	relay := proxy.New(proxy.Options{Logger: log.With("component", "farm-relay")})
@@ -81,15 +109,15 @@ func newStack(t *testing.T) *stack {
 	farmHTTP.Config.Handler = fsrv
 	farmHTTP.Start()
 
-	var pools []manager.Pool
+	var mpools []manager.Pool
 	for _, name := range f.Pools() {
-		pools = append(pools, manager.Pool{Name: name}) // no warm instances: one spawn per session
+		mpools = append(mpools, manager.Pool{Name: name, Warm: opts.warm[name]})
 	}
 	m, err := manager.New(manager.Config{
 		FarmToken:         farmToken,
 		AdminToken:        adminToken,
 		HeartbeatInterval: 200 * time.Millisecond,
-		Pools:             pools,
+		Pools:             mpools,
 		Logger:            log.With("component", "manager"),
 	})
 	require.NoError(t, err)

@@ -1,5 +1,6 @@
-// dashboard.js — polls the manager's /status and /health every second and
-// renders them. Tables are updated in place, row by row and cell by cell, so
+// dashboard.js — polls the manager's /status and /health every second, and
+// at once when the manager's event stream (/events: farms and sessions of
+// every manager sharing its store) reports a change, and renders them. Tables are updated in place, row by row and cell by cell, so
 // that a selection (a session id being copied) survives the next poll.
 import { h, apiURL, setText, fmtDuration, fmtPercent, fmtInt, secondsSince } from './ui.js';
 
@@ -312,5 +313,23 @@ async function poll() {
 document.addEventListener('visibilitychange', () => {
   if (!document.hidden && timer === null) poll();
 });
+
+// Changes anywhere in the cluster refresh the page without waiting for the
+// next poll; several events in a burst make one refresh.
+let soon = null;
+if (typeof EventSource !== 'undefined') {
+  const events = new EventSource(apiURL('events'));
+  const refresh = () => {
+    if (soon !== null || document.hidden) return;
+    soon = setTimeout(() => {
+      soon = null;
+      poll();
+    }, 100);
+  };
+  for (const type of ['farm_added', 'farm_removed', 'farm_draining', 'session_opened', 'session_ended',
+    'session_moved', 'slot_freed']) {
+    events.addEventListener(type, refresh);
+  }
+}
 
 poll();
