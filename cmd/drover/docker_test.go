@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -68,7 +69,10 @@ func TestFarmDockerRestart(t *testing.T) {
 	require.Contains(t, f2.out.String(), "removed containers left by the farm's previous run")
 	require.Contains(t, f2.out.String(), "containers=3")
 
-	// It serves again, from new containers.
+	// It serves again, from new containers, once the manager has its new
+	// address: until the registration the manager still knows the old one.
+	require.Eventually(t, func() bool { return strings.Contains(f2.out.String(), "registered with manager") },
+		waitFor, 20*time.Millisecond, "the restarted farm registers")
 	waitFarms(t, m, 10*time.Second, id)
 	ts2 := openSessionOpts(t, m, false)
 	ts2.echo(t)
