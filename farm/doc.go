@@ -7,7 +7,8 @@
 // its own process group with a parent-death signal, so stopping an instance
 // takes its whole process tree with it, and a farm that is SIGKILLed leaves
 // no instance behind; the docker runtime (docker.go) runs each instance in a
-// container of the pool's image, labelled with the farm's id, and removes
+// container of the pool's image, labelled with the farm's id and hardened
+// by default (no capabilities, no-new-privileges, a pids limit), and removes
 // the labelled containers it does not track when it starts and on a timer,
 // so a restarted farm removes what a killed one left.
 //

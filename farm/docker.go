@@ -100,6 +100,8 @@ type dockerPool struct {
 	readOnly bool
 	binds    []string
 	port     int // inside the container; 0: the instance's port
+	capAdd   []string
+	pids     int64 // -1: no limit
 }
 
 // parseRuntime checks the runtime options of p.spec.
@@ -120,6 +122,7 @@ func parseRuntime(p *pool) error {
 			{"image", spec.Image != ""}, {"pull", spec.Pull != ""}, {"network", spec.Network != ""},
 			{"memory", spec.Memory != ""}, {"cpus", spec.CPUs != 0}, {"read_only", spec.ReadOnly},
 			{"volumes", len(spec.Volumes) > 0}, {"container_port", spec.ContainerPort != 0},
+			{"cap_add", len(spec.CapAdd) > 0}, {"pids_limit", spec.PidsLimit != 0},
 		} {
 			if o.set {
 				return bad("%s is for docker pools (runtime: docker)", o.key)
@@ -175,8 +178,38 @@ func parseRuntime(p *pool) error {
 		}
 	}
 	d.binds = slices.Clone(spec.Volumes)
+	for _, c := range spec.CapAdd {
+		name, ok := capability(c)
+		if !ok {
+			return bad("cap_add %q: want a capability name such as NET_BIND_SERVICE", c)
+		}
+		d.capAdd = append(d.capAdd, name)
+	}
+	switch {
+	case spec.PidsLimit == 0:
+		d.pids = DefaultPidsLimit
+	case spec.PidsLimit == -1 || spec.PidsLimit > 0:
+		d.pids = spec.PidsLimit
+	default:
+		return bad("bad pids_limit %d (want a count, or -1 for no limit)", spec.PidsLimit)
+	}
 	p.docker = d
 	return nil
+}
+
+// capability reads a Linux capability name as cap_add takes it, with or
+// without its CAP_ prefix, in the daemon's own form: upper case, CAP_ prefixed.
+func capability(s string) (string, bool) {
+	name := strings.TrimPrefix(strings.ToUpper(strings.TrimSpace(s)), "CAP_")
+	if name == "" || name == "ALL" {
+		return "", false // ALL would undo the default drop wholesale
+	}
+	for _, r := range name {
+		if (r < 'A' || r > 'Z') && r != '_' {
+			return "", false
+		}
+	}
+	return "CAP_" + name, true
 }
 
 // checkVolume checks the form of a docker run -v volume; the daemon checks
@@ -511,10 +544,16 @@ func (d *dockerRuntime) newUnit(inst *instance) (*containerUnit, error) {
 		Binds:          dp.binds,
 		Mounts:         mounts,
 		ReadonlyRootfs: dp.readOnly,
+		// Hardened by default: no capabilities but those the pool asks
+		// for, and no gaining privileges through setuid programs.
+		CapDrop:     []string{"ALL"},
+		CapAdd:      dp.capAdd,
+		SecurityOpt: []string{"no-new-privileges"},
 		Resources: container.Resources{
 			Memory:     dp.memory,
 			MemorySwap: dp.memory, // no swap on top
 			NanoCPUs:   dp.nanoCPUs,
+			PidsLimit:  &dp.pids,
 		},
 	}
 	if dp.network == "" {

@@ -71,6 +71,27 @@ func cgroupValue(t *testing.T, controller, fullID, file string) (int64, bool) {
 	return v, true
 }
 
+// requireKernelHardening reads the container's main process status from
+// the kernel, where the daemon shares the test's PID namespace: its
+// capability bounding set is bnd and no-new-privileges is set.
+func requireKernelHardening(t *testing.T, info container.InspectResponse, bnd string) {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", info.State.Pid))
+	if err != nil || info.State.Pid == 0 {
+		t.Logf("the container's process is not visible here (%v); hardening checked in its configuration only", err)
+		return
+	}
+	fields := map[string]string{}
+	for _, line := range strings.Split(string(b), "\n") {
+		if k, v, ok := strings.Cut(line, ":"); ok {
+			fields[k] = strings.TrimSpace(v)
+		}
+	}
+	require.Equal(t, bnd, fields["CapBnd"], "capability bounding set")
+	require.Equal(t, "0000000000000000", fields["CapEff"], "no effective capabilities")
+	require.Equal(t, "1", fields["NoNewPrivs"])
+}
+
 // TestDockerInstance starts a container instance with everything a pool can
 // set and checks it from the outside (the daemon, the kernel) and from the
 // inside (the worker's answers), then stops it.
@@ -131,6 +152,17 @@ func TestDockerInstance(t *testing.T) {
 	require.Equal(t, filepath.Join(models, "gear"), info.Mounts[0].Source)
 	require.Equal(t, "/models/gear", info.Mounts[0].Destination)
 	require.False(t, info.Mounts[0].RW)
+	// Hardened without asking: no capabilities, no new privileges, a
+	// bounded number of tasks.
+	require.Equal(t, []string{"ALL"}, []string(info.HostConfig.CapDrop))
+	require.Empty(t, info.HostConfig.CapAdd)
+	require.Equal(t, []string{"no-new-privileges"}, info.HostConfig.SecurityOpt)
+	require.NotNil(t, info.HostConfig.PidsLimit)
+	require.Equal(t, int64(DefaultPidsLimit), *info.HostConfig.PidsLimit)
+	requireKernelHardening(t, info, "0000000000000000")
+	if limit, ok := cgroupValue(t, "pids", info.ID, "pids.max"); ok {
+		require.Equal(t, int64(DefaultPidsLimit), limit)
+	}
 	// The kernel enforces the limits (cgroup v1 with the cgroupfs driver,
 	// as on this project's CI host).
 	if limit, ok := cgroupValue(t, "memory", info.ID, "memory.limit_in_bytes"); ok {
@@ -301,6 +333,8 @@ func TestDockerNetwork(t *testing.T) {
 	pool := containerPool("w", img)
 	pool.Network = name
 	pool.ContainerPort = 8080
+	pool.CapAdd = []string{"cap_net_bind_service"}
+	pool.PidsLimit = -1
 	f := newTestFarm(t, Config{ID: testFarmID(), Slots: 1, Pools: []PoolSpec{pool}})
 	inst, err := f.StartInstance(startCtx(t), "w")
 	require.NoError(t, err)
@@ -310,6 +344,11 @@ func TestDockerNetwork(t *testing.T) {
 	require.Equal(t, net.JoinHostPort(ip, "8080"), inst.Addr)
 	require.Empty(t, info.HostConfig.PortBindings)
 	require.Contains(t, info.Config.Env, "DROVER_PORT=8080")
+	require.Equal(t, []string{"CAP_NET_BIND_SERVICE"}, []string(info.HostConfig.CapAdd))
+	if pl := info.HostConfig.PidsLimit; pl != nil { // the daemon may store "unlimited" as nil
+		require.LessOrEqual(t, *pl, int64(0), "no pids limit")
+	}
+	requireKernelHardening(t, info, fmt.Sprintf("%016x", 1<<10)) // CAP_NET_BIND_SERVICE is 10
 	c := dialHost(t, "ws://"+inst.Addr+"/")
 	require.Equal(t, session.FrameDone, c.task(`{"command":"echo"}`).typ)
 	// Close removes it; the network can go then.
@@ -373,6 +412,10 @@ func TestDockerPoolValidation(t *testing.T) {
 		{"volume relative", docker(func(p *PoolSpec) { p.Volumes = []string{"data/x:/data"} }), "absolute path"},
 		{"volume target", docker(func(p *PoolSpec) { p.Volumes = []string{"/data:data"} }), "target must be an absolute path"},
 		{"dir", docker(func(p *PoolSpec) { p.Dir = "work" }), "working directory must be an absolute path"},
+		{"cap_add on a process pool", []PoolSpec{{Name: "p", Command: "x", CapAdd: []string{"CHOWN"}}}, "cap_add is for docker pools"},
+		{"cap_add all", docker(func(p *PoolSpec) { p.CapAdd = []string{"all"} }), `cap_add "all"`},
+		{"cap_add name", docker(func(p *PoolSpec) { p.CapAdd = []string{"NET BIND"} }), `cap_add "NET BIND"`},
+		{"pids_limit", docker(func(p *PoolSpec) { p.PidsLimit = -2 }), "bad pids_limit -2"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

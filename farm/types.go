@@ -158,4 +158,18 @@ type PoolSpec struct {
 	// container, for images with a fixed port; 0 means the instance's
 	// port, which the program learns from DROVER_PORT or {{.Port}}.
 	ContainerPort int `koanf:"container_port" json:"container_port,omitempty"`
+	// CapAdd (docker) gives capabilities back to the pool's containers
+	// ("NET_BIND_SERVICE" or "CAP_NET_BIND_SERVICE"). Containers start with
+	// every capability dropped and with no-new-privileges set: a program
+	// that needs more says so here.
+	CapAdd []string `koanf:"cap_add" json:"cap_add,omitempty"`
+	// PidsLimit (docker) caps the processes and threads of a container,
+	// so a runaway program cannot exhaust the farm's host. 0 means the
+	// default, DefaultPidsLimit; -1 means no limit.
+	PidsLimit int64 `koanf:"pids_limit" json:"pids_limit,omitempty"`
 }
+
+// DefaultPidsLimit is a docker pool's cap on the processes and threads of
+// each container when the pool sets none: far above what a CAD kernel or a
+// streaming server runs, far below what would starve the host.
+const DefaultPidsLimit = 4096

@@ -309,13 +309,15 @@ type StatusPool struct {
 
 // StatusInstance describes one instance.
 type StatusInstance struct {
-	ID      string    `json:"id"`
-	Pool    string    `json:"pool"`
-	Farm    string    `json:"farm"`
-	State   string    `json:"state"`
-	PID     int       `json:"pid,omitempty"`
-	Session string    `json:"session"`
-	Started time.Time `json:"started"`
+	ID    string `json:"id"`
+	Pool  string `json:"pool"`
+	Farm  string `json:"farm"`
+	State string `json:"state"`
+	PID   int    `json:"pid,omitempty"`
+	// Container is the short id of the instance's Docker container.
+	Container string    `json:"container,omitempty"`
+	Session   string    `json:"session"`
+	Started   time.Time `json:"started"`
 }
 
 // StatusSession describes one session.
@@ -368,7 +370,7 @@ func (m *Manager) Status() Status {
 	}
 	for _, inst := range s.instances {
 		si := StatusInstance{ID: inst.info.ID, Pool: inst.pool.cfg.Name, Farm: inst.farm.id,
-			State: inst.state.String(), PID: inst.info.PID, Started: inst.info.Started}
+			State: inst.state.String(), PID: inst.info.PID, Container: inst.info.Container, Started: inst.info.Started}
 		if inst.sess != nil {
 			si.Session = inst.sess.info.ID
 		}

@@ -64,12 +64,25 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 }
 
 func (m *metrics) registerCapacity(reg prometheus.Registerer, capa func() Capacity) {
-	gauge := func(name, help string, f func(Capacity) int) prometheus.Collector {
-		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help},
-			func() float64 { return float64(f(capa())) })
-	}
-	_ = reg.Register(gauge("drover_manager_capacity_slots", "Slots of live farms that take sessions.", func(c Capacity) int { return c.Slots }))
-	_ = reg.Register(gauge("drover_manager_capacity_busy", "Busy slots: bound, or starting for a waiting session.", func(c Capacity) int { return c.Busy }))
+	_ = reg.Register(&capacityCollector{capa: capa,
+		slots: prometheus.NewDesc("drover_manager_capacity_slots", "Slots of live farms that take sessions.", nil, nil),
+		busy:  prometheus.NewDesc("drover_manager_capacity_busy", "Busy slots: bound, or starting for a waiting session.", nil, nil),
+	})
+}
+
+// capacityCollector reports the capacity gauges from one reading per
+// scrape: with a shared store a reading is a round trip to it.
+type capacityCollector struct {
+	capa        func() Capacity
+	slots, busy *prometheus.Desc
+}
+
+func (c *capacityCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.slots; ch <- c.busy }
+
+func (c *capacityCollector) Collect(ch chan<- prometheus.Metric) {
+	cp := c.capa()
+	ch <- prometheus.MustNewConstMetric(c.slots, prometheus.GaugeValue, float64(cp.Slots))
+	ch <- prometheus.MustNewConstMetric(c.busy, prometheus.GaugeValue, float64(cp.Busy))
 }
 
 // poolMetrics are one pool's task metrics, resolved once: looking a vector

@@ -108,7 +108,8 @@ func newSharedStack(t *testing.T, o sharedOpts) *sharedStack {
 // flakyStore is a store that can be made unreachable.
 type flakyStore struct {
 	store.Store
-	down atomic.Bool
+	down          atomic.Bool
+	capacityReads atomic.Int64
 }
 
 var errFlaky = fmt.Errorf("%w: switched off by the test", store.ErrUnavailable)
@@ -149,6 +150,7 @@ func (f *flakyStore) FreeSlot(ctx context.Context, farm, slot string) error {
 }
 
 func (f *flakyStore) Capacity(ctx context.Context) (store.Capacity, error) {
+	f.capacityReads.Add(1)
 	if err := f.check(); err != nil {
 		return store.Capacity{}, err
 	}
@@ -195,6 +197,17 @@ func TestSharedFarmAndCapacity(t *testing.T) {
 	ss.mgrs[0].open("")
 	require.Equal(t, 503, ss.mgrs[0].health())
 	require.Equal(t, 503, ss.mgrs[1].health())
+
+	// /metrics shows the same shared view, from one store read a scrape.
+	before := ss.store.capacityReads.Load()
+	res, err := http.Get(ss.mgrs[1].srv.URL + "/metrics")
+	require.NoError(t, err)
+	body, err := io.ReadAll(res.Body)
+	_ = res.Body.Close()
+	require.NoError(t, err)
+	require.Contains(t, string(body), "\ndrover_manager_capacity_slots 4\n")
+	require.Contains(t, string(body), "\ndrover_manager_capacity_busy 4\n")
+	require.Equal(t, int64(1), ss.store.capacityReads.Load()-before, "one capacity read a scrape")
 }
 
 func TestSharedPlacementNeverOverbinds(t *testing.T) {

@@ -87,6 +87,12 @@ func TestDockerSessions(t *testing.T) {
 	require.Zero(t, fa.PID)
 	require.NotEmpty(t, fa.Container)
 	require.NotEqual(t, fa.Container, fb.Container, "a container per session")
+	shown := map[string]string{}
+	for _, mi := range st.m.Status().Instances {
+		shown[mi.ID] = mi.Container
+	}
+	require.Equal(t, fa.Container, shown[a.Instance], "the manager's status names the container")
+	require.Equal(t, fb.Container, shown[b.Instance])
 
 	// set and get stick to the session's container.
 	_, err = a.Execute(ctx, json.RawMessage(`{"command":"set","key":"k","value":"a's"}`))

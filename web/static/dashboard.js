@@ -127,7 +127,7 @@ const tables = {
       { label: 'State', value: (i) => str(i.state), pill: (i) => `state-${safeClass(i.state)}` },
       { label: 'Pool', value: (i) => str(i.pool), mono: true },
       { label: 'Farm', value: (i) => str(i.farm), mono: true },
-      { label: 'PID', value: (i) => (i.pid ? String(i.pid) : '–'), num: true },
+      { label: 'PID / container', value: (i) => (i.pid ? String(i.pid) : str(i.container)), mono: true },
       { label: 'Session', value: (i) => str(i.session), mono: true },
       { label: 'Age', value: (i, now) => fmtDuration(secondsSince(i.started, now)), num: true },
     ],
