@@ -16,7 +16,8 @@ GOLANGCI_LINT_VERSION=v2.15.0
 PACKAGES=(
 	redis-server
 	haproxy
-	# chromium
+	chromium
+	nodejs
 )
 
 lint=false

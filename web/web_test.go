@@ -18,6 +18,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/drover-dev/drover/internal/testutil"
 	"github.com/drover-dev/drover/web"
 )
 
@@ -301,12 +302,9 @@ func TestPagesFitTheCSP(t *testing.T) {
 }
 
 // TestDroverJS runs the drover.js unit tests (testdata/drover_test.mjs)
-// when node is installed.
+// with Node.js (the Debian package nodejs, which scripts/setup.sh installs).
 func TestDroverJS(t *testing.T) {
-	node, err := exec.LookPath("node")
-	if err != nil {
-		t.Skip("node is not installed")
-	}
+	node := testutil.Program(t, "node", "nodejs")
 	cmd := exec.CommandContext(t.Context(), node, "--test", "testdata/drover_test.mjs")
 	out, err := cmd.CombinedOutput()
 	require.NoError(t, err, "%s", out)
