@@ -38,7 +38,7 @@ func browser(t *testing.T) context.Context {
 // watchConsole collects the console errors and uncaught exceptions of the
 // tab of ctx from now on; the test fails on any once the tab is closed,
 // which the returned func does.
-func watchConsole(t *testing.T, ctx context.Context) (closeTab func()) {
+func watchConsole(ctx context.Context, t *testing.T) (closeTab func()) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(ctx)
 	messages := chromedp.Console(ctx)
@@ -67,7 +67,7 @@ func watchConsole(t *testing.T, ctx context.Context) (closeTab func()) {
 }
 
 // screenshot saves a PNG of the tab under dir and checks it is one.
-func screenshot(t *testing.T, ctx context.Context, dir, name string) {
+func screenshot(ctx context.Context, t *testing.T, dir, name string) {
 	t.Helper()
 	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
 	require.NoError(t, err)
@@ -86,7 +86,7 @@ func screenshot(t *testing.T, ctx context.Context, dir, name string) {
 func TestBrowser(t *testing.T) {
 	t.Parallel()
 	ctx := browser(t)
-	watchConsole(t, ctx)
+	watchConsole(ctx, t)
 	u := startUp(t)
 	base := "http://" + u.base
 	shots := os.Getenv("DROVER_SCREENSHOTS")
@@ -139,18 +139,18 @@ func TestBrowser(t *testing.T) {
 	require.Contains(t, log, `{"command":"set","key":"color","value":"green"}`)
 	require.Contains(t, log, `"value":"green"}`, "get answers what set stored:\n%s", log)
 	require.Equal(t, "0", text(ctx, "#st-failed"))
-	screenshot(t, ctx, shots, "try.png")
+	screenshot(ctx, t, shots, "try.png")
 
 	// The dashboard, in a second tab, lists the live session.
 	dash, cancelDash := chromedp.NewContext(ctx)
 	defer cancelDash()
-	closeDash := watchConsole(t, dash)
+	closeDash := watchConsole(dash, t)
 	do(dash, "load the dashboard", chromedp.Navigate(base+"/ui/"))
 	until(dash, "the dashboard lists the session",
 		`document.getElementById('sessions').textContent.includes(`+jsString(sessionID)+`)`)
 	require.Contains(t, text(dash, "#sessions"), instance)
 	require.Equal(t, "1", text(dash, "#cap-busy"))
-	screenshot(t, dash, shots, "dashboard.png")
+	screenshot(dash, t, shots, "dashboard.png")
 
 	// Logout on the try page; the dashboard drops the session on its own
 	// (it follows the manager's event stream).
