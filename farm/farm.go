@@ -477,7 +477,11 @@ func (f *Farm) StartInstanceWith(ctx context.Context, poolName string, opts Star
 			err = fmt.Errorf("%w: %w", ErrClosed, err)
 		}
 		f.metrics.start(poolName, startResult(err))
-		f.log.Warn("instance start failed", "instance", id, "pool", poolName, "err", err)
+		level := slog.LevelWarn
+		if closed || errors.Is(err, context.Canceled) {
+			level = slog.LevelDebug // the farm is closing, or the caller gave up: nothing failed
+		}
+		f.log.Log(context.Background(), level, "instance start failed", "instance", id, "pool", poolName, "err", err)
 		return Instance{}, err
 	}
 	out := f.snapshotLocked(inst)
