@@ -260,7 +260,7 @@ func newDockerRuntime(f *Farm, interval time.Duration) (*dockerRuntime, error) {
 		d.close()
 		return nil, err
 	}
-	n, err := d.reconcile()
+	n, err := d.reconcile(d.ctx)
 	if err != nil {
 		d.close()
 		return nil, fmt.Errorf("farm: remove the containers of the farm's previous run: %w", err)
@@ -367,7 +367,7 @@ func (d *dockerRuntime) loop() {
 			return
 		case <-t.C:
 		}
-		if _, err := d.reconcile(); err != nil && d.ctx.Err() == nil {
+		if _, err := d.reconcile(d.ctx); err != nil && d.ctx.Err() == nil {
 			d.f.log.Warn("cannot remove untracked containers", "err", err)
 		}
 	}
@@ -377,8 +377,8 @@ func (d *dockerRuntime) loop() {
 // to no live instance and no start in progress, and returns how many it
 // removed. A container is on the farm's books from before it is created
 // until after it is removed, so what is not there is no one's.
-func (d *dockerRuntime) reconcile() (int, error) {
-	ctx, cancel := context.WithTimeout(d.ctx, dockerTimeout)
+func (d *dockerRuntime) reconcile(ctx context.Context) (int, error) {
+	ctx, cancel := context.WithTimeout(ctx, dockerTimeout)
 	defer cancel()
 	list, err := d.cli.ContainerList(ctx, container.ListOptions{
 		All:     true,
@@ -444,6 +444,10 @@ func (d *dockerRuntime) close() {
 		d.mu.Unlock()
 		d.cancel()
 		d.wg.Wait()
+		// A last sweep: whatever a start cut short by the close left.
+		if _, err := d.reconcile(context.Background()); err != nil {
+			d.f.log.Warn("cannot remove the farm's last containers", "err", err)
+		}
 		_ = d.cli.Close()
 	})
 }
@@ -588,18 +592,28 @@ func containerName(farmID, instID string) string {
 // container that fails to start is removed.
 func (u *containerUnit) start(ctx context.Context) error {
 	d := u.d
-	ctx, cancel := context.WithTimeout(ctx, dockerTimeout)
-	defer cancel()
-	created, err := d.cli.ContainerCreate(ctx, u.config, u.host, nil, nil, u.name)
+	// The create runs to its end even when ctx is cancelled: cut short,
+	// the daemon may still create the container after the farm has given
+	// up on it, and nobody would remove it.
+	cctx, ccancel := context.WithTimeout(context.WithoutCancel(ctx), dockerTimeout)
+	created, err := d.cli.ContainerCreate(cctx, u.config, u.host, nil, nil, u.name)
+	timedOut := cctx.Err() != nil
+	ccancel()
 	if err != nil {
-		if ctx.Err() != nil {
-			// The daemon may have created it after all; its name is ours.
+		if timedOut {
+			// The daemon may create it all the same; its name is ours.
 			u.id = u.name
 			u.remove()
 		}
 		return fmt.Errorf("create container: %w", err)
 	}
 	u.id = created.ID
+	ctx, cancel := context.WithTimeout(ctx, dockerTimeout)
+	defer cancel()
+	if err := ctx.Err(); err != nil {
+		u.remove()
+		return fmt.Errorf("create container: %w", err)
+	}
 	if err := d.cli.ContainerStart(ctx, u.id, container.StartOptions{}); err != nil {
 		u.remove()
 		if msg := err.Error(); strings.Contains(msg, "address already in use") || strings.Contains(msg, "port is already allocated") {

@@ -36,8 +36,14 @@ func dockerStack(t *testing.T, warm int) (*stack, *client.Client) {
 		require.NoError(t, os.Mkdir(filepath.Join(models, m), 0o755))
 		require.NoError(t, os.WriteFile(filepath.Join(models, m, m+".step"), []byte("ISO-10303-21;"), 0o644))
 	}
+	id := "e2e-docker-" + randomHex(t)
+	// Runs after the stack's cleanup, which closes the farm: a closed farm
+	// leaves no container, whatever it was starting when it closed.
+	t.Cleanup(func() {
+		require.Empty(t, dockertest.Containers(t, cli, farm.LabelFarm, id), "containers left by the closed farm")
+	})
 	st := newStackWith(t, stackOptions{
-		farmID:    "e2e-docker-" + randomHex(t),
+		farmID:    id,
 		modelsDir: models,
 		warm:      map[string]int{"box": warm},
 		pools: func(string) []farm.PoolSpec {
