@@ -1,13 +1,10 @@
 package farm
 
 import (
-	"bytes"
 	"cmp"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	mrand "math/rand/v2"
 	"net/http"
@@ -15,6 +12,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/drover-dev/drover/internal/jsonhttp"
 )
 
 // ErrAgentStopped is returned by AddManager once the agent's Run is over.
@@ -473,49 +472,11 @@ func (a *Agent) heartbeat(ctx context.Context, l *link, interval time.Duration) 
 // call sends a JSON request with the token and decodes a JSON answer. Its
 // errors name the method, path and status, never the token.
 func (a *Agent) call(ctx context.Context, method, target string, body, out any) (int, error) {
-	var rd io.Reader
-	if body != nil {
-		b, err := json.Marshal(body)
-		if err != nil {
-			return 0, err
-		}
-		rd = bytes.NewReader(b)
+	code, err := jsonhttp.Call(ctx, a.client, method, target, a.header, body, out)
+	if se := (*jsonhttp.StatusError)(nil); errors.As(err, &se) && se.Code == http.StatusUnauthorized {
+		se.Message = "the manager refused the farm token"
 	}
-	req, err := http.NewRequestWithContext(ctx, method, target, rd)
-	if err != nil {
-		return 0, err
-	}
-	req.Header = a.header.Clone()
-	resp, err := a.client.Do(req)
-	if err != nil {
-		var uerr *url.Error
-		if errors.As(err, &uerr) {
-			err = uerr.Err // the URL is in the log record already
-		}
-		return 0, fmt.Errorf("%s %s: %w", method, req.URL.Path, err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if err != nil {
-		return resp.StatusCode, fmt.Errorf("%s %s: read answer: %w", method, req.URL.Path, err)
-	}
-	if resp.StatusCode/100 != 2 {
-		var e struct {
-			Message string `json:"message"`
-		}
-		_ = json.Unmarshal(b, &e)
-		msg := cmp.Or(e.Message, http.StatusText(resp.StatusCode))
-		if resp.StatusCode == http.StatusUnauthorized {
-			msg = "the manager refused the farm token"
-		}
-		return resp.StatusCode, fmt.Errorf("%s %s: %d %s", method, req.URL.Path, resp.StatusCode, msg)
-	}
-	if out != nil && len(bytes.TrimSpace(b)) > 0 {
-		if err := json.Unmarshal(b, out); err != nil {
-			return resp.StatusCode, fmt.Errorf("%s %s: bad answer: %w", method, req.URL.Path, err)
-		}
-	}
-	return resp.StatusCode, nil
+	return code, err
 }
 
 // backoff is the wait before retry number n (1-based): doubling from

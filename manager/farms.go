@@ -1,14 +1,12 @@
 package manager
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"strings"
@@ -16,6 +14,7 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"github.com/drover-dev/drover/farm"
+	"github.com/drover-dev/drover/internal/jsonhttp"
 	"github.com/drover-dev/drover/store"
 )
 
@@ -50,37 +49,11 @@ func (r *remoteFarm) Priority() int             { return r.req.Priority }
 func (r *remoteFarm) Header() http.Header       { return r.header }
 
 func (r *remoteFarm) do(ctx context.Context, method, path string, body, out any) (int, error) {
-	var rd io.Reader
-	if body != nil {
-		b, err := json.Marshal(body)
-		if err != nil {
-			return 0, err
-		}
-		rd = bytes.NewReader(b)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, r.base.JoinPath(path).String(), rd)
+	code, err := jsonhttp.Call(ctx, r.client, method, r.base.JoinPath(path).String(), r.header, body, out)
 	if err != nil {
-		return 0, err
+		err = fmt.Errorf("farm %s: %w", r.req.ID, err)
 	}
-	req.Header = r.header.Clone()
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := r.client.Do(req)
-	if err != nil {
-		return 0, fmt.Errorf("farm %s: %w", r.req.ID, err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if resp.StatusCode/100 != 2 {
-		var e struct{ Message string }
-		_ = json.Unmarshal(b, &e)
-		return resp.StatusCode, fmt.Errorf("farm %s: %s %s: %d %s", r.req.ID, method, path, resp.StatusCode, e.Message)
-	}
-	if out != nil {
-		if err := json.Unmarshal(b, out); err != nil {
-			return resp.StatusCode, fmt.Errorf("farm %s: bad answer: %w", r.req.ID, err)
-		}
-	}
-	return resp.StatusCode, nil
+	return code, err
 }
 
 func (r *remoteFarm) StartInstance(ctx context.Context, pool string) (farm.Instance, error) {
