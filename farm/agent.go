@@ -13,7 +13,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/drover-dev/drover/internal/jsonhttp"
+	"github.com/drover-dev/drover/internal/lib/jsonhttp"
 )
 
 // ErrAgentStopped is returned by AddManager once the agent's Run is over.

@@ -20,12 +20,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 
-	"github.com/drover-dev/drover/internal/dockertest"
+	"github.com/drover-dev/drover/internal/testkit/dockertest"
 	"github.com/drover-dev/drover/session"
 )
 
 // The docker runtime against the real daemon, with the reference worker
-// image built from this tree (internal/dockertest).
+// image built from this tree (internal/testkit/dockertest).
 
 // dockerSetup returns a daemon client and the worker image, or skips the
 // test (fails it under CI=true) without a daemon.

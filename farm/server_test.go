@@ -21,7 +21,7 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/stretchr/testify/require"
 
-	"github.com/drover-dev/drover/internal/testutil"
+	"github.com/drover-dev/drover/internal/testkit/testutil"
 	"github.com/drover-dev/drover/proxy"
 	"github.com/drover-dev/drover/worker"
 )

@@ -10,7 +10,7 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/stretchr/testify/require"
 
-	"github.com/drover-dev/drover/internal/redistest"
+	"github.com/drover-dev/drover/internal/testkit/redistest"
 	"github.com/drover-dev/drover/manager"
 	"github.com/drover-dev/drover/store"
 )

@@ -14,7 +14,7 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"github.com/drover-dev/drover/farm"
-	"github.com/drover-dev/drover/internal/jsonhttp"
+	"github.com/drover-dev/drover/internal/lib/jsonhttp"
 	"github.com/drover-dev/drover/store"
 )
 

@@ -18,7 +18,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
-	"github.com/drover-dev/drover/internal/wsframe"
+	"github.com/drover-dev/drover/internal/lib/wsframe"
 	"github.com/drover-dev/drover/session"
 )
 

@@ -18,7 +18,7 @@ import (
 
 // A start that timed out on the farm is final: the farm has waited out the
 // pool's start timeout (after the spawn retries its pool allows), and the
-// manager does not start another round. internal/e2e checks the same for a
+// manager does not start another round. test/e2e checks the same for a
 // remote farm and a dial pool.
 func TestStartTimeoutIsNotRetried(t *testing.T) {
 	reg := prometheus.NewRegistry()

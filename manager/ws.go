@@ -16,7 +16,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/drover-dev/drover/farm"
-	"github.com/drover-dev/drover/internal/wsframe"
+	"github.com/drover-dev/drover/internal/lib/wsframe"
 	"github.com/drover-dev/drover/middleware"
 	"github.com/drover-dev/drover/session"
 	"github.com/drover-dev/drover/store"

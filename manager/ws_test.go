@@ -12,7 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/drover-dev/drover/farm"
-	"github.com/drover-dev/drover/internal/wsframe"
+	"github.com/drover-dev/drover/internal/lib/wsframe"
 	"github.com/drover-dev/drover/manager"
 )
 

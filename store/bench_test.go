@@ -7,7 +7,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/drover-dev/drover/internal/redistest"
+	"github.com/drover-dev/drover/internal/testkit/redistest"
 	"github.com/drover-dev/drover/store"
 )
 

@@ -22,7 +22,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
-	"github.com/drover-dev/drover/internal/wsframe"
+	"github.com/drover-dev/drover/internal/lib/wsframe"
 )
 
 func TestMain(m *testing.M) {

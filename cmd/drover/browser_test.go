@@ -13,7 +13,7 @@ import (
 	"github.com/chromedp/chromedp"
 	"github.com/stretchr/testify/require"
 
-	"github.com/drover-dev/drover/internal/testutil"
+	"github.com/drover-dev/drover/internal/testkit/testutil"
 )
 
 // browser starts Debian's Chromium, headless, and returns a context for

@@ -23,7 +23,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/drover-dev/drover/client"
-	"github.com/drover-dev/drover/internal/testutil"
+	"github.com/drover-dev/drover/internal/testkit/testutil"
 )
 
 // One manager and several farms, each a real drover process on loopback.

@@ -21,7 +21,7 @@ import (
 
 	"github.com/drover-dev/drover/farm"
 	"github.com/drover-dev/drover/internal/app"
-	"github.com/drover-dev/drover/internal/loadtest"
+	"github.com/drover-dev/drover/internal/tools/loadtest"
 	"github.com/drover-dev/drover/worker"
 )
 

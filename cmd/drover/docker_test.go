@@ -19,7 +19,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/drover-dev/drover/farm"
-	"github.com/drover-dev/drover/internal/dockertest"
+	"github.com/drover-dev/drover/internal/testkit/dockertest"
 )
 
 // TestFarmDockerRestart: a `drover farm --runtime docker` killed with

@@ -14,8 +14,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/drover-dev/drover/client"
-	"github.com/drover-dev/drover/internal/haproxytest"
-	"github.com/drover-dev/drover/internal/redistest"
+	"github.com/drover-dev/drover/internal/testkit/haproxytest"
+	"github.com/drover-dev/drover/internal/testkit/redistest"
 )
 
 // Two managers sharing one Redis behind one HAProxy, and two farms that

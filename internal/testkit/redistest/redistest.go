@@ -23,7 +23,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/drover-dev/drover/internal/testutil"
+	"github.com/drover-dev/drover/internal/testkit/testutil"
 )
 
 const (

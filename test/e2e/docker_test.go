@@ -16,7 +16,7 @@ import (
 
 	dclient "github.com/drover-dev/drover/client"
 	"github.com/drover-dev/drover/farm"
-	"github.com/drover-dev/drover/internal/dockertest"
+	"github.com/drover-dev/drover/internal/testkit/dockertest"
 )
 
 // Sessions on docker pools: the farm runs the reference worker image, one

@@ -17,7 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/drover-dev/drover/farm"
-	"github.com/drover-dev/drover/internal/testutil"
+	"github.com/drover-dev/drover/internal/testkit/testutil"
 	"github.com/drover-dev/drover/manager"
 	"github.com/drover-dev/drover/proxy"
 )

@@ -21,7 +21,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/drover-dev/drover/internal/testutil"
+	"github.com/drover-dev/drover/internal/testkit/testutil"
 )
 
 // Options configure Start.

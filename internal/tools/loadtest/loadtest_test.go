@@ -16,7 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
-	"github.com/drover-dev/drover/internal/loadtest"
+	"github.com/drover-dev/drover/internal/tools/loadtest"
 	"github.com/drover-dev/drover/worker"
 )
 
