@@ -9,11 +9,6 @@ import (
 	"unicode"
 )
 
-// ErrBadModel means a start asked for a model the farm refuses: a name that
-// is no plain relative path, one that leads outside the models directory,
-// or one that names no directory there.
-var ErrBadModel = errors.New("farm: bad model")
-
 // maxModelName bounds a model name; it is part of command lines.
 const maxModelName = 1024
 

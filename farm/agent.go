@@ -13,6 +13,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/drover-dev/drover/internal/lib/bearer"
+
 	"github.com/drover-dev/drover/internal/lib/jsonhttp"
 )
 
@@ -117,7 +119,6 @@ func NewAgent(cfg AgentConfig) (*Agent, error) {
 		f:       cfg.Farm,
 		log:     cfg.Logger,
 		client:  cfg.Client,
-		header:  http.Header{},
 		drainCh: make(chan struct{}),
 		links:   map[string]*link{},
 	}
@@ -128,7 +129,7 @@ func NewAgent(cfg AgentConfig) (*Agent, error) {
 		a.client = &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}
 		a.own = true
 	}
-	a.header.Set("Authorization", "Bearer "+cfg.Token)
+	a.header = bearer.Header(cfg.Token)
 	a.header.Set("Content-Type", "application/json")
 	for _, m := range cfg.Managers {
 		if _, _, err := a.addLink(m, 0); err != nil {

@@ -18,24 +18,20 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/drover-dev/drover/farmapi"
 )
 
-// Sentinel errors of the farm.
+// Sentinel errors of the farm; they are farmapi's, so that a manager sees
+// the same ones from a farm in its process and from one over HTTP.
 var (
-	// ErrNoSlot means every slot of the farm holds an instance.
-	ErrNoSlot = errors.New("farm: no free slot")
-	// ErrUnknownPool means the farm has no pool of that name.
-	ErrUnknownPool = errors.New("farm: unknown pool")
-	// ErrNotFound means the farm has no live instance of that id. Callers
-	// stopping an instance treat it as success.
-	ErrNotFound = errors.New("farm: instance not found")
-	// ErrClosed means the farm is closed and starts no more instances.
-	ErrClosed = errors.New("farm: closed")
-	// ErrStartTimeout means an instance did not become ready within its
-	// pool's StartTimeout.
-	ErrStartTimeout = errors.New("farm: instance not ready within start timeout")
-	// ErrDraining means the farm is draining and starts no more instances.
-	ErrDraining = errors.New("farm: draining")
+	ErrNoSlot       = farmapi.ErrNoSlot
+	ErrUnknownPool  = farmapi.ErrUnknownPool
+	ErrNotFound     = farmapi.ErrNotFound
+	ErrClosed       = farmapi.ErrClosed
+	ErrStartTimeout = farmapi.ErrStartTimeout
+	ErrDraining     = farmapi.ErrDraining
+	ErrBadModel     = farmapi.ErrBadModel
 )
 
 const (

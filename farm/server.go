@@ -3,8 +3,6 @@ package farm
 import (
 	"cmp"
 	"context"
-	"crypto/sha256"
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"log/slog"
@@ -14,6 +12,9 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/drover-dev/drover/farmapi"
+	"github.com/drover-dev/drover/internal/lib/bearer"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -98,11 +99,11 @@ const (
 //
 // Errors are JSON: {"message": "..."}.
 type Server struct {
-	f        *Farm
-	cfg      ServerConfig
-	tokenSum [sha256.Size]byte
-	log      *slog.Logger
-	mux      *http.ServeMux
+	f     *Farm
+	cfg   ServerConfig
+	token bearer.Checker
+	log   *slog.Logger
+	mux   *http.ServeMux
 
 	ctx    context.Context // cancelled by Close
 	cancel context.CancelFunc
@@ -127,13 +128,13 @@ func NewServer(f *Farm, cfg ServerConfig) (*Server, error) {
 	}
 	cfg.OrphanGrace = cmp.Or(cfg.OrphanGrace, defaultOrphanGrace)
 	s := &Server{
-		f:        f,
-		cfg:      cfg,
-		tokenSum: sha256.Sum256([]byte(cfg.Token)),
-		log:      cfg.Logger,
-		mux:      http.NewServeMux(),
-		conns:    map[string]int{},
-		quiet:    map[string]time.Time{},
+		f:     f,
+		cfg:   cfg,
+		token: bearer.NewChecker(cfg.Token),
+		log:   cfg.Logger,
+		mux:   http.NewServeMux(),
+		conns: map[string]int{},
+		quiet: map[string]time.Time{},
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
@@ -167,7 +168,7 @@ func (s *Server) Close() error {
 // ServeHTTP checks the token, then routes.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// awv3 managers call /require with the token in the query.
-	if !s.authorized(r, strings.HasPrefix(r.URL.Path, pathRequire)) && !localReport(r) && !s.containerReport(r) {
+	if !s.token.Request(r, strings.HasPrefix(r.URL.Path, pathRequire)) && !localReport(r) && !s.containerReport(r) {
 		// The path names no secret; the query may, so it is not logged.
 		s.log.Warn("unauthorized farm API request", "method", r.Method, "path", r.URL.Path,
 			"remote", r.RemoteAddr)
@@ -175,21 +176,6 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.mux.ServeHTTP(w, r)
-}
-
-// authorized compares the bearer token (or, with query, ?token=) with the
-// farm token in constant time; hashing both first hides the length too.
-func (s *Server) authorized(r *http.Request, query bool) bool {
-	got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-	if !ok && query {
-		got = r.URL.Query().Get("token")
-		ok = got != ""
-	}
-	if !ok {
-		return false
-	}
-	sum := sha256.Sum256([]byte(got))
-	return subtle.ConstantTimeCompare(sum[:], s.tokenSum[:]) == 1
 }
 
 func (s *Server) serveStart(w http.ResponseWriter, r *http.Request) {
@@ -204,19 +190,8 @@ func (s *Server) serveStart(w http.ResponseWriter, r *http.Request) {
 	}
 	inst, err := s.f.StartInstanceWith(r.Context(), req.Pool, StartOptions{Model: req.Model})
 	if err != nil {
-		code := http.StatusInternalServerError
-		switch {
-		case errors.Is(err, ErrUnknownPool):
-			code = http.StatusNotFound
-		case errors.Is(err, ErrBadModel):
-			code = http.StatusBadRequest
-		case errors.Is(err, ErrNoSlot):
-			code = http.StatusTooManyRequests
-		case errors.Is(err, ErrDraining), errors.Is(err, ErrClosed):
-			code = http.StatusServiceUnavailable
-		case errors.Is(err, ErrStartTimeout):
-			code = http.StatusGatewayTimeout
-		case r.Context().Err() != nil:
+		code := farmapi.Status(err)
+		if code == http.StatusInternalServerError && r.Context().Err() != nil {
 			code = http.StatusServiceUnavailable // the manager gave up; nobody reads this
 		}
 		writeError(w, code, err.Error())

@@ -4,49 +4,6 @@ import (
 	"time"
 )
 
-// State is where an instance is in its life.
-type State string
-
-// Instance states as a farm reports them. The manager adds its own notion of
-// idle and bound on top of StateReady.
-const (
-	StateStarting State = "starting"
-	StateReady    State = "ready"
-	StateStopping State = "stopping"
-	StateExited   State = "exited"
-)
-
-// Instance is a farm's report of one instance.
-type Instance struct {
-	ID   string `json:"id"`
-	Pool string `json:"pool"`
-	Farm string `json:"farm"`
-	Addr string `json:"addr"` // host:port where the instance speaks the native protocol
-	// URL is where the manager opens the instance's native-protocol
-	// WebSocket when it is not ws://Addr/ (a farm serving its instances
-	// behind its own port sets ws://farm/instances/ID).
-	URL string `json:"url,omitempty"`
-	// Protocol is the pool's protocol; stream instances are relayed byte
-	// for byte instead of spoken to.
-	Protocol string `json:"protocol,omitempty"`
-	// PID is the instance process's id on the farm's host; 0 for a
-	// container.
-	PID int `json:"pid,omitempty"`
-	// Container is the short id of the instance's Docker container; empty
-	// for a process.
-	Container string    `json:"container,omitempty"`
-	State     State     `json:"state"`
-	Started   time.Time `json:"started"`
-}
-
-// Protocol names how an instance program talks; see design.md, "Instances".
-const (
-	ProtocolNative = "native"
-	ProtocolDial   = "dial"
-	ProtocolStdio  = "stdio"
-	ProtocolStream = "stream"
-)
-
 // PoolSpec says how a farm starts the instances of one pool.
 type PoolSpec struct {
 	// Name is the pool name clients ask for with ?pool=.

@@ -2,8 +2,6 @@ package manager
 
 import (
 	"context"
-	"crypto/sha256"
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,16 +9,18 @@ import (
 	"net/url"
 	"strings"
 
+	"github.com/drover-dev/drover/internal/lib/bearer"
+
 	"github.com/gin-gonic/gin"
 
-	"github.com/drover-dev/drover/farm"
+	"github.com/drover-dev/drover/farmapi"
 	"github.com/drover-dev/drover/internal/lib/jsonhttp"
 	"github.com/drover-dev/drover/store"
 )
 
 // remoteFarm is a farm in another process, reached over its REST API.
 type remoteFarm struct {
-	req    farm.RegisterRequest
+	req    farmapi.RegisterRequest
 	base   *url.URL
 	header http.Header // carries the farm token; never logged
 	client *http.Client
@@ -29,13 +29,12 @@ type remoteFarm struct {
 var _ Farm = (*remoteFarm)(nil)
 var _ placementInfo = (*remoteFarm)(nil)
 
-func newRemoteFarm(req farm.RegisterRequest, token string) (*remoteFarm, error) {
+func newRemoteFarm(req farmapi.RegisterRequest, token string) (*remoteFarm, error) {
 	u, err := url.Parse(req.URL)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return nil, fmt.Errorf("farm url %q is not an http(s) URL", req.URL)
 	}
-	h := http.Header{}
-	h.Set("Authorization", "Bearer "+token)
+	h := bearer.Header(token)
 	// No client timeout: starts may take as long as the pool's start
 	// timeout; every call carries a context that bounds it.
 	return &remoteFarm{req: req, base: u, header: h, client: &http.Client{}}, nil
@@ -56,41 +55,45 @@ func (r *remoteFarm) do(ctx context.Context, method, path string, body, out any)
 	return code, err
 }
 
-func (r *remoteFarm) StartInstance(ctx context.Context, pool string) (farm.Instance, error) {
-	return r.StartInstanceWith(ctx, pool, farm.StartOptions{})
+func (r *remoteFarm) StartInstance(ctx context.Context, pool string) (farmapi.Instance, error) {
+	return r.StartInstanceWith(ctx, pool, farmapi.StartOptions{})
 }
 
-func (r *remoteFarm) StartInstanceWith(ctx context.Context, pool string, opts farm.StartOptions) (farm.Instance, error) {
-	var inst farm.Instance
-	req := farm.StartRequest{Pool: pool, Model: opts.Model}
-	if code, err := r.do(ctx, http.MethodPost, farm.PathInstances, req, &inst); err != nil {
-		if code == http.StatusGatewayTimeout {
-			err = startTimedOut{err}
+func (r *remoteFarm) StartInstanceWith(ctx context.Context, pool string, opts farmapi.StartOptions) (farmapi.Instance, error) {
+	var inst farmapi.Instance
+	req := farmapi.StartRequest{Pool: pool, Model: opts.Model}
+	if code, err := r.do(ctx, http.MethodPost, farmapi.PathInstances, req, &inst); err != nil {
+		if sentinel := farmapi.StartError(code); sentinel != nil {
+			err = farmError{err, sentinel}
 		}
-		return farm.Instance{}, err
+		return farmapi.Instance{}, err
 	}
 	if inst.URL == "" {
-		inst.URL = r.wsBase() + farm.PathInstance + url.PathEscape(inst.ID)
+		inst.URL = r.wsBase() + farmapi.PathInstance + url.PathEscape(inst.ID)
 	}
 	return inst, nil
 }
 
-// startTimedOut is a remote farm's 504 to a start: like an in-process
-// farm's, it matches farm.ErrStartTimeout.
-type startTimedOut struct{ error }
+// farmError is a remote farm's error answer to a start: like an
+// in-process farm's, it matches the farmapi sentinel its status stands for
+// (a 429 is farmapi.ErrNoSlot, a 504 farmapi.ErrStartTimeout).
+type farmError struct {
+	error
+	sentinel error
+}
 
-func (e startTimedOut) Unwrap() []error { return []error{e.error, farm.ErrStartTimeout} }
+func (e farmError) Unwrap() []error { return []error{e.error, e.sentinel} }
 
 func (r *remoteFarm) StopInstance(ctx context.Context, id string) error {
-	code, err := r.do(ctx, http.MethodDelete, farm.PathInstances+"/"+url.PathEscape(id), nil, nil)
+	code, err := r.do(ctx, http.MethodDelete, farmapi.PathInstances+"/"+url.PathEscape(id), nil, nil)
 	if code == http.StatusNotFound {
-		return farm.ErrNotFound
+		return farmapi.ErrNotFound
 	}
 	return err
 }
 
 // instanceURL is where the manager opens an instance's WebSocket.
-func instanceURL(info farm.Instance) string {
+func instanceURL(info farmapi.Instance) string {
 	if info.URL != "" {
 		return info.URL
 	}
@@ -108,7 +111,7 @@ type viaFarm interface {
 // port: it carries the farm token, which the farm strips. Never to an
 // instance reached directly (a farm advertising direct ports): it must not
 // see the token.
-func farmHeader(f Farm, info farm.Instance) http.Header {
+func farmHeader(f Farm, info farmapi.Instance) http.Header {
 	if v, ok := f.(viaFarm); ok && info.URL != "" && v.Serves(info.URL) {
 		return v.Header()
 	}
@@ -117,7 +120,7 @@ func farmHeader(f Farm, info farm.Instance) http.Header {
 
 // Serves reports whether url goes through the farm's own port.
 func (r *remoteFarm) Serves(url string) bool {
-	return strings.HasPrefix(url, r.wsBase()+farm.PathInstance)
+	return strings.HasPrefix(url, r.wsBase()+farmapi.PathInstance)
 }
 
 func (r *remoteFarm) wsBase() string {
@@ -126,25 +129,14 @@ func (r *remoteFarm) wsBase() string {
 	return strings.TrimSuffix(ws.String(), "/")
 }
 
-// tokenEqual compares secrets in constant time; hashing first hides their
-// lengths too.
-func tokenEqual(got, want string) bool {
-	a, b := sha256.Sum256([]byte(got)), sha256.Sum256([]byte(want))
-	return subtle.ConstantTimeCompare(a[:], b[:]) == 1
-}
-
 // bearer is gin middleware admitting requests that carry one of tokens.
 // The token is never logged or echoed.
 func (m *Manager) bearer(tokens ...string) gin.HandlerFunc {
+	check := bearer.NewChecker(tokens...)
 	return func(c *gin.Context) {
-		got, ok := strings.CutPrefix(c.GetHeader("Authorization"), "Bearer ")
-		if ok {
-			for _, t := range tokens {
-				if t != "" && tokenEqual(got, t) {
-					c.Next()
-					return
-				}
-			}
+		if check.Request(c.Request, false) {
+			c.Next()
+			return
 		}
 		m.log.Warn("unauthorized API request", "path", c.FullPath(), "remote", c.ClientIP())
 		c.AbortWithStatusJSON(http.StatusUnauthorized, gin.H{"message": "missing or wrong token"})
@@ -155,17 +147,17 @@ func (m *Manager) farmRoutes(r *gin.Engine) {
 	if m.cfg.FarmToken == "" {
 		return // no remote farms: drover up with its local farm
 	}
-	farms := r.Group(farm.PathFarms, m.bearer(m.cfg.FarmToken))
+	farms := r.Group(farmapi.PathFarms, m.bearer(m.cfg.FarmToken))
 	farms.POST("", m.serveRegister)
 	farms.POST("/:id/heartbeat", m.serveHeartbeat)
 	farms.DELETE("/:id", m.serveDeregister)
-	admin := r.Group(farm.PathFarms, m.bearer(m.cfg.AdminToken))
+	admin := r.Group(farmapi.PathFarms, m.bearer(m.cfg.AdminToken))
 	admin.POST("/:id/drain", m.serveDrain)
 	admin.GET("", func(c *gin.Context) { c.JSON(http.StatusOK, m.Status().Farms) })
 }
 
 func (m *Manager) serveRegister(c *gin.Context) {
-	var req farm.RegisterRequest
+	var req farmapi.RegisterRequest
 	if err := c.ShouldBindJSON(&req); err != nil {
 		c.JSON(http.StatusBadRequest, gin.H{"message": "bad registration: " + err.Error()})
 		return
@@ -205,11 +197,11 @@ func (m *Manager) serveRegister(c *gin.Context) {
 	m.log.Info("farm registered", "farm", req.ID, "name", req.Name, "url", req.URL, "slots", req.Slots,
 		"pools", req.Pools, "labels", req.Labels)
 	m.metrics.farmEvents.WithLabelValues("registered").Inc()
-	c.JSON(http.StatusOK, farm.RegisterResponse{HeartbeatIntervalMS: m.cfg.HeartbeatInterval.Milliseconds()})
+	c.JSON(http.StatusOK, farmapi.RegisterResponse{HeartbeatIntervalMS: m.cfg.HeartbeatInterval.Milliseconds()})
 }
 
 func (m *Manager) serveHeartbeat(c *gin.Context) {
-	var hb farm.Heartbeat
+	var hb farmapi.Heartbeat
 	if err := c.ShouldBindJSON(&hb); err != nil {
 		c.JSON(http.StatusBadRequest, gin.H{"message": "bad heartbeat: " + err.Error()})
 		return
@@ -221,7 +213,7 @@ func (m *Manager) serveHeartbeat(c *gin.Context) {
 	case !known:
 		c.JSON(http.StatusNotFound, gin.H{"message": "unknown farm: register again"})
 	default:
-		c.JSON(http.StatusOK, farm.HeartbeatResponse{Drain: drain})
+		c.JSON(http.StatusOK, farmapi.HeartbeatResponse{Drain: drain})
 	}
 }
 

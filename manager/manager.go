@@ -19,11 +19,13 @@ import (
 	"sync"
 	"time"
 
+	"github.com/drover-dev/drover/internal/lib/bearer"
+
 	"github.com/gin-gonic/gin"
 	"github.com/gorilla/websocket"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/drover-dev/drover/farm"
+	"github.com/drover-dev/drover/farmapi"
 	"github.com/drover-dev/drover/middleware"
 	"github.com/drover-dev/drover/proxy"
 	"github.com/drover-dev/drover/store"
@@ -258,7 +260,7 @@ func New(cfg Config) (*Manager, error) {
 	rlog := cfg.Logger.With("component", "relay")
 	m.relay = proxy.New(proxy.Options{Logger: rlog})
 	m.farmRelay = proxy.New(proxy.Options{Logger: rlog,
-		Header: http.Header{"Authorization": {"Bearer " + cfg.FarmToken}}})
+		Header: bearer.Header(cfg.FarmToken)})
 	m.router = m.routes()
 	m.metrics.registerCapacity(cfg.Registerer, m.sched.capacity)
 	m.goTracked(m.janitor)
@@ -300,7 +302,7 @@ func (m *Manager) ID() string { return m.shared.id }
 
 // InstanceExited is the farm's callback for an instance that exited on its
 // own (farm.Config.OnExit).
-func (m *Manager) InstanceExited(inst farm.Instance, err error) {
+func (m *Manager) InstanceExited(inst farmapi.Instance, err error) {
 	m.sched.instanceExited(inst.ID, err)
 }
 

@@ -8,7 +8,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/drover-dev/drover/farm"
+	"github.com/drover-dev/drover/farmapi"
 	"github.com/drover-dev/drover/session"
 	"github.com/drover-dev/drover/store"
 )
@@ -20,12 +20,10 @@ type Farm interface {
 	Slots() int
 	Pools() []string
 	// StartInstance starts an instance of pool and returns once it is ready.
-	StartInstance(ctx context.Context, pool string) (farm.Instance, error)
-	// StopInstance stops an instance; farm.ErrNotFound counts as stopped.
+	StartInstance(ctx context.Context, pool string) (farmapi.Instance, error)
+	// StopInstance stops an instance; farmapi.ErrNotFound counts as stopped.
 	StopInstance(ctx context.Context, id string) error
 }
-
-var _ Farm = (*farm.Farm)(nil)
 
 // placementInfo is an optional Farm capability: labels that clients can ask
 // for with ?labels=k=v, and a priority (higher farms are filled first).
@@ -49,7 +47,7 @@ func (s instState) String() string {
 
 // instance is the manager's view of one ready instance.
 type instance struct {
-	info      farm.Instance
+	info      farmapi.Instance
 	pool      *poolState
 	farm      *farmEntry
 	conn      *instConn
@@ -226,7 +224,7 @@ func (s *scheduler) removeFarm(id string, cause error) bool {
 
 // heartbeat records a farm's report; it returns whether the farm is known
 // and whether it should drain.
-func (s *scheduler) heartbeat(id string, hb farm.Heartbeat) (known, drain bool, notify []*Session) {
+func (s *scheduler) heartbeat(id string, hb farmapi.Heartbeat) (known, drain bool, notify []*Session) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	fe := s.farms[id]
@@ -277,7 +275,7 @@ func (s *scheduler) drainLocked(fe *farmEntry) []*Session {
 // rejoin takes a registration of a known farm that still runs instances
 // of this manager for a farm that did not restart: the entry and its
 // instances stay. It reports whether it did.
-func (s *scheduler) rejoin(req farm.RegisterRequest, spec []byte) bool {
+func (s *scheduler) rejoin(req farmapi.RegisterRequest, spec []byte) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	fe := s.farms[req.ID]
@@ -324,7 +322,7 @@ func (s *scheduler) acquire(ctx context.Context, sess *Session, p *poolState, wa
 			return nil, ctx.Err()
 		}
 		s.m.log.Warn("spawn for session failed", "pool", p.cfg.Name, "farm", g.farm.id, "attempt", attempt+1, "err", err)
-		if errors.Is(err, farm.ErrStartTimeout) {
+		if errors.Is(err, farmapi.ErrStartTimeout) {
 			// The farm waited out the pool's start timeout, after the spawn
 			// retries the pool allows (dial pools): another round here
 			// would multiply them, and the client's wait with them.
@@ -618,7 +616,7 @@ func (s *scheduler) spawnWarm(fe *farmEntry, p *poolState, slot string) {
 	// Bounded so that a farm that hangs cannot hold the slot for ever.
 	ctx, cancel := context.WithTimeout(s.m.ctx, 2*time.Minute)
 	defer cancel()
-	inst, err := s.start(ctx, fe, p, farm.StartOptions{})
+	inst, err := s.start(ctx, fe, p, farmapi.StartOptions{})
 	if err == nil {
 		inst.slot = slot
 		err = s.m.shared.updateSlot(fe.id, store.Slot{ID: slot, Pool: p.cfg.Name, Instance: inst.info.ID,
@@ -692,19 +690,19 @@ func (s *scheduler) spawn(ctx context.Context, g grant, p *poolState, sess *Sess
 // starterWith is an optional Farm capability: starting an instance with
 // per-instance options (a model for stream sessions).
 type starterWith interface {
-	StartInstanceWith(ctx context.Context, pool string, opts farm.StartOptions) (farm.Instance, error)
+	StartInstanceWith(ctx context.Context, pool string, opts farmapi.StartOptions) (farmapi.Instance, error)
 }
 
 // start asks a farm for an instance and connects to it. The slot stays
 // reserved by the caller. Stream instances get no connection: their
 // clients' bytes are relayed to them.
-func (s *scheduler) start(ctx context.Context, fe *farmEntry, p *poolState, opts farm.StartOptions) (*instance, error) {
+func (s *scheduler) start(ctx context.Context, fe *farmEntry, p *poolState, opts farmapi.StartOptions) (*instance, error) {
 	begin := time.Now()
-	var info farm.Instance
+	var info farmapi.Instance
 	var err error
 	if sw, ok := fe.f.(starterWith); ok {
 		info, err = sw.StartInstanceWith(ctx, p.cfg.Name, opts)
-	} else if opts != (farm.StartOptions{}) {
+	} else if opts != (farmapi.StartOptions{}) {
 		err = errors.New("the farm cannot start instances with options")
 	} else {
 		info, err = fe.f.StartInstance(ctx, p.cfg.Name)
@@ -714,7 +712,7 @@ func (s *scheduler) start(ctx context.Context, fe *farmEntry, p *poolState, opts
 		return nil, fmt.Errorf("start on farm %s: %w", fe.id, err)
 	}
 	inst := &instance{info: info, pool: p, farm: fe}
-	if info.Protocol == farm.ProtocolStream {
+	if info.Protocol == farmapi.ProtocolStream {
 		s.m.metrics.spawns.WithLabelValues(p.cfg.Name, "ok").Inc()
 		s.m.metrics.spawnSeconds.Observe(time.Since(begin).Seconds())
 		return inst, nil
@@ -725,7 +723,7 @@ func (s *scheduler) start(ctx context.Context, fe *farmEntry, p *poolState, opts
 		s.m.metrics.spawns.WithLabelValues(p.cfg.Name, "error").Inc()
 		stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 		defer cancel()
-		if serr := fe.f.StopInstance(stopCtx, info.ID); serr != nil && !errors.Is(serr, farm.ErrNotFound) {
+		if serr := fe.f.StopInstance(stopCtx, info.ID); serr != nil && !errors.Is(serr, farmapi.ErrNotFound) {
 			s.m.log.Warn("stop after failed connect", "instance", info.ID, "err", serr)
 		}
 		return nil, fmt.Errorf("connect to instance %s: %w", info.ID, err)
@@ -769,7 +767,7 @@ func (s *scheduler) stopAsyncLocked(inst *instance) {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 		defer cancel()
-		if err := inst.farm.f.StopInstance(ctx, inst.info.ID); err != nil && !errors.Is(err, farm.ErrNotFound) {
+		if err := inst.farm.f.StopInstance(ctx, inst.info.ID); err != nil && !errors.Is(err, farmapi.ErrNotFound) {
 			s.m.log.Warn("stop instance", "instance", inst.info.ID, "err", err)
 		}
 		s.mu.Lock()
@@ -817,7 +815,7 @@ func (s *scheduler) stopStarted(fe *farmEntry, inst *instance) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
-	if err := fe.f.StopInstance(ctx, inst.info.ID); err != nil && !errors.Is(err, farm.ErrNotFound) {
+	if err := fe.f.StopInstance(ctx, inst.info.ID); err != nil && !errors.Is(err, farmapi.ErrNotFound) {
 		s.m.log.Warn("stop instance", "instance", inst.info.ID, "err", err)
 	}
 }
@@ -848,7 +846,7 @@ func (s *scheduler) lost(inst *instance, cause error, stop bool) {
 		// while the process lives on.
 		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 		defer cancel()
-		if err := inst.farm.f.StopInstance(ctx, inst.info.ID); err != nil && !errors.Is(err, farm.ErrNotFound) {
+		if err := inst.farm.f.StopInstance(ctx, inst.info.ID); err != nil && !errors.Is(err, farmapi.ErrNotFound) {
 			s.m.log.Warn("stop lost instance", "instance", inst.info.ID, "err", err)
 		}
 	})

@@ -12,7 +12,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
-	"github.com/drover-dev/drover/farm"
+	"github.com/drover-dev/drover/farmapi"
 	"github.com/drover-dev/drover/middleware"
 	"github.com/drover-dev/drover/session"
 	"github.com/drover-dev/drover/store"
@@ -46,7 +46,7 @@ type Session struct {
 	// stream sessions get a fresh instance started with startOpts, and
 	// their client's bytes are relayed to it.
 	stream    bool
-	startOpts farm.StartOptions
+	startOpts farmapi.StartOptions
 	inst      *instance
 	handler   middleware.Handler
 	ctx       context.Context

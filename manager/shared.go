@@ -11,7 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/drover-dev/drover/farm"
+	"github.com/drover-dev/drover/farmapi"
 	"github.com/drover-dev/drover/store"
 )
 
@@ -400,7 +400,7 @@ func (sh *shared) syncFarms(now time.Time) {
 
 // adopt makes a farm another manager registered usable here.
 func (sh *shared) adopt(f store.Farm) {
-	var req farm.RegisterRequest
+	var req farmapi.RegisterRequest
 	if err := json.Unmarshal(f.Spec, &req); err != nil {
 		sh.m.log.Error("stored farm registration unreadable", "farm", f.ID, "err", err)
 		return
@@ -432,7 +432,7 @@ func (sh *shared) adopt(f store.Farm) {
 
 // heartbeat records a farm's heartbeat in the store. It returns whether
 // the farm is known (locally or in the store) and whether it should drain.
-func (sh *shared) heartbeat(id string, hb farm.Heartbeat) (known, drain bool, err error) {
+func (sh *shared) heartbeat(id string, hb farmapi.Heartbeat) (known, drain bool, err error) {
 	s := sh.m.sched
 	knownHere, drainHere, notify := s.heartbeat(id, hb)
 	sh.m.notifyDraining(id, notify)
@@ -476,7 +476,7 @@ func (sh *shared) heartbeat(id string, hb farm.Heartbeat) (known, drain bool, er
 // freeLeftovers frees the reservations of a farm whose instances the farm
 // no longer runs (their manager died, or stopped them while the store was
 // away), and those a dead manager left starting.
-func (sh *shared) freeLeftovers(farmID string, running []farm.Instance) {
+func (sh *shared) freeLeftovers(farmID string, running []farmapi.Instance) {
 	ctx, cancel := opCtx()
 	defer cancel()
 	slots, err := sh.st.Slots(ctx, farmID)

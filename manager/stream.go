@@ -7,7 +7,7 @@ import (
 	"github.com/gin-gonic/gin"
 	"github.com/gorilla/websocket"
 
-	"github.com/drover-dev/drover/farm"
+	"github.com/drover-dev/drover/farmapi"
 	"github.com/drover-dev/drover/middleware"
 )
 
@@ -35,7 +35,7 @@ func (m *Manager) serveStream(c *gin.Context) {
 	}
 	s := m.newSession(p, r.RemoteAddr)
 	s.stream = true
-	s.startOpts = farm.StartOptions{Model: q.Get("model")}
+	s.startOpts = farmapi.StartOptions{Model: q.Get("model")}
 	s.labels = parseLabels(q)
 	if err := m.connect(s.ctx, &middleware.ConnectRequest{Info: &s.info, HTTP: r, Query: q}); err != nil {
 		s.cancel()
@@ -57,7 +57,7 @@ func (m *Manager) serveStream(c *gin.Context) {
 		return
 	}
 	s.bind(inst)
-	if inst.info.Protocol != farm.ProtocolStream {
+	if inst.info.Protocol != farmapi.ProtocolStream {
 		s.end("not a stream pool", 0, true)
 		c.JSON(http.StatusBadRequest, gin.H{"message": "pool " + name + " is not a stream pool"})
 		return

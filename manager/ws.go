@@ -15,7 +15,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
-	"github.com/drover-dev/drover/farm"
+	"github.com/drover-dev/drover/farmapi"
 	"github.com/drover-dev/drover/internal/lib/wsframe"
 	"github.com/drover-dev/drover/middleware"
 	"github.com/drover-dev/drover/session"
@@ -264,7 +264,7 @@ func (m *Manager) claimShared(ctx context.Context, tok, restKey, remote string) 
 	if fe == nil {
 		return fail("farm not known", nil)
 	}
-	var info farm.Instance
+	var info farmapi.Instance
 	if err := json.Unmarshal(rec.Instance, &info); err != nil {
 		return fail("bad record", err)
 	}

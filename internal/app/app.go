@@ -17,6 +17,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/drover-dev/drover/internal/lib/bearer"
+
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/drover-dev/drover/farm"
@@ -234,7 +236,7 @@ func (u *Up) serveFarm(token string) (manager.Farm, error) {
 	u.farmHTTP = &http.Server{Handler: u.farmSrv, ReadHeaderTimeout: 10 * time.Second}
 	go func() { _ = u.farmHTTP.Serve(ln) }()
 	return &localFarm{Farm: u.Farm, base: "ws://" + ln.Addr().String(),
-		header: http.Header{"Authorization": {"Bearer " + token}}}, nil
+		header: bearer.Header(token)}, nil
 }
 
 func (u *Up) closeFarmServer(ctx context.Context) error {
