@@ -143,6 +143,9 @@ func (c *Converter) run(ctx context.Context, job Job) ([]Output, error) {
 	if err != nil {
 		return nil, conversionError(ReasonConversion, err)
 	}
+	if job.OutputDir == "" || (extOf(job.Name) == ".zip" && job.Dir == "") {
+		return nil, conversionError(ReasonConversion, errors.New("convert: a job needs an output directory, and a ZIP an item directory"))
+	}
 	model, format := job.Input, job.Name
 	if extOf(job.Name) == ".zip" {
 		if model, err = c.Unpack(job.Input, job.Dir, job.StartPath); err != nil {

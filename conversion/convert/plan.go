@@ -78,6 +78,9 @@ const (
 // Plan decides the steps of a conversion. It runs nothing and writes
 // nothing; Execute does.
 func (c *Converter) Plan(req Request) (*Plan, error) {
+	if req.OutputDir == "" {
+		return nil, conversionError(ReasonConversion, errors.New("convert: no output directory"))
+	}
 	entry, ok := c.reg.Lookup(req.Format)
 	if !ok {
 		return nil, conversionError(ReasonConversion, fmt.Errorf("%w: %w", ErrUnsupported, c.unsupported(req.Format)))
