@@ -18,6 +18,13 @@ PACKAGES=(
 	haproxy
 	chromium
 	nodejs
+	# conversion/convert: the real converters and their virtual display
+	assimp-utils
+	occt-draw
+	libocct-draw-dev
+	f3d
+	xvfb
+	xauth
 )
 
 lint=false

@@ -1,0 +1,270 @@
+package convert
+
+import (
+	"archive/zip"
+	"bytes"
+	"context"
+	"fmt"
+	"image"
+	"image/png"
+	"io/fs"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/drover-dev/drover/internal/testkit/testutil"
+)
+
+// requireTools ends the test when a converter is missing: it fails under
+// CI=true and skips otherwise.
+func requireTools(t *testing.T) {
+	t.Helper()
+	for _, p := range []struct{ name, pkg string }{
+		{"assimp", "assimp-utils"}, {"occt-draw", "occt-draw"}, {"xvfb-run", "xvfb"}, {"xauth", "xauth"}, {"f3d", "f3d"},
+	} {
+		testutil.Program(t, p.name, p.pkg)
+	}
+}
+
+// The models the tests convert, made once per test binary.
+var fixtures struct {
+	once sync.Once
+	dir  string
+	err  error
+}
+
+// fixtureDir returns a directory holding cube.stl, cube.obj, asm.step (an
+// assembly of the parts Bracket and Bolt, red and blue), part.igs (the part
+// Plate) and part.brep, the CAD files written by OpenCASCADE's Draw.
+func fixtureDir(t *testing.T) string {
+	t.Helper()
+	requireTools(t)
+	fixtures.once.Do(func() {
+		fixtures.dir, fixtures.err = os.MkdirTemp("", "drover-convert-fixtures-")
+		if fixtures.err == nil {
+			fixtures.err = makeFixtures(fixtures.dir)
+		}
+	})
+	require.NoError(t, fixtures.err)
+	return fixtures.dir
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if fixtures.dir != "" {
+		_ = os.RemoveAll(fixtures.dir)
+	}
+	os.Exit(code)
+}
+
+var (
+	cubeVertices = [8][3]int{{0, 0, 0}, {1, 0, 0}, {1, 1, 0}, {0, 1, 0}, {0, 0, 1}, {1, 0, 1}, {1, 1, 1}, {0, 1, 1}}
+	// cubeQuads wind counter-clockwise seen from outside.
+	cubeQuads   = [6][4]int{{0, 3, 2, 1}, {4, 5, 6, 7}, {0, 1, 5, 4}, {1, 2, 6, 5}, {2, 3, 7, 6}, {3, 0, 4, 7}}
+	cubeNormals = [6][3]int{{0, 0, -1}, {0, 0, 1}, {0, -1, 0}, {1, 0, 0}, {0, 1, 0}, {-1, 0, 0}}
+)
+
+// cubeSTL is an ASCII STL of the unit cube: 12 triangles.
+func cubeSTL() string {
+	var b strings.Builder
+	b.WriteString("solid cube\n")
+	for i, q := range cubeQuads {
+		n := cubeNormals[i]
+		for _, tri := range [2][3]int{{q[0], q[1], q[2]}, {q[0], q[2], q[3]}} {
+			fmt.Fprintf(&b, "  facet normal %d %d %d\n    outer loop\n", n[0], n[1], n[2])
+			for _, v := range tri {
+				p := cubeVertices[v]
+				fmt.Fprintf(&b, "      vertex %d %d %d\n", p[0], p[1], p[2])
+			}
+			b.WriteString("    endloop\n  endfacet\n")
+		}
+	}
+	b.WriteString("endsolid cube\n")
+	return b.String()
+}
+
+// cubeOBJ is a Wavefront OBJ of the unit cube in quads: 12 triangles once
+// triangulated.
+func cubeOBJ() string {
+	var b strings.Builder
+	b.WriteString("o cube\n")
+	for _, p := range cubeVertices {
+		fmt.Fprintf(&b, "v %d %d %d\n", p[0], p[1], p[2])
+	}
+	for _, q := range cubeQuads {
+		fmt.Fprintf(&b, "f %d %d %d %d\n", q[0]+1, q[1]+1, q[2]+1, q[3]+1)
+	}
+	return b.String()
+}
+
+// cadScript writes the CAD fixtures with Draw: a STEP assembly of two named,
+// coloured parts, an IGES part and a BREP.
+const cadScript = `pload MODELING OCAF XDE
+box b1 10 10 10
+box b2 20 0 0 5 5 5
+compound b1 b2 c
+XNewDoc D
+XAddShape D c 1
+SetName D 0:1:1:1 Assembly
+SetName D 0:1:1:2 Bracket
+SetName D 0:1:1:3 Bolt
+XSetColor D 0:1:1:2 1 0 0
+XSetColor D 0:1:1:3 0 0 1
+WriteStep D {DIR/asm.step}
+XNewDoc P
+XAddShape P b1 0
+SetName P 0:1:1:1 Plate
+WriteIges P {DIR/part.igs}
+save b2 {DIR/part.brep}
+exit
+`
+
+func makeFixtures(dir string) error {
+	if err := os.WriteFile(filepath.Join(dir, "cube.stl"), []byte(cubeSTL()), 0o644); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "cube.obj"), []byte(cubeOBJ()), 0o644); err != nil {
+		return err
+	}
+	script := filepath.Join(dir, "make.tcl")
+	if err := os.WriteFile(script, []byte(strings.ReplaceAll(cadScript, "DIR", dir)), 0o644); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "occt-draw", "-b", "-f", script)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("draw: %w\n%s", err, out)
+	}
+	for _, f := range []string{"asm.step", "part.igs", "part.brep"} {
+		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
+			return fmt.Errorf("draw did not write %s: %w\n%s", f, err, out)
+		}
+	}
+	return nil
+}
+
+// testLogger logs to the test's output, debug lines included: the steps'
+// command lines and durations.
+func testLogger(t *testing.T) *slog.Logger {
+	return slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+// item is an item's directory below a parent directory that the test
+// checks is left alone: parent holds item/ and a sibling file.
+type item struct {
+	parent, dir, out string
+	before           map[string]string
+}
+
+func newItem(t *testing.T) *item {
+	t.Helper()
+	parent := t.TempDir()
+	it := &item{parent: parent, dir: filepath.Join(parent, "item"), out: filepath.Join(parent, "item", "output")}
+	require.NoError(t, os.MkdirAll(it.out, 0o755))
+	require.NoError(t, os.WriteFile(filepath.Join(parent, "sibling.txt"), []byte("keep"), 0o644))
+	it.before = snapshot(t, parent, it.dir)
+	return it
+}
+
+// upload stores a file in the item's directory under a server-chosen name
+// that, like a storage id, says nothing of its format.
+func (it *item) upload(t *testing.T, src string) string {
+	t.Helper()
+	body, err := os.ReadFile(src)
+	require.NoError(t, err)
+	return it.uploadBytes(t, body)
+}
+
+func (it *item) uploadBytes(t *testing.T, body []byte) string {
+	t.Helper()
+	p := filepath.Join(it.dir, "upload.bin")
+	require.NoError(t, os.WriteFile(p, body, 0o644))
+	return p
+}
+
+// untouched checks that nothing outside the item's directory changed.
+func (it *item) untouched(t *testing.T) {
+	t.Helper()
+	require.Equal(t, it.before, snapshot(t, it.parent, it.dir), "the item's parent directory changed")
+}
+
+// snapshot lists the files below root, except below skip, with their sizes
+// and modification times.
+func snapshot(t *testing.T, root, skip string) map[string]string {
+	t.Helper()
+	m := map[string]string{}
+	require.NoError(t, filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if p == skip {
+			return filepath.SkipDir
+		}
+		fi, err := d.Info()
+		if err != nil {
+			return err
+		}
+		m[p] = fmt.Sprintf("%v %d %d", fi.Mode(), fi.Size(), fi.ModTime().UnixNano())
+		return nil
+	}))
+	return m
+}
+
+// requireNotBlank decodes a PNG and checks that part of it is not white.
+func requireNotBlank(t *testing.T, path string, w, h int) {
+	t.Helper()
+	fh, err := os.Open(path)
+	require.NoError(t, err)
+	defer fh.Close()
+	img, err := png.Decode(fh)
+	require.NoError(t, err)
+	require.Equal(t, image.Rect(0, 0, w, h), img.Bounds())
+	var drawn int
+	for y := range h {
+		for x := range w {
+			r, g, b, _ := img.At(x, y).RGBA()
+			if r < 0xf000 || g < 0xf000 || b < 0xf000 {
+				drawn++
+			}
+		}
+	}
+	require.Greater(t, drawn, w*h/100, "fewer than 1%% of the pixels are not white")
+	// The corners are the white background.
+	r, g, b, _ := img.At(0, 0).RGBA()
+	require.Equal(t, [3]uint32{0xffff, 0xffff, 0xffff}, [3]uint32{r, g, b})
+}
+
+// zipEntry is one entry of a test archive.
+type zipEntry struct {
+	name string
+	mode fs.FileMode
+	body []byte
+}
+
+func makeZip(t *testing.T, entries ...zipEntry) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	zw := zip.NewWriter(&buf)
+	for _, e := range entries {
+		hdr := &zip.FileHeader{Name: e.name, Method: zip.Deflate}
+		if e.mode == 0 {
+			e.mode = 0o644
+		}
+		hdr.SetMode(e.mode)
+		w, err := zw.CreateHeader(hdr)
+		require.NoError(t, err)
+		_, err = w.Write(e.body)
+		require.NoError(t, err)
+	}
+	require.NoError(t, zw.Close())
+	return buf.Bytes()
+}
