@@ -1,7 +1,7 @@
 // Package redistest runs real redis-server processes for tests: one per
-// Start, on a free loopback port, without persistence, stopped when the
-// test ends. Tests can stop and restart a server to see how their code
-// lives through an outage.
+// Start, on a free loopback port, without persistence (StartPersistent:
+// with it), stopped when the test ends. Tests can stop, kill and restart a
+// server to see how their code lives through an outage.
 //
 // redis-server comes from the Debian package of that name
 // (scripts/setup.sh installs it). Without it a test is skipped, or fails
@@ -38,6 +38,8 @@ type Server struct {
 	dir  string
 	port int
 	out  testutil.SyncBuffer // the server's log, for failure messages
+	// persist: an append-only file, synced on every write
+	persist bool
 
 	mu     sync.Mutex
 	cmd    *exec.Cmd     // nil while stopped
@@ -48,7 +50,20 @@ type Server struct {
 // answers. The server is stopped when the test ends.
 func Start(tb testing.TB) *Server {
 	tb.Helper()
-	s := &Server{tb: tb, bin: testutil.Program(tb, "redis-server", "redis-server"), dir: tb.TempDir()}
+	return start(tb, false)
+}
+
+// StartPersistent is Start with an append-only file that the server syncs
+// on every write: after Kill and Restart the server has every write it
+// acknowledged.
+func StartPersistent(tb testing.TB) *Server {
+	tb.Helper()
+	return start(tb, true)
+}
+
+func start(tb testing.TB, persist bool) *Server {
+	tb.Helper()
+	s := &Server{tb: tb, bin: testutil.Program(tb, "redis-server", "redis-server"), dir: tb.TempDir(), persist: persist}
 	tb.Cleanup(s.Stop)
 	// Another process may take the free port before the server binds it:
 	// try a few.
@@ -92,9 +107,13 @@ func (s *Server) Client(tb testing.TB) *redis.Client {
 // start runs the server on s.port and polls it until it answers, or fails
 // if it exits (the port is taken) or does not answer in time.
 func (s *Server) start() error {
-	cmd := exec.Command(s.bin,
+	aof := []string{"--appendonly", "no"}
+	if s.persist {
+		aof = []string{"--appendonly", "yes", "--appendfsync", "always"}
+	}
+	cmd := exec.Command(s.bin, append([]string{
 		"--port", strconv.Itoa(s.port), "--bind", "127.0.0.1",
-		"--save", "", "--appendonly", "no", "--dir", s.dir, "--loglevel", "warning")
+		"--save", "", "--dir", s.dir, "--loglevel", "warning"}, aof...)...)
 	cmd.Stdout, cmd.Stderr = &s.out, &s.out
 	if err := cmd.Start(); err != nil {
 		return err
@@ -176,8 +195,22 @@ func (s *Server) Stop() {
 	}
 }
 
-// Restart stops the server if it runs and starts it again, empty, on the
-// same port, retrying while the port is not yet free.
+// Kill ends the server with SIGKILL, as a crash would, and waits for it.
+func (s *Server) Kill() {
+	s.mu.Lock()
+	cmd, exited := s.cmd, s.exited
+	s.cmd = nil
+	s.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	_ = cmd.Process.Kill()
+	<-exited
+}
+
+// Restart stops the server if it runs and starts it again on the same
+// port, retrying while the port is not yet free: empty, or for
+// StartPersistent with what its append-only file holds.
 func (s *Server) Restart() {
 	s.tb.Helper()
 	s.Stop()
