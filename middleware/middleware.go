@@ -76,9 +76,13 @@ type ConnectRequest struct {
 	Info *session.Info
 	// HTTP is the upgrade or REST request; nil for in-process sessions.
 	HTTP *http.Request
-	// Query holds the connect options (pool, wait, labels, and any of the
-	// application's own).
+	// Query is the request's query: the connect options and any
+	// parameters of the application's own; nil for in-process sessions.
 	Query url.Values
+	// Options are the connect options the session was asked with, as
+	// session.ParseConnectOptions read them (for in-process sessions, as
+	// given to Open). Changing them has no effect.
+	Options session.ConnectOptions
 }
 
 // ConnectHook runs before a session is placed. A non-nil error refuses the
@@ -93,16 +97,19 @@ type ConnectFunc func(ctx context.Context, r *ConnectRequest) error
 // OnConnect calls f.
 func (f ConnectFunc) OnConnect(ctx context.Context, r *ConnectRequest) error { return f(ctx, r) }
 
-// DisconnectHook runs once when a session ends, with the reason.
+// DisconnectHook runs once when a session ends, with why: one of the
+// session.Disconnect values (session.DisconnectLogout,
+// session.DisconnectIdleTimeout, …). It does not run for a session handed
+// to another manager: that session has not ended.
 type DisconnectHook interface {
-	OnDisconnect(info *session.Info, reason string)
+	OnDisconnect(info *session.Info, d session.Disconnect)
 }
 
 // DisconnectFunc adapts a function to DisconnectHook.
-type DisconnectFunc func(info *session.Info, reason string)
+type DisconnectFunc func(info *session.Info, d session.Disconnect)
 
 // OnDisconnect calls f.
-func (f DisconnectFunc) OnDisconnect(info *session.Info, reason string) { f(info, reason) }
+func (f DisconnectFunc) OnDisconnect(info *session.Info, d session.Disconnect) { f(info, d) }
 
 var (
 	_ Handler        = HandlerFunc(nil)

@@ -63,6 +63,10 @@ const (
 	// CodeUnavailable: the shared state (Redis) cannot be reached, so no
 	// new session can be placed; running sessions are not affected.
 	CodeUnavailable = "unavailable"
+	// CodeInterrupted: the session ended or moved to another connection
+	// while the task ran (a logout from another request, a resume
+	// elsewhere); the task may or may not have taken effect.
+	CodeInterrupted = "interrupted"
 )
 
 // Error is an error with a protocol code. Middleware returns one to answer a
