@@ -7,7 +7,8 @@
 // (return nil without calling next: the client gets "done"), answer it itself
 // (write results to w), run extra tasks in the same session (call next again
 // with another Task: their results reach the client under the original id,
-// or a private ResultWriter collects them), and observe results (wrap w).
+// or a private ResultWriter collects them; a Task without Session runs in
+// the session of the task it came with), and observe results (wrap w).
 //
 // The package owns the types, the chain and the built-in middlewares. It does
 // not know about connections or instances: the manager supplies the final

@@ -12,7 +12,8 @@ type Task struct {
 	ID []byte
 	// Data is the raw JSON task data. A middleware may replace it.
 	Data []byte
-	// Session is the session the task runs in.
+	// Session is the session the task runs in. A task a middleware makes
+	// may leave it nil: it runs in the session of the task it came with.
 	Session *Info
 }
 
