@@ -155,7 +155,7 @@ var publicErrors = []struct {
 	err error
 	msg string
 }{
-	{farmapi.ErrStartTimeout, "could not start an instance: it was not ready within the pool's start timeout"},
+	{farmapi.ErrStartTimeout, "could not start an instance: not ready within start timeout"},
 	{farmapi.ErrBadModel, "could not start an instance: the model was refused"},
 	{farmapi.ErrUnknownPool, "could not start an instance: no farm serves the pool"},
 	{farmapi.ErrNoSlot, "could not start an instance: no free slot"},
