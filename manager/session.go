@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"log/slog"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -48,9 +49,10 @@ type Session struct {
 	inst      *instance
 	handler   middleware.Handler
 	ctx       context.Context
-	// cancel ends ctx with the error a task in flight is answered with
-	// (a *session.Error from the session's Disconnect).
+	// cancel ends ctx with the error a task in flight is answered with:
+	// endErr, the Task of the session's Disconnect, set once before.
 	cancel context.CancelCauseFunc
+	endErr session.Error
 
 	// taskMu makes the tasks of a session run one at a time, in order, even
 	// across a resume that swaps the client connection.
@@ -263,10 +265,12 @@ func (s *Session) answerFor(err error) error {
 	case s.ctx.Err() != nil && errors.Is(err, context.Canceled):
 		return s.endError()
 	case errors.Is(err, errInstanceLost) && s.draining.Load():
-		return session.DisconnectFarmDrained.TaskError()
+		return errFarmDrained
 	}
 	return err
 }
+
+var errFarmDrained = session.DisconnectFarmDrained.TaskError()
 
 // Close ends the session and releases its instance.
 func (s *Session) Close() error {
@@ -384,7 +388,8 @@ const taskAnswerWait = 2 * time.Second
 // answers with it while the client is still attached. windDown returns
 // once that answer is written.
 func (s *Session) windDown(d session.Disconnect) {
-	s.cancel(d.TaskError())
+	s.endErr = d.Task // read only by those who saw ctx end
+	s.cancel(&s.endErr)
 	if s.taskMu.TryLock() { // no task: the common case
 		s.taskMu.Unlock()
 		return
@@ -458,8 +463,8 @@ func (s *Session) end(d session.Disconnect) {
 		for _, h := range s.m.disconnectHooks {
 			h.OnDisconnect(&s.info, d)
 		}
-		s.m.log.Info("session ended", "session", s.info.ID, "instance", s.info.Instance, "reason", d.Reason,
-			"close_code", d.Code)
+		s.m.log.LogAttrs(s.ctx, slog.LevelInfo, "session ended", slog.String("session", s.info.ID),
+			slog.String("instance", s.info.Instance), slog.String("reason", d.Reason), slog.Int("close_code", d.Code))
 	})
 }
 
