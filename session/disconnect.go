@@ -175,8 +175,7 @@ func (d Disconnect) CloseReason() string {
 	return r
 }
 
-// TaskError is the error a task in flight gets; a new value each call, so
-// that it can serve as a context's cancel cause.
+// TaskError is the error a task in flight gets, a new value each call.
 func (d Disconnect) TaskError() *Error {
 	e := d.Task
 	if e.Code == "" {

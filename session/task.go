@@ -71,8 +71,10 @@ const (
 )
 
 // Error is an error with a protocol code. Middleware returns one to answer a
-// task with a specific code; any other error is sent as "internal" with its
-// message.
+// task with a specific code and message. Any other error reaches the client
+// as "internal" with the message "internal error": its text may hold what
+// clients must not see (addresses, ids, Go error chains), so the manager
+// logs it instead. Messages are plain sentences.
 type Error struct {
 	Code    string
 	Message string
