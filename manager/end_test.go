@@ -134,6 +134,30 @@ func TestEndAnswersTaskInFlight(t *testing.T) {
 	})
 }
 
+// An in-process (or REST) task cut off by a logout from elsewhere is
+// answered "interrupted".
+func TestLogoutInterruptsInProcessTask(t *testing.T) {
+	started := make(chan struct{})
+	st := newStack(t, stackOpts{setup: func(m *manager.Manager) {
+		m.Use(middleware.Func(func(ctx context.Context, t *session.Task, w session.ResultWriter, next middleware.Handler) error {
+			close(started)
+			return next.ServeTask(ctx, t, w)
+		}))
+	}})
+	s, err := st.m.Open(context.Background(), manager.OpenOptions{})
+	require.NoError(t, err)
+	errc := make(chan error, 1)
+	go func() {
+		_, err := s.Execute(context.Background(), []byte(`{"command":"sleep","ms":10000}`))
+		errc <- err
+	}()
+	<-started
+	require.NoError(t, s.Close())
+	var se *session.Error
+	require.ErrorAs(t, <-errc, &se)
+	require.Equal(t, session.CodeInterrupted, se.Code)
+}
+
 // A task sent before the welcome of a session that is never placed gets
 // its answer too.
 func TestQueuedTaskAnsweredWhenPlacementFails(t *testing.T) {
