@@ -162,7 +162,7 @@ func TestLogoutInterruptsInProcessTask(t *testing.T) {
 // its answer too.
 func TestQueuedTaskAnsweredWhenPlacementFails(t *testing.T) {
 	st := newStack(t, stackOpts{slots: 1, pools: []manager.Pool{{Name: "default", Warm: 0,
-		QueueTimeout: 300 * time.Millisecond}}})
+		QueueTimeout: time.Second}}})
 	st.open("")
 	c := st.dial("")
 	c.send(`{"type":"task","id":"early","data":{"command":"echo"}}`)
