@@ -268,8 +268,6 @@ func (m *Manager) DrainFarm(id string) error {
 
 func (m *Manager) notifyDraining(farmID string, sessions []*Session) {
 	for _, s := range sessions {
-		if c := s.currentClient(); c != nil {
-			c.writeEvent("draining", "farm", farmID)
-		}
+		s.farmDraining(farmID)
 	}
 }

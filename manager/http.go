@@ -1,9 +1,9 @@
 package manager
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -13,7 +13,6 @@ import (
 	"github.com/gin-gonic/gin"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"github.com/drover-dev/drover/middleware"
 	"github.com/drover-dev/drover/session"
 	"github.com/drover-dev/drover/web"
 )
@@ -39,7 +38,26 @@ func (m *Manager) routes() *gin.Engine {
 	ui := http.StripPrefix("/ui", web.Handler())
 	r.GET("/ui/*path", gin.WrapH(ui))
 	r.GET("/", func(c *gin.Context) { c.Redirect(http.StatusFound, "/ui/") })
+	r.NoRoute(func(c *gin.Context) { restError(c, http.StatusNotFound, session.CodeNotFound, "no such route") })
 	return r
+}
+
+// restBody is the body of every REST error: a protocol code and a plain
+// sentence.
+type restBody struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+func restError(c *gin.Context, status int, code, msg string) {
+	c.JSON(status, restBody{Code: code, Message: msg})
+}
+
+// restFail answers a REST request with the error err, in the status that
+// fits its code.
+func (m *Manager) restFail(c *gin.Context, err error) {
+	code, msg := m.clientError(err)
+	restError(c, httpStatus(code), code, msg)
 }
 
 // healthy applies the health rule.
@@ -74,12 +92,15 @@ type restReply struct {
 	Op     string `json:"op"`
 	Status string `json:"status"`
 	ID     string `json:"id"`
+	// Code and Message say why a login was rejected.
+	Code    string `json:"code,omitempty"`
+	Message string `json:"message,omitempty"`
 }
 
 func (m *Manager) serveLogin(c *gin.Context) {
 	key := c.Param("id")
 	if key != "" && (len(key) > 128 || !printable(key)) {
-		c.JSON(http.StatusBadRequest, gin.H{"message": "session id must be 1 to 128 printable characters"})
+		restError(c, http.StatusBadRequest, session.CodeBadRequest, "session id must be 1 to 128 printable characters")
 		return
 	}
 	if key != "" {
@@ -91,22 +112,22 @@ func (m *Manager) serveLogin(c *gin.Context) {
 			return
 		}
 	}
-	opts := OpenOptions{
-		Pool:   c.Query("pool"),
-		Wait:   c.Query("wait") == "true",
-		Remote: c.Request.RemoteAddr,
-		HTTP:   c.Request,
-		restKey: func() string {
-			if key != "" {
-				return key
-			}
-			return newToken()
-		}(),
-	}
-	s, err := m.Open(c.Request.Context(), opts)
+	q := c.Request.URL.Query()
+	// awv3's login answers at once; ?wait=true queues.
+	opts, err := session.ParseConnectOptions(q, m.connectDefaults(false))
 	if err != nil {
-		m.log.Info("rest login rejected", "err", err)
-		c.JSON(http.StatusOK, restReply{Op: "system", Status: "rejected", ID: key})
+		m.restFail(c, err)
+		return
+	}
+	r := openRequest{opts: opts, remote: c.Request.RemoteAddr, http: c.Request, query: q, restKey: key}
+	if r.restKey == "" {
+		r.restKey = newToken()
+	}
+	s, err := m.openNow(c.Request.Context(), r)
+	if err != nil {
+		code, msg := m.clientError(err)
+		m.log.Info("rest login rejected", "code", code, "err", err)
+		c.JSON(http.StatusOK, restReply{Op: "system", Status: "rejected", ID: key, Code: code, Message: msg})
 		return
 	}
 	// Any manager behind the load balancer can serve the next request.
@@ -135,35 +156,36 @@ func (m *Manager) restSession(c *gin.Context, key string) *Session {
 	return s
 }
 
+const noSuchSession = "no such session"
+
 func (m *Manager) serveLogout(c *gin.Context) {
 	s := m.restSession(c, c.Param("id"))
 	if s == nil {
-		c.JSON(http.StatusNotFound, gin.H{"message": "no such session"})
+		restError(c, http.StatusNotFound, session.CodeNotFound, noSuchSession)
 		return
 	}
-	s.end("logout", 0, true)
+	s.end(session.DisconnectLogout)
 	c.JSON(http.StatusOK, restReply{Op: "system", Status: "disconnected", ID: s.restKey})
 }
 
 func (m *Manager) serveExecute(c *gin.Context) {
 	s := m.restSession(c, c.Param("id"))
 	if s == nil {
-		c.JSON(http.StatusNotFound, gin.H{"message": "no such session"})
+		restError(c, http.StatusNotFound, session.CodeNotFound, noSuchSession)
 		return
 	}
 	body, err := io.ReadAll(io.LimitReader(c.Request.Body, m.cfg.MaxMessageSize+1))
 	if err != nil {
-		c.JSON(http.StatusBadRequest, gin.H{"message": "could not read the body"})
+		restError(c, http.StatusBadRequest, session.CodeBadRequest, "could not read the body")
 		return
 	}
 	if int64(len(body)) > m.cfg.MaxMessageSize {
-		c.JSON(http.StatusRequestEntityTooLarge, gin.H{"message": "the task is larger than the message limit"})
+		restError(c, http.StatusRequestEntityTooLarge, session.CodeBadRequest, "the task is larger than the message limit")
 		return
 	}
 	results, err := s.Execute(c.Request.Context(), body)
 	if err != nil {
-		code, msg := errorOf(err)
-		c.JSON(httpStatus(code), gin.H{"message": msg, "code": code})
+		m.restFail(c, err)
 		return
 	}
 	if results == nil {
@@ -190,69 +212,42 @@ func httpStatus(code string) int {
 		return http.StatusForbidden
 	case session.CodeTaskFailed:
 		return http.StatusUnprocessableEntity
+	case session.CodeInterrupted:
+		return http.StatusConflict
 	}
 	return http.StatusInternalServerError
 }
 
-// OpenOptions are the options of an in-process or REST session.
+// OpenOptions are the options of an in-process session.
 type OpenOptions struct {
 	Pool   string // "" for the default pool
 	Wait   bool   // queue when no instance is free
 	Remote string // shown in status and logs
-	HTTP   *http.Request
+	// HTTP is the request the session is opened for, if any: the connect
+	// hooks see it and its query. When Labels is nil, the labels of its
+	// query apply.
+	HTTP *http.Request
 	// Labels restrict placement to farms that carry them all.
 	Labels map[string]string
-
-	restKey string
 }
 
 // Open opens a session from Go without a socket (awv3's "virtual user"): the
 // connect hooks run, the session is placed, and Execute runs tasks through
 // the same middleware chain WebSocket clients use. Close it when done.
 func (m *Manager) Open(ctx context.Context, opts OpenOptions) (*Session, error) {
-	name := opts.Pool
-	if name == "" {
-		name = m.cfg.DefaultPool
-	}
-	p, err := m.sched.pool(name)
-	if err != nil {
-		return nil, err
-	}
-	s := m.newSession(p, opts.Remote)
-	s.restKey = opts.restKey
-	s.labels = opts.Labels
-	var q map[string][]string
+	r := openRequest{opts: session.ConnectOptions{Pool: cmp.Or(opts.Pool, m.cfg.DefaultPool), Wait: opts.Wait,
+		Labels: opts.Labels}, remote: opts.Remote, http: opts.HTTP}
 	if opts.HTTP != nil {
-		q = opts.HTTP.URL.Query()
-		if s.labels == nil {
-			s.labels = parseLabels(q)
+		r.query = opts.HTTP.URL.Query()
+		if opts.Labels == nil {
+			q, err := session.ParseConnectOptions(r.query, session.ConnectOptions{})
+			if err != nil {
+				return nil, err
+			}
+			r.opts.Labels = q.Labels
 		}
 	}
-	if err := m.connect(ctx, &middleware.ConnectRequest{Info: &s.info, HTTP: opts.HTTP, Query: q}); err != nil {
-		s.cancel()
-		return nil, err
-	}
-	m.addSession(s)
-	// Placement follows the caller's ctx as well as the session's.
-	pctx, cancel := context.WithCancel(s.ctx)
-	defer cancel()
-	stop := context.AfterFunc(ctx, cancel)
-	defer stop()
-	inst, err := m.sched.acquire(pctx, s, p, opts.Wait, nil)
-	if err != nil {
-		s.end("placement failed", 0, false)
-		if errors.Is(err, context.Canceled) && ctx.Err() != nil {
-			err = ctx.Err()
-		}
-		return nil, err
-	}
-	s.bind(inst)
-	if s.ended() {
-		m.sched.release(inst, true)
-		return nil, ErrShutdown
-	}
-	m.metrics.sessionsOpened.WithLabelValues(p.cfg.Name).Inc()
-	return s, nil
+	return m.openNow(ctx, r)
 }
 
 // Status is the JSON of /status. It holds no secret: no resume token, no

@@ -17,6 +17,7 @@ import (
 	"net/http"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/drover-dev/drover/internal/lib/bearer"
@@ -28,6 +29,7 @@ import (
 	"github.com/drover-dev/drover/farmapi"
 	"github.com/drover-dev/drover/middleware"
 	"github.com/drover-dev/drover/proxy"
+	"github.com/drover-dev/drover/session"
 	"github.com/drover-dev/drover/store"
 )
 
@@ -232,6 +234,10 @@ type Manager struct {
 	restKeys map[string]*Session // by REST id
 	conns    map[*clientConn]struct{}
 	closing  bool
+
+	// idleEndHook, set by tests, runs when the janitor has found a session
+	// idle and before it ends it.
+	idleEndHook atomic.Pointer[func(*session.Info)]
 }
 
 // New makes a Manager. It starts its janitor; call Shutdown to stop it.
@@ -442,23 +448,20 @@ func (m *Manager) janitor() {
 				}
 				p := s.pool.cfg
 				if p.MaxLifetime > 0 && now.Sub(s.boundAt) > p.MaxLifetime {
-					m.endWithEvent(s, "max_lifetime", "session lifetime reached")
+					s.end(session.DisconnectMaxLifetime)
 					continue
 				}
 				idle := now.Sub(time.Unix(0, s.lastActive.Load()))
 				if p.IdleTimeout > 0 && s.inFlight.Load() == 0 && idle > p.IdleTimeout {
-					m.endWithEvent(s, "idle_timeout", "session idle too long")
+					if hook := m.idleEndHook.Load(); hook != nil {
+						(*hook)(&s.info)
+					}
+					// A task may have come in since: it is answered too.
+					s.end(session.DisconnectIdleTimeout)
 				}
 			}
 		}
 	}
-}
-
-func (m *Manager) endWithEvent(s *Session, event, reason string) {
-	if c := s.currentClient(); c != nil {
-		c.writeEvent(event)
-	}
-	s.end(reason, websocket.CloseNormalClosure, false)
 }
 
 // Shutdown ends every session (clients get close 1001), stops placement
@@ -474,15 +477,12 @@ func (m *Manager) Shutdown(ctx context.Context) error {
 			s.leave()
 			continue
 		}
-		if c := s.currentClient(); c != nil {
-			c.writeEvent("shutdown")
-		}
-		s.end("manager shutting down", websocket.CloseGoingAway, false)
+		s.end(session.DisconnectShutdown)
 	}
 	m.shared.leave()
 	m.mu.Lock()
 	for c := range m.conns {
-		c.closeWith(websocket.CloseGoingAway, "shutting down")
+		c.close(session.DisconnectShutdown)
 	}
 	m.mu.Unlock()
 	m.shared.hush()

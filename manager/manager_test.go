@@ -271,7 +271,7 @@ func TestMiddleware(t *testing.T) {
 			r.Info.User = r.Query.Get("user")
 			return nil
 		}))
-		m.OnDisconnect(middleware.DisconnectFunc(func(info *session.Info, reason string) { disconnects <- info.User }))
+		m.OnDisconnect(middleware.DisconnectFunc(func(info *session.Info, _ session.Disconnect) { disconnects <- info.User }))
 		m.Use(middleware.Func(func(ctx context.Context, t *session.Task, w session.ResultWriter, next middleware.Handler) error {
 			var d struct {
 				Command string `json:"command"`

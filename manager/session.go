@@ -6,11 +6,10 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"log/slog"
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/gorilla/websocket"
 
 	"github.com/drover-dev/drover/farmapi"
 	"github.com/drover-dev/drover/middleware"
@@ -50,7 +49,10 @@ type Session struct {
 	inst      *instance
 	handler   middleware.Handler
 	ctx       context.Context
-	cancel    context.CancelFunc
+	// cancel ends ctx with the error a task in flight is answered with:
+	// endErr, the Task of the session's Disconnect, set once before.
+	cancel context.CancelCauseFunc
+	endErr session.Error
 
 	// taskMu makes the tasks of a session run one at a time, in order, even
 	// across a resume that swaps the client connection.
@@ -66,7 +68,10 @@ type Session struct {
 	boundAt    time.Time // set by bind, before the session is active
 	inFlight   atomic.Int32
 	lastActive atomic.Int64 // unix nanos
-	endOnce    sync.Once
+	// draining: the session's farm drains; losing the instance then ends
+	// the session as session.DisconnectFarmDrained.
+	draining atomic.Bool
+	endOnce  sync.Once
 }
 
 // secret is what proves a client's right to the session: the resume token
@@ -104,7 +109,7 @@ func (m *Manager) newSession(p *poolState, remote string) *Session {
 	s.info.Pool = p.cfg.Name
 	s.info.Remote = remote
 	s.info.Created = time.Now()
-	s.ctx, s.cancel = context.WithCancel(m.ctx)
+	s.ctx, s.cancel = context.WithCancelCause(m.ctx)
 	s.handler = m.chain.Then(middleware.HandlerFunc(s.serveInstance))
 	s.touch()
 	return s
@@ -140,8 +145,12 @@ func (s *Session) bind(inst *instance) {
 // serveInstance is the last handler of the chain: it sends the task to the
 // session's instance.
 func (s *Session) serveInstance(ctx context.Context, t *session.Task, w session.ResultWriter) error {
-	if t.Session != &s.info {
-		return session.NewError(session.CodeBadRequest, "task of another session")
+	switch t.Session {
+	case &s.info:
+	case nil:
+		t.Session = &s.info // a task a middleware made runs in this session
+	default:
+		return errForeignTask
 	}
 	if s.inst.conn == nil {
 		return session.NewError(session.CodeBadRequest, "a stream session takes no tasks")
@@ -149,23 +158,38 @@ func (s *Session) serveInstance(ctx context.Context, t *session.Task, w session.
 	return s.inst.conn.call(ctx, t.Data, w, s, s.timer, s.pool.cfg.TaskTimeout)
 }
 
+var errForeignTask = session.NewError(session.CodeInternal, "a middleware passed on a task of another session")
+
 // run serves one task through the chain. The caller writes done or error.
 //
 // then, when set, runs before the next task may start: the WebSocket reader
-// writes the done or error frame there, so that an instance_lost event,
-// which waits for the task in flight, always comes after it.
+// writes the done or error frame there. end waits for it, so the answer of
+// a task in flight always comes before the event and the close that end
+// sends.
+//
+// A task sent before the welcome waits here for the placement, holding the
+// task lock like a running task: a session that ends before it is placed
+// answers it too.
 func (s *Session) run(t *session.Task, w session.ResultWriter, then func(error)) error {
 	s.taskMu.Lock()
 	defer s.taskMu.Unlock()
+	select {
+	case <-s.bound:
+	default:
+		select {
+		case <-s.bound:
+		case <-s.ctx.Done():
+		}
+	}
 	s.inFlight.Add(1)
 	defer s.inFlight.Add(-1)
 	s.touch()
 	start := time.Now()
 	var err error
 	if s.ctx.Err() != nil {
-		err = session.NewError(session.CodeInstanceLost, "the session has ended")
-	} else {
-		err = s.handler.ServeTask(s.ctx, t, w)
+		err = s.endError()
+	} else if err = s.handler.ServeTask(s.ctx, t, w); err != nil {
+		err = s.answerFor(err)
 	}
 	s.touch()
 	s.m.metrics.observeTask(s.pool, err, time.Since(start))
@@ -224,9 +248,33 @@ func (s *Session) Execute(ctx context.Context, data []byte) ([]Result, error) {
 	}
 }
 
+// endError is the answer of a task the end of the session cut off: the
+// error of the session's Disconnect.
+func (s *Session) endError() error {
+	if e, ok := context.Cause(s.ctx).(*session.Error); ok {
+		return e
+	}
+	// The manager's context ended: it has shut down.
+	return session.DisconnectShutdown.TaskError()
+}
+
+// answerFor turns the error of a task that the end of its session cut off
+// into the answer the session's Disconnect gives.
+func (s *Session) answerFor(err error) error {
+	switch {
+	case s.ctx.Err() != nil && errors.Is(err, context.Canceled):
+		return s.endError()
+	case errors.Is(err, errInstanceLost) && s.draining.Load():
+		return errFarmDrained
+	}
+	return err
+}
+
+var errFarmDrained = session.DisconnectFarmDrained.TaskError()
+
 // Close ends the session and releases its instance.
 func (s *Session) Close() error {
-	s.end("logout", websocket.CloseNormalClosure, true)
+	s.end(session.DisconnectLogout)
 	return nil
 }
 
@@ -242,12 +290,12 @@ func (s *Session) detach(c *clientConn) {
 	if s.state != sessActive {
 		// Dropped while still queued: nothing to resume.
 		s.mu.Unlock()
-		s.end("dropped while queued", 0, false)
+		s.end(session.DisconnectDroppedQueued)
 		return
 	}
 	s.state = sessDetached
 	grace := s.m.cfg.ResumeGrace
-	s.graceTimer = time.AfterFunc(grace, func() { s.end("resume window expired", 0, true) })
+	s.graceTimer = time.AfterFunc(grace, func() { s.end(session.DisconnectResumeExpired) })
 	s.mu.Unlock()
 	s.m.log.Info("session detached", "session", s.info.ID, "grace", grace)
 	s.m.metrics.detached.Inc()
@@ -273,7 +321,7 @@ func (s *Session) attach(c *clientConn) bool {
 	}
 	s.mu.Unlock()
 	if old != nil {
-		old.closeWith(websocket.ClosePolicyViolation, "resumed elsewhere")
+		old.close(session.DisconnectResumed)
 	}
 	s.touch()
 	return true
@@ -285,16 +333,25 @@ func (s *Session) currentClient() *clientConn {
 	return s.client
 }
 
-// instanceLost tells the client its instance is gone, after the task that
-// was running (if any) has reported its error, and ends the session.
+// instanceLost ends the session whose instance is gone: the task that was
+// running (if any) reports its error, then the client gets the
+// instance_lost event and the close. On a draining farm, the drain is the
+// likely cause, and the session ends as session.DisconnectFarmDrained.
 func (s *Session) instanceLost() {
-	s.taskMu.Lock()
-	//nolint:staticcheck // an empty critical section orders this after the running task
-	s.taskMu.Unlock()
-	if c := s.currentClient(); c != nil {
-		c.writeEvent("instance_lost", "instance", s.info.Instance)
+	d := session.DisconnectInstanceLost
+	if s.draining.Load() {
+		d = session.DisconnectFarmDrained
 	}
-	s.end("instance lost", websocket.CloseNormalClosure, false)
+	s.end(d)
+}
+
+// farmDraining tells the session that its farm drains: the client gets the
+// draining event. The session goes on until the farm stops its instance.
+func (s *Session) farmDraining(farm string) {
+	s.draining.Store(true)
+	if c := s.currentClient(); c != nil {
+		c.writeEvent(session.EventDraining, "farm", farm)
+	}
 }
 
 // closeDown marks the session closed and cancels it; it returns the state
@@ -312,22 +369,87 @@ func (s *Session) closeDown() (sessState, *clientConn) {
 	if prev == sessDetached {
 		s.m.metrics.detached.Dec()
 	}
-	s.cancel()
+	s.cancel(nil) // already cancelled by windDown, with the cause
 	if prev == sessPlacing {
 		close(s.bound)
 	}
 	return prev, c
 }
 
-// end finishes the session once: the client is closed with code (0 for
-// none), the instance released (reusable tells whether it may serve again),
-// and the disconnect hooks run.
-func (s *Session) end(reason string, code int, reusable bool) {
+// taskAnswerWait bounds how long the end of a session waits for the task
+// in flight to give its answer. The instance connection lets go of a task
+// at once when the session ends; only a middleware that ignores its
+// context can make the end wait this long, and then the task's answer is
+// dropped.
+const taskAnswerWait = 2 * time.Second
+
+// windDown starts the end of the session: its context is cancelled with
+// the error of d, and a task in flight (or waiting for the placement)
+// answers with it while the client is still attached. windDown returns
+// once that answer is written.
+func (s *Session) windDown(d session.Disconnect) {
+	s.endErr = d.Task // read only by those who saw ctx end
+	s.cancel(&s.endErr)
+	if s.taskMu.TryLock() { // no task: the common case
+		s.taskMu.Unlock()
+		return
+	}
+	answered := make(chan struct{})
+	go func() {
+		s.taskMu.Lock()
+		//nolint:staticcheck // an empty critical section waits for the running task
+		s.taskMu.Unlock()
+		close(answered)
+	}()
+	t := time.NewTimer(taskAnswerWait)
+	defer t.Stop()
+	select {
+	case <-answered:
+	case <-t.C:
+		s.m.log.Warn("a task did not stop when its session ended", "session", s.info.ID, "reason", d.Reason)
+	}
+}
+
+// sayGoodbye sends d's event and close frame to the session's last client
+// connection, after windDown: a task in flight has had its answer.
+func (s *Session) sayGoodbye(c *clientConn, d session.Disconnect) {
+	if c == nil {
+		return
+	}
+	switch d.Event {
+	case "":
+	case session.EventInstanceLost:
+		c.writeEvent(d.Event, "instance", s.info.Instance)
+	default:
+		c.writeEvent(d.Event)
+	}
+	if d.Code != 0 {
+		c.close(d)
+	}
+}
+
+// reusable tells whether the instance of a session that ended this way may
+// serve another one (pools with release: reuse): when the client ended the
+// session, not a limit of the pool or a failure.
+func reusable(d session.Disconnect) bool {
+	switch d {
+	case session.DisconnectLogout, session.DisconnectClientClosed, session.DisconnectResumeExpired,
+		session.DisconnectBinaryFrame, session.DisconnectInvalidUTF8, session.DisconnectMessageTooBig,
+		session.DisconnectBadOptions:
+		return true
+	}
+	return false
+}
+
+// end finishes the session once, for the reason d: a task in flight is
+// answered with d's error, the client gets d's event and close frame, the
+// instance is released (kept for reuse only if reusable(d) and no task was
+// cut off), and the disconnect hooks run.
+func (s *Session) end(d session.Disconnect) {
 	s.endOnce.Do(func() {
+		s.windDown(d)
 		prev, c := s.closeDown()
-		if c != nil && code != 0 {
-			c.closeWith(code, reason)
-		}
+		s.sayGoodbye(c, d)
 		s.m.shared.deleteSession(s.m.sharedHash(s))
 		s.m.removeSession(s)
 		if prev != sessPlacing {
@@ -336,12 +458,13 @@ func (s *Session) end(reason string, code int, reusable bool) {
 		if s.inst != nil {
 			// A task still running (its wait just got cancelled) makes the
 			// instance unclean; release checks that.
-			s.m.sched.release(s.inst, reusable)
+			s.m.sched.release(s.inst, reusable(d))
 		}
 		for _, h := range s.m.disconnectHooks {
-			h.OnDisconnect(&s.info, reason)
+			h.OnDisconnect(&s.info, d)
 		}
-		s.m.log.Info("session ended", "session", s.info.ID, "instance", s.info.Instance, "reason", reason)
+		s.m.log.LogAttrs(s.ctx, slog.LevelInfo, "session ended", slog.String("session", s.info.ID),
+			slog.String("instance", s.info.Instance), slog.String("reason", d.Reason), slog.Int("close_code", d.Code))
 	})
 }
 
@@ -351,48 +474,34 @@ func (s *Session) ended() bool {
 	return s.state == sessClosed
 }
 
-// errorOf turns an error from the chain into a code and a message a client
-// may see.
-func errorOf(err error) (code, msg string) {
-	var se *session.Error
-	if errors.As(err, &se) {
-		return se.Code, se.Message
-	}
-	if errors.Is(err, context.Canceled) {
-		return session.CodeInstanceLost, "the session has ended"
-	}
-	return errorCode(err), err.Error()
-}
-
 // handOff lets go of a session another manager resumed: its client here is
 // closed, the instance's connection dropped and its books cleared, but the
 // instance lives on, and so does the session, elsewhere. No disconnect hook
 // runs: the session has not ended.
 func (s *Session) handOff(to string) {
-	s.letGo(websocket.ClosePolicyViolation, "resumed on another manager", to)
+	s.letGo(session.DisconnectResumed, to)
 }
 
 // leave lets go of a session as its manager shuts down: the client is told
 // to resume elsewhere (1012, service restart), and the session stays in the
 // store for another manager to claim.
 func (s *Session) leave() {
-	if c := s.currentClient(); c != nil {
-		c.writeEvent("shutdown")
-	}
-	s.letGo(websocket.CloseServiceRestart, "manager restarting: resume elsewhere", "")
+	s.letGo(session.DisconnectRestart, "")
 }
 
-func (s *Session) letGo(code int, reason, to string) {
+// letGo is end for a session that lives on elsewhere: a task in flight is
+// answered and the client closed as d says, but the instance keeps running
+// and no disconnect hook runs.
+func (s *Session) letGo(d session.Disconnect, to string) {
 	s.endOnce.Do(func() {
+		s.windDown(d)
 		_, c := s.closeDown()
-		if c != nil {
-			c.closeWith(code, reason)
-		}
+		s.sayGoodbye(c, d)
 		s.m.removeSession(s)
 		if s.inst != nil {
 			s.m.sched.forget(s.inst)
 		}
 		s.m.log.Info("session left to another manager", "session", s.info.ID, "instance", s.info.Instance,
-			"manager", to, "reason", reason)
+			"manager", to, "reason", d.Reason)
 	})
 }

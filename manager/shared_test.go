@@ -40,6 +40,8 @@ type sharedOpts struct {
 	slots    int
 	handOff  bool
 	stopLast bool // the test shuts manager 0 down itself
+	// setup, when set, runs on each manager before it serves.
+	setup func(i int, m *manager.Manager)
 }
 
 func newSharedStack(t *testing.T, o sharedOpts) *sharedStack {
@@ -70,6 +72,9 @@ func newSharedStack(t *testing.T, o sharedOpts) *sharedStack {
 			Logger:            log.With("component", fmt.Sprintf("manager-%d", i)),
 		})
 		require.NoError(t, err)
+		if o.setup != nil {
+			o.setup(i, m)
+		}
 		ss.mgrs[i] = &stack{t: t, m: m, farm: f, srv: httptest.NewServer(m.Handler())}
 	}
 	agent, err := farm.NewAgent(farm.AgentConfig{Farm: f, Managers: []string{ss.mgrs[0].srv.URL},

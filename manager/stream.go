@@ -1,14 +1,13 @@
 package manager
 
 import (
-	"context"
 	"net/http"
 
 	"github.com/gin-gonic/gin"
 	"github.com/gorilla/websocket"
 
 	"github.com/drover-dev/drover/farmapi"
-	"github.com/drover-dev/drover/middleware"
+	"github.com/drover-dev/drover/session"
 )
 
 // serveStream opens a stream session (HOOPS SC-server style): a fresh
@@ -20,57 +19,33 @@ import (
 func (m *Manager) serveStream(c *gin.Context) {
 	r := c.Request
 	if !websocket.IsWebSocketUpgrade(r) {
-		c.JSON(http.StatusBadRequest, gin.H{"message": "a stream session is a WebSocket"})
+		restError(c, http.StatusBadRequest, session.CodeBadRequest, "a stream session is a WebSocket")
 		return
 	}
 	q := r.URL.Query()
-	name := q.Get("pool")
-	if name == "" {
-		name = m.cfg.DefaultPool
-	}
-	p, err := m.sched.pool(name)
+	opts, err := session.ParseConnectOptions(q, m.connectDefaults(true))
 	if err != nil {
-		c.JSON(http.StatusNotFound, gin.H{"message": err.Error()})
+		m.restFail(c, err)
 		return
 	}
-	s := m.newSession(p, r.RemoteAddr)
-	s.stream = true
-	s.startOpts = farmapi.StartOptions{Model: q.Get("model")}
-	s.labels = parseLabels(q)
-	if err := m.connect(s.ctx, &middleware.ConnectRequest{Info: &s.info, HTTP: r, Query: q}); err != nil {
-		s.cancel()
-		code, msg := errorOf(err)
-		c.JSON(httpStatus(code), gin.H{"message": msg, "code": code})
-		return
-	}
-	m.addSession(s)
 	// The viewer waits for the 101 while its instance starts.
-	ctx, cancel := context.WithCancel(s.ctx)
-	defer cancel()
-	stop := context.AfterFunc(r.Context(), cancel)
-	defer stop()
-	inst, err := m.sched.acquire(ctx, s, p, q.Get("wait") != "false", nil)
+	s, err := m.openNow(r.Context(), openRequest{opts: opts, remote: r.RemoteAddr, http: r, query: q, stream: true})
 	if err != nil {
-		s.end("placement failed", 0, false)
-		code, msg := errorOf(err)
-		c.JSON(httpStatus(code), gin.H{"message": msg, "code": code})
+		m.restFail(c, err)
 		return
 	}
-	s.bind(inst)
+	inst := s.inst
 	if inst.info.Protocol != farmapi.ProtocolStream {
-		s.end("not a stream pool", 0, true)
-		c.JSON(http.StatusBadRequest, gin.H{"message": "pool " + name + " is not a stream pool"})
+		s.end(session.DisconnectBadOptions)
+		restError(c, http.StatusBadRequest, session.CodeBadRequest, "the pool is not a stream pool")
 		return
 	}
-	m.metrics.sessionsOpened.WithLabelValues(p.cfg.Name).Inc()
 	relay := m.relay
 	if farmHeader(inst.farm.f, inst.info) != nil {
 		relay = m.farmRelay // carries the farm token
 	}
-	err = relay.ServeWebSocket(c.Writer, r, instanceURL(inst.info))
-	reason := "stream closed"
-	if err != nil {
-		reason = "stream failed: " + err.Error()
+	if err := relay.ServeWebSocket(c.Writer, r, instanceURL(inst.info)); err != nil {
+		m.log.Info("stream relay ended with an error", "session", s.info.ID, "err", err)
 	}
-	s.end(reason, 0, false)
+	s.end(session.DisconnectStreamEnded)
 }

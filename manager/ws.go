@@ -7,9 +7,7 @@ import (
 	"errors"
 	"net"
 	"net/http"
-	"net/url"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -73,14 +71,24 @@ func (c *clientConn) writeFrame(fn func([]byte) []byte) error {
 
 func (c *clientConn) pong(payload []byte) { _ = c.w.Pong(payload) }
 
-// closeWith sends a close frame and closes the connection; the reader then
+// close sends d's close frame and closes the connection; the reader then
 // ends.
+func (c *clientConn) close(d session.Disconnect) {
+	c.closeWith(d.Code, d.CloseReason())
+}
+
+// closeWith sends a close frame with any code (the echo of a client's
+// close) and closes the connection.
 func (c *clientConn) closeWith(code int, reason string) {
-	if len(reason) > 120 {
-		reason = reason[:120]
-	}
 	_ = c.w.Close(code, reason, closeTimeout)
 	_ = c.conn.Close()
+}
+
+// refuse answers a connection the manager will not serve: an error frame
+// with code and msg, then d's close.
+func (c *clientConn) refuse(code, msg string, d session.Disconnect) {
+	_ = c.writeError(nil, code, msg)
+	c.close(d)
 }
 
 // clientTask is one task read from a client, and the ResultWriter for it.
@@ -133,7 +141,6 @@ func (m *Manager) upgrader() *websocket.Upgrader {
 // their buffers and state for the connection, which an idle client would
 // otherwise keep alive.
 func (m *Manager) serveWS(w http.ResponseWriter, r *http.Request) {
-	q := r.URL.Query()
 	ws, err := m.upgrade.Upgrade(w, r, nil)
 	if err != nil {
 		return // the upgrader has answered with an HTTP error
@@ -142,10 +149,10 @@ func (m *Manager) serveWS(w http.ResponseWriter, r *http.Request) {
 	// answered, so nothing is left in its buffers: the connection is ours.
 	c := newClientConn(m, ws.NetConn())
 	if !m.trackConn(c) {
-		c.closeWith(websocket.CloseGoingAway, "shutting down")
+		c.close(session.DisconnectShutdown)
 		return
 	}
-	s := m.startWS(c, r, q)
+	s := m.startWS(c, r)
 	if s == nil {
 		m.untrackConn(c)
 		return
@@ -158,71 +165,58 @@ func (m *Manager) serveWS(w http.ResponseWriter, r *http.Request) {
 
 // startWS resumes or opens the session of a new client connection. It
 // returns nil when it refused the client and closed the connection.
-func (m *Manager) startWS(c *clientConn, r *http.Request, q url.Values) *Session {
-	if tok := q.Get("resume"); tok != "" {
-		s := m.sessionByToken(tok)
-		if s == nil {
-			s = m.claimShared(r.Context(), tok, "", r.RemoteAddr)
-		}
-		if s == nil || !s.attach(c) {
-			_ = c.writeError(nil, session.CodeNotFound, "no resumable session for this token")
-			c.closeWith(websocket.ClosePolicyViolation, "unknown resume token")
-			return nil
-		}
-		_ = c.writeFrame(func(b []byte) []byte { return session.AppendWelcome(b, s.info.ID, s.info.Instance, s.token) })
-		m.log.Info("session resumed", "session", s.info.ID, "instance", s.info.Instance)
-		return s
-	}
-
-	poolName := q.Get("pool")
-	if poolName == "" {
-		poolName = m.cfg.DefaultPool
-	}
-	p, err := m.sched.pool(poolName)
+func (m *Manager) startWS(c *clientConn, r *http.Request) *Session {
+	q := r.URL.Query()
+	opts, err := session.ParseConnectOptions(q, m.connectDefaults(true))
 	if err != nil {
-		_ = c.writeError(nil, session.CodeNotFound, err.Error())
-		c.closeWith(websocket.ClosePolicyViolation, "unknown pool")
+		code, msg := m.clientError(err)
+		c.refuse(code, msg, session.DisconnectBadOptions)
 		return nil
 	}
-	s := m.newSession(p, r.RemoteAddr)
-	s.client = c
-	s.labels = parseLabels(q)
-	if err := m.connect(s.ctx, &middleware.ConnectRequest{Info: &s.info, HTTP: r, Query: q}); err != nil {
-		code, msg := errorOf(err)
-		_ = c.writeError(nil, code, msg)
-		c.closeWith(websocket.ClosePolicyViolation, "rejected")
-		s.cancel()
+	if opts.Resume != "" {
+		return m.resumeWS(c, r, opts.Resume)
+	}
+	s, err := m.admit(r.Context(), openRequest{opts: opts, remote: r.RemoteAddr, http: r, query: q, client: c})
+	if err != nil {
+		code, msg := m.clientError(err)
+		c.refuse(code, msg, refusal(err))
 		return nil
 	}
-	m.addSession(s)
-	wait := q.Get("wait") != "false" && q.Get("wait") != "0"
-	go m.placeWS(s, c, wait)
+	go m.placeWS(s, c, opts.Wait)
 	return s
 }
 
-// placeWS places a WebSocket session and greets it.
+// resumeWS gives a new connection the session of a resume token: one of
+// this manager's, or one another manager placed.
+func (m *Manager) resumeWS(c *clientConn, r *http.Request, tok string) *Session {
+	s := m.sessionByToken(tok)
+	if s == nil {
+		s = m.claimShared(r.Context(), tok, "", r.RemoteAddr)
+	}
+	if s == nil || !s.attach(c) {
+		d := session.DisconnectUnknownToken
+		c.refuse(d.Task.Code, d.Task.Message, d)
+		return nil
+	}
+	_ = c.writeFrame(func(b []byte) []byte { return session.AppendWelcome(b, s.info.ID, s.info.Instance, s.token) })
+	m.log.Info("session resumed", "session", s.info.ID, "instance", s.info.Instance)
+	return s
+}
+
+// placeWS places a WebSocket session and greets it. The client learns its
+// place in the queue while it waits.
 func (m *Manager) placeWS(s *Session, c *clientConn, wait bool) {
-	inst, err := m.sched.acquire(s.ctx, s, s.pool, wait, func(pos int) {
+	err := m.place(s.ctx, s, wait, func(pos int) {
 		_ = c.writeFrame(func(b []byte) []byte { return session.AppendQueued(b, pos) })
 	})
 	if err != nil {
 		if s.ctx.Err() == nil {
-			code, msg := errorOf(err)
+			code, msg := m.clientError(err)
 			_ = c.writeError(nil, code, msg)
-			closeCode := websocket.CloseTryAgainLater
-			if code == session.CodeNotFound || code == session.CodeInternal {
-				closeCode = websocket.CloseInternalServerErr
-			}
-			s.end(msg, closeCode, false)
+			s.end(placementFailure(code))
 		}
 		return
 	}
-	s.bind(inst)
-	if s.ended() {
-		m.sched.release(inst, true)
-		return
-	}
-	m.metrics.sessionsOpened.WithLabelValues(s.pool.cfg.Name).Inc()
 	// Recorded before the welcome: once the client holds the token, any
 	// manager can resume the session.
 	m.shareSession(s)
@@ -287,7 +281,7 @@ func (m *Manager) claimShared(ctx context.Context, tok, restKey, remote string) 
 	}
 	if !m.sched.adopt(inst, s) {
 		conn.close()
-		s.cancel()
+		s.cancel(nil)
 		return fail("manager closing or farm gone", nil)
 	}
 	s.bind(inst)
@@ -333,8 +327,7 @@ func (m *Manager) readLoop(s *Session, c *clientConn) {
 		}
 		if op == wsframe.OpBinary {
 			putTask(ct)
-			c.closeWith(websocket.CloseUnsupportedData, "binary frames are not accepted")
-			s.end("protocol violation", 0, true)
+			m.violation(s, c, session.DisconnectBinaryFrame)
 			return
 		}
 		if !m.handleFrame(s, c, ct) {
@@ -358,8 +351,7 @@ func (m *Manager) handleFrame(s *Session, c *clientConn, ct *clientTask) bool {
 	defer putTask(ct)
 	if err := session.Decode(ct.buf, &ct.f); err != nil {
 		if errors.Is(err, session.ErrInvalidUTF8) {
-			c.closeWith(websocket.CloseInvalidFramePayloadData, "invalid UTF-8")
-			s.end("protocol violation", 0, true)
+			m.violation(s, c, session.DisconnectInvalidUTF8)
 			return false
 		}
 		m.metrics.badFrames.Inc()
@@ -372,14 +364,6 @@ func (m *Manager) handleFrame(s *Session, c *clientConn, ct *clientTask) bool {
 			m.metrics.badFrames.Inc()
 			_ = c.writeError(nil, session.CodeBadRequest, `a task needs an "id"`)
 			return true
-		}
-		// Tasks sent before the welcome wait for the placement.
-		select {
-		case <-s.bound:
-		case <-s.ctx.Done():
-		}
-		if s.inst == nil {
-			return false
 		}
 		ct.s = s
 		ct.t = session.Task{ID: ct.f.ID, Data: ct.f.Data, Session: &s.info}
@@ -396,7 +380,7 @@ func (m *Manager) handleFrame(s *Session, c *clientConn, ct *clientTask) bool {
 			case out == nil:
 				detached = true
 			case err != nil:
-				code, msg := errorOf(err)
+				code, msg := m.clientError(err)
 				_ = out.writeError(ct.t.ID, code, msg)
 			default:
 				_ = out.writeDone(ct.t.ID)
@@ -406,7 +390,7 @@ func (m *Manager) handleFrame(s *Session, c *clientConn, ct *clientTask) bool {
 			return !s.ended()
 		}
 	case session.FrameLogout:
-		s.end("logout", websocket.CloseNormalClosure, true)
+		s.end(session.DisconnectLogout)
 		return false
 	case session.FramePing:
 		_ = c.writeFrame(func(b []byte) []byte { return append(b, `{"type":"pong"}`...) })
@@ -414,7 +398,7 @@ func (m *Manager) handleFrame(s *Session, c *clientConn, ct *clientTask) bool {
 		m.metrics.badFrames.Inc()
 		name := ct.f.Type.String()
 		if ct.f.TypeName != nil {
-			name = string(ct.f.TypeName)
+			name = string(ct.f.TypeName[:min(len(ct.f.TypeName), maxEcho)])
 		}
 		_ = c.writeError(ct.f.ID, session.CodeBadRequest, "unknown frame type "+strconv.Quote(name))
 	}
@@ -423,32 +407,8 @@ func (m *Manager) handleFrame(s *Session, c *clientConn, ct *clientTask) bool {
 
 var nullJSON = []byte("null")
 
-// parseLabels reads the farm labels a client asks for: labels=k=v,k2=v2
-// and label.k=v.
-func parseLabels(q url.Values) map[string]string {
-	var out map[string]string
-	set := func(k, v string) {
-		if k = strings.TrimSpace(k); k == "" {
-			return
-		}
-		if out == nil {
-			out = map[string]string{}
-		}
-		out[k] = strings.TrimSpace(v)
-	}
-	for _, l := range q["labels"] {
-		for _, kv := range strings.Split(l, ",") {
-			k, v, _ := strings.Cut(kv, "=")
-			set(k, v)
-		}
-	}
-	for k, vs := range q {
-		if name, ok := strings.CutPrefix(k, "label."); ok && len(vs) > 0 {
-			set(name, vs[0])
-		}
-	}
-	return out
-}
+// maxEcho bounds the part of a bad frame that an error message echoes.
+const maxEcho = 64
 
 // clientGone handles a read error: a close frame ends the session, a broken
 // connection detaches it for the resume window. Close frames are answered
@@ -460,19 +420,32 @@ func (m *Manager) clientGone(s *Session, c *clientConn, err error) {
 	)
 	switch {
 	case errors.Is(err, wsframe.ErrReadLimit):
-		c.closeWith(websocket.CloseMessageTooBig, "")
-		s.end("message too big", 0, true)
+		m.violation(s, c, session.DisconnectMessageTooBig)
 	case errors.As(err, &ce):
 		c.closeWith(ce.Code, "") // the reply echoes the code
-		if s.currentClient() == c || s.currentClient() == nil {
-			s.end("client closed", 0, true)
+		if cur := s.currentClient(); cur == c || cur == nil {
+			s.end(session.DisconnectClientClosed)
 		}
 	case errors.As(err, &pe):
-		c.closeWith(websocket.CloseProtocolError, pe.Reason)
+		d := session.DisconnectProtocolError
+		if pe.Reason != "" {
+			d.Reason = pe.Reason
+		}
+		c.close(d)
 		s.detach(c)
 	default:
 		_ = c.conn.Close()
 		s.detach(c)
+	}
+}
+
+// violation closes c for a frame the protocol does not allow, as d says.
+// The session ends if c is its connection; a connection the session has
+// left behind (a resume took over) is only closed.
+func (m *Manager) violation(s *Session, c *clientConn, d session.Disconnect) {
+	c.close(d) // a second close frame from end is not sent
+	if cur := s.currentClient(); cur == c || cur == nil {
+		s.end(d)
 	}
 }
 

@@ -7,7 +7,8 @@
 // (return nil without calling next: the client gets "done"), answer it itself
 // (write results to w), run extra tasks in the same session (call next again
 // with another Task: their results reach the client under the original id,
-// or a private ResultWriter collects them), and observe results (wrap w).
+// or a private ResultWriter collects them; a Task without Session runs in
+// the session of the task it came with), and observe results (wrap w).
 //
 // The package owns the types, the chain and the built-in middlewares. It does
 // not know about connections or instances: the manager supplies the final
@@ -76,9 +77,13 @@ type ConnectRequest struct {
 	Info *session.Info
 	// HTTP is the upgrade or REST request; nil for in-process sessions.
 	HTTP *http.Request
-	// Query holds the connect options (pool, wait, labels, and any of the
-	// application's own).
+	// Query is the request's query: the connect options and any
+	// parameters of the application's own; nil for in-process sessions.
 	Query url.Values
+	// Options are the connect options the session was asked with, as
+	// session.ParseConnectOptions read them (for in-process sessions, as
+	// given to Open). Changing them has no effect.
+	Options session.ConnectOptions
 }
 
 // ConnectHook runs before a session is placed. A non-nil error refuses the
@@ -93,16 +98,19 @@ type ConnectFunc func(ctx context.Context, r *ConnectRequest) error
 // OnConnect calls f.
 func (f ConnectFunc) OnConnect(ctx context.Context, r *ConnectRequest) error { return f(ctx, r) }
 
-// DisconnectHook runs once when a session ends, with the reason.
+// DisconnectHook runs once when a session ends, with why: one of the
+// session.Disconnect values (session.DisconnectLogout,
+// session.DisconnectIdleTimeout, …). It does not run for a session handed
+// to another manager: that session has not ended.
 type DisconnectHook interface {
-	OnDisconnect(info *session.Info, reason string)
+	OnDisconnect(info *session.Info, d session.Disconnect)
 }
 
 // DisconnectFunc adapts a function to DisconnectHook.
-type DisconnectFunc func(info *session.Info, reason string)
+type DisconnectFunc func(info *session.Info, d session.Disconnect)
 
 // OnDisconnect calls f.
-func (f DisconnectFunc) OnDisconnect(info *session.Info, reason string) { f(info, reason) }
+func (f DisconnectFunc) OnDisconnect(info *session.Info, d session.Disconnect) { f(info, d) }
 
 var (
 	_ Handler        = HandlerFunc(nil)

@@ -12,7 +12,8 @@ type Task struct {
 	ID []byte
 	// Data is the raw JSON task data. A middleware may replace it.
 	Data []byte
-	// Session is the session the task runs in.
+	// Session is the session the task runs in. A task a middleware makes
+	// may leave it nil: it runs in the session of the task it came with.
 	Session *Info
 }
 
@@ -63,11 +64,17 @@ const (
 	// CodeUnavailable: the shared state (Redis) cannot be reached, so no
 	// new session can be placed; running sessions are not affected.
 	CodeUnavailable = "unavailable"
+	// CodeInterrupted: the session ended or moved to another connection
+	// while the task ran (a logout from another request, a resume
+	// elsewhere); the task may or may not have taken effect.
+	CodeInterrupted = "interrupted"
 )
 
 // Error is an error with a protocol code. Middleware returns one to answer a
-// task with a specific code; any other error is sent as "internal" with its
-// message.
+// task with a specific code and message. Any other error reaches the client
+// as "internal" with the message "internal error": its text may hold what
+// clients must not see (addresses, ids, Go error chains), so the manager
+// logs it instead. Messages are plain sentences.
 type Error struct {
 	Code    string
 	Message string
