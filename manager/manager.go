@@ -294,7 +294,10 @@ func (m *Manager) OnDisconnect(h ...middleware.DisconnectHook) {
 
 // AddFarm makes the slots of a farm in this process available for
 // placement. Other managers sharing the store count its slots but cannot
-// reach it.
+// reach it. The manager dials its instances at their own addresses, which
+// only native instances have; a farm that also runs stdio, dial or stream
+// pools must serve them behind its port (ViaFarm): package drover sets
+// that up.
 func (m *Manager) AddFarm(f Farm) {
 	// If the store is away, the farm monitor puts it there later.
 	ctx, cancel := opCtx()
