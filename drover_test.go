@@ -152,7 +152,7 @@ func TestEveryProtocolThroughOneCall(t *testing.T) {
 	t.Run("in process", func(t *testing.T) {
 		s, err := srv.Manager().Open(ctx, manager.OpenOptions{Pool: "cat"})
 		require.NoError(t, err)
-		defer s.Close()
+		defer func() { require.NoError(t, s.Close()) }()
 		res, err := s.Execute(ctx, []byte(`{"in":"process"}`))
 		require.NoError(t, err)
 		require.Len(t, res, 1)
