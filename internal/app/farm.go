@@ -58,7 +58,8 @@ type FarmConfig struct {
 }
 
 // FarmNode is a running `drover farm`: the runtime, its HTTP server and the
-// agent that keeps it registered with the managers.
+// agent that keeps it registered with the managers. Start, Stop and Run are
+// called from one goroutine; Drain from any.
 type FarmNode struct {
 	Farm   *farm.Farm
 	Agent  *farm.Agent
