@@ -28,6 +28,7 @@ type remoteFarm struct {
 
 var _ Farm = (*remoteFarm)(nil)
 var _ placementInfo = (*remoteFarm)(nil)
+var _ ViaFarm = (*remoteFarm)(nil)
 
 func newRemoteFarm(req farmapi.RegisterRequest, token string) (*remoteFarm, error) {
 	u, err := url.Parse(req.URL)
@@ -100,9 +101,12 @@ func instanceURL(info farmapi.Instance) string {
 	return "ws://" + info.Addr + "/"
 }
 
-// viaFarm is implemented by farms that serve instances behind their own
-// port: Header carries the farm token, Serves tells which URLs are theirs.
-type viaFarm interface {
+// ViaFarm is an optional Farm capability: a farm that serves its instances
+// behind its own port, as the adapters of dial, stdio and stream pools need.
+// Header carries the farm token; Serves tells which instance URLs are its.
+// A farm.Farm added to a manager as it is has no port: package drover wires
+// one up.
+type ViaFarm interface {
 	Header() http.Header
 	Serves(url string) bool
 }
@@ -112,7 +116,7 @@ type viaFarm interface {
 // instance reached directly (a farm advertising direct ports): it must not
 // see the token.
 func farmHeader(f Farm, info farmapi.Instance) http.Header {
-	if v, ok := f.(viaFarm); ok && info.URL != "" && v.Serves(info.URL) {
+	if v, ok := f.(ViaFarm); ok && info.URL != "" && v.Serves(info.URL) {
 		return v.Header()
 	}
 	return nil

@@ -60,30 +60,42 @@ func (m *Manager) restFail(c *gin.Context, err error) {
 	restError(c, httpStatus(code), code, msg)
 }
 
-// healthy applies the health rule.
-func (m *Manager) healthy(c Capacity) bool {
-	if c.StoreDown {
-		return false
+// health applies the health rule: the status code and body of /health.
+func (m *Manager) health(c Capacity) (int, any) {
+	body := func(word string) gin.H {
+		return gin.H{"status": word, "busy": c.Busy, "slots": c.Slots, "ratio": c.Ratio()}
 	}
-	if m.cfg.Health != nil {
-		return m.cfg.Health(c)
+	switch {
+	case c.StoreDown:
+		return http.StatusServiceUnavailable, body("store unavailable")
+	case m.cfg.Health != nil:
+		code, b := m.cfg.Health(c)
+		switch {
+		case code == 0:
+			code = http.StatusOK
+		case code < 100 || code > 599:
+			code = http.StatusInternalServerError
+		}
+		if b == nil {
+			b = body("ok")
+			if !healthyCode(code) {
+				b = body("unhealthy")
+			}
+		}
+		return code, b
+	case c.Slots == 0:
+		return http.StatusServiceUnavailable, body("no capacity")
+	case c.Ratio() >= m.cfg.HealthThreshold:
+		return http.StatusServiceUnavailable, body("busy")
 	}
-	return c.Slots > 0 && c.Ratio() < m.cfg.HealthThreshold
+	return http.StatusOK, body("ok")
 }
 
+// healthyCode: what load balancers take for a passing check.
+func healthyCode(code int) bool { return code >= 200 && code < 400 }
+
 func (m *Manager) serveHealth(c *gin.Context) {
-	capa := m.sched.capacity()
-	status, word := http.StatusOK, "ok"
-	if !m.healthy(capa) {
-		status, word = http.StatusServiceUnavailable, "busy"
-		switch {
-		case capa.StoreDown:
-			word = "store unavailable"
-		case capa.Slots == 0:
-			word = "no capacity"
-		}
-	}
-	c.JSON(status, gin.H{"status": word, "busy": capa.Busy, "slots": capa.Slots, "ratio": capa.Ratio()})
+	c.JSON(m.health(m.sched.capacity()))
 }
 
 // REST: awv3-compatible login, execute, logout.
@@ -270,10 +282,12 @@ type StatusCapacity struct {
 	Idle      int     `json:"idle"`
 	Starting  int     `json:"starting"`
 	Ratio     float64 `json:"ratio"`
-	Threshold float64 `json:"threshold"`
+	Threshold float64 `json:"threshold,omitempty"` // with Rule "threshold"
 	Healthy   bool    `json:"healthy"`
 	// StoreDown: the shared state cannot be reached.
 	StoreDown bool `json:"store_down,omitempty"`
+	// Rule is what decides /health: "threshold" or "custom" (Config.Health).
+	Rule string `json:"rule"`
 }
 
 // StatusFarm describes one farm.
@@ -384,8 +398,13 @@ func (m *Manager) Status() Status {
 			Position: i + 1, Waiting: now.Sub(w.since).Seconds()})
 	}
 	s.mu.Unlock()
+	code, _ := m.health(capa)
 	st.Capacity = StatusCapacity{Slots: capa.Slots, Busy: capa.Busy, Idle: capa.Idle, Starting: capa.Starting,
-		Ratio: capa.Ratio(), Threshold: m.cfg.HealthThreshold, Healthy: m.healthy(capa), StoreDown: capa.StoreDown}
+		Ratio: capa.Ratio(), Rule: "threshold", Threshold: m.cfg.HealthThreshold, Healthy: healthyCode(code),
+		StoreDown: capa.StoreDown}
+	if m.cfg.Health != nil {
+		st.Capacity.Rule, st.Capacity.Threshold = "custom", 0
+	}
 	for _, ss := range m.snapshotSessions() {
 		ss.mu.Lock()
 		state := ss.state

@@ -86,11 +86,17 @@ type Config struct {
 	// unless DefaultPool names another.
 	Pools       []Pool
 	DefaultPool string
-	// HealthThreshold is the busy ratio at which /health answers 503 (0.9).
+	// HealthThreshold is the busy ratio at which /health answers 503 (0.9),
+	// unless Health replaces that rule.
 	HealthThreshold float64
-	// Health, when set, replaces the health rule: it returns whether the
-	// manager takes new sessions.
-	Health func(Capacity) bool
+	// Health, when set, replaces the rule of /health: given the capacity,
+	// it returns the status code (0 means 200) and the body, written as
+	// JSON (nil: drover's usual body). It changes /health only, which is
+	// what load balancers see: placement and the wait queue go on as
+	// before. While the shared state is unreachable /health answers 503
+	// without asking it. /status shows rule "custom" instead of the
+	// threshold, and whether the hook's code is 2xx or 3xx as healthy.
+	Health func(Capacity) (status int, body any)
 	// ResumeGrace is how long a dropped session stays resumable (30 s).
 	ResumeGrace time.Duration
 	// MaxMessageSize bounds a client message (4 MiB); larger ones close the
@@ -294,7 +300,10 @@ func (m *Manager) OnDisconnect(h ...middleware.DisconnectHook) {
 
 // AddFarm makes the slots of a farm in this process available for
 // placement. Other managers sharing the store count its slots but cannot
-// reach it.
+// reach it. The manager dials its instances at their own addresses, which
+// only native instances have; a farm that also runs stdio, dial or stream
+// pools must serve them behind its port (ViaFarm): package drover sets
+// that up.
 func (m *Manager) AddFarm(f Farm) {
 	// If the store is away, the farm monitor puts it there later.
 	ctx, cancel := opCtx()
@@ -466,7 +475,8 @@ func (m *Manager) janitor() {
 
 // Shutdown ends every session (clients get close 1001), stops placement
 // and waits for the manager's goroutines, bounded by ctx. Instances bound
-// to sessions are stopped; farms are the caller's to close.
+// to sessions are stopped; farms are the caller's to close. A second call
+// finds nothing left to end and returns once the first is done.
 func (m *Manager) Shutdown(ctx context.Context) error {
 	m.mu.Lock()
 	m.closing = true

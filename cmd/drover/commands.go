@@ -156,12 +156,16 @@ and an in-memory store. Every flag can also be set in the YAML file given with
 			return err
 		}
 		base := httpBase(up.Addr())
+		warm := 0
+		for _, p := range up.Manager.Status().Pools {
+			warm += p.Warm
+		}
 		fmt.Fprintf(cmd.OutOrStdout(), `drover is up: %d instance slots, %d warm
   WebSocket sessions  ws://%s/ws
   dashboard           http://%s/ui/
   health, status      http://%s/health  http://%s/status
 Press Ctrl-C to stop.
-`, cfg.Instances, cfg.Warm, base, base, base, base)
+`, up.Farm.Slots(), warm, base, base, base, base)
 		err = up.Run(cmd.Context())
 		log.Info("drover stopped")
 		return err

@@ -1,5 +1,8 @@
-// Command drover is the session instance manager: `drover up` runs the whole
-// system on one machine, `drover worker` is the reference instance program.
+// Command drover is the session instance manager. `drover up` runs the
+// whole system on one machine; `drover manager` and `drover farm` split it
+// over machines; `drover worker` is the reference instance program;
+// `drover call` and `drover load` are client tools (see `drover help`).
+// Programs that embed drover start from package drover instead.
 package main
 
 import (

@@ -39,8 +39,9 @@ func TestMain(m *testing.M) {
 }
 
 type upProc struct {
-	cmd  *exec.Cmd
-	base string // host:port
+	cmd    *exec.Cmd
+	base   string // host:port
+	banner string // the lines up to the WebSocket URL
 }
 
 var bannerRE = regexp.MustCompile(`ws://([0-9.:]+)/ws`)
@@ -55,13 +56,15 @@ func startUp(t *testing.T, args ...string) *upProc {
 	require.NoError(t, cmd.Start())
 	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
 	sc := bufio.NewScanner(out)
+	var banner strings.Builder
 	for sc.Scan() {
+		banner.WriteString(sc.Text() + "\n")
 		if m := bannerRE.FindStringSubmatch(sc.Text()); m != nil {
 			go func() { // keep draining stdout
 				for sc.Scan() {
 				}
 			}()
-			return &upProc{cmd: cmd, base: m[1]}
+			return &upProc{cmd: cmd, base: m[1], banner: banner.String()}
 		}
 	}
 	t.Fatalf("drover up printed no banner: %v", sc.Err())

@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/drover-dev/drover/farm"
+	"github.com/drover-dev/drover/internal/lib/cleanup"
 	"github.com/drover-dev/drover/proxy"
 )
 
@@ -57,26 +58,32 @@ type FarmConfig struct {
 }
 
 // FarmNode is a running `drover farm`: the runtime, its HTTP server and the
-// agent that keeps it registered with the managers.
+// agent that keeps it registered with the managers. Start, Stop and Run are
+// called from one goroutine; Drain from any.
 type FarmNode struct {
 	Farm   *farm.Farm
 	Agent  *farm.Agent
 	Server *farm.Server
-	relay  *proxy.Relay
 	ln     net.Listener
+	http   *http.Server
 	url    string
-	log    *slog.Logger
 	grace  time.Duration
+
+	cleanups cleanup.Stack
+	started  bool
+	// Closed when serving or the agent ended, after serveErr or agentErr
+	// is set.
+	serveDone, agentDone chan struct{}
+	serveErr, agentErr   error
+	stopAgent            context.CancelFunc
 }
 
 // NewFarm listens on cfg.Addr, kills what the farm's previous run left
-// behind, and builds the farm, its server and its agent.
-func NewFarm(cfg FarmConfig, log *slog.Logger, reg *prometheus.Registry) (n *FarmNode, err error) {
+// behind, and builds the farm, its server and its agent; Run (or Start)
+// serves and registers.
+func NewFarm(cfg FarmConfig, log *slog.Logger, reg *prometheus.Registry) (_ *FarmNode, err error) {
 	if cfg.Token == "" {
 		return nil, ErrNoToken
-	}
-	if cfg.ShutdownGrace <= 0 {
-		cfg.ShutdownGrace = 10 * time.Second
 	}
 	if cfg.Pools, err = cfg.pools(cfg.Pools, 0); err != nil {
 		return nil, err
@@ -86,34 +93,43 @@ func NewFarm(cfg FarmConfig, log *slog.Logger, reg *prometheus.Registry) (n *Far
 		p.PoolSpec.Name = coalesce(p.PoolSpec.Name, p.Pool.Name)
 		specs = append(specs, p.PoolSpec)
 	}
-
-	// Cleanups run in reverse if a later step fails.
-	var undo []func() error
+	n := &FarmNode{grace: shutdownGrace(cfg.ShutdownGrace),
+		serveDone: make(chan struct{}), agentDone: make(chan struct{})}
 	defer func() {
 		if err != nil {
-			for i := len(undo) - 1; i >= 0; i-- {
-				err = errors.Join(err, undo[i]())
-			}
+			ctx, cancel := context.WithTimeout(context.Background(), n.grace)
+			defer cancel()
+			err = errors.Join(err, n.cleanups.Run(ctx))
 		}
 	}()
 
-	ln, err := net.Listen("tcp", cfg.Addr)
-	if err != nil {
+	// Pushed in the order that makes the reverse right: the relay's
+	// connections and the farm's instances go before the HTTP server
+	// drains, so that no request waits on an instance start.
+	if n.ln, err = net.Listen("tcp", cfg.Addr); err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", cfg.Addr, err)
 	}
-	undo = append(undo, ln.Close)
+	n.cleanups.PushFunc("listener", func() error {
+		if err := n.ln.Close(); !errors.Is(err, net.ErrClosed) {
+			return err // the HTTP server closes it once it served
+		}
+		return nil
+	})
+	n.http = &http.Server{ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
+	n.cleanups.Push("http server", n.shutdownHTTP)
 	if cfg.ID == "" {
-		cfg.ID = farm.StableID(idAddr(cfg.Addr, ln.Addr()))
+		cfg.ID = farm.StableID(idAddr(cfg.Addr, n.ln.Addr()))
 	}
 	if cfg.StateDir == "" {
 		cfg.StateDir = farm.DefaultStateDir(cfg.ID)
 	}
-	advertise := cfg.Advertise
-	if advertise == "" {
-		advertise = "http://" + reachable(ln.Addr(), log)
+	n.url = cfg.Advertise
+	if n.url == "" {
+		n.url = "http://" + reachable(n.ln.Addr(), log)
 	}
 	flog := log.With("component", "farm")
-	f, err := farm.New(farm.Config{
+	n.Farm, err = farm.New(farm.Config{
 		ID:                cfg.ID,
 		Name:              cfg.Name,
 		Slots:             cfg.Instances,
@@ -127,12 +143,12 @@ func NewFarm(cfg FarmConfig, log *slog.Logger, reg *prometheus.Registry) (n *Far
 	if err != nil {
 		return nil, err
 	}
-	undo = append(undo, func() error { return f.Close(context.Background()) })
-	agent, err := farm.NewAgent(farm.AgentConfig{
-		Farm:         f,
+	n.cleanups.Push("farm", n.Farm.Close)
+	n.Agent, err = farm.NewAgent(farm.AgentConfig{
+		Farm:         n.Farm,
 		Managers:     cfg.Managers,
 		Token:        cfg.Token,
-		AdvertiseURL: advertise,
+		AdvertiseURL: n.url,
 		Labels:       cfg.Labels,
 		Priority:     cfg.Priority,
 		MaxDrain:     cfg.MaxDrain,
@@ -142,10 +158,11 @@ func NewFarm(cfg FarmConfig, log *slog.Logger, reg *prometheus.Registry) (n *Far
 		return nil, err
 	}
 	relay := proxy.New(proxy.Options{Logger: log.With("component", "relay")})
-	srv, err := farm.NewServer(f, farm.ServerConfig{
+	n.cleanups.Push("relay", relay.Shutdown)
+	n.Server, err = farm.NewServer(n.Farm, farm.ServerConfig{
 		Token:       cfg.Token,
 		Relay:       relay,
-		Require:     agent.AddManager,
+		Require:     n.Agent.AddManager,
 		OrphanGrace: orphanGrace(cfg),
 		Direct:      cfg.Direct,
 		Gatherer:    reg,
@@ -154,8 +171,71 @@ func NewFarm(cfg FarmConfig, log *slog.Logger, reg *prometheus.Registry) (n *Far
 	if err != nil {
 		return nil, err
 	}
-	return &FarmNode{Farm: f, Agent: agent, Server: srv, relay: relay, ln: ln, url: advertise,
-		log: log, grace: cfg.ShutdownGrace}, nil
+	n.cleanups.PushFunc("farm server", n.Server.Close)
+	n.http.Handler = n.Server
+	return n, nil
+}
+
+// Start serves the farm's API and starts the agent, which registers with
+// the managers and sends heartbeats.
+func (n *FarmNode) Start() error {
+	if n.started {
+		return nil
+	}
+	n.started = true
+	go func() {
+		n.serveErr = n.http.Serve(n.ln)
+		close(n.serveDone)
+	}()
+	ctx, cancel := context.WithCancel(context.Background())
+	n.stopAgent = cancel
+	go func() {
+		n.agentErr = n.Agent.Run(ctx)
+		close(n.agentDone)
+	}()
+	// Last pushed, first run: the agent deregisters before anything stops.
+	n.cleanups.Push("agent", func(ctx context.Context) error {
+		cancel()
+		select {
+		case <-n.agentDone:
+			return n.agentErr
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	})
+	return nil
+}
+
+func (n *FarmNode) shutdownHTTP(ctx context.Context) error {
+	err := n.http.Shutdown(ctx)
+	if n.started {
+		<-n.serveDone // Serve returns as soon as Shutdown closed the listener
+		if !errors.Is(n.serveErr, http.ErrServerClosed) {
+			err = errors.Join(err, fmt.Errorf("serve: %w", n.serveErr))
+		}
+	}
+	return err
+}
+
+// Stop deregisters and shuts down, last built first: relayed connections
+// get close frames, every instance is stopped, the server ends. ctx bounds
+// it. A second Stop does nothing.
+func (n *FarmNode) Stop(ctx context.Context) error { return n.cleanups.Run(ctx) }
+
+// Run serves and keeps the farm registered until ctx ends, a drain is
+// over or serving fails, then stops within the shutdown grace.
+func (n *FarmNode) Run(ctx context.Context) error {
+	err := n.Start()
+	if err == nil {
+		select {
+		case <-ctx.Done():
+		case <-n.agentDone:
+		case <-n.serveDone:
+		}
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), n.grace)
+	defer cancel()
+	return errors.Join(err, n.Stop(sctx))
 }
 
 // idAddr is the address a default farm id is derived from: the configured
@@ -194,46 +274,6 @@ func (n *FarmNode) URL() string { return n.url }
 // Drain stops taking instances; Run returns once the farm is empty or the
 // maximum drain time passed.
 func (n *FarmNode) Drain() { n.Agent.Drain() }
-
-// Run serves and keeps the farm registered until ctx ends or a drain is
-// over, then deregisters and shuts down: relayed connections get close
-// frames, every instance is stopped, and the server ends.
-func (n *FarmNode) Run(ctx context.Context) error {
-	srv := &http.Server{Handler: n.Server, ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog: slog.NewLogLogger(n.log.Handler(), slog.LevelDebug)}
-	serveErr := make(chan error, 1)
-	go func() { serveErr <- srv.Serve(n.ln) }()
-
-	actx, stopAgent := context.WithCancel(ctx)
-	defer stopAgent()
-	agentDone := make(chan error, 1)
-	go func() { agentDone <- n.Agent.Run(actx) }()
-
-	var err error
-	select {
-	case err = <-agentDone:
-	case err = <-serveErr:
-		err = fmt.Errorf("serve: %w", err)
-		stopAgent()
-		err = errors.Join(err, <-agentDone)
-	}
-
-	sctx, cancel := context.WithTimeout(context.Background(), n.grace)
-	defer cancel()
-	errs := []error{err, n.relay.Shutdown(sctx), n.Farm.Close(sctx)}
-	if serr := srv.Shutdown(sctx); serr != nil {
-		errs = append(errs, serr)
-	}
-	select {
-	case serr := <-serveErr:
-		if !errors.Is(serr, http.ErrServerClosed) {
-			errs = append(errs, serr)
-		}
-	default:
-	}
-	errs = append(errs, n.Server.Close())
-	return errors.Join(errs...)
-}
 
 // orphanGrace turns the orphan sweeper off for a farm advertising direct
 // ports: managers' connections to its instances do not pass the farm.

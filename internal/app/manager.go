@@ -5,11 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/drover-dev/drover"
 	"github.com/drover-dev/drover/manager"
 	"github.com/drover-dev/drover/middleware"
 	"github.com/drover-dev/drover/store"
@@ -43,58 +43,61 @@ type ManagerConfig struct {
 	Pools []PoolConfig `koanf:"pools"`
 }
 
-// ManagerNode is a running `drover manager`: the public server with no farm
-// of its own; farms register over REST.
+// ManagerNode is a running `drover manager`: package drover's server with
+// no local farm (farms register over REST), and the state it keeps in.
 type ManagerNode struct {
+	node
 	Manager *manager.Manager
-	ln      net.Listener
-	grace   time.Duration
-	store   store.Store
 }
 
-// NewManager builds the manager and listens on cfg.Addr.
-func NewManager(cfg ManagerConfig, log *slog.Logger, reg *prometheus.Registry) (*ManagerNode, error) {
+// NewManager opens the state, builds the manager and listens on cfg.Addr;
+// Run (or Start) serves.
+func NewManager(cfg ManagerConfig, log *slog.Logger, reg *prometheus.Registry) (_ *ManagerNode, err error) {
 	if cfg.FarmToken == "" {
 		return nil, ErrNoFarmToken
 	}
-	if cfg.ShutdownGrace <= 0 {
-		cfg.ShutdownGrace = 10 * time.Second
+	// Only the manager's half of each pool: farms bring the other.
+	var pools []drover.Pool
+	for _, p := range cfg.Pools {
+		p.Pool.Name = coalesce(p.Pool.Name, p.PoolSpec.Name)
+		pools = append(pools, drover.Pool{Pool: p.Pool})
 	}
+	if len(pools) == 0 {
+		pools = []drover.Pool{{Pool: manager.Pool{Name: "default", Warm: cfg.Warm}}}
+	}
+	n := &ManagerNode{node: node{grace: shutdownGrace(cfg.ShutdownGrace)}}
+	defer n.undoIfFailed(&err)
 	st, err := OpenStore(cfg.Redis, log)
 	if err != nil {
 		return nil, err
 	}
-	mcfg := manager.Config{
-		Store:             st,
-		ID:                cfg.ID,
-		HandOffOnShutdown: cfg.Redis != "",
-		HealthThreshold:   cfg.HealthThreshold,
-		ResumeGrace:       cfg.ResumeGrace,
-		MaxMessageSize:    cfg.MaxMessageSize,
-		FarmToken:         cfg.FarmToken,
-		AdminToken:        cfg.AdminToken,
-		HeartbeatInterval: cfg.HeartbeatInterval,
-		Logger:            log.With("component", "manager"),
-		Registerer:        reg,
-		Gatherer:          reg,
-	}
-	for _, p := range cfg.Pools {
-		p.Pool.Name = coalesce(p.Pool.Name, p.PoolSpec.Name)
-		mcfg.Pools = append(mcfg.Pools, p.Pool)
-	}
-	if len(mcfg.Pools) == 0 {
-		mcfg.Pools = []manager.Pool{{Name: "default", Warm: cfg.Warm}}
-	}
-	m, err := manager.New(mcfg)
+	n.cleanups.PushFunc("store", st.Close)
+	n.srv, err = drover.New(drover.Config{
+		Addr:  cfg.Addr,
+		Pools: pools,
+		Manager: manager.Config{
+			Store:             st,
+			ID:                cfg.ID,
+			HandOffOnShutdown: cfg.Redis != "",
+			HealthThreshold:   cfg.HealthThreshold,
+			ResumeGrace:       cfg.ResumeGrace,
+			MaxMessageSize:    cfg.MaxMessageSize,
+			FarmToken:         cfg.FarmToken,
+			AdminToken:        cfg.AdminToken,
+			HeartbeatInterval: cfg.HeartbeatInterval,
+			Registerer:        reg,
+			Gatherer:          reg,
+		},
+		Logger:        log,
+		ShutdownGrace: n.grace,
+	})
 	if err != nil {
-		return nil, errors.Join(err, st.Close())
+		return nil, err
 	}
-	m.Use(middleware.Logging(log.With("component", "tasks")))
-	ln, err := net.Listen("tcp", cfg.Addr)
-	if err != nil {
-		return nil, errors.Join(fmt.Errorf("listen on %s: %w", cfg.Addr, err), m.Shutdown(context.Background()), st.Close())
-	}
-	return &ManagerNode{Manager: m, ln: ln, grace: cfg.ShutdownGrace, store: st}, nil
+	n.cleanups.Push("drover", n.srv.Stop)
+	n.Manager = n.srv.Manager()
+	n.Manager.Use(middleware.Logging(log.With("component", "tasks")))
+	return n, nil
 }
 
 // OpenStore opens the shared state: Redis at url, or in-memory state when
@@ -111,17 +114,4 @@ func OpenStore(url string, log *slog.Logger) (store.Store, error) {
 		return nil, fmt.Errorf("shared state: %w", err)
 	}
 	return st, nil
-}
-
-// Addr is the address the manager listens on.
-func (n *ManagerNode) Addr() net.Addr { return n.ln.Addr() }
-
-// Run serves until ctx ends, then shuts down: clients get close frames and
-// sessions end; the farms notice through their heartbeats.
-func (n *ManagerNode) Run(ctx context.Context) error {
-	err := n.Manager.Serve(ctx, n.ln, n.grace)
-	if errors.Is(err, net.ErrClosed) {
-		err = nil
-	}
-	return errors.Join(err, n.store.Close())
 }

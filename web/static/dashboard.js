@@ -185,6 +185,8 @@ function renderCapacity(cap) {
   const busy = num(cap.busy);
   const starting = num(cap.starting);
   const idle = num(cap.idle);
+  // A custom health rule (an embedding program's) has no threshold to draw.
+  const custom = cap.rule === 'custom';
   const threshold = typeof cap.threshold === 'number' ? cap.threshold : 0.9;
   const ratio = typeof cap.ratio === 'number' ? cap.ratio : slots ? busy / slots : 0;
   const frac = (n) => (slots > 0 ? Math.min(1, Math.max(0, n / slots)) : 0);
@@ -207,11 +209,15 @@ function renderCapacity(cap) {
   $('seg-starting').style.width = `${s * 100}%`;
   $('seg-idle').style.width = `${i * 100}%`;
   $('threshold').style.left = `${Math.min(1, Math.max(0, threshold)) * 100}%`;
+  $('threshold').hidden = custom;
+  $('threshold-key').hidden = custom;
+  $('rule-key').hidden = !custom;
 
   const meter = $('meter');
   meter.setAttribute('aria-valuenow', String(ratio));
   meter.setAttribute('aria-valuetext', `${fmtInt(busy)} of ${fmtInt(slots)} slots busy`);
-  const level = slots === 0 || ratio >= threshold ? 'level-full' : ratio >= threshold * 0.75 ? 'level-high' : 'level-ok';
+  let level = slots === 0 || ratio >= threshold ? 'level-full' : ratio >= threshold * 0.75 ? 'level-high' : 'level-ok';
+  if (custom) level = cap.healthy ? 'level-ok' : 'level-full';
   for (const el of [meter, $('cap-ratio')]) {
     el.classList.remove('level-ok', 'level-high', 'level-full');
     el.classList.add(level);
