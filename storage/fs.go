@@ -164,7 +164,7 @@ func copyCtx(ctx context.Context, w io.Writer, r io.Reader) (int64, error) {
 				return n, werr
 			}
 		}
-		if rerr == io.EOF {
+		if errors.Is(rerr, io.EOF) {
 			return n, nil
 		}
 		if rerr != nil {

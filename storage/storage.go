@@ -54,7 +54,8 @@ type Storage interface {
 	Put(ctx context.Context, key string, r io.Reader) (int64, error)
 	// Open opens an object for reading, as http.ServeContent wants it:
 	// seekable, with its size and modification time. The caller closes
-	// it. A Put while it is open does not change what it reads.
+	// it. An object replaced by a Put while it is open goes on reading the
+	// old bytes or fails, never mixing old and new.
 	Open(ctx context.Context, key string) (Object, error)
 	// Stat returns an object's size and modification time.
 	Stat(ctx context.Context, key string) (Info, error)
