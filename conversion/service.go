@@ -223,6 +223,9 @@ func (s *Service) Stop(ctx context.Context) error {
 	return s.stopErr
 }
 
+// MaxUpload is the most bytes an item's uploads may hold.
+func (s *Service) MaxUpload() int64 { return s.cfg.MaxUpload }
+
 // alive returns ErrUnavailable once the service is stopped.
 func (s *Service) alive() error {
 	if s.ctx.Err() != nil {
