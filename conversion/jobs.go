@@ -130,7 +130,7 @@ func (s *Service) describe(ctx context.Context, l queue.Lease) (farmapi.JobLease
 		return farmapi.JobLease{}, false
 	}
 	jl := farmapi.JobLease{ID: l.JobID, Token: l.Token, Attempt: l.Attempt, Expires: l.Expires,
-		LeaseMS: max(time.Until(l.Expires).Milliseconds(), 1000), Item: id, Generation: gen, Name: it.Name,
+		LeaseMS: max(time.Until(l.Expires).Milliseconds(), 1), Item: id, Generation: gen, Name: it.Name,
 		StartPath: it.StartPath, CommandLine: it.CommandLine}
 	lp, _ := s.st.(storage.LocalPather)
 	single := len(it.Originals) == 1

@@ -47,6 +47,9 @@ type AgentConfig struct {
 	AdvertiseURL string
 	Labels       map[string]string
 	Priority     int
+	// JobSlots is the farm's number of conversion job slots, told to
+	// managers at registration (Jobs leases with them); 0 for none.
+	JobSlots int
 	// MaxDrain bounds a drain: instances still running after it are
 	// stopped by whoever closes the farm (default 5 min).
 	MaxDrain time.Duration
@@ -198,6 +201,18 @@ func (a *Agent) AddManager(ctx context.Context, managerURL string, slots int) (r
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.registered, l.firstErr
+}
+
+// Managers are the base URLs of the managers the agent knows, in the order
+// they were added: where the farm's job slots lease jobs.
+func (a *Agent) Managers() []string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	out := make([]string, len(a.order))
+	for i, l := range a.order {
+		out[i] = l.url
+	}
+	return out
 }
 
 func (a *Agent) startLinkLocked(l *link) {
@@ -440,6 +455,7 @@ func (a *Agent) register(ctx context.Context, l *link) (time.Duration, error) {
 		Labels:    a.cfg.Labels,
 		Priority:  a.cfg.Priority,
 		Slots:     a.offered(l),
+		JobSlots:  a.cfg.JobSlots,
 		Pools:     st.Pools,
 		Instances: st.Instances,
 	}

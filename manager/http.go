@@ -273,6 +273,9 @@ type Status struct {
 	Instances []StatusInstance `json:"instances"`
 	Sessions  []StatusSession  `json:"sessions"`
 	Queue     []StatusWaiter   `json:"queue"`
+	// Conversion is the conversion service's part: its job queue and the
+	// farms' job slots (SetConversionStatus); absent without one.
+	Conversion any `json:"conversion,omitempty"`
 }
 
 // StatusCapacity is the capacity part of Status.
@@ -421,7 +424,9 @@ func (m *Manager) Status() Status {
 }
 
 func (m *Manager) serveStatus(c *gin.Context) {
-	c.JSON(http.StatusOK, m.Status())
+	st := m.Status()
+	st.Conversion = m.conversionStatus(c.Request.Context())
+	c.JSON(http.StatusOK, st)
 }
 
 // serveEvents streams the events of every manager sharing the store (farms
@@ -430,6 +435,9 @@ func (m *Manager) serveStatus(c *gin.Context) {
 func (m *Manager) serveEvents(c *gin.Context) {
 	ch, stop := m.shared.watch()
 	defer stop()
+	ctx, cancel := context.WithCancel(c.Request.Context())
+	defer cancel()
+	extra := m.extraEvents(ctx)
 	h := c.Writer.Header()
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-store")
@@ -447,6 +455,16 @@ func (m *Manager) serveEvents(c *gin.Context) {
 			_, _ = io.WriteString(c.Writer, ": keepalive\n\n")
 		case e := <-ch:
 			b, err := json.Marshal(e)
+			if err != nil {
+				continue
+			}
+			_, _ = fmt.Fprintf(c.Writer, "event: %s\ndata: %s\n\n", e.Type, b)
+		case e, ok := <-extra:
+			if !ok {
+				extra = nil
+				continue
+			}
+			b, err := json.Marshal(e.Data)
 			if err != nil {
 				continue
 			}
