@@ -14,6 +14,7 @@ import (
 
 	"github.com/drover-dev/drover/farmapi"
 	"github.com/drover-dev/drover/middleware"
+	"github.com/drover-dev/drover/placement"
 	"github.com/drover-dev/drover/session"
 	"github.com/drover-dev/drover/store"
 )
@@ -47,10 +48,13 @@ type Session struct {
 	// their client's bytes are relayed to it.
 	stream    bool
 	startOpts farmapi.StartOptions
-	inst      *instance
-	handler   middleware.Handler
-	ctx       context.Context
-	cancel    context.CancelFunc
+	inst      *placement.Instance
+	// conn is inst's connection, taken once at bind; nil for a stream
+	// session.
+	conn    *instConn
+	handler middleware.Handler
+	ctx     context.Context
+	cancel  context.CancelFunc
 
 	// taskMu makes the tasks of a session run one at a time, in order, even
 	// across a resume that swaps the client connection.
@@ -122,10 +126,11 @@ func (s *Session) Info() *session.Info { return &s.info }
 func (s *Session) touch() { s.lastActive.Store(time.Now().UnixNano()) }
 
 // bind records the placement and registers the session.
-func (s *Session) bind(inst *instance) {
+func (s *Session) bind(inst *placement.Instance) {
 	s.inst = inst
-	s.info.Instance = inst.info.ID
-	s.info.Farm = inst.farm.id
+	s.conn, _ = inst.Conn().(*instConn)
+	s.info.Instance = inst.ID()
+	s.info.Farm = inst.Farm()
 	s.boundAt = time.Now()
 	s.touch() // idle time counts from the welcome, not from the queue
 	s.mu.Lock()
@@ -143,10 +148,10 @@ func (s *Session) serveInstance(ctx context.Context, t *session.Task, w session.
 	if t.Session != &s.info {
 		return session.NewError(session.CodeBadRequest, "task of another session")
 	}
-	if s.inst.conn == nil {
+	if s.conn == nil {
 		return session.NewError(session.CodeBadRequest, "a stream session takes no tasks")
 	}
-	return s.inst.conn.call(ctx, t.Data, w, s, s.timer, s.pool.cfg.TaskTimeout)
+	return s.conn.call(ctx, t.Data, w, s, s.timer, s.pool.cfg.TaskTimeout)
 }
 
 // run serves one task through the chain. The caller writes done or error.
@@ -336,7 +341,7 @@ func (s *Session) end(reason string, code int, reusable bool) {
 		if s.inst != nil {
 			// A task still running (its wait just got cancelled) makes the
 			// instance unclean; release checks that.
-			s.m.sched.release(s.inst, reusable)
+			s.m.place.Release(s.inst, reusable)
 		}
 		for _, h := range s.m.disconnectHooks {
 			h.OnDisconnect(&s.info, reason)
@@ -361,7 +366,7 @@ func errorOf(err error) (code, msg string) {
 	if errors.Is(err, context.Canceled) {
 		return session.CodeInstanceLost, "the session has ended"
 	}
-	return errorCode(err), err.Error()
+	return errorCode(err), errorMessage(err)
 }
 
 // handOff lets go of a session another manager resumed: its client here is
@@ -390,7 +395,7 @@ func (s *Session) letGo(code int, reason, to string) {
 		}
 		s.m.removeSession(s)
 		if s.inst != nil {
-			s.m.sched.forget(s.inst)
+			s.m.place.Forget(s.inst)
 		}
 		s.m.log.Info("session left to another manager", "session", s.info.ID, "instance", s.info.Instance,
 			"manager", to, "reason", reason)

@@ -28,7 +28,7 @@ func (m *Manager) serveStream(c *gin.Context) {
 	if name == "" {
 		name = m.cfg.DefaultPool
 	}
-	p, err := m.sched.pool(name)
+	p, err := m.pool(name)
 	if err != nil {
 		c.JSON(http.StatusNotFound, gin.H{"message": err.Error()})
 		return
@@ -49,7 +49,7 @@ func (m *Manager) serveStream(c *gin.Context) {
 	defer cancel()
 	stop := context.AfterFunc(r.Context(), cancel)
 	defer stop()
-	inst, err := m.sched.acquire(ctx, s, p, q.Get("wait") != "false", nil)
+	inst, err := m.acquire(ctx, s, q.Get("wait") != "false", nil)
 	if err != nil {
 		s.end("placement failed", 0, false)
 		code, msg := errorOf(err)
@@ -57,17 +57,17 @@ func (m *Manager) serveStream(c *gin.Context) {
 		return
 	}
 	s.bind(inst)
-	if inst.info.Protocol != farmapi.ProtocolStream {
+	if inst.Info().Protocol != farmapi.ProtocolStream {
 		s.end("not a stream pool", 0, true)
 		c.JSON(http.StatusBadRequest, gin.H{"message": "pool " + name + " is not a stream pool"})
 		return
 	}
 	m.metrics.sessionsOpened.WithLabelValues(p.cfg.Name).Inc()
 	relay := m.relay
-	if farmHeader(inst.farm.f, inst.info) != nil {
+	if inst.Header() != nil {
 		relay = m.farmRelay // carries the farm token
 	}
-	err = relay.ServeWebSocket(c.Writer, r, instanceURL(inst.info))
+	err = relay.ServeWebSocket(c.Writer, r, inst.URL())
 	reason := "stream closed"
 	if err != nil {
 		reason = "stream failed: " + err.Error()

@@ -178,7 +178,7 @@ func (m *Manager) startWS(c *clientConn, r *http.Request, q url.Values) *Session
 	if poolName == "" {
 		poolName = m.cfg.DefaultPool
 	}
-	p, err := m.sched.pool(poolName)
+	p, err := m.pool(poolName)
 	if err != nil {
 		_ = c.writeError(nil, session.CodeNotFound, err.Error())
 		c.closeWith(websocket.ClosePolicyViolation, "unknown pool")
@@ -202,7 +202,7 @@ func (m *Manager) startWS(c *clientConn, r *http.Request, q url.Values) *Session
 
 // placeWS places a WebSocket session and greets it.
 func (m *Manager) placeWS(s *Session, c *clientConn, wait bool) {
-	inst, err := m.sched.acquire(s.ctx, s, s.pool, wait, func(pos int) {
+	inst, err := m.acquire(s.ctx, s, wait, func(pos int) {
 		_ = c.writeFrame(func(b []byte) []byte { return session.AppendQueued(b, pos) })
 	})
 	if err != nil {
@@ -219,7 +219,7 @@ func (m *Manager) placeWS(s *Session, c *clientConn, wait bool) {
 	}
 	s.bind(inst)
 	if s.ended() {
-		m.sched.release(inst, true)
+		m.place.Release(inst, true)
 		return
 	}
 	m.metrics.sessionsOpened.WithLabelValues(s.pool.cfg.Name).Inc()
@@ -236,11 +236,7 @@ func (m *Manager) placeWS(s *Session, c *clientConn, wait bool) {
 func (m *Manager) claimShared(ctx context.Context, tok, restKey, remote string) *Session {
 	rec, err := m.shared.claim(ctx, tok)
 	if rec.Slot != "" {
-		defer func() {
-			m.sched.mu.Lock()
-			delete(m.sched.pending, rec.Slot)
-			m.sched.mu.Unlock()
-		}()
+		defer m.place.Unpend(rec.Slot)
 	}
 	if err != nil {
 		if !errors.Is(err, store.ErrNotFound) {
@@ -256,27 +252,14 @@ func (m *Manager) claimShared(ctx context.Context, tok, restKey, remote string) 
 		m.shared.deleteSession(rec.TokenHash)
 		return nil
 	}
-	p, err := m.sched.pool(rec.Pool)
+	p, err := m.pool(rec.Pool)
 	if err != nil {
 		return fail("unknown pool", err)
-	}
-	fe := m.farmForResume(rec.Farm)
-	if fe == nil {
-		return fail("farm not known", nil)
 	}
 	var info farmapi.Instance
 	if err := json.Unmarshal(rec.Instance, &info); err != nil {
 		return fail("bad record", err)
 	}
-	inst := &instance{info: info, pool: p, farm: fe, slot: rec.Slot, state: instBound}
-	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	conn, err := dialInstance(dctx, instanceURL(info), farmHeader(fe.f, info), m.cfg.MaxInstanceMessage,
-		func(err error) { m.sched.lost(inst, err, true) })
-	if err != nil {
-		return fail("instance unreachable", err)
-	}
-	inst.conn = conn
 	s := m.newSession(p, remote)
 	s.info.ID = rec.ID
 	s.info.Created = rec.Created
@@ -285,31 +268,16 @@ func (m *Manager) claimShared(ctx context.Context, tok, restKey, remote string) 
 	} else {
 		s.token = tok
 	}
-	if !m.sched.adopt(inst, s) {
-		conn.close()
+	inst, err := m.place.Adopt(ctx, s.holder(), rec.Farm, rec.Slot, info)
+	if err != nil {
 		s.cancel()
-		return fail("manager closing or farm gone", nil)
+		return fail("cannot take over its instance", err)
 	}
 	s.bind(inst)
 	m.addSession(s)
 	m.shareSession(s)
 	m.log.Info("session resumed from another manager", "session", rec.ID, "instance", info.ID, "from", rec.Owner)
 	return s
-}
-
-// farmForResume finds the farm of a resumed session, looking at the store
-// once more if this manager has not adopted it yet.
-func (m *Manager) farmForResume(id string) *farmEntry {
-	get := func() *farmEntry {
-		m.sched.mu.Lock()
-		defer m.sched.mu.Unlock()
-		return m.sched.farms[id]
-	}
-	if fe := get(); fe != nil {
-		return fe
-	}
-	m.shared.syncFarms(time.Now())
-	return get()
 }
 
 // readLoop reads client frames and runs their tasks, one at a time, in the
