@@ -83,7 +83,7 @@ func TestClusterFarmFrozenOrRestartedNewSessions(t *testing.T) {
 	defer func() { _ = a.cmd.Process.Signal(syscall.SIGCONT) }()
 	during := openSessionOpts(t, m, false)
 	require.Equal(t, "farm-b", m.status(t).farmOf(during.s.Instance))
-	waitFarms(t, m, 10*time.Second, "farm-b") // farm-a is declared dead
+	waitFarms(t, m, 10*time.Second, "farm-b")             // farm-a is declared dead
 	time.Sleep(time.Until(frozenAt.Add(6 * time.Second))) // the freeze lasts 6 s: nothing to wait for
 	require.NoError(t, a.cmd.Process.Signal(syscall.SIGCONT))
 	// It registers again, listing the instance the manager gave up.
