@@ -1,10 +1,18 @@
 // Package manager is drover's public server: the client WebSocket endpoint,
-// the awv3-compatible REST routes, placement of sessions on farm instances,
-// the wait queue, the warm pools, health and status.
+// the awv3-compatible REST routes, the farm API, health and status, and
+// the sessions themselves: their tasks through the middleware chain to
+// their instances, resume, timeouts and hand-off between managers.
 //
-// It does not run instance processes (package farm does) and knows farms
-// only through the Farm interface. gin is the HTTP edge; the session and
-// task logic works on plain Go types and can be driven in-process with Open.
+// Where a session's instance runs is package placement's business: the
+// farm registry, slots, warm pools and the wait queue. The manager hands
+// it each session as a placement.Holder and its own instance connection
+// as the dial function; the task path runs on that connection and never
+// enters placement. Farms in the manager's process are added with
+// AddFarm; remote farms register over the farm API, whose wire types are
+// package farmapi's (the manager does not import the farm agent). It does
+// not run instance processes (package farm does). gin is the HTTP edge;
+// the session and task logic works on plain Go types and can be driven
+// in-process with Open.
 package manager
 
 import (
