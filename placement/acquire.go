@@ -694,9 +694,11 @@ func (p *Placer) stopInstance(fe *farmEntry, inst *Instance) {
 	}
 }
 
-// removeLocked forgets an instance and frees its slot, once.
+// removeLocked forgets an instance and frees its slot, once. A farm found
+// full has room again.
 func (p *Placer) removeLocked(inst *Instance) {
 	if p.dropLocked(inst) {
+		inst.farm.fullUntil = time.Time{}
 		p.freeSlot(inst.farm.id, inst.slot)
 	}
 }
