@@ -44,8 +44,8 @@ type Session struct {
 	tokenHash string
 	restKey   string            // the id REST clients use; a secret like the token
 	labels    map[string]string // farm labels the session asked for
-	// stream sessions get a fresh instance started with startOpts, and
-	// their client's bytes are relayed to it.
+	// stream sessions get an idle instance that fits startOpts or a fresh
+	// one started with them, and their client's bytes are relayed to it.
 	stream    bool
 	startOpts farmapi.StartOptions
 	inst      *placement.Instance
