@@ -1,10 +1,18 @@
 // Package manager is drover's public server: the client WebSocket endpoint,
-// the awv3-compatible REST routes, placement of sessions on farm instances,
-// the wait queue, the warm pools, health and status.
+// the awv3-compatible REST routes, the farm API, health and status, and
+// the sessions themselves: their tasks through the middleware chain to
+// their instances, resume, timeouts and hand-off between managers.
 //
-// It does not run instance processes (package farm does) and knows farms
-// only through the Farm interface. gin is the HTTP edge; the session and
-// task logic works on plain Go types and can be driven in-process with Open.
+// Where a session's instance runs is package placement's business: the
+// farm registry, slots, warm pools and the wait queue. The manager hands
+// it each session as a placement.Holder and its own instance connection
+// as the dial function; the task path runs on that connection and never
+// enters placement. Farms in the manager's process are added with
+// AddFarm; remote farms register over the farm API, whose wire types are
+// package farmapi's (the manager does not import the farm agent). It does
+// not run instance processes (package farm does). gin is the HTTP edge;
+// the session and task logic works on plain Go types and can be driven
+// in-process with Open.
 package manager
 
 import (
@@ -28,20 +36,10 @@ import (
 
 	"github.com/drover-dev/drover/farmapi"
 	"github.com/drover-dev/drover/middleware"
+	"github.com/drover-dev/drover/placement"
 	"github.com/drover-dev/drover/proxy"
 	"github.com/drover-dev/drover/session"
 	"github.com/drover-dev/drover/store"
-)
-
-// Sentinel errors.
-var (
-	ErrNoCapacity      = errors.New("no free instance")
-	ErrQueueTimeout    = errors.New("no instance became free in time")
-	ErrUnknownPool     = errors.New("unknown pool")
-	ErrSessionNotFound = errors.New("session not found")
-	ErrSpawnFailed     = errors.New("could not start an instance")
-	ErrShutdown        = errors.New("the manager is shutting down")
-	ErrFarmNotFound    = errors.New("farm not found")
 )
 
 // Release policies of a pool.
@@ -217,7 +215,8 @@ type Manager struct {
 	cfg     Config
 	log     *slog.Logger
 	metrics *metrics
-	sched   *scheduler
+	place   *placement.Placer
+	pools   pools
 	shared  *shared
 	router  *gin.Engine
 	upgrade *websocket.Upgrader
@@ -266,17 +265,30 @@ func New(cfg Config) (*Manager, error) {
 	}
 	m.metrics = met
 	m.ctx, m.cancel = context.WithCancel(context.Background())
-	m.sched = newScheduler(m, cfg.Pools)
-	m.shared = newShared(m, cfg.Store, cfg.ID)
+	m.shared = newShared(sharedDeps{st: cfg.Store, id: cfg.ID, log: cfg.Logger, ctx: m.ctx,
+		resumeGrace: cfg.ResumeGrace, dropped: met.eventsDropped,
+		resumable: m.resumableSessions, movedAway: m.movedAway})
+	pcfg := placement.Config{Store: cfg.Store, ID: cfg.ID, FarmToken: cfg.FarmToken,
+		HeartbeatInterval: cfg.HeartbeatInterval, MissedHeartbeats: cfg.MissedHeartbeats,
+		Dial: m.dial, Publish: m.shared.publish, Resync: m.shared.resyncSessions,
+		Logger: cfg.Logger, Registerer: cfg.Registerer}
+	m.pools.m = map[string]*poolState{}
+	for _, p := range cfg.Pools {
+		pcfg.Pools = append(pcfg.Pools, placementPool(p))
+		m.pools.m[p.Name] = &poolState{cfg: p, metrics: met.forPool(p.Name)}
+	}
+	if m.place, err = placement.New(pcfg); err != nil {
+		return nil, err
+	}
+	m.shared.place = m.place
 	m.upgrade = m.upgrader()
 	rlog := cfg.Logger.With("component", "relay")
 	m.relay = proxy.New(proxy.Options{Logger: rlog})
 	m.farmRelay = proxy.New(proxy.Options{Logger: rlog,
 		Header: bearer.Header(cfg.FarmToken)})
 	m.router = m.routes()
-	m.metrics.registerCapacity(cfg.Registerer, m.sched.capacity)
+	m.place.Start()
 	m.goTracked(m.janitor)
-	m.goTracked(m.shared.monitor)
 	m.goTracked(m.shared.reconciler)
 	m.goTracked(m.shared.listen)
 	m.goTracked(m.shared.publisher)
@@ -304,13 +316,7 @@ func (m *Manager) OnDisconnect(h ...middleware.DisconnectHook) {
 // only native instances have; a farm that also runs stdio, dial or stream
 // pools must serve them behind its port (ViaFarm): package drover sets
 // that up.
-func (m *Manager) AddFarm(f Farm) {
-	// If the store is away, the farm monitor puts it there later.
-	ctx, cancel := opCtx()
-	_ = m.shared.note(m.shared.st.PutFarm(ctx, store.Farm{ID: f.ID(), Owner: m.shared.id, Slots: f.Slots()}))
-	cancel()
-	m.sched.addFarm(f, false, m.shared.id, nil)
-}
+func (m *Manager) AddFarm(f Farm) { m.place.AddFarm(f) }
 
 // ID is the manager's id in the shared state.
 func (m *Manager) ID() string { return m.shared.id }
@@ -318,8 +324,12 @@ func (m *Manager) ID() string { return m.shared.id }
 // InstanceExited is the farm's callback for an instance that exited on its
 // own (farm.Config.OnExit).
 func (m *Manager) InstanceExited(inst farmapi.Instance, err error) {
-	m.sched.instanceExited(inst.ID, err)
+	m.place.InstanceExited(inst.ID, err)
 }
+
+// Placement is the manager's placement: its farm registry, instances and
+// queue. Sessions are placed through it; other holders (jobs) may be too.
+func (m *Manager) Placement() *placement.Placer { return m.place }
 
 // Router is the gin engine serving drover's routes; an application may add
 // its own routes to it.
@@ -329,7 +339,7 @@ func (m *Manager) Router() *gin.Engine { return m.router }
 func (m *Manager) Handler() http.Handler { return m.router }
 
 // Capacity reports slots and how many are busy.
-func (m *Manager) Capacity() Capacity { return m.sched.capacity() }
+func (m *Manager) Capacity() Capacity { return m.place.Capacity() }
 
 func (m *Manager) goTracked(fn func()) {
 	m.wg.Add(1)
@@ -397,6 +407,13 @@ func (m *Manager) sharedHash(s *Session) string {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return s.tokenHash
+}
+
+// movedAway lets go of a session another manager resumed.
+func (m *Manager) movedAway(id, to string) {
+	if s := m.sessionByID(id); s != nil {
+		s.handOff(to)
+	}
 }
 
 // resumableSessions are the sessions other managers may resume: WebSocket
@@ -481,7 +498,7 @@ func (m *Manager) Shutdown(ctx context.Context) error {
 	m.mu.Lock()
 	m.closing = true
 	m.mu.Unlock()
-	m.sched.close()
+	m.place.Close()
 	for _, s := range m.snapshotSessions() {
 		if m.cfg.HandOffOnShutdown && m.sharedHash(s) != "" {
 			s.leave()
@@ -499,13 +516,17 @@ func (m *Manager) Shutdown(ctx context.Context) error {
 	relayErr := errors.Join(m.relay.Shutdown(ctx), m.farmRelay.Shutdown(ctx))
 	m.cancel()
 	done := make(chan struct{})
+	var placeErr error
 	go func() {
 		m.wg.Wait()
+		// Placement's goroutines (stops under way, lost callbacks) may
+		// still call into sessions: they end after the manager's.
+		placeErr = m.place.Stop(ctx)
 		close(done)
 	}()
 	select {
 	case <-done:
-		return relayErr
+		return errors.Join(relayErr, placeErr)
 	case <-ctx.Done():
 		return fmt.Errorf("manager shutdown: %w", ctx.Err())
 	}
