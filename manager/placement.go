@@ -89,11 +89,7 @@ func (s *Session) holder() *placement.Holder {
 	return &placement.Holder{
 		ID: s.info.ID, Pool: s.pool.cfg.Name, Labels: s.labels, Start: s.startOpts,
 		Lost: func(error) { s.instanceLost() },
-		Draining: func(farm string) {
-			if c := s.currentClient(); c != nil {
-				c.writeEvent("draining", "farm", farm)
-			}
-		},
+		Draining: s.farmDraining,
 	}
 }
 
