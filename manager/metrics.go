@@ -20,6 +20,7 @@ type metrics struct {
 	farmEvents     *prometheus.CounterVec
 	storeUp        prometheus.Gauge
 	eventsDropped  prometheus.Counter
+	resets         *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -54,11 +55,18 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m.storeUp.Set(1)
 	m.eventsDropped = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "drover_manager_events_dropped_total", Help: "Events not published because the queue to the store was full."})
+	m.resets = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "drover_manager_instance_resets_total",
+		Help: "Reset tasks run on instances of reuse pools between sessions, by pool and result (ok, or error: the instance is stopped)."},
+		[]string{"pool", "result"})
 	for _, c := range []prometheus.Collector{m.sessions, m.detached, m.sessionsOpened, m.tasks, m.taskSeconds,
 		m.queueLength, m.spawns, m.spawnSeconds, m.instancesLost, m.badFrames, m.farmEvents, m.storeUp, m.eventsDropped} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
+	}
+	if err := reg.Register(m.resets); err != nil {
+		return nil, err
 	}
 	return m, nil
 }
