@@ -18,6 +18,7 @@ package manager
 import (
 	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -45,8 +46,12 @@ import (
 // Release policies of a pool.
 const (
 	ReleaseKill  = "kill"  // stop the instance when its session ends; a fresh one takes the slot
-	ReleaseReuse = "reuse" // return it to the idle pool
+	ReleaseReuse = "reuse" // reset it (see Pool.Reset) and return it to the idle pool
 )
+
+// ResetNone is the Pool.Reset of a reuse pool whose instances go back to the
+// idle pool as their last session left them.
+const ResetNone = "none"
 
 // Pool is the manager's policy for one pool of instances. How instances are
 // started is the farm's business (farm.PoolSpec).
@@ -56,6 +61,17 @@ type Pool struct {
 	Warm int `koanf:"warm"`
 	// Release is ReleaseKill (default) or ReleaseReuse.
 	Release string `koanf:"release"`
+	// Reset says how a ReleaseReuse pool clears an instance between
+	// sessions, and is required for one (it is refused with ReleaseKill,
+	// whose instances are never handed on). It is the data of a task sent
+	// to the instance outside any session, which must answer done once the
+	// previous session's state is gone; an error, a timeout (TaskTimeout)
+	// or a broken connection kills the instance instead. Give it as the
+	// config file does, a map ({command: reset} for the reference worker),
+	// or as any value encoding/json marshals to the task data, such as a
+	// json.RawMessage. Or ResetNone: no reset, so the next session sees
+	// what the previous one left.
+	Reset any `koanf:"reset"`
 	// TaskTimeout bounds one task (default 60 s).
 	TaskTimeout time.Duration `koanf:"task_timeout"`
 	// QueueTimeout bounds the wait for an instance (default 60 s).
@@ -64,6 +80,10 @@ type Pool struct {
 	IdleTimeout time.Duration `koanf:"idle_timeout"`
 	// MaxLifetime ends a session this long after it began (0: never).
 	MaxLifetime time.Duration `koanf:"max_lifetime"`
+
+	// resetTask is Reset as JSON task data, nil without a reset task; set
+	// by Config.defaults.
+	resetTask []byte
 }
 
 func (p *Pool) defaults() {
@@ -76,6 +96,47 @@ func (p *Pool) defaults() {
 	if p.QueueTimeout <= 0 {
 		p.QueueTimeout = 60 * time.Second
 	}
+}
+
+// checkReset checks Reset against Release and keeps the reset task as JSON.
+// A reuse pool must say how it resets, even if it is "none": reusing
+// instances as they are hands one user's state to the next, which nobody
+// should get by leaving a key out.
+func (p *Pool) checkReset() error {
+	p.resetTask = nil
+	if p.Reset == nil {
+		if p.Release == ReleaseReuse {
+			return fmt.Errorf("release: reuse needs a reset: the task that clears an instance between sessions "+
+				"(for the reference worker, reset: {command: reset}), or reset: %s to hand each session "+
+				"the state the previous one left", ResetNone)
+		}
+		return nil
+	}
+	if p.Release != ReleaseReuse {
+		return fmt.Errorf("reset applies to release: %s only; with release: %s each session gets a fresh instance",
+			ReleaseReuse, p.Release)
+	}
+	v := p.Reset
+	switch r := v.(type) {
+	case string:
+		if r == ResetNone {
+			return nil
+		}
+		return fmt.Errorf("reset must be %s or the data of a reset task, such as {command: reset}, "+
+			"not the string %q (in YAML write the task unquoted; in Go give a map or a json.RawMessage)", ResetNone, r)
+	case []byte:
+		// Bytes are JSON here, not a base64 string.
+		v = json.RawMessage(r)
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("reset: the task data is not JSON: %w", err)
+	}
+	if string(b) == "null" {
+		return fmt.Errorf("reset: the task data is null; use reset: %s for no reset", ResetNone)
+	}
+	p.resetTask = b
+	return nil
 }
 
 // Config configures a Manager. The zero value of each field means its default.
@@ -155,6 +216,9 @@ func (c *Config) defaults() error {
 			return fmt.Errorf("manager: pool %q: release must be %q or %q", p.Name, ReleaseKill, ReleaseReuse)
 		}
 		p.defaults()
+		if err := p.checkReset(); err != nil {
+			return fmt.Errorf("manager: pool %q: %w", p.Name, err)
+		}
 	}
 	if c.DefaultPool == "" {
 		c.DefaultPool = c.Pools[0].Name
@@ -274,7 +338,7 @@ func New(cfg Config) (*Manager, error) {
 		Logger: cfg.Logger, Registerer: cfg.Registerer}
 	m.pools.m = map[string]*poolState{}
 	for _, p := range cfg.Pools {
-		pcfg.Pools = append(pcfg.Pools, placementPool(p))
+		pcfg.Pools = append(pcfg.Pools, m.placementPool(p))
 		m.pools.m[p.Name] = &poolState{cfg: p, metrics: met.forPool(p.Name)}
 	}
 	if m.place, err = placement.New(pcfg); err != nil {

@@ -14,6 +14,7 @@ type metrics struct {
 	taskSeconds    *prometheus.HistogramVec
 	badFrames      prometheus.Counter
 	eventsDropped  prometheus.Counter
+	resets         *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -34,11 +35,18 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}
 	m.eventsDropped = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "drover_manager_events_dropped_total", Help: "Events not published because the queue to the store was full."})
+	m.resets = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "drover_manager_instance_resets_total",
+		Help: "Reset tasks run on instances of reuse pools between sessions, by pool and result (ok, or error: the instance is stopped)."},
+		[]string{"pool", "result"})
 	for _, c := range []prometheus.Collector{m.sessions, m.detached, m.sessionsOpened, m.tasks, m.taskSeconds,
 		m.badFrames, m.eventsDropped} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
+	}
+	if err := reg.Register(m.resets); err != nil {
+		return nil, err
 	}
 	return m, nil
 }

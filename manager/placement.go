@@ -3,8 +3,10 @@ package manager
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"sync"
+	"time"
 
 	"github.com/drover-dev/drover/placement"
 	"github.com/drover-dev/drover/session"
@@ -72,11 +74,22 @@ func (m *Manager) pool(name string) (*poolState, error) {
 	return p, nil
 }
 
-// placementPool is the part of a pool's policy placement applies.
-func placementPool(p Pool) placement.Pool {
-	// A reuse pool's reset (issue 9, fault 6) is wired here: Reset runs
-	// before a released instance goes idle.
-	return placement.Pool{Name: p.Name, Warm: p.Warm, Reuse: p.Release == ReleaseReuse, QueueTimeout: p.QueueTimeout}
+// placementPool is the part of a pool's policy placement applies. A reuse
+// pool with a reset task has its instances reset before they go idle
+// again; a failed reset stops the instance.
+func (m *Manager) placementPool(p Pool) placement.Pool {
+	pp := placement.Pool{Name: p.Name, Warm: p.Warm, Reuse: p.Release == ReleaseReuse, QueueTimeout: p.QueueTimeout}
+	if pp.Reuse && p.resetTask != nil {
+		pp.ResetTimeout = p.TaskTimeout + time.Second
+		pp.Reset = func(ctx context.Context, inst *placement.Instance) error {
+			conn, ok := inst.Conn().(*instConn)
+			if !ok || conn == nil {
+				return fmt.Errorf("reset an instance of pool %q: it has no connection", p.Name)
+			}
+			return m.resetInstance(ctx, conn, &p)
+		}
+	}
+	return pp
 }
 
 // acquire places a session: see placement.Placer.Acquire.
@@ -88,7 +101,7 @@ func (m *Manager) acquire(ctx context.Context, s *Session, wait bool, queued fun
 func (s *Session) holder() *placement.Holder {
 	return &placement.Holder{
 		ID: s.info.ID, Pool: s.pool.cfg.Name, Labels: s.labels, Start: s.startOpts,
-		Lost: func(error) { s.instanceLost() },
+		Lost:     func(error) { s.instanceLost() },
 		Draining: s.farmDraining,
 	}
 }
