@@ -16,7 +16,7 @@ import (
 	"github.com/drover-dev/drover/internal/testkit/testutil"
 )
 
-// fakeManager speaks the manager's side of the farm API (api.go) and
+// fakeManager speaks the manager's side of the farm API (farmapi) and
 // records what farms send it.
 type fakeManager struct {
 	t        *testing.T

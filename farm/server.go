@@ -73,7 +73,7 @@ const (
 // through the farm's one port, and awv3's /require. Every route wants the
 // farm token. Make it with NewServer, serve it as an http.Handler, Close it.
 //
-// Routes (see api.go):
+// Routes (the bodies are farmapi's):
 //
 //	POST   /api/v1/instances      {"pool"} → Instance (ready; URL empty)
 //	                              404 unknown pool, 429 no free slot,

@@ -110,7 +110,11 @@ type Instance struct {
 	Started   time.Time `json:"started"`
 }
 
-// Protocol names how an instance program talks; see design.md, "Instances".
+// Protocol names how an instance program talks: native (it speaks the
+// manager's protocol itself), dial (ClassCAD style: it connects back to the
+// farm), stdio (websocketd style) or stream (SC-server style, relayed byte
+// for byte). README.md ("Instance programs") and docs/protocol.md describe
+// each.
 const (
 	ProtocolNative = "native"
 	ProtocolDial   = "dial"
