@@ -520,7 +520,8 @@ func TestStdio(t *testing.T) {
 	var logs logBuffer
 	log := slog.New(slog.NewTextHandler(io.MultiWriter(t.Output(), &logs), nil))
 	p := adapterPool("sh", "stdio", ProtocolStdio)
-	p.IdleGap = 250 * time.Millisecond
+	// Long enough for a -race child on a loaded machine to answer a line.
+	p.IdleGap = time.Second
 	f := newTestFarm(t, Config{Slots: 1, Logger: log, Pools: []PoolSpec{p}})
 	inst, err := f.StartInstance(startCtx(t), "sh")
 	require.NoError(t, err)
@@ -544,7 +545,7 @@ func TestStdio(t *testing.T) {
 
 	// A longer pause ends the task; what comes after is no task's.
 	begin := time.Now()
-	out = c.task(`{"print": ["4", "late"], "sleep": 600}`)
+	out = c.task(`{"print": ["4", "late"], "sleep": 2500}`)
 	require.Equal(t, session.FrameDone, out.typ)
 	require.Equal(t, []string{"4"}, out.results)
 	require.GreaterOrEqual(t, time.Since(begin), p.IdleGap)
