@@ -94,7 +94,7 @@ type Agent struct {
 	links   map[string]*link // by manager URL
 	order   []*link
 	runCtx  context.Context // set while Run runs; nil before and after
-	wg      sync.WaitGroup  // link goroutines
+	wg      sync.WaitGroup  // link goroutines, and the stops they start
 	started bool
 	stopped bool
 }
