@@ -14,8 +14,10 @@ import (
 // The glue between the process runtime and the protocol adapters: pool
 // options per protocol, the per-farm resources the adapters need (the dial
 // listener, unpacked binaries, slot numbers), and the hooks the start and
-// exit paths call. See design.md, "Instances: one protocol for the manager,
-// adapters in the farm", and the adapter_*.go files.
+// exit paths call. The manager speaks the native protocol to every
+// instance; each adapter_*.go file adapts one other protocol to it and says
+// how. README.md ("Instance programs") and docs/protocol.md describe the
+// protocols for users.
 
 const (
 	defaultSpawnRetries = 3

@@ -7,100 +7,23 @@ import (
 	"os"
 	"time"
 
-	"github.com/gorilla/websocket"
+	"github.com/drover-dev/drover/internal/testkit/classcad"
 )
 
 // runAdapterChild runs the instance programs of the adapter tests. Modes:
 //
-//	dial   ClassCAD style: connect to the farm's private port (argument 1)
-//	       as the instance of argument 2, handshake, answer commands
+//	dial   ClassCAD style (classcad.Main): started as socketclient --port P
+//	       --ccwss --binary --id GUID, connects to the farm's private port,
+//	       waits for the configuration, handshakes, answers commands
 //	stdio  websocketd style: answer each stdin line (see stdioChild)
 func runAdapterChild(mode string) (int, bool) {
 	switch mode {
 	case "dial":
-		return dialChild(), true
+		return classcad.Main(os.Args[1:]), true
 	case "stdio":
 		return stdioChild(), true
 	}
 	return 0, false
-}
-
-// dialChild answers the commands of a frame:
-//
-//	BeginFrame, EndFrame  {"from":NAME,"transactionID":T}
-//	echo                  {"from":"echo","value":VALUE}
-//	config                {"from":"config","configure":THE CONFIGURE MESSAGE}
-//	fail                  {"from":"fail","error":"it failed"}
-//	blob                  a binary message [1 2 3], then {"from":"blob"}
-//	drop                  closes the connection and stays alive
-//	exit                  exits with status 3
-func dialChild() int {
-	if len(os.Args) < 3 {
-		fmt.Fprintln(os.Stderr, "child: want PORT ID")
-		return 2
-	}
-	port, id := os.Args[1], os.Args[2]
-	ws, _, err := websocket.DefaultDialer.Dial("ws://127.0.0.1:"+port+"/", nil)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "child:", err)
-		return 1
-	}
-	handshake := map[string]any{"response": "Handshake", "id": id}
-	if os.Getenv("DIAL_WRONG_ID") != "" {
-		handshake["id"] = "someone-else"
-	}
-	if err := ws.WriteJSON(handshake); err != nil {
-		fmt.Fprintln(os.Stderr, "child:", err)
-		return 1
-	}
-	var configure map[string]any
-	if err := ws.ReadJSON(&configure); err != nil {
-		fmt.Fprintln(os.Stderr, "child: read Configure:", err)
-		return 1
-	}
-	if configure["command"] != "Configure" || configure["id"] != id {
-		fmt.Fprintf(os.Stderr, "child: unexpected configuration %v\n", configure)
-		return 1
-	}
-	_ = ws.WriteJSON(map[string]any{"response": "Loading"}) // noise before Ready
-	if err := ws.WriteJSON(map[string]any{"response": "Ready"}); err != nil {
-		return 1
-	}
-	for {
-		var cmd struct {
-			Command       string          `json:"command"`
-			TransactionID uint64          `json:"transactionID"`
-			Value         json.RawMessage `json:"value"`
-		}
-		if err := ws.ReadJSON(&cmd); err != nil {
-			fmt.Fprintln(os.Stderr, "child:", err)
-			return 1
-		}
-		var reply any
-		switch cmd.Command {
-		case "BeginFrame", "EndFrame":
-			reply = map[string]any{"from": cmd.Command, "transactionID": cmd.TransactionID}
-		case "echo":
-			reply = map[string]any{"from": "echo", "value": cmd.Value}
-		case "config":
-			reply = map[string]any{"from": "config", "configure": configure}
-		case "fail":
-			reply = map[string]any{"from": "fail", "error": "it failed"}
-		case "blob":
-			_ = ws.WriteMessage(websocket.BinaryMessage, []byte{1, 2, 3})
-			reply = map[string]any{"from": "blob"}
-		case "drop":
-			_ = ws.Close()
-			time.Sleep(time.Hour)
-		case "exit":
-			os.Exit(3)
-		default:
-			reply = map[string]any{"from": cmd.Command, "error": map[string]any{"message": "unknown command"}}
-		}
-		if err := ws.WriteJSON(reply); err != nil {
-			return 1
-		}
-	}
 }
 
 // stdioChild reads one JSON object per stdin line:

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/gorilla/websocket"
 
@@ -20,11 +21,24 @@ import (
 
 // The dial adapter (ClassCAD style). The farm listens on one private
 // loopback port; each dial instance is started with that port
-// ({{.PrivatePort}}) and its id, connects, and handshakes:
+// ({{.PrivatePort}}) and its id ({{.ID}}), as ClassCAD's are with
+// "EXE socketclient --port P --ccwss --binary --id GUID", and connects
+// back. The farm speaks first, as ClassCAD's own manager does: a real
+// instance says nothing until its configuration arrives.
 //
+//	farm → instance  {"command":"configuration","farm":F}
 //	instance → farm  {"response":"Handshake","id":ID}
-//	farm → instance  {"command":"Configure","id":ID,"pool":P,"farm":F[,"model":M,"modelDir":D]}
 //	instance → farm  {"response":"Ready"}
+//
+// An instance that sends its Handshake before the configuration reached
+// it is served the same way: the farm sends the configuration as soon as
+// the connection opens, whatever the instance does. The configuration goes
+// out before the farm knows which instance connected, so it carries nothing
+// per instance: an instance learns its id, model and model directory from
+// its command line ({{.ID}}, {{.Model}}, {{.ModelDirs}}). The instance's
+// first message must be its Handshake, naming the id it was started with;
+// what it sends between the Handshake and Ready is logged and skipped, and
+// one with an "error" member fails the start.
 //
 // A native task then becomes a frame of commands:
 //
@@ -33,14 +47,15 @@ import (
 //	{"command":"EndFrame","transactionID":T}
 //
 // The instance answers every command with a JSON object whose "from" names
-// the command. Replies between the frame's ends become native results (the
-// whole object is the data); the reply from BeginFrame is framing and is
-// not passed on; the reply from EndFrame ends the task (done). A reply with
-// an "error" member ends the task with a task_failed error, and the
-// frame's remaining replies are dropped. Binary messages are binary
-// results. Replies are attributed by order: the instance is serial, so the
-// n-th EndFrame reply closes the n-th frame; an EndFrame reply that names
-// its transactionID also closes any older frame still open.
+// the command, {"command":"Result","from":CMD,"transactionID":T,"result":R}.
+// Replies between the frame's ends become native results (the whole object
+// is the data); the reply from BeginFrame is framing and is not passed on;
+// the reply from EndFrame ends the task (done). A reply with an "error"
+// member ends the task with a task_failed error, and the frame's remaining
+// replies are dropped. Binary messages are binary results. Replies are
+// attributed by order: the instance is serial, so the n-th EndFrame reply
+// closes the n-th frame; an EndFrame reply that names its transactionID
+// also closes any older frame still open.
 //
 // A dial instance whose connection drops is dead: the farm kills its
 // process and reports the exit like a crash.
@@ -60,6 +75,8 @@ type dialServer struct {
 	ln   net.Listener
 	srv  *http.Server
 	port int
+	// configuration is the first message on every connection.
+	configuration []byte
 
 	mu     sync.Mutex
 	closed bool
@@ -72,11 +89,20 @@ func newDialServer(f *Farm) (*dialServer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("farm: private listener for dial instances: %w", err)
 	}
+	cfg, err := json.Marshal(struct {
+		Command string `json:"command"`
+		Farm    string `json:"farm"`
+	}{"configuration", f.id})
+	if err != nil {
+		_ = ln.Close()
+		return nil, fmt.Errorf("farm: dial configuration: %w", err)
+	}
 	ds := &dialServer{
-		f:     f,
-		ln:    ln,
-		port:  ln.Addr().(*net.TCPAddr).Port,
-		conns: make(map[*websocket.Conn]struct{}),
+		f:             f,
+		ln:            ln,
+		port:          ln.Addr().(*net.TCPAddr).Port,
+		configuration: cfg,
+		conns:         make(map[*websocket.Conn]struct{}),
 	}
 	ds.srv = &http.Server{
 		Handler:           ds,
@@ -131,7 +157,7 @@ func (ds *dialServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		ds.mu.Unlock()
 		_ = ws.Close()
 	}()
-	ds.f.serveDial(ws)
+	ds.f.serveDial(ws, ds.configuration)
 }
 
 // dialLink is the farm's side of one dial instance: the connection it
@@ -179,28 +205,29 @@ func newDialLink(f *Farm, inst *instance) *dialLink {
 	return l
 }
 
-// serveDial runs one connection on the private port: the handshake, then
-// the instance's replies until the connection ends.
-func (f *Farm) serveDial(ws *websocket.Conn) {
+// serveDial runs one connection on the private port: the configuration,
+// the handshake, then the instance's replies until the connection ends.
+func (f *Farm) serveDial(ws *websocket.Conn, configuration []byte) {
 	ws.SetReadLimit(maxHostMessage)
-	_ = ws.SetReadDeadline(time.Now().Add(dialHandshakeTimeout))
-	_, msg, err := ws.ReadMessage()
-	if err != nil {
-		f.log.Debug("dial connection closed before its handshake", "remote", ws.RemoteAddr(), "err", err)
+	// The farm speaks first; nothing else writes to ws before the claim.
+	_ = ws.SetWriteDeadline(time.Now().Add(hostWriteTimeout))
+	if err := ws.WriteMessage(websocket.TextMessage, configuration); err != nil {
+		f.log.Debug("dial connection closed before its configuration", "remote", ws.RemoteAddr(), "err", err)
 		return
 	}
-	var hs struct {
-		Response string          `json:"response"`
-		ID       json.RawMessage `json:"id"`
+	_ = ws.SetReadDeadline(time.Now().Add(dialHandshakeTimeout))
+	var h dialHello
+	m, err := readDialMsg(ws)
+	if err == nil {
+		err = h.next(m)
 	}
-	if err := json.Unmarshal(msg, &hs); err != nil || hs.Response != "Handshake" {
-		f.log.Warn("dial connection without a handshake", "remote", ws.RemoteAddr())
+	if err != nil {
+		f.log.Warn("dial connection without a handshake", "remote", ws.RemoteAddr(), "err", err)
 		refuse(ws, websocket.ClosePolicyViolation, "expected a Handshake")
 		return
 	}
-	id := rawString(hs.ID)
 	f.mu.Lock()
-	l := f.dialWait[id]
+	l := f.dialWait[h.id]
 	if l != nil && !l.claimed {
 		l.claimed = true // l.mu is not needed: claims happen under f.mu only
 		l.ws = ws
@@ -209,12 +236,12 @@ func (f *Farm) serveDial(ws *websocket.Conn) {
 	}
 	f.mu.Unlock()
 	if l == nil {
-		f.log.Warn("dial handshake for an unknown instance", "id", id, "remote", ws.RemoteAddr())
+		f.log.Warn("dial handshake for an unknown instance", "id", h.id, "remote", ws.RemoteAddr())
 		refuse(ws, websocket.ClosePolicyViolation, "unknown instance id")
 		return
 	}
 	defer ws.Close()
-	if err := l.handshake(ws); err != nil {
+	if err := l.awaitReady(&h); err != nil {
 		l.fail(err)
 		return
 	}
@@ -234,58 +261,127 @@ func rawString(raw json.RawMessage) string {
 	return string(bytes.TrimSpace(raw))
 }
 
-// handshake sends the configuration and waits for Ready.
-func (l *dialLink) handshake(ws *websocket.Conn) error {
-	inst := l.inst
-	_ = ws.SetReadDeadline(time.Now().Add(inst.pool.startTimeout))
-	cfg, _ := json.Marshal(struct {
-		Command  string `json:"command"`
-		ID       string `json:"id"`
-		Pool     string `json:"pool"`
-		Farm     string `json:"farm"`
-		Model    string `json:"model,omitempty"`
-		ModelDir string `json:"modelDir,omitempty"`
-	}{"Configure", inst.id, inst.pool.spec.Name, l.f.id, inst.model, inst.modelDir})
-	if err := l.send(cfg); err != nil {
-		return fmt.Errorf("%w: send Configure: %w", ErrHandshake, err)
+// dialMsg is a text message from a dial instance, as far as the farm reads
+// it: a step of the handshake ("response"), or a reply ("from").
+type dialMsg struct {
+	Response      string
+	ID            string
+	From          string
+	TransactionID json.RawMessage
+	Error         json.RawMessage
+}
+
+// parseDialMsg reads a message from a dial instance: any JSON object.
+// Members of an unexpected type are taken as their JSON text ("from":12 is
+// from "12") rather than failing the instance, which ClassCAD builds do
+// not promise to avoid.
+func parseDialMsg(msg []byte) (dialMsg, error) {
+	var raw struct {
+		Response      json.RawMessage `json:"response"`
+		ID            json.RawMessage `json:"id"`
+		From          json.RawMessage `json:"from"`
+		TransactionID json.RawMessage `json:"transactionID"`
+		Error         json.RawMessage `json:"error"`
 	}
-	for {
-		typ, msg, err := ws.ReadMessage()
-		if err != nil {
-			return fmt.Errorf("%w: waiting for Ready: %w", ErrHandshake, err)
-		}
-		if typ != websocket.TextMessage {
-			continue
-		}
-		var r struct {
-			Response string          `json:"response"`
-			Error    json.RawMessage `json:"error"`
-		}
-		if err := json.Unmarshal(msg, &r); err != nil {
-			return fmt.Errorf("%w: bad message %.100q", ErrHandshake, msg)
-		}
-		if isError(r.Error) {
-			return fmt.Errorf("%w: the instance reported %s", ErrHandshake, errorText(r.Error))
-		}
-		if r.Response == "Ready" {
-			break
-		}
-		l.f.log.Debug("dial instance message before Ready", "instance", inst.id, "message", string(msg))
+	if start := bytes.TrimLeft(msg, " \t\r\n"); len(start) == 0 || start[0] != '{' {
+		return dialMsg{}, fmt.Errorf("bad message from the instance: not a JSON object: %.100q", msg)
 	}
-	_ = ws.SetReadDeadline(time.Time{})
-	close(l.ready)
+	if err := json.Unmarshal(msg, &raw); err != nil {
+		return dialMsg{}, fmt.Errorf("bad message from the instance: %w", err)
+	}
+	return dialMsg{
+		Response:      rawText(raw.Response),
+		ID:            rawText(raw.ID),
+		From:          rawText(raw.From),
+		TransactionID: raw.TransactionID,
+		Error:         raw.Error,
+	}, nil
+}
+
+// rawText is rawString for a member that may be absent or null. A string
+// with no escapes, such as every "from" and "response", is taken as it is,
+// without decoding it again.
+func rawText(raw json.RawMessage) string {
+	switch n := len(raw); {
+	case n == 0 || bytes.Equal(raw, []byte("null")):
+		return ""
+	case n >= 2 && raw[0] == '"' && raw[n-1] == '"' && bytes.IndexByte(raw, '\\') < 0 && utf8.Valid(raw):
+		return string(raw[1 : n-1])
+	}
+	return rawString(raw)
+}
+
+// readDialMsg reads the instance's next message of the handshake. ClassCAD
+// runs with --binary, so a handshake step may come in a binary message:
+// both kinds are read as JSON here. After Ready, binary messages are
+// results (readLoop).
+func readDialMsg(ws *websocket.Conn) (dialMsg, error) {
+	_, msg, err := ws.ReadMessage()
+	if err != nil {
+		return dialMsg{}, err
+	}
+	return parseDialMsg(msg)
+}
+
+// dialHello follows the instance's side of a handshake: its first message
+// must be its Handshake, naming an id; what follows up to Ready is skipped;
+// any message with an "error" member fails it. The farm's configuration
+// has gone out before the first message is read, so an instance that
+// waited for it and one that did not look the same here.
+type dialHello struct {
+	id    string // named by the Handshake
+	shook bool   // the Handshake came
+	ready bool   // Ready came after it
+	// skipped counts the messages between Handshake and Ready.
+	skipped int
+}
+
+var (
+	errNoHandshake = errors.New("expected a Handshake")
+	errNoID        = errors.New("a Handshake without an id")
+)
+
+// next takes the instance's next message until ready.
+func (h *dialHello) next(m dialMsg) error {
+	switch {
+	case h.ready:
+		return errors.New("the handshake is over")
+	case isError(m.Error):
+		return fmt.Errorf("the instance reported %s", errorText(m.Error))
+	case !h.shook && m.Response != "Handshake":
+		return errNoHandshake
+	case !h.shook:
+		if m.ID == "" {
+			return errNoID
+		}
+		h.id, h.shook = m.ID, true
+	case m.Response == "Ready":
+		h.ready = true
+	default:
+		h.skipped++
+	}
 	return nil
 }
 
-func (l *dialLink) send(msgs ...[]byte) error {
-	l.wmu.Lock()
-	defer l.wmu.Unlock()
-	_ = l.ws.SetWriteDeadline(time.Now().Add(hostWriteTimeout))
-	for _, m := range msgs {
-		if err := l.ws.WriteMessage(websocket.TextMessage, m); err != nil {
-			return err
+// awaitReady reads the rest of a claimed handshake, up to Ready, within the
+// pool's start timeout.
+func (l *dialLink) awaitReady(h *dialHello) error {
+	inst := l.inst
+	_ = l.ws.SetReadDeadline(time.Now().Add(inst.pool.startTimeout))
+	for !h.ready {
+		m, err := readDialMsg(l.ws)
+		if err != nil {
+			return fmt.Errorf("%w: waiting for Ready: %w", ErrHandshake, err)
+		}
+		if err := h.next(m); err != nil {
+			return fmt.Errorf("%w: %w", ErrHandshake, err)
+		}
+		if !h.ready {
+			l.f.log.Debug("dial instance message before Ready", "instance", inst.id, "response", m.Response)
 		}
 	}
+	_ = l.ws.SetReadDeadline(time.Time{})
+	close(l.ready)
 	return nil
 }
 
@@ -404,13 +500,9 @@ func (l *dialLink) readLoop() {
 
 // reply handles one text message from the instance.
 func (l *dialLink) reply(msg []byte) error {
-	var r struct {
-		From          string          `json:"from"`
-		Error         json.RawMessage `json:"error"`
-		TransactionID json.RawMessage `json:"transactionID"`
-	}
-	if err := json.Unmarshal(msg, &r); err != nil {
-		return fmt.Errorf("bad message from the instance: %w", err)
+	r, err := parseDialMsg(msg)
+	if err != nil {
+		return err
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()

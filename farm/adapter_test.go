@@ -11,6 +11,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -20,6 +21,7 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/stretchr/testify/require"
 
+	"github.com/drover-dev/drover/internal/testkit/classcad"
 	"github.com/drover-dev/drover/session"
 )
 
@@ -28,7 +30,7 @@ func adapterPool(name, mode, protocol string, env ...string) PoolSpec {
 	p := childPool(name, mode, env...)
 	p.Protocol = protocol
 	if protocol == ProtocolDial {
-		p.Args = []string{"{{.PrivatePort}}", "{{.ID}}"}
+		p.Args = slices.Clone(classcad.Args)
 	}
 	return p
 }
@@ -141,32 +143,84 @@ func (c *hostClient) task(data string) outcome {
 	}
 }
 
+// reply is a dial instance's Result as it reaches the manager: the whole
+// object is the data.
+type reply struct {
+	Command       string          `json:"command"`
+	From          string          `json:"from"`
+	TransactionID uint64          `json:"transactionID"`
+	Result        json.RawMessage `json:"result"`
+}
+
+// replies decodes the results of a dial task, and checks that each is a
+// Result of the task's frame.
+func replies(t *testing.T, out outcome) []reply {
+	t.Helper()
+	rs := make([]reply, len(out.results))
+	for i, data := range out.results {
+		require.NoError(t, json.Unmarshal([]byte(data), &rs[i]), data)
+		require.Equal(t, "Result", rs[i].Command, data)
+		require.Equal(t, rs[0].TransactionID, rs[i].TransactionID, "one frame: %s", data)
+	}
+	return rs
+}
+
+// values returns "from=result" of each reply.
+func values(t *testing.T, out outcome) []string {
+	t.Helper()
+	var vs []string
+	for _, r := range replies(t, out) {
+		vs = append(vs, r.From+"="+string(r.Result))
+	}
+	return vs
+}
+
+// TestDialTasks runs tasks on a ClassCAD-style instance that waits for the
+// farm's configuration before it says anything, as a real one does, and on
+// one that sends its Handshake at once.
 func TestDialTasks(t *testing.T) {
 	t.Parallel()
-	f := newTestFarm(t, Config{ID: "farm-d", Slots: 1, Pools: []PoolSpec{adapterPool("cad", "dial", ProtocolDial)}})
-	inst, err := f.StartInstance(startCtx(t), "cad")
-	require.NoError(t, err)
-	killOnCleanup(t, inst.PID)
-	require.Equal(t, StateReady, inst.State)
-	require.Equal(t, ProtocolDial, inst.Protocol)
-	require.Empty(t, inst.Addr, "dial instances have no port of their own")
+	for _, order := range []struct {
+		name  string
+		extra []string
+	}{
+		{"configuration first", nil},
+		{"handshake early", []string{"--early"}},
+	} {
+		t.Run(order.name, func(t *testing.T) {
+			t.Parallel()
+			p := adapterPool("cad", "dial", ProtocolDial)
+			p.Args = append(p.Args, order.extra...)
+			f := newTestFarm(t, Config{ID: "farm-d", Slots: 1, Pools: []PoolSpec{p}})
+			inst, err := f.StartInstance(startCtx(t), "cad")
+			require.NoError(t, err)
+			killOnCleanup(t, inst.PID)
+			require.Equal(t, StateReady, inst.State)
+			require.Equal(t, ProtocolDial, inst.Protocol)
+			require.Empty(t, inst.Addr, "dial instances have no port of their own")
+			testDialTasks(t, f, inst)
+		})
+	}
+}
 
+func testDialTasks(t *testing.T, f *Farm, inst Instance) {
 	c := connectEndpoint(t, f, inst.ID)
 
 	out := c.task(`{"command":"echo","value":1}`)
 	require.Equal(t, session.FrameDone, out.typ)
-	require.Equal(t, []string{`{"from":"echo","value":1}`}, out.results, "BeginFrame and EndFrame replies are framing")
+	require.Equal(t, []string{"echo=1"}, values(t, out), "BeginFrame and EndFrame replies are framing")
+	first := replies(t, out)[0].TransactionID
+	require.NotZero(t, first, "the instance answers in the frame's transaction")
 
 	out = c.task(`[{"command":"echo","value":"a"}, {"command":"echo","value":"b"}]`)
 	require.Equal(t, session.FrameDone, out.typ)
-	require.Equal(t, []string{`{"from":"echo","value":"a"}`, `{"from":"echo","value":"b"}`}, out.results)
+	require.Equal(t, []string{`echo="a"`, `echo="b"`}, values(t, out))
+	require.Greater(t, replies(t, out)[0].TransactionID, first, "each task is a frame of its own")
 
 	out = c.task(`{"command":"config"}`)
 	require.Equal(t, session.FrameDone, out.typ)
-	require.Len(t, out.results, 1)
-	var cfg struct{ Configure map[string]any }
-	require.NoError(t, json.Unmarshal([]byte(out.results[0]), &cfg))
-	require.Equal(t, map[string]any{"command": "Configure", "id": inst.ID, "pool": "cad", "farm": "farm-d"}, cfg.Configure)
+	require.Equal(t, []string{`config={"command":"configuration","farm":"farm-d"}`}, values(t, out),
+		"the configuration the farm sent first")
 
 	// An error ends the task; the rest of its frame is dropped, and the
 	// next task sees only its own replies.
@@ -174,15 +228,15 @@ func TestDialTasks(t *testing.T) {
 	require.Equal(t, session.FrameError, out.typ)
 	require.Equal(t, session.CodeTaskFailed, out.code)
 	require.Equal(t, "it failed", out.message)
-	require.Equal(t, []string{`{"from":"echo","value":1}`}, out.results)
+	require.Equal(t, []string{"echo=1"}, values(t, out))
 	out = c.task(`{"command":"echo","value":3}`)
 	require.Equal(t, session.FrameDone, out.typ)
-	require.Equal(t, []string{`{"from":"echo","value":3}`}, out.results)
+	require.Equal(t, []string{"echo=3"}, values(t, out))
 
 	out = c.task(`{"command":"blob"}`)
 	require.Equal(t, session.FrameDone, out.typ)
 	require.Equal(t, [][]byte{{1, 2, 3}}, out.binaries)
-	require.Equal(t, []string{`{"from":"blob"}`}, out.results)
+	require.Equal(t, []string{"blob="}, values(t, out))
 
 	out = c.task(`[]`)
 	require.Equal(t, session.FrameDone, out.typ, "an empty frame is a task too")
@@ -194,12 +248,153 @@ func TestDialTasks(t *testing.T) {
 		require.Equal(t, session.CodeBadRequest, out.code, bad)
 	}
 	out = c.task(`{"command":"echo","value":4}`)
-	require.Equal(t, []string{`{"from":"echo","value":4}`}, out.results)
+	require.Equal(t, []string{"echo=4"}, values(t, out))
 
 	// A second manager connection shares the instance.
 	c2 := connectEndpoint(t, f, inst.ID)
 	out = c2.task(`{"command":"echo","value":5}`)
-	require.Equal(t, []string{`{"from":"echo","value":5}`}, out.results)
+	require.Equal(t, []string{"echo=5"}, values(t, out))
+}
+
+// TestDialHandshake plays the instance on the farm's private port, in the
+// orders a ClassCAD instance may use and in some it must not.
+func TestDialHandshake(t *testing.T) {
+	t.Parallel()
+	// readConfiguration reads what the farm says first.
+	readConfiguration := func(t *testing.T, ws *websocket.Conn) {
+		t.Helper()
+		typ, msg, err := ws.ReadMessage()
+		require.NoError(t, err, "the farm speaks first")
+		require.Equal(t, websocket.TextMessage, typ)
+		require.JSONEq(t, `{"command":"configuration","farm":"farm-h"}`, string(msg))
+	}
+	send := func(t *testing.T, ws *websocket.Conn, typ int, msg string) {
+		t.Helper()
+		require.NoError(t, ws.WriteMessage(typ, []byte(msg)))
+	}
+	requireRefused := func(t *testing.T, ws *websocket.Conn, reason string) {
+		t.Helper()
+		for {
+			_, _, err := ws.ReadMessage()
+			if err != nil {
+				var ce *websocket.CloseError
+				require.ErrorAs(t, err, &ce)
+				require.Equal(t, websocket.ClosePolicyViolation, ce.Code)
+				require.Equal(t, reason, ce.Text)
+				return
+			}
+		}
+	}
+	for _, tc := range []struct {
+		name string
+		// play is the instance's side; id is the one it was started with.
+		play func(t *testing.T, ws *websocket.Conn, id string)
+		// wantErr is what the start fails with; nil: it succeeds.
+		wantErr error
+		errText string
+	}{
+		{name: "silent until the configuration", play: func(t *testing.T, ws *websocket.Conn, id string) {
+			// Nothing is sent before the configuration has come: a farm
+			// waiting for the instance to speak first fails here.
+			require.NoError(t, ws.SetReadDeadline(time.Now().Add(waitFor)))
+			readConfiguration(t, ws)
+			send(t, ws, websocket.TextMessage, `{"response":"Handshake","id":"`+id+`"}`)
+			send(t, ws, websocket.TextMessage, `{"response":"Loading","progress":0.5}`)
+			send(t, ws, websocket.TextMessage, `{"response":"Ready"}`)
+		}},
+		{name: "handshake before the configuration", play: func(t *testing.T, ws *websocket.Conn, id string) {
+			send(t, ws, websocket.TextMessage, `{"response":"Handshake","id":"`+id+`"}`)
+			readConfiguration(t, ws)
+			send(t, ws, websocket.TextMessage, `{"response":"Ready"}`)
+		}},
+		{name: "handshake in binary messages", play: func(t *testing.T, ws *websocket.Conn, id string) {
+			readConfiguration(t, ws)
+			send(t, ws, websocket.BinaryMessage, `{"response":"Handshake","id":"`+id+`"}`)
+			send(t, ws, websocket.BinaryMessage, `{"response":"Ready"}`)
+		}},
+		{name: "ready before the handshake", wantErr: ErrStartTimeout, play: func(t *testing.T, ws *websocket.Conn, id string) {
+			readConfiguration(t, ws)
+			send(t, ws, websocket.TextMessage, `{"response":"Ready"}`)
+			requireRefused(t, ws, "expected a Handshake")
+		}},
+		{name: "handshake of another instance", wantErr: ErrStartTimeout, play: func(t *testing.T, ws *websocket.Conn, _ string) {
+			readConfiguration(t, ws)
+			send(t, ws, websocket.TextMessage, `{"response":"Handshake","id":"someone-else"}`)
+			requireRefused(t, ws, "unknown instance id")
+		}},
+		{name: "error before ready", wantErr: ErrHandshake, errText: "licence expired",
+			play: func(t *testing.T, ws *websocket.Conn, id string) {
+				readConfiguration(t, ws)
+				send(t, ws, websocket.TextMessage, `{"response":"Handshake","id":"`+id+`"}`)
+				send(t, ws, websocket.TextMessage, `{"response":"Ready","error":{"message":"licence expired"}}`)
+			}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			// The process never connects: the test is the instance.
+			p := adapterPool("cad", "never", ProtocolDial)
+			p.SpawnRetries = -1
+			if tc.wantErr == ErrStartTimeout {
+				p.StartTimeout = time.Second
+			}
+			f := newTestFarm(t, Config{ID: "farm-h", Slots: 1, Pools: []PoolSpec{p}})
+			ids := make(chan string, 1)
+			f.hookSpawned = func(inst Instance) {
+				killOnCleanup(t, inst.PID)
+				ids <- inst.ID
+			}
+			started := make(chan startResultT, 1)
+			go func() {
+				inst, err := f.StartInstance(startCtx(t), "cad")
+				started <- startResultT{inst, err}
+			}()
+			var id string
+			select {
+			case id = <-ids:
+			case <-time.After(waitFor):
+				t.Fatal("no spawn")
+			}
+			ws, _, err := websocket.DefaultDialer.Dial(fmt.Sprintf("ws://127.0.0.1:%d/", f.dialSrv.port), nil)
+			require.NoError(t, err)
+			defer ws.Close()
+			tc.play(t, ws, id)
+
+			res := <-started
+			if tc.wantErr != nil {
+				require.ErrorIs(t, res.err, tc.wantErr)
+				require.ErrorContains(t, res.err, tc.errText)
+				return
+			}
+			require.NoError(t, res.err)
+			require.Equal(t, StateReady, res.inst.State)
+
+			// The instance is served: a task goes out as a frame.
+			c := connectEndpoint(t, f, id)
+			frame := make(chan []string, 1)
+			go func() {
+				var got []string
+				defer func() { frame <- got }()
+				for range 3 {
+					_, msg, err := ws.ReadMessage()
+					if err != nil {
+						return
+					}
+					got = append(got, string(msg))
+				}
+				for _, r := range []string{"BeginFrame", "echo", "EndFrame"} {
+					reply := `{"command":"Result","from":"` + r + `","transactionID":1,"result":"` + r + `"}`
+					if ws.WriteMessage(websocket.TextMessage, []byte(reply)) != nil {
+						return
+					}
+				}
+			}()
+			out := c.task(`{"command":"echo"}`)
+			require.Equal(t, []string{`{"command":"BeginFrame","transactionID":1}`, `{"command":"echo"}`,
+				`{"command":"EndFrame","transactionID":1}`}, <-frame)
+			require.Equal(t, session.FrameDone, out.typ)
+			require.Equal(t, []string{`{"command":"Result","from":"echo","transactionID":1,"result":"echo"}`}, out.results)
+		})
+	}
 }
 
 func TestDialSpawnRetries(t *testing.T) {
@@ -272,7 +467,8 @@ func TestDialNoRetries(t *testing.T) {
 
 func TestDialWrongID(t *testing.T) {
 	t.Parallel()
-	p := adapterPool("cad", "dial", ProtocolDial, "DIAL_WRONG_ID=1")
+	p := adapterPool("cad", "dial", ProtocolDial)
+	p.Args = append(p.Args, "--handshake-id", "someone-else")
 	p.StartTimeout = 2 * time.Second
 	p.SpawnRetries = -1
 	f := newTestFarm(t, Config{Slots: 1, Pools: []PoolSpec{p}})
@@ -324,7 +520,8 @@ func TestStdio(t *testing.T) {
 	var logs logBuffer
 	log := slog.New(slog.NewTextHandler(io.MultiWriter(t.Output(), &logs), nil))
 	p := adapterPool("sh", "stdio", ProtocolStdio)
-	p.IdleGap = 250 * time.Millisecond
+	// Long enough for a -race child on a loaded machine to answer a line.
+	p.IdleGap = time.Second
 	f := newTestFarm(t, Config{Slots: 1, Logger: log, Pools: []PoolSpec{p}})
 	inst, err := f.StartInstance(startCtx(t), "sh")
 	require.NoError(t, err)
@@ -348,7 +545,7 @@ func TestStdio(t *testing.T) {
 
 	// A longer pause ends the task; what comes after is no task's.
 	begin := time.Now()
-	out = c.task(`{"print": ["4", "late"], "sleep": 600}`)
+	out = c.task(`{"print": ["4", "late"], "sleep": 2500}`)
 	require.Equal(t, session.FrameDone, out.typ)
 	require.Equal(t, []string{"4"}, out.results)
 	require.GreaterOrEqual(t, time.Since(begin), p.IdleGap)

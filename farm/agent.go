@@ -26,7 +26,8 @@ const (
 	defaultRetryFirst        = 250 * time.Millisecond
 	defaultRetryCap          = 5 * time.Second
 	defaultHeartbeatInterval = time.Second
-	// registerTimeout bounds one registration or deregistration call.
+	// registerTimeout bounds one registration, its retry included, or one
+	// deregistration.
 	registerTimeout = 5 * time.Second
 	// drainPoll is how often a draining farm looks whether it is empty.
 	drainPoll = 50 * time.Millisecond
@@ -53,11 +54,15 @@ type AgentConfig struct {
 	// MaxDrain bounds a drain: instances still running after it are
 	// stopped by whoever closes the farm (default 5 min).
 	MaxDrain time.Duration
-	// RetryMin and RetryMax bound the backoff between attempts to reach a
-	// manager that refuses or does not answer (250 ms, 5 s).
+	// RetryMin and RetryMax bound the backoff between registration
+	// attempts with a manager that refuses or does not answer (250 ms,
+	// 5 s). Heartbeats do not back off: see Agent.
 	RetryMin, RetryMax time.Duration
-	// Client makes the calls to managers; nil means one of the agent's own,
-	// whose idle connections are closed when Run returns.
+	// Client makes the calls to managers; nil means the agent's own, one
+	// per manager, whose idle connections are closed when Run returns.
+	// Before a call is retried on a new connection, the client's idle
+	// connections are closed: a shared client loses them for every
+	// manager.
 	Client *http.Client
 	// Logger receives the agent's log; nil discards.
 	Logger *slog.Logger
@@ -67,14 +72,22 @@ type AgentConfig struct {
 // (one goroutine per manager), sends heartbeats at the interval the manager
 // asks for, registers again when a manager answers 404 (it restarted or
 // declared the farm dead), and keeps retrying, with backoff, a manager it
-// cannot reach. It drains the farm when asked (Drain, or a manager's
-// heartbeat answer) and deregisters when it stops.
+// cannot register with. It stops at once the instances a registration's
+// answer says the managers gave up on. It drains the farm when asked
+// (Drain, or a manager's heartbeat answer) and deregisters when it stops.
+//
+// Heartbeats keep to their schedule, one every interval: a late beat is
+// worthless, since managers judge a farm by the time since its last one.
+// A beat waits half an interval for its answer. When it gets none, or a
+// 5xx, it is sent again at once on a new connection, so that a load
+// balancer in front of several managers sharing state (deploy/haproxy.cfg)
+// sends it to another one than the manager that hung; the retry may take
+// the rest of the interval. A stalled manager thus costs a beat half an
+// interval, never the beat.
 type Agent struct {
 	cfg    AgentConfig
 	f      *Farm
 	log    *slog.Logger
-	client *http.Client
-	own    bool // client is ours to clean up
 	header http.Header
 
 	drainOnce sync.Once
@@ -84,7 +97,7 @@ type Agent struct {
 	links   map[string]*link // by manager URL
 	order   []*link
 	runCtx  context.Context // set while Run runs; nil before and after
-	wg      sync.WaitGroup  // link goroutines
+	wg      sync.WaitGroup  // link goroutines, and the stops they start
 	started bool
 	stopped bool
 }
@@ -95,6 +108,11 @@ type link struct {
 	display string // url with any password masked, for logs
 	slots   int    // slots offered; 0 means all
 	kick    chan struct{}
+	// client calls the manager. The agent's own is the link's alone, so
+	// that closing its idle connections before a retry costs no other
+	// manager its connection.
+	client *http.Client
+	own    bool // client is ours to clean up
 
 	mu         sync.Mutex
 	registered bool
@@ -121,16 +139,11 @@ func NewAgent(cfg AgentConfig) (*Agent, error) {
 		cfg:     cfg,
 		f:       cfg.Farm,
 		log:     cfg.Logger,
-		client:  cfg.Client,
 		drainCh: make(chan struct{}),
 		links:   map[string]*link{},
 	}
 	if a.log == nil {
 		a.log = slog.New(slog.DiscardHandler)
-	}
-	if a.client == nil {
-		a.client = &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}
-		a.own = true
 	}
 	a.header = bearer.Header(cfg.Token)
 	a.header.Set("Content-Type", "application/json")
@@ -169,7 +182,11 @@ func (a *Agent) addLink(raw string, slots int) (l *link, added bool, err error) 
 		return l, false, nil
 	}
 	l = &link{url: raw, display: u.Redacted(), slots: slots, kick: make(chan struct{}, 1),
-		first: make(chan struct{})}
+		first: make(chan struct{}), client: a.cfg.Client}
+	if l.client == nil {
+		l.client = &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}
+		l.own = true
+	}
 	a.links[raw] = l
 	a.order = append(a.order, l)
 	return l, true, nil
@@ -291,8 +308,10 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.mu.Unlock()
 	a.wg.Wait()
 	a.deregisterAll(links)
-	if a.own {
-		a.client.CloseIdleConnections()
+	for _, l := range links {
+		if l.own {
+			l.client.CloseIdleConnections()
+		}
 	}
 	a.log.Info("farm agent stopped", "farm", a.f.ID())
 	return nil
@@ -336,7 +355,7 @@ func (a *Agent) deregisterAll(links []*link) {
 		wg.Go(func() {
 			ctx, cancel := context.WithTimeout(context.Background(), registerTimeout)
 			defer cancel()
-			code, err := a.call(ctx, http.MethodDelete, l.url+PathFarms+"/"+url.PathEscape(a.f.ID()), nil, nil)
+			code, err := a.call(ctx, l, http.MethodDelete, l.url+PathFarms+"/"+url.PathEscape(a.f.ID()), nil, nil)
 			switch {
 			case err == nil:
 				a.log.Info("deregistered from manager", "manager", l.display)
@@ -361,7 +380,7 @@ func (a *Agent) runLink(ctx context.Context, l *link) {
 			<-ctx.Done()
 			return
 		}
-		interval, err := a.register(ctx, l)
+		interval, stop, err := a.register(ctx, l)
 		if ctx.Err() != nil {
 			l.reportFirst(false, nil)
 			return
@@ -384,16 +403,19 @@ func (a *Agent) runLink(ctx context.Context, l *link) {
 		l.reportFirst(true, nil)
 		a.log.Info("registered with manager", "manager", l.display, "farm", a.f.ID(),
 			"slots", a.offered(l), "heartbeat", interval)
+		a.stopGivenUp(ctx, l, stop)
 		a.heartbeats(ctx, l, interval)
 		l.setRegistered(false)
 	}
 }
 
 // heartbeats beats every interval until ctx ends or the manager no longer
-// knows the farm.
+// knows the farm. Beats keep to their schedule, failed or not: the next is
+// due one interval after the last was, and each must be over by then.
 func (a *Agent) heartbeats(ctx context.Context, l *link, interval time.Duration) {
 	t := time.NewTimer(interval)
 	defer t.Stop()
+	due := time.Now().Add(interval)
 	var fails int
 	for {
 		select {
@@ -407,8 +429,15 @@ func (a *Agent) heartbeats(ctx context.Context, l *link, interval time.Duration)
 				default:
 				}
 			}
+			due = time.Now()
 		}
-		resp, code, err := a.heartbeat(ctx, l, interval)
+		next := due.Add(interval)
+		if now := time.Now(); next.Sub(now) < interval/2 {
+			// This beat is late (the process was paused, or the machine
+			// is overloaded): it still gets half an interval or more.
+			next = now.Add(interval)
+		}
+		resp, code, err := a.heartbeat(ctx, l, interval, next)
 		switch {
 		case ctx.Err() != nil:
 			return
@@ -420,21 +449,21 @@ func (a *Agent) heartbeats(ctx context.Context, l *link, interval time.Duration)
 		case err != nil:
 			fails++
 			if fails == 1 {
-				a.log.Warn("heartbeat failed, will keep trying", "manager", l.display, "err", err)
+				a.log.Warn("heartbeat failed, will keep beating", "manager", l.display, "err", err)
 			}
-			// Keep beating: a manager that comes back answers 404 and gets
-			// a fresh registration. Slow down while it is away.
-			t.Reset(a.backoff(fails))
-			continue
+			// A manager that comes back answers 404 and gets a fresh
+			// registration.
+		default:
+			if fails > 0 {
+				a.log.Info("heartbeat answered again", "manager", l.display, "after_failures", fails)
+				fails = 0
+			}
+			if resp.Drain {
+				a.startDrain("manager " + l.display + " asked to drain")
+			}
 		}
-		if fails > 0 {
-			a.log.Info("heartbeat answered again", "manager", l.display, "after_failures", fails)
-			fails = 0
-		}
-		if resp.Drain {
-			a.startDrain("manager " + l.display + " asked to drain")
-		}
-		t.Reset(interval)
+		due = next
+		t.Reset(time.Until(due))
 	}
 }
 
@@ -446,7 +475,9 @@ func (a *Agent) offered(l *link) int {
 	return a.f.Slots()
 }
 
-func (a *Agent) register(ctx context.Context, l *link) (time.Duration, error) {
+// register registers the farm with the manager of l and returns the
+// heartbeat interval it asks for and the instances it gave up on.
+func (a *Agent) register(ctx context.Context, l *link) (time.Duration, []string, error) {
 	st := a.f.Status()
 	req := RegisterRequest{
 		ID:        st.ID,
@@ -460,36 +491,107 @@ func (a *Agent) register(ctx context.Context, l *link) (time.Duration, error) {
 		Instances: st.Instances,
 	}
 	var resp RegisterResponse
-	ctx, cancel := context.WithTimeout(ctx, registerTimeout)
-	defer cancel()
-	if _, err := a.call(ctx, http.MethodPost, l.url+PathFarms, req, &resp); err != nil {
-		return 0, err
+	// A registration is as harmless to repeat as a heartbeat: one that a
+	// stalled manager holds is sent again, to whichever answers.
+	deadline := time.Now().Add(registerTimeout)
+	if _, err := a.callRetry(ctx, l, http.MethodPost, l.url+PathFarms, req, &resp, registerTimeout/2, deadline); err != nil {
+		return 0, nil, err
 	}
 	l.mu.Lock()
 	l.joined = true
 	l.mu.Unlock()
 	if resp.HeartbeatIntervalMS <= 0 {
-		return defaultHeartbeatInterval, nil
+		return defaultHeartbeatInterval, resp.Stop, nil
 	}
-	return time.Duration(resp.HeartbeatIntervalMS) * time.Millisecond, nil
+	return time.Duration(resp.HeartbeatIntervalMS) * time.Millisecond, resp.Stop, nil
 }
 
-func (a *Agent) heartbeat(ctx context.Context, l *link, interval time.Duration) (HeartbeatResponse, int, error) {
+// stopGivenUp stops, at once, the instances the managers gave up on while
+// the farm was out of touch: their sessions were told instance_lost, and
+// their slots must be free when the managers count them free. Each is
+// marked stopping (and sent its stop signal) before stopGivenUp returns,
+// so no heartbeat reports it ready or its slot free; once they are all
+// gone the link beats at once, so that the freed slots are offered without
+// waiting for the next beat.
+func (a *Agent) stopGivenUp(ctx context.Context, l *link, ids []string) {
+	var stopping []*instance
+	for _, id := range ids {
+		inst, err := a.f.beginStop(id)
+		if err != nil {
+			continue // gone already (ErrNotFound): nothing to stop
+		}
+		stopping = append(stopping, inst)
+	}
+	if len(stopping) == 0 {
+		return
+	}
+	a.log.Info("stopping the instances the managers gave up on", "manager", l.display, "instances", len(stopping))
+	// The link goroutine that calls this is counted in a.wg: Run waits
+	// for these stops too.
+	a.wg.Go(func() {
+		var wg sync.WaitGroup
+		for _, inst := range stopping {
+			wg.Go(func() {
+				// The farm's stop grace, not ctx, bounds the stop: an agent
+				// that stops is no reason to kill them harder.
+				if err := a.f.awaitStop(context.WithoutCancel(ctx), inst); err != nil {
+					a.log.Warn("stop an instance the managers gave up on", "instance", inst.id, "err", err)
+				}
+			})
+		}
+		wg.Wait()
+		select {
+		case l.kick <- struct{}{}:
+		default:
+		}
+	})
+}
+
+// heartbeat sends one beat, which must be over by deadline.
+func (a *Agent) heartbeat(ctx context.Context, l *link, interval time.Duration, deadline time.Time) (HeartbeatResponse, int, error) {
 	st := a.f.Status()
 	hb := Heartbeat{Free: min(st.Free, a.offered(l)), Draining: st.Draining, Instances: st.Instances}
 	var resp HeartbeatResponse
-	// A beat later than a few intervals is worthless: the manager has
-	// declared the farm dead by then.
-	ctx, cancel := context.WithTimeout(ctx, max(2*interval, time.Second))
-	defer cancel()
-	code, err := a.call(ctx, http.MethodPost, l.url+PathFarms+"/"+url.PathEscape(st.ID)+"/heartbeat", hb, &resp)
+	code, err := a.callRetry(ctx, l, http.MethodPost, l.url+PathFarms+"/"+url.PathEscape(st.ID)+"/heartbeat", hb, &resp,
+		interval/2, deadline)
 	return resp, code, err
+}
+
+// callRetry makes a call that a manager may hold without answering (it is
+// stopped or paused, or a load balancer sent the call to one that is). The
+// first attempt gets first. If it gets no answer or a 5xx, the call is
+// made again at once on a new connection, which a load balancer may send
+// to another manager, until deadline. Calls that can be repeated without
+// harm only: registrations and heartbeats.
+func (a *Agent) callRetry(ctx context.Context, l *link, method, target string, body, out any,
+	first time.Duration, deadline time.Time) (int, error) {
+	end := time.Now().Add(first)
+	if deadline.Before(end) {
+		end = deadline
+	}
+	actx, cancel := context.WithDeadline(ctx, end)
+	code, err := a.call(actx, l, method, target, body, out)
+	cancel()
+	if err == nil || (code != 0 && code < 500) || ctx.Err() != nil || !time.Now().Before(deadline) {
+		return code, err
+	}
+	// A call cut off by its timeout has its connection closed; closing the
+	// idle ones makes sure the retry does not reuse one to the manager that
+	// failed, and it keeps the new connection if that one answers.
+	l.client.CloseIdleConnections()
+	rctx, cancel := context.WithDeadline(ctx, deadline)
+	defer cancel()
+	code2, err2 := a.call(rctx, l, method, target, body, out)
+	if err2 != nil {
+		return code2, fmt.Errorf("%w (retried on a new connection after: %v)", err2, err)
+	}
+	return code2, nil
 }
 
 // call sends a JSON request with the token and decodes a JSON answer. Its
 // errors name the method, path and status, never the token.
-func (a *Agent) call(ctx context.Context, method, target string, body, out any) (int, error) {
-	code, err := jsonhttp.Call(ctx, a.client, method, target, a.header, body, out)
+func (a *Agent) call(ctx context.Context, l *link, method, target string, body, out any) (int, error) {
+	code, err := jsonhttp.Call(ctx, l.client, method, target, a.header, body, out)
 	if se := (*jsonhttp.StatusError)(nil); errors.As(err, &se) && se.Code == http.StatusUnauthorized {
 		se.Message = "the manager refused the farm token"
 	}

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -16,7 +17,7 @@ import (
 	"github.com/drover-dev/drover/internal/testkit/testutil"
 )
 
-// fakeManager speaks the manager's side of the farm API (api.go) and
+// fakeManager speaks the manager's side of the farm API (farmapi) and
 // records what farms send it.
 type fakeManager struct {
 	t        *testing.T
@@ -27,14 +28,23 @@ type fakeManager struct {
 	mu      sync.Mutex
 	known   map[string]bool
 	drain   bool
+	stop    []string // the next registration's answer gives up on these
 	regs    []RegisterRequest
+	regAt   []time.Time
 	beats   []Heartbeat
+	beatAt  []time.Time
 	deregs  []string
 	refused int
 }
 
 func newFakeManager(t *testing.T, token string) *fakeManager {
-	m := &fakeManager{t: t, token: token, interval: 20 * time.Millisecond, known: map[string]bool{}}
+	return newFakeManagerEvery(t, token, 20*time.Millisecond)
+}
+
+// newFakeManagerEvery starts a fake manager that asks for a heartbeat
+// every interval.
+func newFakeManagerEvery(t *testing.T, token string, interval time.Duration) *fakeManager {
+	m := &fakeManager{t: t, token: token, interval: interval, known: map[string]bool{}}
 	m.srv = httptest.NewServer(m.handler())
 	t.Cleanup(m.srv.Close)
 	return m
@@ -59,6 +69,7 @@ func restartFakeManager(t *testing.T, addr, token string) *fakeManager {
 
 func (m *fakeManager) handler() http.Handler {
 	mux := http.NewServeMux()
+	livez := func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) }
 	mux.HandleFunc("POST "+PathFarms, func(w http.ResponseWriter, r *http.Request) {
 		var req RegisterRequest
 		if !m.decode(w, r, &req) {
@@ -66,9 +77,12 @@ func (m *fakeManager) handler() http.Handler {
 		}
 		m.mu.Lock()
 		m.regs = append(m.regs, req)
+		m.regAt = append(m.regAt, time.Now())
 		m.known[req.ID] = true
+		stop := m.stop
+		m.stop = nil
 		m.mu.Unlock()
-		writeJSON(w, http.StatusOK, RegisterResponse{HeartbeatIntervalMS: m.interval.Milliseconds()})
+		writeJSON(w, http.StatusOK, RegisterResponse{HeartbeatIntervalMS: m.interval.Milliseconds(), Stop: stop})
 	})
 	mux.HandleFunc("POST "+PathFarms+"/{id}/heartbeat", func(w http.ResponseWriter, r *http.Request) {
 		var hb Heartbeat
@@ -82,6 +96,7 @@ func (m *fakeManager) handler() http.Handler {
 			return
 		}
 		m.beats = append(m.beats, hb)
+		m.beatAt = append(m.beatAt, time.Now())
 		writeJSON(w, http.StatusOK, HeartbeatResponse{Drain: m.drain})
 	})
 	mux.HandleFunc("DELETE "+PathFarms+"/{id}", func(w http.ResponseWriter, r *http.Request) {
@@ -97,6 +112,10 @@ func (m *fakeManager) handler() http.Handler {
 		w.WriteHeader(http.StatusNoContent)
 	})
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/livez" {
+			livez(w, r) // a load balancer's health check carries no token
+			return
+		}
 		if r.Header.Get("Authorization") != "Bearer "+m.token {
 			m.mu.Lock()
 			m.refused++
@@ -129,6 +148,13 @@ func (m *fakeManager) snapshot() (regs []RegisterRequest, beats []Heartbeat, der
 func (m *fakeManager) waitFor(t *testing.T, what string, cond func(regs []RegisterRequest, beats []Heartbeat, deregs []string) bool) {
 	t.Helper()
 	require.Eventually(t, func() bool { return cond(m.snapshot()) }, waitFor, 5*time.Millisecond, what)
+}
+
+// beatTimes returns when each heartbeat arrived.
+func (m *fakeManager) beatTimes() []time.Time {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return slices.Clone(m.beatAt)
 }
 
 // forget makes the manager forget every farm, as a restart or a missed

@@ -13,11 +13,11 @@
 // so a restarted farm removes what a killed one left.
 //
 // A farm on another machine than its managers adds three parts: Server, the
-// HTTP API managers call (api.go) and the relay of the instances' WebSockets
-// through the farm's port; Agent, which registers the farm with its managers,
-// sends heartbeats and drains it; and the state file (leftovers.go), with
-// which a restarted farm kills the instance processes its previous run left
-// behind.
+// HTTP API managers call (server.go; the bodies are package farmapi's) and
+// the relay of the instances' WebSockets through the farm's port; Agent,
+// which registers the farm with its managers, sends heartbeats and drains
+// it; and the state file (leftovers.go), with which a restarted farm kills
+// the instance processes its previous run left behind.
 //
 // The manager speaks one protocol to every instance, the native one. The
 // farm adapts instances that speak another (adapter*.go): dial instances

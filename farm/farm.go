@@ -695,11 +695,21 @@ func (f *Farm) abandon(inst *instance) {
 // Concurrent stops of one instance all wait for it. A stopped instance is no
 // crash: OnExit is not called, and a start in progress fails.
 func (f *Farm) StopInstance(ctx context.Context, id string) error {
+	inst, err := f.beginStop(id)
+	if err != nil {
+		return err
+	}
+	return f.awaitStop(ctx, inst)
+}
+
+// beginStop marks an instance stopping and, the first time, asks it to
+// stop (SIGTERM, or the container's stop); awaitStop does the rest.
+func (f *Farm) beginStop(id string) (*instance, error) {
 	f.mu.Lock()
 	inst, ok := f.instances[id]
 	if !ok {
 		f.mu.Unlock()
-		return fmt.Errorf("%w: %s", ErrNotFound, id)
+		return nil, fmt.Errorf("%w: %s", ErrNotFound, id)
 	}
 	first := !inst.stopping
 	inst.stopping = true
@@ -709,6 +719,13 @@ func (f *Farm) StopInstance(ctx context.Context, id string) error {
 	if first {
 		inst.unit.terminate()
 	}
+	return inst, nil
+}
+
+// awaitStop waits until an instance that beginStop asked to stop is gone,
+// killing it after the stop grace or when ctx is done.
+func (f *Farm) awaitStop(ctx context.Context, inst *instance) error {
+	id := inst.id
 	grace := time.NewTimer(f.stopGrace)
 	defer grace.Stop()
 	select {

@@ -41,8 +41,8 @@ type ServerConfig struct {
 	// Require, when set, serves awv3's GET /require/:ip/:port/:instances.
 	Require RequireFunc
 	// OrphanGrace is how long a ready instance may go without a connection
-	// through the farm before the farm stops it (default 45 s; negative:
-	// never). Managers connect to an instance as soon as it is ready and
+	// through the farm before the farm stops it (default
+	// DefaultOrphanGrace; negative: never). Managers connect to an instance as soon as it is ready and
 	// stop it when they drop the connection, so an instance nobody is
 	// connected to belongs to a manager that died or forgot it, and would
 	// otherwise hold its slot for good.
@@ -59,13 +59,16 @@ type ServerConfig struct {
 	Logger *slog.Logger
 }
 
+// DefaultOrphanGrace is ServerConfig.OrphanGrace's default, and drover
+// farm's --orphan-grace. It is longer than a manager's default resume grace
+// (30 s): a session whose manager died may resume through another manager
+// until then, on the same instance, which must still be there.
+const DefaultOrphanGrace = 45 * time.Second
+
 const (
-	// Longer than a manager's default resume grace (30 s): a session whose
-	// manager died may resume through another one until then.
-	defaultOrphanGrace = 45 * time.Second
-	maxRequestBody     = 64 << 10
-	pathRequire        = "/require/"
-	pathLiveliness     = "/liveliness/"
+	maxRequestBody = 64 << 10
+	pathRequire    = "/require/"
+	pathLiveliness = "/liveliness/"
 )
 
 // Server is a farm's HTTP face: the API managers use to start and stop
@@ -73,7 +76,7 @@ const (
 // through the farm's one port, and awv3's /require. Every route wants the
 // farm token. Make it with NewServer, serve it as an http.Handler, Close it.
 //
-// Routes (see api.go):
+// Routes (the bodies are farmapi's):
 //
 //	POST   /api/v1/instances      {"pool"} → Instance (ready; URL empty)
 //	                              404 unknown pool, 429 no free slot,
@@ -126,7 +129,7 @@ func NewServer(f *Farm, cfg ServerConfig) (*Server, error) {
 	if cfg.Relay == nil {
 		return nil, errors.New("farm: server needs a relay")
 	}
-	cfg.OrphanGrace = cmp.Or(cfg.OrphanGrace, defaultOrphanGrace)
+	cfg.OrphanGrace = cmp.Or(cfg.OrphanGrace, DefaultOrphanGrace)
 	s := &Server{
 		f:     f,
 		cfg:   cfg,

@@ -41,8 +41,8 @@ type PoolSpec struct {
 	// relative to as well).
 	Dir string `koanf:"dir" json:"dir,omitempty"`
 	// Protocol is how the instance talks: "native" (the default), "dial",
-	// "stdio" or "stream". See design.md, "Instances", and the adapter_*.go
-	// files.
+	// "stdio" or "stream". README.md ("Instance programs") and
+	// docs/protocol.md describe them; the adapter_*.go files implement them.
 	Protocol string `koanf:"protocol" json:"protocol"`
 	// StartTimeout bounds the time from spawn to ready (default 15 s); for
 	// dial pools it bounds each spawn attempt.

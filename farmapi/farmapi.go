@@ -110,7 +110,11 @@ type Instance struct {
 	Started   time.Time `json:"started"`
 }
 
-// Protocol names how an instance program talks; see design.md, "Instances".
+// Protocol names how an instance program talks: native (it speaks the
+// manager's protocol itself), dial (ClassCAD style: it connects back to the
+// farm), stdio (websocketd style) or stream (SC-server style, relayed byte
+// for byte). README.md ("Instance programs") and docs/protocol.md describe
+// each.
 const (
 	ProtocolNative = "native"
 	ProtocolDial   = "dial"
@@ -161,8 +165,14 @@ type RegisterRequest struct {
 // farm stops those at once, so their slots are free when the manager
 // counts them free.
 type RegisterResponse struct {
-	HeartbeatIntervalMS int64    `json:"heartbeat_interval_ms"`
-	Stop                []string `json:"stop,omitempty"`
+	HeartbeatIntervalMS int64 `json:"heartbeat_interval_ms"`
+	// Stop names instances of RegisterRequest.Instances. A farm registered
+	// with several managers that do not share state hears from each about
+	// its own: a manager names only instances it placed, never one it does
+	// not know. The farm marks them stopping before it sends its next
+	// heartbeat, which reports their slots as used until they are gone, and
+	// beats again as soon as they are; ids it does not have are ignored.
+	Stop []string `json:"stop,omitempty"`
 }
 
 // Heartbeat is a farm's periodic report.

@@ -95,7 +95,7 @@ func (m *Manager) health(c Capacity) (int, any) {
 func healthyCode(code int) bool { return code >= 200 && code < 400 }
 
 func (m *Manager) serveHealth(c *gin.Context) {
-	c.JSON(m.health(m.sched.capacity()))
+	c.JSON(m.health(m.place.Capacity()))
 }
 
 // REST: awv3-compatible login, execute, logout.
@@ -295,11 +295,15 @@ type StatusCapacity struct {
 
 // StatusFarm describes one farm.
 type StatusFarm struct {
-	ID       string            `json:"id"`
-	Name     string            `json:"name,omitempty"`
-	Slots    int               `json:"slots"`
-	Free     int               `json:"free"`
-	Live     bool              `json:"live"`
+	ID    string `json:"id"`
+	Name  string `json:"name,omitempty"`
+	Slots int    `json:"slots"`
+	Free  int    `json:"free"`
+	// Live: the farm is on the books (a dead one is removed from them).
+	Live bool `json:"live"`
+	// Suspect: a start could not reach the farm, and it has not answered
+	// since (by a heartbeat or a probe); it takes no sessions meanwhile.
+	Suspect  bool              `json:"suspect,omitempty"`
 	Draining bool              `json:"draining"`
 	Remote   bool              `json:"remote"`
 	Priority int               `json:"priority"`
@@ -357,50 +361,29 @@ func (m *Manager) Status() Status {
 	st := Status{Version: m.cfg.Version, Uptime: now.Sub(m.started).Seconds(),
 		Farms: []StatusFarm{}, Pools: []StatusPool{}, Instances: []StatusInstance{},
 		Sessions: []StatusSession{}, Queue: []StatusWaiter{}}
-	s := m.sched
-	capa := s.capacity()
-	s.mu.Lock()
-	for _, fe := range s.farms {
-		sf := StatusFarm{ID: fe.id, Slots: fe.slots, Free: fe.free(), Live: true, Draining: fe.draining,
-			Remote: fe.remote, Priority: fe.priority, Labels: fe.labels, LastSeen: fe.lastSeen}
-		if !fe.remote {
-			sf.LastSeen = now // an in-process farm is alive while it is added
-		}
-		if rf, ok := fe.f.(*remoteFarm); ok {
-			sf.Name = rf.req.Name
-		}
-		for p := range fe.pools {
-			sf.Pools = append(sf.Pools, p)
-		}
-		sort.Strings(sf.Pools)
-		st.Farms = append(st.Farms, sf)
+	capa := m.place.Capacity()
+	snap := m.place.Snapshot()
+	for _, f := range snap.Farms {
+		st.Farms = append(st.Farms, StatusFarm{ID: f.ID, Name: f.Name, Slots: f.Slots, Free: f.Free, Live: true,
+			Suspect: f.Suspect, Draining: f.Draining, Remote: f.Remote, Priority: f.Priority, Labels: f.Labels,
+			Pools: f.Pools, LastSeen: f.LastSeen})
 	}
-	for _, p := range s.pools {
-		sp := StatusPool{Name: p.cfg.Name, Warm: p.cfg.Warm, Release: p.cfg.Release,
-			Idle: len(p.idle), Starting: p.startingBound + p.startingWarm}
-		st.Pools = append(st.Pools, sp)
-	}
-	for _, inst := range s.instances {
-		si := StatusInstance{ID: inst.info.ID, Pool: inst.pool.cfg.Name, Farm: inst.farm.id,
-			State: inst.state.String(), PID: inst.info.PID, Container: inst.info.Container, Started: inst.info.Started}
-		if inst.sess != nil {
-			si.Session = inst.sess.info.ID
+	for _, p := range snap.Pools {
+		release := ReleaseKill
+		if p.Reuse {
+			release = ReleaseReuse
 		}
-		for i := range st.Pools {
-			if st.Pools[i].Name == si.Pool {
-				st.Pools[i].Instances++
-				if inst.state == instBound {
-					st.Pools[i].Busy++
-				}
-			}
-		}
-		st.Instances = append(st.Instances, si)
+		st.Pools = append(st.Pools, StatusPool{Name: p.Name, Warm: p.Warm, Release: release,
+			Instances: p.Instances, Idle: p.Idle, Busy: p.Busy, Starting: p.Starting})
 	}
-	for i, w := range s.queue {
-		st.Queue = append(st.Queue, StatusWaiter{Session: w.sess.info.ID, Pool: w.pool.cfg.Name,
-			Position: i + 1, Waiting: now.Sub(w.since).Seconds()})
+	for _, in := range snap.Instances {
+		st.Instances = append(st.Instances, StatusInstance{ID: in.ID, Pool: in.Pool, Farm: in.Farm, State: in.State,
+			PID: in.PID, Container: in.Container, Session: in.Holder, Started: in.Started})
 	}
-	s.mu.Unlock()
+	for _, w := range snap.Queue {
+		st.Queue = append(st.Queue, StatusWaiter{Session: w.Holder, Pool: w.Pool, Position: w.Position,
+			Waiting: now.Sub(w.Since).Seconds()})
+	}
 	code, _ := m.health(capa)
 	st.Capacity = StatusCapacity{Slots: capa.Slots, Busy: capa.Busy, Idle: capa.Idle, Starting: capa.Starting,
 		Ratio: capa.Ratio(), Rule: "threshold", Threshold: m.cfg.HealthThreshold, Healthy: healthyCode(code),
@@ -416,9 +399,6 @@ func (m *Manager) Status() Status {
 			Instance: ss.info.Instance, Age: now.Sub(ss.info.Created).Seconds(),
 			TasksInFlight: int(ss.inFlight.Load()), State: state.String()})
 	}
-	sort.Slice(st.Farms, func(i, j int) bool { return st.Farms[i].ID < st.Farms[j].ID })
-	sort.Slice(st.Pools, func(i, j int) bool { return st.Pools[i].Name < st.Pools[j].Name })
-	sort.Slice(st.Instances, func(i, j int) bool { return st.Instances[i].Started.Before(st.Instances[j].Started) })
 	sort.Slice(st.Sessions, func(i, j int) bool { return st.Sessions[i].Age > st.Sessions[j].Age })
 	return st
 }

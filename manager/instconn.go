@@ -192,6 +192,43 @@ func (c *instConn) call(ctx context.Context, data []byte, w session.ResultWriter
 	}
 }
 
+// run sends one task outside any session, its results dropped, and blocks
+// until the instance answers done (nil) or an error frame, timeout passes,
+// the connection is lost (errInstanceLost) or ctx ends. Like call, it waits
+// first for a task still running that its caller gave up on. It is not on
+// the task path: it makes a timer of its own.
+func (c *instConn) run(ctx context.Context, data []byte, timeout time.Duration) error {
+	return c.call(ctx, data, nil, nil, time.NewTimer(timeout), timeout)
+}
+
+// resetInstance clears an instance of pool p between two sessions with p's
+// reset task (Pool.Reset) on conn, within p.TaskTimeout. It returns nil at
+// once when p has no reset task: release: kill, or reset: none.
+//
+// The release of a reuse pool calls it before the instance goes idle. The
+// instance must not serve a session, nor count as idle, before it returns,
+// and must be stopped when it returns an error: after an error frame or a
+// timeout its state is unknown. A broken connection also reports the
+// instance lost through conn's onLost.
+func (m *Manager) resetInstance(ctx context.Context, conn *instConn, p *Pool) error {
+	if p.resetTask == nil {
+		if p.Reset != nil && p.Reset != ResetNone {
+			// A pool that did not come through Config.defaults: failing
+			// stops the instance rather than handing its state on.
+			return fmt.Errorf("reset an instance of pool %q: the pool's reset was never checked", p.Name)
+		}
+		return nil
+	}
+	err := conn.run(ctx, p.resetTask, p.TaskTimeout)
+	result := "ok"
+	if err != nil {
+		result = "error"
+		err = fmt.Errorf("reset an instance of pool %q: %w", p.Name, err)
+	}
+	m.metrics.resets.WithLabelValues(p.Name, result).Inc()
+	return err
+}
+
 // begin claims the connection for a task. If an abandoned task is still
 // running on the instance it waits for it to end: the instance is serial,
 // and frames without ids (binary results) must not be attributed to the

@@ -1,15 +1,24 @@
 // Package manager is drover's public server: the client WebSocket endpoint,
-// the awv3-compatible REST routes, placement of sessions on farm instances,
-// the wait queue, the warm pools, health and status.
+// the awv3-compatible REST routes, the farm API, health and status, and
+// the sessions themselves: their tasks through the middleware chain to
+// their instances, resume, timeouts and hand-off between managers.
 //
-// It does not run instance processes (package farm does) and knows farms
-// only through the Farm interface. gin is the HTTP edge; the session and
-// task logic works on plain Go types and can be driven in-process with Open.
+// Where a session's instance runs is package placement's business: the
+// farm registry, slots, warm pools and the wait queue. The manager hands
+// it each session as a placement.Holder and its own instance connection
+// as the dial function; the task path runs on that connection and never
+// enters placement. Farms in the manager's process are added with
+// AddFarm; remote farms register over the farm API, whose wire types are
+// package farmapi's (the manager does not import the farm agent). It does
+// not run instance processes (package farm does). gin is the HTTP edge;
+// the session and task logic works on plain Go types and can be driven
+// in-process with Open.
 package manager
 
 import (
 	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -28,27 +37,21 @@ import (
 
 	"github.com/drover-dev/drover/farmapi"
 	"github.com/drover-dev/drover/middleware"
+	"github.com/drover-dev/drover/placement"
 	"github.com/drover-dev/drover/proxy"
 	"github.com/drover-dev/drover/session"
 	"github.com/drover-dev/drover/store"
 )
 
-// Sentinel errors.
-var (
-	ErrNoCapacity      = errors.New("no free instance")
-	ErrQueueTimeout    = errors.New("no instance became free in time")
-	ErrUnknownPool     = errors.New("unknown pool")
-	ErrSessionNotFound = errors.New("session not found")
-	ErrSpawnFailed     = errors.New("could not start an instance")
-	ErrShutdown        = errors.New("the manager is shutting down")
-	ErrFarmNotFound    = errors.New("farm not found")
-)
-
 // Release policies of a pool.
 const (
 	ReleaseKill  = "kill"  // stop the instance when its session ends; a fresh one takes the slot
-	ReleaseReuse = "reuse" // return it to the idle pool
+	ReleaseReuse = "reuse" // reset it (see Pool.Reset) and return it to the idle pool
 )
+
+// ResetNone is the Pool.Reset of a reuse pool whose instances go back to the
+// idle pool as their last session left them.
+const ResetNone = "none"
 
 // Pool is the manager's policy for one pool of instances. How instances are
 // started is the farm's business (farm.PoolSpec).
@@ -58,6 +61,17 @@ type Pool struct {
 	Warm int `koanf:"warm"`
 	// Release is ReleaseKill (default) or ReleaseReuse.
 	Release string `koanf:"release"`
+	// Reset says how a ReleaseReuse pool clears an instance between
+	// sessions, and is required for one (it is refused with ReleaseKill,
+	// whose instances are never handed on). It is the data of a task sent
+	// to the instance outside any session, which must answer done once the
+	// previous session's state is gone; an error, a timeout (TaskTimeout)
+	// or a broken connection kills the instance instead. Give it as the
+	// config file does, a map ({command: reset} for the reference worker),
+	// or as any value encoding/json marshals to the task data, such as a
+	// json.RawMessage. Or ResetNone: no reset, so the next session sees
+	// what the previous one left.
+	Reset any `koanf:"reset"`
 	// TaskTimeout bounds one task (default 60 s).
 	TaskTimeout time.Duration `koanf:"task_timeout"`
 	// QueueTimeout bounds the wait for an instance (default 60 s).
@@ -66,6 +80,10 @@ type Pool struct {
 	IdleTimeout time.Duration `koanf:"idle_timeout"`
 	// MaxLifetime ends a session this long after it began (0: never).
 	MaxLifetime time.Duration `koanf:"max_lifetime"`
+
+	// resetTask is Reset as JSON task data, nil without a reset task; set
+	// by Config.defaults.
+	resetTask []byte
 }
 
 func (p *Pool) defaults() {
@@ -78,6 +96,47 @@ func (p *Pool) defaults() {
 	if p.QueueTimeout <= 0 {
 		p.QueueTimeout = 60 * time.Second
 	}
+}
+
+// checkReset checks Reset against Release and keeps the reset task as JSON.
+// A reuse pool must say how it resets, even if it is "none": reusing
+// instances as they are hands one user's state to the next, which nobody
+// should get by leaving a key out.
+func (p *Pool) checkReset() error {
+	p.resetTask = nil
+	if p.Reset == nil {
+		if p.Release == ReleaseReuse {
+			return fmt.Errorf("release: reuse needs a reset: the task that clears an instance between sessions "+
+				"(for the reference worker, reset: {command: reset}), or reset: %s to hand each session "+
+				"the state the previous one left", ResetNone)
+		}
+		return nil
+	}
+	if p.Release != ReleaseReuse {
+		return fmt.Errorf("reset applies to release: %s only; with release: %s each session gets a fresh instance",
+			ReleaseReuse, p.Release)
+	}
+	v := p.Reset
+	switch r := v.(type) {
+	case string:
+		if r == ResetNone {
+			return nil
+		}
+		return fmt.Errorf("reset must be %s or the data of a reset task, such as {command: reset}, "+
+			"not the string %q (in YAML write the task unquoted; in Go give a map or a json.RawMessage)", ResetNone, r)
+	case []byte:
+		// Bytes are JSON here, not a base64 string.
+		v = json.RawMessage(r)
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("reset: the task data is not JSON: %w", err)
+	}
+	if string(b) == "null" {
+		return fmt.Errorf("reset: the task data is null; use reset: %s for no reset", ResetNone)
+	}
+	p.resetTask = b
+	return nil
 }
 
 // Config configures a Manager. The zero value of each field means its default.
@@ -157,6 +216,9 @@ func (c *Config) defaults() error {
 			return fmt.Errorf("manager: pool %q: release must be %q or %q", p.Name, ReleaseKill, ReleaseReuse)
 		}
 		p.defaults()
+		if err := p.checkReset(); err != nil {
+			return fmt.Errorf("manager: pool %q: %w", p.Name, err)
+		}
 	}
 	if c.DefaultPool == "" {
 		c.DefaultPool = c.Pools[0].Name
@@ -217,7 +279,8 @@ type Manager struct {
 	cfg     Config
 	log     *slog.Logger
 	metrics *metrics
-	sched   *scheduler
+	place   *placement.Placer
+	pools   pools
 	shared  *shared
 	router  *gin.Engine
 	upgrade *websocket.Upgrader
@@ -271,17 +334,30 @@ func New(cfg Config) (*Manager, error) {
 	}
 	m.metrics = met
 	m.ctx, m.cancel = context.WithCancel(context.Background())
-	m.sched = newScheduler(m, cfg.Pools)
-	m.shared = newShared(m, cfg.Store, cfg.ID)
+	m.shared = newShared(sharedDeps{st: cfg.Store, id: cfg.ID, log: cfg.Logger, ctx: m.ctx,
+		resumeGrace: cfg.ResumeGrace, dropped: met.eventsDropped,
+		resumable: m.resumableSessions, movedAway: m.movedAway})
+	pcfg := placement.Config{Store: cfg.Store, ID: cfg.ID, FarmToken: cfg.FarmToken,
+		HeartbeatInterval: cfg.HeartbeatInterval, MissedHeartbeats: cfg.MissedHeartbeats,
+		Dial: m.dial, Publish: m.shared.publish, Resync: m.shared.resyncSessions,
+		Logger: cfg.Logger, Registerer: cfg.Registerer}
+	m.pools.m = map[string]*poolState{}
+	for _, p := range cfg.Pools {
+		pcfg.Pools = append(pcfg.Pools, m.placementPool(p))
+		m.pools.m[p.Name] = &poolState{cfg: p, metrics: met.forPool(p.Name)}
+	}
+	if m.place, err = placement.New(pcfg); err != nil {
+		return nil, err
+	}
+	m.shared.place = m.place
 	m.upgrade = m.upgrader()
 	rlog := cfg.Logger.With("component", "relay")
 	m.relay = proxy.New(proxy.Options{Logger: rlog})
 	m.farmRelay = proxy.New(proxy.Options{Logger: rlog,
 		Header: bearer.Header(cfg.FarmToken)})
 	m.router = m.routes()
-	m.metrics.registerCapacity(cfg.Registerer, m.sched.capacity)
+	m.place.Start()
 	m.goTracked(m.janitor)
-	m.goTracked(m.shared.monitor)
 	m.goTracked(m.shared.reconciler)
 	m.goTracked(m.shared.listen)
 	m.goTracked(m.shared.publisher)
@@ -309,13 +385,7 @@ func (m *Manager) OnDisconnect(h ...middleware.DisconnectHook) {
 // only native instances have; a farm that also runs stdio, dial or stream
 // pools must serve them behind its port (ViaFarm): package drover sets
 // that up.
-func (m *Manager) AddFarm(f Farm) {
-	// If the store is away, the farm monitor puts it there later.
-	ctx, cancel := opCtx()
-	_ = m.shared.note(m.shared.st.PutFarm(ctx, store.Farm{ID: f.ID(), Owner: m.shared.id, Slots: f.Slots()}))
-	cancel()
-	m.sched.addFarm(f, false, m.shared.id, nil)
-}
+func (m *Manager) AddFarm(f Farm) { m.place.AddFarm(f) }
 
 // ID is the manager's id in the shared state.
 func (m *Manager) ID() string { return m.shared.id }
@@ -323,8 +393,12 @@ func (m *Manager) ID() string { return m.shared.id }
 // InstanceExited is the farm's callback for an instance that exited on its
 // own (farm.Config.OnExit).
 func (m *Manager) InstanceExited(inst farmapi.Instance, err error) {
-	m.sched.instanceExited(inst.ID, err)
+	m.place.InstanceExited(inst.ID, err)
 }
+
+// Placement is the manager's placement: its farm registry, instances and
+// queue. Sessions are placed through it; other holders (jobs) may be too.
+func (m *Manager) Placement() *placement.Placer { return m.place }
 
 // Router is the gin engine serving drover's routes; an application may add
 // its own routes to it.
@@ -334,7 +408,7 @@ func (m *Manager) Router() *gin.Engine { return m.router }
 func (m *Manager) Handler() http.Handler { return m.router }
 
 // Capacity reports slots and how many are busy.
-func (m *Manager) Capacity() Capacity { return m.sched.capacity() }
+func (m *Manager) Capacity() Capacity { return m.place.Capacity() }
 
 func (m *Manager) goTracked(fn func()) {
 	m.wg.Add(1)
@@ -402,6 +476,13 @@ func (m *Manager) sharedHash(s *Session) string {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return s.tokenHash
+}
+
+// movedAway lets go of a session another manager resumed.
+func (m *Manager) movedAway(id, to string) {
+	if s := m.sessionByID(id); s != nil {
+		s.handOff(to)
+	}
 }
 
 // resumableSessions are the sessions other managers may resume: WebSocket
@@ -486,7 +567,7 @@ func (m *Manager) Shutdown(ctx context.Context) error {
 	m.mu.Lock()
 	m.closing = true
 	m.mu.Unlock()
-	m.sched.close()
+	m.place.Close()
 	for _, s := range m.snapshotSessions() {
 		if m.cfg.HandOffOnShutdown && m.sharedHash(s) != "" {
 			s.leave()
@@ -504,13 +585,17 @@ func (m *Manager) Shutdown(ctx context.Context) error {
 	relayErr := errors.Join(m.relay.Shutdown(ctx), m.farmRelay.Shutdown(ctx))
 	m.cancel()
 	done := make(chan struct{})
+	var placeErr error
 	go func() {
 		m.wg.Wait()
+		// Placement's goroutines (stops under way, lost callbacks) may
+		// still call into sessions: they end after the manager's.
+		placeErr = m.place.Stop(ctx)
 		close(done)
 	}()
 	select {
 	case <-done:
-		return relayErr
+		return errors.Join(relayErr, placeErr)
 	case <-ctx.Done():
 		return fmt.Errorf("manager shutdown: %w", ctx.Err())
 	}

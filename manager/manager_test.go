@@ -394,13 +394,54 @@ func TestIdleTimeoutAndLifetime(t *testing.T) {
 }
 
 func TestReusePool(t *testing.T) {
-	st := newStack(t, stackOpts{slots: 1, pools: []manager.Pool{{Name: "default", Release: manager.ReleaseReuse}}})
+	st := newStack(t, stackOpts{slots: 1, pools: []manager.Pool{{Name: "default", Release: manager.ReleaseReuse,
+		Reset: map[string]any{"command": "reset"}}}})
 	a, wa := st.open("")
 	a.one(`{"command":"set","key":"k","value":1}`)
 	a.send(`{"type":"logout"}`)
 	a.closeCode()
 	_, wb := st.open("")
 	require.Equal(t, wa.Instance, wb.Instance, "reuse hands the same instance out again")
+}
+
+// TestReuseResetsState: with release: reuse, what the next session on the
+// instance finds is what the pool's reset leaves (issue #9, fault 6).
+func TestReuseResetsState(t *testing.T) {
+	tests := []struct {
+		name  string
+		reset any
+		// found is what the next session's get finds.
+		found string
+	}{
+		{name: "reset task", reset: map[string]any{"command": "reset"}, found: `{"key":"k","value":null}`},
+		{name: "none", reset: manager.ResetNone, found: `{"key":"k","value":1}`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			st := newStack(t, stackOpts{slots: 1, pools: []manager.Pool{{Name: "default", Release: manager.ReleaseReuse,
+				Reset: tt.reset}}})
+			a, wa := st.open("")
+			pid := a.pid()
+			a.one(`{"command":"set","key":"k","value":1}`)
+			a.send(`{"type":"logout"}`)
+			a.closeCode()
+
+			b, wb := st.open("")
+			require.Equal(t, wa.Instance, wb.Instance)
+			require.Equal(t, pid, b.pid(), "the same process")
+			require.JSONEq(t, tt.found, string(b.one(`{"command":"get","key":"k"}`)))
+		})
+	}
+}
+
+func TestReuseNeedsReset(t *testing.T) {
+	_, err := manager.New(manager.Config{Pools: []manager.Pool{{Name: "cad", Release: manager.ReleaseReuse}}})
+	require.ErrorContains(t, err, `pool "cad": release: reuse needs a reset`)
+
+	m, err := manager.New(manager.Config{Pools: []manager.Pool{{Name: "cad", Release: manager.ReleaseReuse,
+		Reset: manager.ResetNone}}})
+	require.NoError(t, err, "reset: none says it")
+	require.NoError(t, m.Shutdown(context.Background()))
 }
 
 func TestShutdownSendsCloseFrames(t *testing.T) {

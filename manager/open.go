@@ -7,6 +7,8 @@ import (
 	"net/http"
 	"net/url"
 
+	"github.com/drover-dev/drover/placement"
+
 	"github.com/drover-dev/drover/farmapi"
 	"github.com/drover-dev/drover/middleware"
 	"github.com/drover-dev/drover/session"
@@ -52,7 +54,7 @@ var (
 // unknown pool (ErrUnknownPool), or a hook's refusal (errRefused, joined
 // with a *session.Error that says what the client sees).
 func (m *Manager) admit(ctx context.Context, r openRequest) (*Session, error) {
-	p, err := m.sched.pool(r.opts.Pool)
+	p, err := m.pool(r.opts.Pool)
 	if err != nil {
 		return nil, err
 	}
@@ -91,18 +93,18 @@ func refusal(err error) session.Disconnect {
 	return session.DisconnectInternal
 }
 
-// place puts an admitted session on an instance and binds it. queued, when
+// placeSession puts an admitted session on an instance and binds it. queued, when
 // set, hears the queue position while the session waits. On an error the
 // session is left to the caller to end (placementFailure says how).
-func (m *Manager) place(ctx context.Context, s *Session, wait bool, queued func(int)) error {
-	inst, err := m.sched.acquire(ctx, s, s.pool, wait, queued)
+func (m *Manager) placeSession(ctx context.Context, s *Session, wait bool, queued func(int)) error {
+	inst, err := m.acquire(ctx, s, wait, queued)
 	if err != nil {
 		m.log.Info("session not placed", "session", s.info.ID, "pool", s.info.Pool, "err", err)
 		return err
 	}
 	s.bind(inst)
 	if s.ended() {
-		m.sched.release(inst, true)
+		m.place.Release(inst, true)
 		return s.endError()
 	}
 	m.metrics.sessionsOpened.WithLabelValues(s.pool.cfg.Name).Inc()
@@ -134,7 +136,7 @@ func (m *Manager) openNow(ctx context.Context, r openRequest) (*Session, error) 
 	defer cancel()
 	stop := context.AfterFunc(ctx, cancel)
 	defer stop()
-	if err := m.place(pctx, s, r.opts.Wait, nil); err != nil {
+	if err := m.placeSession(pctx, s, r.opts.Wait, nil); err != nil {
 		if ctx.Err() != nil { // the caller gave up waiting
 			s.end(session.DisconnectDroppedQueued)
 			if errors.Is(err, context.Canceled) {
@@ -163,6 +165,8 @@ var publicErrors = []struct {
 	{ErrNoCapacity, ErrNoCapacity.Error()},
 	{ErrQueueTimeout, ErrQueueTimeout.Error()},
 	{ErrUnknownPool, ErrUnknownPool.Error()},
+	{ErrNoFarm, ErrNoFarm.Error()},
+	{ErrFarmNotFound, ErrFarmNotFound.Error()},
 	{ErrSessionNotFound, ErrSessionNotFound.Error()},
 	{ErrSpawnFailed, ErrSpawnFailed.Error()},
 	{ErrShutdown, ErrShutdown.Error()},
@@ -196,6 +200,10 @@ func publicMessage(err error, code string) (msg string, ok bool) {
 	var se *session.Error
 	if errors.As(err, &se) && se.Code == code {
 		return se.Message, true
+	}
+	var pe *placement.PoolError
+	if errors.As(err, &pe) {
+		return pe.Error(), true // names the pool the client asked for, nothing else
 	}
 	for _, pe := range publicErrors {
 		if errors.Is(err, pe.err) {

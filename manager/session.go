@@ -13,6 +13,7 @@ import (
 
 	"github.com/drover-dev/drover/farmapi"
 	"github.com/drover-dev/drover/middleware"
+	"github.com/drover-dev/drover/placement"
 	"github.com/drover-dev/drover/session"
 	"github.com/drover-dev/drover/store"
 )
@@ -42,13 +43,16 @@ type Session struct {
 	tokenHash string
 	restKey   string            // the id REST clients use; a secret like the token
 	labels    map[string]string // farm labels the session asked for
-	// stream sessions get a fresh instance started with startOpts, and
-	// their client's bytes are relayed to it.
+	// stream sessions get an idle instance that fits startOpts or a fresh
+	// one started with them, and their client's bytes are relayed to it.
 	stream    bool
 	startOpts farmapi.StartOptions
-	inst      *instance
-	handler   middleware.Handler
-	ctx       context.Context
+	inst      *placement.Instance
+	// conn is inst's connection, taken once at bind; nil for a stream
+	// session.
+	conn    *instConn
+	handler middleware.Handler
+	ctx     context.Context
 	// cancel ends ctx with the error a task in flight is answered with:
 	// endErr, the Task of the session's Disconnect, set once before.
 	cancel context.CancelCauseFunc
@@ -127,10 +131,11 @@ func (s *Session) Info() *session.Info { return &s.info }
 func (s *Session) touch() { s.lastActive.Store(time.Now().UnixNano()) }
 
 // bind records the placement and registers the session.
-func (s *Session) bind(inst *instance) {
+func (s *Session) bind(inst *placement.Instance) {
 	s.inst = inst
-	s.info.Instance = inst.info.ID
-	s.info.Farm = inst.farm.id
+	s.conn, _ = inst.Conn().(*instConn)
+	s.info.Instance = inst.ID()
+	s.info.Farm = inst.Farm()
 	s.boundAt = time.Now()
 	s.touch() // idle time counts from the welcome, not from the queue
 	s.mu.Lock()
@@ -152,10 +157,10 @@ func (s *Session) serveInstance(ctx context.Context, t *session.Task, w session.
 	default:
 		return errForeignTask
 	}
-	if s.inst.conn == nil {
+	if s.conn == nil {
 		return session.NewError(session.CodeBadRequest, "a stream session takes no tasks")
 	}
-	return s.inst.conn.call(ctx, t.Data, w, s, s.timer, s.pool.cfg.TaskTimeout)
+	return s.conn.call(ctx, t.Data, w, s, s.timer, s.pool.cfg.TaskTimeout)
 }
 
 var errForeignTask = session.NewError(session.CodeInternal, "a middleware passed on a task of another session")
@@ -458,7 +463,7 @@ func (s *Session) end(d session.Disconnect) {
 		if s.inst != nil {
 			// A task still running (its wait just got cancelled) makes the
 			// instance unclean; release checks that.
-			s.m.sched.release(s.inst, reusable(d))
+			s.m.place.Release(s.inst, reusable(d))
 		}
 		for _, h := range s.m.disconnectHooks {
 			h.OnDisconnect(&s.info, d)
@@ -499,7 +504,7 @@ func (s *Session) letGo(d session.Disconnect, to string) {
 		s.sayGoodbye(c, d)
 		s.m.removeSession(s)
 		if s.inst != nil {
-			s.m.sched.forget(s.inst)
+			s.m.place.Forget(s.inst)
 		}
 		s.m.log.Info("session left to another manager", "session", s.info.ID, "instance", s.info.Instance,
 			"manager", to, "reason", d.Reason)

@@ -45,6 +45,9 @@ func TestStartTimeoutIsNotRetried(t *testing.T) {
 	fr := c.expect("error")
 	require.Equal(t, session.CodeInternal, fr.Error.Code)
 	require.Contains(t, fr.Error.Message, "start timeout")
+	// A plain sentence: the cause's chain, with the farm and instance ids,
+	// goes to the log only.
+	require.Equal(t, "could not start an instance: not ready within start timeout", fr.Error.Message)
 	require.Equal(t, websocket.CloseInternalServerErr, c.closeCode())
 	families, err := reg.Gather()
 	require.NoError(t, err)

@@ -35,16 +35,16 @@ func (m *Manager) serveStream(c *gin.Context) {
 		return
 	}
 	inst := s.inst
-	if inst.info.Protocol != farmapi.ProtocolStream {
+	if inst.Info().Protocol != farmapi.ProtocolStream {
 		s.end(session.DisconnectBadOptions)
 		restError(c, http.StatusBadRequest, session.CodeBadRequest, "the pool is not a stream pool")
 		return
 	}
 	relay := m.relay
-	if farmHeader(inst.farm.f, inst.info) != nil {
+	if inst.Header() != nil {
 		relay = m.farmRelay // carries the farm token
 	}
-	if err := relay.ServeWebSocket(c.Writer, r, instanceURL(inst.info)); err != nil {
+	if err := relay.ServeWebSocket(c.Writer, r, inst.URL()); err != nil {
 		m.log.Info("stream relay ended with an error", "session", s.info.ID, "err", err)
 	}
 	s.end(session.DisconnectStreamEnded)

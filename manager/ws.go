@@ -206,7 +206,7 @@ func (m *Manager) resumeWS(c *clientConn, r *http.Request, tok string) *Session 
 // placeWS places a WebSocket session and greets it. The client learns its
 // place in the queue while it waits.
 func (m *Manager) placeWS(s *Session, c *clientConn, wait bool) {
-	err := m.place(s.ctx, s, wait, func(pos int) {
+	err := m.placeSession(s.ctx, s, wait, func(pos int) {
 		_ = c.writeFrame(func(b []byte) []byte { return session.AppendQueued(b, pos) })
 	})
 	if err != nil {
@@ -230,11 +230,7 @@ func (m *Manager) placeWS(s *Session, c *clientConn, wait bool) {
 func (m *Manager) claimShared(ctx context.Context, tok, restKey, remote string) *Session {
 	rec, err := m.shared.claim(ctx, tok)
 	if rec.Slot != "" {
-		defer func() {
-			m.sched.mu.Lock()
-			delete(m.sched.pending, rec.Slot)
-			m.sched.mu.Unlock()
-		}()
+		defer m.place.Unpend(rec.Slot)
 	}
 	if err != nil {
 		if !errors.Is(err, store.ErrNotFound) {
@@ -250,27 +246,14 @@ func (m *Manager) claimShared(ctx context.Context, tok, restKey, remote string) 
 		m.shared.deleteSession(rec.TokenHash)
 		return nil
 	}
-	p, err := m.sched.pool(rec.Pool)
+	p, err := m.pool(rec.Pool)
 	if err != nil {
 		return fail("unknown pool", err)
-	}
-	fe := m.farmForResume(rec.Farm)
-	if fe == nil {
-		return fail("farm not known", nil)
 	}
 	var info farmapi.Instance
 	if err := json.Unmarshal(rec.Instance, &info); err != nil {
 		return fail("bad record", err)
 	}
-	inst := &instance{info: info, pool: p, farm: fe, slot: rec.Slot, state: instBound}
-	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	conn, err := dialInstance(dctx, instanceURL(info), farmHeader(fe.f, info), m.cfg.MaxInstanceMessage,
-		func(err error) { m.sched.lost(inst, err, true) })
-	if err != nil {
-		return fail("instance unreachable", err)
-	}
-	inst.conn = conn
 	s := m.newSession(p, remote)
 	s.info.ID = rec.ID
 	s.info.Created = rec.Created
@@ -279,31 +262,16 @@ func (m *Manager) claimShared(ctx context.Context, tok, restKey, remote string) 
 	} else {
 		s.token = tok
 	}
-	if !m.sched.adopt(inst, s) {
-		conn.close()
+	inst, err := m.place.Adopt(ctx, s.holder(), rec.Farm, rec.Slot, info)
+	if err != nil {
 		s.cancel(nil)
-		return fail("manager closing or farm gone", nil)
+		return fail("cannot take over its instance", err)
 	}
 	s.bind(inst)
 	m.addSession(s)
 	m.shareSession(s)
 	m.log.Info("session resumed from another manager", "session", rec.ID, "instance", info.ID, "from", rec.Owner)
 	return s
-}
-
-// farmForResume finds the farm of a resumed session, looking at the store
-// once more if this manager has not adopted it yet.
-func (m *Manager) farmForResume(id string) *farmEntry {
-	get := func() *farmEntry {
-		m.sched.mu.Lock()
-		defer m.sched.mu.Unlock()
-		return m.sched.farms[id]
-	}
-	if fe := get(); fe != nil {
-		return fe
-	}
-	m.shared.syncFarms(time.Now())
-	return get()
 }
 
 // readLoop reads client frames and runs their tasks, one at a time, in the

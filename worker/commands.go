@@ -40,6 +40,8 @@ func (c *conn) task(id, data []byte) error {
 		return c.set(id, data)
 	case "get":
 		return c.get(id, data)
+	case "reset":
+		return c.reset(id)
 	case "pid":
 		c.scratch = append(c.scratch[:0], `{"pid":`...)
 		c.scratch = strconv.AppendInt(c.scratch, int64(c.w.pid), 10)
@@ -177,6 +179,23 @@ func (c *conn) get(id, data []byte) error {
 	c.scratch = session.AppendString(c.scratch, *a.Key)
 	c.scratch = append(c.scratch, `,"value":`...)
 	c.scratch = append(c.scratch, v...)
+	c.scratch = append(c.scratch, '}')
+	return c.resultDone(id, c.scratch)
+}
+
+// reset empties the state, as a manager asks between the sessions of a pool
+// that reuses instances, and answers once it is empty: the next session
+// finds nothing the previous one set. The answer says how many keys went.
+func (c *conn) reset(id []byte) error {
+	w := c.w
+	w.mu.Lock()
+	n := len(w.state)
+	// A new map rather than clear: the old one keeps its buckets, sized
+	// for the largest state any session left.
+	w.state = make(map[string][]byte)
+	w.mu.Unlock()
+	c.scratch = append(c.scratch[:0], `{"cleared":`...)
+	c.scratch = strconv.AppendInt(c.scratch, int64(n), 10)
 	c.scratch = append(c.scratch, '}')
 	return c.resultDone(id, c.scratch)
 }

@@ -6,10 +6,11 @@
 // connection strictly in order.
 //
 // The task data is a JSON object whose "command" member picks what to do:
-// echo, sleep, set, get, pid, model, stream, results, fail and crash. The key/value
-// state of set and get belongs to the Worker, that is to the process, and is
-// shared by all its connections: it shows that a session stays on its
-// instance.
+// echo, sleep, set, get, reset, pid, model, stream, results, fail and crash.
+// The key/value state of set and get belongs to the Worker, that is to the
+// process, and is shared by all its connections: it shows that a session
+// stays on its instance. reset empties it, which is how a manager pool that
+// reuses instances clears one between sessions.
 //
 // The package owns the worker's protocol loop and its commands. It does not
 // register with farms or know about sessions: a farm starts it with

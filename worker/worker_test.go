@@ -143,6 +143,7 @@ func TestCommands(t *testing.T) {
 		{name: "results", data: `{"command":"results","n":3}`, want: []string{`{"i":0}`, `{"i":1}`, `{"i":2}`}},
 		{name: "no results", data: `{"command":"results","n":0}`, want: []string{}},
 		{name: "get unset", data: `{"command":"get","key":"never set"}`, want: []string{`{"key":"never set","value":null}`}},
+		{name: "reset empty", data: `{"command":"reset"}`, want: []string{`{"cleared":0}`}},
 		{name: "fail", data: `{"command":"fail"}`, code: "task_failed", message: "failed on request"},
 		{name: "unknown command", data: `{"command":"nope"}`, code: "bad_request", message: `unknown command "nope"`},
 		{name: "escaped command", data: `{"command":"\u0065cho"}`, want: []string{`{"command":"\u0065cho"}`}},
@@ -234,6 +235,41 @@ func TestStateSharedAcrossConnections(t *testing.T) {
 	other := dial(t, startWorker(t, Config{}))
 	frames := runTask(t, other, "1", `{"command":"get","key":"é\"<"}`)
 	require.Equal(t, []string{`{"key":"é\"\u003c","value":null}`}, results(t, "1", frames))
+}
+
+// TestReset checks the command a reuse pool sends between sessions: it
+// empties the state of every connection of the process, and its answer comes
+// only once the state is empty, so a task sent after it, even pipelined
+// before the answer arrived, finds nothing.
+func TestReset(t *testing.T) {
+	url := startWorker(t, Config{})
+	a, b := dial(t, url), dial(t, url)
+
+	for i, kv := range []string{`"x","value":1`, `"y","value":{"deep":[1]}`, `"x","value":2`} {
+		frames := runTask(t, a, strconv.Itoa(i), `{"command":"set","key":`+kv+`}`)
+		require.Equal(t, []string{`{"ok":true}`}, results(t, strconv.Itoa(i), frames))
+	}
+	// Another connection resets: the state is the process's, as a new
+	// session's connection to a reused instance would find it.
+	frames := runTask(t, b, `"r"`, `{"command":"reset"}`)
+	require.Equal(t, []string{`{"cleared":2}`}, results(t, `"r"`, frames))
+	for _, key := range []string{"x", "y"} {
+		frames := runTask(t, a, "1", `{"command":"get","key":"`+key+`"}`)
+		require.Equal(t, []string{`{"key":"` + key + `","value":null}`}, results(t, "1", frames))
+	}
+
+	t.Run("pipelined", func(t *testing.T) {
+		send(t, a, `{"type":"task","id":1,"data":{"command":"set","key":"k","value":true}}`)
+		send(t, a, `{"type":"task","id":2,"data":{"command":"reset","extra":"ignored"}}`)
+		send(t, a, `{"type":"task","id":3,"data":{"command":"get","key":"k"}}`)
+		require.Equal(t, []string{`{"ok":true}`}, results(t, "1", collect(t, a)))
+		require.Equal(t, []string{`{"cleared":1}`}, results(t, "2", collect(t, a)))
+		require.Equal(t, []string{`{"key":"k","value":null}`}, results(t, "3", collect(t, a)))
+	})
+	t.Run("twice", func(t *testing.T) {
+		frames := runTask(t, a, "1", `{"command":"reset"}`)
+		require.Equal(t, []string{`{"cleared":0}`}, results(t, "1", frames))
+	})
 }
 
 func TestStream(t *testing.T) {

@@ -196,8 +196,8 @@ func newWorkerCmd() *cobra.Command {
 		Use:   "worker",
 		Short: "Run the reference instance program (native protocol)",
 		Long: `worker listens on --addr, or on --host:$DROVER_PORT, and serves tasks:
-echo, sleep, set, get, pid, model, stream, results, fail and crash. model lists
-the files of --model-dir.`,
+echo, sleep, set, get, reset, pid, model, stream, results, fail and crash. reset
+empties the state of set and get; model lists the files of --model-dir.`,
 		Args: cobra.NoArgs,
 	}
 	addr := cmd.Flags().String("addr", "", "listen address (default --host:$DROVER_PORT)")

@@ -12,6 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/drover-dev/drover/farm"
 	"github.com/drover-dev/drover/internal/app"
 )
 
@@ -55,7 +56,8 @@ comma-separated (DROVER_MANAGER=http://a:8181,http://b:8181).`,
 	fs.String("name", "", "display name (default the id)")
 	fs.String("state-dir", "", "where the farm records its instance processes (default $XDG_STATE_HOME/drover/farm-ID or /tmp/drover-farm-ID)")
 	fs.Duration("max-drain", 5*time.Minute, "longest wait for sessions to end when draining")
-	fs.Duration("orphan-grace", 15*time.Second, "stop a ready instance no manager is connected to after this long")
+	fs.Duration("orphan-grace", farm.DefaultOrphanGrace,
+		"stop a ready instance no manager is connected to after this long; keep it longer than the managers' --resume-grace")
 	fs.Duration("shutdown-grace", 10*time.Second, "how long shutdown may take")
 	runtimeFlags(fs)
 	fs.Duration("reconcile-interval", 30*time.Second, "how often the farm removes the containers labelled with its id that it does not track")

@@ -19,7 +19,7 @@ func newManagerCmd() *cobra.Command {
 		Long: `manager serves client sessions and places them on the farms that register
 with it over REST (drover farm --manager URL --token T). It runs no instances
 itself and refuses to start without a farm token. Pools (name, warm, release,
-task_timeout, queue_timeout, idle_timeout, max_lifetime) come from the YAML file
+reset, task_timeout, queue_timeout, idle_timeout, max_lifetime) come from the YAML file
 given with --config; without any, sessions go to pool "default". Every flag can
 also be set in that file (the same names, with _ for -) or as DROVER_<NAME> in
 the environment.`,

@@ -30,6 +30,12 @@ type scale struct {
 
 func newScale(t *testing.T, slotsPerFarm int) *scale {
 	t.Helper()
+	return newScaleFarms(t, 2, slotsPerFarm)
+}
+
+// newScaleFarms is newScale with nFarms farms, farm-0, farm-1, ...
+func newScaleFarms(t *testing.T, nFarms, slotsPerFarm int) *scale {
+	t.Helper()
 	sc := &scale{redis: redistest.Start(t)}
 	for i := range 2 {
 		sc.managers = append(sc.managers, startDrover(t, fmt.Sprintf("manager-%d", i),
@@ -39,14 +45,16 @@ func newScale(t *testing.T, slotsPerFarm int) *scale {
 			"--log-level", "debug"))
 	}
 	sc.lb = haproxytest.Start(t, haproxytest.Options{Config: "../../deploy/haproxy.cfg", Backends: []string{sc.managers[0].base, sc.managers[1].base}})
-	for i := range 2 {
+	var ids []string
+	for i := range nFarms {
 		id := fmt.Sprintf("farm-%d", i)
+		ids = append(ids, id)
 		sc.farms = append(sc.farms, startDrover(t, id, nil, farmBanner, "farm",
 			"--manager", "http://"+sc.lb.Farms, "--token", farmToken, "--addr", "127.0.0.1:0", "--id", id,
 			"--instances", fmt.Sprint(slotsPerFarm), "--state-dir", t.TempDir(), "--log-level", "debug"))
 	}
 	for _, m := range sc.managers {
-		waitFarms(t, m, 15*time.Second, "farm-0", "farm-1")
+		waitFarms(t, m, 15*time.Second, ids...)
 	}
 	sc.waitLB(t, "UP", "UP")
 	return sc

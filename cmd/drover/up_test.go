@@ -19,12 +19,21 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/drover-dev/drover/client"
+	"github.com/drover-dev/drover/internal/testkit/classcad"
 )
+
+// classcadEnv makes the test binary a ClassCAD-style instance.
+const classcadEnv = "DROVER_TEST_CLASSCAD"
 
 // The test binary is also drover itself: with DROVER_TEST_MAIN=1 it runs
 // main with the arguments after "--". The farm starts workers from the same
 // executable, and they inherit the variable.
 func TestMain(m *testing.M) {
+	if os.Getenv(classcadEnv) == "1" {
+		// An instance of a dial pool (TestUpDialPool); it inherited
+		// DROVER_TEST_MAIN from drover up too.
+		os.Exit(classcad.Main(os.Args[1:]))
+	}
 	if os.Getenv("DROVER_TEST_MAIN") == "1" {
 		for i, a := range os.Args {
 			if a == "--" {
@@ -243,4 +252,37 @@ func TestUpStdioPool(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, res, 1)
 	require.JSONEq(t, `{"hello":"cat"}`, string(res[0].Data))
+}
+
+// A ClassCAD-style dial instance that says nothing until the farm's
+// configuration came, as a real one does, serves sessions under drover up.
+func TestUpDialPool(t *testing.T) {
+	dir := t.TempDir()
+	args, err := json.Marshal(classcad.Args)
+	require.NoError(t, err)
+	cfg := "instances: 2\npools:\n" +
+		"  - name: cad\n    command: " + os.Args[0] + "\n    args: " + string(args) + "\n" +
+		"    env: [" + classcadEnv + "=1]\n    protocol: dial\n    warm: 0\n"
+	require.NoError(t, os.WriteFile(dir+"/drover.yaml", []byte(cfg), 0o600))
+	u := startUp(t, "--config", dir+"/drover.yaml")
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	s, err := client.Dial(ctx, "ws://"+u.base+"/ws", client.Options{Pool: "cad"})
+	require.NoError(t, err)
+	defer func() { _ = s.Logout() }()
+	res, err := s.Execute(ctx, json.RawMessage(`[{"command":"add","a":40,"b":2},{"command":"pid"}]`))
+	require.NoError(t, err)
+	require.Len(t, res, 2)
+	var add, pid struct {
+		Command, From string
+		Result        int
+	}
+	require.NoError(t, json.Unmarshal(res[0].Data, &add))
+	require.NoError(t, json.Unmarshal(res[1].Data, &pid))
+	require.Equal(t, "Result", add.Command)
+	require.Equal(t, "add", add.From)
+	require.Equal(t, 42, add.Result)
+	require.Equal(t, "pid", pid.From)
+	require.Contains(t, u.pids(t), pid.Result, "the task ran on the session's instance")
 }

@@ -16,14 +16,25 @@ import (
 
 // TestDial runs a ClassCAD-style instance through the manager: it connects
 // back to the farm's private port and handshakes before the client is
-// welcomed, and each task goes to it as a frame of commands.
+// welcomed, and each task goes to it as a frame of commands. The instance
+// of pool "dial" says nothing until the farm's configuration came, as a
+// real one does; that of "dial-early" sends its Handshake at once.
 func TestDial(t *testing.T) {
 	t.Parallel()
+	for _, pool := range []string{"dial", "dial-early"} {
+		t.Run(pool, func(t *testing.T) {
+			t.Parallel()
+			testDial(t, pool)
+		})
+	}
+}
+
+func testDial(t *testing.T, pool string) {
 	st := newStack(t)
 	ctx := st.ctx()
 
 	// The welcome comes once the instance has handshaken and reported Ready.
-	sess, err := client.Dial(ctx, st.wsURL("/ws"), client.Options{Pool: "dial"})
+	sess, err := client.Dial(ctx, st.wsURL("/ws"), client.Options{Pool: pool})
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = sess.Logout() })
 	fi, ok := st.farmInstance(sess.Instance)
@@ -32,21 +43,25 @@ func TestDial(t *testing.T) {
 	require.Equal(t, farm.StateReady, fi.State)
 	require.Empty(t, fi.Addr, "a dial instance listens on no port of its own")
 
-	// One command: its reply is the result; the BeginFrame and EndFrame
-	// replies are framing, and EndFrame's is the done.
+	// One command: its Result is the result; the BeginFrame and EndFrame
+	// Results are framing, and EndFrame's is the done.
 	res, err := sess.Execute(ctx, json.RawMessage(`[{"command":"add","a":1,"b":2}]`))
 	require.NoError(t, err)
-	require.Equal(t, []string{`{"from":"add","sum":3}`}, data(t, res))
+	require.Equal(t, []string{"add=3"}, results(t, res))
 
 	// Several commands in one frame answer in order; a lone object is one
 	// command.
 	res, err = sess.Execute(ctx, json.RawMessage(`[{"command":"add","a":1,"b":2},{"command":"add","a":40,"b":2}]`))
 	require.NoError(t, err)
-	require.Equal(t, []string{`{"from":"add","sum":3}`, `{"from":"add","sum":42}`}, data(t, res))
+	require.Equal(t, []string{"add=3", "add=42"}, results(t, res))
 	res, err = sess.Execute(ctx, json.RawMessage(`{"command":"pid"}`))
 	require.NoError(t, err)
-	require.Equal(t, []string{`{"from":"pid","pid":` + itoa(fi.PID) + `}`}, data(t, res),
+	require.Equal(t, []string{"pid=" + itoa(fi.PID)}, results(t, res),
 		"the session's tasks go to the welcome's instance")
+	res, err = sess.Execute(ctx, json.RawMessage(`{"command":"config"}`))
+	require.NoError(t, err)
+	require.Equal(t, []string{`config={"command":"configuration","farm":"` + st.farm.ID() + `"}`}, results(t, res),
+		"the farm's configuration reached the instance")
 
 	// A reply with an error fails the task; the instance goes on.
 	_, err = sess.Execute(ctx, json.RawMessage(`{"command":"divide"}`))
@@ -56,11 +71,35 @@ func TestDial(t *testing.T) {
 	require.Equal(t, "unknown command", ce.Message)
 	res, err = sess.Execute(ctx, json.RawMessage(`{"command":"add","a":2,"b":2}`))
 	require.NoError(t, err)
-	require.Equal(t, []string{`{"from":"add","sum":4}`}, data(t, res))
+	require.Equal(t, []string{"add=4"}, results(t, res))
 
 	require.NoError(t, sess.Logout())
 	st.requireEmpty()
 	st.requireGone(fi.PID)
+}
+
+// results returns "from=result" of each Result a dial instance answered
+// with, and checks that they are Results of one frame.
+func results(t *testing.T, res []client.Result) []string {
+	t.Helper()
+	out := make([]string, 0, len(res))
+	var tx json.RawMessage
+	for i, d := range data(t, res) {
+		var r struct {
+			Command       string
+			From          string
+			TransactionID json.RawMessage
+			Result        json.RawMessage
+		}
+		require.NoError(t, json.Unmarshal([]byte(d), &r), d)
+		require.Equal(t, "Result", r.Command, d)
+		if i == 0 {
+			tx = r.TransactionID
+		}
+		require.Equal(t, string(tx), string(r.TransactionID), "one frame: %s", d)
+		out = append(out, r.From+"="+string(r.Result))
+	}
+	return out
 }
 
 // TestDialSpawnTimeout: a dial instance that never connects back fails its

@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -17,6 +18,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/drover-dev/drover/farm"
+	"github.com/drover-dev/drover/internal/testkit/classcad"
 	"github.com/drover-dev/drover/internal/testkit/testutil"
 	"github.com/drover-dev/drover/manager"
 	"github.com/drover-dev/drover/proxy"
@@ -30,8 +32,10 @@ const (
 	// three of them.
 	liveliness = 200 * time.Millisecond
 
-	// The dial-never pool: three attempts of 300 ms, 100 ms apart.
-	neverStartTimeout = 300 * time.Millisecond
+	// The dial-never pool: three attempts of 1 s, 100 ms apart. Each
+	// attempt must outlast the start of a -race child on a loaded machine,
+	// which notes its spawn (spawnLogEnv) first thing.
+	neverStartTimeout = time.Second
 	neverRetries      = 2
 	neverBackoff      = 100 * time.Millisecond
 
@@ -54,7 +58,7 @@ type stack struct {
 }
 
 // newStack starts a manager and a farm with one pool per child mode:
-// stdio, dial, dial-never, stream and stream-silent; 2 slots.
+// stdio, dial, dial-early, dial-never, stream and stream-silent; 2 slots.
 func newStack(t *testing.T) *stack {
 	t.Helper()
 	return newStackWith(t, stackOptions{})
@@ -186,13 +190,15 @@ func childPools(spawns, farmURL string) []farm.PoolSpec {
 			StartTimeout: 20 * time.Second,
 		}
 	}
-	dialArgs := []string{"--port", "{{.PrivatePort}}", "--id", "{{.ID}}"}
+	dialArgs := classcad.Args
 
 	stdio := pool("stdio", farm.ProtocolStdio)
 	stdio.Delimiter = delimiter
 
 	dial := pool("dial", farm.ProtocolDial)
 	dial.Args = dialArgs
+	early := pool("dial-early", farm.ProtocolDial)
+	early.Args = append(slices.Clone(dialArgs), "--early")
 
 	never := pool("dial-never", farm.ProtocolDial)
 	never.Args = dialArgs
@@ -210,7 +216,7 @@ func childPools(spawns, farmURL string) []farm.PoolSpec {
 	silent.Readiness = farm.ReadinessLiveliness
 	silent.Liveliness = liveliness
 
-	return []farm.PoolSpec{stdio, dial, never, stream, silent}
+	return []farm.PoolSpec{stdio, dial, early, never, stream, silent}
 }
 
 // wsURL is the manager's URL for path (with its query), as ws://.

@@ -3,7 +3,6 @@ package e2e_test
 import (
 	"bufio"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"net"
 	"net/http"
@@ -14,6 +13,8 @@ import (
 
 	"github.com/gorilla/websocket"
 	"go.uber.org/goleak"
+
+	"github.com/drover-dev/drover/internal/testkit/classcad"
 )
 
 // The instance programs of these tests are the test binary itself: the farm
@@ -45,7 +46,10 @@ func TestMain(m *testing.M) {
 // runChild is the instance program. Modes:
 //
 //	stdio          websocketd style: answers stdin lines (stdioChild)
-//	dial           ClassCAD style: connects back to the farm (dialChild)
+//	dial           ClassCAD style (classcad.Main): connects back to the
+//	               farm, says nothing until the farm's configuration came
+//	dial-early     the same, started with --early: sends its Handshake at
+//	               once
 //	dial-never     a dial instance that never connects
 //	stream         SC-server style: echoes WebSocket messages, reports
 //	               ready, then pings every $DROVER_E2E_PING
@@ -55,8 +59,8 @@ func runChild(mode string) int {
 	switch mode {
 	case "stdio":
 		return stdioChild()
-	case "dial":
-		return dialChild()
+	case "dial", "dial-early":
+		return classcad.Main(os.Args[1:])
 	case "dial-never":
 		time.Sleep(time.Hour) // until the farm gives up and kills it
 		return 0
@@ -122,73 +126,6 @@ func stdioChild() int {
 		}
 	}
 	return 0
-}
-
-// dialChild connects to the farm's private port (--port) as the instance
-// --id, handshakes, and answers every command with an object naming it:
-//
-//	BeginFrame, EndFrame     {"from":NAME}
-//	{"command":"add","a":A,"b":B}  {"from":"add","sum":A+B}
-//	{"command":"pid"}        {"from":"pid","pid":PID}
-//	anything else            {"from":NAME,"error":"unknown command"}
-func dialChild() int {
-	fs := flag.NewFlagSet("dial", flag.ContinueOnError)
-	port := fs.String("port", "", "the farm's private port")
-	id := fs.String("id", "", "this instance's id")
-	if err := fs.Parse(os.Args[1:]); err != nil || *port == "" || *id == "" {
-		fmt.Fprintln(os.Stderr, "child: want --port PORT --id ID")
-		return 2
-	}
-	ws, _, err := websocket.DefaultDialer.Dial("ws://"+net.JoinHostPort("127.0.0.1", *port)+"/", nil)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "child:", err)
-		return 1
-	}
-	defer ws.Close()
-	if err := ws.WriteJSON(map[string]any{"response": "Handshake", "id": *id}); err != nil {
-		fmt.Fprintln(os.Stderr, "child: handshake:", err)
-		return 1
-	}
-	var configure struct {
-		Command string `json:"command"`
-		ID      string `json:"id"`
-	}
-	if err := ws.ReadJSON(&configure); err != nil {
-		fmt.Fprintln(os.Stderr, "child: read Configure:", err)
-		return 1
-	}
-	if configure.Command != "Configure" || configure.ID != *id {
-		fmt.Fprintf(os.Stderr, "child: unexpected configuration %+v\n", configure)
-		return 1
-	}
-	if err := ws.WriteJSON(map[string]any{"response": "Ready"}); err != nil {
-		return 1
-	}
-	for {
-		var cmd struct {
-			Command string `json:"command"`
-			A       int    `json:"a"`
-			B       int    `json:"b"`
-		}
-		if err := ws.ReadJSON(&cmd); err != nil {
-			fmt.Fprintln(os.Stderr, "child:", err)
-			return 1
-		}
-		var reply any
-		switch cmd.Command {
-		case "BeginFrame", "EndFrame":
-			reply = map[string]any{"from": cmd.Command}
-		case "add":
-			reply = map[string]any{"from": "add", "sum": cmd.A + cmd.B}
-		case "pid":
-			reply = map[string]any{"from": "pid", "pid": os.Getpid()}
-		default:
-			reply = map[string]any{"from": cmd.Command, "error": "unknown command"}
-		}
-		if err := ws.WriteJSON(reply); err != nil {
-			return 1
-		}
-	}
 }
 
 // streamChild serves WebSockets on $DROVER_PORT and echoes every message

@@ -6,6 +6,8 @@ import (
 	"crypto/rand"
 	"fmt"
 	"net/http"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -114,6 +116,56 @@ func TestStreamLivelinessKill(t *testing.T) {
 	st.requireGone(inst.PID)
 	require.NoError(t, ws.Close())
 	st.requireEmpty()
+}
+
+// TestStreamWarmServesViewer: a stream pool whose every slot holds a warm
+// instance serves a viewer at once with one of them (that is what warm
+// means). A viewer that asks for a model none of them was started with
+// gets a fresh instance, and does not wait behind the idle one: it is
+// stopped to make room.
+func TestStreamWarmServesViewer(t *testing.T) {
+	t.Parallel()
+	models := t.TempDir()
+	require.NoError(t, os.Mkdir(filepath.Join(models, "gear"), 0o755))
+	st := newStackWith(t, stackOptions{warm: map[string]int{"stream": 2}, modelsDir: models})
+	idle := map[string]bool{}
+	st.eventually("two warm stream instances, every slot", func() bool {
+		clear(idle)
+		for _, in := range st.m.Status().Instances {
+			if in.Pool == "stream" && in.State == "idle" {
+				idle[in.ID] = true
+			}
+		}
+		return len(idle) == 2
+	})
+
+	begin := time.Now()
+	ws := st.openStream("stream")
+	t.Logf("the viewer was relayed %s after it asked", time.Since(begin).Round(time.Millisecond))
+	inst := st.streamInstance("stream")
+	require.True(t, idle[inst.ID], "a warm instance serves it")
+	require.Len(t, st.spawned("stream"), 2, "nothing was started for it")
+	require.NoError(t, ws.WriteMessage(websocket.TextMessage, []byte("warm")))
+	require.NoError(t, ws.SetReadDeadline(time.Now().Add(waitFor)))
+	_, got, err := ws.ReadMessage()
+	require.NoError(t, err)
+	require.Equal(t, "warm", string(got))
+
+	var other string
+	for id := range idle {
+		if id != inst.ID {
+			other = id
+		}
+	}
+	gear := st.openStream("stream&model=gear")
+	require.Len(t, st.spawned("stream"), 3, "a fresh instance for the model")
+	require.NoError(t, gear.WriteMessage(websocket.TextMessage, []byte("gear")))
+	require.NoError(t, gear.SetReadDeadline(time.Now().Add(waitFor)))
+	_, got, err = gear.ReadMessage()
+	require.NoError(t, err)
+	require.Equal(t, "gear", string(got))
+	_, ok := st.farmInstance(other)
+	require.False(t, ok, "the idle warm instance made room")
 }
 
 // openStream opens a stream session of pool; it returns once the manager

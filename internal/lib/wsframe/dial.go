@@ -21,6 +21,10 @@ import (
 // WebSocket.
 var ErrBadHandshake = errors.New("wsframe: bad handshake")
 
+// ErrBadScheme is returned by Dial for a URL that is not ws:// or wss://,
+// before it connects anywhere.
+var ErrBadScheme = errors.New("wsframe: not a ws:// or wss:// URL")
+
 // Dial opens a WebSocket to a ws:// or wss:// URL as a client, sending
 // header with the handshake, which ctx bounds. It returns the connection
 // and rest, what the server sent right behind its handshake response (read
@@ -37,7 +41,7 @@ func Dial(ctx context.Context, rawURL string, header http.Header) (conn net.Conn
 	case "wss":
 		port = "443"
 	default:
-		return nil, nil, fmt.Errorf("wsframe: %q is not a ws:// or wss:// URL", rawURL)
+		return nil, nil, fmt.Errorf("%w: %q", ErrBadScheme, rawURL)
 	}
 	addr := u.Host
 	if u.Port() == "" {

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -139,9 +140,53 @@ func TestDialKeepsWhatFollowsTheHandshake(t *testing.T) {
 	require.Equal(t, "masked", string(msg))
 }
 
+// TestDialRefusesOtherSchemes points Dial at a WebSocket server that would
+// accept it under any scheme: only ws:// reaches it, every other scheme is
+// refused with ErrBadScheme before a connection is made.
 func TestDialRefusesOtherSchemes(t *testing.T) {
-	_, _, err := Dial(context.Background(), "http://127.0.0.1:1/", nil)
-	require.Error(t, err)
+	var (
+		mu    sync.Mutex
+		conns int
+	)
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		ws, err := (&websocket.Upgrader{}).Upgrade(rw, r, nil)
+		if err == nil {
+			_ = ws.Close()
+		}
+	}))
+	srv.Config.ConnState = func(_ net.Conn, st http.ConnState) {
+		if st == http.StateNew {
+			mu.Lock()
+			conns++
+			mu.Unlock()
+		}
+	}
+	srv.Start()
+	defer srv.Close()
+	hostPort := strings.TrimPrefix(srv.URL, "http://")
+	accepted := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return conns
+	}
+
+	for _, url := range []string{"http://", "https://", "ftp://", "WSS+unix://", "//"} {
+		url += hostPort + "/"
+		t.Run(url, func(t *testing.T) {
+			c, _, err := Dial(t.Context(), url, nil)
+			if c != nil {
+				_ = c.Close()
+			}
+			require.ErrorIs(t, err, ErrBadScheme)
+			require.Zero(t, accepted(), "no connection was made")
+		})
+	}
+
+	// The server does take a WebSocket: the refusals above are Dial's.
+	c, _, err := Dial(t.Context(), "ws://"+hostPort+"/", nil)
+	require.NoError(t, err)
+	_ = c.Close()
+	require.Equal(t, 1, accepted())
 }
 
 func TestDialEndsWithItsContext(t *testing.T) {

@@ -1,0 +1,847 @@
+package placement
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/drover-dev/drover/farmapi"
+	"github.com/drover-dev/drover/store"
+)
+
+// grant is what placement hands a holder: an idle instance already bound
+// to it, or a slot reserved on a farm where one is started for it.
+type grant struct {
+	inst *Instance
+	farm *farmEntry
+	slot string // the reservation made on farm
+	err  error
+}
+
+type waiter struct {
+	pool  *poolState
+	h     *Holder
+	since time.Time
+	grant chan grant // buffered 1; receives exactly once
+	pos   chan int   // buffered 1; the latest position
+	last  int
+	// quiet: the holder did not want to wait, and waits only for the slot
+	// an idle instance stopped for it frees; it is told no positions.
+	quiet bool
+	// evicting is the idle instance stopped to make room for the waiter.
+	evicting *Instance
+}
+
+// farmFault marks a start that failed for its farm's sake (unreachable,
+// fuller than the books said, draining, gone): not the instance's fault.
+// The holder is placed elsewhere without counting it as an attempt.
+type farmFault struct{ error }
+
+func (f farmFault) Unwrap() error { return f.error }
+
+const (
+	// maxSpawnAttempts bounds the starts that fail for a holder.
+	maxSpawnAttempts = 3
+	// maxRounds bounds the placements tried for a holder, farm faults
+	// included; each farm fault takes its farm out of the running, so the
+	// bound is rarely reached.
+	maxRounds = 32
+)
+
+// Acquire binds h to an instance of its pool: an idle one, else a fresh
+// start, else (with wait) a place in the queue until one of those is
+// possible; queued, when set, is told each new queue position. A start on
+// a farm that cannot be reached, or that turns out to be full, is retried
+// on another farm.
+//
+// Errors are ErrShutdown, ErrStoreUnavailable, a *PoolError (unknown pool,
+// no farm serves it), ErrNoCapacity, ErrQueueTimeout, ErrSpawnFailed
+// (wrapping the last cause) or ctx's error.
+func (p *Placer) Acquire(ctx context.Context, h *Holder, wait bool, queued func(int)) (*Instance, error) {
+	ps, err := p.pool(h.Pool)
+	if err != nil {
+		return nil, err
+	}
+	var lastErr error
+	failures := 0
+	for range maxRounds {
+		g, w := p.place(h, ps, wait)
+		if w != nil {
+			g = p.wait(ctx, w, queued)
+		}
+		if g.err != nil {
+			return nil, g.err
+		}
+		if g.inst != nil {
+			return g.inst, nil
+		}
+		inst, err := p.spawn(ctx, g, ps, h)
+		if err == nil {
+			return inst, nil
+		}
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		lastErr = err
+		if errors.As(err, new(farmFault)) {
+			p.log.Info("placing elsewhere", "holder", h.ID, "pool", ps.cfg.Name, "farm", g.farm.id, "err", err)
+			continue
+		}
+		failures++
+		p.log.Warn("spawn failed", "holder", h.ID, "pool", ps.cfg.Name, "farm", g.farm.id, "attempt", failures, "err", err)
+		if errors.Is(err, farmapi.ErrStartTimeout) || failures >= maxSpawnAttempts {
+			// A start timeout came after the farm waited out the pool's
+			// start timeout and the retries the pool allows (dial pools):
+			// another round here would multiply them, and the wait with them.
+			break
+		}
+	}
+	p.log.Warn("placement failed", "holder", h.ID, "pool", ps.cfg.Name, "err", lastErr)
+	return nil, fmt.Errorf("%w: %w", ErrSpawnFailed, lastErr)
+}
+
+// place tries to serve a holder at once; with wait it queues it otherwise.
+func (p *Placer) place(h *Holder, ps *poolState, wait bool) (grant, *waiter) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return grant{err: ErrShutdown}, nil
+	}
+	if err := p.StoreUsable(); err != nil {
+		return grant{err: err}, nil
+	}
+	if !p.servedLocked(ps) {
+		return grant{err: &PoolError{Pool: ps.cfg.Name, Err: ErrNoFarm}}, nil
+	}
+	var evicted *Instance
+	// Earlier waiters of this pool come first.
+	if !p.hasWaiterLocked(ps) {
+		g, ok, err := p.serveLocked(h, ps)
+		if err != nil {
+			return grant{err: err}, nil
+		}
+		if ok {
+			if g.inst != nil {
+				p.refillLocked() // an idle instance was taken: warm another
+			}
+			return g, nil
+		}
+		evicted = p.evictLocked(h, ps)
+	}
+	if !wait && evicted == nil {
+		return grant{err: ErrNoCapacity}, nil
+	}
+	w := &waiter{pool: ps, h: h, since: time.Now(), grant: make(chan grant, 1), pos: make(chan int, 1),
+		quiet: !wait, evicting: evicted}
+	p.queue = append(p.queue, w)
+	p.metrics.queueLength.Set(float64(len(p.queue)))
+	p.positionsLocked()
+	return grant{}, w
+}
+
+// servedLocked reports whether some farm serves the pool, or no farm is
+// registered yet (farms are expected: holders wait for them).
+func (p *Placer) servedLocked(ps *poolState) bool {
+	if len(p.farms) == 0 {
+		return true
+	}
+	for _, fe := range p.farms {
+		if fe.pools[ps.cfg.Name] {
+			return true
+		}
+	}
+	return false
+}
+
+func (p *Placer) hasWaiterLocked(ps *poolState) bool {
+	for _, w := range p.queue {
+		if w.pool == ps {
+			return true
+		}
+	}
+	return false
+}
+
+// fits reports whether an instance started with have serves a holder that
+// wants want: a holder that asks for nothing takes any.
+func fits(want, have farmapi.StartOptions) bool {
+	return want == (farmapi.StartOptions{}) || want == have
+}
+
+// serveLocked hands out an idle instance or reserves a slot for a start.
+// Both go through the store, which makes them atomic across managers; an
+// error means the store cannot be reached.
+func (p *Placer) serveLocked(h *Holder, ps *poolState) (grant, bool, error) {
+	for i := 0; i < len(ps.idle); i++ {
+		inst := ps.idle[i]
+		fe := inst.farm
+		if fe.draining || fe.suspect || !fe.matches(h.Labels) || !fits(h.Start, inst.opts) {
+			continue
+		}
+		err := p.updateSlot(fe.id, store.Slot{ID: inst.slot, Pool: ps.cfg.Name,
+			Instance: inst.info.ID, State: store.SlotBound, Session: h.ID}, store.SlotIdle)
+		if errors.Is(err, store.ErrUnavailable) {
+			return grant{}, false, err
+		}
+		ps.idle = slices.Delete(ps.idle, i, i+1)
+		i--
+		if err != nil {
+			// The store lost the reservation (its farm left): nobody can
+			// count on this instance any more.
+			p.log.Warn("idle instance lost its reservation", "instance", inst.info.ID, "err", err)
+			p.stopAsyncLocked(inst)
+			continue
+		}
+		p.bindLocked(inst, h)
+		return grant{inst: inst}, true, nil
+	}
+	slot, fe, err := p.reserveLocked(ps, h.Labels, h.ID)
+	if err != nil || fe == nil {
+		return grant{}, false, err
+	}
+	ps.startingBound++
+	return grant{farm: fe, slot: slot}, true, nil
+}
+
+// evictLocked makes room for a holder no slot is free for, when idle
+// instances hold slots it could use: it stops the one idle longest, of any
+// pool, on a farm that would take the holder. A holder never waits behind
+// idle instances (a warm stream instance started without the model a
+// viewer asks for, warm instances of another pool). It returns the
+// instance stopped, nil when there is none.
+func (p *Placer) evictLocked(h *Holder, ps *poolState) *Instance {
+	var victim *Instance
+	for _, q := range p.pools {
+		for _, inst := range q.idle {
+			fe := inst.farm
+			if fe.draining || fe.suspect || !fe.pools[ps.cfg.Name] || !fe.matches(h.Labels) {
+				continue
+			}
+			if victim == nil || inst.idleSince.Before(victim.idleSince) {
+				victim = inst
+			}
+		}
+	}
+	if victim == nil {
+		return nil
+	}
+	victim.pool.idle = slices.DeleteFunc(victim.pool.idle, func(i *Instance) bool { return i == victim })
+	p.log.Info("stopping an idle instance to make room", "instance", victim.info.ID, "pool", victim.pool.cfg.Name,
+		"for_pool", ps.cfg.Name, "holder", h.ID)
+	p.stopAsyncLocked(victim)
+	return victim
+}
+
+// reserveLocked reserves a slot for an instance of ps in the store, on the
+// best farm that has one; holder is the holder it starts for, if any. It
+// returns a nil farm when no farm has a free slot.
+func (p *Placer) reserveLocked(ps *poolState, labels map[string]string, holder string) (string, *farmEntry, error) {
+	for {
+		fe := p.farmForLocked(ps, labels)
+		if fe == nil {
+			return "", nil, nil
+		}
+		slot := store.Slot{ID: newID(), Pool: ps.cfg.Name, State: store.SlotStarting, Session: holder}
+		err := p.reserve(fe.id, slot)
+		switch {
+		case err == nil:
+			fe.used++
+			p.pending[slot.ID] = struct{}{}
+			return slot.ID, fe, nil
+		case errors.Is(err, store.ErrUnavailable):
+			return "", nil, err
+		default:
+			// Full, draining or gone as far as the store knows: other
+			// managers took its slots. Skip it until the next look.
+			fe.others = fe.slots - fe.used
+		}
+	}
+}
+
+// unreserveLocked gives back a reservation whose instance never came.
+func (p *Placer) unreserveLocked(fe *farmEntry, slot string) {
+	fe.used--
+	delete(p.pending, slot)
+	p.freeSlot(fe.id, slot)
+}
+
+// farmForLocked picks, among the farms that take placements, run ps and
+// have the labels asked for, the one of highest priority with the most
+// free slots.
+func (p *Placer) farmForLocked(ps *poolState, labels map[string]string) *farmEntry {
+	now := p.now()
+	var best *farmEntry
+	for _, fe := range p.farms {
+		if !fe.takes(now) || !fe.pools[ps.cfg.Name] || fe.free() <= 0 || !fe.matches(labels) {
+			continue
+		}
+		if best == nil || better(fe, best) {
+			best = fe
+		}
+	}
+	return best
+}
+
+func better(a, b *farmEntry) bool {
+	if a.priority != b.priority {
+		return a.priority > b.priority
+	}
+	if a.free() != b.free() {
+		return a.free() > b.free()
+	}
+	return a.id < b.id
+}
+
+func (p *Placer) bindLocked(inst *Instance, h *Holder) {
+	inst.state = instBound
+	inst.holder = h
+}
+
+func (p *Placer) wait(ctx context.Context, w *waiter, queued func(int)) grant {
+	timeout := w.pool.cfg.QueueTimeout
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	for {
+		select {
+		case g := <-w.grant:
+			return g
+		case pos := <-w.pos:
+			if queued != nil {
+				queued(pos)
+			}
+		case <-t.C:
+			if g, ok := p.dequeue(w); ok {
+				return g
+			}
+			return grant{err: fmt.Errorf("%w: waited %s", ErrQueueTimeout, timeout)}
+		case <-ctx.Done():
+			if g, ok := p.dequeue(w); ok {
+				p.undo(g, w.pool)
+			}
+			return grant{err: ctx.Err()}
+		}
+	}
+}
+
+// dequeue removes w from the queue. If a grant raced the removal, it is
+// returned with ok so the caller can use or undo it.
+func (p *Placer) dequeue(w *waiter) (grant, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if i := slices.Index(p.queue, w); i >= 0 {
+		p.queue = slices.Delete(p.queue, i, i+1)
+		p.metrics.queueLength.Set(float64(len(p.queue)))
+		p.positionsLocked()
+		return grant{}, false
+	}
+	select {
+	case g := <-w.grant:
+		return g, true
+	default:
+		return grant{}, false
+	}
+}
+
+// undo gives back a grant its waiter can no longer use.
+func (p *Placer) undo(g grant, ps *poolState) {
+	switch {
+	case g.inst != nil:
+		p.Release(g.inst, true)
+	case g.farm != nil:
+		p.mu.Lock()
+		p.unreserveLocked(g.farm, g.slot)
+		ps.startingBound--
+		p.kickLocked()
+		p.mu.Unlock()
+	}
+}
+
+// kickLocked serves waiters in order, then refills the warm pools.
+func (p *Placer) kickLocked() {
+	if p.closed {
+		return
+	}
+	if len(p.queue) > 0 {
+		kept := p.queue[:0]
+		storeDown := p.StoreUsable() != nil
+		for _, w := range p.queue {
+			if !storeDown {
+				g, ok, err := p.serveLocked(w.h, w.pool)
+				if ok {
+					w.grant <- g
+					continue
+				}
+				// Waiters keep their place while the store is away.
+				storeDown = err != nil
+				if !storeDown && (w.evicting == nil || w.evicting.state == instGone) {
+					w.evicting = p.evictLocked(w.h, w.pool)
+				}
+			}
+			kept = append(kept, w)
+		}
+		clear(p.queue[len(kept):])
+		p.queue = kept
+		p.metrics.queueLength.Set(float64(len(p.queue)))
+		p.positionsLocked()
+	}
+	p.refillLocked()
+}
+
+// positionsLocked tells each waiter its 1-based position when it changed.
+func (p *Placer) positionsLocked() {
+	for i, w := range p.queue {
+		if w.last == i+1 || w.quiet {
+			continue
+		}
+		w.last = i + 1
+		select {
+		case <-w.pos:
+		default:
+		}
+		w.pos <- i + 1
+	}
+}
+
+// refillLocked starts instances until every pool has its warm count of idle
+// or starting instances, as far as free slots allow.
+func (p *Placer) refillLocked() {
+	if p.closed || p.StoreUsable() != nil {
+		return
+	}
+	now := time.Now()
+	for _, ps := range p.pools {
+		for len(ps.idle)+ps.startingWarm < ps.cfg.Warm {
+			if now.Before(ps.retryAt) {
+				p.retryLaterLocked(ps, ps.retryAt.Sub(now))
+				break
+			}
+			slot, fe, err := p.reserveLocked(ps, nil, "")
+			if err != nil || fe == nil {
+				break
+			}
+			ps.startingWarm++
+			p.goTracked(func() { p.spawnWarm(fe, ps, slot) })
+		}
+	}
+}
+
+func (p *Placer) retryLaterLocked(ps *poolState, d time.Duration) {
+	if ps.retryTimer != nil {
+		return
+	}
+	ps.retryTimer = time.AfterFunc(d, func() {
+		p.mu.Lock()
+		ps.retryTimer = nil
+		p.refillLocked()
+		p.mu.Unlock()
+	})
+}
+
+func (p *Placer) spawnWarm(fe *farmEntry, ps *poolState, slot string) {
+	// Bounded so that a farm that hangs cannot hold the slot for ever.
+	ctx, cancel := context.WithTimeout(p.ctx, 2*time.Minute)
+	defer cancel()
+	inst, err := p.start(ctx, fe, ps, farmapi.StartOptions{})
+	if err == nil {
+		inst.slot = slot
+		err = p.updateSlot(fe.id, store.Slot{ID: slot, Pool: ps.cfg.Name, Instance: inst.info.ID,
+			State: store.SlotIdle}, store.SlotStarting)
+		if err != nil {
+			p.stopInstance(fe, inst)
+		}
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	ps.startingWarm--
+	if err != nil {
+		p.unreserveLocked(fe, slot)
+		ps.failures++
+		backoff := min(time.Duration(ps.failures)*500*time.Millisecond, 30*time.Second)
+		ps.retryAt = time.Now().Add(backoff)
+		if !p.closed {
+			p.log.Warn("warm spawn failed", "pool", ps.cfg.Name, "farm", fe.id, "retry_in", backoff, "err", err)
+		}
+		p.kickLocked()
+		return
+	}
+	ps.failures = 0
+	if inst.state == instGone {
+		p.discardLocked(fe, inst, slot)
+		return
+	}
+	p.bookLocked(inst)
+	if p.closed || (inst.conn != nil && !inst.conn.Clean()) || p.farms[fe.id] != fe || fe.draining {
+		p.stopAsyncLocked(inst)
+		return
+	}
+	inst.state = instIdle
+	inst.idleSince = time.Now()
+	ps.idle = append(ps.idle, inst)
+	p.kickLocked()
+}
+
+// spawn starts an instance on a slot reserved for h and binds it.
+func (p *Placer) spawn(ctx context.Context, g grant, ps *poolState, h *Holder) (*Instance, error) {
+	fe := g.farm
+	inst, err := p.start(ctx, fe, ps, h.Start)
+	if err == nil {
+		inst.slot = g.slot
+		err = p.updateSlot(fe.id, store.Slot{ID: g.slot, Pool: ps.cfg.Name, Instance: inst.info.ID,
+			State: store.SlotBound, Session: h.ID}, store.SlotStarting)
+		if err != nil {
+			p.stopInstance(fe, inst)
+			err = fmt.Errorf("record the instance: %w", err)
+		}
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	ps.startingBound--
+	if err != nil {
+		p.unreserveLocked(fe, g.slot)
+		p.kickLocked()
+		return nil, err
+	}
+	if inst.state == instGone {
+		p.discardLocked(fe, inst, g.slot)
+		return nil, fmt.Errorf("the connection to instance %s broke before it was used", inst.info.ID)
+	}
+	p.bookLocked(inst)
+	if p.closed {
+		p.stopAsyncLocked(inst)
+		return nil, ErrShutdown
+	}
+	if p.farms[fe.id] != fe {
+		p.stopAsyncLocked(inst)
+		return nil, farmFault{fmt.Errorf("farm %s left while the instance started", fe.id)}
+	}
+	p.bindLocked(inst, h)
+	return inst, nil
+}
+
+// bookLocked puts a started instance on the books.
+func (p *Placer) bookLocked(inst *Instance) {
+	delete(p.pending, inst.slot)
+	p.instances[inst.info.ID] = inst
+}
+
+// discardLocked stops an instance that started but whose connection broke
+// before it was on the books, and gives its reservation back once the farm
+// confirmed the stop.
+func (p *Placer) discardLocked(fe *farmEntry, inst *Instance, slot string) {
+	p.goTracked(func() {
+		p.stopInstance(fe, inst)
+		p.mu.Lock()
+		p.unreserveLocked(fe, slot)
+		p.kickLocked()
+		p.mu.Unlock()
+	})
+}
+
+// start asks a farm for an instance and connects to it. The slot stays
+// reserved by the caller. Stream instances get no connection: their
+// clients' bytes are relayed to them.
+func (p *Placer) start(ctx context.Context, fe *farmEntry, ps *poolState, opts farmapi.StartOptions) (*Instance, error) {
+	begin := time.Now()
+	// A start gives up when its farm leaves the books (declared dead).
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	unhook := context.AfterFunc(fe.ctx, cancel)
+	defer unhook()
+	var info farmapi.Instance
+	var err error
+	if sw, ok := fe.f.(StarterWith); ok {
+		info, err = sw.StartInstanceWith(sctx, ps.cfg.Name, opts)
+	} else if opts != (farmapi.StartOptions{}) {
+		err = errors.New("the farm cannot start instances with options")
+	} else {
+		info, err = fe.f.StartInstance(sctx, ps.cfg.Name)
+	}
+	if err != nil {
+		p.metrics.spawns.WithLabelValues(ps.cfg.Name, "error").Inc()
+		return nil, p.judgeStart(ctx, fe, fmt.Errorf("start on farm %s: %w", fe.id, err))
+	}
+	inst := &Instance{info: info, opts: opts, pool: ps, farm: fe}
+	if info.Protocol != farmapi.ProtocolStream && p.cfg.Dial != nil {
+		conn, err := p.cfg.Dial(ctx, InstanceURL(info), farmHeader(fe.f, info),
+			func(err error) { p.lost(inst, err, true) })
+		if err != nil {
+			p.metrics.spawns.WithLabelValues(ps.cfg.Name, "error").Inc()
+			p.stopInstance(fe, inst)
+			return nil, fmt.Errorf("connect to instance %s: %w", info.ID, err)
+		}
+		inst.conn = conn
+	}
+	p.metrics.spawns.WithLabelValues(ps.cfg.Name, "ok").Inc()
+	p.metrics.spawnSeconds.Observe(time.Since(begin).Seconds())
+	return inst, nil
+}
+
+// judgeStart says what a failed start tells about its farm, and marks it
+// so that the next placement goes elsewhere: a farm that did not answer is
+// suspect, one that said it has no free slot (or drains, or closes) takes
+// nothing until its next heartbeat. These come back as farm faults.
+func (p *Placer) judgeStart(ctx context.Context, fe *farmEntry, err error) error {
+	if ctx.Err() != nil {
+		return err // the holder gave up
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	switch {
+	case fe.ctx.Err() != nil:
+		return farmFault{fmt.Errorf("the farm left during the start: %w", err)}
+	case errors.Is(err, ErrUnreachable):
+		p.suspectLocked(fe, err)
+		return farmFault{err}
+	case errors.Is(err, farmapi.ErrNoSlot), errors.Is(err, farmapi.ErrDraining), errors.Is(err, farmapi.ErrClosed):
+		// The farm is fuller than the books: instances the managers gave
+		// up still run there, or another manager's are not counted yet.
+		fe.fullUntil = p.now().Add(p.cfg.HeartbeatInterval)
+		p.log.Info("farm has no free slot although the books said so", "farm", fe.id, "err", err)
+		return farmFault{err}
+	}
+	return err
+}
+
+// Release ends a binding: the instance goes back to the idle pool when its
+// pool reuses instances and it is clean (after the pool's Reset, if any),
+// otherwise it is stopped. reusable is the holder's word that it left the
+// instance in a state fit for another.
+func (p *Placer) Release(inst *Instance, reusable bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if inst.state != instBound {
+		return
+	}
+	inst.holder = nil
+	ps := inst.pool
+	if reusable && ps.cfg.Reuse && !p.closed && !inst.farm.draining && !inst.farm.suspect &&
+		inst.conn != nil && inst.conn.Clean() {
+		if ps.cfg.Reset != nil {
+			inst.state = instResetting
+			p.goTracked(func() { p.reset(inst) })
+			return
+		}
+		if p.idleLocked(inst, store.SlotBound) {
+			return
+		}
+	}
+	p.stopAsyncLocked(inst)
+}
+
+// idleLocked makes an instance idle, in the store first.
+func (p *Placer) idleLocked(inst *Instance, from store.SlotState) bool {
+	if p.updateSlot(inst.farm.id, store.Slot{ID: inst.slot, Pool: inst.pool.cfg.Name,
+		Instance: inst.info.ID, State: store.SlotIdle}, from) != nil {
+		return false
+	}
+	inst.state = instIdle
+	inst.idleSince = time.Now()
+	inst.pool.idle = append(inst.pool.idle, inst)
+	p.kickLocked()
+	return true
+}
+
+// reset runs the pool's Reset on a released instance: idle when it
+// succeeds, stopped when it fails.
+func (p *Placer) reset(inst *Instance) {
+	ctx, cancel := context.WithTimeout(p.ctx, inst.pool.cfg.ResetTimeout)
+	err := inst.pool.cfg.Reset(ctx, inst)
+	cancel()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if inst.state != instResetting {
+		return // lost meanwhile
+	}
+	if err != nil {
+		p.log.Warn("instance reset failed: stopping it", "instance", inst.info.ID, "pool", inst.pool.cfg.Name, "err", err)
+		p.stopAsyncLocked(inst)
+		return
+	}
+	if p.closed || p.farms[inst.farm.id] != inst.farm || inst.farm.draining || !inst.conn.Clean() ||
+		!p.idleLocked(inst, store.SlotBound) {
+		p.stopAsyncLocked(inst)
+	}
+}
+
+// stopAsyncLocked stops an instance in the background; its slot is freed
+// when the farm confirms.
+func (p *Placer) stopAsyncLocked(inst *Instance) {
+	inst.state = instStopping
+	inst.holder = nil
+	p.goTracked(func() {
+		p.stopInstance(inst.farm, inst)
+		p.mu.Lock()
+		p.removeLocked(inst)
+		p.kickLocked()
+		p.mu.Unlock()
+	})
+}
+
+// stopInstance closes the connection to an instance and asks its farm to
+// stop it.
+func (p *Placer) stopInstance(fe *farmEntry, inst *Instance) {
+	if inst.conn != nil {
+		inst.conn.Close()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	if err := fe.f.StopInstance(ctx, inst.info.ID); err != nil && !errors.Is(err, farmapi.ErrNotFound) {
+		p.log.Warn("stop instance", "instance", inst.info.ID, "err", err)
+	}
+}
+
+// removeLocked forgets an instance and frees its slot, once. A farm found
+// full has room again.
+func (p *Placer) removeLocked(inst *Instance) {
+	if p.dropLocked(inst) {
+		inst.farm.fullUntil = time.Time{}
+		p.freeSlot(inst.farm.id, inst.slot)
+	}
+}
+
+// dropLocked takes an instance off this manager's books; false when it
+// was not on them (any more).
+func (p *Placer) dropLocked(inst *Instance) bool {
+	if inst.state == instGone {
+		return false
+	}
+	if inst.state == instIdle {
+		inst.pool.idle = slices.DeleteFunc(inst.pool.idle, func(i *Instance) bool { return i == inst })
+	}
+	inst.state = instGone
+	inst.holder = nil
+	if p.instances[inst.info.ID] != inst {
+		return false
+	}
+	delete(p.instances, inst.info.ID)
+	inst.farm.used--
+	return true
+}
+
+// lost handles an instance that died or whose connection broke: its holder
+// (if any) is told, the slot is freed and the pool refilled. stop asks the
+// farm to make sure the process is gone (not for a farm that is gone).
+func (p *Placer) lost(inst *Instance, cause error, stop bool) {
+	p.mu.Lock()
+	switch inst.state {
+	case instGone, instStopping:
+		p.mu.Unlock()
+		return
+	case instStarting:
+		// Not on the books yet: whoever starts it finds it gone.
+		inst.state = instGone
+		p.mu.Unlock()
+		return
+	}
+	h := inst.holder
+	p.removeLocked(inst)
+	p.kickLocked()
+	p.mu.Unlock()
+	p.metrics.instancesLost.Inc()
+	p.log.Warn("instance lost", "instance", inst.info.ID, "pool", inst.pool.cfg.Name, "err", cause)
+	p.goTracked(func() {
+		if !stop {
+			if inst.conn != nil {
+				inst.conn.Close()
+			}
+			return
+		}
+		// Make sure the process is gone too: the connection may have broken
+		// while the process lives on.
+		p.stopInstance(inst.farm, inst)
+	})
+	if h != nil && h.Lost != nil {
+		p.goTracked(func() { h.Lost(cause) })
+	}
+}
+
+// InstanceExited is a farm's report that an instance exited by itself.
+func (p *Placer) InstanceExited(id string, err error) {
+	p.mu.Lock()
+	inst := p.instances[id]
+	p.mu.Unlock()
+	if inst != nil {
+		p.lost(inst, fmt.Errorf("process exited: %w", err), true)
+	}
+}
+
+// Forget drops an instance another manager took over with its holder, and
+// closes this manager's connection to it; the instance keeps running.
+func (p *Placer) Forget(inst *Instance) {
+	p.mu.Lock()
+	if p.dropLocked(inst) {
+		inst.farm.others++
+	}
+	p.kickLocked()
+	p.mu.Unlock()
+	if inst.conn != nil {
+		inst.conn.Close()
+	}
+}
+
+// Adopt puts on the books, bound to h, an instance another manager placed
+// (a session resumed here): its reservation was claimed with Claim. The
+// farm is looked for in the store once more if it is not on the books.
+func (p *Placer) Adopt(ctx context.Context, h *Holder, farmID, slot string, info farmapi.Instance) (*Instance, error) {
+	ps, err := p.pool(h.Pool)
+	if err != nil {
+		return nil, err
+	}
+	fe := p.farmByID(farmID)
+	if fe == nil {
+		p.syncFarms()
+		if fe = p.farmByID(farmID); fe == nil {
+			return nil, fmt.Errorf("%w: %q", ErrFarmNotFound, farmID)
+		}
+	}
+	inst := &Instance{info: info, pool: ps, farm: fe, slot: slot}
+	if info.Protocol != farmapi.ProtocolStream && p.cfg.Dial != nil {
+		dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		conn, err := p.cfg.Dial(dctx, InstanceURL(info), farmHeader(fe.f, info),
+			func(err error) { p.lost(inst, err, true) })
+		cancel()
+		if err != nil {
+			return nil, fmt.Errorf("connect to instance %s: %w", info.ID, err)
+		}
+		inst.conn = conn
+	}
+	p.mu.Lock()
+	var refused error
+	switch {
+	case p.closed:
+		refused = ErrShutdown
+	case p.farms[fe.id] != fe:
+		refused = fmt.Errorf("%w: %q left", ErrFarmNotFound, fe.id)
+	case inst.state == instGone:
+		refused = fmt.Errorf("the connection to instance %s broke", info.ID)
+	}
+	if refused != nil {
+		p.mu.Unlock()
+		if inst.conn != nil {
+			inst.conn.Close()
+		}
+		return nil, refused
+	}
+	fe.used++
+	fe.others = max(0, fe.others-1)
+	p.bookLocked(inst)
+	p.bindLocked(inst, h)
+	p.mu.Unlock()
+	return inst, nil
+}
+
+func (p *Placer) farmByID(id string) *farmEntry {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.farms[id]
+}
+
+func newID() string {
+	var b [12]byte
+	_, _ = rand.Read(b[:])
+	return base64.RawURLEncoding.EncodeToString(b[:])
+}

@@ -1,0 +1,81 @@
+package placement
+
+import (
+	"net/http"
+	"time"
+
+	"github.com/drover-dev/drover/farmapi"
+)
+
+type instState uint8
+
+const (
+	instStarting instState = iota // not on the books yet
+	instIdle
+	instBound
+	instResetting // released by its holder, being reset before it goes idle
+	instStopping
+	instGone
+)
+
+func (s instState) String() string {
+	return [...]string{"starting", "idle", "bound", "resetting", "stopping", "gone"}[s]
+}
+
+// Instance is one ready instance on a farm, as placement keeps it. What a
+// holder reads of it (its report, farm, connection) never changes; its
+// state is placement's.
+type Instance struct {
+	info farmapi.Instance
+	opts farmapi.StartOptions // what it was started with
+	pool *poolState
+	farm *farmEntry
+	conn Conn
+	// slot is the instance's reservation in the store.
+	slot string
+
+	// guarded by Placer.mu
+	state     instState
+	holder    *Holder
+	idleSince time.Time
+}
+
+// ID is the farm's id of the instance.
+func (i *Instance) ID() string { return i.info.ID }
+
+// Info is the farm's report of the instance.
+func (i *Instance) Info() farmapi.Instance { return i.info }
+
+// Pool is the instance's pool.
+func (i *Instance) Pool() string { return i.pool.cfg.Name }
+
+// Farm is the id of the farm it runs on.
+func (i *Instance) Farm() string { return i.farm.id }
+
+// Slot is its reservation in the store.
+func (i *Instance) Slot() string { return i.slot }
+
+// Conn is the connection Dial made; nil for stream instances, whose
+// clients' bytes are relayed to URL instead.
+func (i *Instance) Conn() Conn { return i.conn }
+
+// URL is where the instance's WebSocket is opened.
+func (i *Instance) URL() string { return InstanceURL(i.info) }
+
+// Header is what a connection to URL sends: the farm token when the
+// instance is reached through its farm's port, nil otherwise.
+func (i *Instance) Header() http.Header { return farmHeader(i.farm.f, i.info) }
+
+type poolState struct {
+	cfg Pool
+	// idle holds the idle instances, oldest first: the oldest is handed out
+	// first so that every instance gets exercised.
+	idle []*Instance
+	// startingWarm counts spawns that refill the warm pool; startingBound
+	// counts spawns made for a holder that waits for them (busy).
+	startingWarm  int
+	startingBound int
+	failures      int
+	retryAt       time.Time
+	retryTimer    *time.Timer
+}

@@ -1,0 +1,351 @@
+package placement
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/drover-dev/drover/farmapi"
+)
+
+// TestHoldersFarmsQueueAndLostFarm drives placement without a manager:
+// farms register over the farm API, holders take their slots, a holder
+// waits in the queue for a slot another releases, a pool nobody serves
+// fails fast, and a farm that goes silent is declared dead and its
+// holder told.
+func TestHoldersFarmsQueueAndLostFarm(t *testing.T) {
+	tp := newTestPlacer(t, Config{Pools: []Pool{{Name: "p"}, {Name: "orphan"}}})
+	a := newHTTPFarm(t, "a", 1, "p")
+	b := newHTTPFarm(t, "b", 1, "p")
+	a.register(t, tp.Placer)
+	b.register(t, tp.Placer)
+
+	// The registry on its own: which farms are live, with what free.
+	farms := tp.Farms()
+	require.Len(t, farms, 2)
+	for _, f := range farms {
+		require.True(t, f.Live && f.Remote, "%+v", f)
+		require.Equal(t, 1, f.Free)
+		require.Equal(t, 2, f.JobSlots)
+		require.Equal(t, []string{"p"}, f.Pools)
+	}
+
+	// Equal farms: the lower id first.
+	h1 := newHolder("h1", "p")
+	i1 := tp.acquire(t, h1, false)
+	require.Equal(t, "a", i1.Farm())
+	h2 := newHolder("h2", "p")
+	i2 := tp.acquire(t, h2, false)
+	require.Equal(t, "b", i2.Farm())
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err := tp.Acquire(ctx, &newHolder("h3", "p").Holder, false, nil)
+	require.ErrorIs(t, err, ErrNoCapacity)
+
+	// A holder that waits is queued, and gets the slot the first one frees.
+	h4 := newHolder("h4", "p")
+	positions := make(chan int, 4)
+	got := make(chan *Instance, 1)
+	go func() {
+		inst, err := tp.Acquire(ctx, &h4.Holder, true, func(pos int) { positions <- pos })
+		if err != nil {
+			t.Errorf("queued holder: %v", err)
+		}
+		got <- inst
+	}()
+	require.Equal(t, 1, <-positions)
+	snap := tp.Snapshot()
+	require.Equal(t, []WaiterInfo{{Holder: "h4", Pool: "p", Position: 1, Since: snap.Queue[0].Since}}, snap.Queue)
+	tp.Release(i1, true) // a kill pool: stopped, and its slot freed
+	i4 := <-got
+	require.NotNil(t, i4)
+	require.Equal(t, "a", i4.Farm())
+	require.NotEqual(t, i1.ID(), i4.ID())
+
+	// Pools: unknown, and known but served by no farm.
+	_, err = tp.Acquire(ctx, &newHolder("h5", "nope").Holder, true, nil)
+	require.ErrorIs(t, err, ErrUnknownPool)
+	_, err = tp.Acquire(ctx, &newHolder("h6", "orphan").Holder, true, nil)
+	require.ErrorIs(t, err, ErrNoFarm)
+	require.EqualError(t, err, `no farm serves pool "orphan"`)
+
+	// b goes silent; a keeps sending heartbeats. b is dead after three
+	// missed intervals, not before, and its holder is told.
+	deadSteps := 0
+	for i := 1; ; i++ {
+		if i%10 == 0 {
+			a.heartbeat(t, tp.Placer)
+		}
+		tp.step()
+		if _, ok := tp.farm("b"); !ok {
+			deadSteps = i
+			break
+		}
+		require.Less(t, i, 100, "b never declared dead")
+	}
+	require.GreaterOrEqual(t, deadSteps, 31, "3 intervals and a tenth")
+	require.ErrorContains(t, <-h2.lost, "missed 3 heartbeats")
+	_, ok := tp.farm("a")
+	require.True(t, ok)
+	select {
+	case err := <-h4.lost:
+		t.Fatalf("the holder on the live farm was told %v", err)
+	default:
+	}
+	for _, in := range tp.Snapshot().Instances {
+		require.Equal(t, "a", in.Farm)
+	}
+}
+
+// TestUnreachableFarmIsSuspect: a farm whose start gets no answer is
+// suspect at once: the holder is placed on another farm, and no holder is
+// sent to it until it answers again.
+func TestUnreachableFarmIsSuspect(t *testing.T) {
+	tp := newTestPlacer(t, Config{Pools: []Pool{{Name: "p"}}, HeartbeatInterval: time.Hour})
+	a := newHTTPFarm(t, "a", 2, "p")
+	a.priority = 1 // filled first
+	b := newHTTPFarm(t, "b", 1, "p")
+	a.register(t, tp.Placer)
+	b.register(t, tp.Placer)
+
+	a.set(func(f *httpFarm) { f.hangup = true }) // killed: connections break
+	i1 := tp.acquire(t, newHolder("h1", "p"), false)
+	require.Equal(t, "b", i1.Farm(), "retried on the other farm")
+	require.Equal(t, 1, a.startCount())
+	fa, _ := tp.farm("a")
+	require.True(t, fa.Suspect)
+	require.False(t, fa.Live)
+
+	// No placement on a suspect farm: b is full, and the holder is told so
+	// without a start on a.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err := tp.Acquire(ctx, &newHolder("h2", "p").Holder, false, nil)
+	require.ErrorIs(t, err, ErrNoCapacity)
+	require.Equal(t, 1, a.startCount())
+
+	// Its heartbeat clears it.
+	a.set(func(f *httpFarm) { f.hangup = false })
+	a.heartbeat(t, tp.Placer)
+	fa, _ = tp.farm("a")
+	require.False(t, fa.Suspect)
+	require.Equal(t, "a", tp.acquire(t, newHolder("h3", "p"), false).Farm())
+}
+
+// TestSuspectFarmIsProbed: a suspect farm that answers a probe takes
+// placements again without waiting for its heartbeat.
+func TestSuspectFarmIsProbed(t *testing.T) {
+	tp := newTestPlacer(t, Config{Pools: []Pool{{Name: "p"}}, HeartbeatInterval: 20 * time.Millisecond})
+	a := newHTTPFarm(t, "a", 1, "p")
+	a.register(t, tp.Placer)
+	a.set(func(f *httpFarm) { f.hangup = true })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err := tp.Acquire(ctx, &newHolder("h1", "p").Holder, false, nil)
+	require.ErrorIs(t, err, ErrNoCapacity, "the only farm is suspect: nothing free, no error of the farm's")
+	fa, _ := tp.farm("a")
+	require.True(t, fa.Suspect)
+	a.set(func(f *httpFarm) { f.hangup = false })
+	eventually(t, "the probe to clear the farm", func() bool {
+		fa, _ := tp.farm("a")
+		return !fa.Suspect
+	})
+	require.Equal(t, "a", tp.acquire(t, newHolder("h2", "p"), false).Farm())
+}
+
+// TestNoSlotIsANormalOutcome: a farm that answers a start with "no free
+// slot" (it still runs instances the books do not count) is a farm to
+// skip, not an error: the holder goes elsewhere, or is told there is no
+// capacity, and the farm gets no start until its heartbeat says it has a
+// free slot.
+func TestNoSlotIsANormalOutcome(t *testing.T) {
+	tp := newTestPlacer(t, Config{Pools: []Pool{{Name: "p"}}})
+	a := newHTTPFarm(t, "a", 2, "p")
+	a.priority = 1
+	b := newHTTPFarm(t, "b", 1, "p")
+	a.register(t, tp.Placer)
+	b.register(t, tp.Placer)
+	a.set(func(f *httpFarm) { f.full = true })
+
+	require.Equal(t, "b", tp.acquire(t, newHolder("h1", "p"), false).Farm())
+	require.Equal(t, 1, a.startCount())
+	fa, _ := tp.farm("a")
+	require.False(t, fa.Live, "found full")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err := tp.Acquire(ctx, &newHolder("h2", "p").Holder, false, nil)
+	require.ErrorIs(t, err, ErrNoCapacity)
+	require.NotErrorIs(t, err, ErrSpawnFailed)
+	require.Equal(t, 1, a.startCount())
+
+	a.set(func(f *httpFarm) { f.full = false })
+	a.heartbeat(t, tp.Placer)
+	require.Equal(t, "a", tp.acquire(t, newHolder("h3", "p"), false).Farm())
+}
+
+// TestRegisterAgainStopsGivenUpInstances: a farm declared dead that
+// registers again is told which of the instances it still runs nobody
+// holds, so that it stops them at once. A farm this manager did not see
+// die is told nothing.
+func TestRegisterAgainStopsGivenUpInstances(t *testing.T) {
+	tp := newTestPlacer(t, Config{Pools: []Pool{{Name: "p"}}})
+	a := newHTTPFarm(t, "a", 2, "p")
+	require.Empty(t, a.register(t, tp.Placer).Stop)
+	h := newHolder("h", "p")
+	inst := tp.acquire(t, h, false)
+
+	for i := 0; ; i++ {
+		tp.step()
+		if _, ok := tp.farm("a"); !ok {
+			break
+		}
+		require.Less(t, i, 100, "a never declared dead")
+	}
+	require.Error(t, <-h.lost)
+
+	// It was frozen, not gone: it comes back with the instance still running.
+	resp := a.register(t, tp.Placer)
+	require.Equal(t, []string{inst.ID()}, resp.Stop)
+	require.EqualValues(t, 1000, resp.HeartbeatIntervalMS)
+
+	// Registering again while on the books: nothing to stop.
+	require.Empty(t, a.register(t, tp.Placer).Stop)
+	// A farm never seen before lists what it runs: this manager cannot tell
+	// whose they are, and leaves them to the farm's orphan sweep.
+	b := newHTTPFarm(t, "b", 2, "p")
+	b.set(func(f *httpFarm) { f.running["b-old"] = farmapi.Instance{ID: "b-old", Pool: "p"} })
+	require.Empty(t, b.register(t, tp.Placer).Stop)
+}
+
+// TestStallGivesFarmsAFreshDeadline: a manager that did not run for a
+// while (SIGSTOP, a paused VM) does not count its own stall against the
+// farms: on waking, every farm gets a fresh deadline. A heartbeat that
+// reached another manager counts here too.
+func TestStallGivesFarmsAFreshDeadline(t *testing.T) {
+	tp := newTestPlacer(t, Config{Pools: []Pool{{Name: "p"}}})
+	a := newHTTPFarm(t, "a", 1, "p")
+	b := newHTTPFarm(t, "b", 1, "p")
+	a.register(t, tp.Placer)
+	b.register(t, tp.Placer)
+	hb := newHolder("on-b", "p")
+	tp.acquire(t, newHolder("on-a", "p"), false)
+	require.Equal(t, "b", tp.acquire(t, hb, false).Farm())
+	for i := range 40 {
+		if i%10 == 0 {
+			a.heartbeat(t, tp.Placer)
+			b.heartbeat(t, tp.Placer)
+		}
+		tp.step()
+	}
+	// The manager stalls for 5 s: when it wakes it has heard from no farm
+	// for longer than three intervals.
+	tp.clock.advance(5 * time.Second)
+	tp.syncFarms()
+	require.Len(t, tp.Farms(), 2, "no farm is dead for the manager's own silence")
+
+	// a keeps sending heartbeats, to another manager: only the store hears
+	// them. b stays silent, and is dead three intervals after the wake-up.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for i := 1; ; i++ {
+		if i%10 == 0 {
+			_, err := tp.store.TouchFarm(ctx, "a", false)
+			require.NoError(t, err)
+		}
+		tp.step()
+		if _, ok := tp.farm("b"); !ok {
+			require.GreaterOrEqual(t, i, 31, "not before 3.1 s after the wake-up")
+			break
+		}
+		require.Less(t, i, 40, "b never declared dead")
+	}
+	require.Error(t, <-hb.lost)
+	_, ok := tp.farm("a")
+	require.True(t, ok, "a heartbeat through another manager counts here")
+}
+
+// TestWarmInstancesServeAndMakeRoom: a warm instance is handed to the next
+// holder that asks for no start options (a viewer without a model), and a
+// holder that can use none of the idle instances holding every slot does
+// not wait behind them: one is stopped to make room, even for a holder
+// that would not wait.
+func TestWarmInstancesServeAndMakeRoom(t *testing.T) {
+	tp := newTestPlacer(t, Config{Pools: []Pool{{Name: "s", Warm: 2}}})
+	f := newLocalFarm("f", 2, "s")
+	tp.AddFarm(f)
+	eventually(t, "two warm instances", func() bool { return tp.Snapshot().Pools[0].Idle == 2 })
+
+	noQueue := func(pos int) { t.Errorf("told queue position %d", pos) }
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	v1 := newHolder("v1", "s")
+	i1, err := tp.Acquire(ctx, &v1.Holder, false, noQueue)
+	require.NoError(t, err)
+	require.Len(t, f.startedWith(), 2, "a warm instance, no start")
+
+	v2 := newHolder("v2", "s")
+	v2.Start = farmapi.StartOptions{Model: "gear"}
+	i2, err := tp.Acquire(ctx, &v2.Holder, false, noQueue)
+	require.NoError(t, err)
+	require.NotEqual(t, i1.ID(), i2.ID())
+	starts := f.startedWith()
+	require.Len(t, starts, 3)
+	require.Equal(t, farmapi.StartOptions{Model: "gear"}, starts[2])
+	require.Len(t, f.stops(), 1, "the other warm instance made room")
+	require.NotEqual(t, i1.ID(), f.stops()[0])
+}
+
+// TestReuseReset: a reuse pool's Reset runs before a released instance is
+// idle again; until it returns nobody gets the instance, and a failed
+// reset stops it.
+func TestReuseReset(t *testing.T) {
+	resets := make(chan *Instance, 1)
+	answer := make(chan error)
+	d := &dialer{}
+	tp := newTestPlacer(t, Config{Dial: d.dial, Pools: []Pool{{Name: "r", Reuse: true,
+		Reset: func(ctx context.Context, inst *Instance) error {
+			resets <- inst
+			select {
+			case err := <-answer:
+				return err
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}}}})
+	f := newLocalFarm("f", 1, "r")
+	tp.AddFarm(f)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+
+	i1 := tp.acquire(t, newHolder("h1", "r"), false)
+	tp.Release(i1, true)
+	require.Same(t, i1, <-resets)
+	snap := tp.Snapshot()
+	require.Len(t, snap.Instances, 1)
+	require.Equal(t, "resetting", snap.Instances[0].State)
+	_, err := tp.Acquire(ctx, &newHolder("h2", "r").Holder, false, nil)
+	require.ErrorIs(t, err, ErrNoCapacity, "not idle until the reset is answered")
+
+	answer <- nil
+	eventually(t, "the instance to be idle", func() bool { return tp.Snapshot().Pools[0].Idle == 1 })
+	i3 := tp.acquire(t, newHolder("h3", "r"), false)
+	require.Same(t, i1, i3, "reused")
+
+	tp.Release(i3, true)
+	<-resets
+	answer <- errors.New("state left behind")
+	eventually(t, "the instance to be stopped", func() bool { return len(f.stops()) == 1 })
+	require.Equal(t, i1.ID(), f.stops()[0])
+	h4 := newHolder("h4", "r")
+	i4 := tp.acquire(t, h4, false)
+	require.NotEqual(t, i1.ID(), i4.ID())
+
+	// A connection that breaks loses the instance; its holder is told.
+	d.conn(i4).lost(errors.New("connection to the instance broke"))
+	require.ErrorContains(t, <-h4.lost, "broke")
+	eventually(t, "the instance to be off the books", func() bool { return len(tp.Snapshot().Instances) == 0 })
+}
