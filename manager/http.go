@@ -299,6 +299,9 @@ type StatusFarm struct {
 	Name  string `json:"name,omitempty"`
 	Slots int    `json:"slots"`
 	Free  int    `json:"free"`
+	// JobSlots are the conversion jobs the farm runs at once, as it
+	// registered them.
+	JobSlots int `json:"job_slots,omitempty"`
 	// Live: the farm is on the books (a dead one is removed from them).
 	Live bool `json:"live"`
 	// Suspect: a start could not reach the farm, and it has not answered
@@ -366,7 +369,7 @@ func (m *Manager) Status() Status {
 	for _, f := range snap.Farms {
 		st.Farms = append(st.Farms, StatusFarm{ID: f.ID, Name: f.Name, Slots: f.Slots, Free: f.Free, Live: true,
 			Suspect: f.Suspect, Draining: f.Draining, Remote: f.Remote, Priority: f.Priority, Labels: f.Labels,
-			Pools: f.Pools, LastSeen: f.LastSeen})
+			Pools: f.Pools, LastSeen: f.LastSeen, JobSlots: f.JobSlots})
 	}
 	for _, p := range snap.Pools {
 		release := ReleaseKill

@@ -1,0 +1,313 @@
+package drover_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"image/png"
+	"io"
+	"mime/multipart"
+	"net/http"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/drover-dev/drover"
+	"github.com/drover-dev/drover/conversion/convert"
+	"github.com/drover-dev/drover/conversion/webhook"
+	"github.com/drover-dev/drover/farm"
+	"github.com/drover-dev/drover/manager"
+)
+
+const cubeSTL = `solid cube
+facet normal 0 0 -1
+outer loop
+vertex 0 0 0
+vertex 0 1 0
+vertex 1 1 0
+endloop
+endfacet
+facet normal 0 0 -1
+outer loop
+vertex 0 0 0
+vertex 1 1 0
+vertex 1 0 0
+endloop
+endfacet
+facet normal 0 -1 0
+outer loop
+vertex 0 0 0
+vertex 1 0 0
+vertex 1 0 1
+endloop
+endfacet
+facet normal -1 0 0
+outer loop
+vertex 0 0 0
+vertex 0 0 1
+vertex 0 1 1
+endloop
+endfacet
+endsolid cube
+`
+
+func needConverters(t *testing.T) {
+	for _, p := range []string{"assimp", "f3d", "xvfb-run", "occt-draw"} {
+		if _, err := exec.LookPath(p); err != nil {
+			t.Skipf("%s is not installed (scripts/setup.sh installs the converters)", p)
+		}
+	}
+}
+
+// startConversion runs drover with conversions on dir.
+func startConversion(t *testing.T, dir string) (*drover.Server, string) {
+	t.Helper()
+	srv, err := drover.New(drover.Config{
+		Addr: "127.0.0.1:0",
+		Pools: []drover.Pool{{Pool: manager.Pool{Name: "default"},
+			PoolSpec: child("worker", farm.PoolSpec{Protocol: farm.ProtocolNative})}},
+		Conversion: &drover.Conversion{DataDir: dir, JobSlots: 2,
+			Webhook: webhook.Options{Secret: "s", Policy: webhook.Policy{AllowHosts: []string{"127.0.0.1"}}}},
+	})
+	require.NoError(t, err)
+	require.NoError(t, srv.Start())
+	return srv, "http://" + srv.Addr().String()
+}
+
+func stop(t *testing.T, srv *drover.Server) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	require.NoError(t, srv.Stop(ctx))
+}
+
+// hoops makes the calls of the HOOPS Basic Demo client.
+type hoops struct {
+	t    *testing.T
+	base string
+}
+
+func (h hoops) call(method, path, arg string, body io.Reader, ct string) (int, []byte) {
+	h.t.Helper()
+	req, err := http.NewRequest(method, h.base+path, body)
+	require.NoError(h.t, err)
+	if arg != "" {
+		req.Header.Set("CS-API-Arg", arg)
+	}
+	if ct != "" {
+		req.Header.Set("Content-Type", ct)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(h.t, err)
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	require.NoError(h.t, err)
+	return resp.StatusCode, b
+}
+
+func (h hoops) json(method, path, arg string, out any) int {
+	h.t.Helper()
+	code, b := h.call(method, path, arg, nil, "")
+	require.NoError(h.t, json.Unmarshal(b, out), "%s %s: %s", method, path, b)
+	return code
+}
+
+func (h hoops) upload(prefix, arg, name, content string) map[string]string {
+	h.t.Helper()
+	var buf bytes.Buffer
+	w := multipart.NewWriter(&buf)
+	fw, err := w.CreateFormFile("file", name)
+	require.NoError(h.t, err)
+	_, _ = io.WriteString(fw, content)
+	require.NoError(h.t, w.Close())
+	code, b := h.call(http.MethodPost, prefix+"/upload", arg, &buf, w.FormDataContentType())
+	require.Equal(h.t, http.StatusOK, code, "%s", b)
+	var out map[string]string
+	require.NoError(h.t, json.Unmarshal(b, &out))
+	return out
+}
+
+type itemView struct {
+	StorageID       string   `json:"storageID"`
+	Name            string   `json:"name"`
+	ConversionState string   `json:"conversionState"`
+	DetailedError   string   `json:"detailedError"`
+	Files           []string `json:"files"`
+}
+
+// TestHOOPSBasicDemoSequence runs the HOOPS Basic Demo client's calls
+// against drover with its real converters, on both prefixes, and watches
+// the item's changes on /events.
+func TestHOOPSBasicDemoSequence(t *testing.T) {
+	needConverters(t)
+	dir := t.TempDir()
+	srv, base := startConversion(t, dir)
+	h := hoops{t: t, base: base}
+
+	// /events carries the item changes.
+	ectx, ecancel := context.WithCancel(context.Background())
+	defer ecancel()
+	req, _ := http.NewRequestWithContext(ectx, http.MethodGet, base+"/events", nil)
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	events := make(chan string, 100)
+	go func() {
+		defer close(events)
+		sc := bufio.NewScanner(resp.Body)
+		var typ string
+		for sc.Scan() {
+			line := sc.Text()
+			if v, ok := strings.CutPrefix(line, "event: "); ok {
+				typ = v
+			}
+			if v, ok := strings.CutPrefix(line, "data: "); ok && strings.HasPrefix(typ, "item_") {
+				events <- typ + " " + v
+			}
+		}
+	}()
+
+	var ids []string
+	for _, prefix := range []string{"/api", "/caas_api"} {
+		t.Run(prefix, func(t *testing.T) {
+			h.t = t
+			// 1. updated
+			var upd struct {
+				LastUpdated string `json:"lastUpdated"`
+			}
+			require.Equal(t, http.StatusOK, h.json(http.MethodGet, prefix+"/updated", "", &upd))
+			before := upd.LastUpdated
+
+			// 2. upload with CS-API-Arg
+			up := h.upload(prefix, `{"startPath":"","conversionCommandLine":null,"accessPassword":""}`, "cube.stl", cubeSTL)
+			id := up["itemid"]
+			require.NotEmpty(t, id)
+			require.Equal(t, id, up["storageID"])
+			ids = append(ids, id)
+
+			// 3. poll updated, then items, reading itemarray[].storageID
+			var found itemView
+			require.Eventually(t, func() bool {
+				h.json(http.MethodGet, prefix+"/updated", "", &upd)
+				if upd.LastUpdated == before {
+					return false
+				}
+				before = upd.LastUpdated
+				var list struct {
+					Itemarray []itemView `json:"itemarray"`
+				}
+				h.json(http.MethodGet, prefix+"/items", "", &list)
+				for _, it := range list.Itemarray {
+					if it.StorageID == id && it.ConversionState != "PENDING" {
+						found = it
+						return true
+					}
+				}
+				return false
+			}, 2*time.Minute, 50*time.Millisecond)
+			require.Equal(t, "SUCCESS", found.ConversionState, found.DetailedError)
+			require.ElementsMatch(t, []string{"cube.stl.glb", "cube.stl.png"}, found.Files)
+
+			// 4. file/:id/png
+			code, pic := h.call(http.MethodGet, prefix+"/file/"+id+"/png", "", nil, "")
+			require.Equal(t, http.StatusOK, code)
+			img, err := png.Decode(bytes.NewReader(pic))
+			require.NoError(t, err)
+			require.False(t, convert.Uniform(img), "the thumbnail is not blank")
+			code, glb := h.call(http.MethodGet, prefix+"/file/"+id+"/glb", "", nil, "")
+			require.Equal(t, http.StatusOK, code)
+			info, err := convert.InspectGLB(bytes.NewReader(glb), int64(len(glb)))
+			require.NoError(t, err)
+			require.Equal(t, 4, info.Triangles)
+
+			// 5. create an empty container
+			var created map[string]string
+			require.Equal(t, http.StatusOK, h.json(http.MethodPut, prefix+"/create", `{"itemname":"EmptyContainer"}`, &created))
+			require.NotEmpty(t, created["itemid"])
+			var data itemView
+			require.Equal(t, http.StatusOK, h.json(http.MethodGet, prefix+"/data/"+created["itemid"], "", &data))
+			require.Equal(t, "EmptyContainer", data.Name)
+
+			// 6. delete, truthfully
+			var gone map[string]any
+			require.Equal(t, http.StatusOK, h.json(http.MethodPut, prefix+"/delete/"+created["itemid"], "", &gone))
+			require.Equal(t, http.StatusNotFound, h.json(http.MethodPut, prefix+"/delete/"+created["itemid"], "", &gone))
+			require.Contains(t, gone, "ERROR")
+		})
+	}
+	h.t = t
+
+	// The item's way to SUCCESS was on /events.
+	seen := map[string]bool{}
+	timeout := time.After(10 * time.Second)
+	for !seen["item_updated SUCCESS "+ids[0]] {
+		select {
+		case e, ok := <-events:
+			require.True(t, ok, "the event stream ended")
+			var ie drover.ItemEvent
+			typ, data, _ := strings.Cut(e, " ")
+			require.NoError(t, json.Unmarshal([]byte(data), &ie))
+			seen[typ+" "+ie.ConversionState+" "+ie.ID] = true
+		case <-timeout:
+			t.Fatalf("no SUCCESS event; saw %v", seen)
+		}
+	}
+	require.True(t, seen["item_created UPLOADING "+ids[0]])
+
+	// /status shows the queue and the local farm's job slots.
+	var st struct {
+		Conversion struct {
+			JobSlots int `json:"job_slots"`
+			Queue    struct{ Done int }
+		} `json:"conversion"`
+	}
+	require.Equal(t, http.StatusOK, h.json(http.MethodGet, "/status", "", &st))
+	require.Equal(t, 2, st.Conversion.JobSlots)
+	require.Equal(t, 2, st.Conversion.Queue.Done)
+	code, metrics := h.call(http.MethodGet, "/metrics", "", nil, "")
+	require.Equal(t, http.StatusOK, code)
+	require.Contains(t, string(metrics), "drover_conversion_job_slots 2")
+	require.Contains(t, string(metrics), `drover_conversion_jobs{state="pending"} 0`)
+	ecancel()
+	stop(t, srv)
+
+	// Items survive a restart on the same data directory.
+	srv, base = startConversion(t, dir)
+	defer stop(t, srv)
+	h.base = base
+	var data itemView
+	require.Equal(t, http.StatusOK, h.json(http.MethodGet, "/api/data/"+ids[1], "", &data))
+	require.Equal(t, "SUCCESS", data.ConversionState)
+	code, _ = h.call(http.MethodGet, "/api/file/"+ids[1]+"/glb", "", nil, "")
+	require.Equal(t, http.StatusOK, code)
+}
+
+// TestConversionErrors converts what cannot be converted: each ends in the
+// original server's reason, with a detailedError.
+func TestConversionErrors(t *testing.T) {
+	needConverters(t)
+	srv, base := startConversion(t, t.TempDir())
+	defer stop(t, srv)
+	h := hoops{t: t, base: base}
+	for _, tc := range []struct {
+		name, content, state string
+	}{
+		{"notes.txt", "hello", "ERROR - Conversion Error"},
+		{"broken.stl", "solid x\nfacet nonsense\n", "ERROR - Conversion Error"},
+		{"archive.zip", "not a zip", "ERROR - Unzip Error"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h.t = t
+			up := h.upload("/api", `{"waitUntilConversionDone":true}`, tc.name, tc.content)
+			require.Equal(t, tc.state, up["conversionState"])
+			var data itemView
+			h.json(http.MethodGet, "/api/data/"+up["itemid"], "", &data)
+			require.NotEmpty(t, data.DetailedError)
+			t.Log(tc.name, "→", data.ConversionState, "—", data.DetailedError)
+		})
+	}
+}
