@@ -55,6 +55,17 @@ type FarmConfig struct {
 	// reference worker as pool "default", as a process or, with Runtime
 	// docker, as a container of Image.
 	Pools []PoolConfig `koanf:"pools"`
+	// JobSlots is how many conversion jobs the farm runs at once (the
+	// HOOPS conversion server's maxConversions); 0 for none.
+	JobSlots int `koanf:"job_slots"`
+	// SharedData: the farm sees the managers' data directory at the same
+	// path, and reads job inputs there instead of downloading them.
+	SharedData bool `koanf:"shared_data"`
+	// JobDir holds running jobs' files; default a directory in the
+	// system's temporary directory.
+	JobDir string `koanf:"job_dir"`
+	// Converters are converters the farm adds; see ConverterConfig.
+	Converters []ConverterConfig `koanf:"converters"`
 }
 
 // FarmNode is a running `drover farm`: the runtime, its HTTP server and the
@@ -64,10 +75,12 @@ type FarmNode struct {
 	Farm   *farm.Farm
 	Agent  *farm.Agent
 	Server *farm.Server
-	ln     net.Listener
-	http   *http.Server
-	url    string
-	grace  time.Duration
+	// Jobs are the farm's conversion job slots; nil without any.
+	Jobs  *farm.Jobs
+	ln    net.Listener
+	http  *http.Server
+	url   string
+	grace time.Duration
 
 	cleanups cleanup.Stack
 	started  bool
@@ -151,11 +164,31 @@ func NewFarm(cfg FarmConfig, log *slog.Logger, reg *prometheus.Registry) (_ *Far
 		AdvertiseURL: n.url,
 		Labels:       cfg.Labels,
 		Priority:     cfg.Priority,
+		JobSlots:     max(cfg.JobSlots, 0),
 		MaxDrain:     cfg.MaxDrain,
 		Logger:       log.With("component", "agent"),
 	})
 	if err != nil {
 		return nil, err
+	}
+	if cfg.JobSlots > 0 {
+		conv, err := converter(cfg.Converters, log.With("component", "convert"))
+		if err != nil {
+			return nil, err
+		}
+		n.Jobs, err = farm.NewJobs(farm.JobsConfig{
+			Source:     farm.NewJobClient(n.Agent.Managers, cfg.Token, nil),
+			Farm:       cfg.ID,
+			Slots:      cfg.JobSlots,
+			Converter:  conv,
+			WorkDir:    cfg.JobDir,
+			ReadLocal:  cfg.SharedData,
+			Logger:     log.With("component", "jobs"),
+			Registerer: reg,
+		})
+		if err != nil {
+			return nil, err
+		}
 	}
 	relay := proxy.New(proxy.Options{Logger: log.With("component", "relay")})
 	n.cleanups.Push("relay", relay.Shutdown)
@@ -193,6 +226,23 @@ func (n *FarmNode) Start() error {
 		n.agentErr = n.Agent.Run(ctx)
 		close(n.agentDone)
 	}()
+	if n.Jobs != nil {
+		jctx, stopJobs := context.WithCancel(context.Background())
+		jobsDone := make(chan error, 1)
+		go func() { jobsDone <- n.Jobs.Run(jctx) }()
+		// Running conversions are stopped and their attempts failed, so
+		// that their jobs go elsewhere without waiting for the leases to
+		// expire.
+		n.cleanups.Push("job slots", func(ctx context.Context) error {
+			stopJobs()
+			select {
+			case err := <-jobsDone:
+				return err
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		})
+	}
 	// Last pushed, first run: the agent deregisters before anything stops.
 	n.cleanups.Push("agent", func(ctx context.Context) error {
 		cancel()

@@ -1,0 +1,202 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"mime/multipart"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/drover-dev/drover/conversion/webhook"
+	"github.com/drover-dev/drover/internal/testkit/testutil"
+)
+
+const webhookSecret = "conversion-webhook-secret-1f2e"
+
+// receiver is a webhook receiver that is down for its first attempts and
+// verifies every signature.
+type receiver struct {
+	*httptest.Server
+	mu       sync.Mutex
+	down     int
+	attempts int
+	bodies   []webhook.Payload
+	badSig   int
+}
+
+func newWebhookReceiver(t *testing.T, down int) *receiver {
+	r := &receiver{down: down}
+	r.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		b, _ := io.ReadAll(req.Body)
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		r.attempts++
+		if err := webhook.Verify(webhookSecret, req.Header, b, time.Minute); err != nil {
+			r.badSig++
+			http.Error(w, err.Error(), http.StatusUnauthorized)
+			return
+		}
+		if r.down > 0 {
+			r.down--
+			w.WriteHeader(http.StatusServiceUnavailable)
+			return
+		}
+		var p webhook.Payload
+		_ = json.Unmarshal(b, &p)
+		r.bodies = append(r.bodies, p)
+	}))
+	t.Cleanup(r.Close)
+	return r
+}
+
+func (r *receiver) delivered() []webhook.Payload {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]webhook.Payload(nil), r.bodies...)
+}
+
+// uploadFile posts a file to a manager's HOOPS API.
+func uploadFile(t *testing.T, base, arg, name string, content []byte) string {
+	t.Helper()
+	var buf bytes.Buffer
+	w := multipart.NewWriter(&buf)
+	fw, err := w.CreateFormFile("file", name)
+	require.NoError(t, err)
+	_, _ = fw.Write(content)
+	require.NoError(t, w.Close())
+	req, err := http.NewRequest(http.MethodPost, "http://"+base+"/api/upload", &buf)
+	require.NoError(t, err)
+	req.Header.Set("Content-Type", w.FormDataContentType())
+	req.Header.Set("CS-API-Arg", arg)
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	require.Equal(t, http.StatusOK, resp.StatusCode, "%s", b)
+	var out map[string]string
+	require.NoError(t, json.Unmarshal(b, &out))
+	return out["itemid"]
+}
+
+type itemData struct {
+	ConversionState string   `json:"conversionState"`
+	DetailedError   string   `json:"detailedError"`
+	Files           []string `json:"files"`
+	Attempts        int      `json:"attempts"`
+	WebhookDelivery *struct {
+		Attempts   int    `json:"attempts"`
+		LastStatus int    `json:"lastStatus"`
+		Delivered  string `json:"delivered"`
+	} `json:"webhookDelivery"`
+}
+
+// lines reads a file's lines; none if it does not exist.
+func lines(path string) []string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil
+	}
+	return strings.Fields(string(b))
+}
+
+// TestConversionFarmKilledMidJob kills a farm process with SIGKILL while
+// its converter runs: the job's lease expires, the job is reclaimed and
+// converted again on another farm, the item ends SUCCESS once, and the
+// webhook receiver, down for its first attempts, gets the final state with
+// a valid signature on a retry.
+func TestConversionFarmKilledMidJob(t *testing.T) {
+	assimp := testutil.Program(t, "assimp", "assimp-utils")
+	dir := t.TempDir()
+	// The slow converter's output: a real GLB.
+	stl := filepath.Join(dir, "cube.stl")
+	require.NoError(t, os.WriteFile(stl, []byte("solid c\nfacet normal 0 0 1\nouter loop\nvertex 0 0 0\nvertex 1 0 0\n"+
+		"vertex 0 1 0\nendloop\nendfacet\nendsolid c\n"), 0o644))
+	glb := filepath.Join(dir, "cube.glb")
+	out, err := exec.Command(assimp, "export", stl, glb, "-fglb2").CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	// Each run appends its pid to runs, then takes 3 s.
+	runs := filepath.Join(dir, "runs")
+	config := filepath.Join(dir, "farm.yaml")
+	require.NoError(t, os.WriteFile(config, fmt.Appendf(nil, `converters:
+  - ext: .slow
+    argv: ["sh", "-c", "echo $$ >> %s; sleep 3; cp %s \"$1\"", "sh", "{out}"]
+`, runs, glb), 0o644))
+
+	hook := newWebhookReceiver(t, 2)
+	m := startManager(t, "--data", filepath.Join(dir, "data"), "--job-lease", "1s",
+		"--webhook-secret", webhookSecret, "--webhook-allow", "127.0.0.1")
+	a := startFarm(t, m, "farm-a", 1, "--job-slots", "1", "--config", config)
+
+	id := uploadFile(t, m.base, fmt.Sprintf(`{"webhook":%q,"conversionCommandLine":["--output_glb"]}`, hook.URL+"/hook"),
+		"part.slow", []byte("anything"))
+	require.Eventually(t, func() bool { return len(lines(runs)) == 1 }, 20*time.Second, 20*time.Millisecond,
+		"farm-a started converting")
+	require.NoError(t, a.cmd.Process.Kill()) // SIGKILL, mid-conversion
+	<-a.done
+
+	startFarm(t, m, "farm-b", 1, "--job-slots", "1", "--config", config)
+	var data itemData
+	require.Eventually(t, func() bool {
+		getJSON(t, "http://"+m.base+"/api/data/"+id, "", &data)
+		return data.ConversionState != "PENDING"
+	}, 30*time.Second, 50*time.Millisecond)
+	require.Equal(t, "SUCCESS", data.ConversionState, data.DetailedError)
+	require.Equal(t, []string{"part.slow.glb"}, data.Files)
+	require.Equal(t, 2, data.Attempts, "the killed attempt and the one that finished")
+	require.Len(t, lines(runs), 2, "the converter ran twice: once on each farm")
+
+	require.Eventually(t, func() bool { return len(hook.delivered()) == 1 }, 30*time.Second, 50*time.Millisecond)
+	require.Equal(t, webhook.Payload{ID: id, Name: "part.slow", ConversionState: "SUCCESS",
+		Files: []string{"part.slow.glb"}}, hook.delivered()[0])
+	require.Eventually(t, func() bool {
+		getJSON(t, "http://"+m.base+"/api/data/"+id, "", &data)
+		return data.WebhookDelivery != nil && data.WebhookDelivery.Delivered != ""
+	}, 10*time.Second, 50*time.Millisecond)
+	require.Equal(t, 3, data.WebhookDelivery.Attempts, "two refused, the third delivered")
+	hook.mu.Lock()
+	require.Zero(t, hook.badSig)
+	hook.mu.Unlock()
+
+	// The GLB is there, once.
+	resp, err := http.Get("http://" + m.base + "/api/file/" + id + "/glb")
+	require.NoError(t, err)
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	want, _ := os.ReadFile(glb)
+	require.Equal(t, want, b)
+	// Nothing more happens: no third run, one delivery.
+	time.Sleep(2 * time.Second)
+	require.Len(t, lines(runs), 2)
+	require.Len(t, hook.delivered(), 1)
+	var st struct {
+		Conversion struct {
+			Queue    struct{ Done, Failed int }
+			JobSlots int `json:"job_slots"`
+		} `json:"conversion"`
+		Farms []struct {
+			ID       string `json:"id"`
+			JobSlots int    `json:"job_slots"`
+		} `json:"farms"`
+	}
+	getJSON(t, "http://"+m.base+"/status", "", &st)
+	require.Equal(t, 1, st.Conversion.Queue.Done)
+	require.GreaterOrEqual(t, st.Conversion.JobSlots, 1)
+	var registered int
+	for _, f := range st.Farms {
+		if f.ID == "farm-b" {
+			registered = f.JobSlots
+		}
+	}
+	require.Equal(t, 1, registered, "farm-b registered its job slots")
+}
