@@ -187,6 +187,7 @@ func conversionFlags(fs *pflag.FlagSet) {
 	fs.String("webhook-secret", "", "secret that signs webhooks (prefer DROVER_WEBHOOK_SECRET; empty: a random one)")
 	fs.StringSlice("webhook-allow", nil, "hosts webhooks may reach although private or loopback (repeatable)")
 	fs.Duration("webhook-retry-for", webhook.DefaultRetryFor, "how long a webhook is retried")
+	fs.Duration("webhook-min-backoff", webhook.DefaultMinBackoff, "wait before a webhook's first retry, doubled for each further one")
 	fs.Int("max-attempts", queue.DefaultMaxAttempts, "attempts of a conversion job before it ends in ERROR")
 	fs.Duration("job-lease", queue.DefaultLease, "length of a job's lease; farms renew it at a third")
 }

@@ -135,7 +135,7 @@ func TestConversionFarmKilledMidJob(t *testing.T) {
 
 	hook := newWebhookReceiver(t, 2)
 	m := startManager(t, "--data", filepath.Join(dir, "data"), "--job-lease", "1s",
-		"--webhook-secret", webhookSecret, "--webhook-allow", "127.0.0.1")
+		"--webhook-secret", webhookSecret, "--webhook-allow", "127.0.0.1", "--webhook-min-backoff", "200ms")
 	a := startFarm(t, m, "farm-a", 1, "--job-slots", "1", "--config", config)
 
 	id := uploadFile(t, m.base, fmt.Sprintf(`{"webhook":%q,"conversionCommandLine":["--output_glb"]}`, hook.URL+"/hook"),

@@ -32,8 +32,11 @@ type ConversionConfig struct {
 	// WebhookAllow are the hosts webhooks may reach although they are
 	// private or loopback addresses; see webhook.Policy.
 	WebhookAllow []string `koanf:"webhook_allow"`
-	// WebhookRetryFor is how long a webhook is retried.
-	WebhookRetryFor time.Duration `koanf:"webhook_retry_for"`
+	// WebhookRetryFor is how long a webhook is retried;
+	// WebhookMinBackoff the wait before its first retry, doubled for each
+	// further one.
+	WebhookRetryFor   time.Duration `koanf:"webhook_retry_for"`
+	WebhookMinBackoff time.Duration `koanf:"webhook_min_backoff"`
 	// MaxAttempts is how many times a job is tried before it ends
 	// ERROR - Conversion Error.
 	MaxAttempts int `koanf:"max_attempts"`
@@ -52,7 +55,8 @@ func (cc ConversionConfig) conversion(redisURL string, jobSlots int, log *slog.L
 		QueueOptions: queue.Options{MaxAttempts: cc.MaxAttempts, Lease: cc.JobLease,
 			MaxLease: max(cc.JobLease, queue.DefaultMaxLease)},
 		Webhook: webhook.Options{Secret: webhook.Secret(cc.WebhookSecret),
-			Policy: webhook.Policy{AllowHosts: cc.WebhookAllow}, RetryFor: cc.WebhookRetryFor},
+			Policy: webhook.Policy{AllowHosts: cc.WebhookAllow}, RetryFor: cc.WebhookRetryFor,
+			MinBackoff: cc.WebhookMinBackoff},
 	}
 	if redisURL == "" {
 		return c, nil
