@@ -18,6 +18,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	convertpkg "github.com/drover-dev/drover/conversion/convert"
 	"github.com/drover-dev/drover/conversion/webhook"
 	"github.com/drover-dev/drover/internal/testkit/testutil"
 )
@@ -199,4 +200,54 @@ func TestConversionFarmKilledMidJob(t *testing.T) {
 		}
 	}
 	require.Equal(t, 1, registered, "farm-b registered its job slots")
+}
+
+// TestConvertCommand runs `drover convert` against `drover up` with the
+// real converters: a STEP assembly gives a GLB with its part names and a
+// PNG, and exits 0; a file that cannot convert exits 1 with the reason.
+func TestConvertCommand(t *testing.T) {
+	draw := testutil.Program(t, "occt-draw", "occt-draw")
+	testutil.Program(t, "assimp", "assimp-utils")
+	testutil.Program(t, "f3d", "f3d")
+	testutil.Program(t, "xvfb-run", "xvfb")
+	dir := t.TempDir()
+	step := filepath.Join(dir, "part.step")
+	script := filepath.Join(dir, "mk.tcl")
+	require.NoError(t, os.WriteFile(script, fmt.Appendf(nil, `pload MODELING OCAF XDE
+box b1 10 10 10
+box b2 20 0 0 5 5 5
+compound b1 b2 c
+XNewDoc D
+XAddShape D c 1
+SetName D 0:1:1:2 Bracket
+SetName D 0:1:1:3 Bolt
+WriteStep D {%s}
+exit
+`, step), 0o644))
+	out, err := exec.Command(draw, "-b", "-f", script).CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "notes.txt"), []byte("hello"), 0o644))
+
+	up := startUp(t, "--data", filepath.Join(dir, "data"), "--instances", "1", "--warm", "0")
+	convert := func(args ...string) (string, error) {
+		cmd := exec.Command(os.Args[0], append([]string{"-test.run=^$", "--", "convert", "--server", "http://" + up.base}, args...)...)
+		cmd.Env = append(os.Environ(), "DROVER_TEST_MAIN=1")
+		b, err := cmd.CombinedOutput()
+		return string(b), err
+	}
+	outDir := filepath.Join(dir, "out")
+	got, err := convert(step, "-o", outDir)
+	require.NoError(t, err, got)
+	for _, f := range []string{"part.step.glb", "part.step.png"} {
+		require.Contains(t, got, filepath.Join(outDir, f))
+	}
+	info, err := convertpkg.InspectGLBFile(filepath.Join(outDir, "part.step.glb"))
+	require.NoError(t, err)
+	require.Subset(t, info.Nodes, []string{"Bracket", "Bolt"})
+
+	got, err = convert(filepath.Join(dir, "notes.txt"), "-o", outDir, "--quiet")
+	var ee *exec.ExitError
+	require.ErrorAs(t, err, &ee, got)
+	require.Equal(t, 1, ee.ExitCode())
+	require.Contains(t, got, "ERROR - Conversion Error: unsupported format")
 }
