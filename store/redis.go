@@ -9,11 +9,12 @@ import (
 	"log/slog"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/drover-dev/drover/internal/lib/redisx"
 )
 
 // RedisOptions configure NewRedis.
@@ -57,10 +58,9 @@ type RedisOptions struct {
 // Subscriptions survive outages: go-redis reconnects and subscribes again,
 // and events published meanwhile are lost.
 type Redis struct {
-	c         *redis.Client
-	opTimeout time.Duration
-	farmTTL   int64 // ms
-	log       *slog.Logger
+	c       *redisx.Client
+	farmTTL int64 // ms
+	log     *slog.Logger
 
 	prefix, farms, channel string
 
@@ -88,10 +88,6 @@ var setRedisLog sync.Once
 // NewRedis connects to the server at o.URL and checks that it answers.
 // The first call routes go-redis's process-wide log to o.Logger (debug).
 func NewRedis(ctx context.Context, o RedisOptions) (*Redis, error) {
-	opt, err := redis.ParseURL(o.URL)
-	if err != nil {
-		return nil, urlError(o.URL)
-	}
 	if o.OpTimeout < 0 || o.FarmTTL < 0 {
 		return nil, errors.New("store: negative redis timeout")
 	}
@@ -107,31 +103,19 @@ func NewRedis(ctx context.Context, o RedisOptions) (*Redis, error) {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
+	c, err := redisx.New(redisx.Options{URL: o.URL, OpTimeout: o.OpTimeout, Pkg: "store", Unavailable: ErrUnavailable})
+	if err != nil {
+		return nil, err
+	}
 	setRedisLog.Do(func() { redis.SetLogger(redisLog{o.Logger}) })
-	// Context deadlines reach the sockets; the timeouts below hold for
-	// what go-redis does without one (dials, pub/sub health pings). A
-	// timeout set in the URL's query wins.
-	opt.ContextTimeoutEnabled = true
-	// A refused connection is an answer: one dial per attempt, so that a
-	// call fails with it (after go-redis's few quick retries) rather than
-	// with the deadline.
-	if opt.DialerRetries == 0 {
-		opt.DialerRetries = 1
-	}
-	for _, d := range []*time.Duration{&opt.DialTimeout, &opt.ReadTimeout, &opt.WriteTimeout, &opt.PoolTimeout} {
-		if *d == 0 {
-			*d = o.OpTimeout
-		}
-	}
 	r := &Redis{
-		c:         redis.NewClient(opt),
-		opTimeout: o.OpTimeout,
-		farmTTL:   o.FarmTTL.Milliseconds(),
-		log:       o.Logger,
-		prefix:    o.Prefix,
-		farms:     o.Prefix + "farms",
-		channel:   o.Prefix + "events",
-		done:      make(chan struct{}),
+		c:       c,
+		farmTTL: o.FarmTTL.Milliseconds(),
+		log:     o.Logger,
+		prefix:  o.Prefix,
+		farms:   o.Prefix + "farms",
+		channel: o.Prefix + "events",
+		done:    make(chan struct{}),
 	}
 	if err := r.Ping(ctx); err != nil {
 		_ = r.c.Close()
@@ -140,63 +124,17 @@ func NewRedis(ctx context.Context, o RedisOptions) (*Redis, error) {
 	return r, nil
 }
 
-// urlError describes a URL that redis.ParseURL rejected without repeating
-// the password: url.Parse errors quote the whole URL, and go-redis's quote
-// parts of it, so the message comes from parsing the URL again with its
-// user information replaced.
-func urlError(raw string) error {
-	red := raw
-	start := strings.Index(raw, "://") + len("://")
-	if start < len("://") {
-		start = 0
-	}
-	if at := strings.LastIndex(raw[start:], "@"); at >= 0 {
-		red = raw[:start] + "xxxxx" + raw[start+at:]
-	}
-	if _, err := redis.ParseURL(red); err != nil {
-		return fmt.Errorf("store: redis URL %q: %w", red, err)
-	}
-	return fmt.Errorf("store: redis URL %q is invalid (percent-encode reserved characters in the password)", red)
-}
-
 func (r *Redis) farmKey(id string) string    { return r.prefix + "farm:" + id }
 func (r *Redis) slotsKey(id string) string   { return r.prefix + "slots:" + id }
 func (r *Redis) sessionKey(th string) string { return r.prefix + "session:" + th }
 func (r *Redis) managerKey(id string) string { return r.prefix + "manager:" + id }
 
-// fail wraps a go-redis error. Anything but a reply from a working server
-// (a network error, a deadline, OpTimeout's or the caller's, a closed
-// client, a server that is loading or refuses writes) means the store
-// cannot be used: ErrUnavailable. A caller that cancelled gets its context
-// error alone.
-func (r *Redis) fail(ctx context.Context, op string, err error) error {
-	if errors.Is(ctx.Err(), context.Canceled) || !unavailable(err) {
-		return fmt.Errorf("store: redis %s: %w", op, err)
-	}
-	return fmt.Errorf("%w: redis %s: %w", ErrUnavailable, op, err)
-}
-
-func unavailable(err error) bool {
-	var rerr redis.Error
-	if !errors.As(err, &rerr) {
-		return true
-	}
-	return redis.IsLoadingError(err) || redis.IsReadOnlyError(err) || redis.IsMasterDownError(err) ||
-		redis.IsTryAgainError(err) || redis.IsClusterDownError(err) || redis.IsMaxClientsError(err) ||
-		redis.IsAuthError(err) || redis.IsOOMError(err) || redis.HasErrorPrefix(err, "BUSY")
-}
-
-// op bounds a call by OpTimeout.
-func (r *Redis) op(ctx context.Context) (context.Context, context.CancelFunc) {
-	return context.WithTimeout(ctx, r.opTimeout)
-}
-
 func (r *Redis) run(ctx context.Context, name string, sc *redis.Script, keys []string, args ...any) (any, error) {
-	octx, cancel := r.op(ctx)
+	octx, cancel := r.c.Op(ctx)
 	defer cancel()
 	v, err := sc.Run(octx, r.c, keys, args...).Result()
 	if err != nil {
-		return nil, r.fail(ctx, name, err)
+		return nil, r.c.Fail(ctx, name, err)
 	}
 	return v, nil
 }
@@ -580,10 +518,10 @@ func (r *Redis) PutSession(ctx context.Context, s Session, ttl time.Duration) er
 	if err != nil {
 		return err
 	}
-	octx, cancel := r.op(ctx)
+	octx, cancel := r.c.Op(ctx)
 	defer cancel()
 	if err := r.c.Set(octx, r.sessionKey(s.TokenHash), b, time.Duration(ms(ttl))*time.Millisecond).Err(); err != nil {
-		return r.fail(ctx, "put session", err)
+		return r.c.Fail(ctx, "put session", err)
 	}
 	return nil
 }
@@ -638,31 +576,31 @@ func (r *Redis) Alive(ctx context.Context, id string, ttl time.Duration) error {
 	if err := checkTTL(ttl); err != nil {
 		return err
 	}
-	octx, cancel := r.op(ctx)
+	octx, cancel := r.c.Op(ctx)
 	defer cancel()
 	if err := r.c.Set(octx, r.managerKey(id), "1", time.Duration(ms(ttl))*time.Millisecond).Err(); err != nil {
-		return r.fail(ctx, "alive", err)
+		return r.c.Fail(ctx, "alive", err)
 	}
 	return nil
 }
 
 // ManagerAlive implements Store.
 func (r *Redis) ManagerAlive(ctx context.Context, id string) (bool, error) {
-	octx, cancel := r.op(ctx)
+	octx, cancel := r.c.Op(ctx)
 	defer cancel()
 	n, err := r.c.Exists(octx, r.managerKey(id)).Result()
 	if err != nil {
-		return false, r.fail(ctx, "manager alive", err)
+		return false, r.c.Fail(ctx, "manager alive", err)
 	}
 	return n == 1, nil
 }
 
 // Gone implements Store.
 func (r *Redis) Gone(ctx context.Context, id string) error {
-	octx, cancel := r.op(ctx)
+	octx, cancel := r.c.Op(ctx)
 	defer cancel()
 	if err := r.c.Del(octx, r.managerKey(id)).Err(); err != nil {
-		return r.fail(ctx, "manager gone", err)
+		return r.c.Fail(ctx, "manager gone", err)
 	}
 	return nil
 }
@@ -673,10 +611,10 @@ func (r *Redis) Publish(ctx context.Context, e Event) error {
 	if err != nil {
 		return err
 	}
-	octx, cancel := r.op(ctx)
+	octx, cancel := r.c.Op(ctx)
 	defer cancel()
 	if err := r.c.Publish(octx, r.channel, b).Err(); err != nil {
-		return r.fail(ctx, "publish", err)
+		return r.c.Fail(ctx, "publish", err)
 	}
 	return nil
 }
@@ -696,13 +634,10 @@ func (r *Redis) Subscribe(ctx context.Context) (<-chan Event, error) {
 	r.wg.Add(1) // under mu: Close cannot be waiting already
 	r.mu.Unlock()
 
-	octx, cancel := r.op(ctx)
-	defer cancel()
-	ps := r.c.Subscribe(octx, r.channel)
-	if _, err := ps.Receive(octx); err != nil {
-		_ = ps.Close()
+	ps, err := r.c.SubscribeConfirmed(ctx, r.channel)
+	if err != nil {
 		r.wg.Done()
-		return nil, r.fail(ctx, "subscribe", err)
+		return nil, err
 	}
 	out := make(chan Event, subscriberBuffer)
 	go r.forward(ctx, ps, out)
@@ -742,10 +677,10 @@ func (r *Redis) forward(ctx context.Context, ps *redis.PubSub, out chan<- Event)
 
 // Ping implements Store.
 func (r *Redis) Ping(ctx context.Context) error {
-	octx, cancel := r.op(ctx)
+	octx, cancel := r.c.Op(ctx)
 	defer cancel()
 	if err := r.c.Ping(octx).Err(); err != nil {
-		return r.fail(ctx, "ping", err)
+		return r.c.Fail(ctx, "ping", err)
 	}
 	return nil
 }

@@ -1,12 +1,11 @@
 package store_test
 
 import (
+	"cmp"
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"net"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -17,21 +16,12 @@ import (
 	"github.com/drover-dev/drover/store/storetest"
 )
 
-var prefixes atomic.Int64
-
 // openRedis opens a store on srv, by default under a prefix of its own.
 func openRedis(t *testing.T, srv *redistest.Server, o store.RedisOptions) *store.Redis {
 	t.Helper()
-	if o.URL == "" {
-		o.URL = srv.URL()
-	}
-	if o.Prefix == "" {
-		o.Prefix = fmt.Sprintf("test%d:", prefixes.Add(1))
-	}
-	r, err := store.NewRedis(t.Context(), o)
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = r.Close() })
-	return r
+	o.URL = cmp.Or(o.URL, srv.URL())
+	o.Prefix = cmp.Or(o.Prefix, redistest.Prefix())
+	return redistest.Open(t, func(ctx context.Context) (*store.Redis, error) { return store.NewRedis(ctx, o) })
 }
 
 func TestRedis(t *testing.T) {

@@ -72,7 +72,7 @@ pools:
 // the pool and both ways out.
 func TestUpRefusesReuseWithoutReset(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "drover.yaml")
-	require.NoError(t, os.WriteFile(path, []byte("pools:\n  - name: cad\n    release: reuse\n"), 0o600))
+	require.NoError(t, os.WriteFile(path, []byte("pools:\n  - name: cad\n    command: /bin/true\n    release: reuse\n"), 0o600))
 	root := newRootCmd()
 	root.SetArgs([]string{"up", "--config", path, "--addr", "127.0.0.1:0"})
 	root.SetOut(io.Discard)

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 )
 
@@ -21,7 +22,8 @@ func run() int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := newRootCmd().ExecuteContext(ctx); err != nil {
-		fmt.Fprintln(os.Stderr, "drover:", err)
+		// Errors of package drover name it already.
+		fmt.Fprintln(os.Stderr, "drover:", strings.TrimPrefix(err.Error(), "drover: "))
 		return 1
 	}
 	return 0

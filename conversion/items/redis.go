@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/drover-dev/drover/internal/lib/redisx"
 )
 
 // RedisOptions configure NewRedis.
@@ -63,9 +65,8 @@ const listBatch = 256
 // subscribes again, and the subscriber gets EventResync for the events it
 // missed.
 type Redis struct {
-	c         *redis.Client
-	opTimeout time.Duration
-	log       *slog.Logger
+	c   *redisx.Client
+	log *slog.Logger
 
 	prefix, index, updated, channel string
 
@@ -81,11 +82,6 @@ var _ Store = (*Redis)(nil)
 
 // NewRedis connects to the server at o.URL and checks that it answers.
 func NewRedis(ctx context.Context, o RedisOptions) (*Redis, error) {
-	opt, err := redis.ParseURL(o.URL)
-	if err != nil {
-		// go-redis quotes parts of the URL, the password among them.
-		return nil, errors.New("items: the redis URL is invalid")
-	}
 	if o.OpTimeout < 0 {
 		return nil, errors.New("items: negative redis timeout")
 	}
@@ -98,59 +94,29 @@ func NewRedis(ctx context.Context, o RedisOptions) (*Redis, error) {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
-	opt.ContextTimeoutEnabled = true
-	if opt.DialerRetries == 0 {
-		opt.DialerRetries = 1
-	}
-	for _, d := range []*time.Duration{&opt.DialTimeout, &opt.ReadTimeout, &opt.WriteTimeout, &opt.PoolTimeout} {
-		if *d == 0 {
-			*d = o.OpTimeout
-		}
+	c, err := redisx.New(redisx.Options{URL: o.URL, OpTimeout: o.OpTimeout, Pkg: "items", Unavailable: ErrUnavailable})
+	if err != nil {
+		return nil, err
 	}
 	r := &Redis{
-		c:         redis.NewClient(opt),
-		opTimeout: o.OpTimeout,
-		log:       o.Logger,
-		prefix:    o.Prefix,
-		index:     o.Prefix + "index",
-		updated:   o.Prefix + "updated",
-		channel:   o.Prefix + "events",
-		done:      make(chan struct{}),
+		c:       c,
+		log:     o.Logger,
+		prefix:  o.Prefix,
+		index:   o.Prefix + "index",
+		updated: o.Prefix + "updated",
+		channel: o.Prefix + "events",
+		done:    make(chan struct{}),
 	}
-	octx, cancel := r.op(ctx)
+	octx, cancel := r.c.Op(ctx)
 	defer cancel()
 	if err := r.c.Ping(octx).Err(); err != nil {
 		_ = r.c.Close()
-		return nil, r.fail(ctx, "ping", err)
+		return nil, r.c.Fail(ctx, "ping", err)
 	}
 	return r, nil
 }
 
 func (r *Redis) itemKey(id string) string { return r.prefix + "item:" + id }
-
-// op bounds a call by OpTimeout.
-func (r *Redis) op(ctx context.Context) (context.Context, context.CancelFunc) {
-	return context.WithTimeout(ctx, r.opTimeout)
-}
-
-// fail wraps a go-redis error: anything but a reply from a working server
-// is ErrUnavailable; a caller that cancelled gets its context error.
-func (r *Redis) fail(ctx context.Context, op string, err error) error {
-	if errors.Is(ctx.Err(), context.Canceled) || !unavailable(err) {
-		return fmt.Errorf("items: redis %s: %w", op, err)
-	}
-	return fmt.Errorf("%w: redis %s: %w", ErrUnavailable, op, err)
-}
-
-func unavailable(err error) bool {
-	var rerr redis.Error
-	if !errors.As(err, &rerr) {
-		return true
-	}
-	return redis.IsLoadingError(err) || redis.IsReadOnlyError(err) || redis.IsMasterDownError(err) ||
-		redis.IsTryAgainError(err) || redis.IsClusterDownError(err) || redis.IsMaxClientsError(err) ||
-		redis.IsAuthError(err) || redis.IsOOMError(err) || redis.HasErrorPrefix(err, "BUSY")
-}
 
 func (r *Redis) check(ctx context.Context) error {
 	r.mu.Lock()
@@ -220,11 +186,11 @@ func (r *Redis) run(ctx context.Context, name string, sc *redis.Script, keys []s
 	if err := r.check(ctx); err != nil {
 		return nil, err
 	}
-	octx, cancel := r.op(ctx)
+	octx, cancel := r.c.Op(ctx)
 	defer cancel()
 	v, err := sc.Run(octx, r.c, keys, args...).StringSlice()
 	if err != nil {
-		return nil, r.fail(ctx, name, err)
+		return nil, r.c.Fail(ctx, name, err)
 	}
 	if len(v) == 0 {
 		return nil, fmt.Errorf("items: redis %s: empty reply", name)
@@ -277,11 +243,11 @@ func (r *Redis) get(ctx context.Context, id string) (Item, string, error) {
 	if ValidateID(id) != nil { // no such key can exist
 		return Item{}, "", fmt.Errorf("%w: %s", ErrNotFound, truncate(id))
 	}
-	octx, cancel := r.op(ctx)
+	octx, cancel := r.c.Op(ctx)
 	defer cancel()
 	v, err := r.c.HMGet(octx, r.itemKey(id), "data", "created", "updated", "rev").Result()
 	if err != nil {
-		return Item{}, "", r.fail(ctx, "get", err)
+		return Item{}, "", r.c.Fail(ctx, "get", err)
 	}
 	it, ok, err := decode(v)
 	if err != nil {
@@ -340,16 +306,16 @@ func (r *Redis) List(ctx context.Context) ([]Item, error) {
 	if err := r.check(ctx); err != nil {
 		return nil, err
 	}
-	octx, cancel := r.op(ctx)
+	octx, cancel := r.c.Op(ctx)
 	ids, err := r.c.ZRange(octx, r.index, 0, -1).Result()
 	cancel()
 	if err != nil {
-		return nil, r.fail(ctx, "list", err)
+		return nil, r.c.Fail(ctx, "list", err)
 	}
 	out := make([]Item, 0, len(ids))
 	for start := 0; start < len(ids); start += listBatch {
 		batch := ids[start:min(start+listBatch, len(ids))]
-		octx, cancel := r.op(ctx)
+		octx, cancel := r.c.Op(ctx)
 		pipe := r.c.Pipeline()
 		cmds := make([]*redis.SliceCmd, len(batch))
 		for i, id := range batch {
@@ -358,7 +324,7 @@ func (r *Redis) List(ctx context.Context) ([]Item, error) {
 		_, err := pipe.Exec(octx)
 		cancel()
 		if err != nil {
-			return nil, r.fail(ctx, "list", err)
+			return nil, r.c.Fail(ctx, "list", err)
 		}
 		for i, cmd := range cmds {
 			it, ok, err := decode(cmd.Val())
@@ -456,14 +422,14 @@ func (r *Redis) LastUpdated(ctx context.Context) (time.Time, error) {
 	if err := r.check(ctx); err != nil {
 		return time.Time{}, err
 	}
-	octx, cancel := r.op(ctx)
+	octx, cancel := r.c.Op(ctx)
 	defer cancel()
 	s, err := r.c.Get(octx, r.updated).Result()
 	if errors.Is(err, redis.Nil) {
 		return time.Time{}, nil
 	}
 	if err != nil {
-		return time.Time{}, r.fail(ctx, "last updated", err)
+		return time.Time{}, r.c.Fail(ctx, "last updated", err)
 	}
 	return millis(s)
 }
@@ -503,13 +469,10 @@ func (r *Redis) Subscribe(ctx context.Context) (<-chan Event, error) {
 	r.wg.Add(1) // under mu: Close cannot be waiting already
 	r.mu.Unlock()
 
-	octx, cancel := r.op(ctx)
-	defer cancel()
-	ps := r.c.Subscribe(octx, r.channel)
-	if _, err := ps.Receive(octx); err != nil {
-		_ = ps.Close()
+	ps, err := r.c.SubscribeConfirmed(ctx, r.channel)
+	if err != nil {
 		r.wg.Done()
-		return nil, r.fail(ctx, "subscribe", err)
+		return nil, err
 	}
 	out := make(chan Event, subscriberBuffer)
 	go r.forward(ctx, ps, out)

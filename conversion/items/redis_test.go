@@ -1,9 +1,10 @@
 package items_test
 
 import (
+	"cmp"
+	"context"
 	"fmt"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -15,21 +16,12 @@ import (
 	"github.com/drover-dev/drover/internal/testkit/redistest"
 )
 
-var prefixes atomic.Int64
-
 // openRedis opens a store on srv, by default under a prefix of its own.
 func openRedis(t *testing.T, srv *redistest.Server, o items.RedisOptions) *items.Redis {
 	t.Helper()
-	if o.URL == "" {
-		o.URL = srv.URL()
-	}
-	if o.Prefix == "" {
-		o.Prefix = fmt.Sprintf("test%d:", prefixes.Add(1))
-	}
-	r, err := items.NewRedis(t.Context(), o)
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = r.Close() })
-	return r
+	o.URL = cmp.Or(o.URL, srv.URL())
+	o.Prefix = cmp.Or(o.Prefix, redistest.Prefix())
+	return redistest.Open(t, func(ctx context.Context) (*items.Redis, error) { return items.NewRedis(ctx, o) })
 }
 
 func TestRedis(t *testing.T) {

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/drover-dev/drover/internal/lib/redisx"
 )
 
 // RedisOptions configure NewRedis.
@@ -85,12 +87,11 @@ const (
 // appendfsync always) is the whole queue when it is back; a server that
 // comes back empty is an empty queue, and the consumer group is made again.
 type Redis struct {
-	o         Options
-	c         *redis.Client
-	opTimeout time.Duration
-	poll      time.Duration
-	log       *slog.Logger
-	ws        waiters
+	o    Options
+	c    *redisx.Client
+	poll time.Duration
+	log  *slog.Logger
+	ws   waiters
 
 	stream, delayed, stats, jobPrefix, channel string
 
@@ -111,10 +112,6 @@ func NewRedis(ctx context.Context, o Options, ro RedisOptions) (*Redis, error) {
 	if err != nil {
 		return nil, err
 	}
-	opt, err := redis.ParseURL(ro.URL)
-	if err != nil {
-		return nil, urlError(ro.URL)
-	}
 	if ro.OpTimeout < 0 || ro.Poll < 0 {
 		return nil, errors.New("queue: negative redis timeout")
 	}
@@ -130,27 +127,17 @@ func NewRedis(ctx context.Context, o Options, ro RedisOptions) (*Redis, error) {
 	if ro.Logger == nil {
 		ro.Logger = slog.Default()
 	}
-	// As the store does: context deadlines reach the sockets, and a
-	// refused connection fails a call at once.
-	opt.ContextTimeoutEnabled = true
 	// RESP2 unless the URL asks for 3: the queue needs no push
 	// notifications, and go-redis looks for them around every command
 	// under RESP3, a third of the client's time per job here.
-	if opt.Protocol == 0 {
-		opt.Protocol = 2
-	}
-	if opt.DialerRetries == 0 {
-		opt.DialerRetries = 1
-	}
-	for _, d := range []*time.Duration{&opt.DialTimeout, &opt.ReadTimeout, &opt.WriteTimeout, &opt.PoolTimeout} {
-		if *d == 0 {
-			*d = ro.OpTimeout
-		}
+	c, err := redisx.New(redisx.Options{URL: ro.URL, OpTimeout: ro.OpTimeout, RESP2: true,
+		Pkg: "queue", Unavailable: ErrUnavailable})
+	if err != nil {
+		return nil, err
 	}
 	r := &Redis{
 		o:         o,
-		c:         redis.NewClient(opt),
-		opTimeout: ro.OpTimeout,
+		c:         c,
 		poll:      ro.Poll,
 		log:       ro.Logger,
 		stream:    ro.Prefix + "stream",
@@ -164,32 +151,15 @@ func NewRedis(ctx context.Context, o Options, ro RedisOptions) (*Redis, error) {
 		_ = r.c.Close()
 		return nil, err
 	}
-	octx, cancel := r.op(ctx)
-	defer cancel()
-	// The subscription lives as long as the queue, across reconnections,
-	// so it gets no caller's context.
-	ps := r.c.Subscribe(context.WithoutCancel(ctx), r.channel)
-	if _, err := ps.Receive(octx); err != nil {
-		_ = ps.Close()
+	// The subscription lives as long as the queue, across reconnections.
+	ps, err := r.c.SubscribeConfirmed(ctx, r.channel)
+	if err != nil {
 		_ = r.c.Close()
-		return nil, r.fail(ctx, "subscribe", err)
+		return nil, err
 	}
 	r.wg.Add(1)
 	go r.listen(ps)
 	return r, nil
-}
-
-// urlError describes a URL redis.ParseURL rejected without the password.
-func urlError(raw string) error {
-	red := raw
-	start := strings.Index(raw, "://") + len("://")
-	if start < len("://") {
-		start = 0
-	}
-	if at := strings.LastIndex(raw[start:], "@"); at >= 0 {
-		red = raw[:start] + "xxxxx" + raw[start+at:]
-	}
-	return fmt.Errorf("queue: redis URL %q is invalid (percent-encode reserved characters in the password)", red)
 }
 
 // listen wakes waiting Leases when another manager (or this one) announces
@@ -218,37 +188,13 @@ func (r *Redis) listen(ps *redis.PubSub) {
 // makeGroup makes the stream and its group, from the stream's start so
 // that no entry is skipped, if they are missing.
 func (r *Redis) makeGroup(ctx context.Context) error {
-	octx, cancel := r.op(ctx)
+	octx, cancel := r.c.Op(ctx)
 	defer cancel()
 	err := r.c.XGroupCreateMkStream(octx, r.stream, group, "0").Err()
 	if err != nil && !redis.HasErrorPrefix(err, "BUSYGROUP") {
-		return r.fail(ctx, "create group", err)
+		return r.c.Fail(ctx, "create group", err)
 	}
 	return nil
-}
-
-// fail wraps a go-redis error. Anything but a reply from a working server
-// means the queue cannot be used: ErrUnavailable. A caller that cancelled
-// gets its context error alone.
-func (r *Redis) fail(ctx context.Context, op string, err error) error {
-	if errors.Is(ctx.Err(), context.Canceled) || !unavailable(err) {
-		return fmt.Errorf("queue: redis %s: %w", op, err)
-	}
-	return fmt.Errorf("%w: redis %s: %w", ErrUnavailable, op, err)
-}
-
-func unavailable(err error) bool {
-	var rerr redis.Error
-	if !errors.As(err, &rerr) {
-		return true
-	}
-	return redis.IsLoadingError(err) || redis.IsReadOnlyError(err) || redis.IsMasterDownError(err) ||
-		redis.IsTryAgainError(err) || redis.IsClusterDownError(err) || redis.IsMaxClientsError(err) ||
-		redis.IsAuthError(err) || redis.IsOOMError(err) || redis.HasErrorPrefix(err, "BUSY")
-}
-
-func (r *Redis) op(ctx context.Context) (context.Context, context.CancelFunc) {
-	return context.WithTimeout(ctx, r.opTimeout)
 }
 
 func (r *Redis) closed() bool {
@@ -268,7 +214,7 @@ func (r *Redis) run(ctx context.Context, name string, sc *redis.Script, keys []s
 		return nil, errClosed
 	}
 	for try := 0; ; try++ {
-		octx, cancel := r.op(ctx)
+		octx, cancel := r.c.Op(ctx)
 		v, err := sc.Run(octx, r.c, keys, args...).Result()
 		cancel()
 		if err == nil {
@@ -281,7 +227,7 @@ func (r *Redis) run(ctx context.Context, name string, sc *redis.Script, keys []s
 			r.log.Warn("queue: the consumer group was missing; made it again", "stream", r.stream)
 			continue
 		}
-		return nil, r.fail(ctx, name, err)
+		return nil, r.c.Fail(ctx, name, err)
 	}
 }
 
@@ -475,12 +421,12 @@ func (r *Redis) Get(ctx context.Context, jobID string) (Info, error) {
 	if r.closed() {
 		return Info{}, errClosed
 	}
-	octx, cancel := r.op(ctx)
+	octx, cancel := r.c.Op(ctx)
 	defer cancel()
 	// Not HGETALL: the payload stays in Redis.
 	v, err := r.c.HMGet(octx, r.jobKey(jobID), infoFields...).Result()
 	if err != nil {
-		return Info{}, r.fail(ctx, "get", err)
+		return Info{}, r.c.Fail(ctx, "get", err)
 	}
 	h := make(map[string]string, len(infoFields))
 	for i, x := range v {

@@ -1,10 +1,11 @@
 package queue_test
 
 import (
+	"cmp"
+	"context"
 	"errors"
 	"fmt"
 	"net"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -17,26 +18,15 @@ import (
 	"github.com/drover-dev/drover/internal/testkit/redistest"
 )
 
-var prefixes atomic.Int64
-
 // openRedis opens a queue on srv, by default under a prefix of its own.
 // Waiting Leases poll only once a minute: in tests, every wake-up must
 // come from a notification.
 func openRedis(t testing.TB, srv *redistest.Server, o queue.Options, ro queue.RedisOptions) *queue.Redis {
 	t.Helper()
-	if ro.URL == "" {
-		ro.URL = srv.URL()
-	}
-	if ro.Prefix == "" {
-		ro.Prefix = fmt.Sprintf("test%d:", prefixes.Add(1))
-	}
-	if ro.Poll == 0 {
-		ro.Poll = time.Minute
-	}
-	q, err := queue.NewRedis(t.Context(), o, ro)
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = q.Close() })
-	return q
+	ro.URL = cmp.Or(ro.URL, srv.URL())
+	ro.Prefix = cmp.Or(ro.Prefix, redistest.Prefix())
+	ro.Poll = cmp.Or(ro.Poll, time.Minute)
+	return redistest.Open(t, func(ctx context.Context) (*queue.Redis, error) { return queue.NewRedis(ctx, o, ro) })
 }
 
 func TestRedis(t *testing.T) {
