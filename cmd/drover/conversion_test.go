@@ -20,6 +20,7 @@ import (
 
 	convertpkg "github.com/drover-dev/drover/conversion/convert"
 	"github.com/drover-dev/drover/conversion/webhook"
+	"github.com/drover-dev/drover/internal/testkit/redistest"
 	"github.com/drover-dev/drover/internal/testkit/testutil"
 )
 
@@ -250,4 +251,58 @@ exit
 	require.ErrorAs(t, err, &ee, got)
 	require.Equal(t, 1, ee.ExitCode())
 	require.Contains(t, got, "ERROR - Conversion Error: unsupported format")
+}
+
+// TestConversionManagerKilledOnRedis: two managers share Redis (items and
+// the job queue) and a data directory; the farm registered with both
+// leases a job, and the manager it leased from is killed with -9 while the
+// converter runs. The farm renews, uploads and completes through the other
+// manager: the job completes, converted once.
+func TestConversionManagerKilledOnRedis(t *testing.T) {
+	assimp := testutil.Program(t, "assimp", "assimp-utils")
+	rs := redistest.Start(t)
+	dir := t.TempDir()
+	stl := filepath.Join(dir, "cube.stl")
+	require.NoError(t, os.WriteFile(stl, []byte("solid c\nfacet normal 0 0 1\nouter loop\nvertex 0 0 0\nvertex 1 0 0\n"+
+		"vertex 0 1 0\nendloop\nendfacet\nendsolid c\n"), 0o644))
+	glb := filepath.Join(dir, "cube.glb")
+	out, err := exec.Command(assimp, "export", stl, glb, "-fglb2").CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	runs := filepath.Join(dir, "runs")
+	config := filepath.Join(dir, "farm.yaml")
+	require.NoError(t, os.WriteFile(config, fmt.Appendf(nil, `converters:
+  - ext: .slow
+    argv: ["sh", "-c", "echo $$ >> %s; sleep 3; cp %s \"$1\"", "sh", "{out}"]
+`, runs, glb), 0o644))
+
+	hook := newWebhookReceiver(t, 0)
+	var ms []*droverProc
+	for i := range 2 {
+		ms = append(ms, startDrover(t, fmt.Sprintf("manager-%d", i), []string{"DROVER_REDIS=" + rs.URL()}, managerBanner,
+			"manager", "--addr", "127.0.0.1:0", "--farm-token", farmToken, "--id", fmt.Sprintf("m%d", i),
+			"--data", filepath.Join(dir, "data"), "--job-lease", "3s", "--webhook-secret", webhookSecret,
+			"--webhook-allow", "127.0.0.1", "--log-level", "debug"))
+	}
+	startDrover(t, "farm", nil, farmBanner, "farm", "--manager", "http://"+ms[0].base, "--manager", "http://"+ms[1].base,
+		"--token", farmToken, "--addr", "127.0.0.1:0", "--id", "farm", "--instances", "1", "--job-slots", "1",
+		"--state-dir", t.TempDir(), "--config", config, "--log-level", "debug")
+
+	id := uploadFile(t, ms[0].base, fmt.Sprintf(`{"webhook":%q,"conversionCommandLine":["--output_glb"]}`, hook.URL),
+		"part.slow", []byte("anything"))
+	require.Eventually(t, func() bool { return len(lines(runs)) == 1 }, 20*time.Second, 20*time.Millisecond)
+	// The farm calls its first manager first: that is where it leased.
+	require.Contains(t, ms[0].out.String(), "job leased")
+	require.NoError(t, ms[0].cmd.Process.Kill())
+	<-ms[0].done
+
+	var data itemData
+	require.Eventually(t, func() bool {
+		getJSON(t, "http://"+ms[1].base+"/api/data/"+id, "", &data)
+		return data.ConversionState != "PENDING"
+	}, 30*time.Second, 50*time.Millisecond)
+	require.Equal(t, "SUCCESS", data.ConversionState, data.DetailedError)
+	require.Equal(t, 1, data.Attempts)
+	require.Len(t, lines(runs), 1, "converted once: the lease moved with the farm's calls to the other manager")
+	require.Eventually(t, func() bool { return len(hook.delivered()) == 1 }, 20*time.Second, 50*time.Millisecond)
+	require.Equal(t, "SUCCESS", hook.delivered()[0].ConversionState)
 }
