@@ -1,15 +1,20 @@
 package drover_test
 
 import (
+	"archive/zip"
 	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"image/png"
 	"io"
+	"io/fs"
 	"mime/multipart"
 	"net/http"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -310,4 +315,82 @@ func TestConversionErrors(t *testing.T) {
 			t.Log(tc.name, "→", data.ConversionState, "—", data.DetailedError)
 		})
 	}
+}
+
+type zipFile struct {
+	name string
+	mode os.FileMode
+	body []byte
+}
+
+func makeZip(t *testing.T, files ...zipFile) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	zw := zip.NewWriter(&buf)
+	for _, f := range files {
+		hdr := &zip.FileHeader{Name: f.name, Method: zip.Deflate}
+		hdr.SetMode(cmpMode(f.mode))
+		w, err := zw.CreateHeader(hdr)
+		require.NoError(t, err)
+		_, err = w.Write(f.body)
+		require.NoError(t, err)
+	}
+	require.NoError(t, zw.Close())
+	return buf.Bytes()
+}
+
+func cmpMode(m os.FileMode) os.FileMode {
+	if m == 0 {
+		return 0o644
+	}
+	return m
+}
+
+// TestZipUploads: a ZIP assembly with startPath converts; a ZIP with several
+// models and no startPath, one with ../ entries, one with a symlink entry
+// and a ZIP bomb end in the original server's reasons, and nothing is
+// written outside the data directory's items.
+func TestZipUploads(t *testing.T) {
+	needConverters(t)
+	root := t.TempDir()
+	data := filepath.Join(root, "data")
+	srv, base := startConversion(t, data)
+	defer stop(t, srv)
+	h := hoops{t: t, base: base}
+	obj := "o cube\nv 0 0 0\nv 1 0 0\nv 1 1 0\nv 0 1 0\nf 1 2 3 4\n"
+	bomb := bytes.Repeat([]byte{0}, 16<<20) // unpacks at a ratio far above the limit's
+	for _, tc := range []struct {
+		name, startPath, state string
+		files                  []zipFile
+	}{
+		{"assembly", "asm/top.obj", "SUCCESS",
+			[]zipFile{{name: "asm/top.obj", body: []byte(obj)}, {name: "asm/other.stl", body: []byte(cubeSTL)}}},
+		{"several models", "", "ERROR - Specify startPath with ZIP",
+			[]zipFile{{name: "a.obj", body: []byte(obj)}, {name: "b.stl", body: []byte(cubeSTL)}}},
+		{"climbing entries", "", "ERROR - Unzip Error",
+			[]zipFile{{name: "a.obj", body: []byte(obj)}, {name: "../../evil.obj", body: []byte(obj)}}},
+		{"symlink entry", "", "ERROR - Unzip Error",
+			[]zipFile{{name: "a.obj", body: []byte(obj)}, {name: "link", mode: os.ModeSymlink | 0o777, body: []byte("/etc/passwd")}}},
+		{"zip bomb", "", "ERROR - Unzip Error",
+			[]zipFile{{name: "a.obj", body: []byte(obj)}, {name: "zeros.stl", body: bomb}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h.t = t
+			arg := fmt.Sprintf(`{"startPath":%q,"waitUntilConversionDone":true,"conversionCommandLine":["--output_glb"]}`, tc.startPath)
+			up := h.upload("/api", arg, "upload.zip", string(makeZip(t, tc.files...)))
+			require.Equal(t, tc.state, up["conversionState"], up["detailedError"])
+		})
+	}
+	// Every file written is below the items' directories, the farm's work
+	// directories are gone.
+	require.NoError(t, filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		require.NoError(t, err)
+		if p == root {
+			return nil
+		}
+		rel, _ := filepath.Rel(data, p)
+		require.False(t, strings.HasPrefix(rel, ".."), "%s was written outside the data directory", p)
+		require.NotEqual(t, "evil.obj", d.Name())
+		return nil
+	}))
 }
