@@ -166,13 +166,13 @@ and an in-memory store. Every flag can also be set in the YAML file given with
 		for _, p := range up.Manager.Status().Pools {
 			warm += p.Warm
 		}
-		fmt.Fprintf(cmd.OutOrStdout(), `drover is up: %d instance slots, %d warm, %d conversion job slots
+		fmt.Fprintf(cmd.OutOrStdout(), `drover is up: %d instance slots, %d warm
   WebSocket sessions  ws://%s/ws
-  conversions         http://%s/api/ (HOOPS API; also /caas_api), files in %s
+  conversions         http://%s/api/ (%d job slots; files in %s)
   dashboard           http://%s/ui/
   health, status      http://%s/health  http://%s/status
 Press Ctrl-C to stop.
-`, up.Farm.Slots(), warm, max(cfg.JobSlots, 0), base, base, coalesceData(cfg.Data), base, base, base)
+`, up.Farm.Slots(), warm, base, base, max(cfg.JobSlots, 0), coalesceData(cfg.Data), base, base, base)
 		err = up.Run(cmd.Context())
 		log.Info("drover stopped")
 		return err
