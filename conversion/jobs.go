@@ -303,16 +303,20 @@ func (s *Service) dropStaged(ctx context.Context, dir string) {
 // finishSuccess makes an attempt's staged outputs the item's, ends the
 // item SUCCESS and tells its webhook.
 func (s *Service) finishSuccess(ctx context.Context, id string, gen int, dir string, outs []farmapi.JobOutput) {
-	defer s.dropStaged(ctx, dir)
 	it, err := s.items.Get(ctx, id)
 	if err != nil || it.Generation != gen || it.State.Terminal() {
-		return // deleted, reconverted, or ended by another manager
+		if err == nil || errors.Is(err, items.ErrNotFound) {
+			s.dropStaged(ctx, dir) // deleted, reconverted, or ended by another manager
+		}
+		return
 	}
 	files := make([]items.File, 0, len(outs))
 	for _, o := range outs {
 		if err := s.copyObject(ctx, dir+o.Name, items.OutputKey(id, o.Name)); err != nil {
-			s.log.Error("move an output into place", "item", id, "output", o.Name, "err", err)
-			s.finishFailure(ctx, id, gen, string(reasonConversion), "the outputs could not be stored")
+			// The item stays PENDING: the sweep finishes it from the
+			// manifest, or converts again if the staged outputs are gone
+			// (another manager's sweep may have finished it meanwhile).
+			s.log.Error("move an output into place; the sweep tries again", "item", id, "output", o.Name, "err", err)
 			return
 		}
 		files = append(files, items.File{Name: o.Name, Type: o.Type, Size: o.Size})
@@ -320,11 +324,13 @@ func (s *Service) finishSuccess(ctx context.Context, id string, gen int, dir str
 	it, err = s.items.Update(ctx, id, func(it *items.Item) error { return it.Succeed(gen, files) })
 	switch {
 	case errors.Is(err, items.ErrStale), errors.Is(err, items.ErrTerminal), errors.Is(err, items.ErrNotFound):
+		s.dropStaged(ctx, dir)
 		return
 	case err != nil:
 		s.log.Error("end an item SUCCESS; the sweep tries again", "item", id, "err", err)
 		return
 	}
+	s.dropStaged(ctx, dir)
 	s.metrics.finished.WithLabelValues("success").Inc()
 	s.log.Info("conversion succeeded", "item", id, "name", it.Name, "outputs", len(files), "attempts", it.Attempts)
 	s.notify(ctx, it)
@@ -380,6 +386,12 @@ func (s *Service) finishFailure(ctx context.Context, id string, gen int, reason,
 	s.metrics.finished.WithLabelValues("error").Inc()
 	s.log.Info("conversion failed", "item", id, "name", it.Name, "state", string(it.State), "detail", detail)
 	s.notify(ctx, it)
+}
+
+// expiredDetail is the detailedError of a job whose last attempt's lease
+// expired.
+func expiredDetail(attempt int) string {
+	return fmt.Sprintf("the conversion did not finish: the farm running attempt %d of %d stopped answering", attempt, attempt)
 }
 
 // cleanReason is one of the original server's reasons: what a farm says,
@@ -445,7 +457,7 @@ func (s *Service) sweep() {
 		case info.State == queue.StateFailed:
 			reason, detail := parseFailure(info.Reason)
 			if info.Reason == queue.ReasonLeaseExpired {
-				detail = fmt.Sprintf("the conversion did not finish: its farm stopped answering during each of %d attempts", info.Attempts)
+				detail = expiredDetail(info.Attempts)
 			}
 			s.finishFailure(ctx, it.ID, it.Generation, reason, detail)
 		case info.State == queue.StateDone:

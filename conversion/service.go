@@ -265,8 +265,7 @@ func (s *Service) reclaim() {
 			if !ok {
 				continue
 			}
-			s.finishFailure(ctx, id, gen, string(reasonConversion),
-				fmt.Sprintf("the conversion did not finish: its farm stopped answering during each of %d attempts", o.Attempt))
+			s.finishFailure(ctx, id, gen, string(reasonConversion), expiredDetail(o.Attempt))
 		}
 	}
 }
