@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"mime/multipart"
@@ -20,6 +21,7 @@ import (
 
 	convertpkg "github.com/drover-dev/drover/conversion/convert"
 	"github.com/drover-dev/drover/conversion/webhook"
+	"github.com/drover-dev/drover/internal/testkit/haproxytest"
 	"github.com/drover-dev/drover/internal/testkit/redistest"
 	"github.com/drover-dev/drover/internal/testkit/testutil"
 )
@@ -71,24 +73,42 @@ func (r *receiver) delivered() []webhook.Payload {
 // uploadFile posts a file to a manager's HOOPS API.
 func uploadFile(t *testing.T, base, arg, name string, content []byte) string {
 	t.Helper()
+	id, err := tryUpload(base, arg, name, content)
+	require.NoError(t, err)
+	return id
+}
+
+func tryUpload(base, arg, name string, content []byte) (string, error) {
 	var buf bytes.Buffer
 	w := multipart.NewWriter(&buf)
 	fw, err := w.CreateFormFile("file", name)
-	require.NoError(t, err)
+	if err != nil {
+		return "", err
+	}
 	_, _ = fw.Write(content)
-	require.NoError(t, w.Close())
+	if err := w.Close(); err != nil {
+		return "", err
+	}
 	req, err := http.NewRequest(http.MethodPost, "http://"+base+"/api/upload", &buf)
-	require.NoError(t, err)
+	if err != nil {
+		return "", err
+	}
 	req.Header.Set("Content-Type", w.FormDataContentType())
 	req.Header.Set("CS-API-Arg", arg)
 	resp, err := http.DefaultClient.Do(req)
-	require.NoError(t, err)
+	if err != nil {
+		return "", err
+	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
-	require.Equal(t, http.StatusOK, resp.StatusCode, "%s", b)
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("upload %s: %s: %s", name, resp.Status, b)
+	}
 	var out map[string]string
-	require.NoError(t, json.Unmarshal(b, &out))
-	return out["itemid"]
+	if err := json.Unmarshal(b, &out); err != nil {
+		return "", err
+	}
+	return out["itemid"], nil
 }
 
 type itemData struct {
@@ -305,4 +325,79 @@ func TestConversionManagerKilledOnRedis(t *testing.T) {
 	require.Len(t, lines(runs), 1, "converted once: the lease moved with the farm's calls to the other manager")
 	require.Eventually(t, func() bool { return len(hook.delivered()) == 1 }, 20*time.Second, 50*time.Millisecond)
 	require.Equal(t, "SUCCESS", hook.delivered()[0].ConversionState)
+}
+
+// TestConversionsThroughHAProxy: 100 concurrent uploads through HAProxy to
+// two managers on Redis, converted by two farms that lease through HAProxy
+// too, all end SUCCESS: none lost, none converted twice (the converter
+// counts its runs).
+func TestConversionsThroughHAProxy(t *testing.T) {
+	assimp := testutil.Program(t, "assimp", "assimp-utils")
+	rs := redistest.Start(t)
+	dir := t.TempDir()
+	stl := filepath.Join(dir, "cube.stl")
+	require.NoError(t, os.WriteFile(stl, []byte("solid c\nfacet normal 0 0 1\nouter loop\nvertex 0 0 0\nvertex 1 0 0\n"+
+		"vertex 0 1 0\nendloop\nendfacet\nendsolid c\n"), 0o644))
+	glb := filepath.Join(dir, "cube.glb")
+	out, err := exec.Command(assimp, "export", stl, glb, "-fglb2").CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	runs := filepath.Join(dir, "runs")
+	config := filepath.Join(dir, "farm.yaml")
+	require.NoError(t, os.WriteFile(config, fmt.Appendf(nil, `converters:
+  - ext: .quick
+    argv: ["sh", "-c", "echo $$ >> %s; cp %s \"$1\"", "sh", "{out}"]
+`, runs, glb), 0o644))
+
+	var ms []*droverProc
+	for i := range 2 {
+		ms = append(ms, startDrover(t, fmt.Sprintf("manager-%d", i), []string{"DROVER_REDIS=" + rs.URL()}, managerBanner,
+			"manager", "--addr", "127.0.0.1:0", "--farm-token", farmToken, "--id", fmt.Sprintf("m%d", i),
+			"--data", filepath.Join(dir, "data"), "--job-lease", "5s"))
+	}
+	lb := haproxytest.Start(t, haproxytest.Options{Config: "../../deploy/haproxy.cfg", Backends: []string{ms[0].base, ms[1].base}})
+	for i := range 2 {
+		startDrover(t, fmt.Sprintf("farm-%d", i), nil, farmBanner, "farm", "--manager", "http://"+lb.Farms,
+			"--token", farmToken, "--addr", "127.0.0.1:0", "--id", fmt.Sprintf("farm-%d", i), "--instances", "1",
+			"--job-slots", "4", "--state-dir", t.TempDir(), "--config", config)
+	}
+	for _, m := range ms {
+		waitFarms(t, m, 15*time.Second, "farm-0", "farm-1")
+	}
+	require.Eventually(t, func() bool {
+		st, err := lb.Status("managers")
+		return err == nil && st["m0"] == "UP" && st["m1"] == "UP"
+	}, 15*time.Second, 50*time.Millisecond)
+
+	const n = 100
+	ids := make([]string, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			ids[i], errs[i] = tryUpload(lb.Client, `{"conversionCommandLine":["--output_glb"]}`, fmt.Sprintf("part%d.quick", i), []byte("x"))
+		})
+	}
+	wg.Wait()
+	require.NoError(t, errors.Join(errs...))
+	require.Eventually(t, func() bool {
+		var list struct {
+			Itemarray []itemData `json:"itemarray"`
+		}
+		getJSON(t, "http://"+lb.Client+"/api/items", "", &list)
+		done := 0
+		for _, it := range list.Itemarray {
+			require.NotContains(t, it.ConversionState, "ERROR", it.DetailedError)
+			if it.ConversionState == "SUCCESS" {
+				done++
+			}
+		}
+		return done == n
+	}, 2*time.Minute, 200*time.Millisecond)
+	for _, id := range ids {
+		var d itemData
+		getJSON(t, "http://"+lb.Client+"/api/data/"+id, "", &d)
+		require.Equal(t, "SUCCESS", d.ConversionState)
+		require.Equal(t, 1, d.Attempts)
+	}
+	require.Len(t, lines(runs), n, "every item converted exactly once")
 }
