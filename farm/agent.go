@@ -33,6 +33,15 @@ const (
 	drainPoll = 50 * time.Millisecond
 )
 
+// Drainer is a part of the farm that a drain stops taking work and waits
+// for: the job slots.
+type Drainer interface {
+	// Drain stops taking new work; idempotent.
+	Drain()
+	// Busy is the work still running.
+	Busy() int
+}
+
 // AgentConfig configures an Agent.
 type AgentConfig struct {
 	// Farm is the farm the agent reports. Required.
@@ -51,6 +60,9 @@ type AgentConfig struct {
 	// JobSlots is the farm's number of conversion job slots, told to
 	// managers at registration (Jobs leases with them); 0 for none.
 	JobSlots int
+	// Jobs, when set, are the farm's job slots: a drain stops their
+	// leasing and waits for their conversions too.
+	Jobs Drainer
 	// MaxDrain bounds a drain: instances still running after it are
 	// stopped by whoever closes the farm (default 5 min).
 	MaxDrain time.Duration
@@ -245,6 +257,9 @@ func (a *Agent) Drain() { a.startDrain("asked to drain") }
 func (a *Agent) startDrain(why string) {
 	a.drainOnce.Do(func() {
 		a.f.Drain()
+		if a.cfg.Jobs != nil {
+			a.cfg.Jobs.Drain()
+		}
 		close(a.drainCh)
 		a.log.Info("farm draining", "farm", a.f.ID(), "reason", why, "instances", len(a.f.Instances()),
 			"max_drain", a.cfg.MaxDrain)
@@ -327,7 +342,11 @@ func (a *Agent) awaitDrained(ctx context.Context) {
 	for {
 		st := a.f.Status()
 		n := len(st.Instances)
-		if n == 0 && st.Free == st.Slots {
+		busy := 0
+		if a.cfg.Jobs != nil {
+			busy = a.cfg.Jobs.Busy()
+		}
+		if n == 0 && st.Free == st.Slots && busy == 0 {
 			a.log.Info("farm drained", "farm", a.f.ID())
 			return
 		}

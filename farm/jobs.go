@@ -74,6 +74,9 @@ type Jobs struct {
 	log     *slog.Logger
 	running atomic.Int64
 	freed   chan struct{} // a slot came free
+
+	drainOnce sync.Once
+	drained   chan struct{} // closed by Drain: lease no more
 	metrics *jobMetrics
 }
 
@@ -93,7 +96,8 @@ func NewJobs(cfg JobsConfig) (*Jobs, error) {
 	if cfg.WorkDir == "" {
 		cfg.WorkDir = filepath.Join(os.TempDir(), "drover-jobs-"+safeName(cfg.Farm))
 	}
-	j := &Jobs{cfg: cfg, conv: cfg.Converter, log: cfg.Logger, freed: make(chan struct{}, 1)}
+	j := &Jobs{cfg: cfg, conv: cfg.Converter, log: cfg.Logger, freed: make(chan struct{}, 1),
+		drained: make(chan struct{})}
 	if j.conv == nil {
 		var err error
 		if j.conv, err = convert.New(convert.Config{Logger: cfg.Logger, Registerer: cfg.Registerer}); err != nil {
@@ -113,6 +117,15 @@ func (j *Jobs) Slots() int { return j.cfg.Slots }
 
 // Running is the number of conversions running.
 func (j *Jobs) Running() int { return int(j.running.Load()) }
+
+var _ Drainer = (*Jobs)(nil)
+
+// Drain stops leasing: the conversions running go on to their end. A long
+// poll under way is cut short.
+func (j *Jobs) Drain() { j.drainOnce.Do(func() { close(j.drained) }) }
+
+// Busy is the number of conversions running (Drainer).
+func (j *Jobs) Busy() int { return j.Running() }
 
 // safeName makes a file name of an id.
 func safeName(s string) string {
@@ -146,29 +159,39 @@ func (j *Jobs) Run(ctx context.Context) error {
 	fails := 0
 	ping := time.NewTicker(10 * time.Second)
 	defer ping.Stop()
-	for ctx.Err() == nil {
+	// Leases stop at a drain; running conversions end with ctx only.
+	lctx, stopLeasing := context.WithCancel(ctx)
+	defer stopLeasing()
+	go func() {
+		select {
+		case <-j.drained:
+			stopLeasing()
+		case <-lctx.Done():
+		}
+	}()
+	for lctx.Err() == nil {
 		free := j.cfg.Slots - j.Running()
 		if free <= 0 {
 			select {
-			case <-ctx.Done():
+			case <-lctx.Done():
 			case <-j.freed:
 			case <-ping.C:
 				// Full: say so now and then, for the managers' /status.
-				_, _ = j.cfg.Source.LeaseJobs(ctx, farmapi.LeaseRequest{Farm: j.cfg.Farm, Slots: j.cfg.Slots})
+				_, _ = j.cfg.Source.LeaseJobs(lctx, farmapi.LeaseRequest{Farm: j.cfg.Farm, Slots: j.cfg.Slots})
 			}
 			continue
 		}
-		leases, err := j.cfg.Source.LeaseJobs(ctx, farmapi.LeaseRequest{Farm: j.cfg.Farm, Max: free,
+		leases, err := j.cfg.Source.LeaseJobs(lctx, farmapi.LeaseRequest{Farm: j.cfg.Farm, Max: free,
 			Slots: j.cfg.Slots, WaitMS: j.cfg.PollWait.Milliseconds()})
 		if err != nil {
-			if ctx.Err() != nil {
+			if lctx.Err() != nil {
 				break
 			}
 			fails++
 			if fails == 1 || fails%30 == 0 {
 				j.log.Warn("lease conversion jobs, will keep trying", "err", err)
 			}
-			sleepCtx(ctx, backoffStep(fails))
+			sleepCtx(lctx, backoffStep(fails))
 			continue
 		}
 		fails = 0

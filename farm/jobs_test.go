@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -185,4 +186,43 @@ func TestJobsLeaseLostStopsTheConversion(t *testing.T) {
 		}
 		return true
 	}, 10*time.Second, 50*time.Millisecond, "the converter of a lost lease was killed")
+}
+
+func TestJobsDrainFinishesRunningConversions(t *testing.T) {
+	assimp := testutil.Program(t, "assimp", "assimp-utils")
+	svc, _ := newJobService(t, queue.Options{})
+	dir := t.TempDir()
+	stl, glb := filepath.Join(dir, "cube.stl"), filepath.Join(dir, "cube.glb")
+	require.NoError(t, os.WriteFile(stl, []byte(cubeSTL), 0o644))
+	out, err := exec.Command(assimp, "export", stl, glb, "-fglb2").CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	marks := filepath.Join(dir, "runs")
+	reg := convert.NewRegistry(convert.Programs{})
+	reg.Register(".slow", convert.Entry{GLB: convert.Exec{Argv: []string{"sh", "-c",
+		`echo run >> "$1"; sleep 1; cp "$2" "$3"`, "sh", marks, glb, "{out}"}}})
+	conv, err := convert.New(convert.Config{Registry: reg})
+	require.NoError(t, err)
+	j := runJobs(t, farm.JobsConfig{Source: svc, Farm: "f", Slots: 1, Converter: conv})
+
+	ctx := context.Background()
+	opts := conversion.Options{CommandLine: []string{"--output_glb"}}
+	first, err := svc.Upload(ctx, opts, "a.slow", strings.NewReader("x"))
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return j.Busy() == 1 }, 10*time.Second, 10*time.Millisecond)
+	j.Drain()
+	second, err := svc.Upload(ctx, opts, "b.slow", strings.NewReader("x"))
+	require.NoError(t, err)
+
+	wctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	it, err := svc.Wait(wctx, first.ID)
+	require.NoError(t, err)
+	require.Equal(t, items.StateSuccess, it.State, "the running conversion finished")
+	require.Eventually(t, func() bool { return j.Busy() == 0 }, 5*time.Second, 10*time.Millisecond)
+	time.Sleep(500 * time.Millisecond)
+	it, err = svc.Get(ctx, second.ID)
+	require.NoError(t, err)
+	require.Equal(t, items.StatePending, it.State, "a drained farm leases nothing more")
+	b, _ := os.ReadFile(marks)
+	require.Equal(t, "run\n", string(b))
 }

@@ -157,27 +157,13 @@ func NewFarm(cfg FarmConfig, log *slog.Logger, reg *prometheus.Registry) (_ *Far
 		return nil, err
 	}
 	n.cleanups.Push("farm", n.Farm.Close)
-	n.Agent, err = farm.NewAgent(farm.AgentConfig{
-		Farm:         n.Farm,
-		Managers:     cfg.Managers,
-		Token:        cfg.Token,
-		AdvertiseURL: n.url,
-		Labels:       cfg.Labels,
-		Priority:     cfg.Priority,
-		JobSlots:     max(cfg.JobSlots, 0),
-		MaxDrain:     cfg.MaxDrain,
-		Logger:       log.With("component", "agent"),
-	})
-	if err != nil {
-		return nil, err
-	}
 	if cfg.JobSlots > 0 {
 		conv, err := converter(cfg.Converters, log.With("component", "convert"))
 		if err != nil {
 			return nil, err
 		}
 		n.Jobs, err = farm.NewJobs(farm.JobsConfig{
-			Source:     farm.NewJobClient(n.Agent.Managers, cfg.Token, nil),
+			Source:     farm.NewJobClient(func() []string { return n.Agent.Managers() }, cfg.Token, nil),
 			Farm:       cfg.ID,
 			Slots:      cfg.JobSlots,
 			Converter:  conv,
@@ -189,6 +175,21 @@ func NewFarm(cfg FarmConfig, log *slog.Logger, reg *prometheus.Registry) (_ *Far
 		if err != nil {
 			return nil, err
 		}
+	}
+	n.Agent, err = farm.NewAgent(farm.AgentConfig{
+		Farm:         n.Farm,
+		Managers:     cfg.Managers,
+		Token:        cfg.Token,
+		AdvertiseURL: n.url,
+		Labels:       cfg.Labels,
+		Priority:     cfg.Priority,
+		JobSlots:     max(cfg.JobSlots, 0),
+		Jobs:         drainer(n.Jobs),
+		MaxDrain:     cfg.MaxDrain,
+		Logger:       log.With("component", "agent"),
+	})
+	if err != nil {
+		return nil, err
 	}
 	relay := proxy.New(proxy.Options{Logger: log.With("component", "relay")})
 	n.cleanups.Push("relay", relay.Shutdown)
@@ -324,6 +325,14 @@ func (n *FarmNode) URL() string { return n.url }
 // Drain stops taking instances; Run returns once the farm is empty or the
 // maximum drain time passed.
 func (n *FarmNode) Drain() { n.Agent.Drain() }
+
+// drainer is the farm's job slots as the agent drains them; nil without.
+func drainer(j *farm.Jobs) farm.Drainer {
+	if j == nil {
+		return nil
+	}
+	return j
+}
 
 // orphanGrace turns the orphan sweeper off for a farm advertising direct
 // ports: managers' connections to its instances do not pass the farm.
