@@ -394,3 +394,96 @@ func TestZipUploads(t *testing.T) {
 		return nil
 	}))
 }
+
+// cadFixtures writes asm.step (an assembly of the parts Bracket and Bolt)
+// and part.igs (the part Plate) with OpenCASCADE's Draw.
+func cadFixtures(t *testing.T, dir string) {
+	t.Helper()
+	script := filepath.Join(dir, "make.tcl")
+	require.NoError(t, os.WriteFile(script, []byte(strings.ReplaceAll(`pload MODELING OCAF XDE
+box b1 10 10 10
+box b2 20 0 0 5 5 5
+compound b1 b2 c
+XNewDoc D
+XAddShape D c 1
+SetName D 0:1:1:1 Assembly
+SetName D 0:1:1:2 Bracket
+SetName D 0:1:1:3 Bolt
+XSetColor D 0:1:1:2 1 0 0
+XSetColor D 0:1:1:3 0 0 1
+WriteStep D {DIR/asm.step}
+XNewDoc P
+XAddShape P b1 0
+SetName P 0:1:1:1 Plate
+WriteIges P {DIR/part.igs}
+exit
+`, "DIR", dir)), 0o644))
+	out, err := exec.Command("occt-draw", "-b", "-f", script).CombinedOutput()
+	require.NoError(t, err, "%s", out)
+}
+
+// TestConvertsEveryKind uploads an STL and an OBJ cube, a STEP assembly of
+// two named parts and an IGES part: each ends SUCCESS with a valid GLB
+// (12 triangles for a cube, the part names in the glTF nodes) and a PNG
+// that is not blank.
+func TestConvertsEveryKind(t *testing.T) {
+	needConverters(t)
+	dir := t.TempDir()
+	cadFixtures(t, dir)
+	srv, base := startConversion(t, filepath.Join(dir, "data"))
+	defer stop(t, srv)
+	h := hoops{t: t, base: base}
+	var stl, obj strings.Builder
+	v := [8][3]int{{0, 0, 0}, {1, 0, 0}, {1, 1, 0}, {0, 1, 0}, {0, 0, 1}, {1, 0, 1}, {1, 1, 1}, {0, 1, 1}}
+	quads := [6][4]int{{0, 3, 2, 1}, {4, 5, 6, 7}, {0, 1, 5, 4}, {1, 2, 6, 5}, {2, 3, 7, 6}, {3, 0, 4, 7}}
+	stl.WriteString("solid cube\n")
+	obj.WriteString("o cube\n")
+	for _, p := range v {
+		fmt.Fprintf(&obj, "v %d %d %d\n", p[0], p[1], p[2])
+	}
+	for _, q := range quads {
+		fmt.Fprintf(&obj, "f %d %d %d %d\n", q[0]+1, q[1]+1, q[2]+1, q[3]+1)
+		for _, tri := range [2][3]int{{q[0], q[1], q[2]}, {q[0], q[2], q[3]}} {
+			stl.WriteString("facet normal 0 0 0\nouter loop\n")
+			for _, i := range tri {
+				fmt.Fprintf(&stl, "vertex %d %d %d\n", v[i][0], v[i][1], v[i][2])
+			}
+			stl.WriteString("endloop\nendfacet\n")
+		}
+	}
+	stl.WriteString("endsolid cube\n")
+	read := func(name string) string {
+		b, err := os.ReadFile(filepath.Join(dir, name))
+		require.NoError(t, err)
+		return string(b)
+	}
+	for _, tc := range []struct {
+		name, content string
+		triangles     int
+		nodes         []string
+	}{
+		{name: "cube.stl", content: stl.String(), triangles: 12},
+		{name: "cube.obj", content: obj.String(), triangles: 12},
+		{name: "asm.step", content: read("asm.step"), nodes: []string{"Bracket", "Bolt"}},
+		{name: "part.igs", content: read("part.igs"), nodes: []string{"Plate"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h.t = t
+			up := h.upload("/caas_api", `{"waitUntilConversionDone":true}`, tc.name, tc.content)
+			require.Equal(t, "SUCCESS", up["conversionState"], up["detailedError"])
+			code, glb := h.call(http.MethodGet, "/caas_api/file/"+up["itemid"]+"/glb", "", nil, "")
+			require.Equal(t, http.StatusOK, code)
+			info, err := convert.InspectGLB(bytes.NewReader(glb), int64(len(glb)))
+			require.NoError(t, err)
+			if tc.triangles > 0 {
+				require.Equal(t, tc.triangles, info.Triangles)
+			}
+			require.Subset(t, info.Nodes, tc.nodes)
+			code, pic := h.call(http.MethodGet, "/caas_api/file/"+up["itemid"]+"/png", "", nil, "")
+			require.Equal(t, http.StatusOK, code)
+			img, err := png.Decode(bytes.NewReader(pic))
+			require.NoError(t, err)
+			require.False(t, convert.Uniform(img), "the thumbnail is not blank")
+		})
+	}
+}
