@@ -77,7 +77,7 @@ type Jobs struct {
 
 	drainOnce sync.Once
 	drained   chan struct{} // closed by Drain: lease no more
-	metrics *jobMetrics
+	metrics   *jobMetrics
 }
 
 // NewJobs checks cfg and returns the job slots; Run runs them.
