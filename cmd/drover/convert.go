@@ -150,12 +150,12 @@ func (c *convertRun) upload(ctx context.Context) (string, error) {
 	}
 	pr, pw := io.Pipe()
 	mw := multipart.NewWriter(pw)
-	var bar io.Writer = io.Discard
+	bar := io.Discard
 	if !c.quiet {
 		pb := progressbar.NewOptions64(total, progressbar.OptionSetWriter(c.stderr), progressbar.OptionShowBytes(true),
 			progressbar.OptionSetDescription("uploading"), progressbar.OptionClearOnFinish(),
 			progressbar.OptionThrottle(100*time.Millisecond))
-		defer pb.Finish()
+		defer func() { _ = pb.Finish() }()
 		bar = pb
 	}
 	go func() {
