@@ -52,6 +52,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/drover-dev/drover/conversion"
 	"github.com/drover-dev/drover/farm"
 	"github.com/drover-dev/drover/internal/lib/bearer"
 	"github.com/drover-dev/drover/internal/lib/cleanup"
@@ -112,13 +113,18 @@ type Config struct {
 	// ShutdownGrace bounds how long Stop lets HTTP requests and sessions
 	// end (DefaultShutdownGrace) before instances are stopped.
 	ShutdownGrace time.Duration
+	// Conversion, when set, serves conversions: the HOOPS conversion
+	// server's API, and conversion jobs on the local farm's job slots and
+	// on farms that register with the manager's FarmToken.
+	Conversion *Conversion
 }
 
 // Server is a manager with its local farm, serving on Config.Addr.
 type Server struct {
 	m      *manager.Manager
-	f      *farm.Farm   // nil without local pools
-	ln     net.Listener // nil without Config.Addr
+	f      *farm.Farm          // nil without local pools
+	conv   *conversion.Service // nil without Config.Conversion
+	ln     net.Listener        // nil without Config.Addr
 	grace  time.Duration
 	served chan struct{} // closed when serving ends, or at Stop if it never began
 
@@ -221,6 +227,11 @@ func New(cfg Config) (_ *Server, err error) {
 	s.cleanups.Push("manager", s.stopManager)
 	if handle != nil {
 		m.AddFarm(handle)
+	}
+	if cfg.Conversion != nil {
+		if err := s.setupConversion(*cfg.Conversion, m, mc, log); err != nil {
+			return nil, err
+		}
 	}
 	return s, nil
 }

@@ -33,6 +33,15 @@ const (
 	drainPoll = 50 * time.Millisecond
 )
 
+// Drainer is a part of the farm that a drain stops taking work and waits
+// for: the job slots.
+type Drainer interface {
+	// Drain stops taking new work; idempotent.
+	Drain()
+	// Busy is the work still running.
+	Busy() int
+}
+
 // AgentConfig configures an Agent.
 type AgentConfig struct {
 	// Farm is the farm the agent reports. Required.
@@ -48,6 +57,12 @@ type AgentConfig struct {
 	AdvertiseURL string
 	Labels       map[string]string
 	Priority     int
+	// JobSlots is the farm's number of conversion job slots, told to
+	// managers at registration (Jobs leases with them); 0 for none.
+	JobSlots int
+	// Jobs, when set, are the farm's job slots: a drain stops their
+	// leasing and waits for their conversions too.
+	Jobs Drainer
 	// MaxDrain bounds a drain: instances still running after it are
 	// stopped by whoever closes the farm (default 5 min).
 	MaxDrain time.Duration
@@ -217,6 +232,18 @@ func (a *Agent) AddManager(ctx context.Context, managerURL string, slots int) (r
 	return l.registered, l.firstErr
 }
 
+// Managers are the base URLs of the managers the agent knows, in the order
+// they were added: where the farm's job slots lease jobs.
+func (a *Agent) Managers() []string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	out := make([]string, len(a.order))
+	for i, l := range a.order {
+		out[i] = l.url
+	}
+	return out
+}
+
 func (a *Agent) startLinkLocked(l *link) {
 	ctx := a.runCtx
 	a.wg.Go(func() { a.runLink(ctx, l) })
@@ -230,6 +257,9 @@ func (a *Agent) Drain() { a.startDrain("asked to drain") }
 func (a *Agent) startDrain(why string) {
 	a.drainOnce.Do(func() {
 		a.f.Drain()
+		if a.cfg.Jobs != nil {
+			a.cfg.Jobs.Drain()
+		}
 		close(a.drainCh)
 		a.log.Info("farm draining", "farm", a.f.ID(), "reason", why, "instances", len(a.f.Instances()),
 			"max_drain", a.cfg.MaxDrain)
@@ -312,7 +342,11 @@ func (a *Agent) awaitDrained(ctx context.Context) {
 	for {
 		st := a.f.Status()
 		n := len(st.Instances)
-		if n == 0 && st.Free == st.Slots {
+		busy := 0
+		if a.cfg.Jobs != nil {
+			busy = a.cfg.Jobs.Busy()
+		}
+		if n == 0 && st.Free == st.Slots && busy == 0 {
 			a.log.Info("farm drained", "farm", a.f.ID())
 			return
 		}
@@ -471,6 +505,7 @@ func (a *Agent) register(ctx context.Context, l *link) (time.Duration, []string,
 		Labels:    a.cfg.Labels,
 		Priority:  a.cfg.Priority,
 		Slots:     a.offered(l),
+		JobSlots:  a.cfg.JobSlots,
 		Pools:     st.Pools,
 		Instances: st.Instances,
 	}

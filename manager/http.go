@@ -273,6 +273,9 @@ type Status struct {
 	Instances []StatusInstance `json:"instances"`
 	Sessions  []StatusSession  `json:"sessions"`
 	Queue     []StatusWaiter   `json:"queue"`
+	// Conversion is the conversion service's part: its job queue and the
+	// farms' job slots (SetConversionStatus); absent without one.
+	Conversion any `json:"conversion,omitempty"`
 }
 
 // StatusCapacity is the capacity part of Status.
@@ -296,6 +299,9 @@ type StatusFarm struct {
 	Name  string `json:"name,omitempty"`
 	Slots int    `json:"slots"`
 	Free  int    `json:"free"`
+	// JobSlots are the conversion jobs the farm runs at once, as it
+	// registered them.
+	JobSlots int `json:"job_slots,omitempty"`
 	// Live: the farm is on the books (a dead one is removed from them).
 	Live bool `json:"live"`
 	// Suspect: a start could not reach the farm, and it has not answered
@@ -363,7 +369,7 @@ func (m *Manager) Status() Status {
 	for _, f := range snap.Farms {
 		st.Farms = append(st.Farms, StatusFarm{ID: f.ID, Name: f.Name, Slots: f.Slots, Free: f.Free, Live: true,
 			Suspect: f.Suspect, Draining: f.Draining, Remote: f.Remote, Priority: f.Priority, Labels: f.Labels,
-			Pools: f.Pools, LastSeen: f.LastSeen})
+			Pools: f.Pools, LastSeen: f.LastSeen, JobSlots: f.JobSlots})
 	}
 	for _, p := range snap.Pools {
 		release := ReleaseKill
@@ -401,7 +407,9 @@ func (m *Manager) Status() Status {
 }
 
 func (m *Manager) serveStatus(c *gin.Context) {
-	c.JSON(http.StatusOK, m.Status())
+	st := m.Status()
+	st.Conversion = m.conversionStatus(c.Request.Context())
+	c.JSON(http.StatusOK, st)
 }
 
 // serveEvents streams the events of every manager sharing the store (farms
@@ -410,6 +418,9 @@ func (m *Manager) serveStatus(c *gin.Context) {
 func (m *Manager) serveEvents(c *gin.Context) {
 	ch, stop := m.shared.watch()
 	defer stop()
+	ctx, cancel := context.WithCancel(c.Request.Context())
+	defer cancel()
+	extra := m.extraEvents(ctx)
 	h := c.Writer.Header()
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-store")
@@ -427,6 +438,16 @@ func (m *Manager) serveEvents(c *gin.Context) {
 			_, _ = io.WriteString(c.Writer, ": keepalive\n\n")
 		case e := <-ch:
 			b, err := json.Marshal(e)
+			if err != nil {
+				continue
+			}
+			_, _ = fmt.Fprintf(c.Writer, "event: %s\ndata: %s\n\n", e.Type, b)
+		case e, ok := <-extra:
+			if !ok {
+				extra = nil
+				continue
+			}
+			b, err := json.Marshal(e.Data)
 			if err != nil {
 				continue
 			}

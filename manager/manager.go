@@ -304,6 +304,11 @@ type Manager struct {
 	conns    map[*clientConn]struct{}
 	closing  bool
 
+	// extMu guards the other parts' additions to /events and /status.
+	extMu      sync.Mutex
+	sources    []EventSource
+	convStatus func(context.Context) any
+
 	// idleEndHook, set by tests, runs when the janitor has found a session
 	// idle and before it ends it.
 	idleEndHook atomic.Pointer[func(*session.Info)]

@@ -120,7 +120,7 @@ func (p *droverProc) exited() bool {
 func startManager(t *testing.T, args ...string) *droverProc {
 	t.Helper()
 	return startDrover(t, "manager", nil, managerBanner, append([]string{"manager", "--addr", "127.0.0.1:0",
-		"--farm-token", farmToken, "--admin-token", adminToken, "--log-level", "debug"}, args...)...)
+		"--farm-token", farmToken, "--admin-token", adminToken, "--data", t.TempDir(), "--log-level", "debug"}, args...)...)
 }
 
 func startFarm(t *testing.T, m *droverProc, id string, slots int, args ...string) *droverProc {

@@ -19,6 +19,10 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/drover-dev/drover"
+	"github.com/drover-dev/drover/conversion"
+	"github.com/drover-dev/drover/conversion/queue"
+	"github.com/drover-dev/drover/conversion/webhook"
 	"github.com/drover-dev/drover/farm"
 	"github.com/drover-dev/drover/internal/app"
 	"github.com/drover-dev/drover/internal/tools/loadtest"
@@ -37,7 +41,7 @@ func newRootCmd() *cobra.Command {
 	}
 	root.PersistentFlags().String("log-level", "info", "log level: debug, info, warn, error")
 	root.PersistentFlags().String("log-format", "text", "log format: text or json")
-	root.AddCommand(newUpCmd(), newManagerCmd(), newFarmCmd(), newWorkerCmd(), newCallCmd(), newLoadCmd())
+	root.AddCommand(newUpCmd(), newManagerCmd(), newFarmCmd(), newWorkerCmd(), newCallCmd(), newLoadCmd(), newConvertCmd())
 	return root
 }
 
@@ -135,6 +139,8 @@ and an in-memory store. Every flag can also be set in the YAML file given with
 	fs.Int64("max-message-size", 4<<20, "largest client message in bytes")
 	fs.Duration("shutdown-grace", 10*time.Second, "how long shutdown may take")
 	fs.String("redis", "", "Redis URL to share state with other managers (see drover manager); empty: in-memory")
+	fs.Int("job-slots", farm.DefaultJobSlots, "conversion jobs the local farm runs at once (maxConversions); 0: none")
+	conversionFlags(fs)
 	runtimeFlags(fs)
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		var cfg app.UpConfig
@@ -150,7 +156,7 @@ and an in-memory store. Every flag can also be set in the YAML file given with
 		}
 		reg := prometheus.NewRegistry()
 		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-		scrubSecretEnv("DROVER_REDIS") // the local farm's instances inherit the environment
+		scrubSecretEnv("DROVER_REDIS", "DROVER_WEBHOOK_SECRET") // the local farm's instances inherit the environment
 		up, err := app.NewUp(cfg, log, reg)
 		if err != nil {
 			return err
@@ -162,15 +168,35 @@ and an in-memory store. Every flag can also be set in the YAML file given with
 		}
 		fmt.Fprintf(cmd.OutOrStdout(), `drover is up: %d instance slots, %d warm
   WebSocket sessions  ws://%s/ws
+  conversions         http://%s/api/ (%d job slots; files in %s)
   dashboard           http://%s/ui/
   health, status      http://%s/health  http://%s/status
 Press Ctrl-C to stop.
-`, up.Farm.Slots(), warm, base, base, base, base)
+`, up.Farm.Slots(), warm, base, base, max(cfg.JobSlots, 0), coalesceData(cfg.Data), base, base, base)
 		err = up.Run(cmd.Context())
 		log.Info("drover stopped")
 		return err
 	}
 	return cmd
+}
+
+// conversionFlags are the flags of app.ConversionConfig.
+func conversionFlags(fs *pflag.FlagSet) {
+	fs.String("data", drover.DefaultDataDir, "data directory of conversions: uploads, outputs, item records")
+	fs.Int64("max-upload", conversion.DefaultMaxUpload, "largest upload of one conversion item, in bytes")
+	fs.String("webhook-secret", "", "secret that signs webhooks (prefer DROVER_WEBHOOK_SECRET; empty: a random one)")
+	fs.StringSlice("webhook-allow", nil, "hosts webhooks may reach although private or loopback (repeatable)")
+	fs.Duration("webhook-retry-for", webhook.DefaultRetryFor, "how long a webhook is retried")
+	fs.Duration("webhook-min-backoff", webhook.DefaultMinBackoff, "wait before a webhook's first retry, doubled for each further one")
+	fs.Int("max-attempts", queue.DefaultMaxAttempts, "attempts of a conversion job before it ends in ERROR")
+	fs.Duration("job-lease", queue.DefaultLease, "length of a job's lease; farms renew it at a third")
+}
+
+func coalesceData(d string) string {
+	if d == "" {
+		return drover.DefaultDataDir
+	}
+	return d
 }
 
 // runtimeFlags are the flags of app.RuntimeConfig.

@@ -59,6 +59,9 @@ comma-separated (DROVER_MANAGER=http://a:8181,http://b:8181).`,
 	fs.Duration("orphan-grace", farm.DefaultOrphanGrace,
 		"stop a ready instance no manager is connected to after this long; keep it longer than the managers' --resume-grace")
 	fs.Duration("shutdown-grace", 10*time.Second, "how long shutdown may take")
+	fs.Int("job-slots", farm.DefaultJobSlots, "conversion jobs the farm runs at once (maxConversions); 0: none")
+	fs.Bool("shared-data", false, "the managers' --data directory is mounted here at the same path: read job inputs there")
+	fs.String("job-dir", "", "where running conversion jobs keep their files (default in the temporary directory)")
 	runtimeFlags(fs)
 	fs.Duration("reconcile-interval", 30*time.Second, "how often the farm removes the containers labelled with its id that it does not track")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
@@ -82,11 +85,11 @@ comma-separated (DROVER_MANAGER=http://a:8181,http://b:8181).`,
 			return err
 		}
 		f := node.Farm
-		fmt.Fprintf(cmd.OutOrStdout(), `drover farm %s is up: %d instance slots, pools %s
+		fmt.Fprintf(cmd.OutOrStdout(), `drover farm %s is up: %d instance slots, %d job slots, pools %s
   listening on        http://%s
   advertised as       %s
   managers            %s
-`, f.ID(), f.Slots(), strings.Join(f.Pools(), ", "), node.Addr(), node.URL(), strings.Join(cfg.Managers, ", "))
+`, f.ID(), f.Slots(), max(cfg.JobSlots, 0), strings.Join(f.Pools(), ", "), node.Addr(), node.URL(), strings.Join(cfg.Managers, ", "))
 
 		// The first SIGINT or SIGTERM drains; a second SIGINT stops at
 		// once. main's context ends with the first signal too, or when an

@@ -39,12 +39,13 @@ the environment.`,
 	fs.Duration("shutdown-grace", 10*time.Second, "how long shutdown may take")
 	fs.String("redis", "", "Redis URL (redis://[:password@]host:port/db) shared by the managers behind one load balancer; empty: in-memory state, this manager alone (prefer DROVER_REDIS when it holds a password)")
 	fs.String("id", "", "this manager's id in the shared state (default: host name plus a random suffix)")
+	conversionFlags(fs)
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		var cfg app.ManagerConfig
 		if _, err := load(fs, &cfg); err != nil {
 			return err
 		}
-		scrubSecretEnv("DROVER_FARM_TOKEN", "DROVER_ADMIN_TOKEN", "DROVER_REDIS")
+		scrubSecretEnv("DROVER_FARM_TOKEN", "DROVER_ADMIN_TOKEN", "DROVER_REDIS", "DROVER_WEBHOOK_SECRET")
 		if cfg.FarmToken == "" {
 			return app.ErrNoFarmToken
 		}

@@ -37,11 +37,12 @@ func newScale(t *testing.T, slotsPerFarm int) *scale {
 func newScaleFarms(t *testing.T, nFarms, slotsPerFarm int) *scale {
 	t.Helper()
 	sc := &scale{redis: redistest.Start(t)}
+	data := t.TempDir() // the managers' shared conversion data
 	for i := range 2 {
 		sc.managers = append(sc.managers, startDrover(t, fmt.Sprintf("manager-%d", i),
 			[]string{"DROVER_REDIS=" + sc.redis.URL()}, managerBanner,
 			"manager", "--addr", "127.0.0.1:0", "--farm-token", farmToken, "--admin-token", adminToken,
-			"--id", fmt.Sprintf("m%d", i), "--resume-grace", "20s",
+			"--id", fmt.Sprintf("m%d", i), "--resume-grace", "20s", "--data", data,
 			"--log-level", "debug"))
 	}
 	sc.lb = haproxytest.Start(t, haproxytest.Options{Config: "../../deploy/haproxy.cfg", Backends: []string{sc.managers[0].base, sc.managers[1].base}})

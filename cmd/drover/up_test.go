@@ -57,7 +57,9 @@ var bannerRE = regexp.MustCompile(`ws://([0-9.:]+)/ws`)
 
 func startUp(t *testing.T, args ...string) *upProc {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], append([]string{"-test.run=^$", "--", "up", "--addr", "127.0.0.1:0"}, args...)...)
+	// Conversions keep their files in a directory of the test's.
+	cmd := exec.Command(os.Args[0], append([]string{"-test.run=^$", "--", "up", "--addr", "127.0.0.1:0",
+		"--data", t.TempDir()}, args...)...)
 	cmd.Env = append(os.Environ(), "DROVER_TEST_MAIN=1")
 	cmd.Stderr = os.Stderr
 	out, err := cmd.StdoutPipe()

@@ -41,6 +41,14 @@ type UpConfig struct {
 	Pools         []PoolConfig `koanf:"pools"`
 	// Redis: see ManagerConfig.Redis.
 	Redis string `koanf:"redis"`
+	// JobSlots is how many conversions the local farm runs at once; 0
+	// for none.
+	JobSlots int `koanf:"job_slots"`
+	// Converters are converters the local farm adds; see ConverterConfig.
+	Converters []ConverterConfig `koanf:"converters"`
+	// The conversion service's settings: the data directory, upload
+	// limit, webhooks.
+	ConversionConfig `koanf:",squash"`
 }
 
 // RuntimeConfig says where a farm's instances run by default.
@@ -121,6 +129,13 @@ func NewUp(cfg UpConfig, log *slog.Logger, reg *prometheus.Registry) (_ *Up, err
 		return nil, err
 	}
 	u.cleanups.PushFunc("store", st.Close)
+	conv, err := cfg.conversion(cfg.Redis, jobSlots(cfg.JobSlots), log, &u.cleanups)
+	if err != nil {
+		return nil, err
+	}
+	if conv.Converter, err = converter(cfg.Converters, log.With("component", "convert")); err != nil {
+		return nil, err
+	}
 	u.srv, err = drover.New(drover.Config{
 		Addr:  cfg.Addr,
 		Pools: pools,
@@ -135,6 +150,7 @@ func NewUp(cfg UpConfig, log *slog.Logger, reg *prometheus.Registry) (_ *Up, err
 		Farm:          farm.Config{Slots: cfg.Instances, ReconcileInterval: cfg.ReconcileInterval},
 		Logger:        log,
 		ShutdownGrace: u.grace,
+		Conversion:    conv,
 	})
 	if err != nil {
 		return nil, err
@@ -143,6 +159,15 @@ func NewUp(cfg UpConfig, log *slog.Logger, reg *prometheus.Registry) (_ *Up, err
 	u.Manager, u.Farm = u.srv.Manager(), u.srv.Farm()
 	u.Manager.Use(middleware.Logging(log.With("component", "tasks")))
 	return u, nil
+}
+
+// jobSlots turns a configured count (0: none) into package drover's (0:
+// the default, negative: none).
+func jobSlots(n int) int {
+	if n <= 0 {
+		return -1
+	}
+	return n
 }
 
 func coalesce(a, b string) string {

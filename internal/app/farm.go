@@ -55,6 +55,17 @@ type FarmConfig struct {
 	// reference worker as pool "default", as a process or, with Runtime
 	// docker, as a container of Image.
 	Pools []PoolConfig `koanf:"pools"`
+	// JobSlots is how many conversion jobs the farm runs at once (the
+	// HOOPS conversion server's maxConversions); 0 for none.
+	JobSlots int `koanf:"job_slots"`
+	// SharedData: the farm sees the managers' data directory at the same
+	// path, and reads job inputs there instead of downloading them.
+	SharedData bool `koanf:"shared_data"`
+	// JobDir holds running jobs' files; default a directory in the
+	// system's temporary directory.
+	JobDir string `koanf:"job_dir"`
+	// Converters are converters the farm adds; see ConverterConfig.
+	Converters []ConverterConfig `koanf:"converters"`
 }
 
 // FarmNode is a running `drover farm`: the runtime, its HTTP server and the
@@ -64,10 +75,12 @@ type FarmNode struct {
 	Farm   *farm.Farm
 	Agent  *farm.Agent
 	Server *farm.Server
-	ln     net.Listener
-	http   *http.Server
-	url    string
-	grace  time.Duration
+	// Jobs are the farm's conversion job slots; nil without any.
+	Jobs  *farm.Jobs
+	ln    net.Listener
+	http  *http.Server
+	url   string
+	grace time.Duration
 
 	cleanups cleanup.Stack
 	started  bool
@@ -144,6 +157,25 @@ func NewFarm(cfg FarmConfig, log *slog.Logger, reg *prometheus.Registry) (_ *Far
 		return nil, err
 	}
 	n.cleanups.Push("farm", n.Farm.Close)
+	if cfg.JobSlots > 0 {
+		conv, err := converter(cfg.Converters, log.With("component", "convert"))
+		if err != nil {
+			return nil, err
+		}
+		n.Jobs, err = farm.NewJobs(farm.JobsConfig{
+			Source:     farm.NewJobClient(func() []string { return n.Agent.Managers() }, cfg.Token, nil),
+			Farm:       cfg.ID,
+			Slots:      cfg.JobSlots,
+			Converter:  conv,
+			WorkDir:    cfg.JobDir,
+			ReadLocal:  cfg.SharedData,
+			Logger:     log.With("component", "jobs"),
+			Registerer: reg,
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
 	n.Agent, err = farm.NewAgent(farm.AgentConfig{
 		Farm:         n.Farm,
 		Managers:     cfg.Managers,
@@ -151,6 +183,8 @@ func NewFarm(cfg FarmConfig, log *slog.Logger, reg *prometheus.Registry) (_ *Far
 		AdvertiseURL: n.url,
 		Labels:       cfg.Labels,
 		Priority:     cfg.Priority,
+		JobSlots:     max(cfg.JobSlots, 0),
+		Jobs:         drainer(n.Jobs),
 		MaxDrain:     cfg.MaxDrain,
 		Logger:       log.With("component", "agent"),
 	})
@@ -193,6 +227,23 @@ func (n *FarmNode) Start() error {
 		n.agentErr = n.Agent.Run(ctx)
 		close(n.agentDone)
 	}()
+	if n.Jobs != nil {
+		jctx, stopJobs := context.WithCancel(context.Background())
+		jobsDone := make(chan error, 1)
+		go func() { jobsDone <- n.Jobs.Run(jctx) }()
+		// Running conversions are stopped and their attempts failed, so
+		// that their jobs go elsewhere without waiting for the leases to
+		// expire.
+		n.cleanups.Push("job slots", func(ctx context.Context) error {
+			stopJobs()
+			select {
+			case err := <-jobsDone:
+				return err
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		})
+	}
 	// Last pushed, first run: the agent deregisters before anything stops.
 	n.cleanups.Push("agent", func(ctx context.Context) error {
 		cancel()
@@ -274,6 +325,14 @@ func (n *FarmNode) URL() string { return n.url }
 // Drain stops taking instances; Run returns once the farm is empty or the
 // maximum drain time passed.
 func (n *FarmNode) Drain() { n.Agent.Drain() }
+
+// drainer is the farm's job slots as the agent drains them; nil without.
+func drainer(j *farm.Jobs) farm.Drainer {
+	if j == nil {
+		return nil
+	}
+	return j
+}
 
 // orphanGrace turns the orphan sweeper off for a farm advertising direct
 // ports: managers' connections to its instances do not pass the farm.

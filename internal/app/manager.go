@@ -41,6 +41,10 @@ type ManagerConfig struct {
 	// Pools are the manager's policies; the farms' parts of PoolConfig
 	// (command, args, ...) are ignored, so one file can serve both.
 	Pools []PoolConfig `koanf:"pools"`
+	// The conversion service's settings. With Redis, items and the job
+	// queue live there and every manager serves every farm's jobs; the
+	// data directory must then be shared.
+	ConversionConfig `koanf:",squash"`
 }
 
 // ManagerNode is a running `drover manager`: package drover's server with
@@ -72,6 +76,10 @@ func NewManager(cfg ManagerConfig, log *slog.Logger, reg *prometheus.Registry) (
 		return nil, err
 	}
 	n.cleanups.PushFunc("store", st.Close)
+	conv, err := cfg.conversion(cfg.Redis, -1, log, &n.cleanups)
+	if err != nil {
+		return nil, err
+	}
 	n.srv, err = drover.New(drover.Config{
 		Addr:  cfg.Addr,
 		Pools: pools,
@@ -90,6 +98,7 @@ func NewManager(cfg ManagerConfig, log *slog.Logger, reg *prometheus.Registry) (
 		},
 		Logger:        log,
 		ShutdownGrace: n.grace,
+		Conversion:    conv,
 	})
 	if err != nil {
 		return nil, err

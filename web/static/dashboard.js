@@ -132,7 +132,34 @@ const tables = {
       { label: 'Age', value: (i, now) => fmtDuration(secondsSince(i.started, now)), num: true },
     ],
   }),
+  jobfarms: new Table($('jobfarms'), {
+    key: (f) => f.id,
+    empty: 'No farm is leasing conversion jobs.',
+    columns: [
+      { label: 'Farm', value: (f) => str(f.id), mono: true },
+      { label: 'Job slots', value: (f) => fmtInt(f.job_slots), num: true },
+      { label: 'Free', value: (f) => fmtInt(f.free_job_slots), num: true },
+      { label: 'Last lease call', value: (f, now) => ago(f.last_seen, now), num: true },
+    ],
+  }),
 };
+
+// renderConversion shows the conversion queue and the farms' job slots;
+// the card stays hidden on a manager without conversions.
+function renderConversion(conv, now) {
+  $('conversion').hidden = !conv;
+  if (!conv) return;
+  const q = conv.queue || {};
+  setText($('q-pending'), fmtInt(q.Pending));
+  setText($('q-delayed'), fmtInt(q.Delayed));
+  setText($('q-leased'), fmtInt(q.Leased));
+  setText($('q-done'), fmtInt(q.Done));
+  setText($('q-failed'), fmtInt(q.Failed));
+  setText($('q-slots'), `${fmtInt(conv.free_job_slots)} / ${fmtInt(conv.job_slots)}`);
+  setText($('c-jobslots'), `${fmtInt(conv.job_slots)} job slots`);
+  $('q-pending').classList.toggle('warn', (q.Pending || 0) > 0 && (conv.free_job_slots || 0) === 0);
+  tables.jobfarms.update(list(conv.farms), now);
+}
 
 function farmState(f) {
   if (!f.live) return 'dead';
@@ -164,6 +191,7 @@ function renderStatus(st, now) {
   tables.sessions.update(sessions, now);
   tables.queue.update(queue, now);
   tables.instances.update(instances, now);
+  renderConversion(st.conversion, now);
 
   const live = farms.filter((f) => f.live && !f.draining).length;
   setText($('n-sessions'), fmtInt(sessions.length));

@@ -1,0 +1,129 @@
+package api
+
+import (
+	"errors"
+	"io"
+	"net/http"
+	"strconv"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/drover-dev/drover/farmapi"
+)
+
+// MountFarm adds the farm job API (farmapi.PathJobs) behind auth, the
+// manager's farm-token check.
+func (a *API) MountFarm(r gin.IRouter, auth gin.HandlerFunc) {
+	g := r.Group(farmapi.PathJobs, auth)
+	g.POST("/lease", a.lease)
+	g.POST("/:id/renew", a.renew)
+	g.GET("/:id/input/:index", a.input)
+	g.PUT("/:id/output/:name", a.output)
+	g.POST("/:id/complete", a.complete)
+	g.POST("/:id/fail", a.failJob)
+}
+
+// jobFail answers a farm with the status its error stands for.
+func (a *API) jobFail(c *gin.Context, err error) {
+	code := farmapi.JobStatus(err)
+	if code == http.StatusInternalServerError {
+		a.log.Error("farm job api", "path", c.FullPath(), "err", err)
+	}
+	c.AbortWithStatusJSON(code, gin.H{"message": err.Error()})
+}
+
+func (a *API) bind(c *gin.Context, v any) bool {
+	c.Request.Body = http.MaxBytesReader(c.Writer, c.Request.Body, 1<<20)
+	if err := c.ShouldBindJSON(v); err != nil {
+		a.jobFail(c, errors.Join(farmapi.ErrBadJobRequest, err))
+		return false
+	}
+	return true
+}
+
+func (a *API) lease(c *gin.Context) {
+	var req farmapi.LeaseRequest
+	if !a.bind(c, &req) {
+		return
+	}
+	jobs, err := a.svc.LeaseJobs(c.Request.Context(), req)
+	if err != nil {
+		a.jobFail(c, err)
+		return
+	}
+	if jobs == nil {
+		jobs = []farmapi.JobLease{}
+	}
+	c.JSON(http.StatusOK, farmapi.LeaseResponse{Jobs: jobs})
+}
+
+func (a *API) renew(c *gin.Context) {
+	var req farmapi.RenewRequest
+	if !a.bind(c, &req) {
+		return
+	}
+	t, err := a.svc.RenewJob(c.Request.Context(), c.Param("id"), req.Token)
+	if err != nil {
+		a.jobFail(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, farmapi.RenewResponse{Expires: t})
+}
+
+func (a *API) input(c *gin.Context) {
+	index, err := strconv.Atoi(c.Param("index"))
+	if err != nil {
+		a.jobFail(c, farmapi.ErrBadJobRequest)
+		return
+	}
+	rc, size, err := a.svc.OpenJobInput(c.Request.Context(), c.Param("id"), c.GetHeader(farmapi.LeaseHeader), index)
+	if err != nil {
+		a.jobFail(c, err)
+		return
+	}
+	defer rc.Close()
+	c.Header("Content-Type", "application/octet-stream")
+	c.Header("Content-Length", strconv.FormatInt(size, 10))
+	c.Status(http.StatusOK)
+	_, _ = io.Copy(c.Writer, rc)
+}
+
+func (a *API) output(c *gin.Context) {
+	c.Request.Body = http.MaxBytesReader(c.Writer, c.Request.Body, a.svc.MaxUpload())
+	n, err := a.svc.PutJobOutput(c.Request.Context(), c.Param("id"), c.GetHeader(farmapi.LeaseHeader), c.Param("name"),
+		c.Request.Body)
+	if err != nil {
+		if isMaxBytes(err) {
+			err = errors.Join(farmapi.ErrBadJobRequest, err)
+		}
+		a.jobFail(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, farmapi.JobOutput{Name: c.Param("name"), Size: n})
+}
+
+func (a *API) complete(c *gin.Context) {
+	var req farmapi.CompleteRequest
+	if !a.bind(c, &req) {
+		return
+	}
+	ack, err := a.svc.CompleteJob(c.Request.Context(), c.Param("id"), req)
+	if err != nil {
+		a.jobFail(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, ack)
+}
+
+func (a *API) failJob(c *gin.Context) {
+	var req farmapi.FailRequest
+	if !a.bind(c, &req) {
+		return
+	}
+	ack, err := a.svc.FailJob(c.Request.Context(), c.Param("id"), req)
+	if err != nil {
+		a.jobFail(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, ack)
+}

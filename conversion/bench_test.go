@@ -1,0 +1,105 @@
+package conversion_test
+
+import (
+	"context"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/drover-dev/drover/conversion"
+	"github.com/drover-dev/drover/conversion/items"
+	"github.com/drover-dev/drover/conversion/queue"
+	"github.com/drover-dev/drover/farmapi"
+	"github.com/drover-dev/drover/internal/testkit/redistest"
+	"github.com/drover-dev/drover/storage"
+)
+
+// Benchmarks: conversions per second through the whole service with a
+// no-op converter: upload (item, file, job), lease, one output uploaded,
+// complete (outputs moved into place, the item SUCCESS). jobs/s is the
+// figure to read; memory is `drover up`, Redis several managers.
+func BenchmarkServiceMemory(b *testing.B) {
+	q, err := queue.NewMemory(queue.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	benchService(b, items.NewMemory(), q)
+}
+
+func BenchmarkServiceRedis(b *testing.B) {
+	srv := redistest.Start(b)
+	ctx := context.Background()
+	is, err := items.NewRedis(ctx, items.RedisOptions{URL: srv.URL(), Prefix: redistest.Prefix()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	q, err := queue.NewRedis(ctx, queue.Options{}, queue.RedisOptions{URL: srv.URL(), Prefix: redistest.Prefix(), Poll: time.Second})
+	if err != nil {
+		b.Fatal(err)
+	}
+	benchService(b, is, q)
+}
+
+func benchService(b *testing.B, is items.Store, q queue.Queue) {
+	st, err := storage.NewFS(b.TempDir())
+	if err != nil {
+		b.Fatal(err)
+	}
+	svc, err := conversion.New(conversion.Config{Storage: st, Items: is, Queue: q, Close: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := svc.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		_ = svc.Stop(context.Background())
+		_ = st.Close()
+	})
+	ctx := b.Context()
+	const producers, farms, slots = 4, 8, 4
+	var next, done atomic.Int64
+	total := int64(b.N)
+	b.ReportAllocs()
+	b.ResetTimer()
+	var wg sync.WaitGroup
+	for range producers {
+		wg.Go(func() {
+			for next.Add(1) <= total {
+				if _, err := svc.Upload(ctx, conversion.Options{}, "part.stl", strings.NewReader("solid x")); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+	}
+	for f := range farms {
+		farm := "farm" + strconv.Itoa(f)
+		wg.Go(func() {
+			for done.Load() < total {
+				jobs, err := svc.LeaseJobs(ctx, farmapi.LeaseRequest{Farm: farm, Max: slots, Slots: slots, WaitMS: 50})
+				if err != nil {
+					b.Error(err)
+					return
+				}
+				for _, j := range jobs {
+					n, err := svc.PutJobOutput(ctx, j.ID, j.Token, "part.stl.glb", strings.NewReader("glb"))
+					if err == nil {
+						_, err = svc.CompleteJob(ctx, j.ID, farmapi.CompleteRequest{Token: j.Token, Attempt: j.Attempt,
+							Outputs: []farmapi.JobOutput{{Name: "part.stl.glb", Type: "glb", Size: n}}})
+					}
+					if err != nil {
+						b.Error(err)
+						return
+					}
+					done.Add(1)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "jobs/s")
+}

@@ -1,0 +1,124 @@
+package app
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/drover-dev/drover"
+	"github.com/drover-dev/drover/conversion/convert"
+	"github.com/drover-dev/drover/conversion/items"
+	"github.com/drover-dev/drover/conversion/queue"
+	"github.com/drover-dev/drover/conversion/webhook"
+	"github.com/drover-dev/drover/internal/lib/cleanup"
+	"github.com/drover-dev/drover/storage"
+)
+
+// ConversionConfig configures the conversion service of `drover up` and
+// `drover manager`.
+type ConversionConfig struct {
+	// Data is the data directory: uploads, outputs and, without Redis,
+	// the item records. Managers that share Redis share this directory
+	// (a network filesystem) until S3 storage comes.
+	Data string `koanf:"data"`
+	// MaxUpload bounds one item's uploads, in bytes.
+	MaxUpload int64 `koanf:"max_upload"`
+	// WebhookSecret signs webhooks (prefer DROVER_WEBHOOK_SECRET).
+	WebhookSecret string `koanf:"webhook_secret"`
+	// WebhookAllow are the hosts webhooks may reach although they are
+	// private or loopback addresses; see webhook.Policy.
+	WebhookAllow []string `koanf:"webhook_allow"`
+	// WebhookRetryFor is how long a webhook is retried;
+	// WebhookMinBackoff the wait before its first retry, doubled for each
+	// further one.
+	WebhookRetryFor   time.Duration `koanf:"webhook_retry_for"`
+	WebhookMinBackoff time.Duration `koanf:"webhook_min_backoff"`
+	// MaxAttempts is how many times a job is tried before it ends
+	// ERROR - Conversion Error.
+	MaxAttempts int `koanf:"max_attempts"`
+	// JobLease is a job lease's length; farms renew it at a third.
+	JobLease time.Duration `koanf:"job_lease"`
+}
+
+// conversion builds package drover's Conversion: on Redis (items and
+// queue) when redisURL is set, in the process otherwise; what it opens is
+// pushed on cleanups.
+func (cc ConversionConfig) conversion(redisURL string, jobSlots int, log *slog.Logger, cleanups *cleanup.Stack) (*drover.Conversion, error) {
+	c := &drover.Conversion{
+		DataDir:   cmp.Or(cc.Data, drover.DefaultDataDir),
+		MaxUpload: cc.MaxUpload,
+		JobSlots:  jobSlots,
+		QueueOptions: queue.Options{MaxAttempts: cc.MaxAttempts, Lease: cc.JobLease,
+			MaxLease: max(cc.JobLease, queue.DefaultMaxLease)},
+		Webhook: webhook.Options{Secret: webhook.Secret(cc.WebhookSecret),
+			Policy: webhook.Policy{AllowHosts: cc.WebhookAllow}, RetryFor: cc.WebhookRetryFor,
+			MinBackoff: cc.WebhookMinBackoff},
+	}
+	if redisURL == "" {
+		return c, nil
+	}
+	// Several managers: items and the queue in Redis, files in the shared
+	// data directory.
+	if err := os.MkdirAll(c.DataDir, 0o755); err != nil {
+		return nil, fmt.Errorf("data directory: %w", err)
+	}
+	st, err := storage.NewFS(c.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	cleanups.PushFunc("storage", st.Close)
+	c.Storage = st
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	is, err := items.NewRedis(ctx, items.RedisOptions{URL: redisURL, Logger: log.With("component", "items")})
+	if err != nil {
+		return nil, fmt.Errorf("conversion items: %w", err)
+	}
+	cleanups.PushFunc("items", is.Close)
+	c.Items = is
+	q, err := queue.NewRedis(ctx, c.QueueOptions, queue.RedisOptions{URL: redisURL, Logger: log.With("component", "queue")})
+	if err != nil {
+		return nil, errors.Join(fmt.Errorf("conversion queue: %w", err))
+	}
+	cleanups.PushFunc("queue", q.Close)
+	c.Queue = q
+	return c, nil
+}
+
+// ConverterConfig is a converter a farm adds or replaces: files ending in
+// Ext are converted to GLB by Argv, in which {in}, {out} and {dir} are
+// replaced by the input's path, the output's and the work directory
+// (convert.Exec). Mesh says that assimp reads the format too (for STL and
+// OBJ outputs).
+type ConverterConfig struct {
+	Ext  string   `koanf:"ext"`
+	Argv []string `koanf:"argv"`
+	Mesh bool     `koanf:"mesh"`
+}
+
+// converter builds a farm's converter: the Debian converters, with the
+// configured ones added.
+func converter(cfgs []ConverterConfig, log *slog.Logger) (*convert.Converter, error) {
+	reg := convert.NewRegistry(convert.Programs{})
+	for _, c := range cfgs {
+		if c.Ext == "" || len(c.Argv) == 0 {
+			return nil, errors.New("a converter needs ext and argv")
+		}
+		if c.Ext[0] != '.' {
+			c.Ext = "." + c.Ext
+		}
+		reg.Register(c.Ext, convert.Entry{GLB: convert.Exec{Argv: c.Argv}, Mesh: c.Mesh})
+	}
+	conv, err := convert.New(convert.Config{Registry: reg, Logger: log})
+	if err != nil {
+		return nil, err
+	}
+	if err := conv.Check(); err != nil {
+		log.Warn("some converters are missing; those conversions will fail", "err", err)
+	}
+	return conv, nil
+}
