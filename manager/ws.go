@@ -204,9 +204,15 @@ func (m *Manager) resumeWS(c *clientConn, r *http.Request, tok string) *Session 
 }
 
 // placeWS places a WebSocket session and greets it. The client learns its
-// place in the queue while it waits.
+// place in the queue while it waits, once per change: a placement retried
+// after a farm failed does not repeat the same position.
 func (m *Manager) placeWS(s *Session, c *clientConn, wait bool) {
+	last := 0
 	err := m.placeSession(s.ctx, s, wait, func(pos int) {
+		if pos == last {
+			return
+		}
+		last = pos
 		_ = c.writeFrame(func(b []byte) []byte { return session.AppendQueued(b, pos) })
 	})
 	if err != nil {
