@@ -163,7 +163,8 @@ function renderConversion(conv, now) {
 
 function farmState(f) {
   if (!f.live) return 'dead';
-  return f.draining ? 'draining' : 'live';
+  if (f.draining) return 'draining';
+  return f.suspect ? 'suspect' : 'live';
 }
 
 function ago(rfc3339, now) {
