@@ -102,9 +102,13 @@ func (m *Manager) placeSession(ctx context.Context, s *Session, wait bool, queue
 		m.log.Info("session not placed", "session", s.info.ID, "pool", s.info.Pool, "err", err)
 		return err
 	}
-	s.bind(inst)
-	if s.ended() {
+	if !s.bind(inst) {
+		// The session ended while it waited: the instance goes back.
 		m.place.Release(inst, true)
+		return s.endError()
+	}
+	if s.ended() {
+		// Ending now: its end releases the instance.
 		return s.endError()
 	}
 	m.metrics.sessionsOpened.WithLabelValues(s.pool.cfg.Name).Inc()

@@ -130,21 +130,27 @@ func (s *Session) Info() *session.Info { return &s.info }
 
 func (s *Session) touch() { s.lastActive.Store(time.Now().UnixNano()) }
 
-// bind records the placement and registers the session.
-func (s *Session) bind(inst *placement.Instance) {
+// bind records the placement and registers the session. It reports false,
+// and records nothing, when the session ended while it was being placed:
+// the instance was never the session's, and the caller releases it. Once
+// bind returned true, the session's end releases the instance.
+func (s *Session) bind(inst *placement.Instance) bool {
+	s.mu.Lock()
+	if s.state != sessPlacing {
+		s.mu.Unlock()
+		return false
+	}
 	s.inst = inst
 	s.conn, _ = inst.Conn().(*instConn)
 	s.info.Instance = inst.ID()
 	s.info.Farm = inst.Farm()
 	s.boundAt = time.Now()
 	s.touch() // idle time counts from the welcome, not from the queue
-	s.mu.Lock()
-	if s.state == sessPlacing {
-		s.state = sessActive
-	}
+	s.state = sessActive
 	s.mu.Unlock()
 	close(s.bound)
 	s.m.shared.publish(store.Event{Type: store.EventSessionOpened, Session: s.info.ID, Farm: s.info.Farm})
+	return true
 }
 
 // serveInstance is the last handler of the chain: it sends the task to the

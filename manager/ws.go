@@ -273,7 +273,7 @@ func (m *Manager) claimShared(ctx context.Context, tok, restKey, remote string) 
 		s.cancel(nil)
 		return fail("cannot take over its instance", err)
 	}
-	s.bind(inst)
+	s.bind(inst) // a session nobody else holds yet: it binds
 	m.addSession(s)
 	m.shareSession(s)
 	m.log.Info("session resumed from another manager", "session", rec.ID, "instance", info.ID, "from", rec.Owner)

@@ -245,7 +245,9 @@ func TestScaleResumeAfterManagerKill(t *testing.T) {
 }
 
 // TestScaleHealthThroughHAProxy: at 90% busy both managers answer 503 and
-// HAProxy takes them out; below, they come back.
+// HAProxy takes them out of the new-session rotation; new clients still
+// reach a live manager and get drover's answer (no_capacity, or a place in
+// the queue), not an HAProxy 503. Below 90%, the managers come back.
 func TestScaleHealthThroughHAProxy(t *testing.T) {
 	sc := newScale(t, 5) // 10 slots
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -264,16 +266,20 @@ func TestScaleHealthThroughHAProxy(t *testing.T) {
 	sc.waitLB(t, "DOWN", "DOWN")
 	// Running sessions are not cut off by HAProxy taking their manager out.
 	runTask(t, open[0], `{"command":"echo"}`)
-	// New clients are turned away; a resume still gets through.
+	// New clients still reach a manager: the tenth takes the last slot,
+	// the eleventh (not waiting) hears no_capacity from drover. A resume
+	// still gets through.
+	last := dialLB(ctx, t, sc, client.Options{NoWait: true})
+	open = append(open, last)
 	_, err := client.Dial(ctx, sc.wsURL(), client.Options{NoWait: true})
-	require.ErrorContains(t, err, "HTTP 503")
+	require.ErrorContains(t, err, "no_capacity")
 	_ = open[1].Drop()
 	r := dialLB(ctx, t, sc, client.Options{Resume: open[1].Resume})
 	require.Equal(t, open[1].Instance, r.Instance)
 	runTask(t, r, `{"command":"echo"}`)
 
+	require.NoError(t, open[9].Logout())
 	require.NoError(t, open[8].Logout())
-	require.NoError(t, open[7].Logout())
 	sc.waitLB(t, "UP", "UP")
 	for _, m := range sc.managers {
 		require.Equal(t, http.StatusOK, m.health(t))
