@@ -61,6 +61,11 @@ type Conversion struct {
 	Converter *convert.Converter
 	// ReclaimInterval: see conversion.Config.
 	ReclaimInterval time.Duration
+	// StreamPool is the stream pool of streaming sessions
+	// (streamingSession); empty means DefaultStreamPool. A session is
+	// placed on a fresh instance of it with a session directory of its own
+	// on its farm, which enableStreamAccess fills.
+	StreamPool string
 }
 
 // Conversion is the conversion service; nil without Config.Conversion.
@@ -126,6 +131,7 @@ func (s *Server) setupConversion(cc Conversion, m *manager.Manager, mc manager.C
 
 	a := api.New(svc, api.Options{Version: mc.Version, Logger: clog})
 	a.Mount(m.Router())
+	a.MountStream(m.Router(), &streamer{m: m, pool: cmp.Or(cc.StreamPool, DefaultStreamPool)})
 	if mc.FarmToken != "" {
 		a.MountFarm(m.Router(), farmAuth(mc.FarmToken, clog))
 	}

@@ -201,6 +201,9 @@ func New(cfg Config) (_ *Server, err error) {
 		if fc.Registerer == nil {
 			fc.Registerer = mc.Registerer
 		}
+		if fc.Models == nil {
+			fc.Models = localModels(func() *conversion.Service { return s.conv })
+		}
 		onExit := cfg.Farm.OnExit
 		fc.OnExit = func(inst farm.Instance, err error) {
 			m.InstanceExited(inst, err)

@@ -23,6 +23,7 @@ import (
 	"github.com/drover-dev/drover/farm"
 	"github.com/drover-dev/drover/manager"
 	"github.com/drover-dev/drover/worker"
+	"github.com/drover-dev/drover/worker/viewer"
 )
 
 // The test binary is also the instance program of the native and stream
@@ -40,6 +41,12 @@ func TestMain(m *testing.M) {
 		os.Exit(0)
 	case "stream":
 		os.Exit(streamChild())
+	case "viewer":
+		if err := viewer.Run(context.Background(), "", viewer.Config{Dir: os.Getenv("VIEWER_MODELS")}); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		os.Exit(0)
 	}
 	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("net/http.(*persistConn).writeLoop"),
 		goleak.IgnoreTopFunction("internal/poll.runtime_pollWait"))

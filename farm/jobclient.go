@@ -178,3 +178,44 @@ func (c *JobClient) PutJobOutput(ctx context.Context, id, token, name string, r 
 func jsonDecode(r io.Reader, v any) error {
 	return json.NewDecoder(io.LimitReader(r, 1<<20)).Decode(v)
 }
+
+var _ ModelFetcher = (*JobClient)(nil)
+
+// FetchModel implements ModelFetcher: a streaming session's file from a
+// manager (GET farmapi.PathItems/:id/files/:name, with the farm token), or
+// from f.URL, a presigned URL, without it.
+func (c *JobClient) FetchModel(ctx context.Context, f farmapi.ModelFile, w io.Writer) (int64, error) {
+	var body io.ReadCloser
+	if f.URL != "" {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, f.URL, nil)
+		if err != nil {
+			return 0, errors.New("bad presigned URL")
+		}
+		resp, err := c.client.Do(req)
+		if err != nil {
+			var uerr *url.Error
+			if errors.As(err, &uerr) {
+				err = uerr.Err // the URL holds a signature: not in errors
+			}
+			return 0, fmt.Errorf("GET presigned URL: %w", err)
+		}
+		if resp.StatusCode != http.StatusOK {
+			resp.Body.Close()
+			return 0, fmt.Errorf("GET presigned URL: %s", resp.Status)
+		}
+		body = resp.Body
+	} else {
+		resp, _, err := c.transfer(ctx, http.MethodGet, ItemFilePath(f.Item, f.Source), "", nil)
+		if err != nil {
+			return 0, err
+		}
+		body = resp.Body
+	}
+	defer body.Close()
+	return io.Copy(w, body)
+}
+
+// ItemFilePath is the manager's path of an item's output file.
+func ItemFilePath(item, name string) string {
+	return farmapi.PathItems + "/" + url.PathEscape(item) + farmapi.PathFiles + "/" + url.PathEscape(name)
+}

@@ -2,14 +2,10 @@ package farm
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
-	"strings"
-	"unicode"
-	"unicode/utf8"
 
 	"github.com/drover-dev/drover/farmapi"
 )
@@ -45,8 +41,6 @@ var _ ModelFetcher = ModelFetcherFunc(nil)
 const (
 	sessionDirMode  = 0o555
 	sessionFileMode = 0o444
-	// maxFileName bounds a session file's name (one path element).
-	maxFileName = 255
 	// incomingPrefix names the temporary files of AddSessionFiles, beside
 	// the session directories.
 	incomingPrefix = ".incoming-"
@@ -136,24 +130,9 @@ func (f *Farm) removeSessionDir(dir string) {
 	f.log.Debug("session directory removed", "dir", dir)
 }
 
-// CheckFileName accepts the name of a file in a session directory: one
-// path element, not hidden, without separators or control characters, at
-// most 255 bytes.
-func CheckFileName(name string) error {
-	switch {
-	case name == "":
-		return errors.New("empty file name")
-	case len(name) > maxFileName:
-		return fmt.Errorf("file name longer than %d bytes", maxFileName)
-	case !utf8.ValidString(name):
-		return errors.New("file name not UTF-8")
-	case strings.HasPrefix(name, "."):
-		return fmt.Errorf("file name %q starts with a dot", name)
-	case strings.ContainsFunc(name, func(r rune) bool { return r == '/' || r == '\\' || unicode.IsControl(r) }):
-		return fmt.Errorf("file name %q has a separator or a control character", name)
-	}
-	return nil
-}
+// CheckFileName accepts the name of a file in a session directory; see
+// farmapi.CheckFileName.
+func CheckFileName(name string) error { return farmapi.CheckFileName(name) }
 
 // AddSessionFiles fetches files into the session directory of the ready
 // instance id, read-only; a file of the same name is replaced. It fails

@@ -37,8 +37,16 @@ func (m *Manager) routes() *gin.Engine {
 	}
 	ui := http.StripPrefix("/ui", web.Handler())
 	r.GET("/ui/*path", gin.WrapH(ui))
-	r.GET("/", func(c *gin.Context) { c.Redirect(http.StatusFound, "/ui/") })
-	r.NoRoute(func(c *gin.Context) { restError(c, http.StatusNotFound, session.CodeNotFound, "no such route") })
+	r.GET("/", func(c *gin.Context) {
+		if !m.viewerDoor(c) {
+			c.Redirect(http.StatusFound, "/ui/")
+		}
+	})
+	r.NoRoute(func(c *gin.Context) {
+		if !m.viewerDoor(c) {
+			restError(c, http.StatusNotFound, session.CodeNotFound, "no such route")
+		}
+	})
 	return r
 }
 

@@ -32,8 +32,11 @@ type openRequest struct {
 	client  *clientConn
 	restKey string
 	// stream: a stream session, relayed to a fresh instance started with
-	// opts.Model.
-	stream bool
+	// opts.Model, or with a session directory of its own (sessionDir).
+	stream     bool
+	sessionDir bool
+	// byToken: a streaming session; see Session.byToken.
+	byToken bool
 }
 
 // connectDefaults are the connect options of a query that says nothing:
@@ -64,7 +67,8 @@ func (m *Manager) admit(ctx context.Context, r openRequest) (*Session, error) {
 	s.labels = r.opts.Labels
 	if r.stream {
 		s.stream = true
-		s.startOpts = farmapi.StartOptions{Model: r.opts.Model}
+		s.startOpts = farmapi.StartOptions{Model: r.opts.Model, SessionDir: r.sessionDir}
+		s.byToken = r.byToken
 	}
 	if err := m.connect(ctx, &middleware.ConnectRequest{Info: &s.info, HTTP: r.http, Query: r.query,
 		Options: r.opts}); err != nil {

@@ -47,7 +47,12 @@ type Session struct {
 	// one started with them, and their client's bytes are relayed to it.
 	stream    bool
 	startOpts farmapi.StartOptions
-	inst      *placement.Instance
+	// byToken: a streaming session (OpenStreamSession), whose viewer
+	// connects later with its key as ?token=; viewer is set while one is
+	// relayed.
+	byToken bool
+	viewer  atomic.Bool
+	inst    *placement.Instance
 	// conn is inst's connection, taken once at bind; nil for a stream
 	// session.
 	conn    *instConn

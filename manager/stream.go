@@ -34,17 +34,23 @@ func (m *Manager) serveStream(c *gin.Context) {
 		m.restFail(c, err)
 		return
 	}
-	inst := s.inst
-	if inst.Info().Protocol != farmapi.ProtocolStream {
+	if s.inst.Info().Protocol != farmapi.ProtocolStream {
 		s.end(session.DisconnectBadOptions)
 		restError(c, http.StatusBadRequest, session.CodeBadRequest, "the pool is not a stream pool")
 		return
 	}
+	m.relayStream(c, s)
+}
+
+// relayStream relays the viewer's WebSocket to the stream session's
+// instance byte for byte, and ends the session when that connection ends.
+func (m *Manager) relayStream(c *gin.Context, s *Session) {
+	inst := s.inst
 	relay := m.relay
 	if inst.Header() != nil {
 		relay = m.farmRelay // carries the farm token
 	}
-	if err := relay.ServeWebSocket(c.Writer, r, inst.URL()); err != nil {
+	if err := relay.ServeWebSocket(c.Writer, c.Request, inst.URL()); err != nil {
 		m.log.Info("stream relay ended with an error", "session", s.info.ID, "err", err)
 	}
 	s.end(session.DisconnectStreamEnded)

@@ -53,6 +53,11 @@ type (
 	JobSlotter interface {
 		JobSlots() int
 	}
+	// SessionFiler puts files into the session directory of an instance
+	// started with StartOptions.SessionDir (a streaming session's model).
+	SessionFiler interface {
+		AddSessionFiles(ctx context.Context, instance string, files []farmapi.ModelFile) error
+	}
 )
 
 // InstanceURL is where an instance's native-protocol WebSocket is opened.

@@ -1,6 +1,8 @@
 package placement
 
 import (
+	"context"
+	"errors"
 	"net/http"
 	"time"
 
@@ -61,6 +63,19 @@ func (i *Instance) Conn() Conn { return i.conn }
 
 // URL is where the instance's WebSocket is opened.
 func (i *Instance) URL() string { return InstanceURL(i.info) }
+
+// ErrNoSessionFiles: the instance's farm cannot take session files.
+var ErrNoSessionFiles = errors.New("the farm cannot put files into session directories")
+
+// AddSessionFiles has the instance's farm put files into its session
+// directory; see SessionFiler.
+func (i *Instance) AddSessionFiles(ctx context.Context, files []farmapi.ModelFile) error {
+	sf, ok := i.farm.f.(SessionFiler)
+	if !ok {
+		return ErrNoSessionFiles
+	}
+	return sf.AddSessionFiles(ctx, i.info.ID, files)
+}
 
 // Header is what a connection to URL sends: the farm token when the
 // instance is reached through its farm's port, nil otherwise.

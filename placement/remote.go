@@ -21,12 +21,13 @@ type remoteFarm struct {
 }
 
 var (
-	_ Farm        = (*remoteFarm)(nil)
-	_ StarterWith = (*remoteFarm)(nil)
-	_ Labeled     = (*remoteFarm)(nil)
-	_ Via         = (*remoteFarm)(nil)
-	_ Prober      = (*remoteFarm)(nil)
-	_ JobSlotter  = (*remoteFarm)(nil)
+	_ Farm         = (*remoteFarm)(nil)
+	_ StarterWith  = (*remoteFarm)(nil)
+	_ Labeled      = (*remoteFarm)(nil)
+	_ Via          = (*remoteFarm)(nil)
+	_ Prober       = (*remoteFarm)(nil)
+	_ JobSlotter   = (*remoteFarm)(nil)
+	_ SessionFiler = (*remoteFarm)(nil)
 )
 
 func newRemoteFarm(req farmapi.RegisterRequest, token string) (*remoteFarm, error) {
@@ -68,7 +69,7 @@ func (r *remoteFarm) StartInstance(ctx context.Context, pool string) (farmapi.In
 
 func (r *remoteFarm) StartInstanceWith(ctx context.Context, pool string, opts farmapi.StartOptions) (farmapi.Instance, error) {
 	var inst farmapi.Instance
-	req := farmapi.StartRequest{Pool: pool, Model: opts.Model}
+	req := farmapi.StartRequest{Pool: pool, Model: opts.Model, SessionDir: opts.SessionDir}
 	if code, err := r.do(ctx, http.MethodPost, farmapi.PathInstances, req, &inst); err != nil {
 		if sentinel := farmapi.StartError(code); sentinel != nil {
 			err = farmError{err, sentinel}
@@ -95,6 +96,32 @@ func (r *remoteFarm) StopInstance(ctx context.Context, id string) error {
 	code, err := r.do(ctx, http.MethodDelete, farmapi.PathInstances+"/"+url.PathEscape(id), nil, nil)
 	if code == http.StatusNotFound {
 		return farmapi.ErrNotFound
+	}
+	return err
+}
+
+// AddSessionFiles asks the farm to fetch files into an instance's session
+// directory. Its answer's status says which farmapi sentinel the error
+// matches.
+func (r *remoteFarm) AddSessionFiles(ctx context.Context, id string, files []farmapi.ModelFile) error {
+	code, err := r.do(ctx, http.MethodPut, farmapi.PathInstances+"/"+url.PathEscape(id)+farmapi.PathFiles,
+		farmapi.AddFilesRequest{Files: files}, nil)
+	if err == nil {
+		return nil
+	}
+	var sentinel error
+	switch code {
+	case http.StatusNotFound:
+		sentinel = farmapi.ErrNotFound
+	case http.StatusBadRequest:
+		sentinel = farmapi.ErrBadModel
+	case http.StatusConflict:
+		sentinel = farmapi.ErrNoSessionDir
+	case http.StatusBadGateway:
+		sentinel = farmapi.ErrModelFetch
+	}
+	if sentinel != nil {
+		return farmError{err, sentinel}
 	}
 	return err
 }

@@ -35,6 +35,10 @@ type Args struct {
 	ItemID string
 	// ItemIDs ask data for several items.
 	ItemIDs []string
+	// RenderType is streamingSession's "client" or "server"; AccessItems
+	// the items whose files its session gets at once.
+	RenderType  string
+	AccessItems []string
 
 	ProcessShattered        bool
 	SkipConversion          bool
@@ -68,7 +72,7 @@ func ParseArgs(header string) (Args, error) {
 	}
 	strs := map[string]*string{
 		"webhook": &a.Webhook, "startPath": &a.StartPath, "rootFile": &a.RootFile, "itemname": &a.ItemName,
-		"itemid": &a.ItemID, "storageID": &a.ItemID, "storageid": &a.ItemID,
+		"itemid": &a.ItemID, "storageID": &a.ItemID, "storageid": &a.ItemID, "renderType": &a.RenderType,
 	}
 	bools := map[string]*bool{
 		"processShattered": &a.ProcessShattered, "skipConversion": &a.SkipConversion,
@@ -91,6 +95,8 @@ func ParseArgs(header string) (Args, error) {
 			}
 		case key == "itemids":
 			a.ItemIDs, err = parseStrings(v)
+		case key == "accessItems":
+			a.AccessItems, err = parseStrings(v)
 		default:
 			continue
 		}
@@ -153,7 +159,7 @@ func parseStrings(v json.RawMessage) ([]string, error) {
 // validUTF8: JSON decoding replaces invalid UTF-8, but a string with the
 // replacement character from a bad input is best refused early.
 func validUTF8(a Args) bool {
-	for _, s := range append([]string{a.Webhook, a.StartPath, a.RootFile, a.ItemName, a.ItemID}, a.CommandLine...) {
+	for _, s := range append([]string{a.Webhook, a.StartPath, a.RootFile, a.ItemName, a.ItemID, a.RenderType}, a.CommandLine...) {
 		if strings.ContainsRune(s, '\uFFFD') {
 			return false
 		}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/gin-gonic/gin"
 
+	"github.com/drover-dev/drover/conversion"
 	"github.com/drover-dev/drover/farmapi"
 )
 
@@ -21,6 +22,31 @@ func (a *API) MountFarm(r gin.IRouter, auth gin.HandlerFunc) {
 	g.PUT("/:id/output/:name", a.output)
 	g.POST("/:id/complete", a.complete)
 	g.POST("/:id/fail", a.failJob)
+	// Streaming sessions' files, which farms fetch into session directories.
+	r.Group(farmapi.PathItems, auth).GET("/:id"+farmapi.PathFiles+"/:name", a.itemFile)
+}
+
+// itemFile serves a farm an item's output file.
+func (a *API) itemFile(c *gin.Context) {
+	obj, f, err := a.svc.OpenOutputByName(c.Request.Context(), c.Param("id"), c.Param("name"))
+	if err != nil {
+		code := http.StatusInternalServerError
+		switch {
+		case errors.Is(err, conversion.ErrNotFound):
+			code = http.StatusNotFound
+		case errors.Is(err, conversion.ErrUnavailable):
+			code = http.StatusServiceUnavailable
+		default:
+			a.log.Error("farm item file", "err", err)
+		}
+		c.AbortWithStatusJSON(code, gin.H{"message": http.StatusText(code)})
+		return
+	}
+	defer obj.Close()
+	c.Header("Content-Type", "application/octet-stream")
+	c.Header("Content-Length", strconv.FormatInt(f.Size, 10))
+	c.Status(http.StatusOK)
+	_, _ = io.Copy(c.Writer, obj)
 }
 
 // jobFail answers a farm with the status its error stands for.

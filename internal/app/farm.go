@@ -152,6 +152,8 @@ func NewFarm(cfg FarmConfig, log *slog.Logger, reg *prometheus.Registry) (_ *Far
 		StateDir:          cfg.StateDir,
 		Host:              cfg.InstanceHost,
 		ReconcileInterval: cfg.ReconcileInterval,
+		// Streaming sessions' files come from the managers the agent knows.
+		Models: farm.NewJobClient(func() []string { return n.Agent.Managers() }, cfg.Token, nil),
 	})
 	if err != nil {
 		return nil, err
