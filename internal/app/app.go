@@ -11,7 +11,6 @@ package app
 import (
 	"fmt"
 	"log/slog"
-	"os"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -81,7 +80,7 @@ func (rc RuntimeConfig) pools(pools []PoolConfig, warm int) ([]PoolConfig, error
 		pools = []PoolConfig{{
 			Pool:     manager.Pool{Name: "default", Warm: warm},
 			PoolSpec: farm.PoolSpec{Name: "default", Protocol: farm.ProtocolNative},
-		}}
+		}, viewerPool("", true)}
 	}
 	out := make([]PoolConfig, len(pools))
 	for i, p := range pools {
@@ -95,16 +94,17 @@ func (rc RuntimeConfig) pools(pools []PoolConfig, warm int) ([]PoolConfig, error
 }
 
 // DefaultPools is the pool set of `drover up` without a config or a
-// runtime: the reference worker, run by this same executable.
+// runtime: the reference worker, run by this same executable, and the
+// reference viewer as the stream pool of streaming sessions.
 func DefaultPools(warm int) ([]PoolConfig, error) {
-	exe, err := os.Executable()
+	exe, err := ownExe()
 	if err != nil {
 		return nil, fmt.Errorf("find own executable: %w", err)
 	}
 	return []PoolConfig{{
 		Pool:     manager.Pool{Name: "default", Warm: warm},
 		PoolSpec: farm.PoolSpec{Name: "default", Command: exe, Args: []string{"worker"}, Protocol: farm.ProtocolNative},
-	}}, nil
+	}, viewerPool(exe, false)}, nil
 }
 
 // Up is a running `drover up`: package drover's server with the state it
@@ -122,6 +122,7 @@ func NewUp(cfg UpConfig, log *slog.Logger, reg *prometheus.Registry) (_ *Up, err
 	if err != nil {
 		return nil, err
 	}
+	pools = withInitialUse(pools, cfg.StreamInitialUse)
 	u := &Up{node: node{grace: shutdownGrace(cfg.ShutdownGrace)}}
 	defer u.undoIfFailed(&err)
 	st, err := OpenStore(cfg.Redis, log)
