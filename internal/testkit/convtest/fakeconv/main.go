@@ -17,8 +17,8 @@ package main
 import (
 	"encoding/binary"
 	"flag"
-	"math"
 	"fmt"
+	"math"
 	"os"
 	"strconv"
 	"strings"
