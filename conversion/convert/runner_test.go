@@ -64,7 +64,7 @@ func TestProcessRunnerLimits(t *testing.T) {
 		name   string
 		runner ProcessRunner
 		flags  []string
-		// timeout of the conversion; 0 for a minute
+		// timeout of the conversion; 0 for two minutes
 		timeout time.Duration
 		detail  string // "" for success
 		notIs   error
@@ -85,8 +85,10 @@ func TestProcessRunnerLimits(t *testing.T) {
 			t.Parallel()
 			r := tc.runner
 			require.NoError(t, r.Check())
-			c := fakeConverter(t, prog, Config{Runner: &r, Timeout: cmpDuration(tc.timeout, time.Minute)}, tc.flags...)
-			start := time.Now()
+			c := fakeConverter(t, prog, Config{Runner: &r, Timeout: cmpDuration(tc.timeout, 2*time.Minute)}, tc.flags...)
+			// A converter not killed for its limit meets the timeout, and
+			// the detail says so. On a loaded machine a second of CPU
+			// takes many seconds.
 			_, err := convertFake(t, c)
 			if tc.detail == "" {
 				require.NoError(t, err)
@@ -96,7 +98,6 @@ func TestProcessRunnerLimits(t *testing.T) {
 			if tc.notIs != nil {
 				require.NotErrorIs(t, err, tc.notIs)
 			}
-			require.Less(t, time.Since(start), 20*time.Second)
 		})
 	}
 }
@@ -197,11 +198,9 @@ func TestDockerRunner(t *testing.T) {
 	t.Run("timeout", func(t *testing.T) {
 		t.Parallel()
 		c := fakeConverter(t, convtest.ImagePath, Config{Runner: r, Timeout: 2 * time.Second}, "-sleep", "5m")
-		start := time.Now()
 		_, err := convertFake(t, c)
 		requireLimit(t, err, "converter timed out after 2s")
 		require.ErrorIs(t, err, ErrTimeout)
-		require.Less(t, time.Since(start), 30*time.Second)
 	})
 	t.Run("failure", func(t *testing.T) {
 		t.Parallel()
