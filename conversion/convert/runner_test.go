@@ -311,3 +311,23 @@ func TestFormatBytes(t *testing.T) {
 		require.Error(t, err, s)
 	}
 }
+
+// TestRealConvertersWithinLimits converts with the real converters, each
+// process limited to 1 GiB of address space and a minute of CPU time: the
+// limits leave them room (xvfb-run, Xvfb and f3d included).
+func TestRealConvertersWithinLimits(t *testing.T) {
+	t.Parallel()
+	fx := fixtureDir(t)
+	testutil.Program(t, "prlimit", "util-linux")
+	for _, file := range []string{"cube.stl", "asm.step"} {
+		t.Run(file, func(t *testing.T) {
+			t.Parallel()
+			c := newConverter(t, Config{Runner: &ProcessRunner{Memory: 1 << 30, CPUTime: time.Minute}})
+			it := newItem(t)
+			outs, err := c.Run(runCtx(t), Job{Input: it.upload(t, filepath.Join(fx, file)), Name: file, Dir: it.dir, OutputDir: it.out})
+			require.NoError(t, err)
+			requireOutputs(t, it.out, outs, Output{Name: file + ".glb", Type: TypeGLB}, Output{Name: file + ".png", Type: TypePNG})
+			requireNotBlank(t, filepath.Join(it.out, file+".png"), 640, 480)
+		})
+	}
+}
