@@ -213,6 +213,17 @@ func TestDockerRunner(t *testing.T) {
 	})
 }
 
+// TestDockerRunnerCPUTime: a converter that spins past its CPU time in a
+// container is killed by the kernel, and the conversion says which limit.
+func TestDockerRunnerCPUTime(t *testing.T) {
+	t.Parallel()
+	r, _ := dockerRunner(t, DockerConfig{CPUTime: time.Second})
+	c := fakeConverter(t, convtest.ImagePath, Config{Runner: r, Timeout: 2 * time.Minute}, "-spin", "0")
+	_, err := convertFake(t, c)
+	requireLimit(t, err, "converter exceeded its CPU time limit of 1s")
+	require.NotErrorIs(t, err, ErrTimeout)
+}
+
 // TestDockerRunnerTimeoutRemoves checks that a converter container killed
 // for the timeout is gone when the conversion returns.
 func TestDockerRunnerTimeoutRemoves(t *testing.T) {
