@@ -139,6 +139,7 @@ func TestConvertPageBrowser(t *testing.T) {
 	}
 	save := func(name string, b []byte) {
 		t.Helper()
+		require.True(t, bytes.HasPrefix(b, []byte("\x89PNG")), "%s is not a PNG", name)
 		p := filepath.Join(shots, name)
 		require.NoError(t, os.WriteFile(p, b, 0o644))
 		t.Logf("screenshot: %s", p)
@@ -176,7 +177,7 @@ func TestConvertPageBrowser(t *testing.T) {
 		id := eval(ctx, `document.querySelector(`+jsString(row(name))+`).dataset.id`)
 		require.Regexp(t, `^[A-Za-z0-9_-]{8,}$`, id)
 		require.Contains(t, eval(ctx, `document.querySelector(`+jsString(row(name))+` + ' .item-meta').textContent`), "ago")
-		full, err := chromedp.Run(ctx, chromedp.FullScreenshot(90))
+		full, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
 		require.NoError(t, err)
 		save("convert-"+w.name+".png", full)
 
@@ -200,7 +201,7 @@ func TestConvertPageBrowser(t *testing.T) {
 		t.Logf("%s: %.1f%% of the canvas is model", w.name, share*100)
 		require.Greater(t, share, 0.02, "the 3D view shows only background")
 		require.Less(t, share, 0.95, "the model does not fit the view")
-		full, err = chromedp.Run(ctx, chromedp.FullScreenshot(90))
+		full, err = chromedp.Run(ctx, chromedp.CaptureScreenshot())
 		require.NoError(t, err)
 		save("viewer-"+w.name+".png", full)
 
@@ -213,7 +214,7 @@ func TestConvertPageBrowser(t *testing.T) {
 				chromedp.Click(chromedp.CSS(row(name)+` button.danger`)),
 				chromedp.WaitVisible(chromedp.CSS(`#confirm-ok`)),
 			)
-			full, err = chromedp.Run(ctx, chromedp.FullScreenshot(90))
+			full, err = chromedp.Run(ctx, chromedp.CaptureScreenshot())
 			require.NoError(t, err)
 			save("delete-"+w.name+".png", full)
 			run(ctx, "confirm", 30*time.Second, chromedp.Click(chromedp.CSS(`#confirm-ok`)))
@@ -248,7 +249,7 @@ func laptopExtras(t *testing.T, ctx context.Context, base string, write func(str
 	until(ctx, "the tip names the part under the pointer",
 		`(() => { const t = document.getElementById('viewer-tip'); return !t.hidden && /Slab|Tower/.test(t.textContent); })()`, 30*time.Second)
 	require.NotEmpty(t, eval(ctx, `document.querySelector('#viewer-parts .part.hover')?.textContent ?? ''`))
-	full, err := chromedp.Run(ctx, chromedp.FullScreenshot(90))
+	full, err := chromedp.Run(ctx, chromedp.CaptureScreenshot())
 	require.NoError(t, err)
 	save("viewer-hover-laptop.png", full)
 	run(ctx, "close the viewer", 30*time.Second, chromedp.Click(chromedp.CSS(`#viewer-close`)))
@@ -277,7 +278,7 @@ func laptopExtras(t *testing.T, ctx context.Context, base string, write func(str
 	)
 	require.Equal(t, "asm/first.obj,asm/second.obj", eval(ctx, `[...document.querySelectorAll('#startpath option')].map(o => o.value).join(',')`))
 	run(ctx, "pick the second model", 30*time.Second, chromedp.SetValue(chromedp.CSS(`#startpath`), "asm/second.obj"))
-	full, err = chromedp.Run(ctx, chromedp.FullScreenshot(90))
+	full, err = chromedp.Run(ctx, chromedp.CaptureScreenshot())
 	require.NoError(t, err)
 	save("zip-laptop.png", full)
 	run(ctx, "upload the ZIP", 30*time.Second, chromedp.Click(chromedp.CSS(`#zip-upload`)))
