@@ -211,6 +211,7 @@ function uploadRow(u) {
 function updateUploadRow(row, u) {
   const frac = u.total > 0 ? u.loaded / u.total : 0;
   row.bar.value = frac;
+  row.li.dataset.progress = frac.toFixed(3);
   if (u.error) {
     row.pill.className = 'pill state-dead';
     setText(row.pill, 'UPLOAD FAILED');
@@ -253,9 +254,10 @@ function itemRow(it) {
   del.addEventListener('click', () => confirmDelete(items.get(id)));
   const li = h('li', { class: 'item', 'data-id': id },
     thumb,
-    h('div', { class: 'item-main' }, name, meta, err),
+    h('div', { class: 'item-main' }, name, meta),
     h('div', { class: 'item-state' }, pill),
-    h('div', { class: 'item-actions' }, view, dl, reconvert, del));
+    h('div', { class: 'item-actions' }, view, dl, reconvert, del),
+    err);
   return { li, thumb, name, meta, err, errText, pill, view, dl, dlList, reconvert, del, thumbKey: null, dlKey: null };
 }
 
@@ -603,10 +605,6 @@ function setupViewer() {
     viewToken++;
     view?.clearBuffers();
     view?.render();
-    $('viewer-tip').hidden = true;
-  });
-  // The canvas follows the pointer to show part names; a move elsewhere hides the tip.
-  $('viewer-canvas').addEventListener('pointerleave', () => {
     $('viewer-tip').hidden = true;
   });
 }
