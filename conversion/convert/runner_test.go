@@ -5,12 +5,14 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/client"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 
 	"github.com/drover-dev/drover/internal/testkit/convtest"
@@ -85,7 +87,8 @@ func TestProcessRunnerLimits(t *testing.T) {
 			t.Parallel()
 			r := tc.runner
 			require.NoError(t, r.Check())
-			c := fakeConverter(t, prog, Config{Runner: &r, Timeout: cmpDuration(tc.timeout, 2*time.Minute)}, tc.flags...)
+			reg := prometheus.NewRegistry()
+			c := fakeConverter(t, prog, Config{Runner: &r, Timeout: cmpDuration(tc.timeout, 2*time.Minute), Registerer: reg}, tc.flags...)
 			// A converter not killed for its limit meets the timeout, and
 			// the detail says so. On a loaded machine a second of CPU
 			// takes many seconds.
@@ -95,9 +98,21 @@ func TestProcessRunnerLimits(t *testing.T) {
 				return
 			}
 			requireLimit(t, err, tc.detail)
+			result := "timeout"
 			if tc.notIs != nil {
 				require.NotErrorIs(t, err, tc.notIs)
+				result = "limit"
 			}
+			mfs, err := reg.Gather()
+			require.NoError(t, err)
+			require.Len(t, mfs, 1)
+			require.Equal(t, "drover_conversion_step_seconds", mfs[0].GetName())
+			require.Len(t, mfs[0].GetMetric(), 1)
+			labels := map[string]string{}
+			for _, l := range mfs[0].GetMetric()[0].GetLabel() {
+				labels[l.GetName()] = l.GetValue()
+			}
+			require.Equal(t, map[string]string{"type": "glb", "result": result}, labels)
 		})
 	}
 }
@@ -341,4 +356,22 @@ func TestRealConvertersWithinLimits(t *testing.T) {
 			requireNotBlank(t, filepath.Join(it.out, file+".png"), 640, 480)
 		})
 	}
+}
+
+// FuzzTemplateName checks that {name} never gives a converter a path, a
+// flag, a hidden name or a control character, whatever the item's name.
+func FuzzTemplateName(f *testing.F) {
+	for _, s := range []string{"part.step", "../../x", "--help", "-.-", "a\x00b", `C:\a\b.igs`, "\u202e.stl", ""} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, name string) {
+		n := TemplateName(name)
+		require.NotEmpty(t, n)
+		require.NotContains(t, "-.", n[:1], "%q starts with a dash or a dot", n)
+		require.False(t, strings.ContainsAny(n, "/\\\x00\n\r"), "%q", n)
+		for _, r := range n {
+			require.False(t, r < 0x20 || r == 0x7f, "%q holds a control character", n)
+		}
+		require.LessOrEqual(t, len(n), 200)
+	})
 }
