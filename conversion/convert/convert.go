@@ -111,6 +111,9 @@ type Job struct {
 	StartPath string
 	// CommandLine is the user's conversionCommandLine.
 	CommandLine []string
+	// Shattered also writes each part of a CAD assembly as a GLB and an
+	// index of the assembly tree, under ShatteredDir (processShattered).
+	Shattered bool
 }
 
 // Output is one file a conversion made, in the output directory.
@@ -153,7 +156,8 @@ func (c *Converter) run(ctx context.Context, job Job) ([]Output, error) {
 		}
 		format = model
 	}
-	plan, err := c.Plan(Request{Model: model, Format: format, Name: job.Name, OutputDir: job.OutputDir, Options: opts})
+	plan, err := c.Plan(Request{Model: model, Format: format, Name: job.Name, OutputDir: job.OutputDir, Options: opts,
+		Shattered: job.Shattered})
 	if err != nil {
 		return nil, err
 	}

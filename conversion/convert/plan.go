@@ -10,6 +10,7 @@ import (
 	"image/png"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -29,6 +30,9 @@ type Request struct {
 	OutputDir string
 	// Options are the checked conversionCommandLine.
 	Options Options
+	// Shattered adds the shattered outputs: a GLB per part and the
+	// assembly's index, under ShatteredDir.
+	Shattered bool
 }
 
 // Plan is the steps of one conversion, ready to execute.
@@ -69,6 +73,7 @@ const (
 	workPrefix = ".convert-"
 	tmpDir     = "tmp"
 	outDir     = "out"
+	shatterDir = "shatter"
 	inputStem  = "input"
 	glbFile    = "model.glb"
 	pngFile    = "thumbnail.png"
@@ -84,6 +89,10 @@ func (c *Converter) Plan(req Request) (*Plan, error) {
 	entry, ok := c.reg.Lookup(req.Format)
 	if !ok {
 		return nil, conversionError(ReasonConversion, fmt.Errorf("%w: %w", ErrUnsupported, c.unsupported(req.Format)))
+	}
+	if req.Shattered && entry.Shatter == nil {
+		return nil, conversionError(ReasonConversion, fmt.Errorf("%w: %s files have no assembly structure to shatter; processShattered works for %s",
+			ErrUnsupported, extOf(req.Format), strings.Join(c.reg.Shatterable(), " ")))
 	}
 	model, err := filepath.Abs(req.Model)
 	if err != nil {
@@ -156,6 +165,13 @@ func (c *Converter) Plan(req Request) (*Plan, error) {
 			err = add(TypeOBJ, Assimp{Program: pr.Assimp, Format: "obj"}, meshSource, filepath.Join(work, outDir, names[TypeOBJ]))
 		}
 		if err != nil {
+			return nil, err
+		}
+	}
+	if req.Shattered {
+		// The parts and the index get their names from the model, after
+		// the step: Execute adds them to the outputs.
+		if err := add(TypeShattered, entry.Shatter, p.input, filepath.Join(tmp, shatterDir)); err != nil {
 			return nil, err
 		}
 	}
@@ -254,6 +270,12 @@ func (c *Converter) Execute(ctx context.Context, p *Plan) ([]Output, error) {
 		if err == nil {
 			err = c.checkOutput(s, p.opts)
 		}
+		if err == nil && s.Type == TypeShattered {
+			var parts []Output
+			if parts, err = c.collectShattered(s.Out, filepath.Join(p.work, outDir)); err == nil {
+				outputs = append(outputs, parts...)
+			}
+		}
 		d := time.Since(start)
 		merr := err
 		if err != nil && errors.Is(context.Cause(tctx), ErrTimeout) {
@@ -292,6 +314,15 @@ func (c *Converter) deliver(p *Plan, outputs []Output) ([]Output, error) {
 	}
 	defer root.Close()
 	rel := filepath.Base(p.work)
+	if slices.ContainsFunc(outputs, func(o Output) bool { return strings.HasPrefix(o.Name, ShatteredDir+"/") }) {
+		// The parts of an earlier conversion into this directory go.
+		if err := root.RemoveAll(ShatteredDir); err != nil {
+			return nil, conversionError(ReasonConversion, err)
+		}
+		if err := root.Mkdir(ShatteredDir, 0o755); err != nil {
+			return nil, conversionError(ReasonConversion, err)
+		}
+	}
 	for i, o := range outputs {
 		from := filepath.Join(rel, outDir, o.Name)
 		fi, err := root.Stat(from)
@@ -309,6 +340,8 @@ func (c *Converter) deliver(p *Plan, outputs []Output) ([]Output, error) {
 // checkOutput checks the file a step made.
 func (c *Converter) checkOutput(s Step, opts Options) error {
 	switch s.Type {
+	case TypeShattered:
+		return nil // collectShattered checks the parts
 	case TypeGLB:
 		if _, err := InspectGLBFile(s.Out); err != nil {
 			return fmt.Errorf("%w: %w", ErrToolFailed, err)
@@ -339,7 +372,7 @@ func (c *Converter) stepError(ctx, tctx context.Context, p *Plan, s Step, output
 			Detail: fmt.Sprintf("the conversion ran longer than %s", c.cfg.Timeout)}
 	}
 	d := detail(output)
-	if d == "" || errors.Is(err, ErrBlankThumbnail) || errors.Is(err, ErrInvalidGLB) {
+	if d == "" || errors.Is(err, ErrBlankThumbnail) || errors.Is(err, ErrInvalidGLB) || s.Type == TypeShattered {
 		d = strings.TrimSpace(d + "\n" + err.Error())
 	}
 	d = strings.NewReplacer(p.input, p.display, p.Model, p.display, p.work+"/", "").Replace(d)
