@@ -186,7 +186,8 @@ func (c *Converter) Plan(req Request) (*Plan, error) {
 func outputNames(opts Options, item string) (map[string]string, error) {
 	base := outputBase(item)
 	names := map[string]string{}
-	seen := map[string]string{}
+	// The shattered outputs' directory is no output's name.
+	seen := map[string]string{ShatteredDir: "shattered"}
 	claim := func(typ, name string) error {
 		if other, ok := seen[strings.ToLower(name)]; ok {
 			return fmt.Errorf("%w: the %s and %s outputs would both be named %q", ErrCommandLine, other, typ, name)
