@@ -95,6 +95,9 @@ func TestConvertShattered(t *testing.T) {
 		require.Equal(t, 12, info.Triangles, "a box")
 		require.Contains(t, info.Nodes, part)
 	}
+	index, err := os.ReadFile(filepath.Join(it.out, ShatteredDir, ShatteredIndex))
+	require.NoError(t, err)
+	t.Logf("the index:\n%s", index)
 	x := readShatteredXML(t, filepath.Join(it.out, ShatteredDir, ShatteredIndex))
 	require.Equal(t, "m", x.Units)
 	require.Len(t, x.Parts, 2)
