@@ -116,7 +116,8 @@ type Job struct {
 	Shattered bool
 }
 
-// Output is one file a conversion made, in the output directory.
+// Output is one file a conversion made, in the output directory. Its Name
+// is a file name, or ShatteredDir/<file> for a shattered part or index.
 type Output struct {
 	Name string `json:"name"`
 	Type string `json:"type"`
