@@ -42,6 +42,9 @@ type Shatter struct {
 	Program string
 	// Reader is as for Draw: "ReadStep", "ReadIges" or "restore".
 	Reader string
+	// MaxNodes bounds the assembly tree's nodes; 0 or more than
+	// MaxShatteredNodes for MaxShatteredNodes.
+	MaxNodes int
 }
 
 var _ Tool = Shatter{}
@@ -162,11 +165,15 @@ func (s Shatter) Command(in, out, dir string) (Command, error) {
 	if !slices.Contains([]string{"ReadStep", "ReadIges", "restore"}, s.Reader) {
 		return Command{}, fmt.Errorf("draw: unknown reader %q", s.Reader)
 	}
+	limit := s.MaxNodes
+	if limit <= 0 || limit > MaxShatteredNodes {
+		limit = MaxShatteredNodes
+	}
 	var buf bytes.Buffer
 	err := shatterScript.Execute(&buf, struct {
 		Reader, In, Out string
 		Limit, Depth    int
-	}{s.Reader, in, out, MaxShatteredNodes, maxShatteredDepth})
+	}{s.Reader, in, out, limit, maxShatteredDepth})
 	if err != nil {
 		return Command{}, fmt.Errorf("draw: %w", err)
 	}

@@ -194,3 +194,58 @@ func TestConvertShatteredRefusesMeshes(t *testing.T) {
 	require.Contains(t, ce.Detail, ".step")
 	it.untouched(t)
 }
+
+// TestConvertShatteredSingleParts: an IGES part and a BREP shape have no
+// assembly; each is one part, the only node.
+func TestConvertShatteredSingleParts(t *testing.T) {
+	t.Parallel()
+	fx := fixtureDir(t)
+	for _, tt := range []struct{ file, name, part string }{
+		{"part.igs", "plate.iges", "Plate"},
+		{"part.brep", "bolt.brep", ""},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			c := newConverter(t, Config{})
+			it := newItem(t)
+			outs, err := c.Run(runCtx(t), Job{Input: it.upload(t, filepath.Join(fx, tt.file)), Name: tt.name,
+				Dir: it.dir, OutputDir: it.out, Shattered: true, CommandLine: []string{"--output_glb"}})
+			require.NoError(t, err)
+			require.Len(t, outs, 3, "the GLB, one part and the index")
+			x := readShatteredXML(t, filepath.Join(it.out, ShatteredDir, ShatteredIndex))
+			require.Len(t, x.Parts, 1)
+			require.Len(t, x.Nodes, 1)
+			require.Equal(t, x.Parts[0].File, x.Nodes[0].Part)
+			require.Equal(t, ShatteredDir+"/"+x.Parts[0].File, outs[1].Name)
+			if tt.part != "" {
+				require.Equal(t, tt.part, x.Parts[0].Name)
+			}
+			_, err = InspectGLBFile(filepath.Join(it.out, outs[1].Name))
+			require.NoError(t, err)
+		})
+	}
+}
+
+// TestConvertShatteredTooManyNodes: a tree over the node limit fails the
+// conversion with a detail that says so, and leaves the output directory
+// as it was.
+func TestConvertShatteredTooManyNodes(t *testing.T) {
+	t.Parallel()
+	fx := fixtureDir(t)
+	reg := NewRegistry(Programs{})
+	reg.Register(".step", Entry{GLB: Draw{Program: "occt-draw", Reader: "ReadStep"},
+		Shatter: Shatter{Program: "occt-draw", Reader: "ReadStep", MaxNodes: 3}})
+	c := newConverter(t, Config{Registry: reg})
+	it := newItem(t)
+	_, err := c.Run(runCtx(t), Job{Input: it.upload(t, filepath.Join(fx, "nested.step")), Name: "nested.step",
+		Dir: it.dir, OutputDir: it.out, Shattered: true, CommandLine: []string{"--output_glb"}})
+	var ce *Error
+	require.ErrorAs(t, err, &ce)
+	require.ErrorIs(t, err, ErrToolFailed)
+	require.Contains(t, ce.Detail, "the assembly tree has more than 3 nodes")
+	require.NotContains(t, ce.Detail, it.dir, "no server path in the detail")
+	entries, err := os.ReadDir(it.out)
+	require.NoError(t, err)
+	require.Empty(t, entries)
+	it.untouched(t)
+}
