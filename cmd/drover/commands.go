@@ -192,6 +192,7 @@ func conversionFlags(fs *pflag.FlagSet) {
 	fs.Duration("webhook-min-backoff", webhook.DefaultMinBackoff, "wait before a webhook's first retry, doubled for each further one")
 	fs.Int("max-attempts", queue.DefaultMaxAttempts, "attempts of a conversion job before it ends in ERROR")
 	fs.Duration("job-lease", queue.DefaultLease, "length of a job's lease; farms renew it at a third")
+	retentionFlags(fs)
 }
 
 func coalesceData(d string) string {
