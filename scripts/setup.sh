@@ -25,6 +25,8 @@ PACKAGES=(
 	f3d
 	xvfb
 	xauth
+	# upload and download tokens: the tests use them as clients do
+	curl
 )
 
 lint=false
