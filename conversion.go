@@ -63,6 +63,8 @@ type Conversion struct {
 	ReclaimInterval time.Duration
 	// Tokens configure upload and download tokens.
 	Tokens Tokens
+	// Retention purges old items; off by default. See conversion.Retention.
+	Retention conversion.Retention
 }
 
 // Conversion is the conversion service; nil without Config.Conversion.
@@ -120,7 +122,8 @@ func (s *Server) setupConversion(cc Conversion, m *manager.Manager, mc manager.C
 		wo.Registerer = mc.Registerer
 	}
 	svc, err := conversion.New(conversion.Config{Storage: st, Items: store, Queue: q, Webhook: wo,
-		MaxUpload: cc.MaxUpload, ReclaimInterval: cc.ReclaimInterval, Logger: clog, Registerer: mc.Registerer})
+		MaxUpload: cc.MaxUpload, ReclaimInterval: cc.ReclaimInterval, Retention: cc.Retention, Logger: clog,
+		Registerer: mc.Registerer})
 	if err != nil {
 		return err
 	}
