@@ -61,7 +61,7 @@ func (cc ConversionConfig) conversion(redisURL string, jobSlots int, log *slog.L
 		Webhook: webhook.Options{Secret: webhook.Secret(cc.WebhookSecret),
 			Policy: webhook.Policy{AllowHosts: cc.WebhookAllow}, RetryFor: cc.WebhookRetryFor,
 			MinBackoff: cc.WebhookMinBackoff},
-		Tokens: cc.tokens(),
+		Tokens:    cc.tokens(),
 		Retention: cc.retention(),
 	}
 	if redisURL == "" {
