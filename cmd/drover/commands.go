@@ -158,7 +158,7 @@ and an in-memory store. Every flag can also be set in the YAML file given with
 		}
 		reg := prometheus.NewRegistry()
 		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-		scrubSecretEnv("DROVER_REDIS", "DROVER_WEBHOOK_SECRET") // the local farm's instances inherit the environment
+		scrubSecretEnv("DROVER_REDIS", "DROVER_WEBHOOK_SECRET", "DROVER_URL_SECRET") // the local farm's instances inherit the environment
 		up, err := app.NewUp(cfg, log, reg)
 		if err != nil {
 			return err
@@ -192,6 +192,7 @@ func conversionFlags(fs *pflag.FlagSet) {
 	fs.Duration("webhook-min-backoff", webhook.DefaultMinBackoff, "wait before a webhook's first retry, doubled for each further one")
 	fs.Int("max-attempts", queue.DefaultMaxAttempts, "attempts of a conversion job before it ends in ERROR")
 	fs.Duration("job-lease", queue.DefaultLease, "length of a job's lease; farms renew it at a third")
+	tokenFlags(fs)
 	retentionFlags(fs)
 }
 
