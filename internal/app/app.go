@@ -50,6 +50,8 @@ type UpConfig struct {
 	// CacheSize and CacheDir: the local farm's model cache (default
 	// directory: one per data directory); see CacheConfig.
 	CacheConfig `koanf:",squash"`
+	// How the local farm's converters run, and their limits.
+	ConverterRuntimeConfig `koanf:",squash"`
 	// The conversion service's settings: the data directory, upload
 	// limit, webhooks.
 	ConversionConfig `koanf:",squash"`
@@ -137,7 +139,8 @@ func NewUp(cfg UpConfig, log *slog.Logger, reg *prometheus.Registry) (_ *Up, err
 	if err != nil {
 		return nil, err
 	}
-	if conv.Converter, err = converter(cfg.Converters, log.With("component", "convert")); err != nil {
+	if conv.Converter, err = converter(cfg.Converters, cfg.ConverterRuntimeConfig, upConverterOwner(cfg.Addr),
+		log.With("component", "convert"), &u.cleanups); err != nil {
 		return nil, err
 	}
 	cache, err := cfg.CacheConfig.open(upCacheDir(cmp.Or(cfg.Data, drover.DefaultDataDir)), log, reg, &u.cleanups)

@@ -69,6 +69,8 @@ type FarmConfig struct {
 	Converters []ConverterConfig `koanf:"converters"`
 	// CacheSize and CacheDir: the farm's model cache; see CacheConfig.
 	CacheConfig `koanf:",squash"`
+	// How the converters run, and their limits.
+	ConverterRuntimeConfig `koanf:",squash"`
 }
 
 // FarmNode is a running `drover farm`: the runtime, its HTTP server and the
@@ -166,7 +168,7 @@ func NewFarm(cfg FarmConfig, log *slog.Logger, reg *prometheus.Registry) (_ *Far
 	}
 	n.cleanups.Push("farm", n.Farm.Close)
 	if cfg.JobSlots > 0 {
-		conv, err := converter(cfg.Converters, log.With("component", "convert"))
+		conv, err := converter(cfg.Converters, cfg.ConverterRuntimeConfig, cfg.ID, log.With("component", "convert"), &n.cleanups)
 		if err != nil {
 			return nil, err
 		}
