@@ -280,8 +280,32 @@ func laptopExtras(t *testing.T, ctx context.Context, base string, write func(str
 	save("viewer-hover-laptop.png", full)
 	run(ctx, "close the viewer", 30*time.Second, chromedp.Click(chromedp.CSS(`#viewer-close`)))
 
-	// Reconvert: the row goes back to work and returns SUCCESS.
+	// Download: the menu lists the outputs and the original, and its links serve them.
 	name := "towers-laptop.obj"
+	run(ctx, "open the download menu", 30*time.Second,
+		chromedp.Click(chromedp.CSS(row(name)+` .menu summary`)),
+		chromedp.WaitVisible(chromedp.CSS(row(name)+` .menu-list a`)),
+	)
+	links := eval(ctx, `[...document.querySelectorAll(`+jsString(row(name)+` .menu-list a`)+`)].map(a => a.querySelector('.dl-type').textContent + '=' + a.getAttribute('download')).join(',')`)
+	require.Contains(t, links, "glb=")
+	require.Contains(t, links, "png=")
+	require.Contains(t, links, "original="+name)
+	tctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	got, err := chromedp.Run(tctx, chromedp.Evaluate[string](`(async () => {
+		const a = [...document.querySelectorAll(`+jsString(row(name)+` .menu-list a`)+`)].find(a => a.getAttribute('download').endsWith('.glb'));
+		const r = await fetch(a.href);
+		const b = new Uint8Array(await r.arrayBuffer());
+		return r.status + ' ' + r.headers.get('content-type') + ' ' + String.fromCharCode(...b.slice(0, 4));
+	})()`, chromedp.EvalAwaitPromise))
+	cancel()
+	require.NoError(t, err)
+	require.Equal(t, "200 model/gltf-binary glTF", got)
+	full, err = chromedp.Run(ctx, chromedp.CaptureScreenshot())
+	require.NoError(t, err)
+	save("download-laptop.png", full)
+	run(ctx, "close the download menu", 30*time.Second, chromedp.Click(chromedp.CSS(row(name)+` .menu summary`)))
+
+	// Reconvert: the row goes back to work and returns SUCCESS.
 	gen := eval(ctx, `String(document.querySelector(`+jsString(row(name))+`).dataset.generation)`)
 	run(ctx, "reconvert", 30*time.Second, chromedp.Click(chromedp.CSS(row(name)+` button.reconvert`)))
 	until(ctx, "the reconversion ends SUCCESS", `(() => { const r = document.querySelector(`+jsString(row(name))+`);
