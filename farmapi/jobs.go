@@ -133,6 +133,12 @@ type JobInput struct {
 	// farm of `drover up`, or one configured so) reads it in place instead
 	// of downloading it.
 	LocalPath string `json:"local_path,omitempty"`
+	// Version names the file's content: the manager changes it whenever
+	// the file changes (it is made of the stored object's size and
+	// modification time), so that a farm's model cache keyed by item,
+	// Name and Version never serves a replaced file. Empty: the farm
+	// does not cache the file.
+	Version string `json:"version,omitempty"`
 }
 
 // RenewRequest extends a lease.

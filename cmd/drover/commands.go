@@ -141,6 +141,7 @@ and an in-memory store. Every flag can also be set in the YAML file given with
 	fs.Duration("shutdown-grace", 10*time.Second, "how long shutdown may take")
 	fs.String("redis", "", "Redis URL to share state with other managers (see drover manager); empty: in-memory")
 	fs.Int("job-slots", farm.DefaultJobSlots, "conversion jobs the local farm runs at once (maxConversions); 0: none")
+	converterFlags(fs)
 	conversionFlags(fs)
 	runtimeFlags(fs)
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
@@ -191,6 +192,7 @@ func conversionFlags(fs *pflag.FlagSet) {
 	fs.Duration("webhook-min-backoff", webhook.DefaultMinBackoff, "wait before a webhook's first retry, doubled for each further one")
 	fs.Int("max-attempts", queue.DefaultMaxAttempts, "attempts of a conversion job before it ends in ERROR")
 	fs.Duration("job-lease", queue.DefaultLease, "length of a job's lease; farms renew it at a third")
+	retentionFlags(fs)
 }
 
 func coalesceData(d string) string {

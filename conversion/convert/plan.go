@@ -352,6 +352,10 @@ func (c *Converter) stepError(ctx, tctx context.Context, p *Plan, s Step, output
 		le := &LimitError{Kind: LimitTimeout, Value: formatDuration(c.cfg.Timeout)}
 		return &Error{Reason: ReasonConversion, Err: fmt.Errorf("%s step: %w", s.Type, le), Detail: le.Error()}
 	}
+	if errors.Is(err, ErrRunner) {
+		// Not the input's fault: the caller tries again, or elsewhere.
+		return fmt.Errorf("convert: %s step: %w", s.Type, err)
+	}
 	if le := (*LimitError)(nil); errors.As(err, &le) {
 		return &Error{Reason: ReasonConversion, Err: fmt.Errorf("%s step: %w", s.Type, err), Detail: le.Error()}
 	}

@@ -135,6 +135,11 @@ type Item struct {
 	ProcessShattered bool     `json:"processShattered,omitempty"`
 	// Originals are the uploaded files.
 	Originals []Original `json:"originals,omitempty"`
+	// Awaiting is a file a client was given an upload token for
+	// (uploadToken): it goes straight to OriginalKey(ID, Stored), and
+	// joins Originals at reconvert once it is there. Its Size is the most
+	// bytes it may hold, 0 for the server's limit.
+	Awaiting *Original `json:"awaiting,omitempty"`
 	// Files are the outputs of the last successful conversion.
 	Files []File `json:"files,omitempty"`
 	// Generation counts the item's conversions: 0 for the first,
@@ -190,6 +195,10 @@ func (it *Item) Clone() Item {
 	c.CommandLine = slices.Clone(it.CommandLine)
 	c.Originals = slices.Clone(it.Originals)
 	c.Files = slices.Clone(it.Files)
+	if it.Awaiting != nil {
+		a := *it.Awaiting
+		c.Awaiting = &a
+	}
 	if it.Delivery != nil {
 		d := *it.Delivery
 		c.Delivery = &d

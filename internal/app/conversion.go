@@ -42,6 +42,8 @@ type ConversionConfig struct {
 	MaxAttempts int `koanf:"max_attempts"`
 	// JobLease is a job lease's length; farms renew it at a third.
 	JobLease time.Duration `koanf:"job_lease"`
+
+	RetentionConfig `koanf:",squash"`
 }
 
 // conversion builds package drover's Conversion: on Redis (items and
@@ -57,6 +59,7 @@ func (cc ConversionConfig) conversion(redisURL string, jobSlots int, log *slog.L
 		Webhook: webhook.Options{Secret: webhook.Secret(cc.WebhookSecret),
 			Policy: webhook.Policy{AllowHosts: cc.WebhookAllow}, RetryFor: cc.WebhookRetryFor,
 			MinBackoff: cc.WebhookMinBackoff},
+		Retention: cc.retention(),
 	}
 	if redisURL == "" {
 		return c, nil
@@ -101,8 +104,9 @@ type ConverterConfig struct {
 }
 
 // converter builds a farm's converter: the Debian converters, with the
-// configured ones added.
-func converter(cfgs []ConverterConfig, log *slog.Logger) (*convert.Converter, error) {
+// configured ones added, run as rc says; owner names its containers. What
+// it opens is pushed on cleanups.
+func converter(cfgs []ConverterConfig, rc ConverterRuntimeConfig, owner string, log *slog.Logger, cleanups *cleanup.Stack) (*convert.Converter, error) {
 	reg := convert.NewRegistry(convert.Programs{})
 	for _, c := range cfgs {
 		if c.Ext == "" || len(c.Argv) == 0 {
@@ -113,12 +117,21 @@ func converter(cfgs []ConverterConfig, log *slog.Logger) (*convert.Converter, er
 		}
 		reg.Register(c.Ext, convert.Entry{GLB: convert.Exec{Argv: c.Argv}, Mesh: c.Mesh})
 	}
-	conv, err := convert.New(convert.Config{Registry: reg, Logger: log})
+	runner, closeRunner, err := rc.runner(owner, log)
+	if err != nil {
+		return nil, err
+	}
+	cleanups.PushFunc("converter runtime", closeRunner)
+	conv, err := convert.New(convert.Config{Registry: reg, Logger: log, Runner: runner, Timeout: rc.ConverterTimeout})
 	if err != nil {
 		return nil, err
 	}
 	if err := conv.Check(); err != nil {
 		log.Warn("some converters are missing; those conversions will fail", "err", err)
+	}
+	if d, ok := runner.(*convert.DockerRunner); ok {
+		log.Info("converters run in containers", "image", d.Image(), "memory", rc.ConverterMemory,
+			"cpus", rc.ConverterCPUs, "cpu_time", rc.ConverterCPUTime)
 	}
 	return conv, nil
 }
