@@ -441,7 +441,7 @@ export function toListMode(mode, indices, vertices) {
 export const CREASE_DEGREES = 40;
 
 /** Above this many triangles, normals are flat per face: no welding. */
-const SMOOTH_LIMIT = 1 << 21;
+const SMOOTH_LIMIT = 1 << 19;
 
 /**
  * Normals for a triangle list that has none, as a converter that leaves
