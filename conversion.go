@@ -66,6 +66,10 @@ type Conversion struct {
 	// placed on a fresh instance of it with a session directory of its own
 	// on its farm, which enableStreamAccess fills.
 	StreamPool string
+	// Tokens configure upload and download tokens.
+	Tokens Tokens
+	// Retention purges old items; off by default. See conversion.Retention.
+	Retention conversion.Retention
 }
 
 // Conversion is the conversion service; nil without Config.Conversion.
@@ -94,6 +98,10 @@ func (s *Server) setupConversion(cc Conversion, m *manager.Manager, mc manager.C
 			clog.Warn("sweep the data directory", "err", err)
 		}
 	}
+	tokens, err := cc.Tokens.api(st, cmp.Or(cc.DataDir, DefaultDataDir))
+	if err != nil {
+		return err
+	}
 	store := cc.Items
 	if store == nil {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -119,7 +127,8 @@ func (s *Server) setupConversion(cc Conversion, m *manager.Manager, mc manager.C
 		wo.Registerer = mc.Registerer
 	}
 	svc, err := conversion.New(conversion.Config{Storage: st, Items: store, Queue: q, Webhook: wo,
-		MaxUpload: cc.MaxUpload, ReclaimInterval: cc.ReclaimInterval, Logger: clog, Registerer: mc.Registerer})
+		MaxUpload: cc.MaxUpload, ReclaimInterval: cc.ReclaimInterval, Retention: cc.Retention, Logger: clog,
+		Registerer: mc.Registerer})
 	if err != nil {
 		return err
 	}
@@ -129,7 +138,7 @@ func (s *Server) setupConversion(cc Conversion, m *manager.Manager, mc manager.C
 	s.conv = svc
 	s.cleanups.Push("conversion", svc.Stop)
 
-	a := api.New(svc, api.Options{Version: mc.Version, Logger: clog})
+	a := api.New(svc, api.Options{Version: mc.Version, Logger: clog, Tokens: tokens})
 	a.Mount(m.Router())
 	a.MountStream(m.Router(), &streamer{m: m, pool: cmp.Or(cc.StreamPool, DefaultStreamPool)})
 	if mc.FarmToken != "" {
@@ -140,7 +149,7 @@ func (s *Server) setupConversion(cc Conversion, m *manager.Manager, mc manager.C
 
 	if s.f != nil && cc.JobSlots >= 0 {
 		jobs, err := farm.NewJobs(farm.JobsConfig{Source: svc, Farm: s.f.ID(), Slots: cc.JobSlots,
-			Converter: cc.Converter, ReadLocal: true, Logger: log.With("component", "jobs"),
+			Converter: cc.Converter, ReadLocal: true, Cache: s.f.Cache(), Logger: log.With("component", "jobs"),
 			Registerer: mc.Registerer})
 		if err != nil {
 			return err

@@ -131,7 +131,7 @@ func (s *Service) describe(ctx context.Context, l queue.Lease) (farmapi.JobLease
 	}
 	jl := farmapi.JobLease{ID: l.JobID, Token: l.Token, Attempt: l.Attempt, Expires: l.Expires,
 		LeaseMS: max(time.Until(l.Expires).Milliseconds(), 1), Item: id, Generation: gen, Name: it.Name,
-		StartPath: it.StartPath, CommandLine: it.CommandLine}
+		StartPath: it.StartPath, CommandLine: it.CommandLine, ProcessShattered: it.ProcessShattered}
 	lp, _ := s.st.(storage.LocalPather)
 	single := len(it.Originals) == 1
 	for _, o := range it.Originals {
@@ -144,6 +144,7 @@ func (s *Service) describe(ctx context.Context, l queue.Lease) (farmapi.JobLease
 		if lp != nil {
 			in.LocalPath, _ = lp.LocalPath(items.OriginalKey(id, o.Stored))
 		}
+		in.Version = s.inputVersion(ctx, items.OriginalKey(id, o.Stored))
 		jl.Inputs = append(jl.Inputs, in)
 	}
 	switch {
@@ -154,6 +155,18 @@ func (s *Service) describe(ctx context.Context, l queue.Lease) (farmapi.JobLease
 		jl.StartPath = ""
 	}
 	return jl, true
+}
+
+// inputVersion is the version of an input file for farms' caches: its
+// size and modification time, which a replaced file changes. Empty (not
+// cached) when the storage cannot say.
+func (s *Service) inputVersion(ctx context.Context, key string) string {
+	info, err := s.st.Stat(ctx, key)
+	if err != nil {
+		s.log.Warn("stat a job input for its version; farms will not cache it", "key", key, "err", err)
+		return ""
+	}
+	return strconv.FormatInt(info.Size, 10) + "-" + strconv.FormatInt(info.ModTime.UnixNano(), 10)
 }
 
 // RenewJob extends a lease; farmapi.ErrLeaseLost when the attempt is over.
@@ -218,9 +231,11 @@ type manifest struct {
 	Outputs []farmapi.JobOutput `json:"outputs"`
 }
 
-// outputName checks an output's file name.
+// outputName checks an output's file name: one path element, or one below
+// the shattered outputs' directory (farmapi.ShatteredPrefix).
 func outputName(name string) error {
-	if err := fileName(name); err != nil || strings.HasPrefix(name, ".") {
+	file, _ := strings.CutPrefix(name, farmapi.ShatteredPrefix)
+	if err := fileName(file); err != nil || strings.HasPrefix(file, ".") {
 		return fmt.Errorf("%w: output name %q", farmapi.ErrBadJobRequest, name)
 	}
 	return nil
@@ -262,9 +277,16 @@ func (s *Service) CompleteJob(ctx context.Context, id string, req farmapi.Comple
 		}
 		info, err := s.st.Stat(ctx, dir+o.Name)
 		if errors.Is(err, storage.ErrNotFound) || err == nil && info.Size != o.Size {
-			// A repeated call finds its outputs moved into place already.
-			if ji, err := s.q.Get(ctx, id); err == nil && ji.State == queue.StateDone && ji.Attempts == req.Attempt {
+			ji, err := s.q.Get(ctx, id)
+			switch {
+			case err == nil && ji.State == queue.StateDone && ji.Attempts == req.Attempt:
+				// A repeated call finds its outputs moved into place already.
 				return farmapi.JobAck{State: string(ji.State)}, nil
+			case errors.Is(err, queue.ErrNotFound):
+				// The item was deleted, purged or reconverted, and its
+				// files with it: the attempt is over.
+				s.dropStaged(ctx, dir)
+				return farmapi.JobAck{}, fmt.Errorf("%w: the job is gone", farmapi.ErrLeaseLost)
 			}
 			return farmapi.JobAck{}, fmt.Errorf("%w: output %s was not uploaded whole", farmapi.ErrBadJobRequest, o.Name)
 		}
@@ -304,13 +326,18 @@ func (s *Service) dropStaged(ctx context.Context, dir string) {
 // item SUCCESS and tells its webhook.
 func (s *Service) finishSuccess(ctx context.Context, id string, gen int, dir string, outs []farmapi.JobOutput) {
 	it, err := s.items.Get(ctx, id)
-	if err != nil || it.Generation != gen || it.State.Terminal() {
-		if err == nil || errors.Is(err, items.ErrNotFound) {
-			s.dropStaged(ctx, dir) // deleted, reconverted, or ended by another manager
-		}
+	switch {
+	case errors.Is(err, items.ErrNotFound):
+		s.dropItemFiles(ctx, id) // deleted or purged
+		return
+	case err != nil:
+		return
+	case it.Generation != gen || it.State.Terminal():
+		s.dropStaged(ctx, dir) // reconverted, or ended by another manager
 		return
 	}
 	files := make([]items.File, 0, len(outs))
+	var shattered []items.File
 	for _, o := range outs {
 		if err := s.copyObject(ctx, dir+o.Name, items.OutputKey(id, o.Name)); err != nil {
 			// The item stays PENDING: the sweep finishes it from the
@@ -319,11 +346,26 @@ func (s *Service) finishSuccess(ctx context.Context, id string, gen int, dir str
 			s.log.Error("move an output into place; the sweep tries again", "item", id, "output", o.Name, "err", err)
 			return
 		}
+		if part, ok := strings.CutPrefix(o.Name, farmapi.ShatteredPrefix); ok {
+			shattered = append(shattered, items.File{Name: part, Type: o.Type, Size: o.Size})
+			continue
+		}
 		files = append(files, items.File{Name: o.Name, Type: o.Type, Size: o.Size})
 	}
-	it, err = s.items.Update(ctx, id, func(it *items.Item) error { return it.Succeed(gen, files) })
+	it, err = s.items.Update(ctx, id, func(it *items.Item) error {
+		if err := it.Succeed(gen, files); err != nil {
+			return err
+		}
+		it.Shattered = shattered
+		return nil
+	})
 	switch {
-	case errors.Is(err, items.ErrStale), errors.Is(err, items.ErrTerminal), errors.Is(err, items.ErrNotFound):
+	case errors.Is(err, items.ErrNotFound):
+		// Deleted or purged while the outputs were copied: the copies
+		// must not outlive it.
+		s.dropItemFiles(ctx, id)
+		return
+	case errors.Is(err, items.ErrStale), errors.Is(err, items.ErrTerminal):
 		s.dropStaged(ctx, dir)
 		return
 	case err != nil:
@@ -360,7 +402,11 @@ func (s *Service) FailJob(ctx context.Context, id string, req farmapi.FailReques
 	case errors.Is(err, queue.ErrDuplicate):
 		return farmapi.JobAck{State: string(out.State)}, nil
 	case err != nil:
-		return farmapi.JobAck{}, jobErr(err)
+		err = jobErr(err)
+		if errors.Is(err, farmapi.ErrLeaseLost) {
+			s.dropStaged(ctx, staging(item, gen, req.Token))
+		}
+		return farmapi.JobAck{}, err
 	}
 	s.dropStaged(ctx, staging(item, gen, req.Token))
 	if out.Terminal() {

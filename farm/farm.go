@@ -19,6 +19,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/drover-dev/drover/farm/modelcache"
 	"github.com/drover-dev/drover/farmapi"
 )
 
@@ -101,6 +102,10 @@ type Config struct {
 	// containers labelled with its id that it does not track (docker.go);
 	// it also does so once in New. 0 means 30 s, negative only in New.
 	ReconcileInterval time.Duration
+	// Cache is the farm's model cache, which its job slots and model
+	// fetches read through and its status reports; nil for none. The
+	// caller owns it (closes it after the farm).
+	Cache *modelcache.Cache
 }
 
 // Farm runs the instances of its pools, processes or containers, in a fixed
@@ -120,6 +125,7 @@ type Farm struct {
 	onExit    func(Instance, error)
 	metrics   *metrics
 	state     *stateFile // nil without Config.StateDir
+	cache     *modelcache.Cache
 
 	// Protocol adapters (adapter.go).
 	modelsDir   string      // absolute; empty: starts name no model
@@ -241,6 +247,7 @@ func New(cfg Config) (*Farm, error) {
 		environ:   os.Environ(),
 		log:       cfg.Logger,
 		onExit:    cfg.OnExit,
+		cache:     cfg.Cache,
 		instances: make(map[string]*instance),
 		pending:   make(map[string]struct{}),
 		ports:     make(map[int]struct{}),

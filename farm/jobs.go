@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/drover-dev/drover/conversion/convert"
+	"github.com/drover-dev/drover/farm/modelcache"
 	"github.com/drover-dev/drover/farmapi"
 	"github.com/drover-dev/drover/internal/lib/safezip"
 )
@@ -57,6 +58,10 @@ type JobsConfig struct {
 	// path and it exists here: for a farm that shares the manager's data
 	// directory (the local farm of `drover up`).
 	ReadLocal bool
+	// Cache keeps downloaded inputs for later jobs of the same files (a
+	// reconversion); nil downloads every time. Inputs the manager gives
+	// no version are not cached.
+	Cache *modelcache.Cache
 	// PollWait is a lease call's long poll; default 20 s.
 	PollWait time.Duration
 	Logger   *slog.Logger
@@ -337,7 +342,7 @@ func (j *Jobs) convert(ctx context.Context, dir string, l farmapi.JobLease) ([]c
 		return nil, &convert.Error{Reason: convert.ReasonConversion, Detail: fmt.Sprintf("%q is not among the uploaded files", model)}
 	}
 	return j.conv.Run(ctx, convert.Job{Input: filepath.Join(in, model), Name: l.Name, Dir: dir, OutputDir: out,
-		StartPath: l.StartPath, CommandLine: l.CommandLine})
+		StartPath: l.StartPath, CommandLine: l.CommandLine, Shattered: l.ProcessShattered})
 }
 
 func contains(names []string, n string) bool {
@@ -366,7 +371,7 @@ func (j *Jobs) pickModel(names []string) (string, error) {
 }
 
 // fetch puts input i in the input directory: a link to the manager's file
-// when it is here, else a download.
+// when it is here, else a copy out of the cache, else a download.
 func (j *Jobs) fetch(ctx context.Context, l farmapi.JobLease, i int, input farmapi.JobInput, in string) error {
 	name, err := safezip.CheckName(input.Name)
 	if err != nil || strings.Contains(name, "/") {
@@ -378,25 +383,62 @@ func (j *Jobs) fetch(ctx context.Context, l farmapi.JobLease, i int, input farma
 			return os.Symlink(input.LocalPath, dst)
 		}
 	}
+	if j.cfg.Cache != nil && input.Version != "" {
+		return retry(ctx, func() error { return j.fetchCached(ctx, l, i, input, dst) })
+	}
 	return retry(ctx, func() error {
-		rc, _, err := j.cfg.Source.OpenJobInput(ctx, l.ID, l.Token, i)
-		if err != nil {
-			return err
-		}
-		defer rc.Close()
 		f, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 		if err != nil {
 			return err
 		}
-		n, err := io.Copy(f, rc)
+		_, err = j.download(ctx, l, i, input, f)
 		if cerr := f.Close(); err == nil {
 			err = cerr
 		}
-		if err == nil && n != input.Size {
-			err = fmt.Errorf("%w: input %s: got %d bytes of %d", farmapi.ErrJobsUnavailable, name, n, input.Size)
-		}
 		return err
 	})
+}
+
+// download writes input i to w.
+func (j *Jobs) download(ctx context.Context, l farmapi.JobLease, i int, input farmapi.JobInput, w io.Writer) (int64, error) {
+	rc, _, err := j.cfg.Source.OpenJobInput(ctx, l.ID, l.Token, i)
+	if err != nil {
+		return 0, err
+	}
+	defer rc.Close()
+	n, err := io.Copy(w, rc)
+	if err == nil && n != input.Size {
+		err = fmt.Errorf("%w: input %s: got %d bytes of %d", farmapi.ErrJobsUnavailable, input.Name, n, input.Size)
+	}
+	return n, err
+}
+
+// fetchCached copies input i out of the cache, downloading it into the
+// cache first when it is missing. The converter gets a copy of its own: a
+// hard link would share the cache's inode, which a converter running as
+// the farm's user could chmod and write, spoiling the file for every
+// later job (copies are reflinks where the filesystem can).
+func (j *Jobs) fetchCached(ctx context.Context, l farmapi.JobLease, i int, input farmapi.JobInput, dst string) error {
+	key := modelcache.ItemKey(l.Item, input.Name, input.Version)
+	h, err := j.cfg.Cache.Get(ctx, key, func(ctx context.Context, w io.Writer) (int64, error) {
+		return j.download(ctx, l, i, input, w)
+	})
+	if err != nil {
+		return err
+	}
+	defer h.Close()
+	if h.Size() != input.Size {
+		// Not what was cached: someone changed the cache's file.
+		j.cfg.Cache.Remove(key)
+		return fmt.Errorf("%w: the cached copy of input %s has %d bytes of %d", farmapi.ErrJobsUnavailable,
+			input.Name, h.Size(), input.Size)
+	}
+	_ = os.Remove(dst) // what a failed try left
+	if err := modelcache.CopyOut(h.Path(), dst); err != nil {
+		return fmt.Errorf("copy input %s out of the cache: %w", input.Name, err)
+	}
+	j.log.Debug("job input", "job", l.ID, "input", input.Name, "bytes", h.Size(), "cache_hit", h.Hit())
+	return nil
 }
 
 // deliver uploads the outputs and completes the job.

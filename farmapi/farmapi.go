@@ -260,4 +260,22 @@ type FarmStatus struct {
 	Draining  bool       `json:"draining"`
 	Pools     []string   `json:"pools"`
 	Instances []Instance `json:"instances"`
+	// Cache is the farm's model cache; absent without one.
+	Cache *CacheStatus `json:"cache,omitempty"`
+}
+
+// CacheStatus is a farm's model cache in its status: its cap and use in
+// bytes, its entries (Pinned: held by a job or session now), and its
+// counts since the farm started. A hit is a file served without a
+// download; Uncached counts misses whose file could not be kept (larger
+// than the cap, or no room beside the entries in use).
+type CacheStatus struct {
+	MaxBytes  int64  `json:"max_bytes"`
+	UsedBytes int64  `json:"used_bytes"`
+	Entries   int    `json:"entries"`
+	Pinned    int    `json:"pinned"`
+	Hits      uint64 `json:"hits"`
+	Misses    uint64 `json:"misses"`
+	Evictions uint64 `json:"evictions"`
+	Uncached  uint64 `json:"uncached"`
 }

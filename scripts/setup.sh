@@ -2,7 +2,7 @@
 # setup.sh prepares this machine to build and test drover. It is idempotent
 # and quick when everything is in place, so `make test` runs it every time.
 #
-#   scripts/setup.sh          Go check, Debian packages, Go modules
+#   scripts/setup.sh          Go check, Debian packages, Go modules, versitygw
 #   scripts/setup.sh --lint   the same, plus golangci-lint in ./bin
 set -euo pipefail
 
@@ -11,6 +11,9 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 GO_MIN=1.26
 # Bump deliberately: a new golangci-lint release can bring new findings.
 GOLANGCI_LINT_VERSION=v2.15.0
+# The S3-compatible server of the S3 storage tests (internal/testkit/s3test),
+# built from its Go module into bin/versitygw-<version>/.
+VERSITYGW_VERSION=v1.8.0
 
 # Debian packages the tests need, one per line.
 PACKAGES=(
@@ -25,6 +28,10 @@ PACKAGES=(
 	f3d
 	xvfb
 	xauth
+	# conversion/convert: prlimit, the process runtime's converter limits
+	util-linux
+	# upload and download tokens: the tests use them as clients do
+	curl
 )
 
 lint=false
@@ -105,8 +112,16 @@ install_golangci_lint() {
 	GOBIN=$PWD/bin go install "github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$GOLANGCI_LINT_VERSION"
 }
 
+install_versitygw() {
+	local dir=$PWD/bin/versitygw-$VERSITYGW_VERSION
+	[[ -x $dir/versitygw ]] && return 0
+	log "building versitygw $VERSITYGW_VERSION into $dir (the S3 server of the storage tests)"
+	GOBIN=$dir go install "github.com/versity/versitygw/cmd/versitygw@$VERSITYGW_VERSION"
+}
+
 check_go
 install_packages
+install_versitygw
 if $lint; then
 	install_golangci_lint
 fi

@@ -9,13 +9,13 @@
 // it and renames it into place, so a reader sees the old object or the
 // new one, never part of one; every path goes through an os.Root, so no
 // key and no symbolic link planted in the directory reaches a file outside
-// it. S3-compatible storage comes next, behind the same interface, and
-// passes the same suite (storagetest.Run).
+// it. S3 keeps objects in a bucket of an S3-compatible server, behind the
+// same interface, and passes the same suite (storagetest.Run).
 //
 // Backends may offer more, found by type assertion: Presigner (short-lived
 // URLs that let farms and browsers move bytes without credentials, for
-// S3), LocalPath (the file itself, for converters on the same host, for
-// FS) and io.Closer.
+// S3), Copier (copies made by the server, for S3), LocalPather (the file
+// itself, for converters on the same host, for FS) and io.Closer.
 //
 // The package owns keys, their validation and the bytes behind them. It
 // does not own what keys mean (conversion/items lays items out), upload
@@ -94,6 +94,13 @@ type Object interface {
 type Presigner interface {
 	PresignGet(ctx context.Context, key string, ttl time.Duration) (string, error)
 	PresignPut(ctx context.Context, key string, ttl time.Duration) (string, error)
+}
+
+// Copier is the capability of storage that copies an object without its
+// bytes passing through drover (S3's server-side copy). Copy replaces
+// any object at to, as Put does; ErrNotFound if from has none.
+type Copier interface {
+	Copy(ctx context.Context, from, to string) error
 }
 
 // LocalPather is the capability of storage whose objects are files on this

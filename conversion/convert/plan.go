@@ -10,6 +10,7 @@ import (
 	"image/png"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -29,6 +30,13 @@ type Request struct {
 	OutputDir string
 	// Options are the checked conversionCommandLine.
 	Options Options
+	// Shattered adds the shattered outputs: a GLB per part and the
+	// assembly's index, under ShatteredDir.
+	Shattered bool
+	// InputDir is the directory of the model and the files it refers to:
+	// the root of an unpacked ZIP. "" for the model's own directory. A
+	// container sees it, read-only, and the work directory; nothing else.
+	InputDir string
 }
 
 // Plan is the steps of one conversion, ready to execute.
@@ -46,6 +54,8 @@ type Plan struct {
 	outputDir string
 	work      string // below outputDir, made by Execute
 	input     string // the path tools read: Model, or link to it
+	inputDir  string // Request.InputDir
+	name      string // the item's name, for {name}
 }
 
 // Step is one run of a converter.
@@ -69,6 +79,7 @@ const (
 	workPrefix = ".convert-"
 	tmpDir     = "tmp"
 	outDir     = "out"
+	shatterDir = "shatter"
 	inputStem  = "input"
 	glbFile    = "model.glb"
 	pngFile    = "thumbnail.png"
@@ -85,6 +96,10 @@ func (c *Converter) Plan(req Request) (*Plan, error) {
 	if !ok {
 		return nil, conversionError(ReasonConversion, fmt.Errorf("%w: %w", ErrUnsupported, c.unsupported(req.Format)))
 	}
+	if req.Shattered && entry.Shatter == nil {
+		return nil, conversionError(ReasonConversion, fmt.Errorf("%w: %s files have no assembly structure to shatter; processShattered works for %s",
+			ErrUnsupported, extOf(req.Format), strings.Join(c.reg.Shatterable(), " ")))
+	}
 	model, err := filepath.Abs(req.Model)
 	if err != nil {
 		return nil, conversionError(ReasonConversion, err)
@@ -95,7 +110,8 @@ func (c *Converter) Plan(req Request) (*Plan, error) {
 	}
 	work := filepath.Join(req.OutputDir, workPrefix+randomHex())
 	tmp := filepath.Join(work, tmpDir)
-	p := &Plan{Model: model, opts: opts, display: filepath.Base(req.Format), outputDir: req.OutputDir, work: work, input: model}
+	p := &Plan{Model: model, opts: opts, display: filepath.Base(req.Format), outputDir: req.OutputDir, work: work, input: model,
+		inputDir: req.InputDir, name: req.Name}
 	// Tools read the model under a server-chosen name when they must: Draw
 	// always, so no user text enters its Tcl; the others when the model's
 	// own name does not carry its format's extension, which they go by.
@@ -119,7 +135,13 @@ func (c *Converter) Plan(req Request) (*Plan, error) {
 		(opts.Wants(TypePNG) && !entry.ThumbnailFromInput) ||
 		(!entry.Mesh && (opts.Wants(TypeSTL) || opts.Wants(TypeOBJ)))
 	add := func(typ string, tool Tool, in, out string) error {
-		cmd, err := tool.Command(in, out, tmp)
+		var cmd Command
+		var err error
+		if nt, ok := tool.(NamedTool); ok {
+			cmd, err = nt.CommandNamed(StepPaths{In: in, Out: out, Dir: tmp, Name: req.Name})
+		} else {
+			cmd, err = tool.Command(in, out, tmp)
+		}
 		if err != nil {
 			return conversionError(ReasonConversion, err)
 		}
@@ -159,6 +181,13 @@ func (c *Converter) Plan(req Request) (*Plan, error) {
 			return nil, err
 		}
 	}
+	if req.Shattered {
+		// The parts and the index get their names from the model, after
+		// the step: Execute adds them to the outputs.
+		if err := add(TypeShattered, entry.Shatter, p.input, filepath.Join(tmp, shatterDir)); err != nil {
+			return nil, err
+		}
+	}
 	for _, s := range opts.Outputs {
 		p.Outputs = append(p.Outputs, Output{Name: names[s.Type], Type: s.Type})
 	}
@@ -170,7 +199,8 @@ func (c *Converter) Plan(req Request) (*Plan, error) {
 func outputNames(opts Options, item string) (map[string]string, error) {
 	base := outputBase(item)
 	names := map[string]string{}
-	seen := map[string]string{}
+	// The shattered outputs' directory is no output's name.
+	seen := map[string]string{ShatteredDir: "shattered"}
 	claim := func(typ, name string) error {
 		if other, ok := seen[strings.ToLower(name)]; ok {
 			return fmt.Errorf("%w: the %s and %s outputs would both be named %q", ErrCommandLine, other, typ, name)
@@ -248,11 +278,18 @@ func (c *Converter) Execute(ctx context.Context, p *Plan) ([]Output, error) {
 		}
 	}
 	outputs := append([]Output(nil), p.Outputs...)
+	mounts := p.mounts()
 	for _, s := range p.Steps {
 		start := time.Now()
-		output, err := runCommand(tctx, filepath.Join(p.work, tmpDir), s.Command)
+		output, err := c.exec(tctx, filepath.Join(p.work, tmpDir), s.Command, mounts)
 		if err == nil {
 			err = c.checkOutput(s, p.opts)
+		}
+		if err == nil && s.Type == TypeShattered {
+			var parts []Output
+			if parts, err = c.collectShattered(s.Out, filepath.Join(p.work, outDir)); err == nil {
+				outputs = append(outputs, parts...)
+			}
 		}
 		d := time.Since(start)
 		merr := err
@@ -292,6 +329,15 @@ func (c *Converter) deliver(p *Plan, outputs []Output) ([]Output, error) {
 	}
 	defer root.Close()
 	rel := filepath.Base(p.work)
+	if slices.ContainsFunc(outputs, func(o Output) bool { return strings.HasPrefix(o.Name, ShatteredDir+"/") }) {
+		// The parts of an earlier conversion into this directory go.
+		if err := root.RemoveAll(ShatteredDir); err != nil {
+			return nil, conversionError(ReasonConversion, err)
+		}
+		if err := root.Mkdir(ShatteredDir, 0o755); err != nil {
+			return nil, conversionError(ReasonConversion, err)
+		}
+	}
 	for i, o := range outputs {
 		from := filepath.Join(rel, outDir, o.Name)
 		fi, err := root.Stat(from)
@@ -309,6 +355,8 @@ func (c *Converter) deliver(p *Plan, outputs []Output) ([]Output, error) {
 // checkOutput checks the file a step made.
 func (c *Converter) checkOutput(s Step, opts Options) error {
 	switch s.Type {
+	case TypeShattered:
+		return nil // collectShattered checks the parts
 	case TypeGLB:
 		if _, err := InspectGLBFile(s.Out); err != nil {
 			return fmt.Errorf("%w: %w", ErrToolFailed, err)
@@ -335,11 +383,18 @@ func (c *Converter) stepError(ctx, tctx context.Context, p *Plan, s Step, output
 		return fmt.Errorf("convert: %w", context.Cause(ctx))
 	}
 	if errors.Is(context.Cause(tctx), ErrTimeout) {
-		return &Error{Reason: ReasonConversion, Err: fmt.Errorf("%w after %s (%s step)", ErrTimeout, c.cfg.Timeout, s.Type),
-			Detail: fmt.Sprintf("the conversion ran longer than %s", c.cfg.Timeout)}
+		le := &LimitError{Kind: LimitTimeout, Value: formatDuration(c.cfg.Timeout)}
+		return &Error{Reason: ReasonConversion, Err: fmt.Errorf("%s step: %w", s.Type, le), Detail: le.Error()}
+	}
+	if errors.Is(err, ErrRunner) {
+		// Not the input's fault: the caller tries again, or elsewhere.
+		return fmt.Errorf("convert: %s step: %w", s.Type, err)
+	}
+	if le := (*LimitError)(nil); errors.As(err, &le) {
+		return &Error{Reason: ReasonConversion, Err: fmt.Errorf("%s step: %w", s.Type, err), Detail: le.Error()}
 	}
 	d := detail(output)
-	if d == "" || errors.Is(err, ErrBlankThumbnail) || errors.Is(err, ErrInvalidGLB) {
+	if d == "" || errors.Is(err, ErrBlankThumbnail) || errors.Is(err, ErrInvalidGLB) || s.Type == TypeShattered {
 		d = strings.TrimSpace(d + "\n" + err.Error())
 	}
 	d = strings.NewReplacer(p.input, p.display, p.Model, p.display, p.work+"/", "").Replace(d)

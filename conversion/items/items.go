@@ -52,6 +52,10 @@ var (
 	// ErrStale: a result for a generation that is not the item's current
 	// one (the item was reconverted meanwhile).
 	ErrStale = errors.New("items: result of an earlier conversion")
+	// ErrChanged: DeleteUnchanged found the item changed since the
+	// version its caller judged (another writer came first); nothing was
+	// deleted.
+	ErrChanged = errors.New("items: item changed")
 	// ErrUnavailable: the store cannot be reached (Redis is down or does
 	// not answer in time), or it is closed.
 	ErrUnavailable = errors.New("items: unavailable")
@@ -131,8 +135,17 @@ type Item struct {
 	ProcessShattered bool     `json:"processShattered,omitempty"`
 	// Originals are the uploaded files.
 	Originals []Original `json:"originals,omitempty"`
+	// Awaiting is a file a client was given an upload token for
+	// (uploadToken): it goes straight to OriginalKey(ID, Stored), and
+	// joins Originals at reconvert once it is there. Its Size is the most
+	// bytes it may hold, 0 for the server's limit.
+	Awaiting *Original `json:"awaiting,omitempty"`
 	// Files are the outputs of the last successful conversion.
 	Files []File `json:"files,omitempty"`
+	// Shattered are the shattered outputs of the last successful
+	// conversion with ProcessShattered: a GLB per part and the index
+	// (type xml), each ShatteredKey(id, Name).
+	Shattered []File `json:"shattered,omitempty"`
 	// Generation counts the item's conversions: 0 for the first,
 	// incremented by Reconvert. A job carries the generation it converts,
 	// so that a result of an earlier one is refused (ErrStale).
@@ -186,6 +199,11 @@ func (it *Item) Clone() Item {
 	c.CommandLine = slices.Clone(it.CommandLine)
 	c.Originals = slices.Clone(it.Originals)
 	c.Files = slices.Clone(it.Files)
+	c.Shattered = slices.Clone(it.Shattered)
+	if it.Awaiting != nil {
+		a := *it.Awaiting
+		c.Awaiting = &a
+	}
 	if it.Delivery != nil {
 		d := *it.Delivery
 		c.Delivery = &d
@@ -200,6 +218,7 @@ func (it *Item) Reconvert() {
 	it.Generation++
 	it.State = StatePending
 	it.Files = nil
+	it.Shattered = nil
 	it.Attempts = 0
 	it.DetailedError = ""
 	it.Delivery = nil
@@ -366,6 +385,10 @@ func OriginalKey(id, stored string) string { return Dir(id) + "original/" + stor
 // OutputKey is the key of an output of item id (File.Name).
 func OutputKey(id, name string) string { return Dir(id) + "outputs/" + name }
 
+// ShatteredKey is the key of a shattered output of item id (File.Name in
+// Item.Shattered).
+func ShatteredKey(id, name string) string { return OutputKey(id, "shattered/"+name) }
+
 // Store keeps items. Implementations are safe for concurrent use.
 type Store interface {
 	// Create adds an item and returns it as stored. An empty ID gets
@@ -388,6 +411,14 @@ type Store interface {
 	// Delete removes an item. ErrNotFound for an unknown id, so that the
 	// API answers delete truthfully.
 	Delete(ctx context.Context, id string) error
+	// DeleteUnchanged removes an item only if it is still the version
+	// whose Updated is updated, atomically: a compare-and-delete, for
+	// deleters that judged the item by that version (retention), so that
+	// a change in between (a reconversion, a result) keeps it. It
+	// publishes and moves LastUpdated as Delete does. ErrChanged if the
+	// item changed, ErrNotFound if it is gone (another deleter came
+	// first).
+	DeleteUnchanged(ctx context.Context, id string, updated time.Time) error
 	// LastUpdated is the time of the last change of any item: a create,
 	// an update or a delete. Each change moves it by at least a
 	// millisecond, so that a client comparing its ISO form sees every
