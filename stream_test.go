@@ -18,6 +18,7 @@ import (
 
 	"github.com/drover-dev/drover"
 	"github.com/drover-dev/drover/farm"
+	"github.com/drover-dev/drover/farm/modelcache"
 	"github.com/drover-dev/drover/manager"
 	"github.com/drover-dev/drover/worker/viewer"
 )
@@ -51,13 +52,16 @@ func startStreamStack(t *testing.T, slots int, initialUse time.Duration) *stream
 	t.Helper()
 	needConverters(t)
 	sessions := t.TempDir()
+	cache, err := modelcache.Open(modelcache.Config{Dir: t.TempDir(), MaxBytes: 64 * modelcache.MB})
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, cache.Close()) }) // after the server's stop
 	srv := start(t, drover.Config{
 		Pools: []drover.Pool{
 			{Pool: manager.Pool{Name: "default"}, PoolSpec: child("worker", farm.PoolSpec{Protocol: farm.ProtocolNative})},
 			{Pool: manager.Pool{Name: "viewer"}, PoolSpec: child("viewer", farm.PoolSpec{Protocol: farm.ProtocolStream,
 				Env: []string{"VIEWER_MODELS={{.ModelDirs}}"}, InitialUse: initialUse})},
 		},
-		Farm:       farm.Config{Slots: slots, SessionsDir: sessions},
+		Farm:       farm.Config{Slots: slots, SessionsDir: sessions, Cache: cache},
 		Conversion: &drover.Conversion{DataDir: t.TempDir(), JobSlots: 1},
 	})
 	return &streamStack{srv: srv, h: hoops{t: t, base: "http://" + srv.Addr().String()}, sessions: sessions}
@@ -193,8 +197,13 @@ func TestStreamingSession(t *testing.T) {
 	require.Empty(t, entriesOf(t, aDir))
 
 	// Stream access for the item: its files appear, read-only.
+	cache := st.srv.Farm().Cache()
+	before := cache.Stats()
 	code, out := st.access(t, "/api", a.SessionID, "items", `["`+id+`"]`)
 	require.Equal(t, http.StatusOK, code, "%v", out)
+	first := cache.Stats()
+	require.Equal(t, before.Hits, first.Hits, "the first session of the model fetches it")
+	require.Greater(t, first.Misses, before.Misses)
 	require.Equal(t, true, out["success"])
 	require.Contains(t, entriesOf(t, aDir), "cube.obj.glb")
 	fi, err := os.Stat(filepath.Join(aDir, "cube.obj.glb"))
@@ -224,6 +233,9 @@ func TestStreamingSession(t *testing.T) {
 	code, b, _ := st.open(t, `{"accessItems":["`+id+`"]}`)
 	require.Equal(t, http.StatusOK, code)
 	require.NotEqual(t, a.SessionID, b.SessionID)
+	second := cache.Stats()
+	require.Equal(t, first.Misses, second.Misses, "the second session of the model downloads nothing")
+	require.Equal(t, first.Hits+(first.Misses-before.Misses), second.Hits, "every file of it is a cache hit")
 	code, _, e := st.open(t, "")
 	require.Equal(t, http.StatusServiceUnavailable, code)
 	require.Equal(t, map[string]string{"ERROR": "No free streaming slot"}, e)
