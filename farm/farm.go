@@ -93,7 +93,8 @@ type Config struct {
 	ModelsDir string
 	// SessionsDir holds the session directories of streaming sessions
 	// (StartOptions.SessionDir); empty means a temporary directory that
-	// Close removes. See sessiondir.go.
+	// Close removes. The farm owns it: New removes the session directories
+	// of its pools that a previous run left there. See sessiondir.go.
 	SessionsDir string
 	// Models fetches the files of streaming sessions' models
 	// (AddSessionFiles); nil refuses them with ErrModelFetch.

@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/drover-dev/drover/farmapi"
 )
@@ -59,6 +60,7 @@ func (f *Farm) setupSessions(cfg Config) error {
 			return fmt.Errorf("farm: sessions directory: %w", err)
 		}
 		f.sessionsDir = abs
+		f.sweepSessions()
 		return nil
 	}
 	stream := false
@@ -83,6 +85,38 @@ func (f *Farm) tempSessions() error {
 	}
 	f.sessionsDir, f.sessionsTemp = dir, true
 	return nil
+}
+
+// sweepSessions removes what a previous run of the farm left in its
+// sessions directory (a crash, a SIGKILL): the session directories of its
+// pools and temporary files, nothing else. Its instances are gone by now
+// (New killed them), so no session uses them.
+func (f *Farm) sweepSessions() {
+	des, err := os.ReadDir(f.sessionsDir)
+	if err != nil {
+		f.log.Warn("sweep the sessions directory", "dir", f.sessionsDir, "err", err)
+		return
+	}
+	for _, de := range des {
+		name := de.Name()
+		if !strings.HasPrefix(name, incomingPrefix) && !(de.IsDir() && f.sessionDirName(name)) {
+			continue
+		}
+		f.removeSessionDir(filepath.Join(f.sessionsDir, name))
+	}
+}
+
+// sessionDirName reports whether name is one newSessionDir makes: a pool
+// of the farm's, a dash and digits.
+func (f *Farm) sessionDirName(name string) bool {
+	i := strings.LastIndexByte(name, '-')
+	if i <= 0 || i == len(name)-1 {
+		return false
+	}
+	if _, ok := f.pools[name[:i]]; !ok {
+		return false
+	}
+	return strings.Trim(name[i+1:], "0123456789") == ""
 }
 
 // closeSessions removes a temporary sessions root.

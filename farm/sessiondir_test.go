@@ -173,3 +173,19 @@ func FuzzCheckFileName(f *testing.F) {
 		require.NotEqual(t, "..", name)
 	})
 }
+
+// TestSessionsSweep: a farm removes the session directories a previous
+// run left in its sessions directory, and nothing else.
+func TestSessionsSweep(t *testing.T) {
+	t.Parallel()
+	root := t.TempDir()
+	for _, d := range []string{"sc-123", "sc-abc", "other-9", "keep"} {
+		require.NoError(t, os.Mkdir(filepath.Join(root, d), 0o755))
+	}
+	require.NoError(t, os.WriteFile(filepath.Join(root, "sc-123", "cube.glb"), []byte("x"), 0o444))
+	require.NoError(t, os.Chmod(filepath.Join(root, "sc-123"), 0o555))
+	require.NoError(t, os.WriteFile(filepath.Join(root, ".incoming-42"), []byte("x"), 0o600))
+	require.NoError(t, os.WriteFile(filepath.Join(root, "notes"), []byte("x"), 0o600))
+	newTestFarm(t, Config{Slots: 1, Pools: []PoolSpec{adapterPool("sc", "listen", ProtocolStream)}, SessionsDir: root})
+	require.Equal(t, []string{"keep", "notes", "other-9", "sc-abc"}, entries(t, root))
+}

@@ -161,9 +161,11 @@ func NewFarm(cfg FarmConfig, log *slog.Logger, reg *prometheus.Registry) (_ *Far
 		StateDir:          cfg.StateDir,
 		Host:              cfg.InstanceHost,
 		ReconcileInterval: cfg.ReconcileInterval,
-		// Streaming sessions' files come from the managers the agent knows.
-		Models: farm.NewJobClient(func() []string { return n.Agent.Managers() }, cfg.Token, nil),
-		Cache:  cache,
+		// Streaming sessions' directories, swept at the next start after a
+		// crash; their files come from the managers the agent knows.
+		SessionsDir: filepath.Join(cfg.StateDir, "sessions"),
+		Models:      farm.NewJobClient(func() []string { return n.Agent.Managers() }, cfg.Token, nil),
+		Cache:       cache,
 	})
 	if err != nil {
 		return nil, err
