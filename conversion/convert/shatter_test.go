@@ -178,6 +178,11 @@ func TestConvertShatteredNested(t *testing.T) {
 		_, err := InspectGLBFile(filepath.Join(it.out, ShatteredDir, name))
 		require.NoError(t, err)
 	}
+	// The parts are in the index's frame too: Pin, 1×2×3 mm at the
+	// origin, spans (0, 0, −0.002) to (0.001, 0.003, 0) m.
+	pinGLB, err := os.ReadFile(filepath.Join(it.out, ShatteredDir, "Pin.glb"))
+	require.NoError(t, err)
+	require.Contains(t, string(pinGLB), `"max":[0.001,0.003,0.0],"min":[0.0,0.0,-0.002]`)
 }
 
 // TestConvertShatteredRefusesMeshes: a mesh format has no assembly to
