@@ -61,6 +61,8 @@ type Conversion struct {
 	Converter *convert.Converter
 	// ReclaimInterval: see conversion.Config.
 	ReclaimInterval time.Duration
+	// PresignTTL: see conversion.Config; for storage that presigns (S3).
+	PresignTTL time.Duration
 }
 
 // Conversion is the conversion service; nil without Config.Conversion.
@@ -114,7 +116,8 @@ func (s *Server) setupConversion(cc Conversion, m *manager.Manager, mc manager.C
 		wo.Registerer = mc.Registerer
 	}
 	svc, err := conversion.New(conversion.Config{Storage: st, Items: store, Queue: q, Webhook: wo,
-		MaxUpload: cc.MaxUpload, ReclaimInterval: cc.ReclaimInterval, Logger: clog, Registerer: mc.Registerer})
+		MaxUpload: cc.MaxUpload, ReclaimInterval: cc.ReclaimInterval, PresignTTL: cc.PresignTTL, Logger: clog,
+		Registerer: mc.Registerer})
 	if err != nil {
 		return err
 	}

@@ -65,6 +65,9 @@ const (
 	// looks at its job: longer than any step between an item's update and
 	// its job's.
 	DefaultSweepAge = 30 * time.Second
+	// DefaultPresignTTL is how long the presigned URLs of a job lease
+	// live, with storage that farms reach directly.
+	DefaultPresignTTL = 15 * time.Minute
 )
 
 // Config configures a Service.
@@ -88,6 +91,9 @@ type Config struct {
 	// SweepInterval and SweepAge pace the repair of items a stopped
 	// manager left PENDING; 0 for the defaults.
 	SweepInterval, SweepAge time.Duration
+	// PresignTTL is how long the presigned URLs farms get live, when
+	// Storage is a storage.Presigner (S3); 0 for DefaultPresignTTL.
+	PresignTTL time.Duration
 	// Close closes Items and Queue (and Storage, if it is an io.Closer)
 	// at Stop: the service owns them.
 	Close bool
@@ -135,6 +141,7 @@ func New(cfg Config) (*Service, error) {
 	cfg.ReclaimInterval = cmp.Or(cfg.ReclaimInterval, DefaultReclaimInterval)
 	cfg.SweepInterval = cmp.Or(cfg.SweepInterval, DefaultSweepInterval)
 	cfg.SweepAge = cmp.Or(cfg.SweepAge, DefaultSweepAge)
+	cfg.PresignTTL = cmp.Or(cfg.PresignTTL, DefaultPresignTTL)
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
