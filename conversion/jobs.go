@@ -154,6 +154,7 @@ func (s *Service) describe(ctx context.Context, l queue.Lease) (farmapi.JobLease
 			}
 			in.URL = u
 		}
+		in.Version = s.inputVersion(ctx, items.OriginalKey(id, o.Stored))
 		jl.Inputs = append(jl.Inputs, in)
 	}
 	switch {
@@ -164,6 +165,18 @@ func (s *Service) describe(ctx context.Context, l queue.Lease) (farmapi.JobLease
 		jl.StartPath = ""
 	}
 	return jl, true
+}
+
+// inputVersion is the version of an input file for farms' caches: its
+// size and modification time, which a replaced file changes. Empty (not
+// cached) when the storage cannot say.
+func (s *Service) inputVersion(ctx context.Context, key string) string {
+	info, err := s.st.Stat(ctx, key)
+	if err != nil {
+		s.log.Warn("stat a job input for its version; farms will not cache it", "key", key, "err", err)
+		return ""
+	}
+	return strconv.FormatInt(info.Size, 10) + "-" + strconv.FormatInt(info.ModTime.UnixNano(), 10)
 }
 
 // RenewJob extends a lease; farmapi.ErrLeaseLost when the attempt is over.

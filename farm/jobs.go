@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/drover-dev/drover/conversion/convert"
+	"github.com/drover-dev/drover/farm/modelcache"
 	"github.com/drover-dev/drover/farmapi"
 	"github.com/drover-dev/drover/internal/lib/safezip"
 )
@@ -71,6 +72,10 @@ type JobsConfig struct {
 	// credentials go with them. Nil for a client with a one-minute
 	// response header timeout.
 	Storage *http.Client
+	// Cache keeps downloaded inputs for later jobs of the same files (a
+	// reconversion); nil downloads every time. Inputs the manager gives
+	// no version are not cached.
+	Cache *modelcache.Cache
 	// PollWait is a lease call's long poll; default 20 s.
 	PollWait time.Duration
 	Logger   *slog.Logger
@@ -385,7 +390,7 @@ func (j *Jobs) pickModel(names []string) (string, error) {
 }
 
 // fetch puts input i in the input directory: a link to the manager's file
-// when it is here, else a download.
+// when it is here, else a copy out of the cache, else a download.
 func (j *Jobs) fetch(ctx context.Context, l farmapi.JobLease, i int, input farmapi.JobInput, in string) error {
 	name, err := safezip.CheckName(input.Name)
 	if err != nil || strings.Contains(name, "/") {
@@ -398,40 +403,20 @@ func (j *Jobs) fetch(ctx context.Context, l farmapi.JobLease, i int, input farma
 			return os.Symlink(input.LocalPath, dst)
 		}
 	}
+	// The presigned URL is tried once: one that failed may have expired,
+	// and the manager serves the input too.
 	direct := input.URL != ""
+	if j.cfg.Cache != nil && input.Version != "" {
+		return retry(ctx, func() error { return j.fetchCached(ctx, l, i, input, &direct, dst) })
+	}
 	return retry(ctx, func() error {
-		var rc io.ReadCloser
-		var err error
-		via := "manager"
-		if direct {
-			// Once: a URL that failed may have expired; the manager
-			// serves the input too.
-			direct, via = false, "storage"
-			rc, err = j.storageGet(ctx, input.URL)
-			if err != nil {
-				j.log.Warn("download a job input from storage; trying through the manager", "job", l.ID, "input", name, "err", err)
-				err = fmt.Errorf("%w: %w", farmapi.ErrJobsUnavailable, err)
-			}
-		} else {
-			rc, _, err = j.cfg.Source.OpenJobInput(ctx, l.ID, l.Token, i)
-		}
-		if err != nil {
-			return err
-		}
-		defer rc.Close()
 		f, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 		if err != nil {
 			return err
 		}
-		n, err := io.Copy(f, rc)
+		_, err = j.download(ctx, l, i, input, &direct, f)
 		if cerr := f.Close(); err == nil {
 			err = cerr
-		}
-		if err == nil && n != input.Size {
-			err = fmt.Errorf("%w: input %s: got %d bytes of %d", farmapi.ErrJobsUnavailable, name, n, input.Size)
-		}
-		if err == nil {
-			j.metrics.transfers.WithLabelValues("input", via).Inc()
 		}
 		return err
 	})
@@ -451,7 +436,7 @@ func (j *Jobs) storageGet(ctx context.Context, u string) (io.ReadCloser, error) 
 	if resp.StatusCode != http.StatusOK {
 		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4<<10))
 		resp.Body.Close()
-		return nil, fmt.Errorf("GET from storage: %s", resp.Status)
+		return nil, fmt.Errorf("%w: GET from storage: %s", farmapi.ErrJobsUnavailable, resp.Status)
 	}
 	return resp.Body, nil
 }
@@ -514,6 +499,63 @@ func (j *Jobs) putOutput(ctx context.Context, l farmapi.JobLease, name, path str
 		j.metrics.transfers.WithLabelValues("output", "manager").Inc()
 	}
 	return err
+}
+
+// download writes input i to w: from its presigned URL if *direct (and
+// then never again), else through the manager.
+func (j *Jobs) download(ctx context.Context, l farmapi.JobLease, i int, input farmapi.JobInput, direct *bool, w io.Writer) (int64, error) {
+	var rc io.ReadCloser
+	var err error
+	via := "manager"
+	if *direct {
+		*direct, via = false, "storage"
+		rc, err = j.storageGet(ctx, input.URL)
+		if err != nil {
+			j.log.Warn("download a job input from storage; trying through the manager", "job", l.ID, "input", input.Name, "err", err)
+		}
+	} else {
+		rc, _, err = j.cfg.Source.OpenJobInput(ctx, l.ID, l.Token, i)
+	}
+	if err != nil {
+		return 0, err
+	}
+	defer rc.Close()
+	n, err := io.Copy(w, rc)
+	if err == nil && n != input.Size {
+		err = fmt.Errorf("%w: input %s: got %d bytes of %d", farmapi.ErrJobsUnavailable, input.Name, n, input.Size)
+	}
+	if err == nil {
+		j.metrics.transfers.WithLabelValues("input", via).Inc()
+	}
+	return n, err
+}
+
+// fetchCached copies input i out of the cache, downloading it into the
+// cache first when it is missing. The converter gets a copy of its own: a
+// hard link would share the cache's inode, which a converter running as
+// the farm's user could chmod and write, spoiling the file for every
+// later job (copies are reflinks where the filesystem can).
+func (j *Jobs) fetchCached(ctx context.Context, l farmapi.JobLease, i int, input farmapi.JobInput, direct *bool, dst string) error {
+	key := modelcache.ItemKey(l.Item, input.Name, input.Version)
+	h, err := j.cfg.Cache.Get(ctx, key, func(ctx context.Context, w io.Writer) (int64, error) {
+		return j.download(ctx, l, i, input, direct, w)
+	})
+	if err != nil {
+		return err
+	}
+	defer h.Close()
+	if h.Size() != input.Size {
+		// Not what was cached: someone changed the cache's file.
+		j.cfg.Cache.Remove(key)
+		return fmt.Errorf("%w: the cached copy of input %s has %d bytes of %d", farmapi.ErrJobsUnavailable,
+			input.Name, h.Size(), input.Size)
+	}
+	_ = os.Remove(dst) // what a failed try left
+	if err := modelcache.CopyOut(h.Path(), dst); err != nil {
+		return fmt.Errorf("copy input %s out of the cache: %w", input.Name, err)
+	}
+	j.log.Debug("job input", "job", l.ID, "input", input.Name, "bytes", h.Size(), "cache_hit", h.Hit())
+	return nil
 }
 
 // deliver uploads the outputs and completes the job.

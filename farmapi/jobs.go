@@ -147,6 +147,12 @@ type JobInput struct {
 	// farms reach the storage directly (S3). It needs no credentials; a
 	// farm whose download from it fails uses the input route instead.
 	URL string `json:"url,omitempty"`
+	// Version names the file's content: the manager changes it whenever
+	// the file changes (it is made of the stored object's size and
+	// modification time), so that a farm's model cache keyed by item,
+	// Name and Version never serves a replaced file. Empty: the farm
+	// does not cache the file.
+	Version string `json:"version,omitempty"`
 }
 
 // OutputURLRequest asks for a presigned PUT URL for output Name of the

@@ -28,6 +28,8 @@ PACKAGES=(
 	f3d
 	xvfb
 	xauth
+	# conversion/convert: prlimit, the process runtime's converter limits
+	util-linux
 )
 
 lint=false

@@ -1,7 +1,10 @@
 package web_test
 
 import (
+	"archive/zip"
 	"bufio"
+	"bytes"
+	"encoding/json"
 	"fmt"
 	"io"
 	"io/fs"
@@ -11,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -308,4 +312,51 @@ func TestDroverJS(t *testing.T) {
 	cmd := exec.CommandContext(t.Context(), node, "--test", "testdata/drover_test.mjs")
 	out, err := cmd.CombinedOutput()
 	require.NoError(t, err, "%s", out)
+}
+
+// TestConvertPageJS runs the tests of the conversion page's pure parts
+// (testdata/convert_test.mjs: the GLB reader, the ZIP directory reader,
+// the matrices) with Node.js, and gives them ZIPs written by Go's
+// archive/zip to list: deflated entries with a comment and folders, and
+// one with more entries than a plain ZIP holds, which Go writes as ZIP64.
+func TestConvertPageJS(t *testing.T) {
+	node := testutil.Program(t, "node", "nodejs")
+	dir := t.TempDir()
+	want := map[string][][2]any{}
+	write := func(name, comment string, method uint16, entries func(add func(name string, body []byte))) {
+		var buf bytes.Buffer
+		zw := zip.NewWriter(&buf)
+		require.NoError(t, zw.SetComment(comment))
+		var list [][2]any
+		entries(func(name string, body []byte) {
+			w, err := zw.CreateHeader(&zip.FileHeader{Name: name, Method: method})
+			require.NoError(t, err)
+			_, err = w.Write(body)
+			require.NoError(t, err)
+			list = append(list, [2]any{name, len(body)})
+		})
+		require.NoError(t, zw.Close())
+		require.NoError(t, os.WriteFile(filepath.Join(dir, name), buf.Bytes(), 0o644))
+		want[name] = list
+	}
+	write("plain.zip", "made by web_test.go", zip.Deflate, func(add func(string, []byte)) {
+		add("asm/", nil)
+		add("asm/top.step", bytes.Repeat([]byte("ISO-10303-21;\n"), 500))
+		add("asm/parts/bolt.stp", []byte("x"))
+		add("modèle ünïcode.obj", []byte("v 0 0 0\n"))
+	})
+	write("zip64.zip", "", zip.Store, func(add func(string, []byte)) {
+		for i := range 70000 {
+			add(fmt.Sprintf("p/%05d.stl", i), nil)
+		}
+	})
+	b, err := json.Marshal(want)
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "want.json"), b, 0o644))
+
+	cmd := exec.CommandContext(t.Context(), node, "--test", "testdata/convert_test.mjs")
+	cmd.Env = append(os.Environ(), "DROVER_ZIPS="+dir)
+	out, err := cmd.CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	require.Contains(t, string(out), "# skipped 0", "the Go ZIPs were not read:\n%s", out)
 }

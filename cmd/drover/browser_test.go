@@ -16,9 +16,9 @@ import (
 	"github.com/drover-dev/drover/internal/testkit/testutil"
 )
 
-// browser starts Debian's Chromium, headless, and returns a context for
-// its first tab.
-func browser(t *testing.T) context.Context {
+// browser starts Debian's Chromium, headless, with any extra options, and
+// returns a context for its first tab.
+func browser(t *testing.T, extra ...chromedp.ExecAllocatorOption) context.Context {
 	t.Helper()
 	exe := testutil.Program(t, "chromium", "chromium")
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],
@@ -26,6 +26,7 @@ func browser(t *testing.T) context.Context {
 		chromedp.NoSandbox, // tests may run as root, where Chromium's sandbox refuses to start
 		chromedp.WindowSize(1280, 900),
 	)
+	opts = append(opts, extra...)
 	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
 	ctx, cancelTab := chromedp.NewContext(actx)
 	t.Cleanup(func() { cancelTab(); cancelAlloc() })

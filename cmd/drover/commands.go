@@ -27,6 +27,7 @@ import (
 	"github.com/drover-dev/drover/internal/app"
 	"github.com/drover-dev/drover/internal/tools/loadtest"
 	"github.com/drover-dev/drover/worker"
+	"github.com/drover-dev/drover/worker/viewer"
 )
 
 var version = "dev"
@@ -140,6 +141,7 @@ and an in-memory store. Every flag can also be set in the YAML file given with
 	fs.Duration("shutdown-grace", 10*time.Second, "how long shutdown may take")
 	fs.String("redis", "", "Redis URL to share state with other managers (see drover manager); empty: in-memory")
 	fs.Int("job-slots", farm.DefaultJobSlots, "conversion jobs the local farm runs at once (maxConversions); 0: none")
+	converterFlags(fs)
 	conversionFlags(fs)
 	runtimeFlags(fs)
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
@@ -237,6 +239,30 @@ empties the state of set and get; model lists the files of --model-dir.`,
 			return err
 		}
 		return worker.Run(cmd.Context(), worker.Config{Addr: *addr, Host: *host, ModelDir: *modelDir, Logger: log})
+	}
+	cmd.AddCommand(newViewerCmd())
+	return cmd
+}
+
+func newViewerCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "viewer",
+		Short: "Run the reference stream instance: serves the GLB models of a directory over a WebSocket",
+		Long: `viewer listens on --listen (default 127.0.0.1:$DROVER_PORT, as a farm starts it)
+and serves the .glb files of --models to viewers: {"type":"list"} answers the
+model names; {"type":"get","name":N} answers a model header, the GLB in binary
+frames of at most 1 MiB and an end frame. Streaming sessions run it as the
+viewer pool when no HOOPS SC server is configured.`,
+		Args: cobra.NoArgs,
+	}
+	listen := cmd.Flags().String("listen", "", "listen address (default 127.0.0.1:$DROVER_PORT)")
+	models := cmd.Flags().String("models", "", "the directory of models to serve (required)")
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		log, err := newLogger(cmd)
+		if err != nil {
+			return err
+		}
+		return viewer.Run(cmd.Context(), *listen, viewer.Config{Dir: *models, Logger: log})
 	}
 	return cmd
 }

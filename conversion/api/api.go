@@ -38,6 +38,8 @@ var Prefixes = []string{"/api", "/caas_api"}
 type Options struct {
 	// Version is what info answers.
 	Version string
+	// Tokens configure uploadToken and downloadToken.
+	Tokens Tokens
 	// WaitTimeout bounds waitUntilConversionDone; default 10 min.
 	WaitTimeout time.Duration
 	Logger      *slog.Logger
@@ -60,7 +62,8 @@ func New(svc *conversion.Service, opts Options) *API {
 	return &API{svc: svc, opts: opts, log: opts.Logger}
 }
 
-// Mount adds the REST API's routes under each of Prefixes.
+// Mount adds the REST API's routes under each of Prefixes, and those of
+// drover's own signed URLs under DirectPath.
 func (a *API) Mount(r gin.IRouter) {
 	for _, p := range Prefixes {
 		g := r.Group(p)
@@ -77,7 +80,9 @@ func (a *API) Mount(r gin.IRouter) {
 		g.GET("/fileByName/:id/:name", a.fileByName)
 		g.GET("/original/:id", a.original)
 		g.GET("/info", a.info)
+		a.mountTokens(g)
 	}
+	a.mountDirect(r)
 }
 
 // fail answers {"ERROR": msg} with the status that fits err.
@@ -93,6 +98,8 @@ func (a *API) fail(c *gin.Context, err error) {
 		}
 	case errors.Is(err, conversion.ErrTooLarge), isMaxBytes(err):
 		status, msg = http.StatusRequestEntityTooLarge, "the upload is larger than the server allows"
+	case errors.Is(err, conversion.ErrNotAwaited):
+		status, msg = http.StatusConflict, "The item does not take this upload: it was converted or deleted."
 	case errors.Is(err, conversion.ErrUnavailable):
 		status, msg = http.StatusServiceUnavailable, "the conversion service is unavailable, try again"
 	case errors.Is(err, context.DeadlineExceeded):

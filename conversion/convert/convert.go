@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os/exec"
+	"path/filepath"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -23,7 +24,11 @@ type Config struct {
 	Programs Programs
 	// Registry maps input formats to converters; nil for NewRegistry's.
 	Registry *Registry
-	// Timeout bounds one conversion; 0 for DefaultTimeout.
+	// Runner runs the converters; nil for processes without limits (a
+	// ProcessRunner).
+	Runner Runner
+	// Timeout bounds one conversion, all its steps together, in wall-clock
+	// time; 0 for DefaultTimeout.
 	Timeout time.Duration
 	// ZipLimits bound what an uploaded ZIP may unpack to; zero for
 	// DefaultZipLimits.
@@ -40,6 +45,7 @@ type Config struct {
 type Converter struct {
 	cfg     Config
 	reg     *Registry
+	runner  Runner
 	log     *slog.Logger
 	metrics *metrics
 }
@@ -60,16 +66,23 @@ func New(cfg Config) (*Converter, error) {
 	if reg == nil {
 		reg = NewRegistry(cfg.Programs)
 	}
+	if cfg.Runner == nil {
+		cfg.Runner = &ProcessRunner{}
+	}
 	m, err := newMetrics(cfg.Registerer)
 	if err != nil {
 		return nil, err
 	}
-	return &Converter{cfg: cfg, reg: reg, log: cfg.Logger, metrics: m}, nil
+	return &Converter{cfg: cfg, reg: reg, runner: cfg.Runner, log: cfg.Logger, metrics: m}, nil
 }
 
 // Check reports the converters' programs that cannot be found: a farm can
-// say at start what it cannot convert.
+// say at start what it cannot convert. Only processes' programs are looked
+// for; a container's are its image's.
 func (c *Converter) Check() error {
+	if _, ok := c.runner.(*ProcessRunner); !ok {
+		return nil
+	}
 	p := c.cfg.Programs
 	var errs []error
 	for _, prog := range []struct{ name, pkg string }{
@@ -146,14 +159,15 @@ func (c *Converter) run(ctx context.Context, job Job) ([]Output, error) {
 	if job.OutputDir == "" || (extOf(job.Name) == ".zip" && job.Dir == "") {
 		return nil, conversionError(ReasonConversion, errors.New("convert: a job needs an output directory, and a ZIP an item directory"))
 	}
-	model, format := job.Input, job.Name
+	model, format, inputDir := job.Input, job.Name, ""
 	if extOf(job.Name) == ".zip" {
 		if model, err = c.Unpack(job.Input, job.Dir, job.StartPath); err != nil {
 			return nil, err
 		}
-		format = model
+		format, inputDir = model, filepath.Join(job.Dir, zipDir)
 	}
-	plan, err := c.Plan(Request{Model: model, Format: format, Name: job.Name, OutputDir: job.OutputDir, Options: opts})
+	plan, err := c.Plan(Request{Model: model, Format: format, Name: job.Name, OutputDir: job.OutputDir, Options: opts,
+		InputDir: inputDir})
 	if err != nil {
 		return nil, err
 	}

@@ -354,7 +354,7 @@ func TestConvertTimeout(t *testing.T) {
 				require.ErrorAs(t, err, &ce)
 				require.Equal(t, ReasonConversion, ce.Reason)
 				require.ErrorIs(t, err, ErrTimeout)
-				require.Contains(t, ce.Detail, "ran longer than 300ms")
+				require.Equal(t, "converter timed out after 300ms", ce.Detail)
 			}
 			pid, err := os.ReadFile(pidFile)
 			require.NoError(t, err)

@@ -1,8 +1,9 @@
 // Package convert owns the one-shot conversion of an uploaded model: it
 // unpacks an uploaded ZIP safely and picks the model in it, checks the
 // user's conversionCommandLine against an allow-list, runs the real
-// converters as processes, and checks what they made before it reports
-// success. It has no HTTP, no queue and no storage: the manager's API and
+// converters through a Runner (processes of the farm limited through
+// prlimit, or a container per command), and checks what they made before
+// it reports success. It has no HTTP, no queue and no storage: the manager's API and
 // the farm's job slots call it with server-chosen paths and store what it
 // returns.
 //
@@ -23,6 +24,10 @@
 // not blank before a conversion succeeds. A failed conversion is an *Error
 // whose Reason is the HOOPS conversion server's (Conversion Error, Specify
 // startPath with ZIP, Unzip Error), with a short Detail for detailedError.
+//
+// A converter killed for one of its limits (memory, CPU time, the
+// conversion's timeout) fails the conversion with a *LimitError whose
+// sentence is the detail: "converter exceeded its memory limit of 64 MiB".
 //
 // Outputs are made in a hidden work directory below the output directory
 // and moved into it only when every step has succeeded, so a failed

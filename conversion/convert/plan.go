@@ -29,6 +29,10 @@ type Request struct {
 	OutputDir string
 	// Options are the checked conversionCommandLine.
 	Options Options
+	// InputDir is the directory of the model and the files it refers to:
+	// the root of an unpacked ZIP. "" for the model's own directory. A
+	// container sees it, read-only, and the work directory; nothing else.
+	InputDir string
 }
 
 // Plan is the steps of one conversion, ready to execute.
@@ -46,6 +50,8 @@ type Plan struct {
 	outputDir string
 	work      string // below outputDir, made by Execute
 	input     string // the path tools read: Model, or link to it
+	inputDir  string // Request.InputDir
+	name      string // the item's name, for {name}
 }
 
 // Step is one run of a converter.
@@ -95,7 +101,8 @@ func (c *Converter) Plan(req Request) (*Plan, error) {
 	}
 	work := filepath.Join(req.OutputDir, workPrefix+randomHex())
 	tmp := filepath.Join(work, tmpDir)
-	p := &Plan{Model: model, opts: opts, display: filepath.Base(req.Format), outputDir: req.OutputDir, work: work, input: model}
+	p := &Plan{Model: model, opts: opts, display: filepath.Base(req.Format), outputDir: req.OutputDir, work: work, input: model,
+		inputDir: req.InputDir, name: req.Name}
 	// Tools read the model under a server-chosen name when they must: Draw
 	// always, so no user text enters its Tcl; the others when the model's
 	// own name does not carry its format's extension, which they go by.
@@ -119,7 +126,13 @@ func (c *Converter) Plan(req Request) (*Plan, error) {
 		(opts.Wants(TypePNG) && !entry.ThumbnailFromInput) ||
 		(!entry.Mesh && (opts.Wants(TypeSTL) || opts.Wants(TypeOBJ)))
 	add := func(typ string, tool Tool, in, out string) error {
-		cmd, err := tool.Command(in, out, tmp)
+		var cmd Command
+		var err error
+		if nt, ok := tool.(NamedTool); ok {
+			cmd, err = nt.CommandNamed(StepPaths{In: in, Out: out, Dir: tmp, Name: req.Name})
+		} else {
+			cmd, err = tool.Command(in, out, tmp)
+		}
 		if err != nil {
 			return conversionError(ReasonConversion, err)
 		}
@@ -248,9 +261,10 @@ func (c *Converter) Execute(ctx context.Context, p *Plan) ([]Output, error) {
 		}
 	}
 	outputs := append([]Output(nil), p.Outputs...)
+	mounts := p.mounts()
 	for _, s := range p.Steps {
 		start := time.Now()
-		output, err := runCommand(tctx, filepath.Join(p.work, tmpDir), s.Command)
+		output, err := c.exec(tctx, filepath.Join(p.work, tmpDir), s.Command, mounts)
 		if err == nil {
 			err = c.checkOutput(s, p.opts)
 		}
@@ -335,8 +349,15 @@ func (c *Converter) stepError(ctx, tctx context.Context, p *Plan, s Step, output
 		return fmt.Errorf("convert: %w", context.Cause(ctx))
 	}
 	if errors.Is(context.Cause(tctx), ErrTimeout) {
-		return &Error{Reason: ReasonConversion, Err: fmt.Errorf("%w after %s (%s step)", ErrTimeout, c.cfg.Timeout, s.Type),
-			Detail: fmt.Sprintf("the conversion ran longer than %s", c.cfg.Timeout)}
+		le := &LimitError{Kind: LimitTimeout, Value: formatDuration(c.cfg.Timeout)}
+		return &Error{Reason: ReasonConversion, Err: fmt.Errorf("%s step: %w", s.Type, le), Detail: le.Error()}
+	}
+	if errors.Is(err, ErrRunner) {
+		// Not the input's fault: the caller tries again, or elsewhere.
+		return fmt.Errorf("convert: %s step: %w", s.Type, err)
+	}
+	if le := (*LimitError)(nil); errors.As(err, &le) {
+		return &Error{Reason: ReasonConversion, Err: fmt.Errorf("%s step: %w", s.Type, err), Detail: le.Error()}
 	}
 	d := detail(output)
 	if d == "" || errors.Is(err, ErrBlankThumbnail) || errors.Is(err, ErrInvalidGLB) {

@@ -52,6 +52,10 @@ var (
 	// ErrStale: a result for a generation that is not the item's current
 	// one (the item was reconverted meanwhile).
 	ErrStale = errors.New("items: result of an earlier conversion")
+	// ErrChanged: DeleteUnchanged found the item changed since the
+	// version its caller judged (another writer came first); nothing was
+	// deleted.
+	ErrChanged = errors.New("items: item changed")
 	// ErrUnavailable: the store cannot be reached (Redis is down or does
 	// not answer in time), or it is closed.
 	ErrUnavailable = errors.New("items: unavailable")
@@ -131,6 +135,11 @@ type Item struct {
 	ProcessShattered bool     `json:"processShattered,omitempty"`
 	// Originals are the uploaded files.
 	Originals []Original `json:"originals,omitempty"`
+	// Awaiting is a file a client was given an upload token for
+	// (uploadToken): it goes straight to OriginalKey(ID, Stored), and
+	// joins Originals at reconvert once it is there. Its Size is the most
+	// bytes it may hold, 0 for the server's limit.
+	Awaiting *Original `json:"awaiting,omitempty"`
 	// Files are the outputs of the last successful conversion.
 	Files []File `json:"files,omitempty"`
 	// Generation counts the item's conversions: 0 for the first,
@@ -186,6 +195,10 @@ func (it *Item) Clone() Item {
 	c.CommandLine = slices.Clone(it.CommandLine)
 	c.Originals = slices.Clone(it.Originals)
 	c.Files = slices.Clone(it.Files)
+	if it.Awaiting != nil {
+		a := *it.Awaiting
+		c.Awaiting = &a
+	}
 	if it.Delivery != nil {
 		d := *it.Delivery
 		c.Delivery = &d
@@ -388,6 +401,14 @@ type Store interface {
 	// Delete removes an item. ErrNotFound for an unknown id, so that the
 	// API answers delete truthfully.
 	Delete(ctx context.Context, id string) error
+	// DeleteUnchanged removes an item only if it is still the version
+	// whose Updated is updated, atomically: a compare-and-delete, for
+	// deleters that judged the item by that version (retention), so that
+	// a change in between (a reconversion, a result) keeps it. It
+	// publishes and moves LastUpdated as Delete does. ErrChanged if the
+	// item changed, ErrNotFound if it is gone (another deleter came
+	// first).
+	DeleteUnchanged(ctx context.Context, id string, updated time.Time) error
 	// LastUpdated is the time of the last change of any item: a create,
 	// an update or a delete. Each change moves it by at least a
 	// millisecond, so that a client comparing its ISO form sees every

@@ -309,17 +309,40 @@ func sameJSON(a, b *Item) (bool, error) {
 // Delete implements Store. On storage it removes the item's record; its
 // files are the caller's (storage.DeletePrefix(Dir(id))).
 func (l *Local) Delete(ctx context.Context, id string) error {
+	return l.delete(ctx, id, nil)
+}
+
+// DeleteUnchanged implements Store: the comparison and the delete are
+// one change, under the lock of changes.
+func (l *Local) DeleteUnchanged(ctx context.Context, id string, updated time.Time) error {
+	return l.delete(ctx, id, func(cur *Item) error {
+		if !cur.Updated.Equal(updated) {
+			return fmt.Errorf("%w: %s was updated at %s, not %s", ErrChanged, id,
+				cur.Updated.Format(time.RFC3339Nano), updated.UTC().Format(time.RFC3339Nano))
+		}
+		return nil
+	})
+}
+
+// delete removes item id if check, when given, passes it.
+func (l *Local) delete(ctx context.Context, id string, check func(*Item) error) error {
 	end, err := l.begin(ctx)
 	if err != nil {
 		return err
 	}
 	defer end()
 	l.mu.RLock()
-	_, ok := l.items[id]
+	cur, ok := l.items[id]
 	last := l.last
 	l.mu.RUnlock()
 	if !ok {
 		return fmt.Errorf("%w: %s", ErrNotFound, truncate(id))
+	}
+	// Only changes hold wmu, and this one does: cur stays as it is.
+	if check != nil {
+		if err := check(cur); err != nil {
+			return err
+		}
 	}
 	t := tick(last, time.Now())
 	if l.st != nil {

@@ -179,6 +179,19 @@ local t = tick(KEYS[3])
 event(ARGV[2], 'deleted', ARGV[1], t)
 return {'ok', t}
 `)
+	// KEYS: item, index, updated. ARGV: id, channel, updated judged (ms).
+	// The item's updated is unique to each of its versions: every change
+	// ticks the store's clock.
+	deleteUnchangedScript = redis.NewScript(luaLib + `
+local u = redis.call('HGET', KEYS[1], 'updated')
+if not u then return {'notfound'} end
+if u ~= ARGV[3] then return {'changed', u} end
+redis.call('DEL', KEYS[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+local t = tick(KEYS[3])
+event(ARGV[2], 'deleted', ARGV[1], t)
+return {'ok', t}
+`)
 )
 
 // run runs a script and returns its reply: a verdict, then values.
@@ -413,6 +426,30 @@ func (r *Redis) Delete(ctx context.Context, id string) error {
 		return nil
 	case "notfound":
 		return fmt.Errorf("%w: %s", ErrNotFound, id)
+	}
+	return fmt.Errorf("items: redis delete: unexpected reply %q", v[0])
+}
+
+// DeleteUnchanged implements Store: one script compares the item's
+// updated and deletes it, so that a concurrent write or delete by another
+// manager either comes before it (ErrChanged, ErrNotFound) or finds the
+// item gone.
+func (r *Redis) DeleteUnchanged(ctx context.Context, id string, updated time.Time) error {
+	if ValidateID(id) != nil {
+		return fmt.Errorf("%w: %s", ErrNotFound, truncate(id))
+	}
+	v, err := r.run(ctx, "delete", deleteUnchangedScript, []string{r.itemKey(id), r.index, r.updated}, id, r.channel,
+		strconv.FormatInt(updated.UnixMilli(), 10))
+	if err != nil {
+		return err
+	}
+	switch v[0] {
+	case "ok":
+		return nil
+	case "notfound":
+		return fmt.Errorf("%w: %s", ErrNotFound, id)
+	case "changed":
+		return fmt.Errorf("%w: %s was updated since", ErrChanged, id)
 	}
 	return fmt.Errorf("items: redis delete: unexpected reply %q", v[0])
 }

@@ -46,6 +46,8 @@ type UpConfig struct {
 	JobSlots int `koanf:"job_slots"`
 	// Converters are converters the local farm adds; see ConverterConfig.
 	Converters []ConverterConfig `koanf:"converters"`
+	// How the local farm's converters run, and their limits.
+	ConverterRuntimeConfig `koanf:",squash"`
 	// The conversion service's settings: the data directory, upload
 	// limit, webhooks.
 	ConversionConfig `koanf:",squash"`
@@ -133,7 +135,8 @@ func NewUp(cfg UpConfig, log *slog.Logger, reg *prometheus.Registry) (_ *Up, err
 	if err != nil {
 		return nil, err
 	}
-	if conv.Converter, err = converter(cfg.Converters, log.With("component", "convert")); err != nil {
+	if conv.Converter, err = converter(cfg.Converters, cfg.ConverterRuntimeConfig, upConverterOwner(cfg.Addr),
+		log.With("component", "convert"), &u.cleanups); err != nil {
 		return nil, err
 	}
 	u.srv, err = drover.New(drover.Config{

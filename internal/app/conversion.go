@@ -118,8 +118,9 @@ type ConverterConfig struct {
 }
 
 // converter builds a farm's converter: the Debian converters, with the
-// configured ones added.
-func converter(cfgs []ConverterConfig, log *slog.Logger) (*convert.Converter, error) {
+// configured ones added, run as rc says; owner names its containers. What
+// it opens is pushed on cleanups.
+func converter(cfgs []ConverterConfig, rc ConverterRuntimeConfig, owner string, log *slog.Logger, cleanups *cleanup.Stack) (*convert.Converter, error) {
 	reg := convert.NewRegistry(convert.Programs{})
 	for _, c := range cfgs {
 		if c.Ext == "" || len(c.Argv) == 0 {
@@ -130,12 +131,21 @@ func converter(cfgs []ConverterConfig, log *slog.Logger) (*convert.Converter, er
 		}
 		reg.Register(c.Ext, convert.Entry{GLB: convert.Exec{Argv: c.Argv}, Mesh: c.Mesh})
 	}
-	conv, err := convert.New(convert.Config{Registry: reg, Logger: log})
+	runner, closeRunner, err := rc.runner(owner, log)
+	if err != nil {
+		return nil, err
+	}
+	cleanups.PushFunc("converter runtime", closeRunner)
+	conv, err := convert.New(convert.Config{Registry: reg, Logger: log, Runner: runner, Timeout: rc.ConverterTimeout})
 	if err != nil {
 		return nil, err
 	}
 	if err := conv.Check(); err != nil {
 		log.Warn("some converters are missing; those conversions will fail", "err", err)
+	}
+	if d, ok := runner.(*convert.DockerRunner); ok {
+		log.Info("converters run in containers", "image", d.Image(), "memory", rc.ConverterMemory,
+			"cpus", rc.ConverterCPUs, "cpu_time", rc.ConverterCPUTime)
 	}
 	return conv, nil
 }

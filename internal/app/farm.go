@@ -66,6 +66,8 @@ type FarmConfig struct {
 	JobDir string `koanf:"job_dir"`
 	// Converters are converters the farm adds; see ConverterConfig.
 	Converters []ConverterConfig `koanf:"converters"`
+	// How the converters run, and their limits.
+	ConverterRuntimeConfig `koanf:",squash"`
 }
 
 // FarmNode is a running `drover farm`: the runtime, its HTTP server and the
@@ -158,7 +160,7 @@ func NewFarm(cfg FarmConfig, log *slog.Logger, reg *prometheus.Registry) (_ *Far
 	}
 	n.cleanups.Push("farm", n.Farm.Close)
 	if cfg.JobSlots > 0 {
-		conv, err := converter(cfg.Converters, log.With("component", "convert"))
+		conv, err := converter(cfg.Converters, cfg.ConverterRuntimeConfig, cfg.ID, log.With("component", "convert"), &n.cleanups)
 		if err != nil {
 			return nil, err
 		}

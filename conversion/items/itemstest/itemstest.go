@@ -51,6 +51,8 @@ func Run(t *testing.T, open func(t *testing.T) items.Store) {
 		{"ConcurrentCreate", testConcurrentCreate},
 		{"ConcurrentEnd", testConcurrentEnd},
 		{"Delete", testDelete},
+		{"DeleteUnchanged", testDeleteUnchanged},
+		{"ConcurrentDeleteUnchanged", testConcurrentDeleteUnchanged},
 		{"LastUpdated", testLastUpdated},
 		{"Events", testEvents},
 		{"EventsEndWithContext", testEventsEnd},
@@ -528,6 +530,93 @@ func testDelete(t *testing.T, st items.Store) {
 	list, err := st.List(ctx)
 	require.NoError(t, err)
 	require.Equal(t, []string{"d2", "d"}, ids(list))
+}
+
+// testDeleteUnchanged: a compare-and-delete removes the version it was
+// given, and only that one; it publishes and moves LastUpdated as Delete
+// does, and a refused one changes nothing.
+func testDeleteUnchanged(t *testing.T, st items.Store) {
+	ctx := t.Context()
+	judged, err := st.Create(ctx, items.Item{ID: "cd", Name: "old"})
+	require.NoError(t, err)
+	changed, err := st.Update(ctx, "cd", func(it *items.Item) error { it.Name = "touched"; return nil })
+	require.NoError(t, err)
+	ch, err := st.Subscribe(ctx)
+	require.NoError(t, err)
+	before, err := st.LastUpdated(ctx)
+	require.NoError(t, err)
+
+	require.ErrorIs(t, st.DeleteUnchanged(ctx, "cd", judged.Updated), items.ErrChanged,
+		"the item changed after it was judged: it stays")
+	got, err := st.Get(ctx, "cd")
+	require.NoError(t, err)
+	require.Equal(t, changed, got)
+	again, err := st.LastUpdated(ctx)
+	require.NoError(t, err)
+	require.Equal(t, before, again, "a refused delete does not move LastUpdated")
+
+	require.NoError(t, st.DeleteUnchanged(ctx, "cd", changed.Updated))
+	_, err = st.Get(ctx, "cd")
+	require.ErrorIs(t, err, items.ErrNotFound)
+	after, err := st.LastUpdated(ctx)
+	require.NoError(t, err)
+	require.True(t, after.After(before))
+	require.Equal(t, items.Event{Type: items.EventDeleted, ID: "cd", LastUpdated: after}, Next(t, ch),
+		"the first event is the delete: the refused one published nothing")
+	require.ErrorIs(t, st.DeleteUnchanged(ctx, "cd", changed.Updated), items.ErrNotFound)
+	require.ErrorIs(t, st.DeleteUnchanged(ctx, "never", changed.Updated), items.ErrNotFound)
+	list, err := st.List(ctx)
+	require.NoError(t, err)
+	require.Empty(t, list)
+}
+
+// testConcurrentDeleteUnchanged: deleters racing for one version delete
+// it once; a deleter racing with an update either deletes the version it
+// judged or is refused, and an update never brings a deleted item back.
+func testConcurrentDeleteUnchanged(t *testing.T, st items.Store) {
+	ctx := t.Context()
+	it, err := st.Create(ctx, items.Item{ID: "race", State: items.StatePending})
+	require.NoError(t, err)
+	var deleted, gone atomic.Int32
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			err := st.DeleteUnchanged(ctx, "race", it.Updated)
+			switch {
+			case err == nil:
+				deleted.Add(1)
+			case errors.Is(err, items.ErrNotFound):
+				gone.Add(1)
+			default:
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	require.EqualValues(t, 1, deleted.Load())
+	require.EqualValues(t, 7, gone.Load())
+
+	for i := range 20 {
+		id := fmt.Sprintf("vs%d", i)
+		judged, err := st.Create(ctx, items.Item{ID: id, State: items.StatePending})
+		require.NoError(t, err)
+		var derr, uerr error
+		wg.Go(func() { derr = st.DeleteUnchanged(ctx, id, judged.Updated) })
+		wg.Go(func() {
+			_, uerr = st.Update(ctx, id, func(it *items.Item) error { return it.Succeed(it.Generation, nil) })
+		})
+		wg.Wait()
+		got, gerr := st.Get(ctx, id)
+		if derr == nil {
+			require.ErrorIs(t, uerr, items.ErrNotFound, "the delete came first: the update finds nothing")
+			require.ErrorIs(t, gerr, items.ErrNotFound, "and brings nothing back")
+		} else {
+			require.ErrorIs(t, derr, items.ErrChanged, "the update came first: the delete is refused")
+			require.NoError(t, uerr)
+			require.NoError(t, gerr)
+			require.Equal(t, items.StateSuccess, got.State)
+		}
+	}
 }
 
 // testLastUpdated: every change moves LastUpdated, even many in one
