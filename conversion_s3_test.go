@@ -5,6 +5,9 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -96,6 +99,37 @@ func TestConversionS3(t *testing.T) {
 		}
 	}
 	require.Equal(t, map[string]float64{"input/storage": 1, "output/storage": 2}, direct)
+
+	// A presigned upload with curl, then reconvert, ends SUCCESS; the
+	// download token is a presigned GET that curl fetches.
+	curl := testutil.Program(t, "curl", "curl")
+	var up struct {
+		Token  string `json:"token"`
+		ItemID string `json:"itemid"`
+	}
+	require.Equal(t, http.StatusOK, h.json(http.MethodGet, "/api/uploadToken/tokened%20cube.stl", "", &up))
+	require.Contains(t, up.Token, "X-Amz-Signature=", "an S3 presigned URL, not drover's own")
+	require.NotContains(t, up.Token, s3.SecretKey)
+	stl := filepath.Join(t.TempDir(), "cube.stl")
+	require.NoError(t, os.WriteFile(stl, []byte(cubeSTL), 0o600))
+	out, err := exec.Command(curl, "-sSf", "-T", stl, up.Token).CombinedOutput()
+	require.NoError(t, err, "curl upload: %s", out)
+	code, b := h.call(http.MethodPut, "/api/reconvert/"+up.ItemID, "", nil, "")
+	require.Equal(t, http.StatusOK, code, "%s", b)
+	require.Eventually(t, func() bool {
+		h.json(http.MethodGet, "/api/data/"+up.ItemID, "", &it)
+		return it.ConversionState != "PENDING" && it.ConversionState != "UPLOADING"
+	}, 2*time.Minute, 50*time.Millisecond)
+	require.Equal(t, "SUCCESS", it.ConversionState, it.DetailedError)
+	var down struct {
+		Token string `json:"token"`
+	}
+	require.Equal(t, http.StatusOK, h.json(http.MethodGet, "/api/downloadToken/"+up.ItemID+"/glb", "", &down))
+	got, err := exec.Command(curl, "-sSf", down.Token).Output()
+	require.NoError(t, err)
+	info, err = convert.InspectGLB(bytes.NewReader(got), int64(len(got)))
+	require.NoError(t, err)
+	require.Equal(t, 4, info.Triangles)
 
 	// Errors (a missing output, a missing item) and what lists the
 	// state.

@@ -23,7 +23,7 @@ import (
 type ConversionConfig struct {
 	// Data is the data directory: uploads, outputs and, without Redis,
 	// the item records. Managers that share Redis share this directory
-	// (a network filesystem) until S3 storage comes.
+	// (a network filesystem), or keep the files in S3 (S3Config).
 	Data string `koanf:"data"`
 	// MaxUpload bounds one item's uploads, in bytes.
 	MaxUpload int64 `koanf:"max_upload"`
@@ -76,8 +76,8 @@ func (cc ConversionConfig) conversion(redisURL string, jobSlots int, log *slog.L
 	if redisURL == "" {
 		return c, nil
 	}
-	// Several managers: items and the queue in Redis, files in the shared
-	// data directory.
+	// Several managers: items and the queue in Redis, files in the bucket
+	// or the shared data directory.
 	if c.Storage == nil {
 		if err := os.MkdirAll(c.DataDir, 0o755); err != nil {
 			return nil, fmt.Errorf("data directory: %w", err)
