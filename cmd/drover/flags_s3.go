@@ -13,6 +13,7 @@ import (
 func s3Flags(fs *pflag.FlagSet) {
 	fs.String("s3-bucket", "", "keep conversion files in this bucket of an S3-compatible server (item records stay in --data or Redis); credentials from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY or --s3-credentials-file")
 	fs.String("s3-endpoint", "", "the S3 server: host:port or http(s)://host:port (default AWS S3)")
+	fs.String("s3-public-endpoint", "", "the S3 server as farms and browsers reach it, named by presigned URLs (default --s3-endpoint)")
 	fs.String("s3-region", "", "the bucket's region (default: ask the server)")
 	fs.String("s3-prefix", "", "put every key below this prefix (ending in /) to share a bucket")
 	fs.Bool("s3-path-style", false, "address the bucket in the URL path (most self-hosted servers), not in the host name")

@@ -26,7 +26,10 @@ type S3Config struct {
 	// Bucket enables S3 storage.
 	Bucket   string `koanf:"s3_bucket"`
 	Endpoint string `koanf:"s3_endpoint"`
-	Region   string `koanf:"s3_region"`
+	// PublicEndpoint is the server as farms and browsers reach it, for
+	// the presigned URLs; empty: Endpoint.
+	PublicEndpoint string `koanf:"s3_public_endpoint"`
+	Region         string `koanf:"s3_region"`
 	// Prefix goes before every key, to share a bucket ("drover/").
 	Prefix    string `koanf:"s3_prefix"`
 	PathStyle bool   `koanf:"s3_path_style"`
@@ -67,7 +70,7 @@ func (c S3Config) Enabled() bool { return c.Bucket != "" }
 func (c S3Config) open(log *slog.Logger) (*storage.S3, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	cfg := storage.S3Config{Endpoint: c.Endpoint, Region: c.Region, Bucket: c.Bucket, Prefix: c.Prefix,
+	cfg := storage.S3Config{Endpoint: c.Endpoint, PublicEndpoint: c.PublicEndpoint, Region: c.Region, Bucket: c.Bucket, Prefix: c.Prefix,
 		PathStyle: c.PathStyle, Insecure: c.Insecure, AccessKey: c.accessKey, SecretKey: c.secretKey,
 		SessionToken: c.sessionToken, CredentialsFile: c.CredentialsFile, Profile: c.Profile,
 		CreateBucket: c.CreateBucket, Logger: log}
