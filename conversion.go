@@ -63,6 +63,8 @@ type Conversion struct {
 	ReclaimInterval time.Duration
 	// PresignTTL: see conversion.Config; for storage that presigns (S3).
 	PresignTTL time.Duration
+	// Retention purges old items; off by default. See conversion.Retention.
+	Retention conversion.Retention
 }
 
 // Conversion is the conversion service; nil without Config.Conversion.
@@ -116,7 +118,8 @@ func (s *Server) setupConversion(cc Conversion, m *manager.Manager, mc manager.C
 		wo.Registerer = mc.Registerer
 	}
 	svc, err := conversion.New(conversion.Config{Storage: st, Items: store, Queue: q, Webhook: wo,
-		MaxUpload: cc.MaxUpload, ReclaimInterval: cc.ReclaimInterval, PresignTTL: cc.PresignTTL, Logger: clog,
+		MaxUpload: cc.MaxUpload, ReclaimInterval: cc.ReclaimInterval, PresignTTL: cc.PresignTTL,
+		Retention: cc.Retention, Logger: clog,
 		Registerer: mc.Registerer})
 	if err != nil {
 		return err

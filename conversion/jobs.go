@@ -309,9 +309,16 @@ func (s *Service) CompleteJob(ctx context.Context, id string, req farmapi.Comple
 		}
 		info, err := s.st.Stat(ctx, dir+o.Name)
 		if errors.Is(err, storage.ErrNotFound) || err == nil && info.Size != o.Size {
-			// A repeated call finds its outputs moved into place already.
-			if ji, err := s.q.Get(ctx, id); err == nil && ji.State == queue.StateDone && ji.Attempts == req.Attempt {
+			ji, err := s.q.Get(ctx, id)
+			switch {
+			case err == nil && ji.State == queue.StateDone && ji.Attempts == req.Attempt:
+				// A repeated call finds its outputs moved into place already.
 				return farmapi.JobAck{State: string(ji.State)}, nil
+			case errors.Is(err, queue.ErrNotFound):
+				// The item was deleted, purged or reconverted, and its
+				// files with it: the attempt is over.
+				s.dropStaged(ctx, dir)
+				return farmapi.JobAck{}, fmt.Errorf("%w: the job is gone", farmapi.ErrLeaseLost)
 			}
 			return farmapi.JobAck{}, fmt.Errorf("%w: output %s was not uploaded whole", farmapi.ErrBadJobRequest, o.Name)
 		}
@@ -351,10 +358,14 @@ func (s *Service) dropStaged(ctx context.Context, dir string) {
 // item SUCCESS and tells its webhook.
 func (s *Service) finishSuccess(ctx context.Context, id string, gen int, dir string, outs []farmapi.JobOutput) {
 	it, err := s.items.Get(ctx, id)
-	if err != nil || it.Generation != gen || it.State.Terminal() {
-		if err == nil || errors.Is(err, items.ErrNotFound) {
-			s.dropStaged(ctx, dir) // deleted, reconverted, or ended by another manager
-		}
+	switch {
+	case errors.Is(err, items.ErrNotFound):
+		s.dropItemFiles(ctx, id) // deleted or purged
+		return
+	case err != nil:
+		return
+	case it.Generation != gen || it.State.Terminal():
+		s.dropStaged(ctx, dir) // reconverted, or ended by another manager
 		return
 	}
 	files := make([]items.File, 0, len(outs))
@@ -370,7 +381,12 @@ func (s *Service) finishSuccess(ctx context.Context, id string, gen int, dir str
 	}
 	it, err = s.items.Update(ctx, id, func(it *items.Item) error { return it.Succeed(gen, files) })
 	switch {
-	case errors.Is(err, items.ErrStale), errors.Is(err, items.ErrTerminal), errors.Is(err, items.ErrNotFound):
+	case errors.Is(err, items.ErrNotFound):
+		// Deleted or purged while the outputs were copied: the copies
+		// must not outlive it.
+		s.dropItemFiles(ctx, id)
+		return
+	case errors.Is(err, items.ErrStale), errors.Is(err, items.ErrTerminal):
 		s.dropStaged(ctx, dir)
 		return
 	case err != nil:
@@ -410,7 +426,11 @@ func (s *Service) FailJob(ctx context.Context, id string, req farmapi.FailReques
 	case errors.Is(err, queue.ErrDuplicate):
 		return farmapi.JobAck{State: string(out.State)}, nil
 	case err != nil:
-		return farmapi.JobAck{}, jobErr(err)
+		err = jobErr(err)
+		if errors.Is(err, farmapi.ErrLeaseLost) {
+			s.dropStaged(ctx, staging(item, gen, req.Token))
+		}
+		return farmapi.JobAck{}, err
 	}
 	s.dropStaged(ctx, staging(item, gen, req.Token))
 	if out.Terminal() {

@@ -8,12 +8,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// metrics are the service's own: uploads, ends, reclaimed leases, and, at
-// every scrape, the queue's depth and the farms' job slots.
+// metrics are the service's own: uploads, ends, reclaimed leases, purged
+// items, and, at every scrape, the queue's depth and the farms' job slots.
 type metrics struct {
 	uploaded  prometheus.Counter
 	finished  *prometheus.CounterVec
 	reclaimed prometheus.Counter
+	purged    *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer, s *Service) (*metrics, error) {
@@ -30,6 +31,13 @@ func newMetrics(reg prometheus.Registerer, s *Service) (*metrics, error) {
 			Name: "drover_conversion_leases_reclaimed_total",
 			Help: "Job leases that expired and were taken back from their farm.",
 		}),
+		purged: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "drover_conversion_items_purged_total",
+			Help: "Items removed by retention, by reason (age, unfinished).",
+		}, []string{"reason"}),
+	}
+	for _, r := range []string{purgeAge, purgeUnfinished} {
+		m.purged.WithLabelValues(r)
 	}
 	if reg == nil {
 		return m, nil
@@ -42,6 +50,9 @@ func newMetrics(reg prometheus.Registerer, s *Service) (*metrics, error) {
 		return nil, err
 	}
 	if m.reclaimed, err = register(reg, m.reclaimed); err != nil {
+		return nil, err
+	}
+	if m.purged, err = register(reg, m.purged); err != nil {
 		return nil, err
 	}
 	if _, err := register(reg, prometheus.Collector(&statusCollector{s: s})); err != nil {

@@ -7,8 +7,9 @@
 // the storage the files live in, the item store (items), the job queue
 // (queue) and the webhook sender (webhook). It runs what none of them runs
 // by itself: Reclaim on a ticker, so that the jobs of a dead farm run
-// elsewhere, and a sweep that repairs what a manager that died between two
-// steps left behind (an item PENDING whose job is gone or ended).
+// elsewhere, a sweep that repairs what a manager that died between two
+// steps left behind (an item PENDING whose job is gone or ended), and,
+// when Config.Retention asks, the purge of old items.
 //
 // Farms reach a Service through the job methods (LeaseJobs, RenewJob,
 // OpenJobInput, PutJobOutput, CompleteJob, FailJob), in process or over
@@ -94,6 +95,10 @@ type Config struct {
 	// PresignTTL is how long the presigned URLs farms get live, when
 	// Storage is a storage.Presigner (S3); 0 for DefaultPresignTTL.
 	PresignTTL time.Duration
+	// Retention purges old items; off by default.
+	Retention Retention
+	// Now is the clock retention judges ages by; nil for time.Now.
+	Now func() time.Time
 	// Close closes Items and Queue (and Storage, if it is an io.Closer)
 	// at Stop: the service owns them.
 	Close bool
@@ -142,6 +147,10 @@ func New(cfg Config) (*Service, error) {
 	cfg.SweepInterval = cmp.Or(cfg.SweepInterval, DefaultSweepInterval)
 	cfg.SweepAge = cmp.Or(cfg.SweepAge, DefaultSweepAge)
 	cfg.PresignTTL = cmp.Or(cfg.PresignTTL, DefaultPresignTTL)
+	cfg.Retention.Interval = cmp.Or(cfg.Retention.Interval, DefaultRetentionInterval)
+	if cfg.Retention.MaxAge < 0 || cfg.Retention.Unfinished < 0 || cfg.Retention.Interval < 0 {
+		return nil, errors.New("conversion: negative retention")
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -194,6 +203,9 @@ func (s *Service) Start() error {
 	s.resumeDeliveries()
 	s.wg.Go(s.reclaimLoop)
 	s.wg.Go(s.sweepLoop)
+	if s.cfg.Retention.On() {
+		s.wg.Go(s.retentionLoop)
+	}
 	return nil
 }
 

@@ -194,6 +194,7 @@ func conversionFlags(fs *pflag.FlagSet) {
 	fs.Int("max-attempts", queue.DefaultMaxAttempts, "attempts of a conversion job before it ends in ERROR")
 	fs.Duration("job-lease", queue.DefaultLease, "length of a job's lease; farms renew it at a third")
 	s3Flags(fs)
+	retentionFlags(fs)
 }
 
 func coalesceData(d string) string {

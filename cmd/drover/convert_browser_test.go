@@ -139,6 +139,7 @@ func TestConvertPageBrowser(t *testing.T) {
 	}
 	save := func(name string, b []byte) {
 		t.Helper()
+		require.True(t, bytes.HasPrefix(b, []byte("\x89PNG")), "%s is not a PNG", name)
 		p := filepath.Join(shots, name)
 		require.NoError(t, os.WriteFile(p, b, 0o644))
 		t.Logf("screenshot: %s", p)
@@ -176,7 +177,7 @@ func TestConvertPageBrowser(t *testing.T) {
 		id := eval(ctx, `document.querySelector(`+jsString(row(name))+`).dataset.id`)
 		require.Regexp(t, `^[A-Za-z0-9_-]{8,}$`, id)
 		require.Contains(t, eval(ctx, `document.querySelector(`+jsString(row(name))+` + ' .item-meta').textContent`), "ago")
-		full, err := chromedp.Run(ctx, chromedp.FullScreenshot(90))
+		full, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
 		require.NoError(t, err)
 		save("convert-"+w.name+".png", full)
 
@@ -200,20 +201,49 @@ func TestConvertPageBrowser(t *testing.T) {
 		t.Logf("%s: %.1f%% of the canvas is model", w.name, share*100)
 		require.Greater(t, share, 0.02, "the 3D view shows only background")
 		require.Less(t, share, 0.95, "the model does not fit the view")
-		full, err = chromedp.Run(ctx, chromedp.FullScreenshot(90))
+		full, err = chromedp.Run(ctx, chromedp.CaptureScreenshot())
 		require.NoError(t, err)
 		save("viewer-"+w.name+".png", full)
 
 		if w.name == "laptop" {
 			laptopExtras(t, ctx, base, write, run, until, eval, save, row, slow)
 		} else {
-			// Delete through the confirmation dialog.
+			// A tap names the part under the finger.
+			cx, cy := canvasCenter(t, eval, ctx)
+			run(ctx, "tap the model", 30*time.Second, chromedp.TapXY(cx, cy))
+			until(ctx, "the tip names the tapped part",
+				`(() => { const t = document.getElementById('viewer-tip'); return !t.hidden && /Slab|Tower/.test(t.textContent); })()`, 30*time.Second)
 			run(ctx, "close the viewer", 30*time.Second, chromedp.Click(chromedp.CSS(`#viewer-close`)))
+
+			// An upload shows as a row with a progress bar until the item
+			// exists; a file the converter cannot read ends ERROR, with
+			// the converter's words under "why?".
+			eval(ctx, `window.seen = {uploading: false, progress: 0};
+				new MutationObserver(() => {
+					const r = document.querySelector('li.item.uploading');
+					if (r) { seen.uploading = true; seen.progress = Math.max(seen.progress, Number(r.dataset.progress) || 0); }
+				}).observe(document.getElementById('items'), {subtree: true, childList: true, attributes: true});
+				'watching'`)
+			broken := write("broken.stl", append([]byte("this is not a model\n"), bytes.Repeat([]byte(" "), 8<<20)...))
+			run(ctx, "choose a broken file", 30*time.Second, chromedp.SetUploadFiles(chromedp.CSS(`#file`), []string{broken}))
+			until(ctx, "the broken file ends ERROR", `(() => { const r = document.querySelector(`+jsString(row("broken.stl"))+`);
+				return !!r && r.dataset.state.startsWith('ERROR - '); })()`, slow)
+			require.Equal(t, "true 1", eval(ctx, `seen.uploading + ' ' + seen.progress`), "the upload's row and bar")
+			run(ctx, "expand why", 30*time.Second, chromedp.Click(chromedp.CSS(row("broken.stl")+` .item-error summary`)))
+			why := eval(ctx, `document.querySelector(`+jsString(row("broken.stl"))+` + ' .item-detail').textContent`)
+			require.NotEmpty(t, why)
+			require.Equal(t, why, eval(ctx, `document.querySelector(`+jsString(row("broken.stl"))+` + ' .pill').title`))
+			t.Logf("detailedError shown: %q", why)
+			full, err = chromedp.Run(ctx, chromedp.FullScreenshot(100))
+			require.NoError(t, err)
+			save("error-"+w.name+".png", full)
+
+			// Delete through the confirmation dialog.
 			run(ctx, "ask to delete", 30*time.Second,
 				chromedp.Click(chromedp.CSS(row(name)+` button.danger`)),
 				chromedp.WaitVisible(chromedp.CSS(`#confirm-ok`)),
 			)
-			full, err = chromedp.Run(ctx, chromedp.FullScreenshot(90))
+			full, err = chromedp.Run(ctx, chromedp.CaptureScreenshot())
 			require.NoError(t, err)
 			save("delete-"+w.name+".png", full)
 			run(ctx, "confirm", 30*time.Second, chromedp.Click(chromedp.CSS(`#confirm-ok`)))
@@ -237,10 +267,7 @@ func laptopExtras(t *testing.T, ctx context.Context, base string, write func(str
 ) {
 	// The part under the pointer: move the mouse over the canvas until the
 	// tip names one (the middle of the view holds the tower or the slab).
-	var box struct{ X, Y, W, H float64 }
-	require.NoError(t, json.Unmarshal([]byte(eval(ctx,
-		`JSON.stringify((() => { const r = document.getElementById('viewer-canvas').getBoundingClientRect(); return {X: r.x, Y: r.y, W: r.width, H: r.height}; })())`)), &box))
-	cx, cy := box.X+box.W/2, box.Y+box.H/2
+	cx, cy := canvasCenter(t, eval, ctx)
 	run(ctx, "hover the model", 30*time.Second,
 		chromedp.MouseEvent("mouseMoved", cx-40, cy-40),
 		chromedp.MouseEvent("mouseMoved", cx, cy),
@@ -248,7 +275,7 @@ func laptopExtras(t *testing.T, ctx context.Context, base string, write func(str
 	until(ctx, "the tip names the part under the pointer",
 		`(() => { const t = document.getElementById('viewer-tip'); return !t.hidden && /Slab|Tower/.test(t.textContent); })()`, 30*time.Second)
 	require.NotEmpty(t, eval(ctx, `document.querySelector('#viewer-parts .part.hover')?.textContent ?? ''`))
-	full, err := chromedp.Run(ctx, chromedp.FullScreenshot(90))
+	full, err := chromedp.Run(ctx, chromedp.CaptureScreenshot())
 	require.NoError(t, err)
 	save("viewer-hover-laptop.png", full)
 	run(ctx, "close the viewer", 30*time.Second, chromedp.Click(chromedp.CSS(`#viewer-close`)))
@@ -277,7 +304,7 @@ func laptopExtras(t *testing.T, ctx context.Context, base string, write func(str
 	)
 	require.Equal(t, "asm/first.obj,asm/second.obj", eval(ctx, `[...document.querySelectorAll('#startpath option')].map(o => o.value).join(',')`))
 	run(ctx, "pick the second model", 30*time.Second, chromedp.SetValue(chromedp.CSS(`#startpath`), "asm/second.obj"))
-	full, err = chromedp.Run(ctx, chromedp.FullScreenshot(90))
+	full, err = chromedp.Run(ctx, chromedp.CaptureScreenshot())
 	require.NoError(t, err)
 	save("zip-laptop.png", full)
 	run(ctx, "upload the ZIP", 30*time.Second, chromedp.Click(chromedp.CSS(`#zip-upload`)))
@@ -291,4 +318,13 @@ func laptopExtras(t *testing.T, ctx context.Context, base string, write func(str
 	require.NoError(t, json.NewDecoder(res.Body).Decode(&item))
 	require.Equal(t, "asm/second.obj", item.StartPath)
 	require.Equal(t, "SUCCESS", item.ConversionState)
+}
+
+// canvasCenter is the middle of the 3D view's canvas, in CSS pixels.
+func canvasCenter(t *testing.T, eval func(context.Context, string) string, ctx context.Context) (x, y float64) {
+	t.Helper()
+	var box struct{ X, Y, W, H float64 }
+	require.NoError(t, json.Unmarshal([]byte(eval(ctx,
+		`JSON.stringify((() => { const r = document.getElementById('viewer-canvas').getBoundingClientRect(); return {X: r.x, Y: r.y, W: r.width, H: r.height}; })())`)), &box))
+	return box.X + box.W/2, box.Y + box.H/2
 }

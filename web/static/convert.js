@@ -211,6 +211,7 @@ function uploadRow(u) {
 function updateUploadRow(row, u) {
   const frac = u.total > 0 ? u.loaded / u.total : 0;
   row.bar.value = frac;
+  row.li.dataset.progress = frac.toFixed(3);
   if (u.error) {
     row.pill.className = 'pill state-dead';
     setText(row.pill, 'UPLOAD FAILED');
@@ -253,9 +254,10 @@ function itemRow(it) {
   del.addEventListener('click', () => confirmDelete(items.get(id)));
   const li = h('li', { class: 'item', 'data-id': id },
     thumb,
-    h('div', { class: 'item-main' }, name, meta, err),
+    h('div', { class: 'item-main' }, name, meta),
     h('div', { class: 'item-state' }, pill),
-    h('div', { class: 'item-actions' }, view, dl, reconvert, del));
+    h('div', { class: 'item-actions' }, view, dl, reconvert, del),
+    err);
   return { li, thumb, name, meta, err, errText, pill, view, dl, dlList, reconvert, del, thumbKey: null, dlKey: null };
 }
 
@@ -532,7 +534,7 @@ async function openViewer(it) {
     if (token !== viewToken) return;
     const model = readModel(bytes);
     view.setModel(model);
-    partsList(model);
+    partsList(model, it.name);
     setText($('viewer-stats'), `${model.parts.length} part${model.parts.length === 1 ? '' : 's'} · ` +
       `${model.stats.triangles.toLocaleString('en-US')} triangles · ${fmtBytes(bytes.byteLength)}`);
     viewerMessage(model.parts.length ? null : 'The model has no geometry to show.');
@@ -543,21 +545,33 @@ async function openViewer(it) {
   }
 }
 
-function partsList(model) {
+/**
+ * The name to show for a node: converters name the root after the file
+ * they read, which on a farm is a stored name ("3f9c…e1.obj"), not the
+ * user's; the item's name stands in for it.
+ */
+export function shownName(name, itemName) {
+  return /^[0-9a-f]{12,}(\.[A-Za-z0-9]+)?$/.test(name) ? itemName : name;
+}
+
+function partsList(model, itemName) {
   partRows = new Map();
-  const build = (nodes) => h('ul', {}, ...nodes.map((n) => {
-    const label = h('span', { class: n.part ? 'part' : 'group', text: n.name, title: n.name });
+  shownPath = (part) => part.path.map((n, i) => (i === 0 ? shownName(n, itemName) : n));
+  const build = (nodes, depth) => h('ul', {}, ...nodes.map((n) => {
+    const text = depth === 0 ? shownName(n.name, itemName) : n.name;
+    const label = h('span', { class: n.part ? 'part' : 'group', text, title: text });
     if (n.part) {
       partRows.set(n.part.id, label);
       label.addEventListener('mouseenter', () => view?.highlight(n.part));
       label.addEventListener('mouseleave', () => view?.highlight(null));
     }
-    return h('li', {}, label, n.children.length ? build(n.children) : null);
+    return h('li', {}, label, n.children.length ? build(n.children, depth + 1) : null);
   }));
-  $('viewer-parts').replaceChildren(model.tree.length ? build(model.tree) : h('p', { class: 'muted small', text: 'no parts' }));
+  $('viewer-parts').replaceChildren(model.tree.length ? build(model.tree, 0) : h('p', { class: 'muted small', text: 'no parts' }));
 }
 
 let hoverRow = null;
+let shownPath = (part) => part.path;
 function hoverPart(part, e) {
   const tip = $('viewer-tip');
   hoverRow?.classList.remove('hover');
@@ -570,7 +584,7 @@ function hoverPart(part, e) {
     tip.hidden = true;
     return;
   }
-  setText(tip, part.path.join(' › '));
+  setText(tip, shownPath(part).join(' › '));
   const stage = tip.parentElement.getBoundingClientRect();
   tip.style.left = `${Math.min(e.clientX - stage.left + 14, stage.width - 20)}px`;
   tip.style.top = `${e.clientY - stage.top + 14}px`;
@@ -591,10 +605,6 @@ function setupViewer() {
     viewToken++;
     view?.clearBuffers();
     view?.render();
-    $('viewer-tip').hidden = true;
-  });
-  // The canvas follows the pointer to show part names; a move elsewhere hides the tip.
-  $('viewer-canvas').addEventListener('pointerleave', () => {
     $('viewer-tip').hidden = true;
   });
 }

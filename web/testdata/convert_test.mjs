@@ -446,3 +446,23 @@ test('matrices: TRS, products, normal matrices, views', () => {
   const clip = (z) => { const w = -z; return (p[10] * z + p[14]) / w; };
   assert.ok(Math.abs(clip(-1) + 1) < 1e-6 && Math.abs(clip(-100) - 1) < 1e-5);
 });
+
+// ---- convert.js (its pure helpers; the page itself runs in the browser test) ----
+
+test('the page: argument header, upload plans, names, state classes', async () => {
+  const { argHeader, plan, shownName, stateClass } = await import('../static/convert.js');
+  const hdr = argHeader({ startPath: 'dossier/modèle €.igs', n: 1 });
+  assert.match(hdr, /^[\x20-\x7e]+$/, 'a header value the browser accepts');
+  assert.deepEqual(JSON.parse(hdr), { startPath: 'dossier/modèle €.igs', n: 1 });
+
+  assert.deepEqual(plan(['a.obj', 'a.mtl', 'tex.png']), { zips: [], together: { files: ['a.obj', 'a.mtl', 'tex.png'], root: 'a.obj' }, single: [] });
+  assert.deepEqual(plan(['a.step', 'b.stl']), { zips: [], together: null, single: ['a.step', 'b.stl'] });
+  assert.deepEqual(plan(['x.zip', 'part.igs']), { zips: ['x.zip'], together: null, single: ['part.igs'] });
+  assert.deepEqual(plan(['notes.txt']), { zips: [], together: null, single: ['notes.txt'] });
+
+  assert.equal(shownName('c890c758a64c9b33.obj', 'towers.obj'), 'towers.obj');
+  assert.equal(shownName('Assembly', 'towers.obj'), 'Assembly');
+  assert.equal(stateClass('SUCCESS'), 'state-live');
+  assert.equal(stateClass('ERROR - Conversion Error'), 'state-dead');
+  assert.equal(stateClass('PENDING'), 'state-converting');
+});

@@ -39,8 +39,11 @@ func Parse(s string) (time.Duration, error) {
 	if s == "0" {
 		return 0, nil
 	}
-	if s == "" {
+	switch {
+	case s == "":
 		return 0, fmt.Errorf("%w: empty", ErrSyntax)
+	case s[0] == '-':
+		return 0, fmt.Errorf("%w: %q: negative", ErrSyntax, s)
 	}
 	var total time.Duration
 	for rest := s; rest != ""; {
