@@ -182,3 +182,62 @@ func TestConversionS3TwoManagersTwoFarms(t *testing.T) {
 	}
 	require.NotContains(t, strings.Join(bodies, ""), "X-Amz-Credential", "no presigned URL in a body")
 }
+
+// TestUpS3: `drover up` with S3 storage keeps the files in the bucket and
+// the item records in --data; after a restart it serves the same item.
+func TestUpS3(t *testing.T) {
+	t.Parallel()
+	assimp := testutil.Program(t, "assimp", "assimp-utils")
+	s3 := s3test.Start(t)
+	bucket := s3.Bucket(t)
+	dir := t.TempDir()
+	stl := filepath.Join(dir, "cube.stl")
+	require.NoError(t, os.WriteFile(stl, []byte("solid c\nfacet normal 0 0 1\nouter loop\nvertex 0 0 0\nvertex 1 0 0\n"+
+		"vertex 0 1 0\nendloop\nendfacet\nendsolid c\n"), 0o644))
+	glb := filepath.Join(dir, "cube.glb")
+	out, err := exec.Command(assimp, "export", stl, glb, "-fglb2").CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	want, err := os.ReadFile(glb)
+	require.NoError(t, err)
+	config := filepath.Join(dir, "up.yaml")
+	require.NoError(t, os.WriteFile(config, fmt.Appendf(nil, `converters:
+  - ext: .part
+    argv: ["cp", %q, "{out}"]
+s3_bucket: %s
+s3_endpoint: http://%s
+s3_region: %s
+s3_path_style: true
+`, glb, bucket, s3.Endpoint, s3test.Region), 0o644))
+	data := filepath.Join(dir, "data")
+	env := []string{"AWS_ACCESS_KEY_ID=" + s3.AccessKey, "AWS_SECRET_ACCESS_KEY=" + s3.SecretKey}
+	up := func(name string) *droverProc {
+		return startDrover(t, name, env, bannerRE, "up", "--addr", "127.0.0.1:0", "--data", data, "--instances", "1",
+			"--warm", "0", "--job-slots", "1", "--config", config, "--log-level", "debug")
+	}
+	first := up("up-1")
+	require.Contains(t, first.out.String(), "files in bucket "+bucket)
+	id := uploadFile(t, first.base, `{"conversionCommandLine":["--output_glb"]}`, "m.part", []byte("anything"))
+	var data1 itemData
+	require.Eventually(t, func() bool {
+		getJSON(t, "http://"+first.base+"/api/data/"+id, "", &data1)
+		return data1.ConversionState != "PENDING"
+	}, time.Minute, 50*time.Millisecond)
+	require.Equal(t, "SUCCESS", data1.ConversionState, data1.DetailedError)
+	first.stop(t)
+
+	// The record is in --data, the files are not.
+	_, err = os.Stat(filepath.Join(data, "items", id, "item.json"))
+	require.NoError(t, err)
+	_, err = os.Stat(filepath.Join(data, "items", id, "outputs"))
+	require.ErrorIs(t, err, os.ErrNotExist)
+
+	second := up("up-2")
+	code, b := get(t, "http://"+second.base+"/api/file/"+id+"/glb", "")
+	require.Equal(t, http.StatusOK, code, "%s", b)
+	require.True(t, bytes.Equal(want, b))
+	for _, p := range []*droverProc{first, second} {
+		for _, secret := range []string{s3.AccessKey, s3.SecretKey} {
+			require.NotContains(t, p.out.String(), secret)
+		}
+	}
+}
