@@ -48,8 +48,12 @@ type S3Config struct {
 // TakeEnvCredentials reads the S3 credentials from AWS_ACCESS_KEY_ID,
 // AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN and removes them from the
 // environment, so that no process started later (a farm's instances)
-// inherits them.
+// inherits them. Without S3 storage it leaves them alone: they are not
+// drover's then.
 func (c *S3Config) TakeEnvCredentials() {
+	if !c.Enabled() {
+		return
+	}
 	c.accessKey, c.secretKey, c.sessionToken = os.Getenv("AWS_ACCESS_KEY_ID"), os.Getenv("AWS_SECRET_ACCESS_KEY"),
 		os.Getenv("AWS_SESSION_TOKEN")
 	for _, n := range []string{"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"} {
