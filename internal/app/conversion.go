@@ -44,6 +44,8 @@ type ConversionConfig struct {
 	JobLease time.Duration `koanf:"job_lease"`
 	// S3 puts the files in a bucket (conversion_s3.go).
 	S3 S3Config `koanf:",squash"`
+	// Upload and download tokens.
+	TokenConfig `koanf:",squash"`
 
 	RetentionConfig `koanf:",squash"`
 }
@@ -61,6 +63,7 @@ func (cc ConversionConfig) conversion(redisURL string, jobSlots int, log *slog.L
 		Webhook: webhook.Options{Secret: webhook.Secret(cc.WebhookSecret),
 			Policy: webhook.Policy{AllowHosts: cc.WebhookAllow}, RetryFor: cc.WebhookRetryFor,
 			MinBackoff: cc.WebhookMinBackoff},
+		Tokens:    cc.tokens(),
 		Retention: cc.retention(),
 	}
 	if cc.S3.Enabled() {
