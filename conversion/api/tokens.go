@@ -75,7 +75,9 @@ func (a *API) mountDirect(r gin.IRouter) {
 	r.GET(DirectPath+"*key", a.directGet)
 }
 
-var errNoTokens = errors.New("Not available for this storage type") //nolint:staticcheck // the original server's words
+// notAvailable is the original server's answer on storage that cannot
+// presign.
+const notAvailable = "Not available for this storage type"
 
 // tokensAvailable answers the original's error, 501, when there is
 // neither a presigner nor a signer.
@@ -84,7 +86,7 @@ func (a *API) tokensAvailable(c *gin.Context) (storage.Presigner, bool) {
 	if ok || a.opts.Tokens.Signer != nil {
 		return p, true
 	}
-	c.AbortWithStatusJSON(http.StatusNotImplemented, gin.H{"ERROR": errNoTokens.Error()})
+	c.AbortWithStatusJSON(http.StatusNotImplemented, gin.H{"ERROR": notAvailable})
 	return nil, false
 }
 
@@ -218,7 +220,7 @@ func plainHost(h string) bool {
 func (a *API) verify(c *gin.Context, method string) (signedurl.Grant, string, bool) {
 	s := a.opts.Tokens.Signer
 	if s == nil {
-		c.AbortWithStatusJSON(http.StatusNotFound, gin.H{"ERROR": errNoTokens.Error()})
+		c.AbortWithStatusJSON(http.StatusNotFound, gin.H{"ERROR": notAvailable})
 		return signedurl.Grant{}, "", false
 	}
 	p := c.Request.URL.Path
