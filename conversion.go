@@ -143,7 +143,7 @@ func (s *Server) setupConversion(cc Conversion, m *manager.Manager, mc manager.C
 
 	if s.f != nil && cc.JobSlots >= 0 {
 		jobs, err := farm.NewJobs(farm.JobsConfig{Source: svc, Farm: s.f.ID(), Slots: cc.JobSlots,
-			Converter: cc.Converter, ReadLocal: true, Logger: log.With("component", "jobs"),
+			Converter: cc.Converter, ReadLocal: true, Cache: s.f.Cache(), Logger: log.With("component", "jobs"),
 			Registerer: mc.Registerer})
 		if err != nil {
 			return err

@@ -141,6 +141,7 @@ and an in-memory store. Every flag can also be set in the YAML file given with
 	fs.Duration("shutdown-grace", 10*time.Second, "how long shutdown may take")
 	fs.String("redis", "", "Redis URL to share state with other managers (see drover manager); empty: in-memory")
 	fs.Int("job-slots", farm.DefaultJobSlots, "conversion jobs the local farm runs at once (maxConversions); 0: none")
+	cacheFlags(fs, "one per --data directory in $XDG_STATE_HOME/drover or the temporary directory")
 	converterFlags(fs)
 	conversionFlags(fs)
 	runtimeFlags(fs)

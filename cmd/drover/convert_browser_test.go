@@ -9,6 +9,7 @@ import (
 	"image/png"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -280,8 +281,32 @@ func laptopExtras(t *testing.T, ctx context.Context, base string, write func(str
 	save("viewer-hover-laptop.png", full)
 	run(ctx, "close the viewer", 30*time.Second, chromedp.Click(chromedp.CSS(`#viewer-close`)))
 
-	// Reconvert: the row goes back to work and returns SUCCESS.
+	// Download: the menu lists the outputs and the original, and its links serve them.
 	name := "towers-laptop.obj"
+	run(ctx, "open the download menu", 30*time.Second,
+		chromedp.Click(chromedp.CSS(row(name)+` .menu summary`)),
+		chromedp.WaitVisible(chromedp.CSS(row(name)+` .menu-list a`)),
+	)
+	links := eval(ctx, `[...document.querySelectorAll(`+jsString(row(name)+` .menu-list a`)+`)].map(a => a.querySelector('.dl-type').textContent + '=' + a.getAttribute('download')).join(',')`)
+	require.Contains(t, links, "glb=")
+	require.Contains(t, links, "png=")
+	require.Contains(t, links, "original="+name)
+	tctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	got, err := chromedp.Run(tctx, chromedp.Evaluate[string](`(async () => {
+		const a = [...document.querySelectorAll(`+jsString(row(name)+` .menu-list a`)+`)].find(a => a.getAttribute('download').endsWith('.glb'));
+		const r = await fetch(a.href);
+		const b = new Uint8Array(await r.arrayBuffer());
+		return r.status + ' ' + r.headers.get('content-type') + ' ' + String.fromCharCode(...b.slice(0, 4));
+	})()`, chromedp.EvalAwaitPromise))
+	cancel()
+	require.NoError(t, err)
+	require.Equal(t, "200 model/gltf-binary glTF", got)
+	full, err = chromedp.Run(ctx, chromedp.CaptureScreenshot())
+	require.NoError(t, err)
+	save("download-laptop.png", full)
+	run(ctx, "close the download menu", 30*time.Second, chromedp.Click(chromedp.CSS(row(name)+` .menu summary`)))
+
+	// Reconvert: the row goes back to work and returns SUCCESS.
 	gen := eval(ctx, `String(document.querySelector(`+jsString(row(name))+`).dataset.generation)`)
 	run(ctx, "reconvert", 30*time.Second, chromedp.Click(chromedp.CSS(row(name)+` button.reconvert`)))
 	until(ctx, "the reconversion ends SUCCESS", `(() => { const r = document.querySelector(`+jsString(row(name))+`);
@@ -318,6 +343,84 @@ func laptopExtras(t *testing.T, ctx context.Context, base string, write func(str
 	require.NoError(t, json.NewDecoder(res.Body).Decode(&item))
 	require.Equal(t, "asm/second.obj", item.StartPath)
 	require.Equal(t, "SUCCESS", item.ConversionState)
+
+	// A STEP assembly made by OpenCASCADE: the view lists its named parts
+	// and draws each in its own colour.
+	stepPath := machineSTEP(t, write)
+	run(ctx, "choose the STEP", 30*time.Second, chromedp.SetUploadFiles(chromedp.CSS(`#file`), []string{stepPath}))
+	until(ctx, "the STEP item ends SUCCESS", `(() => { const r = document.querySelector(`+jsString(row("machine.step"))+`);
+		return !!r && r.dataset.state === 'SUCCESS'; })()`, slow)
+	stepID := eval(ctx, `document.querySelector(`+jsString(row("machine.step"))+`).dataset.id`)
+	run(ctx, "open the STEP's 3D view", 30*time.Second, chromedp.Click(chromedp.CSS(row("machine.step")+` button.view`)))
+	until(ctx, "the viewer drew the STEP",
+		`(() => { const c = document.getElementById('viewer-canvas'); return c.dataset.state === 'ready' && c.dataset.item === `+jsString(stepID)+`; })()`,
+		60*time.Second)
+	require.Equal(t, "Machine,Base,Shaft", eval(ctx, `[...document.querySelectorAll('#viewer-parts span')].map(e => e.textContent).join(',')`))
+	tctx, cancel = context.WithTimeout(ctx, 30*time.Second)
+	canvas, err := chromedp.Run(tctx, chromedp.Screenshot(chromedp.CSS(`#viewer-canvas`)))
+	cancel()
+	require.NoError(t, err)
+	save("viewer-step-laptop.png", canvas)
+	green, orange := colourShares(t, canvas)
+	t.Logf("STEP view: %.1f%% green (Base), %.1f%% orange (Shaft)", green*100, orange*100)
+	require.Greater(t, green, 0.01, "the base's colour")
+	require.Greater(t, orange, 0.005, "the shaft's colour")
+	run(ctx, "close the viewer", 30*time.Second, chromedp.Click(chromedp.CSS(`#viewer-close`)))
+}
+
+// machineSTEP writes machine.step with OpenCASCADE's Draw: an assembly
+// "Machine" of a green plate "Base" and an orange cylinder "Shaft".
+func machineSTEP(t *testing.T, write func(string, []byte) string) string {
+	t.Helper()
+	draw := testutil.Program(t, "occt-draw", "occt-draw")
+	out := write("machine.step", nil)
+	script := write("machine.tcl", []byte(`pload MODELING OCAF XDE
+box base -3 -3 0 6 6 1
+pcylinder shaft 1 4
+ttranslate shaft 0 0 1
+compound base shaft c
+XNewDoc D
+XAddShape D c 1
+SetName D 0:1:1:1 Machine
+SetName D 0:1:1:2 Base
+SetName D 0:1:1:3 Shaft
+XSetColor D 0:1:1:2 0.2 0.6 0.3
+XSetColor D 0:1:1:3 0.9 0.4 0.1
+WriteStep D {`+out+`}
+exit
+`))
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	b, err := exec.CommandContext(ctx, draw, "-b", "-f", script).CombinedOutput()
+	require.NoError(t, err, "%s", b)
+	fi, err := os.Stat(out)
+	require.NoError(t, err)
+	require.Positive(t, fi.Size(), "draw wrote no STEP:\n%s", b)
+	return out
+}
+
+// colourShares are the shares of an image's pixels that are clearly green
+// and clearly orange.
+func colourShares(t *testing.T, pngBytes []byte) (green, orange float64) {
+	t.Helper()
+	img, err := png.Decode(bytes.NewReader(pngBytes))
+	require.NoError(t, err)
+	b := img.Bounds()
+	var g, o, all int
+	for y := b.Min.Y; y < b.Max.Y; y++ {
+		for x := b.Min.X; x < b.Max.X; x++ {
+			r32, g32, b32, _ := img.At(x, y).RGBA()
+			r, gr, bl := int(r32>>8), int(g32>>8), int(b32>>8)
+			switch {
+			case gr > r+25 && gr > bl+15:
+				g++
+			case r > gr+40 && gr > bl+10:
+				o++
+			}
+			all++
+		}
+	}
+	return float64(g) / float64(all), float64(o) / float64(all)
 }
 
 // canvasCenter is the middle of the 3D view's canvas, in CSS pixels.

@@ -469,6 +469,12 @@ function setupUpload() {
     over(false)(e);
     takeFiles(e.dataTransfer?.files ?? []);
   });
+  // An open download menu closes on a click anywhere else.
+  document.addEventListener('click', (e) => {
+    for (const m of document.querySelectorAll('details.menu[open]')) {
+      if (!m.contains(e.target)) m.open = false;
+    }
+  });
   // A file dropped beside the zone must not replace the page.
   window.addEventListener('dragover', (e) => e.preventDefault());
   window.addEventListener('drop', (e) => e.preventDefault());

@@ -122,7 +122,8 @@ test('an assembly reads into parts with world matrices, names and colours', () =
   assert.deepEqual(m.stats, { vertices: 9, triangles: 3 });
   const p = m.parts[0].mesh.primitives[0];
   assert.equal(p.mode, MODE.TRIANGLES);
-  assert.deepEqual([...p.indices], [0, 1, 2]);
+  assert.equal(p.indices, null, 'normals were computed: one vertex per corner');
+  close(p.positions, [0, 0, 0, 1, 0, 0, 0, 1, 0]);
   close(p.normals, [0, 0, 1, 0, 0, 1, 0, 0, 1], 1e-6); // computed: the file has none
 });
 
@@ -181,14 +182,32 @@ test('strips, fans and loops become lists', () => {
   assert.equal(toListMode(MODE.TRIANGLES, idx, 3).indices, idx);
 });
 
-test('computed normals are area-weighted and unit length', () => {
-  // Two triangles sharing the edge 0-1: one in the XY plane, one in XZ.
-  const pos = new Float32Array([0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, -1]);
-  const n = computeNormals(pos, new Uint16Array([0, 1, 2, 0, 1, 3]));
-  close(n.subarray(6, 9), [0, 0, 1]);
-  close(n.subarray(9, 12), [0, 1, 0]);
-  close(n.subarray(0, 3), [0, Math.SQRT1_2, Math.SQRT1_2]);
-  close(computeNormals(new Float32Array(3), null), [0, 0, 1]); // no triangle: +Z
+test('computed normals: smooth across shallow angles, creased across sharp ones', () => {
+  // A fold along the edge 0-1: two faces at 30° (smoothed), and one at 90°
+  // to the first (a crease), given as an unindexed soup for the last: the
+  // welding by position must find the shared corners anyway.
+  const s = Math.sin(Math.PI / 6), c = Math.cos(Math.PI / 6);
+  const pos = new Float32Array([0, 0, 0, 1, 0, 0, 0, 1, 0, 0, c, s]);
+  const { positions, normals, indices } = computeNormals(pos, new Uint16Array([0, 1, 2, 0, 1, 3]));
+  assert.equal(indices, null);
+  assert.equal(positions.length, 18);
+  close(positions.subarray(0, 9), [0, 0, 0, 1, 0, 0, 0, 1, 0]);
+  // The shared corners (0 and 1) average the two faces: between +Z and the tilted normal.
+  const n2 = [0, -s, c]; // the second face's normal
+  const avg = [0, n2[1] / 2, (1 + n2[2]) / 2];
+  const l = Math.hypot(...avg);
+  close(normals.subarray(0, 3), avg.map((v) => v / l));
+  close(normals.subarray(6, 9), [0, 0, 1]); // corner 2 is only in the first face
+  // A box corner: three faces at right angles stay flat.
+  const box = new Float32Array([0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 1, 1, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 1]);
+  const flat = computeNormals(box, null).normals;
+  close(flat.subarray(0, 3), [0, 0, 1]);
+  close(flat.subarray(9, 12), [0, 1, 0]);
+  close(flat.subarray(18, 21), [1, 0, 0]);
+  // Degenerate faces get some unit normal, never NaN.
+  const deg = computeNormals(new Float32Array(9), null).normals;
+  assert.ok(deg.every(Number.isFinite));
+  close(deg.subarray(0, 3), [0, 0, 1]);
 });
 
 test('bad GLBs end in a GLBError with a sentence', () => {
