@@ -6,7 +6,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { readModel, parseGLB, GLBError, MODE, toListMode, computeNormals } from '../static/glb.js';
+import { readModel, parseGLB, GLBError, MODE, toListMode, computeNormals, weldByPosition } from '../static/glb.js';
 import { readZipDirectory, modelEntries, extension, isZipName, ZipError } from '../static/zipdir.js';
 import { identity, multiply, fromTRS, transformPoint, normalMatrix, lookAt, perspective } from '../static/mat4.js';
 
@@ -204,6 +204,12 @@ test('computed normals: smooth across shallow angles, creased across sharp ones'
   close(flat.subarray(0, 3), [0, 0, 1]);
   close(flat.subarray(9, 12), [0, 1, 0]);
   close(flat.subarray(18, 21), [1, 0, 0]);
+  // Welding: equal positions (and -0 with 0) share an id, others do not.
+  const w = weldByPosition(new Float32Array([1, 2, 3, 0, 0, 0, 1, 2, 3, -0, 0, -0, 1, 2, 3.0001]));
+  assert.deepEqual([...w.ids], [0, 1, 0, 1, 2]);
+  assert.equal(w.count, 3);
+  const many = new Float32Array(30000 * 3).map((_, i) => Math.floor(i / 3) % 10000);
+  assert.equal(weldByPosition(many).count, 10000);
   // Degenerate faces get some unit normal, never NaN.
   const deg = computeNormals(new Float32Array(9), null).normals;
   assert.ok(deg.every(Number.isFinite));
