@@ -238,6 +238,7 @@ function itemRow(it) {
   view.addEventListener('click', () => openViewer(items.get(id)));
   const dlList = h('ul', { class: 'menu-list' });
   const dl = h('details', { class: 'menu' }, h('summary', { class: 'small-btn', text: 'Download' }), dlList);
+  // Also how an item uploaded with an upload token (UPLOADING until then) starts converting.
   const reconvert = h('button', { type: 'button', class: 'small-btn reconvert', text: 'Reconvert' });
   reconvert.addEventListener('click', async () => {
     reconvert.disabled = true;
@@ -288,7 +289,6 @@ function updateItemRow(row, it) {
   }
 
   row.view.disabled = !(state === 'SUCCESS' && hasOutput(it, 'glb'));
-  row.reconvert.disabled = state === 'UPLOADING';
   const files = [...(it.outputs ?? []).map((o) => ({ ...o, href: `fileByName/${encodeURIComponent(it.storageID)}/${encodeURIComponent(o.name)}` })),
     ...(it.originals ?? []).slice(0, 1).map((o) => ({ ...o, type: 'original', href: `original/${encodeURIComponent(it.storageID)}` }))];
   const dlKey = JSON.stringify(files.map((f) => [f.name, f.size, it.generation]));
