@@ -61,6 +61,8 @@ type Conversion struct {
 	Converter *convert.Converter
 	// ReclaimInterval: see conversion.Config.
 	ReclaimInterval time.Duration
+	// Tokens configure upload and download tokens.
+	Tokens Tokens
 	// Retention purges old items; off by default. See conversion.Retention.
 	Retention conversion.Retention
 }
@@ -90,6 +92,10 @@ func (s *Server) setupConversion(cc Conversion, m *manager.Manager, mc manager.C
 		if _, err := fs.Sweep(context.Background(), 24*time.Hour); err != nil {
 			clog.Warn("sweep the data directory", "err", err)
 		}
+	}
+	tokens, err := cc.Tokens.api(st, cmp.Or(cc.DataDir, DefaultDataDir))
+	if err != nil {
+		return err
 	}
 	store := cc.Items
 	if store == nil {
@@ -127,7 +133,7 @@ func (s *Server) setupConversion(cc Conversion, m *manager.Manager, mc manager.C
 	s.conv = svc
 	s.cleanups.Push("conversion", svc.Stop)
 
-	a := api.New(svc, api.Options{Version: mc.Version, Logger: clog})
+	a := api.New(svc, api.Options{Version: mc.Version, Logger: clog, Tokens: tokens})
 	a.Mount(m.Router())
 	if mc.FarmToken != "" {
 		a.MountFarm(m.Router(), farmAuth(mc.FarmToken, clog))
@@ -137,7 +143,7 @@ func (s *Server) setupConversion(cc Conversion, m *manager.Manager, mc manager.C
 
 	if s.f != nil && cc.JobSlots >= 0 {
 		jobs, err := farm.NewJobs(farm.JobsConfig{Source: svc, Farm: s.f.ID(), Slots: cc.JobSlots,
-			Converter: cc.Converter, ReadLocal: true, Logger: log.With("component", "jobs"),
+			Converter: cc.Converter, ReadLocal: true, Cache: s.f.Cache(), Logger: log.With("component", "jobs"),
 			Registerer: mc.Registerer})
 		if err != nil {
 			return err

@@ -131,7 +131,7 @@ func (s *Service) describe(ctx context.Context, l queue.Lease) (farmapi.JobLease
 	}
 	jl := farmapi.JobLease{ID: l.JobID, Token: l.Token, Attempt: l.Attempt, Expires: l.Expires,
 		LeaseMS: max(time.Until(l.Expires).Milliseconds(), 1), Item: id, Generation: gen, Name: it.Name,
-		StartPath: it.StartPath, CommandLine: it.CommandLine}
+		StartPath: it.StartPath, CommandLine: it.CommandLine, ProcessShattered: it.ProcessShattered}
 	lp, _ := s.st.(storage.LocalPather)
 	single := len(it.Originals) == 1
 	for _, o := range it.Originals {
@@ -231,9 +231,11 @@ type manifest struct {
 	Outputs []farmapi.JobOutput `json:"outputs"`
 }
 
-// outputName checks an output's file name.
+// outputName checks an output's file name: one path element, or one below
+// the shattered outputs' directory (farmapi.ShatteredPrefix).
 func outputName(name string) error {
-	if err := fileName(name); err != nil || strings.HasPrefix(name, ".") {
+	file, _ := strings.CutPrefix(name, farmapi.ShatteredPrefix)
+	if err := fileName(file); err != nil || strings.HasPrefix(file, ".") {
 		return fmt.Errorf("%w: output name %q", farmapi.ErrBadJobRequest, name)
 	}
 	return nil
@@ -335,6 +337,7 @@ func (s *Service) finishSuccess(ctx context.Context, id string, gen int, dir str
 		return
 	}
 	files := make([]items.File, 0, len(outs))
+	var shattered []items.File
 	for _, o := range outs {
 		if err := s.copyObject(ctx, dir+o.Name, items.OutputKey(id, o.Name)); err != nil {
 			// The item stays PENDING: the sweep finishes it from the
@@ -343,9 +346,19 @@ func (s *Service) finishSuccess(ctx context.Context, id string, gen int, dir str
 			s.log.Error("move an output into place; the sweep tries again", "item", id, "output", o.Name, "err", err)
 			return
 		}
+		if part, ok := strings.CutPrefix(o.Name, farmapi.ShatteredPrefix); ok {
+			shattered = append(shattered, items.File{Name: part, Type: o.Type, Size: o.Size})
+			continue
+		}
 		files = append(files, items.File{Name: o.Name, Type: o.Type, Size: o.Size})
 	}
-	it, err = s.items.Update(ctx, id, func(it *items.Item) error { return it.Succeed(gen, files) })
+	it, err = s.items.Update(ctx, id, func(it *items.Item) error {
+		if err := it.Succeed(gen, files); err != nil {
+			return err
+		}
+		it.Shattered = shattered
+		return nil
+	})
 	switch {
 	case errors.Is(err, items.ErrNotFound):
 		// Deleted or purged while the outputs were copied: the copies

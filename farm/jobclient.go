@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -163,7 +164,13 @@ func (c *JobClient) OpenJobInput(ctx context.Context, id, token string, index in
 
 // PutJobOutput implements JobSource: the upload streams.
 func (c *JobClient) PutJobOutput(ctx context.Context, id, token, name string, r io.Reader) (int64, error) {
-	resp, _, err := c.transfer(ctx, http.MethodPut, jobPath(id, "/output/"+url.PathEscape(name)), token, r)
+	path := "/output/" + url.PathEscape(name)
+	if file, ok := strings.CutPrefix(name, farmapi.ShatteredPrefix); ok {
+		// A shattered output has a route of its own: an escaped slash
+		// would not reach the output route.
+		path = "/output/" + farmapi.ShatteredPrefix + url.PathEscape(file)
+	}
+	resp, _, err := c.transfer(ctx, http.MethodPut, jobPath(id, path), token, r)
 	if err != nil {
 		return 0, err
 	}

@@ -342,7 +342,7 @@ func (j *Jobs) convert(ctx context.Context, dir string, l farmapi.JobLease) ([]c
 		return nil, &convert.Error{Reason: convert.ReasonConversion, Detail: fmt.Sprintf("%q is not among the uploaded files", model)}
 	}
 	return j.conv.Run(ctx, convert.Job{Input: filepath.Join(in, model), Name: l.Name, Dir: dir, OutputDir: out,
-		StartPath: l.StartPath, CommandLine: l.CommandLine})
+		StartPath: l.StartPath, CommandLine: l.CommandLine, Shattered: l.ProcessShattered})
 }
 
 func contains(names []string, n string) bool {

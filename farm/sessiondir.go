@@ -55,7 +55,7 @@ const (
 // setupSessions prepares the root of the session directories: cfg's, or a
 // temporary one that Close removes.
 func (f *Farm) setupSessions(cfg Config) error {
-	f.models = cfg.Models
+	f.models = withCache(cfg.Cache, cfg.Models)
 	if cfg.SessionsDir != "" {
 		abs, err := filepath.Abs(cfg.SessionsDir)
 		if err != nil {

@@ -18,6 +18,9 @@ import (
 //	POST /api/v1/jobs/:id/renew          RenewRequest → RenewResponse
 //	GET  /api/v1/jobs/:id/input/:index   the input's bytes (LeaseHeader)
 //	PUT  /api/v1/jobs/:id/output/:name   an output's bytes, streamed (LeaseHeader)
+//	PUT  /api/v1/jobs/:id/output/shattered/:name
+//	                                     a shattered output's bytes: the output
+//	                                     ShatteredPrefix+name (LeaseHeader)
 //	POST /api/v1/jobs/:id/complete       CompleteRequest → JobAck
 //	POST /api/v1/jobs/:id/fail           FailRequest → JobAck
 //
@@ -31,6 +34,10 @@ const (
 	PathJobLease = PathJobs + "/lease"
 	// LeaseHeader carries the lease token on input and output transfers.
 	LeaseHeader = "Drover-Lease"
+	// ShatteredPrefix starts the names of a shattered conversion's
+	// outputs: its parts' GLBs and its index. The only outputs whose names
+	// have a directory.
+	ShatteredPrefix = "shattered/"
 )
 
 // Errors of the job API, mapped to and from HTTP status codes by JobStatus
@@ -114,6 +121,9 @@ type JobLease struct {
 	StartPath string `json:"start_path,omitempty"`
 	// CommandLine is the user's conversionCommandLine.
 	CommandLine []string `json:"command_line,omitempty"`
+	// ProcessShattered asks for the shattered outputs too: a GLB per part
+	// and the assembly's index, named ShatteredPrefix+file.
+	ProcessShattered bool `json:"process_shattered,omitempty"`
 	// Inputs are the uploaded files; the farm puts each in one directory
 	// under its Name. Model is the Name of the one to convert; empty when
 	// the farm must pick the only model among them.

@@ -141,6 +141,7 @@ and an in-memory store. Every flag can also be set in the YAML file given with
 	fs.Duration("shutdown-grace", 10*time.Second, "how long shutdown may take")
 	fs.String("redis", "", "Redis URL to share state with other managers (see drover manager); empty: in-memory")
 	fs.Int("job-slots", farm.DefaultJobSlots, "conversion jobs the local farm runs at once (maxConversions); 0: none")
+	cacheFlags(fs, "one per --data directory in $XDG_STATE_HOME/drover or the temporary directory")
 	converterFlags(fs)
 	conversionFlags(fs)
 	runtimeFlags(fs)
@@ -158,7 +159,7 @@ and an in-memory store. Every flag can also be set in the YAML file given with
 		}
 		reg := prometheus.NewRegistry()
 		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-		scrubSecretEnv("DROVER_REDIS", "DROVER_WEBHOOK_SECRET") // the local farm's instances inherit the environment
+		scrubSecretEnv("DROVER_REDIS", "DROVER_WEBHOOK_SECRET", "DROVER_URL_SECRET") // the local farm's instances inherit the environment
 		up, err := app.NewUp(cfg, log, reg)
 		if err != nil {
 			return err
@@ -192,6 +193,7 @@ func conversionFlags(fs *pflag.FlagSet) {
 	fs.Duration("webhook-min-backoff", webhook.DefaultMinBackoff, "wait before a webhook's first retry, doubled for each further one")
 	fs.Int("max-attempts", queue.DefaultMaxAttempts, "attempts of a conversion job before it ends in ERROR")
 	fs.Duration("job-lease", queue.DefaultLease, "length of a job's lease; farms renew it at a third")
+	tokenFlags(fs)
 	retentionFlags(fs)
 }
 

@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	convertpkg "github.com/drover-dev/drover/conversion/convert"
+	"github.com/drover-dev/drover/internal/app"
 	"github.com/drover-dev/drover/internal/testkit/convtest"
 	"github.com/drover-dev/drover/internal/testkit/dockertest"
 )
@@ -75,4 +76,34 @@ func download(t *testing.T, url, path string) {
 	b, err := io.ReadAll(resp.Body)
 	require.NoError(t, err)
 	require.NoError(t, os.WriteFile(path, b, 0o644))
+}
+
+// TestConverterRuntimeConfig reads the converter runtime's settings from a
+// config file, the environment and flags, for farm and up alike.
+func TestConverterRuntimeConfig(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "drover.yaml")
+	require.NoError(t, os.WriteFile(path, []byte(`converter_runtime: docker
+converter_image: drover-converters:1
+converter_memory: 2GiB
+converter_cpu_time: 5m
+`), 0o600))
+	t.Setenv("DROVER_CONVERTER_CPUS", "1.5")
+	want := app.ConverterRuntimeConfig{ConverterRuntime: "docker", ConverterImage: "drover-converters:1",
+		ConverterMemory: "2GiB", ConverterCPUTime: 5 * time.Minute, ConverterCPUs: 1.5, ConverterTimeout: 90 * time.Second}
+
+	farmCmd := newFarmCmd()
+	require.NoError(t, farmCmd.Flags().Set("config", path))
+	require.NoError(t, farmCmd.Flags().Set("converter-timeout", "90s"))
+	var fc app.FarmConfig
+	_, err := load(farmCmd.Flags(), &fc)
+	require.NoError(t, err)
+	require.Equal(t, want, fc.ConverterRuntimeConfig)
+
+	upCmd := newUpCmd()
+	require.NoError(t, upCmd.Flags().Set("config", path))
+	require.NoError(t, upCmd.Flags().Set("converter-timeout", "90s"))
+	var uc app.UpConfig
+	_, err = load(upCmd.Flags(), &uc)
+	require.NoError(t, err)
+	require.Equal(t, want, uc.ConverterRuntimeConfig)
 }

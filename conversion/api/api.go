@@ -79,6 +79,10 @@ func (a *API) Mount(r gin.IRouter) {
 		g.GET("/file/:id/:type", a.file)
 		g.GET("/fileByName/:id/:name", a.fileByName)
 		g.GET("/original/:id", a.original)
+		// A catch-all, so that a name with a slash reaches the handler and
+		// is refused with the API's error, not a bare 404.
+		g.GET("/shattered/:id/*name", a.shattered)
+		g.GET("/shatteredXML/:id", a.shatteredXML)
 		g.GET("/info", a.info)
 		a.mountTokens(g)
 	}
@@ -449,7 +453,10 @@ type ItemView struct {
 	ProcessShattered      bool     `json:"processShattered,omitempty"`
 	Files                 []string `json:"files"`
 	// Outputs describe Files; Originals the uploaded files.
-	Outputs         []items.File    `json:"outputs"`
+	Outputs []items.File `json:"outputs"`
+	// Shattered are the shattered parts' GLBs and the index, index.xml:
+	// shattered/:id/:name serves each.
+	Shattered       []items.File    `json:"shattered,omitempty"`
 	Originals       []OriginalView  `json:"originals"`
 	Attempts        int             `json:"attempts"`
 	Generation      int             `json:"generation"`
@@ -468,7 +475,7 @@ func View(it items.Item) ItemView {
 		DetailedError: it.DetailedError, Updated: iso(it.Updated), Created: iso(it.Created), Webhook: it.Webhook,
 		ConversionCommandLine: it.CommandLine, ProcessShattered: it.ProcessShattered, Files: []string{},
 		Outputs: []items.File{}, Originals: []OriginalView{}, Attempts: it.Attempts, Generation: it.Generation,
-		WebhookDelivery: it.Delivery}
+		WebhookDelivery: it.Delivery, Shattered: it.Shattered}
 	for _, f := range it.Files {
 		v.Files = append(v.Files, f.Name)
 		v.Outputs = append(v.Outputs, f)

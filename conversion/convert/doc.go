@@ -15,7 +15,11 @@
 //     made from a template (tools.go): `occt-draw -b -f convert.tcl`;
 //   - a PNG thumbnail on white with f3d in a virtual X server:
 //     `xvfb-run -a f3d IN --output OUT.png --resolution 640,480 --bg-color 1,1,1 …`;
-//   - STL and OBJ on request, with assimp.
+//   - STL and OBJ on request, with assimp;
+//   - with Job.Shattered (processShattered), one GLB per part of a CAD
+//     assembly and an XML index of its tree, part names and placements,
+//     from a second Draw script that walks the XDE document (shatter.go);
+//     their outputs are named ShatteredDir/<file>.
 //
 // User text never reaches a shell or the Tcl: converters get argv, never a
 // command line, and the Tcl names only server-chosen paths (the model is

@@ -42,6 +42,8 @@ type ConversionConfig struct {
 	MaxAttempts int `koanf:"max_attempts"`
 	// JobLease is a job lease's length; farms renew it at a third.
 	JobLease time.Duration `koanf:"job_lease"`
+	// Upload and download tokens.
+	TokenConfig `koanf:",squash"`
 
 	RetentionConfig `koanf:",squash"`
 }
@@ -59,6 +61,7 @@ func (cc ConversionConfig) conversion(redisURL string, jobSlots int, log *slog.L
 		Webhook: webhook.Options{Secret: webhook.Secret(cc.WebhookSecret),
 			Policy: webhook.Policy{AllowHosts: cc.WebhookAllow}, RetryFor: cc.WebhookRetryFor,
 			MinBackoff: cc.WebhookMinBackoff},
+		Tokens:    cc.tokens(),
 		Retention: cc.retention(),
 	}
 	if redisURL == "" {

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -66,6 +67,8 @@ type FarmConfig struct {
 	JobDir string `koanf:"job_dir"`
 	// Converters are converters the farm adds; see ConverterConfig.
 	Converters []ConverterConfig `koanf:"converters"`
+	// CacheSize and CacheDir: the farm's model cache; see CacheConfig.
+	CacheConfig `koanf:",squash"`
 	// How the converters run, and their limits.
 	ConverterRuntimeConfig `koanf:",squash"`
 }
@@ -144,6 +147,10 @@ func NewFarm(cfg FarmConfig, log *slog.Logger, reg *prometheus.Registry) (_ *Far
 		n.url = "http://" + reachable(n.ln.Addr(), log)
 	}
 	flog := log.With("component", "farm")
+	cache, err := cfg.open(filepath.Join(cfg.StateDir, "cache"), log, reg, &n.cleanups)
+	if err != nil {
+		return nil, err
+	}
 	n.Farm, err = farm.New(farm.Config{
 		ID:                cfg.ID,
 		Name:              cfg.Name,
@@ -154,6 +161,7 @@ func NewFarm(cfg FarmConfig, log *slog.Logger, reg *prometheus.Registry) (_ *Far
 		StateDir:          cfg.StateDir,
 		Host:              cfg.InstanceHost,
 		ReconcileInterval: cfg.ReconcileInterval,
+		Cache:             cache,
 	})
 	if err != nil {
 		return nil, err
@@ -171,6 +179,7 @@ func NewFarm(cfg FarmConfig, log *slog.Logger, reg *prometheus.Registry) (_ *Far
 			Converter:  conv,
 			WorkDir:    cfg.JobDir,
 			ReadLocal:  cfg.SharedData,
+			Cache:      cache,
 			Logger:     log.With("component", "jobs"),
 			Registerer: reg,
 		})
