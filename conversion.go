@@ -136,7 +136,7 @@ func (s *Server) setupConversion(cc Conversion, m *manager.Manager, mc manager.C
 	s.conv = svc
 	s.cleanups.Push("conversion", svc.Stop)
 
-	a := api.New(svc, api.Options{Version: mc.Version, Logger: clog, Tokens: tokens})
+	a := api.New(svc, api.Options{Version: mc.Version, Logger: clog, Tokens: tokens, Registerer: mc.Registerer})
 	a.Mount(m.Router())
 	if mc.FarmToken != "" {
 		a.MountFarm(m.Router(), farmAuth(mc.FarmToken, clog))
