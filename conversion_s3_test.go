@@ -19,6 +19,7 @@ import (
 	"github.com/drover-dev/drover/conversion/convert"
 	"github.com/drover-dev/drover/conversion/webhook"
 	"github.com/drover-dev/drover/farm"
+	"github.com/drover-dev/drover/internal/testkit/convtest"
 	"github.com/drover-dev/drover/internal/testkit/s3test"
 	"github.com/drover-dev/drover/internal/testkit/testutil"
 	"github.com/drover-dev/drover/manager"
@@ -62,7 +63,7 @@ func TestConversionS3(t *testing.T) {
 	require.Equal(t, http.StatusOK, code)
 	info, err := convert.InspectGLB(bytes.NewReader(glb), int64(len(glb)))
 	require.NoError(t, err)
-	require.Equal(t, 4, info.Triangles)
+	require.Equal(t, convtest.CubeTriangles, info.Triangles)
 
 	// The bytes are in the bucket: the upload, the outputs, the record.
 	objs, err := st.List(t.Context(), "items/"+id+"/")
@@ -129,7 +130,7 @@ func TestConversionS3(t *testing.T) {
 	require.NoError(t, err)
 	info, err = convert.InspectGLB(bytes.NewReader(got), int64(len(got)))
 	require.NoError(t, err)
-	require.Equal(t, 4, info.Triangles)
+	require.Equal(t, convtest.CubeTriangles, info.Triangles)
 
 	// Errors (a missing output, a missing item) and what lists the
 	// state.
