@@ -5,6 +5,9 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -14,15 +17,17 @@ import (
 	"github.com/drover-dev/drover/conversion/api"
 	"github.com/drover-dev/drover/conversion/items"
 	"github.com/drover-dev/drover/internal/testkit/s3test"
+	"github.com/drover-dev/drover/internal/testkit/testutil"
 )
 
 // TestTokensS3: on S3 storage (a real versitygw on loopback) the tokens
-// are the bucket's presigned URLs: the file goes to the bucket, not
-// through the API; reconvert finds it there and the item ends SUCCESS;
+// are the bucket's presigned URLs: curl puts the file into the bucket,
+// not through the API; reconvert finds it there and the item ends SUCCESS;
 // the download token GETs the output from the bucket. A file above the
 // token's size, which the bucket takes unchecked, is refused at reconvert
 // and removed. The presigned URLs live Tokens.TTL.
 func TestTokensS3(t *testing.T) {
+	curl := testutil.Program(t, "curl", "curl")
 	srv := s3test.Start(t)
 	st := srv.Storage(t)
 	s := newServerOn(t, st, 0, api.Options{Version: "test", Tokens: api.Tokens{TTL: 2 * time.Minute}})
@@ -48,8 +53,11 @@ func TestTokensS3(t *testing.T) {
 	require.NoError(t, err)
 	require.Empty(t, infos, "the oversized file is removed")
 
-	code, got = send(t, http.MethodPut, up.Token, "solid cube", 10)
-	require.Equal(t, http.StatusOK, code, got)
+	// The upload as a client makes it: curl -T to the presigned URL.
+	file := filepath.Join(t.TempDir(), "m.stl")
+	require.NoError(t, os.WriteFile(file, []byte("solid cube"), 0o644))
+	out, err := exec.Command(curl, "-sS", "-f", "-T", file, up.Token).CombinedOutput()
+	require.NoError(t, err, "%s", out)
 	code, body = s.do(t, call{method: http.MethodPut, path: "/caas_api/reconvert/" + up.ItemID,
 		arg: `{"waitUntilConversionDone":true}`})
 	require.Equal(t, http.StatusOK, code, "%s", body)
