@@ -61,6 +61,8 @@ type Conversion struct {
 	Converter *convert.Converter
 	// ReclaimInterval: see conversion.Config.
 	ReclaimInterval time.Duration
+	// PresignTTL: see conversion.Config; for storage that presigns (S3).
+	PresignTTL time.Duration
 	// Tokens configure upload and download tokens.
 	Tokens Tokens
 	// Retention purges old items; off by default. See conversion.Retention.
@@ -122,7 +124,8 @@ func (s *Server) setupConversion(cc Conversion, m *manager.Manager, mc manager.C
 		wo.Registerer = mc.Registerer
 	}
 	svc, err := conversion.New(conversion.Config{Storage: st, Items: store, Queue: q, Webhook: wo,
-		MaxUpload: cc.MaxUpload, ReclaimInterval: cc.ReclaimInterval, Retention: cc.Retention, Logger: clog,
+		MaxUpload: cc.MaxUpload, ReclaimInterval: cc.ReclaimInterval, PresignTTL: cc.PresignTTL,
+		Retention: cc.Retention, Logger: clog,
 		Registerer: mc.Registerer})
 	if err != nil {
 		return err

@@ -133,6 +133,8 @@ func (s *Service) describe(ctx context.Context, l queue.Lease) (farmapi.JobLease
 		LeaseMS: max(time.Until(l.Expires).Milliseconds(), 1), Item: id, Generation: gen, Name: it.Name,
 		StartPath: it.StartPath, CommandLine: it.CommandLine, ProcessShattered: it.ProcessShattered}
 	lp, _ := s.st.(storage.LocalPather)
+	ps, _ := s.st.(storage.Presigner)
+	jl.OutputURLs = ps != nil
 	single := len(it.Originals) == 1
 	for _, o := range it.Originals {
 		in := farmapi.JobInput{Name: o.Name, Size: o.Size}
@@ -143,6 +145,14 @@ func (s *Service) describe(ctx context.Context, l queue.Lease) (farmapi.JobLease
 		}
 		if lp != nil {
 			in.LocalPath, _ = lp.LocalPath(items.OriginalKey(id, o.Stored))
+		}
+		if ps != nil {
+			u, err := ps.PresignGet(ctx, items.OriginalKey(id, o.Stored), s.cfg.PresignTTL)
+			if err != nil {
+				// The farm downloads through the manager instead.
+				s.log.Warn("presign a job input", "job", l.JobID, "err", err)
+			}
+			in.URL = u
 		}
 		in.Version = s.inputVersion(ctx, items.OriginalKey(id, o.Stored))
 		jl.Inputs = append(jl.Inputs, in)
@@ -256,6 +266,30 @@ func (s *Service) PutJobOutput(ctx context.Context, id, token, name string, r io
 		return 0, fmt.Errorf("%w: store output %s: %w", farmapi.ErrJobsUnavailable, name, err)
 	}
 	return n, nil
+}
+
+// JobOutputURL presigns a PUT URL for output name of a leased job's
+// attempt: the farm uploads it to storage directly, where PutJobOutput
+// would have put it. farmapi.ErrBadJobRequest when the storage presigns
+// nothing (the farm uses PutJobOutput).
+func (s *Service) JobOutputURL(ctx context.Context, id, token, name string) (farmapi.OutputURLResponse, error) {
+	if err := outputName(name); err != nil {
+		return farmapi.OutputURLResponse{}, err
+	}
+	ps, ok := s.st.(storage.Presigner)
+	if !ok {
+		return farmapi.OutputURLResponse{}, fmt.Errorf("%w: this manager's storage takes outputs through it only", farmapi.ErrBadJobRequest)
+	}
+	item, gen, err := s.holds(ctx, id, token)
+	if err != nil {
+		return farmapi.OutputURLResponse{}, err
+	}
+	expires := time.Now().Add(s.cfg.PresignTTL)
+	u, err := ps.PresignPut(ctx, staging(item, gen, token)+name, s.cfg.PresignTTL)
+	if err != nil {
+		return farmapi.OutputURLResponse{}, fmt.Errorf("%w: presign output %s: %w", farmapi.ErrJobsUnavailable, name, err)
+	}
+	return farmapi.OutputURLResponse{URL: u, Expires: expires}, nil
 }
 
 // CompleteJob ends an attempt whose outputs are uploaded: the job is done,
@@ -379,6 +413,9 @@ func (s *Service) finishSuccess(ctx context.Context, id string, gen int, dir str
 }
 
 func (s *Service) copyObject(ctx context.Context, from, to string) error {
+	if c, ok := s.st.(storage.Copier); ok {
+		return c.Copy(ctx, from, to)
+	}
 	obj, err := s.st.Open(ctx, from)
 	if err != nil {
 		return err
@@ -569,6 +606,9 @@ type Status struct {
 	QueueError string      `json:"queue_error,omitempty"`
 	// JobSlots and FreeJobSlots add up the farms that leased from this
 	// manager lately.
+	// Storage says where the files are, when the storage says so (S3's
+	// bucket and endpoint, never its credentials).
+	Storage      string            `json:"storage,omitempty"`
 	JobSlots     int               `json:"job_slots"`
 	FreeJobSlots int               `json:"free_job_slots"`
 	Farms        []farmapi.JobFarm `json:"farms"`
@@ -584,6 +624,9 @@ func (s *Service) Status(ctx context.Context) Status {
 		st.QueueError = err.Error()
 	}
 	st.Queue = qs
+	if str, ok := s.st.(fmt.Stringer); ok {
+		st.Storage = str.String()
+	}
 	st.Farms = s.jobFarms()
 	for _, f := range st.Farms {
 		st.JobSlots += f.Slots
