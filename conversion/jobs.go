@@ -332,7 +332,7 @@ func (s *Service) finishSuccess(ctx context.Context, id string, gen int, dir str
 		}
 		files = append(files, items.File{Name: o.Name, Type: o.Type, Size: o.Size})
 	}
-	it, err = s.items.Update(ctx, id, func(it *items.Item) error { return it.Succeed(gen, files) })
+	it, err = s.items.UpdateFrom(ctx, it, func(it *items.Item) error { return it.Succeed(gen, files) })
 	switch {
 	case errors.Is(err, items.ErrNotFound):
 		// Deleted or purged while the outputs were copied: the copies
