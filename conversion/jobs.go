@@ -323,7 +323,7 @@ func (s *Service) finishSuccess(ctx context.Context, id string, gen int, dir str
 	}
 	files := make([]items.File, 0, len(outs))
 	for _, o := range outs {
-		if err := s.copyObject(ctx, dir+o.Name, items.OutputKey(id, o.Name)); err != nil {
+		if err := s.placeOutput(ctx, dir+o.Name, items.OutputKey(id, o.Name), o.Size); err != nil {
 			// The item stays PENDING: the sweep finishes it from the
 			// manifest, or converts again if the staged outputs are gone
 			// (another manager's sweep may have finished it meanwhile).
@@ -350,6 +350,24 @@ func (s *Service) finishSuccess(ctx context.Context, id string, gen int, dir str
 	s.metrics.finished.WithLabelValues("success").Inc()
 	s.log.Info("conversion succeeded", "item", id, "name", it.Name, "outputs", len(files), "attempts", it.Attempts)
 	s.notify(ctx, it)
+}
+
+// placeOutput puts a staged output in its place: moved where the storage
+// can (a rename, no bytes copied), copied elsewhere. An output that a
+// finisher that stopped midway (or another manager's sweep) moved already
+// is in place.
+func (s *Service) placeOutput(ctx context.Context, from, to string, size int64) error {
+	m, ok := s.st.(storage.Mover)
+	if !ok {
+		return s.copyObject(ctx, from, to)
+	}
+	err := m.Move(ctx, from, to)
+	if errors.Is(err, storage.ErrNotFound) {
+		if info, serr := s.st.Stat(ctx, to); serr == nil && info.Size == size {
+			return nil
+		}
+	}
+	return err
 }
 
 func (s *Service) copyObject(ctx context.Context, from, to string) error {
