@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/drover-dev/drover/conversion/convert"
@@ -92,11 +93,23 @@ func (s *Service) LeaseJobs(ctx context.Context, req farmapi.LeaseRequest) ([]fa
 		return nil, jobErr(err)
 	}
 	s.tookJobs(req.Farm, len(leases))
+	// Each description is a read and a write of the item: a batch is
+	// described at once, not one round trip after the other.
+	jls := make([]farmapi.JobLease, len(leases))
+	oks := make([]bool, len(leases))
+	var wg sync.WaitGroup
+	for i, l := range leases {
+		if i == len(leases)-1 {
+			jls[i], oks[i] = s.describe(context.WithoutCancel(ctx), l)
+			break
+		}
+		wg.Go(func() { jls[i], oks[i] = s.describe(context.WithoutCancel(ctx), l) })
+	}
+	wg.Wait()
 	out := make([]farmapi.JobLease, 0, len(leases))
-	for _, l := range leases {
-		jl, ok := s.describe(context.WithoutCancel(ctx), l)
-		if ok {
-			out = append(out, jl)
+	for i, l := range leases {
+		if oks[i] {
+			out = append(out, jls[i])
 			s.log.Info("job leased", "job", l.JobID, "farm", req.Farm, "attempt", l.Attempt)
 		}
 	}
