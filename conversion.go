@@ -61,6 +61,10 @@ type Conversion struct {
 	Converter *convert.Converter
 	// ReclaimInterval: see conversion.Config.
 	ReclaimInterval time.Duration
+	// PresignTTL: see conversion.Config; for storage that presigns (S3).
+	PresignTTL time.Duration
+	// Tokens configure upload and download tokens.
+	Tokens Tokens
 	// Retention purges old items; off by default. See conversion.Retention.
 	Retention conversion.Retention
 }
@@ -91,6 +95,10 @@ func (s *Server) setupConversion(cc Conversion, m *manager.Manager, mc manager.C
 			clog.Warn("sweep the data directory", "err", err)
 		}
 	}
+	tokens, err := cc.Tokens.api(st, cmp.Or(cc.DataDir, DefaultDataDir))
+	if err != nil {
+		return err
+	}
 	store := cc.Items
 	if store == nil {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -116,7 +124,8 @@ func (s *Server) setupConversion(cc Conversion, m *manager.Manager, mc manager.C
 		wo.Registerer = mc.Registerer
 	}
 	svc, err := conversion.New(conversion.Config{Storage: st, Items: store, Queue: q, Webhook: wo,
-		MaxUpload: cc.MaxUpload, ReclaimInterval: cc.ReclaimInterval, Retention: cc.Retention, Logger: clog,
+		MaxUpload: cc.MaxUpload, ReclaimInterval: cc.ReclaimInterval, PresignTTL: cc.PresignTTL,
+		Retention: cc.Retention, Logger: clog,
 		Registerer: mc.Registerer})
 	if err != nil {
 		return err
@@ -127,7 +136,7 @@ func (s *Server) setupConversion(cc Conversion, m *manager.Manager, mc manager.C
 	s.conv = svc
 	s.cleanups.Push("conversion", svc.Stop)
 
-	a := api.New(svc, api.Options{Version: mc.Version, Logger: clog})
+	a := api.New(svc, api.Options{Version: mc.Version, Logger: clog, Tokens: tokens, Registerer: mc.Registerer})
 	a.Mount(m.Router())
 	if mc.FarmToken != "" {
 		a.MountFarm(m.Router(), farmAuth(mc.FarmToken, clog))
@@ -137,7 +146,7 @@ func (s *Server) setupConversion(cc Conversion, m *manager.Manager, mc manager.C
 
 	if s.f != nil && cc.JobSlots >= 0 {
 		jobs, err := farm.NewJobs(farm.JobsConfig{Source: svc, Farm: s.f.ID(), Slots: cc.JobSlots,
-			Converter: cc.Converter, ReadLocal: true, Logger: log.With("component", "jobs"),
+			Converter: cc.Converter, ReadLocal: true, Cache: s.f.Cache(), Logger: log.With("component", "jobs"),
 			Registerer: mc.Registerer})
 		if err != nil {
 			return err

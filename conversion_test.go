@@ -1,7 +1,6 @@
 package drover_test
 
 import (
-	"archive/zip"
 	"bufio"
 	"bytes"
 	"context"
@@ -25,40 +24,12 @@ import (
 	"github.com/drover-dev/drover/conversion/convert"
 	"github.com/drover-dev/drover/conversion/webhook"
 	"github.com/drover-dev/drover/farm"
+	"github.com/drover-dev/drover/internal/testkit/convtest"
 	"github.com/drover-dev/drover/manager"
 )
 
-const cubeSTL = `solid cube
-facet normal 0 0 -1
-outer loop
-vertex 0 0 0
-vertex 0 1 0
-vertex 1 1 0
-endloop
-endfacet
-facet normal 0 0 -1
-outer loop
-vertex 0 0 0
-vertex 1 1 0
-vertex 1 0 0
-endloop
-endfacet
-facet normal 0 -1 0
-outer loop
-vertex 0 0 0
-vertex 1 0 0
-vertex 1 0 1
-endloop
-endfacet
-facet normal -1 0 0
-outer loop
-vertex 0 0 0
-vertex 0 0 1
-vertex 0 1 1
-endloop
-endfacet
-endsolid cube
-`
+// cubeSTL is the unit cube: convtest.CubeTriangles triangles.
+var cubeSTL = convtest.CubeSTL()
 
 func needConverters(t *testing.T) {
 	for _, p := range []string{"assimp", "f3d", "xvfb-run", "occt-draw"} {
@@ -227,7 +198,7 @@ func TestHOOPSBasicDemoSequence(t *testing.T) {
 			require.Equal(t, http.StatusOK, code)
 			info, err := convert.InspectGLB(bytes.NewReader(glb), int64(len(glb)))
 			require.NoError(t, err)
-			require.Equal(t, 4, info.Triangles)
+			require.Equal(t, convtest.CubeTriangles, info.Triangles)
 
 			// 5. create an empty container
 			var created map[string]string
@@ -317,35 +288,6 @@ func TestConversionErrors(t *testing.T) {
 	}
 }
 
-type zipFile struct {
-	name string
-	mode os.FileMode
-	body []byte
-}
-
-func makeZip(t *testing.T, files ...zipFile) []byte {
-	t.Helper()
-	var buf bytes.Buffer
-	zw := zip.NewWriter(&buf)
-	for _, f := range files {
-		hdr := &zip.FileHeader{Name: f.name, Method: zip.Deflate}
-		hdr.SetMode(cmpMode(f.mode))
-		w, err := zw.CreateHeader(hdr)
-		require.NoError(t, err)
-		_, err = w.Write(f.body)
-		require.NoError(t, err)
-	}
-	require.NoError(t, zw.Close())
-	return buf.Bytes()
-}
-
-func cmpMode(m os.FileMode) os.FileMode {
-	if m == 0 {
-		return 0o644
-	}
-	return m
-}
-
 // TestZipUploads: a ZIP assembly with startPath converts; a ZIP with several
 // models and no startPath, one with ../ entries, one with a symlink entry
 // and a ZIP bomb end in the original server's reasons, and nothing is
@@ -361,23 +303,23 @@ func TestZipUploads(t *testing.T) {
 	bomb := bytes.Repeat([]byte{0}, 16<<20) // unpacks at a ratio far above the limit's
 	for _, tc := range []struct {
 		name, startPath, state string
-		files                  []zipFile
+		files                  []convtest.ZipEntry
 	}{
 		{"assembly", "asm/top.obj", "SUCCESS",
-			[]zipFile{{name: "asm/top.obj", body: []byte(obj)}, {name: "asm/other.stl", body: []byte(cubeSTL)}}},
+			[]convtest.ZipEntry{{Name: "asm/top.obj", Body: []byte(obj)}, {Name: "asm/other.stl", Body: []byte(cubeSTL)}}},
 		{"several models", "", "ERROR - Specify startPath with ZIP",
-			[]zipFile{{name: "a.obj", body: []byte(obj)}, {name: "b.stl", body: []byte(cubeSTL)}}},
+			[]convtest.ZipEntry{{Name: "a.obj", Body: []byte(obj)}, {Name: "b.stl", Body: []byte(cubeSTL)}}},
 		{"climbing entries", "", "ERROR - Unzip Error",
-			[]zipFile{{name: "a.obj", body: []byte(obj)}, {name: "../../evil.obj", body: []byte(obj)}}},
+			[]convtest.ZipEntry{{Name: "a.obj", Body: []byte(obj)}, {Name: "../../evil.obj", Body: []byte(obj)}}},
 		{"symlink entry", "", "ERROR - Unzip Error",
-			[]zipFile{{name: "a.obj", body: []byte(obj)}, {name: "link", mode: os.ModeSymlink | 0o777, body: []byte("/etc/passwd")}}},
+			[]convtest.ZipEntry{{Name: "a.obj", Body: []byte(obj)}, {Name: "link", Mode: os.ModeSymlink | 0o777, Body: []byte("/etc/passwd")}}},
 		{"zip bomb", "", "ERROR - Unzip Error",
-			[]zipFile{{name: "a.obj", body: []byte(obj)}, {name: "zeros.stl", body: bomb}}},
+			[]convtest.ZipEntry{{Name: "a.obj", Body: []byte(obj)}, {Name: "zeros.stl", Body: bomb}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h.t = t
 			arg := fmt.Sprintf(`{"startPath":%q,"waitUntilConversionDone":true,"conversionCommandLine":["--output_glb"]}`, tc.startPath)
-			up := h.upload("/api", arg, "upload.zip", string(makeZip(t, tc.files...)))
+			up := h.upload("/api", arg, "upload.zip", string(convtest.Zip(t, tc.files...)))
 			require.Equal(t, tc.state, up["conversionState"], up["detailedError"])
 		})
 	}
@@ -433,25 +375,6 @@ func TestConvertsEveryKind(t *testing.T) {
 	srv, base := startConversion(t, filepath.Join(dir, "data"))
 	defer stop(t, srv)
 	h := hoops{t: t, base: base}
-	var stl, obj strings.Builder
-	v := [8][3]int{{0, 0, 0}, {1, 0, 0}, {1, 1, 0}, {0, 1, 0}, {0, 0, 1}, {1, 0, 1}, {1, 1, 1}, {0, 1, 1}}
-	quads := [6][4]int{{0, 3, 2, 1}, {4, 5, 6, 7}, {0, 1, 5, 4}, {1, 2, 6, 5}, {2, 3, 7, 6}, {3, 0, 4, 7}}
-	stl.WriteString("solid cube\n")
-	obj.WriteString("o cube\n")
-	for _, p := range v {
-		fmt.Fprintf(&obj, "v %d %d %d\n", p[0], p[1], p[2])
-	}
-	for _, q := range quads {
-		fmt.Fprintf(&obj, "f %d %d %d %d\n", q[0]+1, q[1]+1, q[2]+1, q[3]+1)
-		for _, tri := range [2][3]int{{q[0], q[1], q[2]}, {q[0], q[2], q[3]}} {
-			stl.WriteString("facet normal 0 0 0\nouter loop\n")
-			for _, i := range tri {
-				fmt.Fprintf(&stl, "vertex %d %d %d\n", v[i][0], v[i][1], v[i][2])
-			}
-			stl.WriteString("endloop\nendfacet\n")
-		}
-	}
-	stl.WriteString("endsolid cube\n")
 	read := func(name string) string {
 		b, err := os.ReadFile(filepath.Join(dir, name))
 		require.NoError(t, err)
@@ -462,8 +385,8 @@ func TestConvertsEveryKind(t *testing.T) {
 		triangles     int
 		nodes         []string
 	}{
-		{name: "cube.stl", content: stl.String(), triangles: 12},
-		{name: "cube.obj", content: obj.String(), triangles: 12},
+		{name: "cube.stl", content: convtest.CubeSTL(), triangles: convtest.CubeTriangles},
+		{name: "cube.obj", content: convtest.CubeOBJ(), triangles: convtest.CubeTriangles},
 		{name: "asm.step", content: read("asm.step"), nodes: []string{"Bracket", "Bolt"}},
 		{name: "part.igs", content: read("part.igs"), nodes: []string{"Plate"}},
 	} {

@@ -310,21 +310,16 @@ func (s *Service) Reconvert(ctx context.Context, id string, r Reconversion) (ite
 	if err := s.check(o); err != nil {
 		return items.Item{}, err
 	}
+	if it, done, err := s.startAwaited(ctx, id, r); done {
+		return it, err
+	}
 	var before int
 	it, err := s.items.Update(ctx, id, func(it *items.Item) error {
 		if len(it.Originals) == 0 {
 			return fmt.Errorf("%w: the item has no uploaded file to convert", ErrInvalid)
 		}
 		before = it.Generation
-		if r.StartPath != nil {
-			it.StartPath = *r.StartPath
-		}
-		if r.CommandLine != nil {
-			it.CommandLine = r.CommandLine
-		}
-		if r.ProcessShattered != nil {
-			it.ProcessShattered = *r.ProcessShattered
-		}
+		r.apply(it)
 		it.Reconvert()
 		return nil
 	})

@@ -144,8 +144,10 @@ func (s *Service) describe(ctx context.Context, l queue.Lease) (farmapi.JobLease
 	}
 	jl := farmapi.JobLease{ID: l.JobID, Token: l.Token, Attempt: l.Attempt, Expires: l.Expires,
 		LeaseMS: max(time.Until(l.Expires).Milliseconds(), 1), Item: id, Generation: gen, Name: it.Name,
-		StartPath: it.StartPath, CommandLine: it.CommandLine}
+		StartPath: it.StartPath, CommandLine: it.CommandLine, ProcessShattered: it.ProcessShattered}
 	lp, _ := s.st.(storage.LocalPather)
+	ps, _ := s.st.(storage.Presigner)
+	jl.OutputURLs = ps != nil
 	single := len(it.Originals) == 1
 	for _, o := range it.Originals {
 		in := farmapi.JobInput{Name: o.Name, Size: o.Size}
@@ -157,6 +159,15 @@ func (s *Service) describe(ctx context.Context, l queue.Lease) (farmapi.JobLease
 		if lp != nil {
 			in.LocalPath, _ = lp.LocalPath(items.OriginalKey(id, o.Stored))
 		}
+		if ps != nil {
+			u, err := ps.PresignGet(ctx, items.OriginalKey(id, o.Stored), s.cfg.PresignTTL)
+			if err != nil {
+				// The farm downloads through the manager instead.
+				s.log.Warn("presign a job input", "job", l.JobID, "err", err)
+			}
+			in.URL = u
+		}
+		in.Version = s.inputVersion(ctx, items.OriginalKey(id, o.Stored))
 		jl.Inputs = append(jl.Inputs, in)
 	}
 	switch {
@@ -167,6 +178,18 @@ func (s *Service) describe(ctx context.Context, l queue.Lease) (farmapi.JobLease
 		jl.StartPath = ""
 	}
 	return jl, true
+}
+
+// inputVersion is the version of an input file for farms' caches: its
+// size and modification time, which a replaced file changes. Empty (not
+// cached) when the storage cannot say.
+func (s *Service) inputVersion(ctx context.Context, key string) string {
+	info, err := s.st.Stat(ctx, key)
+	if err != nil {
+		s.log.Warn("stat a job input for its version; farms will not cache it", "key", key, "err", err)
+		return ""
+	}
+	return strconv.FormatInt(info.Size, 10) + "-" + strconv.FormatInt(info.ModTime.UnixNano(), 10)
 }
 
 // RenewJob extends a lease; farmapi.ErrLeaseLost when the attempt is over.
@@ -231,9 +254,11 @@ type manifest struct {
 	Outputs []farmapi.JobOutput `json:"outputs"`
 }
 
-// outputName checks an output's file name.
+// outputName checks an output's file name: one path element, or one below
+// the shattered outputs' directory (farmapi.ShatteredPrefix).
 func outputName(name string) error {
-	if err := fileName(name); err != nil || strings.HasPrefix(name, ".") {
+	file, _ := strings.CutPrefix(name, farmapi.ShatteredPrefix)
+	if err := fileName(file); err != nil || strings.HasPrefix(file, ".") {
 		return fmt.Errorf("%w: output name %q", farmapi.ErrBadJobRequest, name)
 	}
 	return nil
@@ -254,6 +279,30 @@ func (s *Service) PutJobOutput(ctx context.Context, id, token, name string, r io
 		return 0, fmt.Errorf("%w: store output %s: %w", farmapi.ErrJobsUnavailable, name, err)
 	}
 	return n, nil
+}
+
+// JobOutputURL presigns a PUT URL for output name of a leased job's
+// attempt: the farm uploads it to storage directly, where PutJobOutput
+// would have put it. farmapi.ErrBadJobRequest when the storage presigns
+// nothing (the farm uses PutJobOutput).
+func (s *Service) JobOutputURL(ctx context.Context, id, token, name string) (farmapi.OutputURLResponse, error) {
+	if err := outputName(name); err != nil {
+		return farmapi.OutputURLResponse{}, err
+	}
+	ps, ok := s.st.(storage.Presigner)
+	if !ok {
+		return farmapi.OutputURLResponse{}, fmt.Errorf("%w: this manager's storage takes outputs through it only", farmapi.ErrBadJobRequest)
+	}
+	item, gen, err := s.holds(ctx, id, token)
+	if err != nil {
+		return farmapi.OutputURLResponse{}, err
+	}
+	expires := time.Now().Add(s.cfg.PresignTTL)
+	u, err := ps.PresignPut(ctx, staging(item, gen, token)+name, s.cfg.PresignTTL)
+	if err != nil {
+		return farmapi.OutputURLResponse{}, fmt.Errorf("%w: presign output %s: %w", farmapi.ErrJobsUnavailable, name, err)
+	}
+	return farmapi.OutputURLResponse{URL: u, Expires: expires}, nil
 }
 
 // CompleteJob ends an attempt whose outputs are uploaded: the job is done,
@@ -335,6 +384,7 @@ func (s *Service) finishSuccess(ctx context.Context, id string, gen int, dir str
 		return
 	}
 	files := make([]items.File, 0, len(outs))
+	var shattered []items.File
 	for _, o := range outs {
 		if err := s.placeOutput(ctx, dir+o.Name, items.OutputKey(id, o.Name), o.Size); err != nil {
 			// The item stays PENDING: the sweep finishes it from the
@@ -343,9 +393,19 @@ func (s *Service) finishSuccess(ctx context.Context, id string, gen int, dir str
 			s.log.Error("move an output into place; the sweep tries again", "item", id, "output", o.Name, "err", err)
 			return
 		}
+		if part, ok := strings.CutPrefix(o.Name, farmapi.ShatteredPrefix); ok {
+			shattered = append(shattered, items.File{Name: part, Type: o.Type, Size: o.Size})
+			continue
+		}
 		files = append(files, items.File{Name: o.Name, Type: o.Type, Size: o.Size})
 	}
-	it, err = s.items.UpdateFrom(ctx, it, func(it *items.Item) error { return it.Succeed(gen, files) })
+	it, err = s.items.UpdateFrom(ctx, it, func(it *items.Item) error {
+		if err := it.Succeed(gen, files); err != nil {
+			return err
+		}
+		it.Shattered = shattered
+		return nil
+	})
 	switch {
 	case errors.Is(err, items.ErrNotFound):
 		// Deleted or purged while the outputs were copied: the copies
@@ -384,6 +444,9 @@ func (s *Service) placeOutput(ctx context.Context, from, to string, size int64) 
 }
 
 func (s *Service) copyObject(ctx context.Context, from, to string) error {
+	if c, ok := s.st.(storage.Copier); ok {
+		return c.Copy(ctx, from, to)
+	}
 	obj, err := s.st.Open(ctx, from)
 	if err != nil {
 		return err
@@ -574,6 +637,9 @@ type Status struct {
 	QueueError string      `json:"queue_error,omitempty"`
 	// JobSlots and FreeJobSlots add up the farms that leased from this
 	// manager lately.
+	// Storage says where the files are, when the storage says so (S3's
+	// bucket and endpoint, never its credentials).
+	Storage      string            `json:"storage,omitempty"`
 	JobSlots     int               `json:"job_slots"`
 	FreeJobSlots int               `json:"free_job_slots"`
 	Farms        []farmapi.JobFarm `json:"farms"`
@@ -589,6 +655,9 @@ func (s *Service) Status(ctx context.Context) Status {
 		st.QueueError = err.Error()
 	}
 	st.Queue = qs
+	if str, ok := s.st.(fmt.Stringer); ok {
+		st.Storage = str.String()
+	}
 	st.Farms = s.jobFarms()
 	for _, f := range st.Farms {
 		st.JobSlots += f.Slots

@@ -415,6 +415,9 @@ func TestSweepFinishesACompletedJob(t *testing.T) {
 		obj.Close()
 		require.Equal(t, "bytes of "+o.Name, string(got))
 	}
+	// The sweep drops the staged files after the update: Stop waits for
+	// it.
+	require.NoError(t, f.svc.Stop(ctx))
 	infos, err := f.st.List(ctx, items.Dir(it.ID)+"staging/")
 	require.NoError(t, err)
 	require.Empty(t, infos)

@@ -414,4 +414,6 @@ type startPlan struct {
 	slot     int
 	model    string
 	modelDir string
+	// sessionDir: modelDir is a session directory made for this start.
+	sessionDir bool
 }

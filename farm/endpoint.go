@@ -48,5 +48,6 @@ func (f *Farm) Status() FarmStatus {
 		Draining:  draining,
 		Pools:     f.Pools(),
 		Instances: insts,
+		Cache:     cacheStatus(f.cache),
 	}
 }

@@ -19,6 +19,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/drover-dev/drover/farm/modelcache"
 	"github.com/drover-dev/drover/farmapi"
 )
 
@@ -32,6 +33,8 @@ var (
 	ErrStartTimeout = farmapi.ErrStartTimeout
 	ErrDraining     = farmapi.ErrDraining
 	ErrBadModel     = farmapi.ErrBadModel
+	ErrNoSessionDir = farmapi.ErrNoSessionDir
+	ErrModelFetch   = farmapi.ErrModelFetch
 )
 
 const (
@@ -88,10 +91,21 @@ type Config struct {
 	// ModelsDir holds the model directories starts may name
 	// (StartOptions.Model); empty means starts name no model.
 	ModelsDir string
+	// SessionsDir holds the session directories of streaming sessions
+	// (StartOptions.SessionDir); empty means a temporary directory that
+	// Close removes. See sessiondir.go.
+	SessionsDir string
+	// Models fetches the files of streaming sessions' models
+	// (AddSessionFiles); nil refuses them with ErrModelFetch.
+	Models ModelFetcher
 	// ReconcileInterval is how often a farm with docker pools removes the
 	// containers labelled with its id that it does not track (docker.go);
 	// it also does so once in New. 0 means 30 s, negative only in New.
 	ReconcileInterval time.Duration
+	// Cache is the farm's model cache, which its job slots and model
+	// fetches read through and its status reports; nil for none. The
+	// caller owns it (closes it after the farm).
+	Cache *modelcache.Cache
 }
 
 // Farm runs the instances of its pools, processes or containers, in a fixed
@@ -111,6 +125,7 @@ type Farm struct {
 	onExit    func(Instance, error)
 	metrics   *metrics
 	state     *stateFile // nil without Config.StateDir
+	cache     *modelcache.Cache
 
 	// Protocol adapters (adapter.go).
 	modelsDir   string      // absolute; empty: starts name no model
@@ -119,6 +134,12 @@ type Farm struct {
 	streamPorts bool        // the range's first Slots ports are the slots' stream ports
 
 	docker *dockerRuntime // nil without docker pools
+
+	// Session directories (sessiondir.go).
+	models       ModelFetcher
+	sessionsMu   sync.Mutex // guards the modes of session directories, and sessionsDir's making
+	sessionsDir  string
+	sessionsTemp bool // sessionsDir is the farm's own, removed at Close
 
 	// Test hooks. hookBeforeSpawn runs after a port is chosen and before the
 	// process is spawned; hookSpawned runs once the process is on the books.
@@ -177,9 +198,12 @@ type instance struct {
 	slot     int    // the slot number it holds
 	model    string // StartOptions.Model
 	modelDir string
-	dial     *dialLink    // dial instances
-	stdio    *stdioLink   // stdio instances
-	stream   *streamWatch // stream instances; guarded by Farm.mu
+	// sessionDir: modelDir is the instance's own session directory, removed
+	// when it exits (set once it is ready; guarded by Farm.mu).
+	sessionDir bool
+	dial       *dialLink    // dial instances
+	stdio      *stdioLink   // stdio instances
+	stream     *streamWatch // stream instances; guarded by Farm.mu
 
 	// exited is closed once the process is reaped (the container removed)
 	// and the record has left the farm's books; exitErr and stderrTail are
@@ -223,6 +247,7 @@ func New(cfg Config) (*Farm, error) {
 		environ:   os.Environ(),
 		log:       cfg.Logger,
 		onExit:    cfg.OnExit,
+		cache:     cfg.Cache,
 		instances: make(map[string]*instance),
 		pending:   make(map[string]struct{}),
 		ports:     make(map[int]struct{}),
@@ -272,6 +297,9 @@ func New(cfg Config) (*Farm, error) {
 		}
 	}
 	if err := f.setupAdapters(cfg); err != nil {
+		return nil, err
+	}
+	if err := f.setupSessions(cfg); err != nil {
 		return nil, err
 	}
 	return f, nil
@@ -398,6 +426,9 @@ func (f *Farm) StartInstanceWith(ctx context.Context, poolName string, opts Star
 	}
 	var modelDir string
 	if opts.Model != "" {
+		if opts.SessionDir {
+			return Instance{}, fmt.Errorf("%w: a start names a model or asks for a session directory, not both", ErrBadModel)
+		}
 		var err error
 		if modelDir, err = f.resolveModel(opts.Model); err != nil {
 			return Instance{}, err
@@ -425,6 +456,18 @@ func (f *Farm) StartInstanceWith(ctx context.Context, poolName string, opts Star
 	id := f.newIDLocked(poolName)
 	f.pending[id] = struct{}{}
 	f.mu.Unlock()
+	if opts.SessionDir {
+		var err error
+		if modelDir, err = f.newSessionDir(poolName); err != nil {
+			f.mu.Lock()
+			delete(f.pending, id)
+			f.used--
+			f.dropSlotLocked(slot)
+			f.mu.Unlock()
+			f.metrics.start(poolName, resultError)
+			return Instance{}, err
+		}
+	}
 
 	begin := time.Now()
 	whole, cancel := ctx, context.CancelFunc(func() {})
@@ -433,7 +476,7 @@ func (f *Farm) StartInstanceWith(ctx context.Context, poolName string, opts Star
 		whole, cancel = context.WithTimeoutCause(ctx, p.startTimeout, ErrStartTimeout)
 	}
 	defer cancel()
-	plan := startPlan{slot: slot, model: opts.Model, modelDir: modelDir}
+	plan := startPlan{slot: slot, model: opts.Model, modelDir: modelDir, sessionDir: opts.SessionDir}
 
 	var (
 		inst *instance
@@ -469,6 +512,9 @@ func (f *Farm) StartInstanceWith(ctx context.Context, poolName string, opts Star
 		f.dropSlotLocked(slot)
 		closed := f.closed
 		f.mu.Unlock()
+		if opts.SessionDir {
+			f.removeSessionDir(modelDir)
+		}
 		if closed && !errors.Is(err, ErrClosed) {
 			err = fmt.Errorf("%w: %w", ErrClosed, err)
 		}
@@ -558,6 +604,7 @@ func (f *Farm) startAttempt(ctx context.Context, p *pool, id string, begin time.
 		f.mu.Lock()
 		if inst.state == StateStarting {
 			inst.owned = true
+			inst.sessionDir = plan.sessionDir // its exit removes the directory now
 			f.setStateLocked(inst, StateReady)
 			f.readyLocked(inst)
 			f.mu.Unlock()
@@ -785,6 +832,7 @@ func (f *Farm) Close(ctx context.Context) error {
 	case <-f.done:
 		if first {
 			f.closeAdapters(true)
+			f.closeSessions()
 		}
 		return err
 	case <-ctx.Done():

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -29,7 +30,10 @@ type JobClient struct {
 	cur int
 }
 
-var _ JobSource = (*JobClient)(nil)
+var (
+	_ JobSource       = (*JobClient)(nil)
+	_ OutputURLSource = (*JobClient)(nil)
+)
 
 // NewJobClient calls the managers that managers returns (base URLs, as
 // the agent knows them), with the farm token.
@@ -114,6 +118,13 @@ func (c *JobClient) CompleteJob(ctx context.Context, id string, req farmapi.Comp
 	return ack, err
 }
 
+// JobOutputURL implements OutputURLSource.
+func (c *JobClient) JobOutputURL(ctx context.Context, id, token, name string) (farmapi.OutputURLResponse, error) {
+	var resp farmapi.OutputURLResponse
+	err := c.call(ctx, jobPath(id, "/output-url"), farmapi.OutputURLRequest{Token: token, Name: name}, &resp)
+	return resp, err
+}
+
 // FailJob implements JobSource.
 func (c *JobClient) FailJob(ctx context.Context, id string, req farmapi.FailRequest) (farmapi.JobAck, error) {
 	var ack farmapi.JobAck
@@ -163,7 +174,13 @@ func (c *JobClient) OpenJobInput(ctx context.Context, id, token string, index in
 
 // PutJobOutput implements JobSource: the upload streams.
 func (c *JobClient) PutJobOutput(ctx context.Context, id, token, name string, r io.Reader) (int64, error) {
-	resp, _, err := c.transfer(ctx, http.MethodPut, jobPath(id, "/output/"+url.PathEscape(name)), token, r)
+	path := "/output/" + url.PathEscape(name)
+	if file, ok := strings.CutPrefix(name, farmapi.ShatteredPrefix); ok {
+		// A shattered output has a route of its own: an escaped slash
+		// would not reach the output route.
+		path = "/output/" + farmapi.ShatteredPrefix + url.PathEscape(file)
+	}
+	resp, _, err := c.transfer(ctx, http.MethodPut, jobPath(id, path), token, r)
 	if err != nil {
 		return 0, err
 	}

@@ -21,34 +21,13 @@ import (
 	"github.com/drover-dev/drover/conversion/items"
 	"github.com/drover-dev/drover/conversion/queue"
 	"github.com/drover-dev/drover/farm"
+	"github.com/drover-dev/drover/internal/testkit/convtest"
 	"github.com/drover-dev/drover/internal/testkit/testutil"
 	"github.com/drover-dev/drover/storage"
 )
 
-const cubeSTL = `solid cube
-facet normal 0 0 -1
-outer loop
-vertex 0 0 0
-vertex 0 1 0
-vertex 1 1 0
-endloop
-endfacet
-facet normal 0 0 -1
-outer loop
-vertex 0 0 0
-vertex 1 1 0
-vertex 1 0 0
-endloop
-endfacet
-facet normal 0 -1 0
-outer loop
-vertex 0 0 0
-vertex 1 0 0
-vertex 1 0 1
-endloop
-endfacet
-endsolid cube
-`
+// cubeSTL is the unit cube: convtest.CubeTriangles triangles.
+var cubeSTL = convtest.CubeSTL()
 
 func newJobService(t *testing.T, qo queue.Options) (*conversion.Service, *storage.FS) {
 	t.Helper()
@@ -140,7 +119,7 @@ func TestJobsConvertInProcessAndOverHTTP(t *testing.T) {
 		}), f.Size)
 		obj.Close()
 		require.NoError(t, err)
-		require.Equal(t, 3, info.Triangles)
+		require.Equal(t, convtest.CubeTriangles, info.Triangles)
 		farms[it.Name] = true
 	}
 	st := svc.Status(ctx)

@@ -26,6 +26,7 @@ type metrics struct {
 	exits        *prometheus.CounterVec
 	startSeconds *prometheus.HistogramVec
 	untracked    prometheus.Counter
+	modelFiles   *prometheus.CounterVec
 }
 
 // newMetrics registers the farm's metrics with reg; nil reg means none.
@@ -57,6 +58,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "drover_farm_untracked_containers_removed_total",
 			Help: "Containers labelled with the farm's id that it did not track (left by a previous run, or by a failed removal) and removed.",
 		}),
+		modelFiles: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "drover_farm_session_files_total",
+			Help: "Files fetched into streaming sessions' model directories, by result (ok, error).",
+		}, []string{"result"}),
 	}
 	var err error
 	if m.instances, err = register(reg, m.instances); err != nil {
@@ -72,6 +77,9 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		return nil, err
 	}
 	if m.untracked, err = register(reg, m.untracked); err != nil {
+		return nil, err
+	}
+	if m.modelFiles, err = register(reg, m.modelFiles); err != nil {
 		return nil, err
 	}
 	return m, nil
@@ -145,4 +153,16 @@ func startResult(err error) string {
 	default:
 		return resultError
 	}
+}
+
+// modelFetch counts a session file's fetch.
+func (m *metrics) modelFetch(ok bool) {
+	if m == nil {
+		return
+	}
+	result := "ok"
+	if !ok {
+		result = "error"
+	}
+	m.modelFiles.WithLabelValues(result).Inc()
 }

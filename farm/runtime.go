@@ -188,8 +188,12 @@ func (f *Farm) supervise(ctx context.Context, inst *instance, spawned chan<- err
 	f.metrics.transition(poolName, inst.state, "") // exited instances are not counted
 	inst.state = StateExited
 	snap = f.snapshotLocked(inst)
+	sessionDir := inst.sessionDir
 	f.mu.Unlock()
 	f.state.record(f)
+	if sessionDir {
+		f.removeSessionDir(inst.modelDir)
+	}
 	close(inst.exited)
 	f.detach(inst)
 

@@ -82,6 +82,11 @@ const (
 //	                              404 unknown pool, 429 no free slot,
 //	                              503 draining or closed, 504 start timeout
 //	DELETE /api/v1/instances/:id  204; 404 when the farm has no such instance
+//	PUT    /api/v1/instances/:id/files
+//	                              {"files":[…]}: files into the instance's
+//	                              session directory; 204, 404 unknown
+//	                              instance, 400 bad name, 409 no session
+//	                              directory, 502 fetch failed
 //	GET    /api/v1/status         FarmStatus
 //	GET    /instances/:id         the instance's native-protocol WebSocket
 //	GET    /require/:ip/:port/:n  register with the manager at http://ip:port
@@ -145,6 +150,7 @@ func NewServer(f *Farm, cfg ServerConfig) (*Server, error) {
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.mux.HandleFunc("POST "+PathInstances, s.serveStart)
 	s.mux.HandleFunc("DELETE "+PathInstances+"/{id}", s.serveStop)
+	s.mux.HandleFunc("PUT "+PathInstances+"/{id}"+farmapi.PathFiles, s.serveFiles)
 	s.mux.HandleFunc("GET "+PathStatus, s.serveStatus)
 	s.mux.HandleFunc("GET "+PathInstance+"{id}", s.serveInstance)
 	s.mux.HandleFunc("GET "+pathRequire+"{ip}/{port}", s.serveRequire)
@@ -191,7 +197,7 @@ func (s *Server) serveStart(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "bad start request: no pool")
 		return
 	}
-	inst, err := s.f.StartInstanceWith(r.Context(), req.Pool, StartOptions{Model: req.Model})
+	inst, err := s.f.StartInstanceWith(r.Context(), req.Pool, StartOptions{Model: req.Model, SessionDir: req.SessionDir})
 	if err != nil {
 		code := farmapi.Status(err)
 		if code == http.StatusInternalServerError && r.Context().Err() != nil {
@@ -221,6 +227,26 @@ func (s *Server) serveStop(w http.ResponseWriter, r *http.Request) {
 	default:
 		w.WriteHeader(http.StatusNoContent)
 	}
+}
+
+// maxFilesBody bounds an AddFilesRequest.
+const maxFilesBody = 1 << 20
+
+func (s *Server) serveFiles(w http.ResponseWriter, r *http.Request) {
+	var req farmapi.AddFilesRequest
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxFilesBody)).Decode(&req); err != nil {
+		writeError(w, http.StatusBadRequest, "bad files request: "+err.Error())
+		return
+	}
+	if err := s.f.AddSessionFiles(r.Context(), r.PathValue("id"), req.Files); err != nil {
+		code := farmapi.Status(err)
+		if code == http.StatusInternalServerError {
+			s.log.Warn("session files", "instance", r.PathValue("id"), "err", err)
+		}
+		writeError(w, code, err.Error())
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
 }
 
 func (s *Server) serveStatus(w http.ResponseWriter, _ *http.Request) {

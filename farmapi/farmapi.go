@@ -37,6 +37,12 @@ var (
 	// ErrBadModel means a start named a model the farm refuses (one that
 	// would leave its models directory).
 	ErrBadModel = errors.New("farm: bad model")
+	// ErrNoSessionDir means files were sent to an instance that was not
+	// started with a session directory (StartOptions.SessionDir).
+	ErrNoSessionDir = errors.New("farm: the instance has no session directory")
+	// ErrModelFetch means the farm could not fetch a file of a session's
+	// model from the managers.
+	ErrModelFetch = errors.New("farm: model file fetch failed")
 )
 
 // Status is the HTTP status a farm answers err with.
@@ -46,6 +52,10 @@ func Status(err error) int {
 		return http.StatusNotFound
 	case errors.Is(err, ErrBadModel):
 		return http.StatusBadRequest
+	case errors.Is(err, ErrNoSessionDir):
+		return http.StatusConflict
+	case errors.Is(err, ErrModelFetch):
+		return http.StatusBadGateway
 	case errors.Is(err, ErrNoSlot):
 		return http.StatusTooManyRequests
 	case errors.Is(err, ErrDraining), errors.Is(err, ErrClosed):
@@ -137,11 +147,20 @@ const (
 //	DELETE /api/v1/instances/:id         stop (404: not there, counts as stopped)
 //	GET    /api/v1/status                FarmStatus
 //	GET    /instances/:id                the instance's native-protocol WebSocket
+//	PUT    /api/v1/instances/:id/files   AddFilesRequest → 204: files into the
+//	                                     instance's session directory
+//
+// Farm → manager, for those files:
+//
+//	GET    /api/v1/items/:id/files/:name an item's output file (ModelFile.Source)
 const (
 	PathFarms     = "/api/v1/farms"
 	PathInstances = "/api/v1/instances"
 	PathStatus    = "/api/v1/status"
 	PathInstance  = "/instances/" // + id
+	PathItems     = "/api/v1/items"
+	// PathFiles follows PathInstances/:id.
+	PathFiles = "/files"
 )
 
 // RegisterRequest is what a farm tells a manager when it joins.
@@ -191,8 +210,9 @@ type HeartbeatResponse struct {
 
 // StartRequest asks a farm for a ready instance of Pool.
 type StartRequest struct {
-	Pool  string `json:"pool"`
-	Model string `json:"model,omitempty"`
+	Pool       string `json:"pool"`
+	Model      string `json:"model,omitempty"`
+	SessionDir bool   `json:"session_dir,omitempty"`
 }
 
 // StartOptions are per-instance start parameters.
@@ -200,6 +220,35 @@ type StartOptions struct {
 	// Model names a model directory under the farm's models directory; the
 	// instance's templates see it as {{.Model}} and {{.ModelDirs}}.
 	Model string
+	// SessionDir gives the instance a fresh, empty directory of its own as
+	// {{.ModelDirs}} (a streaming session's model directory), which the
+	// farm fills with AddFilesRequest and removes when the instance exits.
+	// It excludes Model.
+	SessionDir bool
+}
+
+// ModelFile is one file a farm puts into a stream instance's session
+// directory: an output of a conversion item, fetched from the managers
+// (GET PathItems/Item/files/Source, or URL).
+type ModelFile struct {
+	// Name is the file's name in the directory: one path element.
+	Name string `json:"name"`
+	// Item is the conversion item's id; Source the name of its output.
+	Item   string `json:"item"`
+	Source string `json:"source"`
+	Size   int64  `json:"size"`
+	// Version changes whenever the item's file does (a reconversion), so
+	// that a farm's cache never serves a stale copy.
+	Version string `json:"version"`
+	// URL, when set, is where the farm downloads the file without the
+	// farm token (a presigned URL of object storage).
+	URL string `json:"url,omitempty"`
+}
+
+// AddFilesRequest asks a farm to put files into an instance's session
+// directory, read-only. A file of the same name is replaced.
+type AddFilesRequest struct {
+	Files []ModelFile `json:"files"`
 }
 
 // FarmStatus is a farm's own view, served at PathStatus.
@@ -211,4 +260,22 @@ type FarmStatus struct {
 	Draining  bool       `json:"draining"`
 	Pools     []string   `json:"pools"`
 	Instances []Instance `json:"instances"`
+	// Cache is the farm's model cache; absent without one.
+	Cache *CacheStatus `json:"cache,omitempty"`
+}
+
+// CacheStatus is a farm's model cache in its status: its cap and use in
+// bytes, its entries (Pinned: held by a job or session now), and its
+// counts since the farm started. A hit is a file served without a
+// download; Uncached counts misses whose file could not be kept (larger
+// than the cap, or no room beside the entries in use).
+type CacheStatus struct {
+	MaxBytes  int64  `json:"max_bytes"`
+	UsedBytes int64  `json:"used_bytes"`
+	Entries   int    `json:"entries"`
+	Pinned    int    `json:"pinned"`
+	Hits      uint64 `json:"hits"`
+	Misses    uint64 `json:"misses"`
+	Evictions uint64 `json:"evictions"`
+	Uncached  uint64 `json:"uncached"`
 }

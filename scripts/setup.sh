@@ -30,6 +30,8 @@ PACKAGES=(
 	xauth
 	# conversion/convert: prlimit, the process runtime's converter limits
 	util-linux
+	# upload and download tokens: the tests use them as clients do
+	curl
 )
 
 lint=false

@@ -246,7 +246,8 @@ func TestMountedWithoutSlash(t *testing.T) {
 }
 
 func TestFS(t *testing.T) {
-	for _, name := range []string{"index.html", "try.html", "style.css", "drover.js", "dashboard.js", "try.js"} {
+	for _, name := range []string{"index.html", "try.html", "style.css", "drover.js", "dashboard.js", "try.js",
+		"convert.html", "convert.css", "convert.js", "glb.js", "glview.js", "mat4.js", "zipdir.js"} {
 		_, err := fs.Stat(web.FS(), name)
 		require.NoError(t, err, name)
 	}

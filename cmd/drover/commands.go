@@ -141,6 +141,8 @@ and an in-memory store. Every flag can also be set in the YAML file given with
 	fs.Duration("shutdown-grace", 10*time.Second, "how long shutdown may take")
 	fs.String("redis", "", "Redis URL to share state with other managers (see drover manager); empty: in-memory")
 	fs.Int("job-slots", farm.DefaultJobSlots, "conversion jobs the local farm runs at once (maxConversions); 0: none")
+	cacheFlags(fs, "one per --data directory in $XDG_STATE_HOME/drover or the temporary directory")
+	converterFlags(fs)
 	conversionFlags(fs)
 	runtimeFlags(fs)
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
@@ -157,7 +159,8 @@ and an in-memory store. Every flag can also be set in the YAML file given with
 		}
 		reg := prometheus.NewRegistry()
 		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-		scrubSecretEnv("DROVER_REDIS", "DROVER_WEBHOOK_SECRET") // the local farm's instances inherit the environment
+		scrubSecretEnv("DROVER_REDIS", "DROVER_WEBHOOK_SECRET", "DROVER_URL_SECRET") // the local farm's instances inherit the environment
+		cfg.S3.TakeEnvCredentials()
 		up, err := app.NewUp(cfg, log, reg)
 		if err != nil {
 			return err
@@ -173,7 +176,7 @@ and an in-memory store. Every flag can also be set in the YAML file given with
   dashboard           http://%s/ui/
   health, status      http://%s/health  http://%s/status
 Press Ctrl-C to stop.
-`, up.Farm.Slots(), warm, base, base, max(cfg.JobSlots, 0), coalesceData(cfg.Data), base, base, base)
+`, up.Farm.Slots(), warm, base, base, max(cfg.JobSlots, 0), filesWhere(cfg.ConversionConfig), base, base, base)
 		err = up.Run(cmd.Context())
 		log.Info("drover stopped")
 		return err
@@ -191,6 +194,8 @@ func conversionFlags(fs *pflag.FlagSet) {
 	fs.Duration("webhook-min-backoff", webhook.DefaultMinBackoff, "wait before a webhook's first retry, doubled for each further one")
 	fs.Int("max-attempts", queue.DefaultMaxAttempts, "attempts of a conversion job before it ends in ERROR")
 	fs.Duration("job-lease", queue.DefaultLease, "length of a job's lease; farms renew it at a third")
+	s3Flags(fs)
+	tokenFlags(fs)
 	retentionFlags(fs)
 }
 

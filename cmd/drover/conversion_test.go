@@ -266,6 +266,21 @@ exit
 	require.NoError(t, err)
 	require.Subset(t, info.Nodes, []string{"Bracket", "Bolt"})
 
+	// --shattered: the parts and the index come into out/shattered.
+	shatDir := filepath.Join(dir, "shat")
+	got, err = convert(step, "-o", shatDir, "--to", "glb", "--shattered", "--quiet")
+	require.NoError(t, err, got)
+	for _, part := range []string{"Bracket", "Bolt"} {
+		p := filepath.Join(shatDir, "shattered", part+".glb")
+		require.Contains(t, got, p)
+		info, err := convertpkg.InspectGLBFile(p)
+		require.NoError(t, err)
+		require.Contains(t, info.Nodes, part)
+	}
+	index, err := os.ReadFile(filepath.Join(shatDir, "shattered", "index.xml"))
+	require.NoError(t, err)
+	require.Contains(t, string(index), `part="Bolt.glb"`)
+
 	got, err = convert(filepath.Join(dir, "notes.txt"), "-o", outDir, "--quiet")
 	var ee *exec.ExitError
 	require.ErrorAs(t, err, &ee, got)

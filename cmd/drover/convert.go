@@ -29,12 +29,15 @@ server's, under /api) with a progress bar, waits for the conversion on the
 server's /events, and downloads the outputs into -o DIR. Several files are one
 item (a model and the files it refers to): --start-path names the model, by
 default the first file. A ZIP archive is one file; --start-path names the model
-inside it when it holds several.
+inside it when it holds several. With --shattered, a STEP, IGES or BREP
+assembly is also cut into one GLB per part, downloaded with the assembly's
+index.xml into DIR/shattered.
 
 It exits 0 when the conversion succeeded, and 1 with the server's reason and
 detail when it ended in ERROR.`,
 		Example: `  drover convert part.step
-  drover convert --to glb,png,stl -o out/ assembly.zip --start-path asm/top.step`,
+  drover convert --to glb,png,stl -o out/ assembly.zip --start-path asm/top.step
+  drover convert --shattered -o out/ assembly.step`,
 		Args: cobra.MinimumNArgs(1),
 	}
 	fs := cmd.Flags()
@@ -44,11 +47,12 @@ detail when it ended in ERROR.`,
 	outDir := fs.StringP("output", "o", ".", "directory the outputs are written to")
 	timeout := fs.Duration("timeout", 30*time.Minute, "give up waiting after this long")
 	quiet := fs.Bool("quiet", false, "no progress bar")
+	shattered := fs.Bool("shattered", false, "also a GLB per part of a CAD assembly and its index (processShattered), into -o DIR/shattered")
 	cmd.RunE = func(cmd *cobra.Command, files []string) error {
 		ctx, cancel := context.WithTimeout(cmd.Context(), *timeout)
 		defer cancel()
 		c := convertRun{base: strings.TrimRight(*server, "/"), files: files, to: *to, startPath: *startPath,
-			out: *outDir, quiet: *quiet, stdout: cmd.OutOrStdout(), stderr: cmd.ErrOrStderr()}
+			out: *outDir, quiet: *quiet, shattered: *shattered, stdout: cmd.OutOrStdout(), stderr: cmd.ErrOrStderr()}
 		return c.run(ctx)
 	}
 	return cmd
@@ -60,6 +64,7 @@ type convertRun struct {
 	files, to      []string
 	startPath, out string
 	quiet          bool
+	shattered      bool
 	stdout, stderr io.Writer
 }
 
@@ -68,6 +73,9 @@ type convertData struct {
 	ConversionState string   `json:"conversionState"`
 	DetailedError   string   `json:"detailedError"`
 	Files           []string `json:"files"`
+	Shattered       []struct {
+		Name string `json:"name"`
+	} `json:"shattered"`
 }
 
 func (c *convertRun) run(ctx context.Context) error {
@@ -95,11 +103,24 @@ func (c *convertRun) run(ctx context.Context) error {
 		return fmt.Errorf("%s: %s", data.ConversionState, strings.TrimSpace(data.DetailedError))
 	}
 	for _, f := range data.Files {
-		p, err := c.download(ctx, id, f)
+		p, err := c.download(ctx, "/api/fileByName/", id, f, c.out)
 		if err != nil {
 			return err
 		}
 		fmt.Fprintln(c.stdout, p)
+	}
+	if len(data.Shattered) > 0 {
+		dir := filepath.Join(c.out, "shattered")
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return err
+		}
+		for _, f := range data.Shattered {
+			p, err := c.download(ctx, "/api/shattered/", id, f.Name, dir)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(c.stdout, p)
+		}
 	}
 	return nil
 }
@@ -122,6 +143,9 @@ func (c *convertRun) arg() (string, error) {
 		a["rootFile"] = cmp.Or(c.startPath, filepath.Base(c.files[0]))
 	} else if c.startPath != "" {
 		a["startPath"] = c.startPath
+	}
+	if c.shattered {
+		a["processShattered"] = true
 	}
 	b, err := json.Marshal(a)
 	return string(b), err
@@ -302,13 +326,14 @@ func (c *convertRun) next(ctx context.Context, id string, events *<-chan string,
 	}
 }
 
-// download writes an output into the output directory.
-func (c *convertRun) download(ctx context.Context, id, name string) (string, error) {
+// download writes an output, from the route (/api/fileByName/ or
+// /api/shattered/) into dir.
+func (c *convertRun) download(ctx context.Context, route, id, name, dir string) (string, error) {
 	if name == "" || name != filepath.Base(name) || name == "." || name == ".." {
 		return "", fmt.Errorf("the server named an output %q", name)
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet,
-		c.base+"/api/fileByName/"+url.PathEscape(id)+"/"+url.PathEscape(name), nil)
+		c.base+route+url.PathEscape(id)+"/"+url.PathEscape(name), nil)
 	if err != nil {
 		return "", err
 	}
@@ -320,8 +345,8 @@ func (c *convertRun) download(ctx context.Context, id, name string) (string, err
 	if resp.StatusCode != http.StatusOK {
 		return "", fmt.Errorf("download %s: %s", name, resp.Status)
 	}
-	p := filepath.Join(c.out, name)
-	tmp, err := os.CreateTemp(c.out, ".drover-download-*")
+	p := filepath.Join(dir, name)
+	tmp, err := os.CreateTemp(dir, ".drover-download-*")
 	if err != nil {
 		return "", err
 	}

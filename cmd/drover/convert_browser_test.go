@@ -9,6 +9,7 @@ import (
 	"image/png"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -21,11 +22,18 @@ import (
 )
 
 // towersOBJ is a model of two named objects, a slab and a tower on it, so
-// that the GLB has two parts to list and name on hover.
-func towersOBJ() string {
+// that the GLB has two parts to list and name on hover. With mtl, it takes
+// its materials from that file: the slab blue, the tower red (towersMTL).
+func towersOBJ(mtl ...string) string {
 	var b strings.Builder
+	for _, m := range mtl {
+		fmt.Fprintf(&b, "mtllib %s\n", m)
+	}
 	box := func(name string, x0, y0, z0, x1, y1, z1 float64, base int) {
 		fmt.Fprintf(&b, "o %s\n", name)
+		if len(mtl) > 0 {
+			fmt.Fprintf(&b, "usemtl %s\n", map[string]string{"Slab": "Blue", "Tower": "Red"}[name])
+		}
 		for _, v := range [][3]float64{
 			{x0, y0, z0}, {x1, y0, z0}, {x1, y1, z0}, {x0, y1, z0},
 			{x0, y0, z1}, {x1, y0, z1}, {x1, y1, z1}, {x0, y1, z1},
@@ -40,6 +48,8 @@ func towersOBJ() string {
 	box("Tower", -0.6, 0.5, -0.6, 0.6, 3, 0.6, 8)
 	return b.String()
 }
+
+const towersMTL = "newmtl Red\nKd 0.8 0.15 0.1\nnewmtl Blue\nKd 0.15 0.3 0.85\n"
 
 // artifactDir is where browser tests leave their screenshots:
 // $DROVER_ARTIFACTS, else $DROVER_SCREENSHOTS, else a temporary directory.
@@ -139,6 +149,7 @@ func TestConvertPageBrowser(t *testing.T) {
 	}
 	save := func(name string, b []byte) {
 		t.Helper()
+		require.True(t, bytes.HasPrefix(b, []byte("\x89PNG")), "%s is not a PNG", name)
 		p := filepath.Join(shots, name)
 		require.NoError(t, os.WriteFile(p, b, 0o644))
 		t.Logf("screenshot: %s", p)
@@ -157,8 +168,13 @@ func TestConvertPageBrowser(t *testing.T) {
 		// One tab per width, in turn: the machine's two cores are shared.
 		ctx, cancel := chromedp.NewContext(root)
 		closeTab := watchConsole(ctx, t)
+		// At phone width the OBJ comes with its MTL: chosen together, they
+		// are one item (uploadArray), and the view shows the MTL's colours.
 		name := "towers-" + w.name + ".obj"
-		obj := write(name, []byte(towersOBJ()))
+		upload := []string{write(name, []byte(towersOBJ()))}
+		if w.name == "phone" {
+			upload = []string{write(name, []byte(towersOBJ("towers-phone.mtl"))), write("towers-phone.mtl", []byte(towersMTL))}
+		}
 
 		run(ctx, "open the conversion page", 60*time.Second,
 			chromedp.EmulateViewport(w.width, w.height, w.opts...),
@@ -168,7 +184,7 @@ func TestConvertPageBrowser(t *testing.T) {
 		until(ctx, "the page follows /events", `document.getElementById('live').textContent === 'live'`, 30*time.Second)
 
 		// 1. Upload an OBJ through the page's file input.
-		run(ctx, "choose the OBJ", 30*time.Second, chromedp.SetUploadFiles(chromedp.CSS(`#file`), []string{obj}))
+		run(ctx, "choose the OBJ", 30*time.Second, chromedp.SetUploadFiles(chromedp.CSS(`#file`), upload))
 		// 2. Its row reaches SUCCESS, with a thumbnail the browser decoded.
 		thumb := row(name) + `[data-state="SUCCESS"] img.thumb-img`
 		until(ctx, "the row reaches SUCCESS with a thumbnail",
@@ -176,7 +192,7 @@ func TestConvertPageBrowser(t *testing.T) {
 		id := eval(ctx, `document.querySelector(`+jsString(row(name))+`).dataset.id`)
 		require.Regexp(t, `^[A-Za-z0-9_-]{8,}$`, id)
 		require.Contains(t, eval(ctx, `document.querySelector(`+jsString(row(name))+` + ' .item-meta').textContent`), "ago")
-		full, err := chromedp.Run(ctx, chromedp.FullScreenshot(90))
+		full, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
 		require.NoError(t, err)
 		save("convert-"+w.name+".png", full)
 
@@ -200,20 +216,59 @@ func TestConvertPageBrowser(t *testing.T) {
 		t.Logf("%s: %.1f%% of the canvas is model", w.name, share*100)
 		require.Greater(t, share, 0.02, "the 3D view shows only background")
 		require.Less(t, share, 0.95, "the model does not fit the view")
-		full, err = chromedp.Run(ctx, chromedp.FullScreenshot(90))
+		if w.name == "phone" {
+			var item struct{ Originals []struct{ Name string } }
+			require.Equal(t, http.StatusOK, getJSON(t, base+"/api/data/"+id, "", &item))
+			require.Len(t, item.Originals, 2, "the OBJ and its MTL are one item")
+			red := pixelShare(t, canvas, func(r, g, b int) bool { return r > g+60 && r > b+60 })
+			blue := pixelShare(t, canvas, func(r, g, b int) bool { return b > r+50 && b > g+25 })
+			t.Logf("phone: %.1f%% red (Tower), %.1f%% blue (Slab)", red*100, blue*100)
+			require.Greater(t, red, 0.005, "the tower's MTL colour")
+			require.Greater(t, blue, 0.01, "the slab's MTL colour")
+		}
+		full, err = chromedp.Run(ctx, chromedp.CaptureScreenshot())
 		require.NoError(t, err)
 		save("viewer-"+w.name+".png", full)
 
 		if w.name == "laptop" {
 			laptopExtras(t, ctx, base, write, run, until, eval, save, row, slow)
 		} else {
-			// Delete through the confirmation dialog.
+			// A tap names the part under the finger.
+			cx, cy := canvasCenter(t, eval, ctx)
+			run(ctx, "tap the model", 30*time.Second, chromedp.TapXY(cx, cy))
+			until(ctx, "the tip names the tapped part",
+				`(() => { const t = document.getElementById('viewer-tip'); return !t.hidden && /Slab|Tower/.test(t.textContent); })()`, 30*time.Second)
 			run(ctx, "close the viewer", 30*time.Second, chromedp.Click(chromedp.CSS(`#viewer-close`)))
+
+			// An upload shows as a row with a progress bar until the item
+			// exists; a file the converter cannot read ends ERROR, with
+			// the converter's words under "why?".
+			eval(ctx, `window.seen = {uploading: false, progress: 0};
+				new MutationObserver(() => {
+					const r = document.querySelector('li.item.uploading');
+					if (r) { seen.uploading = true; seen.progress = Math.max(seen.progress, Number(r.dataset.progress) || 0); }
+				}).observe(document.getElementById('items'), {subtree: true, childList: true, attributes: true});
+				'watching'`)
+			broken := write("broken.stl", append([]byte("this is not a model\n"), bytes.Repeat([]byte(" "), 8<<20)...))
+			run(ctx, "choose a broken file", 30*time.Second, chromedp.SetUploadFiles(chromedp.CSS(`#file`), []string{broken}))
+			until(ctx, "the broken file ends ERROR", `(() => { const r = document.querySelector(`+jsString(row("broken.stl"))+`);
+				return !!r && r.dataset.state.startsWith('ERROR - '); })()`, slow)
+			require.Equal(t, "true 1", eval(ctx, `seen.uploading + ' ' + seen.progress`), "the upload's row and bar")
+			run(ctx, "expand why", 30*time.Second, chromedp.Click(chromedp.CSS(row("broken.stl")+` .item-error summary`)))
+			why := eval(ctx, `document.querySelector(`+jsString(row("broken.stl"))+` + ' .item-detail').textContent`)
+			require.NotEmpty(t, why)
+			require.Equal(t, why, eval(ctx, `document.querySelector(`+jsString(row("broken.stl"))+` + ' .pill').title`))
+			t.Logf("detailedError shown: %q", why)
+			full, err = chromedp.Run(ctx, chromedp.FullScreenshot(100))
+			require.NoError(t, err)
+			save("error-"+w.name+".png", full)
+
+			// Delete through the confirmation dialog.
 			run(ctx, "ask to delete", 30*time.Second,
 				chromedp.Click(chromedp.CSS(row(name)+` button.danger`)),
 				chromedp.WaitVisible(chromedp.CSS(`#confirm-ok`)),
 			)
-			full, err = chromedp.Run(ctx, chromedp.FullScreenshot(90))
+			full, err = chromedp.Run(ctx, chromedp.CaptureScreenshot())
 			require.NoError(t, err)
 			save("delete-"+w.name+".png", full)
 			run(ctx, "confirm", 30*time.Second, chromedp.Click(chromedp.CSS(`#confirm-ok`)))
@@ -237,10 +292,7 @@ func laptopExtras(t *testing.T, ctx context.Context, base string, write func(str
 ) {
 	// The part under the pointer: move the mouse over the canvas until the
 	// tip names one (the middle of the view holds the tower or the slab).
-	var box struct{ X, Y, W, H float64 }
-	require.NoError(t, json.Unmarshal([]byte(eval(ctx,
-		`JSON.stringify((() => { const r = document.getElementById('viewer-canvas').getBoundingClientRect(); return {X: r.x, Y: r.y, W: r.width, H: r.height}; })())`)), &box))
-	cx, cy := box.X+box.W/2, box.Y+box.H/2
+	cx, cy := canvasCenter(t, eval, ctx)
 	run(ctx, "hover the model", 30*time.Second,
 		chromedp.MouseEvent("mouseMoved", cx-40, cy-40),
 		chromedp.MouseEvent("mouseMoved", cx, cy),
@@ -248,13 +300,37 @@ func laptopExtras(t *testing.T, ctx context.Context, base string, write func(str
 	until(ctx, "the tip names the part under the pointer",
 		`(() => { const t = document.getElementById('viewer-tip'); return !t.hidden && /Slab|Tower/.test(t.textContent); })()`, 30*time.Second)
 	require.NotEmpty(t, eval(ctx, `document.querySelector('#viewer-parts .part.hover')?.textContent ?? ''`))
-	full, err := chromedp.Run(ctx, chromedp.FullScreenshot(90))
+	full, err := chromedp.Run(ctx, chromedp.CaptureScreenshot())
 	require.NoError(t, err)
 	save("viewer-hover-laptop.png", full)
 	run(ctx, "close the viewer", 30*time.Second, chromedp.Click(chromedp.CSS(`#viewer-close`)))
 
-	// Reconvert: the row goes back to work and returns SUCCESS.
+	// Download: the menu lists the outputs and the original, and its links serve them.
 	name := "towers-laptop.obj"
+	run(ctx, "open the download menu", 30*time.Second,
+		chromedp.Click(chromedp.CSS(row(name)+` .menu summary`)),
+		chromedp.WaitVisible(chromedp.CSS(row(name)+` .menu-list a`)),
+	)
+	links := eval(ctx, `[...document.querySelectorAll(`+jsString(row(name)+` .menu-list a`)+`)].map(a => a.querySelector('.dl-type').textContent + '=' + a.getAttribute('download')).join(',')`)
+	require.Contains(t, links, "glb=")
+	require.Contains(t, links, "png=")
+	require.Contains(t, links, "original="+name)
+	tctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	got, err := chromedp.Run(tctx, chromedp.Evaluate[string](`(async () => {
+		const a = [...document.querySelectorAll(`+jsString(row(name)+` .menu-list a`)+`)].find(a => a.getAttribute('download').endsWith('.glb'));
+		const r = await fetch(a.href);
+		const b = new Uint8Array(await r.arrayBuffer());
+		return r.status + ' ' + r.headers.get('content-type') + ' ' + String.fromCharCode(...b.slice(0, 4));
+	})()`, chromedp.EvalAwaitPromise))
+	cancel()
+	require.NoError(t, err)
+	require.Equal(t, "200 model/gltf-binary glTF", got)
+	full, err = chromedp.Run(ctx, chromedp.CaptureScreenshot())
+	require.NoError(t, err)
+	save("download-laptop.png", full)
+	run(ctx, "close the download menu", 30*time.Second, chromedp.Click(chromedp.CSS(row(name)+` .menu summary`)))
+
+	// Reconvert: the row goes back to work and returns SUCCESS.
 	gen := eval(ctx, `String(document.querySelector(`+jsString(row(name))+`).dataset.generation)`)
 	run(ctx, "reconvert", 30*time.Second, chromedp.Click(chromedp.CSS(row(name)+` button.reconvert`)))
 	until(ctx, "the reconversion ends SUCCESS", `(() => { const r = document.querySelector(`+jsString(row(name))+`);
@@ -277,18 +353,98 @@ func laptopExtras(t *testing.T, ctx context.Context, base string, write func(str
 	)
 	require.Equal(t, "asm/first.obj,asm/second.obj", eval(ctx, `[...document.querySelectorAll('#startpath option')].map(o => o.value).join(',')`))
 	run(ctx, "pick the second model", 30*time.Second, chromedp.SetValue(chromedp.CSS(`#startpath`), "asm/second.obj"))
-	full, err = chromedp.Run(ctx, chromedp.FullScreenshot(90))
+	full, err = chromedp.Run(ctx, chromedp.CaptureScreenshot())
 	require.NoError(t, err)
 	save("zip-laptop.png", full)
 	run(ctx, "upload the ZIP", 30*time.Second, chromedp.Click(chromedp.CSS(`#zip-upload`)))
 	until(ctx, "the ZIP's item ends SUCCESS", `(() => { const r = document.querySelector(`+jsString(row("two-models.zip"))+`);
 		return !!r && r.dataset.state === 'SUCCESS'; })()`, slow)
 	id := eval(ctx, `document.querySelector(`+jsString(row("two-models.zip"))+`).dataset.id`)
-	res, err := http.Get(base + "/api/data/" + id)
-	require.NoError(t, err)
-	defer res.Body.Close()
 	var item struct{ StartPath, ConversionState string }
-	require.NoError(t, json.NewDecoder(res.Body).Decode(&item))
+	require.Equal(t, http.StatusOK, getJSON(t, base+"/api/data/"+id, "", &item))
 	require.Equal(t, "asm/second.obj", item.StartPath)
 	require.Equal(t, "SUCCESS", item.ConversionState)
+
+	// A STEP assembly made by OpenCASCADE: the view lists its named parts
+	// and draws each in its own colour.
+	stepPath := machineSTEP(t, write)
+	run(ctx, "choose the STEP", 30*time.Second, chromedp.SetUploadFiles(chromedp.CSS(`#file`), []string{stepPath}))
+	until(ctx, "the STEP item ends SUCCESS", `(() => { const r = document.querySelector(`+jsString(row("machine.step"))+`);
+		return !!r && r.dataset.state === 'SUCCESS'; })()`, slow)
+	stepID := eval(ctx, `document.querySelector(`+jsString(row("machine.step"))+`).dataset.id`)
+	run(ctx, "open the STEP's 3D view", 30*time.Second, chromedp.Click(chromedp.CSS(row("machine.step")+` button.view`)))
+	until(ctx, "the viewer drew the STEP",
+		`(() => { const c = document.getElementById('viewer-canvas'); return c.dataset.state === 'ready' && c.dataset.item === `+jsString(stepID)+`; })()`,
+		60*time.Second)
+	require.Equal(t, "Machine,Base,Shaft", eval(ctx, `[...document.querySelectorAll('#viewer-parts span')].map(e => e.textContent).join(',')`))
+	tctx, cancel = context.WithTimeout(ctx, 30*time.Second)
+	canvas, err := chromedp.Run(tctx, chromedp.Screenshot(chromedp.CSS(`#viewer-canvas`)))
+	cancel()
+	require.NoError(t, err)
+	save("viewer-step-laptop.png", canvas)
+	green := pixelShare(t, canvas, func(r, g, b int) bool { return g > r+25 && g > b+15 })
+	orange := pixelShare(t, canvas, func(r, g, b int) bool { return r > g+40 && g > b+10 })
+	t.Logf("STEP view: %.1f%% green (Base), %.1f%% orange (Shaft)", green*100, orange*100)
+	require.Greater(t, green, 0.01, "the base's colour")
+	require.Greater(t, orange, 0.005, "the shaft's colour")
+	run(ctx, "close the viewer", 30*time.Second, chromedp.Click(chromedp.CSS(`#viewer-close`)))
+}
+
+// machineSTEP writes machine.step with OpenCASCADE's Draw: an assembly
+// "Machine" of a green plate "Base" and an orange cylinder "Shaft".
+func machineSTEP(t *testing.T, write func(string, []byte) string) string {
+	t.Helper()
+	draw := testutil.Program(t, "occt-draw", "occt-draw")
+	out := write("machine.step", nil)
+	script := write("machine.tcl", []byte(`pload MODELING OCAF XDE
+box base -3 -3 0 6 6 1
+pcylinder shaft 1 4
+ttranslate shaft 0 0 1
+compound base shaft c
+XNewDoc D
+XAddShape D c 1
+SetName D 0:1:1:1 Machine
+SetName D 0:1:1:2 Base
+SetName D 0:1:1:3 Shaft
+XSetColor D 0:1:1:2 0.2 0.6 0.3
+XSetColor D 0:1:1:3 0.9 0.4 0.1
+WriteStep D {`+out+`}
+exit
+`))
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	b, err := exec.CommandContext(ctx, draw, "-b", "-f", script).CombinedOutput()
+	require.NoError(t, err, "%s", b)
+	fi, err := os.Stat(out)
+	require.NoError(t, err)
+	require.Positive(t, fi.Size(), "draw wrote no STEP:\n%s", b)
+	return out
+}
+
+// pixelShare is the share of an image's pixels whose 8-bit colour passes is.
+func pixelShare(t *testing.T, pngBytes []byte, is func(r, g, b int) bool) float64 {
+	t.Helper()
+	img, err := png.Decode(bytes.NewReader(pngBytes))
+	require.NoError(t, err)
+	bounds := img.Bounds()
+	var n, all int
+	for y := bounds.Min.Y; y < bounds.Max.Y; y++ {
+		for x := bounds.Min.X; x < bounds.Max.X; x++ {
+			r, g, b, _ := img.At(x, y).RGBA()
+			if is(int(r>>8), int(g>>8), int(b>>8)) {
+				n++
+			}
+			all++
+		}
+	}
+	return float64(n) / float64(all)
+}
+
+// canvasCenter is the middle of the 3D view's canvas, in CSS pixels.
+func canvasCenter(t *testing.T, eval func(context.Context, string) string, ctx context.Context) (x, y float64) {
+	t.Helper()
+	var box struct{ X, Y, W, H float64 }
+	require.NoError(t, json.Unmarshal([]byte(eval(ctx,
+		`JSON.stringify((() => { const r = document.getElementById('viewer-canvas').getBoundingClientRect(); return {X: r.x, Y: r.y, W: r.width, H: r.height}; })())`)), &box))
+	return box.X + box.W/2, box.Y + box.H/2
 }

@@ -60,8 +60,10 @@ comma-separated (DROVER_MANAGER=http://a:8181,http://b:8181).`,
 		"stop a ready instance no manager is connected to after this long; keep it longer than the managers' --resume-grace")
 	fs.Duration("shutdown-grace", 10*time.Second, "how long shutdown may take")
 	fs.Int("job-slots", farm.DefaultJobSlots, "conversion jobs the farm runs at once (maxConversions); 0: none")
+	converterFlags(fs)
 	fs.Bool("shared-data", false, "the managers' --data directory is mounted here at the same path: read job inputs there")
 	fs.String("job-dir", "", "where running conversion jobs keep their files (default in the temporary directory)")
+	cacheFlags(fs, "cache in --state-dir")
 	runtimeFlags(fs)
 	fs.Duration("reconcile-interval", 30*time.Second, "how often the farm removes the containers labelled with its id that it does not track")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {

@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/gin-gonic/gin"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/drover-dev/drover/conversion"
 	"github.com/drover-dev/drover/conversion/items"
@@ -38,16 +39,21 @@ var Prefixes = []string{"/api", "/caas_api"}
 type Options struct {
 	// Version is what info answers.
 	Version string
+	// Tokens configure uploadToken and downloadToken.
+	Tokens Tokens
 	// WaitTimeout bounds waitUntilConversionDone; default 10 min.
 	WaitTimeout time.Duration
 	Logger      *slog.Logger
+	// Registerer receives the API's metrics; nil means none.
+	Registerer prometheus.Registerer
 }
 
 // API serves a conversion.Service over HTTP.
 type API struct {
-	svc  *conversion.Service
-	opts Options
-	log  *slog.Logger
+	svc          *conversion.Service
+	opts         Options
+	log          *slog.Logger
+	tokenMetrics *tokenMetrics
 }
 
 // New returns the API of svc.
@@ -57,10 +63,11 @@ func New(svc *conversion.Service, opts Options) *API {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &API{svc: svc, opts: opts, log: opts.Logger}
+	return &API{svc: svc, opts: opts, log: opts.Logger, tokenMetrics: newTokenMetrics(opts.Registerer)}
 }
 
-// Mount adds the REST API's routes under each of Prefixes.
+// Mount adds the REST API's routes under each of Prefixes, and those of
+// drover's own signed URLs under DirectPath.
 func (a *API) Mount(r gin.IRouter) {
 	for _, p := range Prefixes {
 		g := r.Group(p)
@@ -76,8 +83,14 @@ func (a *API) Mount(r gin.IRouter) {
 		g.GET("/file/:id/:type", a.file)
 		g.GET("/fileByName/:id/:name", a.fileByName)
 		g.GET("/original/:id", a.original)
+		// A catch-all, so that a name with a slash reaches the handler and
+		// is refused with the API's error, not a bare 404.
+		g.GET("/shattered/:id/*name", a.shattered)
+		g.GET("/shatteredXML/:id", a.shatteredXML)
 		g.GET("/info", a.info)
+		a.mountTokens(g)
 	}
+	a.mountDirect(r)
 }
 
 // fail answers {"ERROR": msg} with the status that fits err.
@@ -93,6 +106,8 @@ func (a *API) fail(c *gin.Context, err error) {
 		}
 	case errors.Is(err, conversion.ErrTooLarge), isMaxBytes(err):
 		status, msg = http.StatusRequestEntityTooLarge, "the upload is larger than the server allows"
+	case errors.Is(err, conversion.ErrNotAwaited):
+		status, msg = http.StatusConflict, "The item does not take this upload: it was converted or deleted."
 	case errors.Is(err, conversion.ErrUnavailable):
 		status, msg = http.StatusServiceUnavailable, "the conversion service is unavailable, try again"
 	case errors.Is(err, context.DeadlineExceeded):
@@ -442,7 +457,10 @@ type ItemView struct {
 	ProcessShattered      bool     `json:"processShattered,omitempty"`
 	Files                 []string `json:"files"`
 	// Outputs describe Files; Originals the uploaded files.
-	Outputs         []items.File    `json:"outputs"`
+	Outputs []items.File `json:"outputs"`
+	// Shattered are the shattered parts' GLBs and the index, index.xml:
+	// shattered/:id/:name serves each.
+	Shattered       []items.File    `json:"shattered,omitempty"`
 	Originals       []OriginalView  `json:"originals"`
 	Attempts        int             `json:"attempts"`
 	Generation      int             `json:"generation"`
@@ -461,7 +479,7 @@ func View(it items.Item) ItemView {
 		DetailedError: it.DetailedError, Updated: iso(it.Updated), Created: iso(it.Created), Webhook: it.Webhook,
 		ConversionCommandLine: it.CommandLine, ProcessShattered: it.ProcessShattered, Files: []string{},
 		Outputs: []items.File{}, Originals: []OriginalView{}, Attempts: it.Attempts, Generation: it.Generation,
-		WebhookDelivery: it.Delivery}
+		WebhookDelivery: it.Delivery, Shattered: it.Shattered}
 	for _, f := range it.Files {
 		v.Files = append(v.Files, f.Name)
 		v.Outputs = append(v.Outputs, f)

@@ -35,6 +35,11 @@ const farmToken = "farm-token"
 
 func newServer(t *testing.T, maxUpload int64) *server {
 	t.Helper()
+	return newServerWith(t, maxUpload, api.Options{Version: "test"})
+}
+
+func newServerWith(t *testing.T, maxUpload int64, opts api.Options) *server {
+	t.Helper()
 	st, err := storage.NewFS(t.TempDir())
 	require.NoError(t, err)
 	q, err := queue.NewMemory(queue.Options{})
@@ -45,7 +50,7 @@ func newServer(t *testing.T, maxUpload int64) *server {
 	require.NoError(t, svc.Start())
 	gin.SetMode(gin.ReleaseMode)
 	r := gin.New()
-	a := api.New(svc, api.Options{Version: "test"})
+	a := api.New(svc, opts)
 	a.Mount(r)
 	a.MountFarm(r, func(c *gin.Context) {
 		if c.GetHeader("Authorization") != "Bearer "+farmToken {

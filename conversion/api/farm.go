@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"strings"
 
 	"github.com/gin-gonic/gin"
 
@@ -19,6 +20,8 @@ func (a *API) MountFarm(r gin.IRouter, auth gin.HandlerFunc) {
 	g.POST("/:id/renew", a.renew)
 	g.GET("/:id/input/:index", a.input)
 	g.PUT("/:id/output/:name", a.output)
+	g.POST("/:id/output-url", a.outputURL)
+	g.PUT("/:id/output/shattered/:name", a.output)
 	g.POST("/:id/complete", a.complete)
 	g.POST("/:id/fail", a.failJob)
 }
@@ -90,7 +93,11 @@ func (a *API) input(c *gin.Context) {
 
 func (a *API) output(c *gin.Context) {
 	c.Request.Body = http.MaxBytesReader(c.Writer, c.Request.Body, a.svc.MaxUpload())
-	n, err := a.svc.PutJobOutput(c.Request.Context(), c.Param("id"), c.GetHeader(farmapi.LeaseHeader), c.Param("name"),
+	name := c.Param("name")
+	if strings.HasSuffix(c.FullPath(), "/output/shattered/:name") {
+		name = farmapi.ShatteredPrefix + name
+	}
+	n, err := a.svc.PutJobOutput(c.Request.Context(), c.Param("id"), c.GetHeader(farmapi.LeaseHeader), name,
 		c.Request.Body)
 	if err != nil {
 		if isMaxBytes(err) {
@@ -99,7 +106,20 @@ func (a *API) output(c *gin.Context) {
 		a.jobFail(c, err)
 		return
 	}
-	c.JSON(http.StatusOK, farmapi.JobOutput{Name: c.Param("name"), Size: n})
+	c.JSON(http.StatusOK, farmapi.JobOutput{Name: name, Size: n})
+}
+
+func (a *API) outputURL(c *gin.Context) {
+	var req farmapi.OutputURLRequest
+	if !a.bind(c, &req) {
+		return
+	}
+	resp, err := a.svc.JobOutputURL(c.Request.Context(), c.Param("id"), req.Token, req.Name)
+	if err != nil {
+		a.jobFail(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, resp)
 }
 
 func (a *API) complete(c *gin.Context) {

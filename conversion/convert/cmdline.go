@@ -189,6 +189,9 @@ func checkArg(arg string) error {
 }
 
 func unknownFlag(name string) error {
+	if strings.HasPrefix(name, "--prepare_shattered") {
+		return fmt.Errorf("%w: %s needs the HOOPS Converter; drover shatters STEP, IGES and BREP assemblies into GLB parts with the processShattered argument", ErrCommandLine, name)
+	}
 	if slices.Contains(hoopsOnly, name) {
 		return fmt.Errorf("%w: %s needs the HOOPS Converter; drover's built-in converters accept %s", ErrCommandLine, name, strings.Join(flagNames(), ", "))
 	}

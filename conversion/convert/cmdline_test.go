@@ -67,6 +67,7 @@ func TestParseCommandLineRefuses(t *testing.T) {
 		{"no outputs", []string{"--background_color", "1,1,1"}, "asks for no output"},
 		{"unknown flag", []string{"--output_glb", "--frobnicate", "1"}, "unknown flag --frobnicate"},
 		{"hoops only", []string{"--output_scs"}, "--output_scs needs the HOOPS Converter"},
+		{"shattered", []string{"--prepare_shattered_parts"}, "processShattered argument"},
 		{"input is server-chosen", []string{"--output_glb", "--input", "/etc/passwd"}, "--input needs the HOOPS Converter"},
 		{"not a flag", []string{"output_glb"}, "is not a flag"},
 		{"star later", []string{"--output_glb", "a.glb", "*"}, `"*" is not a flag`},

@@ -124,9 +124,13 @@ type Job struct {
 	StartPath string
 	// CommandLine is the user's conversionCommandLine.
 	CommandLine []string
+	// Shattered also writes each part of a CAD assembly as a GLB and an
+	// index of the assembly tree, under ShatteredDir (processShattered).
+	Shattered bool
 }
 
-// Output is one file a conversion made, in the output directory.
+// Output is one file a conversion made, in the output directory. Its Name
+// is a file name, or ShatteredDir/<file> for a shattered part or index.
 type Output struct {
 	Name string `json:"name"`
 	Type string `json:"type"`
@@ -167,7 +171,7 @@ func (c *Converter) run(ctx context.Context, job Job) ([]Output, error) {
 		format, inputDir = model, filepath.Join(job.Dir, zipDir)
 	}
 	plan, err := c.Plan(Request{Model: model, Format: format, Name: job.Name, OutputDir: job.OutputDir, Options: opts,
-		InputDir: inputDir})
+		Shattered: job.Shattered, InputDir: inputDir})
 	if err != nil {
 		return nil, err
 	}

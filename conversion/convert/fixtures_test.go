@@ -3,22 +3,20 @@ package convert
 import (
 	"archive/zip"
 	"bytes"
-	"context"
 	"fmt"
 	"image"
 	"image/png"
 	"io/fs"
 	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/drover-dev/drover/internal/testkit/cadtest"
 	"github.com/drover-dev/drover/internal/testkit/testutil"
 )
 
@@ -104,28 +102,6 @@ func cubeOBJ() string {
 	return b.String()
 }
 
-// cadScript writes the CAD fixtures with Draw: a STEP assembly of two named,
-// coloured parts, an IGES part and a BREP.
-const cadScript = `pload MODELING OCAF XDE
-box b1 10 10 10
-box b2 20 0 0 5 5 5
-compound b1 b2 c
-XNewDoc D
-XAddShape D c 1
-SetName D 0:1:1:1 Assembly
-SetName D 0:1:1:2 Bracket
-SetName D 0:1:1:3 Bolt
-XSetColor D 0:1:1:2 1 0 0
-XSetColor D 0:1:1:3 0 0 1
-WriteStep D {DIR/asm.step}
-XNewDoc P
-XAddShape P b1 0
-SetName P 0:1:1:1 Plate
-WriteIges P {DIR/part.igs}
-save b2 {DIR/part.brep}
-exit
-`
-
 func makeFixtures(dir string) error {
 	if err := os.WriteFile(filepath.Join(dir, "cube.stl"), []byte(cubeSTL()), 0o644); err != nil {
 		return err
@@ -133,23 +109,12 @@ func makeFixtures(dir string) error {
 	if err := os.WriteFile(filepath.Join(dir, "cube.obj"), []byte(cubeOBJ()), 0o644); err != nil {
 		return err
 	}
-	script := filepath.Join(dir, "make.tcl")
-	if err := os.WriteFile(script, []byte(strings.ReplaceAll(cadScript, "DIR", dir)), 0o644); err != nil {
+	// The CAD models are written by Draw, as package cadtest writes them
+	// for the other packages' tests.
+	if err := cadtest.Write(dir, cadtest.Script, "asm.step", "part.igs", "part.brep"); err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "occt-draw", "-b", "-f", script)
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		return fmt.Errorf("draw: %w\n%s", err, out)
-	}
-	for _, f := range []string{"asm.step", "part.igs", "part.brep"} {
-		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
-			return fmt.Errorf("draw did not write %s: %w\n%s", f, err, out)
-		}
-	}
-	return nil
+	return cadtest.Write(dir, cadtest.NestedScript, "nested.step")
 }
 
 // testLogger logs to the test's output, debug lines included: the steps'

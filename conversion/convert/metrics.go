@@ -23,7 +23,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
 		stepSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "drover_conversion_step_seconds",
-			Help:    "Time a converter step took, by output type (glb, png, stl, obj) and result (ok, error, timeout, limit: killed for its memory or CPU time limit).",
+			Help:    "Time a converter step took, by output type (glb, png, stl, obj, shattered) and result (ok, error, timeout, limit: killed for its memory or CPU time limit).",
 			Buckets: []float64{.05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600},
 		}, []string{"type", "result"}),
 	}

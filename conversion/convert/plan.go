@@ -10,6 +10,7 @@ import (
 	"image/png"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -29,6 +30,9 @@ type Request struct {
 	OutputDir string
 	// Options are the checked conversionCommandLine.
 	Options Options
+	// Shattered adds the shattered outputs: a GLB per part and the
+	// assembly's index, under ShatteredDir.
+	Shattered bool
 	// InputDir is the directory of the model and the files it refers to:
 	// the root of an unpacked ZIP. "" for the model's own directory. A
 	// container sees it, read-only, and the work directory; nothing else.
@@ -75,6 +79,7 @@ const (
 	workPrefix = ".convert-"
 	tmpDir     = "tmp"
 	outDir     = "out"
+	shatterDir = "shatter"
 	inputStem  = "input"
 	glbFile    = "model.glb"
 	pngFile    = "thumbnail.png"
@@ -90,6 +95,9 @@ func (c *Converter) Plan(req Request) (*Plan, error) {
 	entry, ok := c.reg.Lookup(req.Format)
 	if !ok {
 		return nil, conversionError(ReasonConversion, fmt.Errorf("%w: %w", ErrUnsupported, c.unsupported(req.Format)))
+	}
+	if req.Shattered && entry.Shatter == nil {
+		return nil, conversionError(ReasonConversion, c.notShatterable(req.Format))
 	}
 	model, err := filepath.Abs(req.Model)
 	if err != nil {
@@ -172,10 +180,28 @@ func (c *Converter) Plan(req Request) (*Plan, error) {
 			return nil, err
 		}
 	}
+	if req.Shattered {
+		// The parts and the index get their names from the model, after
+		// the step: Execute adds them to the outputs.
+		if err := add(TypeShattered, entry.Shatter, p.input, filepath.Join(tmp, shatterDir)); err != nil {
+			return nil, err
+		}
+	}
 	for _, s := range opts.Outputs {
 		p.Outputs = append(p.Outputs, Output{Name: names[s.Type], Type: s.Type})
 	}
 	return p, nil
+}
+
+// notShatterable says why a processShattered conversion of a format
+// cannot be.
+func (c *Converter) notShatterable(format string) error {
+	exts := c.reg.Shatterable()
+	if len(exts) == 0 {
+		return fmt.Errorf("%w: processShattered: no converter of this server shatters models", ErrUnsupported)
+	}
+	return fmt.Errorf("%w: processShattered: %s files are not shattered here (a mesh has no assembly structure); processShattered works for %s",
+		ErrUnsupported, extOf(format), strings.Join(exts, " "))
 }
 
 // outputNames returns the file name of each requested output, and of the
@@ -183,7 +209,8 @@ func (c *Converter) Plan(req Request) (*Plan, error) {
 func outputNames(opts Options, item string) (map[string]string, error) {
 	base := outputBase(item)
 	names := map[string]string{}
-	seen := map[string]string{}
+	// The shattered outputs' directory is no output's name.
+	seen := map[string]string{ShatteredDir: "shattered"}
 	claim := func(typ, name string) error {
 		if other, ok := seen[strings.ToLower(name)]; ok {
 			return fmt.Errorf("%w: the %s and %s outputs would both be named %q", ErrCommandLine, other, typ, name)
@@ -268,6 +295,12 @@ func (c *Converter) Execute(ctx context.Context, p *Plan) ([]Output, error) {
 		if err == nil {
 			err = c.checkOutput(s, p.opts)
 		}
+		if err == nil && s.Type == TypeShattered {
+			var parts []Output
+			if parts, err = c.collectShattered(s.Out, filepath.Join(p.work, outDir)); err == nil {
+				outputs = append(outputs, parts...)
+			}
+		}
 		d := time.Since(start)
 		merr := err
 		if err != nil && errors.Is(context.Cause(tctx), ErrTimeout) {
@@ -306,6 +339,15 @@ func (c *Converter) deliver(p *Plan, outputs []Output) ([]Output, error) {
 	}
 	defer root.Close()
 	rel := filepath.Base(p.work)
+	if slices.ContainsFunc(outputs, func(o Output) bool { return strings.HasPrefix(o.Name, ShatteredDir+"/") }) {
+		// The parts of an earlier conversion into this directory go.
+		if err := root.RemoveAll(ShatteredDir); err != nil {
+			return nil, conversionError(ReasonConversion, err)
+		}
+		if err := root.Mkdir(ShatteredDir, 0o755); err != nil {
+			return nil, conversionError(ReasonConversion, err)
+		}
+	}
 	for i, o := range outputs {
 		from := filepath.Join(rel, outDir, o.Name)
 		fi, err := root.Stat(from)
@@ -323,6 +365,8 @@ func (c *Converter) deliver(p *Plan, outputs []Output) ([]Output, error) {
 // checkOutput checks the file a step made.
 func (c *Converter) checkOutput(s Step, opts Options) error {
 	switch s.Type {
+	case TypeShattered:
+		return nil // collectShattered checks the parts
 	case TypeGLB:
 		if _, err := InspectGLBFile(s.Out); err != nil {
 			return fmt.Errorf("%w: %w", ErrToolFailed, err)
@@ -352,11 +396,15 @@ func (c *Converter) stepError(ctx, tctx context.Context, p *Plan, s Step, output
 		le := &LimitError{Kind: LimitTimeout, Value: formatDuration(c.cfg.Timeout)}
 		return &Error{Reason: ReasonConversion, Err: fmt.Errorf("%s step: %w", s.Type, le), Detail: le.Error()}
 	}
+	if errors.Is(err, ErrRunner) {
+		// Not the input's fault: the caller tries again, or elsewhere.
+		return fmt.Errorf("convert: %s step: %w", s.Type, err)
+	}
 	if le := (*LimitError)(nil); errors.As(err, &le) {
 		return &Error{Reason: ReasonConversion, Err: fmt.Errorf("%s step: %w", s.Type, err), Detail: le.Error()}
 	}
 	d := detail(output)
-	if d == "" || errors.Is(err, ErrBlankThumbnail) || errors.Is(err, ErrInvalidGLB) {
+	if d == "" || errors.Is(err, ErrBlankThumbnail) || errors.Is(err, ErrInvalidGLB) || s.Type == TypeShattered {
 		d = strings.TrimSpace(d + "\n" + err.Error())
 	}
 	d = strings.NewReplacer(p.input, p.display, p.Model, p.display, p.work+"/", "").Replace(d)

@@ -124,6 +124,12 @@ func TestPlanRefuses(t *testing.T) {
 	require.NoError(t, err)
 	_, err = c.Plan(Request{Model: "/srv/m.stl", Format: "m.stl", Name: "m.stl", OutputDir: out, Options: opts})
 	require.ErrorIs(t, err, ErrCommandLine)
+	// No output takes the shattered parts' directory's name.
+	opts, err = ParseCommandLine([]string{"--output_glb", "shattered"})
+	require.NoError(t, err)
+	_, err = c.Plan(Request{Model: "/srv/m.step", Format: "m.step", Name: "m.step", OutputDir: out, Options: opts})
+	require.ErrorIs(t, err, ErrCommandLine)
+	require.ErrorContains(t, err, "both be named")
 
 	// A directory that cannot be brace-quoted never reaches the Tcl.
 	_, err = c.Plan(Request{Model: "/srv/m.step", Format: "m.step", Name: "m.step", OutputDir: "/srv/out{x}"})

@@ -25,6 +25,9 @@ type Entry struct {
 	// shades a mesh as its own reader sees it, where a GLB exported from a
 	// file with missing normals would render black.
 	ThumbnailFromInput bool
+	// Shatter writes the parts and the assembly index of a shattered
+	// conversion; nil for formats without an assembly structure.
+	Shatter Tool
 }
 
 // Registry maps input file extensions to their converters.
@@ -50,7 +53,7 @@ func NewRegistry(p Programs) *Registry {
 		".iges": "ReadIges", ".igs": "ReadIges",
 		".brep": "restore", ".brp": "restore",
 	} {
-		r.Register(ext, Entry{GLB: Draw{Program: p.Draw, Reader: reader}})
+		r.Register(ext, Entry{GLB: Draw{Program: p.Draw, Reader: reader}, Shatter: Shatter{Program: p.Draw, Reader: reader}})
 	}
 	return r
 }
@@ -70,6 +73,18 @@ func (r *Registry) Lookup(name string) (Entry, bool) {
 // Extensions lists the extensions with a converter, sorted.
 func (r *Registry) Extensions() []string {
 	return slices.Sorted(maps.Keys(r.byExt))
+}
+
+// Shatterable lists the extensions whose models can be shattered, sorted.
+func (r *Registry) Shatterable() []string {
+	var exts []string
+	for ext, e := range r.byExt {
+		if e.Shatter != nil {
+			exts = append(exts, ext)
+		}
+	}
+	slices.Sort(exts)
+	return exts
 }
 
 // extOf is the lower-case extension of a file name, with the dot.

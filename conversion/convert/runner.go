@@ -165,13 +165,6 @@ func runWith(ctx context.Context, r Runner, inv Invocation, cmd Command) ([]byte
 	return output, nil
 }
 
-// runCommand runs cmd in dir as a process without limits. Steps run with
-// their Converter's runner (Converter.exec); this is for callers outside
-// a conversion's steps.
-func runCommand(ctx context.Context, dir string, cmd Command) ([]byte, error) {
-	return runWith(ctx, &ProcessRunner{}, Invocation{Argv: cmd.Argv, Dir: dir, Mounts: []Mount{{Path: dir, Writable: true}}}, cmd)
-}
-
 // formatDuration writes a limit's duration without needless zeros:
 // "30s", "1m30s", "300ms".
 func formatDuration(d time.Duration) string {

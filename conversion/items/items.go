@@ -135,8 +135,17 @@ type Item struct {
 	ProcessShattered bool     `json:"processShattered,omitempty"`
 	// Originals are the uploaded files.
 	Originals []Original `json:"originals,omitempty"`
+	// Awaiting is a file a client was given an upload token for
+	// (uploadToken): it goes straight to OriginalKey(ID, Stored), and
+	// joins Originals at reconvert once it is there. Its Size is the most
+	// bytes it may hold, 0 for the server's limit.
+	Awaiting *Original `json:"awaiting,omitempty"`
 	// Files are the outputs of the last successful conversion.
 	Files []File `json:"files,omitempty"`
+	// Shattered are the shattered outputs of the last successful
+	// conversion with ProcessShattered: a GLB per part and the index
+	// (type xml), each ShatteredKey(id, Name).
+	Shattered []File `json:"shattered,omitempty"`
 	// Generation counts the item's conversions: 0 for the first,
 	// incremented by Reconvert. A job carries the generation it converts,
 	// so that a result of an earlier one is refused (ErrStale).
@@ -190,6 +199,11 @@ func (it *Item) Clone() Item {
 	c.CommandLine = slices.Clone(it.CommandLine)
 	c.Originals = slices.Clone(it.Originals)
 	c.Files = slices.Clone(it.Files)
+	c.Shattered = slices.Clone(it.Shattered)
+	if it.Awaiting != nil {
+		a := *it.Awaiting
+		c.Awaiting = &a
+	}
 	if it.Delivery != nil {
 		d := *it.Delivery
 		c.Delivery = &d
@@ -204,6 +218,7 @@ func (it *Item) Reconvert() {
 	it.Generation++
 	it.State = StatePending
 	it.Files = nil
+	it.Shattered = nil
 	it.Attempts = 0
 	it.DetailedError = ""
 	it.Delivery = nil
@@ -369,6 +384,10 @@ func OriginalKey(id, stored string) string { return Dir(id) + "original/" + stor
 
 // OutputKey is the key of an output of item id (File.Name).
 func OutputKey(id, name string) string { return Dir(id) + "outputs/" + name }
+
+// ShatteredKey is the key of a shattered output of item id (File.Name in
+// Item.Shattered).
+func ShatteredKey(id, name string) string { return OutputKey(id, "shattered/"+name) }
 
 // Store keeps items. Implementations are safe for concurrent use.
 type Store interface {

@@ -57,12 +57,14 @@ func TestItemMethods(t *testing.T) {
 	require.Equal(t, items.Failed("Conversion Error"), it.State)
 
 	files := []items.File{{Name: "a"}}
-	it = items.Item{ID: "y", State: items.StatePending, Delivery: &items.Delivery{Attempts: 1}}
+	it = items.Item{ID: "y", State: items.StatePending, Delivery: &items.Delivery{Attempts: 1},
+		Awaiting: &items.Original{Name: "m.stl", Size: 5}}
 	require.NoError(t, it.Succeed(0, files))
 	files[0].Name = "changed"
 	require.Equal(t, "a", it.Files[0].Name, "Succeed copies the files")
 	c := it.Clone()
-	c.Files[0].Name, c.Delivery.Attempts = "c", 2
+	c.Files[0].Name, c.Delivery.Attempts, c.Awaiting.Size = "c", 2, 9
 	require.Equal(t, "a", it.Files[0].Name)
 	require.Equal(t, 1, it.Delivery.Attempts, "Clone is deep")
+	require.Equal(t, int64(5), it.Awaiting.Size, "Clone is deep")
 }

@@ -428,6 +428,10 @@ func (c *Cache) fill(ctx context.Context, hash string, fn FillFunc) (*entry, err
 		return nil, fmt.Errorf("modelcache: %w", err)
 	}
 	ok = true
+	// The file's time orders the index after a restart; the kernel's
+	// write time is too coarse to tell two quick fills apart.
+	now := time.Now()
+	_ = os.Chtimes(tmp.Name(), now, now)
 	e := &entry{hash: hash, path: tmp.Name(), size: n, refs: 1}
 
 	c.mu.Lock()

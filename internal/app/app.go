@@ -9,6 +9,7 @@
 package app
 
 import (
+	"cmp"
 	"fmt"
 	"log/slog"
 	"os"
@@ -46,6 +47,11 @@ type UpConfig struct {
 	JobSlots int `koanf:"job_slots"`
 	// Converters are converters the local farm adds; see ConverterConfig.
 	Converters []ConverterConfig `koanf:"converters"`
+	// CacheSize and CacheDir: the local farm's model cache (default
+	// directory: one per data directory); see CacheConfig.
+	CacheConfig `koanf:",squash"`
+	// How the local farm's converters run, and their limits.
+	ConverterRuntimeConfig `koanf:",squash"`
 	// The conversion service's settings: the data directory, upload
 	// limit, webhooks.
 	ConversionConfig `koanf:",squash"`
@@ -133,7 +139,12 @@ func NewUp(cfg UpConfig, log *slog.Logger, reg *prometheus.Registry) (_ *Up, err
 	if err != nil {
 		return nil, err
 	}
-	if conv.Converter, err = converter(cfg.Converters, log.With("component", "convert")); err != nil {
+	if conv.Converter, err = converter(cfg.Converters, cfg.ConverterRuntimeConfig, upConverterOwner(cfg.Addr),
+		log.With("component", "convert"), &u.cleanups); err != nil {
+		return nil, err
+	}
+	cache, err := cfg.CacheConfig.open(upCacheDir(cmp.Or(cfg.Data, drover.DefaultDataDir)), log, reg, &u.cleanups)
+	if err != nil {
 		return nil, err
 	}
 	u.srv, err = drover.New(drover.Config{
@@ -147,7 +158,7 @@ func NewUp(cfg UpConfig, log *slog.Logger, reg *prometheus.Registry) (_ *Up, err
 			Registerer:      reg,
 			Gatherer:        reg,
 		},
-		Farm:          farm.Config{Slots: cfg.Instances, ReconcileInterval: cfg.ReconcileInterval},
+		Farm:          farm.Config{Slots: cfg.Instances, ReconcileInterval: cfg.ReconcileInterval, Cache: cache},
 		Logger:        log,
 		ShutdownGrace: u.grace,
 		Conversion:    conv,

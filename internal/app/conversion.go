@@ -23,7 +23,7 @@ import (
 type ConversionConfig struct {
 	// Data is the data directory: uploads, outputs and, without Redis,
 	// the item records. Managers that share Redis share this directory
-	// (a network filesystem) until S3 storage comes.
+	// (a network filesystem), or keep the files in S3 (S3Config).
 	Data string `koanf:"data"`
 	// MaxUpload bounds one item's uploads, in bytes.
 	MaxUpload int64 `koanf:"max_upload"`
@@ -42,6 +42,10 @@ type ConversionConfig struct {
 	MaxAttempts int `koanf:"max_attempts"`
 	// JobLease is a job lease's length; farms renew it at a third.
 	JobLease time.Duration `koanf:"job_lease"`
+	// S3 puts the files in a bucket (conversion_s3.go).
+	S3 S3Config `koanf:",squash"`
+	// Upload and download tokens.
+	TokenConfig `koanf:",squash"`
 
 	RetentionConfig `koanf:",squash"`
 }
@@ -59,22 +63,38 @@ func (cc ConversionConfig) conversion(redisURL string, jobSlots int, log *slog.L
 		Webhook: webhook.Options{Secret: webhook.Secret(cc.WebhookSecret),
 			Policy: webhook.Policy{AllowHosts: cc.WebhookAllow}, RetryFor: cc.WebhookRetryFor,
 			MinBackoff: cc.WebhookMinBackoff},
+		Tokens:    cc.tokens(),
 		Retention: cc.retention(),
+	}
+	if cc.S3.Enabled() {
+		st, err := cc.S3.open(log.With("component", "storage"))
+		if err != nil {
+			return nil, err
+		}
+		c.Storage, c.PresignTTL = st, cc.S3.PresignTTL
+		if redisURL == "" {
+			if c.Items, err = localItems(c.DataDir, log.With("component", "items"), cleanups); err != nil {
+				return nil, err
+			}
+			return c, nil
+		}
 	}
 	if redisURL == "" {
 		return c, nil
 	}
-	// Several managers: items and the queue in Redis, files in the shared
-	// data directory.
-	if err := os.MkdirAll(c.DataDir, 0o755); err != nil {
-		return nil, fmt.Errorf("data directory: %w", err)
+	// Several managers: items and the queue in Redis, files in the bucket
+	// or the shared data directory.
+	if c.Storage == nil {
+		if err := os.MkdirAll(c.DataDir, 0o755); err != nil {
+			return nil, fmt.Errorf("data directory: %w", err)
+		}
+		st, err := storage.NewFS(c.DataDir)
+		if err != nil {
+			return nil, err
+		}
+		cleanups.PushFunc("storage", st.Close)
+		c.Storage = st
 	}
-	st, err := storage.NewFS(c.DataDir)
-	if err != nil {
-		return nil, err
-	}
-	cleanups.PushFunc("storage", st.Close)
-	c.Storage = st
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	is, err := items.NewRedis(ctx, items.RedisOptions{URL: redisURL, Logger: log.With("component", "items")})
@@ -104,8 +124,9 @@ type ConverterConfig struct {
 }
 
 // converter builds a farm's converter: the Debian converters, with the
-// configured ones added.
-func converter(cfgs []ConverterConfig, log *slog.Logger) (*convert.Converter, error) {
+// configured ones added, run as rc says; owner names its containers. What
+// it opens is pushed on cleanups.
+func converter(cfgs []ConverterConfig, rc ConverterRuntimeConfig, owner string, log *slog.Logger, cleanups *cleanup.Stack) (*convert.Converter, error) {
 	reg := convert.NewRegistry(convert.Programs{})
 	for _, c := range cfgs {
 		if c.Ext == "" || len(c.Argv) == 0 {
@@ -116,12 +137,21 @@ func converter(cfgs []ConverterConfig, log *slog.Logger) (*convert.Converter, er
 		}
 		reg.Register(c.Ext, convert.Entry{GLB: convert.Exec{Argv: c.Argv}, Mesh: c.Mesh})
 	}
-	conv, err := convert.New(convert.Config{Registry: reg, Logger: log})
+	runner, closeRunner, err := rc.runner(owner, log)
+	if err != nil {
+		return nil, err
+	}
+	cleanups.PushFunc("converter runtime", closeRunner)
+	conv, err := convert.New(convert.Config{Registry: reg, Logger: log, Runner: runner, Timeout: rc.ConverterTimeout})
 	if err != nil {
 		return nil, err
 	}
 	if err := conv.Check(); err != nil {
 		log.Warn("some converters are missing; those conversions will fail", "err", err)
+	}
+	if d, ok := runner.(*convert.DockerRunner); ok {
+		log.Info("converters run in containers", "image", d.Image(), "memory", rc.ConverterMemory,
+			"cpus", rc.ConverterCPUs, "cpu_time", rc.ConverterCPUTime)
 	}
 	return conv, nil
 }

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -66,6 +67,10 @@ type FarmConfig struct {
 	JobDir string `koanf:"job_dir"`
 	// Converters are converters the farm adds; see ConverterConfig.
 	Converters []ConverterConfig `koanf:"converters"`
+	// CacheSize and CacheDir: the farm's model cache; see CacheConfig.
+	CacheConfig `koanf:",squash"`
+	// How the converters run, and their limits.
+	ConverterRuntimeConfig `koanf:",squash"`
 }
 
 // FarmNode is a running `drover farm`: the runtime, its HTTP server and the
@@ -142,6 +147,10 @@ func NewFarm(cfg FarmConfig, log *slog.Logger, reg *prometheus.Registry) (_ *Far
 		n.url = "http://" + reachable(n.ln.Addr(), log)
 	}
 	flog := log.With("component", "farm")
+	cache, err := cfg.open(filepath.Join(cfg.StateDir, "cache"), log, reg, &n.cleanups)
+	if err != nil {
+		return nil, err
+	}
 	n.Farm, err = farm.New(farm.Config{
 		ID:                cfg.ID,
 		Name:              cfg.Name,
@@ -152,13 +161,14 @@ func NewFarm(cfg FarmConfig, log *slog.Logger, reg *prometheus.Registry) (_ *Far
 		StateDir:          cfg.StateDir,
 		Host:              cfg.InstanceHost,
 		ReconcileInterval: cfg.ReconcileInterval,
+		Cache:             cache,
 	})
 	if err != nil {
 		return nil, err
 	}
 	n.cleanups.Push("farm", n.Farm.Close)
 	if cfg.JobSlots > 0 {
-		conv, err := converter(cfg.Converters, log.With("component", "convert"))
+		conv, err := converter(cfg.Converters, cfg.ConverterRuntimeConfig, cfg.ID, log.With("component", "convert"), &n.cleanups)
 		if err != nil {
 			return nil, err
 		}
@@ -169,6 +179,7 @@ func NewFarm(cfg FarmConfig, log *slog.Logger, reg *prometheus.Registry) (_ *Far
 			Converter:  conv,
 			WorkDir:    cfg.JobDir,
 			ReadLocal:  cfg.SharedData,
+			Cache:      cache,
 			Logger:     log.With("component", "jobs"),
 			Registerer: reg,
 		})

@@ -9,6 +9,7 @@ import { h, apiURL, setText, fmtBytes, fmtDuration, secondsSince } from './ui.js
 import { readModel } from './glb.js';
 import { GLView } from './glview.js';
 import { readZipDirectory, modelEntries, blobReader, isZipName, extension, MODEL_EXTENSIONS } from './zipdir.js';
+import { fetchStreamedModel, streamURL } from './streamclient.js';
 
 const $ = (id) => document.getElementById(id);
 const api = (path) => apiURL(`api/${path}`);
@@ -211,6 +212,7 @@ function uploadRow(u) {
 function updateUploadRow(row, u) {
   const frac = u.total > 0 ? u.loaded / u.total : 0;
   row.bar.value = frac;
+  row.li.dataset.progress = frac.toFixed(3);
   if (u.error) {
     row.pill.className = 'pill state-dead';
     setText(row.pill, 'UPLOAD FAILED');
@@ -237,6 +239,7 @@ function itemRow(it) {
   view.addEventListener('click', () => openViewer(items.get(id)));
   const dlList = h('ul', { class: 'menu-list' });
   const dl = h('details', { class: 'menu' }, h('summary', { class: 'small-btn', text: 'Download' }), dlList);
+  // Also how an item uploaded with an upload token (UPLOADING until then) starts converting.
   const reconvert = h('button', { type: 'button', class: 'small-btn reconvert', text: 'Reconvert' });
   reconvert.addEventListener('click', async () => {
     reconvert.disabled = true;
@@ -253,9 +256,10 @@ function itemRow(it) {
   del.addEventListener('click', () => confirmDelete(items.get(id)));
   const li = h('li', { class: 'item', 'data-id': id },
     thumb,
-    h('div', { class: 'item-main' }, name, meta, err),
+    h('div', { class: 'item-main' }, name, meta),
     h('div', { class: 'item-state' }, pill),
-    h('div', { class: 'item-actions' }, view, dl, reconvert, del));
+    h('div', { class: 'item-actions' }, view, dl, reconvert, del),
+    err);
   return { li, thumb, name, meta, err, errText, pill, view, dl, dlList, reconvert, del, thumbKey: null, dlKey: null };
 }
 
@@ -286,7 +290,6 @@ function updateItemRow(row, it) {
   }
 
   row.view.disabled = !(state === 'SUCCESS' && hasOutput(it, 'glb'));
-  row.reconvert.disabled = state === 'UPLOADING';
   const files = [...(it.outputs ?? []).map((o) => ({ ...o, href: `fileByName/${encodeURIComponent(it.storageID)}/${encodeURIComponent(o.name)}` })),
     ...(it.originals ?? []).slice(0, 1).map((o) => ({ ...o, type: 'original', href: `original/${encodeURIComponent(it.storageID)}` }))];
   const dlKey = JSON.stringify(files.map((f) => [f.name, f.size, it.generation]));
@@ -467,6 +470,12 @@ function setupUpload() {
     over(false)(e);
     takeFiles(e.dataTransfer?.files ?? []);
   });
+  // An open download menu closes on a click anywhere else.
+  document.addEventListener('click', (e) => {
+    for (const m of document.querySelectorAll('details.menu[open]')) {
+      if (!m.contains(e.target)) m.open = false;
+    }
+  });
   // A file dropped beside the zone must not replace the page.
   window.addEventListener('dragover', (e) => e.preventDefault());
   window.addEventListener('drop', (e) => e.preventDefault());
@@ -511,8 +520,27 @@ function viewerMessage(msg) {
   m.hidden = !msg;
 }
 
-async function openViewer(it) {
+let viewing = null; // the item in the view
+
+/**
+ * The item's GLB through a streaming session: streamingSession with the
+ * item as accessItems places a viewer instance that holds it, and the
+ * reference viewer sends it over its WebSocket.
+ */
+async function streamedGLB(it) {
+  const res = await fetch(api('streamingSession'), {
+    headers: { 'CS-API-Arg': argHeader({ accessItems: [it.storageID], renderType: 'client' }) },
+  });
+  if (!res.ok) {
+    throw new Error(res.status === 404 && !(await res.clone().json().catch(() => ({}))).ERROR
+      ? 'this server has no streaming sessions' : await errorOf(res));
+  }
+  return fetchStreamedModel(streamURL(await res.json(), location.protocol), it.name);
+}
+
+async function openViewer(it, streamed = false) {
   if (!it) return;
+  viewing = it;
   const dlg = $('viewer');
   const canvas = $('viewer-canvas');
   const token = ++viewToken;
@@ -526,15 +554,22 @@ async function openViewer(it) {
   try {
     if (!view) view = new GLView(canvas, { onHover: hoverPart });
     view.resize();
-    const res = await fetch(api(`file/${encodeURIComponent(it.storageID)}/glb`));
-    if (!res.ok) throw new Error(await errorOf(res));
-    const bytes = await res.arrayBuffer();
+    let bytes;
+    if (streamed) {
+      bytes = await streamedGLB(it);
+    } else {
+      const res = await fetch(api(`file/${encodeURIComponent(it.storageID)}/glb`));
+      if (!res.ok) throw new Error(await errorOf(res));
+      bytes = await res.arrayBuffer();
+    }
     if (token !== viewToken) return;
     const model = readModel(bytes);
     view.setModel(model);
-    partsList(model);
+    partsList(model, it.name);
     setText($('viewer-stats'), `${model.parts.length} part${model.parts.length === 1 ? '' : 's'} · ` +
-      `${model.stats.triangles.toLocaleString('en-US')} triangles · ${fmtBytes(bytes.byteLength)}`);
+      `${model.stats.triangles.toLocaleString('en-US')} triangles · ${fmtBytes(bytes.byteLength)}` +
+      (streamed ? ' · through a streaming session' : ''));
+    canvas.dataset.source = streamed ? 'stream' : 'file';
     viewerMessage(model.parts.length ? null : 'The model has no geometry to show.');
   } catch (e) {
     if (token !== viewToken) return;
@@ -543,21 +578,33 @@ async function openViewer(it) {
   }
 }
 
-function partsList(model) {
+/**
+ * The name to show for a node: converters name the root after the file
+ * they read, which on a farm is a stored name ("3f9c…e1.obj"), not the
+ * user's; the item's name stands in for it.
+ */
+export function shownName(name, itemName) {
+  return /^[0-9a-f]{12,}(\.[A-Za-z0-9]+)?$/.test(name) ? itemName : name;
+}
+
+function partsList(model, itemName) {
   partRows = new Map();
-  const build = (nodes) => h('ul', {}, ...nodes.map((n) => {
-    const label = h('span', { class: n.part ? 'part' : 'group', text: n.name, title: n.name });
+  shownPath = (part) => part.path.map((n, i) => (i === 0 ? shownName(n, itemName) : n));
+  const build = (nodes, depth) => h('ul', {}, ...nodes.map((n) => {
+    const text = depth === 0 ? shownName(n.name, itemName) : n.name;
+    const label = h('span', { class: n.part ? 'part' : 'group', text, title: text });
     if (n.part) {
       partRows.set(n.part.id, label);
       label.addEventListener('mouseenter', () => view?.highlight(n.part));
       label.addEventListener('mouseleave', () => view?.highlight(null));
     }
-    return h('li', {}, label, n.children.length ? build(n.children) : null);
+    return h('li', {}, label, n.children.length ? build(n.children, depth + 1) : null);
   }));
-  $('viewer-parts').replaceChildren(model.tree.length ? build(model.tree) : h('p', { class: 'muted small', text: 'no parts' }));
+  $('viewer-parts').replaceChildren(model.tree.length ? build(model.tree, 0) : h('p', { class: 'muted small', text: 'no parts' }));
 }
 
 let hoverRow = null;
+let shownPath = (part) => part.path;
 function hoverPart(part, e) {
   const tip = $('viewer-tip');
   hoverRow?.classList.remove('hover');
@@ -570,7 +617,7 @@ function hoverPart(part, e) {
     tip.hidden = true;
     return;
   }
-  setText(tip, part.path.join(' › '));
+  setText(tip, shownPath(part).join(' › '));
   const stage = tip.parentElement.getBoundingClientRect();
   tip.style.left = `${Math.min(e.clientX - stage.left + 14, stage.width - 20)}px`;
   tip.style.top = `${e.clientY - stage.top + 14}px`;
@@ -581,6 +628,7 @@ function setupViewer() {
   const dlg = $('viewer');
   $('viewer-close').addEventListener('click', () => dlg.close());
   $('viewer-fit').addEventListener('click', () => view?.fit());
+  $('viewer-stream').addEventListener('click', () => openViewer(viewing, true));
   const toggle = $('viewer-parts-toggle');
   toggle.addEventListener('click', () => {
     const parts = $('viewer-parts');
@@ -591,10 +639,6 @@ function setupViewer() {
     viewToken++;
     view?.clearBuffers();
     view?.render();
-    $('viewer-tip').hidden = true;
-  });
-  // The canvas follows the pointer to show part names; a move elsewhere hides the tip.
-  $('viewer-canvas').addEventListener('pointerleave', () => {
     $('viewer-tip').hidden = true;
   });
 }

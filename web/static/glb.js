@@ -395,9 +395,15 @@ function readMesh(json, i, reader, materials) {
     const mode = p.mode ?? MODE.TRIANGLES;
     if (!Number.isInteger(mode) || mode < 0 || mode > 6) throw new GLBError(`${where} has an unknown mode ${JSON.stringify(mode)}`);
     const material = p.material === undefined ? DEFAULT_MATERIAL : materials[checkIndex(p.material, json.materials, `${where}'s material`)];
-    const list = toListMode(mode, indices, vertices);
-    if (list.mode === MODE.TRIANGLES && !normals) normals = computeNormals(positions, list.indices);
-    prims.push({ positions, normals, indices: list.indices, mode: list.mode, material, bounds: boundsOf(positions) });
+    let list = toListMode(mode, indices, vertices);
+    let pos = positions;
+    if (list.mode === MODE.TRIANGLES && !normals) {
+      const made = computeNormals(positions, list.indices);
+      pos = made.positions;
+      normals = made.normals;
+      list = { mode: list.mode, indices: null };
+    }
+    prims.push({ positions: pos, normals, indices: list.indices, mode: list.mode, material, bounds: boundsOf(pos) });
   });
   return { index: i, name: typeof m.name === 'string' && m.name !== '' ? m.name : null, primitives: prims };
 }
@@ -431,38 +437,118 @@ export function toListMode(mode, indices, vertices) {
   }
 }
 
+/** Faces meeting at a sharper angle than this (degrees) keep a visible edge. */
+export const CREASE_DEGREES = 40;
+
+/** Above this many triangles, normals are flat per face: no welding. */
+const SMOOTH_LIMIT = 1 << 19;
+
 /**
- * Vertex normals for a triangle list that has none: each vertex gets the
- * area-weighted sum of its triangles' normals (an unindexed list so gets
- * flat faces). A vertex of no triangle gets +Z.
+ * Normals for a triangle list that has none, as a converter that leaves
+ * them out (an STL or OBJ through assimp) expects a viewer to make them:
+ * corners at the same position share a normal, the area-weighted sum of
+ * the normals of their faces, but only of faces within CREASE_DEGREES of
+ * each other, so a cylinder is smooth and a box keeps its edges. The list
+ * comes back unindexed, one vertex per triangle corner.
+ * @returns {{positions: Float32Array, normals: Float32Array, indices: null}}
  */
-export function computeNormals(positions, indices) {
-  const normals = new Float32Array(positions.length);
-  const n = indices ? indices.length : positions.length / 3;
+export function computeNormals(positions, indices, creaseDegrees = CREASE_DEGREES) {
+  const tris = Math.floor((indices ? indices.length : positions.length / 3) / 3);
   const at = indices ? (k) => indices[k] : (k) => k;
-  for (let k = 0; k + 2 < n; k += 3) {
-    const a = at(k) * 3, b = at(k + 1) * 3, c = at(k + 2) * 3;
+  const face = new Float64Array(tris * 3); // area-weighted normals
+  const unit = new Float64Array(tris * 3);
+  for (let f = 0; f < tris; f++) {
+    const a = at(3 * f) * 3, b = at(3 * f + 1) * 3, c = at(3 * f + 2) * 3;
     const ux = positions[b] - positions[a], uy = positions[b + 1] - positions[a + 1], uz = positions[b + 2] - positions[a + 2];
     const vx = positions[c] - positions[a], vy = positions[c + 1] - positions[a + 1], vz = positions[c + 2] - positions[a + 2];
     const nx = uy * vz - uz * vy, ny = uz * vx - ux * vz, nz = ux * vy - uy * vx;
-    for (const v of [a, b, c]) {
-      normals[v] += nx;
-      normals[v + 1] += ny;
-      normals[v + 2] += nz;
-    }
-  }
-  for (let v = 0; v < normals.length; v += 3) {
-    const l = Math.hypot(normals[v], normals[v + 1], normals[v + 2]);
+    face[3 * f] = nx;
+    face[3 * f + 1] = ny;
+    face[3 * f + 2] = nz;
+    const l = Math.hypot(nx, ny, nz);
     if (l > 0 && Number.isFinite(l)) {
-      normals[v] /= l;
-      normals[v + 1] /= l;
-      normals[v + 2] /= l;
-    } else {
-      normals[v] = normals[v + 1] = 0;
-      normals[v + 2] = 1;
+      unit[3 * f] = nx / l;
+      unit[3 * f + 1] = ny / l;
+      unit[3 * f + 2] = nz / l;
     }
   }
-  return normals;
+  // Corners at one position are one vertex, however the file indexed them.
+  const smooth = tris <= SMOOTH_LIMIT;
+  const canon = smooth ? weldByPosition(positions) : null;
+  const corner = new Uint32Array(tris * 3);
+  for (let k = 0; k < tris * 3; k++) corner[k] = smooth ? canon.ids[at(k)] : k; // flat: every corner its own
+  // The faces around each welded vertex, as offsets into one array.
+  const nv = smooth ? canon.count : tris * 3;
+  const start = new Uint32Array(nv + 1);
+  for (let k = 0; k < tris * 3; k++) start[corner[k] + 1]++;
+  for (let v = 0; v < nv; v++) start[v + 1] += start[v];
+  const fill = start.slice(0, nv);
+  const faces = new Uint32Array(tris * 3);
+  for (let k = 0; k < tris * 3; k++) faces[fill[corner[k]]++] = Math.floor(k / 3);
+
+  const cos = Math.cos((creaseDegrees * Math.PI) / 180);
+  const outPos = new Float32Array(tris * 9);
+  const outNrm = new Float32Array(tris * 9);
+  for (let k = 0; k < tris * 3; k++) {
+    const f = Math.floor(k / 3);
+    const src = at(k) * 3;
+    outPos[3 * k] = positions[src];
+    outPos[3 * k + 1] = positions[src + 1];
+    outPos[3 * k + 2] = positions[src + 2];
+    let x = 0, y = 0, z = 0;
+    const v = corner[k];
+    for (let j = start[v]; j < start[v + 1]; j++) {
+      const g = faces[j];
+      if (g === f || unit[3 * f] * unit[3 * g] + unit[3 * f + 1] * unit[3 * g + 1] + unit[3 * f + 2] * unit[3 * g + 2] >= cos) {
+        x += face[3 * g];
+        y += face[3 * g + 1];
+        z += face[3 * g + 2];
+      }
+    }
+    const l = Math.hypot(x, y, z);
+    if (l > 0 && Number.isFinite(l)) {
+      outNrm[3 * k] = x / l;
+      outNrm[3 * k + 1] = y / l;
+      outNrm[3 * k + 2] = z / l;
+    } else {
+      outNrm[3 * k + 2] = 1; // a degenerate face: any normal will do
+    }
+  }
+  return { positions: outPos, normals: outNrm, indices: null };
+}
+
+/**
+ * Numbers the distinct positions of a Float32Array of xyz triples: ids[v]
+ * is the same for every vertex at one point (+0 and -0 alike). A hash
+ * table on the floats' bits, so that a large mesh welds in linear time.
+ */
+export function weldByPosition(positions) {
+  const n = Math.floor(positions.length / 3);
+  const bits = new Uint32Array(positions.buffer, positions.byteOffset, n * 3);
+  const key = (i) => (bits[i] === 0x80000000 ? 0 : bits[i]); // -0 is 0
+  let size = 16;
+  while (size < n * 2) size *= 2;
+  const table = new Int32Array(size).fill(-1); // slot → a vertex holding that position
+  const ids = new Uint32Array(n);
+  let count = 0;
+  for (let v = 0; v < n; v++) {
+    const x = key(3 * v), y = key(3 * v + 1), z = key(3 * v + 2);
+    let slot = (Math.imul(x, 0x9e3779b1) ^ Math.imul(y, 0x85ebca77) ^ Math.imul(z, 0xc2b2ae3d)) & (size - 1);
+    for (;;) {
+      const w = table[slot];
+      if (w < 0) {
+        table[slot] = v;
+        ids[v] = count++;
+        break;
+      }
+      if (key(3 * w) === x && key(3 * w + 1) === y && key(3 * w + 2) === z) {
+        ids[v] = ids[w];
+        break;
+      }
+      slot = (slot + 1) & (size - 1);
+    }
+  }
+  return { ids, count };
 }
 
 function boundsOf(positions) {

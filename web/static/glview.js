@@ -243,13 +243,22 @@ export class GLView {
     c.addEventListener('contextmenu', (e) => e.preventDefault(), opts);
     c.addEventListener('pointerdown', (e) => {
       c.setPointerCapture(e.pointerId);
-      this.pointers.set(e.pointerId, { x: e.clientX, y: e.clientY, pan: e.button === 2 || e.shiftKey });
+      this.pointers.set(e.pointerId, { x: e.clientX, y: e.clientY, x0: e.clientX, y0: e.clientY, pan: e.button === 2 || e.shiftKey });
     }, opts);
-    const up = (e) => this.pointers.delete(e.pointerId);
-    c.addEventListener('pointerup', up, opts);
-    c.addEventListener('pointercancel', up, opts);
+    c.addEventListener('pointerup', (e) => {
+      const p = this.pointers.get(e.pointerId);
+      this.pointers.delete(e.pointerId);
+      // A tap (a touch that did not move) names the part under it, as hover does for a mouse.
+      if (p && e.pointerType !== 'mouse' && Math.hypot(e.clientX - p.x0, e.clientY - p.y0) < 6) {
+        this.hover(this.partAt(e.clientX, e.clientY), e);
+      }
+    }, opts);
+    c.addEventListener('pointercancel', (e) => this.pointers.delete(e.pointerId), opts);
     c.addEventListener('pointermove', (e) => this.pointerMove(e), opts);
-    c.addEventListener('pointerleave', () => this.hover(null), opts);
+    // A touch pointer leaves as it lifts: the part it tapped stays named.
+    c.addEventListener('pointerleave', (e) => {
+      if (e.pointerType === 'mouse') this.hover(null);
+    }, opts);
     c.addEventListener('wheel', (e) => {
       e.preventDefault();
       const lines = e.deltaMode === 1 ? 16 : e.deltaMode === 2 ? 400 : 1;

@@ -6,7 +6,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { readModel, parseGLB, GLBError, MODE, toListMode, computeNormals } from '../static/glb.js';
+import { readModel, parseGLB, GLBError, MODE, toListMode, computeNormals, weldByPosition } from '../static/glb.js';
 import { readZipDirectory, modelEntries, extension, isZipName, ZipError } from '../static/zipdir.js';
 import { identity, multiply, fromTRS, transformPoint, normalMatrix, lookAt, perspective } from '../static/mat4.js';
 
@@ -122,7 +122,8 @@ test('an assembly reads into parts with world matrices, names and colours', () =
   assert.deepEqual(m.stats, { vertices: 9, triangles: 3 });
   const p = m.parts[0].mesh.primitives[0];
   assert.equal(p.mode, MODE.TRIANGLES);
-  assert.deepEqual([...p.indices], [0, 1, 2]);
+  assert.equal(p.indices, null, 'normals were computed: one vertex per corner');
+  close(p.positions, [0, 0, 0, 1, 0, 0, 0, 1, 0]);
   close(p.normals, [0, 0, 1, 0, 0, 1, 0, 0, 1], 1e-6); // computed: the file has none
 });
 
@@ -181,14 +182,38 @@ test('strips, fans and loops become lists', () => {
   assert.equal(toListMode(MODE.TRIANGLES, idx, 3).indices, idx);
 });
 
-test('computed normals are area-weighted and unit length', () => {
-  // Two triangles sharing the edge 0-1: one in the XY plane, one in XZ.
-  const pos = new Float32Array([0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, -1]);
-  const n = computeNormals(pos, new Uint16Array([0, 1, 2, 0, 1, 3]));
-  close(n.subarray(6, 9), [0, 0, 1]);
-  close(n.subarray(9, 12), [0, 1, 0]);
-  close(n.subarray(0, 3), [0, Math.SQRT1_2, Math.SQRT1_2]);
-  close(computeNormals(new Float32Array(3), null), [0, 0, 1]); // no triangle: +Z
+test('computed normals: smooth across shallow angles, creased across sharp ones', () => {
+  // A fold along the edge 0-1: two faces at 30° (smoothed), and one at 90°
+  // to the first (a crease), given as an unindexed soup for the last: the
+  // welding by position must find the shared corners anyway.
+  const s = Math.sin(Math.PI / 6), c = Math.cos(Math.PI / 6);
+  const pos = new Float32Array([0, 0, 0, 1, 0, 0, 0, 1, 0, 0, c, s]);
+  const { positions, normals, indices } = computeNormals(pos, new Uint16Array([0, 1, 2, 0, 1, 3]));
+  assert.equal(indices, null);
+  assert.equal(positions.length, 18);
+  close(positions.subarray(0, 9), [0, 0, 0, 1, 0, 0, 0, 1, 0]);
+  // The shared corners (0 and 1) average the two faces: between +Z and the tilted normal.
+  const n2 = [0, -s, c]; // the second face's normal
+  const avg = [0, n2[1] / 2, (1 + n2[2]) / 2];
+  const l = Math.hypot(...avg);
+  close(normals.subarray(0, 3), avg.map((v) => v / l));
+  close(normals.subarray(6, 9), [0, 0, 1]); // corner 2 is only in the first face
+  // A box corner: three faces at right angles stay flat.
+  const box = new Float32Array([0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 1, 1, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 1]);
+  const flat = computeNormals(box, null).normals;
+  close(flat.subarray(0, 3), [0, 0, 1]);
+  close(flat.subarray(9, 12), [0, 1, 0]);
+  close(flat.subarray(18, 21), [1, 0, 0]);
+  // Welding: equal positions (and -0 with 0) share an id, others do not.
+  const w = weldByPosition(new Float32Array([1, 2, 3, 0, 0, 0, 1, 2, 3, -0, 0, -0, 1, 2, 3.0001]));
+  assert.deepEqual([...w.ids], [0, 1, 0, 1, 2]);
+  assert.equal(w.count, 3);
+  const many = new Float32Array(30000 * 3).map((_, i) => Math.floor(i / 3) % 10000);
+  assert.equal(weldByPosition(many).count, 10000);
+  // Degenerate faces get some unit normal, never NaN.
+  const deg = computeNormals(new Float32Array(9), null).normals;
+  assert.ok(deg.every(Number.isFinite));
+  close(deg.subarray(0, 3), [0, 0, 1]);
 });
 
 test('bad GLBs end in a GLBError with a sentence', () => {
@@ -445,4 +470,76 @@ test('matrices: TRS, products, normal matrices, views', () => {
   const p = perspective(Math.PI / 2, 1, 1, 100);
   const clip = (z) => { const w = -z; return (p[10] * z + p[14]) / w; };
   assert.ok(Math.abs(clip(-1) + 1) < 1e-6 && Math.abs(clip(-100) - 1) < 1e-5);
+});
+
+// ---- convert.js (its pure helpers; the page itself runs in the browser test) ----
+
+test('the page: argument header, upload plans, names, state classes', async () => {
+  const { argHeader, plan, shownName, stateClass } = await import('../static/convert.js');
+  const hdr = argHeader({ startPath: 'dossier/modèle €.igs', n: 1 });
+  assert.match(hdr, /^[\x20-\x7e]+$/, 'a header value the browser accepts');
+  assert.deepEqual(JSON.parse(hdr), { startPath: 'dossier/modèle €.igs', n: 1 });
+
+  assert.deepEqual(plan(['a.obj', 'a.mtl', 'tex.png']), { zips: [], together: { files: ['a.obj', 'a.mtl', 'tex.png'], root: 'a.obj' }, single: [] });
+  assert.deepEqual(plan(['a.step', 'b.stl']), { zips: [], together: null, single: ['a.step', 'b.stl'] });
+  assert.deepEqual(plan(['x.zip', 'part.igs']), { zips: ['x.zip'], together: null, single: ['part.igs'] });
+  assert.deepEqual(plan(['notes.txt']), { zips: [], together: null, single: ['notes.txt'] });
+
+  assert.equal(shownName('c890c758a64c9b33.obj', 'towers.obj'), 'towers.obj');
+  assert.equal(shownName('Assembly', 'towers.obj'), 'Assembly');
+  assert.equal(stateClass('SUCCESS'), 'state-live');
+  assert.equal(stateClass('ERROR - Conversion Error'), 'state-dead');
+  assert.equal(stateClass('PENDING'), 'state-converting');
+});
+
+// ---- streamclient.js ----
+
+// A fake reference viewer: answers list and get as worker/viewer does,
+// with the model in frames of chunk bytes; misbehave changes one step.
+function fakeViewer(models, { chunk = 3, misbehave = null } = {}) {
+  return class FakeViewerSocket {
+    constructor(url) {
+      this.url = url;
+      this.closed = false;
+      queueMicrotask(() => this.onopen?.());
+    }
+    send(text) {
+      const req = JSON.parse(text);
+      const reply = (f) => queueMicrotask(() => !this.closed && this.onmessage?.({ data: typeof f === 'string' ? f : f instanceof ArrayBuffer ? f : JSON.stringify(f) }));
+      if (req.type === 'list') return reply({ type: 'list', models: Object.keys(models) });
+      if (req.type !== 'get') return reply({ type: 'error', error: 'bad request' });
+      const body = models[req.name];
+      if (misbehave === 'error') return reply({ type: 'error', error: 'no such model' });
+      reply({ type: 'model', name: req.name, size: misbehave === 'short' ? body.length + 1 : body.length });
+      for (let i = 0; i < body.length; i += chunk) reply(body.slice(i, i + chunk).buffer);
+      if (misbehave === 'close') return queueMicrotask(() => this.onclose?.({}));
+      return reply({ type: 'end', name: req.name });
+    }
+    close() {
+      this.closed = true;
+    }
+  };
+}
+
+test('a model arrives through a streaming session', async () => {
+  const { fetchStreamedModel, streamURL, StreamError } = await import('../static/streamclient.js');
+  assert.equal(streamURL({ serverurl: 'example.org', port: 8181, sessionid: 'a b' }), 'ws://example.org:8181/?token=a%20b');
+  assert.equal(streamURL({ serverurl: '::1', port: 443, sessionid: 'k' }, 'https:'), 'wss://[::1]:443/?token=k');
+  assert.throws(() => streamURL({ serverurl: 'x', port: '80', sessionid: 'k' }), StreamError);
+
+  const body = new Uint8Array(Array.from({ length: 20 }, (_, i) => i));
+  const buf = await fetchStreamedModel('ws://x/?token=k', 'towers.obj', { WebSocketImpl: fakeViewer({ 'towers.obj': body }) });
+  assert.deepEqual([...new Uint8Array(buf)], [...body]);
+
+  const bad = {
+    'no such name': [{ other: body }, {}],
+    'viewer error': [{ 'towers.obj': body }, { misbehave: 'error' }],
+    'short model': [{ 'towers.obj': body }, { misbehave: 'short' }],
+    'closed early': [{ 'towers.obj': body }, { misbehave: 'close' }],
+  };
+  for (const [what, [models, opts]] of Object.entries(bad)) {
+    await assert.rejects(fetchStreamedModel('ws://x/', 'towers.obj', { WebSocketImpl: fakeViewer(models, opts) }), StreamError, what);
+  }
+  await assert.rejects(fetchStreamedModel('ws://x/', 'm', { WebSocketImpl: class { constructor() { throw new Error('refused'); } } }), StreamError);
+  await assert.rejects(fetchStreamedModel('ws://x/', 'm', { WebSocketImpl: class { send() {} close() {} }, timeoutMs: 10 }), /in time/);
 });

@@ -2,12 +2,13 @@
 // runtimes and limits: static, so it runs in a FROM scratch image, and
 // told by its flags what to do, in this order:
 //
-//	fakeconv [-record FILE] [-cgroup FILE] [-alloc BYTES] [-spin DURATION]
+//	fakeconv [-record FILE] [-cgroup FILE] [-alloc BYTES [-virtual]] [-spin DURATION]
 //	         [-sleep DURATION] [-stderr TEXT] [-exit CODE] [IN] OUT
 //
 // -record appends a line to FILE (the converter's side effect a test can
 // count); -cgroup copies the memory limit of the cgroup it runs in to FILE;
-// -alloc allocates and touches that many bytes and keeps them; -spin burns
+// -alloc allocates and touches that many bytes and keeps them (-virtual:
+// allocates without touching, taking address space but no memory); -spin burns
 // CPU for that long (0: until killed); -sleep sleeps; -stderr prints TEXT on
 // stderr; -exit exits with CODE (after -stderr) when it is not 0. Else it
 // reads IN, when given, and writes a valid GLB holding one triangle to OUT.
@@ -29,6 +30,7 @@ func main() {
 	record := flag.String("record", "", "append a line to this file")
 	cgroup := flag.String("cgroup", "", "copy the cgroup's memory limit to this file")
 	alloc := flag.String("alloc", "", "allocate and touch this many bytes (1048576, 64MiB)")
+	virtual := flag.Bool("virtual", false, "with -alloc: do not touch the memory, only take the address space")
 	spin := flag.String("spin", "", "burn CPU this long (0: until killed)")
 	sleep := flag.Duration("sleep", 0, "sleep this long")
 	stderr := flag.String("stderr", "", "print this on stderr")
@@ -52,7 +54,7 @@ func main() {
 		// In chunks, each touched, so the pages are really used.
 		for n > 0 {
 			c := make([]byte, min(n, 16<<20))
-			for i := 0; i < len(c); i += 4096 {
+			for i := 0; i < len(c) && !*virtual; i += 4096 {
 				c[i] = 1
 			}
 			keep = append(keep, c)
