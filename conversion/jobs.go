@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/drover-dev/drover/conversion/convert"
@@ -92,11 +93,23 @@ func (s *Service) LeaseJobs(ctx context.Context, req farmapi.LeaseRequest) ([]fa
 		return nil, jobErr(err)
 	}
 	s.tookJobs(req.Farm, len(leases))
+	// Each description is a read and a write of the item: a batch is
+	// described at once, not one round trip after the other.
+	jls := make([]farmapi.JobLease, len(leases))
+	oks := make([]bool, len(leases))
+	var wg sync.WaitGroup
+	for i, l := range leases {
+		if i == len(leases)-1 {
+			jls[i], oks[i] = s.describe(context.WithoutCancel(ctx), l)
+			break
+		}
+		wg.Go(func() { jls[i], oks[i] = s.describe(context.WithoutCancel(ctx), l) })
+	}
+	wg.Wait()
 	out := make([]farmapi.JobLease, 0, len(leases))
-	for _, l := range leases {
-		jl, ok := s.describe(context.WithoutCancel(ctx), l)
-		if ok {
-			out = append(out, jl)
+	for i, l := range leases {
+		if oks[i] {
+			out = append(out, jls[i])
 			s.log.Info("job leased", "job", l.JobID, "farm", req.Farm, "attempt", l.Attempt)
 		}
 	}
@@ -373,7 +386,7 @@ func (s *Service) finishSuccess(ctx context.Context, id string, gen int, dir str
 	files := make([]items.File, 0, len(outs))
 	var shattered []items.File
 	for _, o := range outs {
-		if err := s.copyObject(ctx, dir+o.Name, items.OutputKey(id, o.Name)); err != nil {
+		if err := s.placeOutput(ctx, dir+o.Name, items.OutputKey(id, o.Name), o.Size); err != nil {
 			// The item stays PENDING: the sweep finishes it from the
 			// manifest, or converts again if the staged outputs are gone
 			// (another manager's sweep may have finished it meanwhile).
@@ -386,7 +399,7 @@ func (s *Service) finishSuccess(ctx context.Context, id string, gen int, dir str
 		}
 		files = append(files, items.File{Name: o.Name, Type: o.Type, Size: o.Size})
 	}
-	it, err = s.items.Update(ctx, id, func(it *items.Item) error {
+	it, err = s.items.UpdateFrom(ctx, it, func(it *items.Item) error {
 		if err := it.Succeed(gen, files); err != nil {
 			return err
 		}
@@ -410,6 +423,24 @@ func (s *Service) finishSuccess(ctx context.Context, id string, gen int, dir str
 	s.metrics.finished.WithLabelValues("success").Inc()
 	s.log.Info("conversion succeeded", "item", id, "name", it.Name, "outputs", len(files), "attempts", it.Attempts)
 	s.notify(ctx, it)
+}
+
+// placeOutput puts a staged output in its place: moved where the storage
+// can (a rename, no bytes copied), copied elsewhere. An output that a
+// finisher that stopped midway (or another manager's sweep) moved already
+// is in place.
+func (s *Service) placeOutput(ctx context.Context, from, to string, size int64) error {
+	m, ok := s.st.(storage.Mover)
+	if !ok {
+		return s.copyObject(ctx, from, to)
+	}
+	err := m.Move(ctx, from, to)
+	if errors.Is(err, storage.ErrNotFound) {
+		if info, serr := s.st.Stat(ctx, to); serr == nil && info.Size == size {
+			return nil
+		}
+	}
+	return err
 }
 
 func (s *Service) copyObject(ctx context.Context, from, to string) error {
