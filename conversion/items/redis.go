@@ -27,7 +27,9 @@ type RedisOptions struct {
 	// items use the same one. Default DefaultRedisPrefix.
 	Prefix string
 	// OpTimeout bounds every call whose context has no earlier deadline,
-	// and each dial and socket read or write. Default 1 s.
+	// and each dial and socket read or write. Default 3 s: conversion calls
+	// are not latency-bound, and a burst of uploads on a loaded host waits
+	// for a pooled connection longer than a second.
 	OpTimeout time.Duration
 	// Logger hears what no call can return (a malformed event). Default
 	// slog.Default().
@@ -91,7 +93,7 @@ func NewRedis(ctx context.Context, o RedisOptions) (*Redis, error) {
 		o.Prefix = DefaultRedisPrefix
 	}
 	if o.OpTimeout == 0 {
-		o.OpTimeout = time.Second
+		o.OpTimeout = 3 * time.Second
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
