@@ -387,6 +387,26 @@ func laptopExtras(t *testing.T, ctx context.Context, base string, write func(str
 	t.Logf("STEP view: %.1f%% green (Base), %.1f%% orange (Shaft)", green*100, orange*100)
 	require.Greater(t, green, 0.01, "the base's colour")
 	require.Greater(t, orange, 0.005, "the shaft's colour")
+
+	// Stream: the same model through a streaming session, from drover up's
+	// reference viewer instance over its WebSocket.
+	if !streamingServed(t, base) {
+		t.Log("this build serves no streaming sessions (GET /api/streamingSession is 404): the Stream step did not run")
+		run(ctx, "close the viewer", 30*time.Second, chromedp.Click(chromedp.CSS(`#viewer-close`)))
+		return
+	}
+	run(ctx, "stream the model", 30*time.Second, chromedp.Click(chromedp.CSS(`#viewer-stream`)))
+	until(ctx, "the viewer drew the streamed model",
+		`(() => { const c = document.getElementById('viewer-canvas'); return c.dataset.state === 'ready' && c.dataset.source === 'stream'; })()`,
+		2*time.Minute)
+	require.Contains(t, eval(ctx, `document.getElementById('viewer-stats').textContent`), "through a streaming session")
+	require.Equal(t, "Machine,Base,Shaft", eval(ctx, `[...document.querySelectorAll('#viewer-parts span')].map(e => e.textContent).join(',')`))
+	tctx, cancel = context.WithTimeout(ctx, 30*time.Second)
+	canvas, err = chromedp.Run(tctx, chromedp.Screenshot(chromedp.CSS(`#viewer-canvas`)))
+	cancel()
+	require.NoError(t, err)
+	save("viewer-streamed-laptop.png", canvas)
+	require.Greater(t, modelPixels(t, canvas, viewerBackground), 0.02, "the streamed model is drawn")
 	run(ctx, "close the viewer", 30*time.Second, chromedp.Click(chromedp.CSS(`#viewer-close`)))
 }
 
@@ -447,4 +467,19 @@ func canvasCenter(t *testing.T, eval func(context.Context, string) string, ctx c
 	require.NoError(t, json.Unmarshal([]byte(eval(ctx,
 		`JSON.stringify((() => { const r = document.getElementById('viewer-canvas').getBoundingClientRect(); return {X: r.x, Y: r.y, W: r.width, H: r.height}; })())`)), &box))
 	return box.X + box.W/2, box.Y + box.H/2
+}
+
+// streamingServed probes for GET /api/streamingSession with an unreadable
+// CS-API-Arg: the route refuses it (400) before placing anything; a build
+// without streaming sessions has no such route (404).
+func streamingServed(t *testing.T, base string) bool {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, base+"/api/streamingSession", nil)
+	require.NoError(t, err)
+	req.Header.Set("CS-API-Arg", "{not json")
+	res, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	res.Body.Close()
+	require.Contains(t, []int{http.StatusBadRequest, http.StatusNotFound}, res.StatusCode)
+	return res.StatusCode == http.StatusBadRequest
 }
