@@ -66,6 +66,8 @@ type Conversion struct {
 	// placed on a fresh instance of it with a session directory of its own
 	// on its farm, which enableStreamAccess fills.
 	StreamPool string
+	// PresignTTL: see conversion.Config; for storage that presigns (S3).
+	PresignTTL time.Duration
 	// Tokens configure upload and download tokens.
 	Tokens Tokens
 	// Retention purges old items; off by default. See conversion.Retention.
@@ -127,7 +129,8 @@ func (s *Server) setupConversion(cc Conversion, m *manager.Manager, mc manager.C
 		wo.Registerer = mc.Registerer
 	}
 	svc, err := conversion.New(conversion.Config{Storage: st, Items: store, Queue: q, Webhook: wo,
-		MaxUpload: cc.MaxUpload, ReclaimInterval: cc.ReclaimInterval, Retention: cc.Retention, Logger: clog,
+		MaxUpload: cc.MaxUpload, ReclaimInterval: cc.ReclaimInterval, PresignTTL: cc.PresignTTL,
+		Retention: cc.Retention, Logger: clog,
 		Registerer: mc.Registerer})
 	if err != nil {
 		return err
@@ -138,7 +141,7 @@ func (s *Server) setupConversion(cc Conversion, m *manager.Manager, mc manager.C
 	s.conv = svc
 	s.cleanups.Push("conversion", svc.Stop)
 
-	a := api.New(svc, api.Options{Version: mc.Version, Logger: clog, Tokens: tokens})
+	a := api.New(svc, api.Options{Version: mc.Version, Logger: clog, Tokens: tokens, Registerer: mc.Registerer})
 	a.Mount(m.Router())
 	a.MountStream(m.Router(), &streamer{m: m, pool: cmp.Or(cc.StreamPool, DefaultStreamPool)})
 	if mc.FarmToken != "" {

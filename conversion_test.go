@@ -24,6 +24,7 @@ import (
 	"github.com/drover-dev/drover/conversion/convert"
 	"github.com/drover-dev/drover/conversion/webhook"
 	"github.com/drover-dev/drover/farm"
+	"github.com/drover-dev/drover/internal/testkit/cadtest"
 	"github.com/drover-dev/drover/internal/testkit/convtest"
 	"github.com/drover-dev/drover/manager"
 )
@@ -337,33 +338,6 @@ func TestZipUploads(t *testing.T) {
 	}))
 }
 
-// cadFixtures writes asm.step (an assembly of the parts Bracket and Bolt)
-// and part.igs (the part Plate) with OpenCASCADE's Draw.
-func cadFixtures(t *testing.T, dir string) {
-	t.Helper()
-	script := filepath.Join(dir, "make.tcl")
-	require.NoError(t, os.WriteFile(script, []byte(strings.ReplaceAll(`pload MODELING OCAF XDE
-box b1 10 10 10
-box b2 20 0 0 5 5 5
-compound b1 b2 c
-XNewDoc D
-XAddShape D c 1
-SetName D 0:1:1:1 Assembly
-SetName D 0:1:1:2 Bracket
-SetName D 0:1:1:3 Bolt
-XSetColor D 0:1:1:2 1 0 0
-XSetColor D 0:1:1:3 0 0 1
-WriteStep D {DIR/asm.step}
-XNewDoc P
-XAddShape P b1 0
-SetName P 0:1:1:1 Plate
-WriteIges P {DIR/part.igs}
-exit
-`, "DIR", dir)), 0o644))
-	out, err := exec.Command("occt-draw", "-b", "-f", script).CombinedOutput()
-	require.NoError(t, err, "%s", out)
-}
-
 // TestConvertsEveryKind uploads an STL and an OBJ cube, a STEP assembly of
 // two named parts and an IGES part: each ends SUCCESS with a valid GLB
 // (12 triangles for a cube, the part names in the glTF nodes) and a PNG
@@ -371,7 +345,7 @@ exit
 func TestConvertsEveryKind(t *testing.T) {
 	needConverters(t)
 	dir := t.TempDir()
-	cadFixtures(t, dir)
+	require.NoError(t, cadtest.Write(dir, cadtest.Script, "asm.step", "part.igs"))
 	srv, base := startConversion(t, filepath.Join(dir, "data"))
 	defer stop(t, srv)
 	h := hoops{t: t, base: base}

@@ -131,8 +131,18 @@ func (s *Service) AddFile(ctx context.Context, id, name string, r io.Reader) (it
 	if err != nil {
 		return items.Original{}, s.storeErr(err)
 	}
+	orig, _, err := s.addFile(ctx, it, name, r, nil)
+	return orig, err
+}
+
+// addFile stores a file of item it (as read or written last) and adds it
+// to the item's originals, and applies then, if given, in the same
+// update: Upload commits that way.
+func (s *Service) addFile(ctx context.Context, it items.Item, name string, r io.Reader,
+	then func(*items.Item) error) (items.Original, items.Item, error) {
+	id := it.ID
 	if slices.ContainsFunc(it.Originals, func(o items.Original) bool { return o.Name == name }) {
-		return items.Original{}, fmt.Errorf("%w: the item has a file named %q already", ErrInvalid, name)
+		return items.Original{}, it, fmt.Errorf("%w: the item has a file named %q already", ErrInvalid, name)
 	}
 	budget := s.cfg.MaxUpload - uploaded(it)
 	stored := storedName(name)
@@ -141,13 +151,13 @@ func (s *Service) AddFile(ctx context.Context, id, name string, r io.Reader) (it
 	n, err := s.st.Put(ctx, key, lr)
 	if err != nil {
 		if lr.over {
-			return items.Original{}, fmt.Errorf("%w: the uploads of an item may hold %d bytes", ErrTooLarge, s.cfg.MaxUpload)
+			return items.Original{}, it, fmt.Errorf("%w: the uploads of an item may hold %d bytes", ErrTooLarge, s.cfg.MaxUpload)
 		}
-		return items.Original{}, fmt.Errorf("%w: store %s: %w", ErrUnavailable, name, err)
+		return items.Original{}, it, fmt.Errorf("%w: store %s: %w", ErrUnavailable, name, err)
 	}
 	s.metrics.uploaded.Add(float64(n))
 	orig := items.Original{Name: name, Stored: stored, Size: n}
-	_, err = s.items.Update(ctx, id, func(it *items.Item) error {
+	it, err = s.items.UpdateFrom(ctx, it, func(it *items.Item) error {
 		if uploaded(*it)+n > s.cfg.MaxUpload {
 			return fmt.Errorf("%w: the uploads of an item may hold %d bytes", ErrTooLarge, s.cfg.MaxUpload)
 		}
@@ -155,16 +165,19 @@ func (s *Service) AddFile(ctx context.Context, id, name string, r io.Reader) (it
 			return fmt.Errorf("%w: the item has a file named %q already", ErrInvalid, name)
 		}
 		it.Originals = append(it.Originals, orig)
+		if then != nil {
+			return then(it)
+		}
 		return nil
 	})
 	if err != nil {
 		_ = s.st.Delete(context.WithoutCancel(ctx), key)
 		if errors.Is(err, ErrTooLarge) || errors.Is(err, ErrInvalid) {
-			return items.Original{}, err
+			return items.Original{}, it, err
 		}
-		return items.Original{}, s.storeErr(err)
+		return items.Original{}, it, s.storeErr(err)
 	}
-	return orig, nil
+	return orig, it, nil
 }
 
 func uploaded(it items.Item) int64 {
@@ -205,36 +218,44 @@ func (l *limitReader) Read(p []byte) (int, error) {
 // outputs; otherwise it is PENDING and its job queued. An item with no
 // name takes its first file's.
 func (s *Service) Commit(ctx context.Context, id string, skip bool) (items.Item, error) {
-	it, err := s.items.Update(ctx, id, func(it *items.Item) error {
-		if len(it.Originals) == 0 {
-			return fmt.Errorf("%w: no file was uploaded", ErrInvalid)
-		}
-		if it.Name == "" {
-			it.Name = it.Originals[0].Name
-		}
-		if it.State != items.StateUploading {
-			return nil // committed already
-		}
-		if skip {
-			it.State = items.StateSuccess
-		} else {
-			it.State = items.StatePending
-		}
-		return nil
-	})
+	it, err := s.items.Update(ctx, id, func(it *items.Item) error { return commit(it, skip) })
 	if err != nil {
 		if errors.Is(err, ErrInvalid) {
 			return it, err
 		}
 		return it, s.storeErr(err)
 	}
+	return s.committed(ctx, it), nil
+}
+
+// commit ends an item's upload, in an update function.
+func commit(it *items.Item, skip bool) error {
+	if len(it.Originals) == 0 {
+		return fmt.Errorf("%w: no file was uploaded", ErrInvalid)
+	}
+	if it.Name == "" {
+		it.Name = it.Originals[0].Name
+	}
+	if it.State != items.StateUploading {
+		return nil // committed already
+	}
+	if skip {
+		it.State = items.StateSuccess
+	} else {
+		it.State = items.StatePending
+	}
+	return nil
+}
+
+// committed queues the job of an item that commit made PENDING.
+func (s *Service) committed(ctx context.Context, it items.Item) items.Item {
 	if it.State == items.StatePending {
 		// A job that cannot be queued now is queued by the sweep.
 		if err := s.enqueue(ctx, it); err != nil {
-			s.log.Warn("queue a conversion job; the sweep tries again", "item", id, "err", err)
+			s.log.Warn("queue a conversion job; the sweep tries again", "item", it.ID, "err", err)
 		}
 	}
-	return it, nil
+	return it
 }
 
 // Abort deletes an item whose upload failed, and its files.
@@ -246,25 +267,26 @@ func (s *Service) Abort(ctx context.Context, id string) {
 }
 
 // Upload makes an item of one file and converts it (unless
-// o.SkipConversion): Begin, AddFile and Commit, and Abort if one fails.
+// o.SkipConversion): Begin, AddFile and Commit, the last two in one
+// update, and Abort if one fails.
 func (s *Service) Upload(ctx context.Context, o Options, name string, r io.Reader) (items.Item, error) {
 	if o.Name == "" {
 		o.Name = name
+	}
+	if err := fileName(name); err != nil {
+		return items.Item{}, err
 	}
 	it, err := s.Begin(ctx, o)
 	if err != nil {
 		return it, err
 	}
-	if _, err := s.AddFile(ctx, it.ID, name, r); err != nil {
-		s.Abort(ctx, it.ID)
-		return items.Item{}, err
-	}
-	it, err = s.Commit(ctx, it.ID, o.SkipConversion)
+	id := it.ID
+	_, it, err = s.addFile(ctx, it, name, r, func(it *items.Item) error { return commit(it, o.SkipConversion) })
 	if err != nil {
-		s.Abort(ctx, it.ID)
+		s.Abort(ctx, id)
 		return items.Item{}, err
 	}
-	return it, nil
+	return s.committed(ctx, it), nil
 }
 
 // Reconversion is what a reconvert changes; nil fields keep the item's.

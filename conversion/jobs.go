@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/drover-dev/drover/conversion/convert"
@@ -92,11 +93,23 @@ func (s *Service) LeaseJobs(ctx context.Context, req farmapi.LeaseRequest) ([]fa
 		return nil, jobErr(err)
 	}
 	s.tookJobs(req.Farm, len(leases))
+	// Each description is a read and a write of the item: a batch is
+	// described at once, not one round trip after the other.
+	jls := make([]farmapi.JobLease, len(leases))
+	oks := make([]bool, len(leases))
+	var wg sync.WaitGroup
+	for i, l := range leases {
+		if i == len(leases)-1 {
+			jls[i], oks[i] = s.describe(context.WithoutCancel(ctx), l)
+			break
+		}
+		wg.Go(func() { jls[i], oks[i] = s.describe(context.WithoutCancel(ctx), l) })
+	}
+	wg.Wait()
 	out := make([]farmapi.JobLease, 0, len(leases))
-	for _, l := range leases {
-		jl, ok := s.describe(context.WithoutCancel(ctx), l)
-		if ok {
-			out = append(out, jl)
+	for i, l := range leases {
+		if oks[i] {
+			out = append(out, jls[i])
 			s.log.Info("job leased", "job", l.JobID, "farm", req.Farm, "attempt", l.Attempt)
 		}
 	}
@@ -133,6 +146,8 @@ func (s *Service) describe(ctx context.Context, l queue.Lease) (farmapi.JobLease
 		LeaseMS: max(time.Until(l.Expires).Milliseconds(), 1), Item: id, Generation: gen, Name: it.Name,
 		StartPath: it.StartPath, CommandLine: it.CommandLine, ProcessShattered: it.ProcessShattered}
 	lp, _ := s.st.(storage.LocalPather)
+	ps, _ := s.st.(storage.Presigner)
+	jl.OutputURLs = ps != nil
 	single := len(it.Originals) == 1
 	for _, o := range it.Originals {
 		in := farmapi.JobInput{Name: o.Name, Size: o.Size}
@@ -143,6 +158,14 @@ func (s *Service) describe(ctx context.Context, l queue.Lease) (farmapi.JobLease
 		}
 		if lp != nil {
 			in.LocalPath, _ = lp.LocalPath(items.OriginalKey(id, o.Stored))
+		}
+		if ps != nil {
+			u, err := ps.PresignGet(ctx, items.OriginalKey(id, o.Stored), s.cfg.PresignTTL)
+			if err != nil {
+				// The farm downloads through the manager instead.
+				s.log.Warn("presign a job input", "job", l.JobID, "err", err)
+			}
+			in.URL = u
 		}
 		in.Version = s.inputVersion(ctx, items.OriginalKey(id, o.Stored))
 		jl.Inputs = append(jl.Inputs, in)
@@ -258,6 +281,30 @@ func (s *Service) PutJobOutput(ctx context.Context, id, token, name string, r io
 	return n, nil
 }
 
+// JobOutputURL presigns a PUT URL for output name of a leased job's
+// attempt: the farm uploads it to storage directly, where PutJobOutput
+// would have put it. farmapi.ErrBadJobRequest when the storage presigns
+// nothing (the farm uses PutJobOutput).
+func (s *Service) JobOutputURL(ctx context.Context, id, token, name string) (farmapi.OutputURLResponse, error) {
+	if err := outputName(name); err != nil {
+		return farmapi.OutputURLResponse{}, err
+	}
+	ps, ok := s.st.(storage.Presigner)
+	if !ok {
+		return farmapi.OutputURLResponse{}, fmt.Errorf("%w: this manager's storage takes outputs through it only", farmapi.ErrBadJobRequest)
+	}
+	item, gen, err := s.holds(ctx, id, token)
+	if err != nil {
+		return farmapi.OutputURLResponse{}, err
+	}
+	expires := time.Now().Add(s.cfg.PresignTTL)
+	u, err := ps.PresignPut(ctx, staging(item, gen, token)+name, s.cfg.PresignTTL)
+	if err != nil {
+		return farmapi.OutputURLResponse{}, fmt.Errorf("%w: presign output %s: %w", farmapi.ErrJobsUnavailable, name, err)
+	}
+	return farmapi.OutputURLResponse{URL: u, Expires: expires}, nil
+}
+
 // CompleteJob ends an attempt whose outputs are uploaded: the job is done,
 // and the item SUCCESS with these outputs, unless the attempt lost its
 // lease (farmapi.ErrLeaseLost: its outputs are dropped). A repeated call
@@ -339,7 +386,7 @@ func (s *Service) finishSuccess(ctx context.Context, id string, gen int, dir str
 	files := make([]items.File, 0, len(outs))
 	var shattered []items.File
 	for _, o := range outs {
-		if err := s.copyObject(ctx, dir+o.Name, items.OutputKey(id, o.Name)); err != nil {
+		if err := s.placeOutput(ctx, dir+o.Name, items.OutputKey(id, o.Name), o.Size); err != nil {
 			// The item stays PENDING: the sweep finishes it from the
 			// manifest, or converts again if the staged outputs are gone
 			// (another manager's sweep may have finished it meanwhile).
@@ -352,7 +399,7 @@ func (s *Service) finishSuccess(ctx context.Context, id string, gen int, dir str
 		}
 		files = append(files, items.File{Name: o.Name, Type: o.Type, Size: o.Size})
 	}
-	it, err = s.items.Update(ctx, id, func(it *items.Item) error {
+	it, err = s.items.UpdateFrom(ctx, it, func(it *items.Item) error {
 		if err := it.Succeed(gen, files); err != nil {
 			return err
 		}
@@ -378,7 +425,28 @@ func (s *Service) finishSuccess(ctx context.Context, id string, gen int, dir str
 	s.notify(ctx, it)
 }
 
+// placeOutput puts a staged output in its place: moved where the storage
+// can (a rename, no bytes copied), copied elsewhere. An output that a
+// finisher that stopped midway (or another manager's sweep) moved already
+// is in place.
+func (s *Service) placeOutput(ctx context.Context, from, to string, size int64) error {
+	m, ok := s.st.(storage.Mover)
+	if !ok {
+		return s.copyObject(ctx, from, to)
+	}
+	err := m.Move(ctx, from, to)
+	if errors.Is(err, storage.ErrNotFound) {
+		if info, serr := s.st.Stat(ctx, to); serr == nil && info.Size == size {
+			return nil
+		}
+	}
+	return err
+}
+
 func (s *Service) copyObject(ctx context.Context, from, to string) error {
+	if c, ok := s.st.(storage.Copier); ok {
+		return c.Copy(ctx, from, to)
+	}
 	obj, err := s.st.Open(ctx, from)
 	if err != nil {
 		return err
@@ -569,6 +637,9 @@ type Status struct {
 	QueueError string      `json:"queue_error,omitempty"`
 	// JobSlots and FreeJobSlots add up the farms that leased from this
 	// manager lately.
+	// Storage says where the files are, when the storage says so (S3's
+	// bucket and endpoint, never its credentials).
+	Storage      string            `json:"storage,omitempty"`
 	JobSlots     int               `json:"job_slots"`
 	FreeJobSlots int               `json:"free_job_slots"`
 	Farms        []farmapi.JobFarm `json:"farms"`
@@ -584,6 +655,9 @@ func (s *Service) Status(ctx context.Context) Status {
 		st.QueueError = err.Error()
 	}
 	st.Queue = qs
+	if str, ok := s.st.(fmt.Stringer); ok {
+		st.Storage = str.String()
+	}
 	st.Farms = s.jobFarms()
 	for _, f := range st.Farms {
 		st.JobSlots += f.Slots

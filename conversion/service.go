@@ -66,6 +66,9 @@ const (
 	// looks at its job: longer than any step between an item's update and
 	// its job's.
 	DefaultSweepAge = 30 * time.Second
+	// DefaultPresignTTL is how long the presigned URLs of a job lease
+	// live, with storage that farms reach directly.
+	DefaultPresignTTL = 15 * time.Minute
 )
 
 // Config configures a Service.
@@ -89,6 +92,9 @@ type Config struct {
 	// SweepInterval and SweepAge pace the repair of items a stopped
 	// manager left PENDING; 0 for the defaults.
 	SweepInterval, SweepAge time.Duration
+	// PresignTTL is how long the presigned URLs farms get live, when
+	// Storage is a storage.Presigner (S3); 0 for DefaultPresignTTL.
+	PresignTTL time.Duration
 	// Retention purges old items; off by default.
 	Retention Retention
 	// Now is the clock retention judges ages by; nil for time.Now.
@@ -140,6 +146,7 @@ func New(cfg Config) (*Service, error) {
 	cfg.ReclaimInterval = cmp.Or(cfg.ReclaimInterval, DefaultReclaimInterval)
 	cfg.SweepInterval = cmp.Or(cfg.SweepInterval, DefaultSweepInterval)
 	cfg.SweepAge = cmp.Or(cfg.SweepAge, DefaultSweepAge)
+	cfg.PresignTTL = cmp.Or(cfg.PresignTTL, DefaultPresignTTL)
 	cfg.Retention.Interval = cmp.Or(cfg.Retention.Interval, DefaultRetentionInterval)
 	if cfg.Retention.MaxAge < 0 || cfg.Retention.Unfinished < 0 || cfg.Retention.Interval < 0 {
 		return nil, errors.New("conversion: negative retention")

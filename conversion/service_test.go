@@ -1,12 +1,14 @@
 package conversion_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"path"
 	"strings"
 	"sync"
 	"testing"
@@ -374,6 +376,51 @@ func TestSweepQueuesTheJobOfAPendingItemAgain(t *testing.T) {
 	require.NoError(t, f.q.Delete(ctx, it.ID+".0"))
 	j := lease(t, f.svc, "farm")
 	require.Equal(t, it.ID, j.Item)
+}
+
+// TestSweepFinishesACompletedJob: a manager that died after the queue
+// took an attempt's completion, with some outputs moved into place and
+// others not, leaves an item the sweep ends SUCCESS from the attempt's
+// manifest, with every output.
+func TestSweepFinishesACompletedJob(t *testing.T) {
+	f := newService(t, queue.Options{}, nil)
+	ctx := context.Background()
+	it, err := f.svc.Upload(ctx, conversion.Options{}, "a.stl", strings.NewReader("s"))
+	require.NoError(t, err)
+	j := lease(t, f.svc, "farm")
+	var outs []farmapi.JobOutput
+	for _, name := range []string{"a.stl.glb", "a.stl.png"} {
+		n, err := f.svc.PutJobOutput(ctx, j.ID, j.Token, name, strings.NewReader("bytes of "+name))
+		require.NoError(t, err)
+		outs = append(outs, farmapi.JobOutput{Name: name, Type: strings.TrimPrefix(path.Ext(name), "."), Size: n})
+	}
+	// What CompleteJob did before the manager died: the manifest, the
+	// queue's completion, and one output moved.
+	dir := conversion.StagingDir(it.ID, 0, j.Token)
+	b, err := json.Marshal(map[string]any{"attempt": j.Attempt, "outputs": outs})
+	require.NoError(t, err)
+	_, err = f.st.Put(ctx, dir+conversion.ManifestName, bytes.NewReader(b))
+	require.NoError(t, err)
+	_, err = f.q.Complete(ctx, j.ID, j.Token)
+	require.NoError(t, err)
+	require.NoError(t, f.st.Move(ctx, dir+"a.stl.glb", items.OutputKey(it.ID, "a.stl.glb")))
+
+	it = waitState(t, f.svc, it.ID)
+	require.Equal(t, items.StateSuccess, it.State)
+	require.Len(t, it.Files, 2)
+	for _, o := range outs {
+		obj, _, err := f.svc.OpenOutputByName(ctx, it.ID, o.Name)
+		require.NoError(t, err)
+		got, _ := io.ReadAll(obj)
+		obj.Close()
+		require.Equal(t, "bytes of "+o.Name, string(got))
+	}
+	// The sweep drops the staged files after the update: Stop waits for
+	// it.
+	require.NoError(t, f.svc.Stop(ctx))
+	infos, err := f.st.List(ctx, items.Dir(it.ID)+"staging/")
+	require.NoError(t, err)
+	require.Empty(t, infos)
 }
 
 func TestLeaseWaitEndsAtStop(t *testing.T) {

@@ -30,7 +30,10 @@ type JobClient struct {
 	cur int
 }
 
-var _ JobSource = (*JobClient)(nil)
+var (
+	_ JobSource       = (*JobClient)(nil)
+	_ OutputURLSource = (*JobClient)(nil)
+)
 
 // NewJobClient calls the managers that managers returns (base URLs, as
 // the agent knows them), with the farm token.
@@ -113,6 +116,13 @@ func (c *JobClient) CompleteJob(ctx context.Context, id string, req farmapi.Comp
 	var ack farmapi.JobAck
 	err := c.call(ctx, jobPath(id, "/complete"), req, &ack)
 	return ack, err
+}
+
+// JobOutputURL implements OutputURLSource.
+func (c *JobClient) JobOutputURL(ctx context.Context, id, token, name string) (farmapi.OutputURLResponse, error) {
+	var resp farmapi.OutputURLResponse
+	err := c.call(ctx, jobPath(id, "/output-url"), farmapi.OutputURLRequest{Token: token, Name: name}, &resp)
+	return resp, err
 }
 
 // FailJob implements JobSource.

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -35,6 +37,13 @@ type JobSource interface {
 	FailJob(ctx context.Context, id string, req farmapi.FailRequest) (farmapi.JobAck, error)
 }
 
+// OutputURLSource is a JobSource that presigns the upload of an output to
+// storage (farmapi.OutputURLRequest): a farm whose lease says OutputURLs
+// uploads there, not through the manager.
+type OutputURLSource interface {
+	JobOutputURL(ctx context.Context, id, token, name string) (farmapi.OutputURLResponse, error)
+}
+
 // DefaultJobSlots is a farm's number of job slots, the HOOPS conversion
 // server's maxConversions default.
 const DefaultJobSlots = 4
@@ -58,6 +67,11 @@ type JobsConfig struct {
 	// path and it exists here: for a farm that shares the manager's data
 	// directory (the local farm of `drover up`).
 	ReadLocal bool
+	// Storage carries the downloads and uploads from and to the presigned
+	// URLs of storage that farms reach directly (S3): no farm or manager
+	// credentials go with them. Nil for a client with a one-minute
+	// response header timeout.
+	Storage *http.Client
 	// Cache keeps downloaded inputs for later jobs of the same files (a
 	// reconversion); nil downloads every time. Inputs the manager gives
 	// no version are not cached.
@@ -100,6 +114,11 @@ func NewJobs(cfg JobsConfig) (*Jobs, error) {
 	}
 	if cfg.WorkDir == "" {
 		cfg.WorkDir = filepath.Join(os.TempDir(), "drover-jobs-"+safeName(cfg.Farm))
+	}
+	if cfg.Storage == nil {
+		t := http.DefaultTransport.(*http.Transport).Clone()
+		t.ResponseHeaderTimeout = time.Minute
+		cfg.Storage = &http.Client{Transport: t}
 	}
 	j := &Jobs{cfg: cfg, conv: cfg.Converter, log: cfg.Logger, freed: make(chan struct{}, 1),
 		drained: make(chan struct{})}
@@ -380,18 +399,22 @@ func (j *Jobs) fetch(ctx context.Context, l farmapi.JobLease, i int, input farma
 	dst := filepath.Join(in, name)
 	if j.cfg.ReadLocal && input.LocalPath != "" && filepath.IsAbs(input.LocalPath) {
 		if fi, err := os.Stat(input.LocalPath); err == nil && fi.Mode().IsRegular() && fi.Size() == input.Size {
+			j.metrics.transfers.WithLabelValues("input", "local").Inc()
 			return os.Symlink(input.LocalPath, dst)
 		}
 	}
+	// The presigned URL is tried once: one that failed may have expired,
+	// and the manager serves the input too.
+	direct := input.URL != ""
 	if j.cfg.Cache != nil && input.Version != "" {
-		return retry(ctx, func() error { return j.fetchCached(ctx, l, i, input, dst) })
+		return retry(ctx, func() error { return j.fetchCached(ctx, l, i, input, &direct, dst) })
 	}
 	return retry(ctx, func() error {
 		f, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 		if err != nil {
 			return err
 		}
-		_, err = j.download(ctx, l, i, input, f)
+		_, err = j.download(ctx, l, i, input, &direct, f)
 		if cerr := f.Close(); err == nil {
 			err = cerr
 		}
@@ -399,9 +422,100 @@ func (j *Jobs) fetch(ctx context.Context, l farmapi.JobLease, i int, input farma
 	})
 }
 
-// download writes input i to w.
-func (j *Jobs) download(ctx context.Context, l farmapi.JobLease, i int, input farmapi.JobInput, w io.Writer) (int64, error) {
-	rc, _, err := j.cfg.Source.OpenJobInput(ctx, l.ID, l.Token, i)
+// storageGet downloads from a presigned URL. Its errors leave the URL out:
+// it holds a signature.
+func (j *Jobs) storageGet(ctx context.Context, u string) (io.ReadCloser, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return nil, errors.New("bad presigned URL")
+	}
+	resp, err := j.cfg.Storage.Do(req)
+	if err != nil {
+		return nil, plainURLErr("GET", err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4<<10))
+		resp.Body.Close()
+		return nil, fmt.Errorf("%w: GET from storage: %s", farmapi.ErrJobsUnavailable, resp.Status)
+	}
+	return resp.Body, nil
+}
+
+// storagePut uploads size bytes of r to a presigned URL.
+func (j *Jobs) storagePut(ctx context.Context, u string, r io.Reader, size int64) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPut, u, r)
+	if err != nil {
+		return errors.New("bad presigned URL")
+	}
+	req.ContentLength = size
+	if size == 0 {
+		req.Body = http.NoBody
+	}
+	resp, err := j.cfg.Storage.Do(req)
+	if err != nil {
+		return plainURLErr("PUT", err)
+	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4<<10))
+	resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		return fmt.Errorf("%w: PUT to storage: %s", farmapi.ErrJobsUnavailable, resp.Status)
+	}
+	return nil
+}
+
+// plainURLErr is a transfer's error without its URL.
+func plainURLErr(method string, err error) error {
+	var uerr *url.Error
+	if errors.As(err, &uerr) {
+		err = uerr.Err
+	}
+	return fmt.Errorf("%w: %s to storage: %w", farmapi.ErrJobsUnavailable, method, err)
+}
+
+// putOutput uploads an output: to storage through a presigned URL when
+// the lease says so and the source presigns, else through the source.
+func (j *Jobs) putOutput(ctx context.Context, l farmapi.JobLease, name, path string, size int64) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if us, ok := j.cfg.Source.(OutputURLSource); ok && l.OutputURLs {
+		resp, err := us.JobOutputURL(ctx, l.ID, l.Token, name)
+		if err != nil {
+			return err
+		}
+		if err := j.storagePut(ctx, resp.URL, f, size); err != nil {
+			return err
+		}
+		j.metrics.transfers.WithLabelValues("output", "storage").Inc()
+		return nil
+	}
+	n, err := j.cfg.Source.PutJobOutput(ctx, l.ID, l.Token, name, f)
+	if err == nil && n != size {
+		err = fmt.Errorf("%w: output %s: stored %d bytes of %d", farmapi.ErrJobsUnavailable, name, n, size)
+	}
+	if err == nil {
+		j.metrics.transfers.WithLabelValues("output", "manager").Inc()
+	}
+	return err
+}
+
+// download writes input i to w: from its presigned URL if *direct (and
+// then never again), else through the manager.
+func (j *Jobs) download(ctx context.Context, l farmapi.JobLease, i int, input farmapi.JobInput, direct *bool, w io.Writer) (int64, error) {
+	var rc io.ReadCloser
+	var err error
+	via := "manager"
+	if *direct {
+		*direct, via = false, "storage"
+		rc, err = j.storageGet(ctx, input.URL)
+		if err != nil {
+			j.log.Warn("download a job input from storage; trying through the manager", "job", l.ID, "input", input.Name, "err", err)
+		}
+	} else {
+		rc, _, err = j.cfg.Source.OpenJobInput(ctx, l.ID, l.Token, i)
+	}
 	if err != nil {
 		return 0, err
 	}
@@ -409,6 +523,9 @@ func (j *Jobs) download(ctx context.Context, l farmapi.JobLease, i int, input fa
 	n, err := io.Copy(w, rc)
 	if err == nil && n != input.Size {
 		err = fmt.Errorf("%w: input %s: got %d bytes of %d", farmapi.ErrJobsUnavailable, input.Name, n, input.Size)
+	}
+	if err == nil {
+		j.metrics.transfers.WithLabelValues("input", via).Inc()
 	}
 	return n, err
 }
@@ -418,10 +535,10 @@ func (j *Jobs) download(ctx context.Context, l farmapi.JobLease, i int, input fa
 // hard link would share the cache's inode, which a converter running as
 // the farm's user could chmod and write, spoiling the file for every
 // later job (copies are reflinks where the filesystem can).
-func (j *Jobs) fetchCached(ctx context.Context, l farmapi.JobLease, i int, input farmapi.JobInput, dst string) error {
+func (j *Jobs) fetchCached(ctx context.Context, l farmapi.JobLease, i int, input farmapi.JobInput, direct *bool, dst string) error {
 	key := modelcache.ItemKey(l.Item, input.Name, input.Version)
 	h, err := j.cfg.Cache.Get(ctx, key, func(ctx context.Context, w io.Writer) (int64, error) {
-		return j.download(ctx, l, i, input, w)
+		return j.download(ctx, l, i, input, direct, w)
 	})
 	if err != nil {
 		return err
@@ -446,16 +563,7 @@ func (j *Jobs) deliver(ctx context.Context, dir string, l farmapi.JobLease, outs
 	req := farmapi.CompleteRequest{Token: l.Token, Attempt: l.Attempt}
 	for _, o := range outs {
 		err := retry(ctx, func() error {
-			f, err := os.Open(filepath.Join(dir, "out", o.Name))
-			if err != nil {
-				return err
-			}
-			defer f.Close()
-			n, err := j.cfg.Source.PutJobOutput(ctx, l.ID, l.Token, o.Name, f)
-			if err == nil && n != o.Size {
-				err = fmt.Errorf("%w: output %s: stored %d bytes of %d", farmapi.ErrJobsUnavailable, o.Name, n, o.Size)
-			}
-			return err
+			return j.putOutput(ctx, l, o.Name, filepath.Join(dir, "out", o.Name), o.Size)
 		})
 		if err != nil {
 			return err
@@ -505,8 +613,9 @@ func retry(ctx context.Context, fn func() error) error {
 
 // jobMetrics are the job slots' metrics.
 type jobMetrics struct {
-	running prometheus.Gauge
-	jobs    *prometheus.CounterVec
+	running   prometheus.Gauge
+	jobs      *prometheus.CounterVec
+	transfers *prometheus.CounterVec
 }
 
 func newJobMetrics(reg prometheus.Registerer, j *Jobs) (*jobMetrics, error) {
@@ -519,6 +628,10 @@ func newJobMetrics(reg prometheus.Registerer, j *Jobs) (*jobMetrics, error) {
 			Name: "drover_farm_jobs_total",
 			Help: "Conversion attempts ended on the farm, by result (done, failed, lease_lost, stopped, error).",
 		}, []string{"result"}),
+		transfers: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "drover_farm_job_transfers_total",
+			Help: "Job inputs and outputs moved, by direction (input, output) and way: storage (a presigned URL), manager (the job API) or local (read in place).",
+		}, []string{"direction", "via"}),
 	}
 	if reg == nil {
 		return m, nil
@@ -527,7 +640,7 @@ func newJobMetrics(reg prometheus.Registerer, j *Jobs) (*jobMetrics, error) {
 		Name: "drover_farm_job_slots",
 		Help: "The farm's job slots (maxConversions).",
 	}, func() float64 { return float64(j.cfg.Slots) })
-	for _, c := range []prometheus.Collector{m.running, m.jobs, slots} {
+	for _, c := range []prometheus.Collector{m.running, m.jobs, m.transfers, slots} {
 		err := reg.Register(c)
 		if are := (prometheus.AlreadyRegisteredError{}); errors.As(err, &are) {
 			// Farms sharing a registry share the counters.
@@ -537,7 +650,12 @@ func newJobMetrics(reg prometheus.Registerer, j *Jobs) (*jobMetrics, error) {
 					m.running = old
 				}
 			case *prometheus.CounterVec:
-				m.jobs = old
+				switch c {
+				case m.jobs:
+					m.jobs = old
+				case m.transfers:
+					m.transfers = old
+				}
 			}
 			continue
 		}

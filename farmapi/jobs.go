@@ -18,11 +18,18 @@ import (
 //	POST /api/v1/jobs/:id/renew          RenewRequest → RenewResponse
 //	GET  /api/v1/jobs/:id/input/:index   the input's bytes (LeaseHeader)
 //	PUT  /api/v1/jobs/:id/output/:name   an output's bytes, streamed (LeaseHeader)
+//	POST /api/v1/jobs/:id/output-url     OutputURLRequest → OutputURLResponse
 //	PUT  /api/v1/jobs/:id/output/shattered/:name
 //	                                     a shattered output's bytes: the output
 //	                                     ShatteredPrefix+name (LeaseHeader)
 //	POST /api/v1/jobs/:id/complete       CompleteRequest → JobAck
 //	POST /api/v1/jobs/:id/fail           FailRequest → JobAck
+//
+// With storage that farms reach directly (S3), the lease carries a
+// presigned GET URL for each input (JobInput.URL) and says OutputURLs: the
+// farm asks output-url for a presigned PUT URL of each output and uploads
+// it there, so that it moves the bytes without the manager and holds no
+// storage credentials. Without them it uses input and output.
 //
 // A 409 answer (ErrLeaseLost) tells the farm that its attempt is over: the
 // lease expired and the job went to another farm, or the item was deleted
@@ -129,6 +136,9 @@ type JobLease struct {
 	// the farm must pick the only model among them.
 	Inputs []JobInput `json:"inputs"`
 	Model  string     `json:"model,omitempty"`
+	// OutputURLs says that outputs go to storage directly, through URLs
+	// that output-url presigns.
+	OutputURLs bool `json:"output_urls,omitempty"`
 }
 
 // JobInput is one uploaded file of a job.
@@ -143,12 +153,30 @@ type JobInput struct {
 	// farm of `drover up`, or one configured so) reads it in place instead
 	// of downloading it.
 	LocalPath string `json:"local_path,omitempty"`
+	// URL is a short-lived presigned GET URL of the file in storage, when
+	// farms reach the storage directly (S3). It needs no credentials; a
+	// farm whose download from it fails uses the input route instead.
+	URL string `json:"url,omitempty"`
 	// Version names the file's content: the manager changes it whenever
 	// the file changes (it is made of the stored object's size and
 	// modification time), so that a farm's model cache keyed by item,
 	// Name and Version never serves a replaced file. Empty: the farm
 	// does not cache the file.
 	Version string `json:"version,omitempty"`
+}
+
+// OutputURLRequest asks for a presigned PUT URL for output Name of the
+// attempt that Token names.
+type OutputURLRequest struct {
+	Token string `json:"token"`
+	Name  string `json:"name"`
+}
+
+// OutputURLResponse is a presigned PUT URL, valid until Expires. The farm
+// PUTs the output's bytes there, with their Content-Length.
+type OutputURLResponse struct {
+	URL     string    `json:"url"`
+	Expires time.Time `json:"expires"`
 }
 
 // RenewRequest extends a lease.

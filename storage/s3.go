@@ -35,6 +35,7 @@ import (
 // redacted.
 type S3 struct {
 	client   *minio.Client
+	presign  *minio.Client // client, or one on the public endpoint
 	core     minio.Core
 	bucket   string
 	prefix   string
@@ -70,6 +71,11 @@ type S3Config struct {
 	// whose scheme overrides Insecure. Empty means AWS S3
 	// (s3.amazonaws.com).
 	Endpoint string
+	// PublicEndpoint, when set, is the server as farms and browsers reach
+	// it (a public host name in front of a private address): presigned
+	// URLs name it, as Endpoint names the server drover talks to. The
+	// same forms as Endpoint.
+	PublicEndpoint string
 	// Region is the bucket's region; empty lets the client ask the server.
 	Region string
 	// Bucket holds the objects. Required.
@@ -145,7 +151,7 @@ func NewS3(ctx context.Context, cfg S3Config) (*S3, error) {
 	if !secure {
 		scheme = "http"
 	}
-	s := &S3{client: client, core: minio.Core{Client: client}, bucket: cfg.Bucket, prefix: cfg.Prefix,
+	s := &S3{client: client, presign: client, core: minio.Core{Client: client}, bucket: cfg.Bucket, prefix: cfg.Prefix,
 		partSize: cfg.PartSize, secrets: secrets, log: cfg.Logger,
 		where: fmt.Sprintf("s3://%s/%s at %s://%s", cfg.Bucket, cfg.Prefix, scheme, endpoint)}
 	s.bufs.New = func() any { b := make([]byte, s.partSize); return &b }
@@ -163,7 +169,34 @@ func NewS3(ctx context.Context, cfg S3Config) (*S3, error) {
 		}
 		s.log.Info("created the S3 bucket", "bucket", cfg.Bucket, "endpoint", endpoint)
 	}
+	if cfg.PublicEndpoint != "" {
+		if err := s.publicClient(ctx, cfg, creds, lookup, tr); err != nil {
+			return nil, err
+		}
+	}
 	return s, nil
+}
+
+// publicClient makes the client that presigns for PublicEndpoint. It
+// needs the bucket's region, since presigning asks no server: the
+// configured one, or the one the server says.
+func (s *S3) publicClient(ctx context.Context, cfg S3Config, creds *credentials.Credentials, lookup minio.BucketLookupType,
+	tr http.RoundTripper) error {
+	endpoint, secure, err := parseEndpoint(cfg.PublicEndpoint, !cfg.Insecure)
+	if err != nil {
+		return errors.New(strings.Replace(err.Error(), "s3 endpoint", "s3 public endpoint", 1))
+	}
+	region := cfg.Region
+	if region == "" {
+		if region, err = s.client.GetBucketLocation(ctx, cfg.Bucket); err != nil {
+			return s.plain("bucket location", "", err)
+		}
+	}
+	if s.presign, err = minio.New(endpoint, &minio.Options{Creds: creds, Secure: secure, Region: region,
+		BucketLookup: lookup, Transport: tr}); err != nil {
+		return fmt.Errorf("storage: s3 public endpoint %q: %s", endpoint, redact(err.Error(), s.secrets))
+	}
+	return nil
 }
 
 // parseEndpoint splits an endpoint into host:port and whether it is HTTPS.
@@ -591,7 +624,7 @@ func (s *S3) PresignGet(ctx context.Context, key string, ttl time.Duration) (str
 	if err := ValidateKey(key); err != nil {
 		return "", err
 	}
-	u, err := s.client.PresignedGetObject(ctx, s.bucket, s.prefix+key, presignTTL(ttl), nil)
+	u, err := s.presign.PresignedGetObject(ctx, s.bucket, s.prefix+key, presignTTL(ttl), nil)
 	if err != nil {
 		return "", s.plain("presign", key, err)
 	}
@@ -603,7 +636,7 @@ func (s *S3) PresignPut(ctx context.Context, key string, ttl time.Duration) (str
 	if err := ValidateKey(key); err != nil {
 		return "", err
 	}
-	u, err := s.client.PresignedPutObject(ctx, s.bucket, s.prefix+key, presignTTL(ttl))
+	u, err := s.presign.PresignedPutObject(ctx, s.bucket, s.prefix+key, presignTTL(ttl))
 	if err != nil {
 		return "", s.plain("presign", key, err)
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -237,4 +238,29 @@ func TestS3Endpoint(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestS3PublicEndpoint: presigned URLs name the public endpoint, and work
+// there; drover itself talks to Endpoint.
+func TestS3PublicEndpoint(t *testing.T) {
+	srv := s3test.Start(t)
+	cfg := srv.Config(srv.Bucket(t))
+	_, port, err := net.SplitHostPort(srv.Endpoint)
+	require.NoError(t, err)
+	cfg.PublicEndpoint = "http://localhost:" + port
+	for _, region := range []string{s3test.Region, ""} { // given, or asked of the server
+		cfg.Region = region
+		st, err := storage.NewS3(t.Context(), cfg)
+		require.NoError(t, err)
+		storagetest.Put(t, st, "k", "public")
+		u, err := st.PresignGet(t.Context(), "k", time.Minute)
+		require.NoError(t, err)
+		require.True(t, strings.HasPrefix(u, cfg.PublicEndpoint+"/"), u)
+		code, body := httpDo(t, http.MethodGet, u, nil)
+		require.Equal(t, http.StatusOK, code, "%s", body)
+		require.Equal(t, "public", string(body))
+	}
+	cfg.PublicEndpoint = "ftp://x"
+	_, err = storage.NewS3(t.Context(), cfg)
+	require.ErrorContains(t, err, "public endpoint")
 }

@@ -125,3 +125,42 @@ func farmMetrics(t *testing.T, f *droverProc) map[string]float64 {
 	}
 	return out
 }
+
+// TestFarmCacheConfig: the cache's settings come from the config file and
+// the environment like every flag's; 0 turns the cache off, and a second
+// farm on a cache directory in use is refused with a clear message.
+func TestFarmCacheConfig(t *testing.T) {
+	t.Parallel()
+	m := startManager(t)
+	dir := t.TempDir()
+	cacheDir := filepath.Join(dir, "models")
+	cfg := filepath.Join(dir, "farm.yaml")
+	require.NoError(t, os.WriteFile(cfg, fmt.Appendf(nil, "cache_size: 3\ncache_dir: %s\n", cacheDir), 0o600))
+	f := startFarm(t, m, "farm-cache-cfg", 1, "--config", cfg)
+	var st struct {
+		Cache *struct {
+			MaxBytes int64 `json:"max_bytes"`
+		} `json:"cache"`
+	}
+	require.Equal(t, http.StatusOK, getJSON(t, "http://"+f.base+"/api/v1/status", farmToken, &st))
+	require.NotNil(t, st.Cache)
+	require.EqualValues(t, 3<<20, st.Cache.MaxBytes, "from the file")
+	require.FileExists(t, filepath.Join(cacheDir, ".lock"))
+	require.InDelta(t, 3<<20, farmMetrics(t, f)["drover_farm_cache_capacity_bytes"], 0)
+
+	// Another farm on the same directory.
+	other := startDrover(t, "farm-2", nil, nil, "farm", "--manager", "http://"+m.base, "--token", farmToken,
+		"--addr", "127.0.0.1:0", "--id", "farm-cache-2", "--state-dir", t.TempDir(), "--cache-dir", cacheDir)
+	require.Error(t, other.wait(t, 20*time.Second))
+	require.Contains(t, other.out.String(), "the cache directory is in use by another process: "+cacheDir)
+	require.Contains(t, other.out.String(), "give each farm its own --cache-dir")
+
+	off := startDrover(t, "farm-off", []string{"DROVER_CACHE_SIZE=0"}, farmBanner, "farm", "--manager",
+		"http://"+m.base, "--token", farmToken, "--addr", "127.0.0.1:0", "--id", "farm-cache-off",
+		"--state-dir", t.TempDir())
+	st.Cache = nil
+	require.Equal(t, http.StatusOK, getJSON(t, "http://"+off.base+"/api/v1/status", farmToken, &st))
+	require.Nil(t, st.Cache, "DROVER_CACHE_SIZE=0: no cache")
+	_, ok := farmMetrics(t, off)["drover_farm_cache_capacity_bytes"]
+	require.False(t, ok)
+}

@@ -160,6 +160,7 @@ and an in-memory store. Every flag can also be set in the YAML file given with
 		reg := prometheus.NewRegistry()
 		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 		scrubSecretEnv("DROVER_REDIS", "DROVER_WEBHOOK_SECRET", "DROVER_URL_SECRET") // the local farm's instances inherit the environment
+		cfg.S3.TakeEnvCredentials()
 		up, err := app.NewUp(cfg, log, reg)
 		if err != nil {
 			return err
@@ -175,7 +176,7 @@ and an in-memory store. Every flag can also be set in the YAML file given with
   dashboard           http://%s/ui/
   health, status      http://%s/health  http://%s/status
 Press Ctrl-C to stop.
-`, up.Farm.Slots(), warm, base, base, max(cfg.JobSlots, 0), coalesceData(cfg.Data), base, base, base)
+`, up.Farm.Slots(), warm, base, base, max(cfg.JobSlots, 0), filesWhere(cfg.ConversionConfig), base, base, base)
 		err = up.Run(cmd.Context())
 		log.Info("drover stopped")
 		return err
@@ -194,6 +195,7 @@ func conversionFlags(fs *pflag.FlagSet) {
 	fs.Int("max-attempts", queue.DefaultMaxAttempts, "attempts of a conversion job before it ends in ERROR")
 	fs.Duration("job-lease", queue.DefaultLease, "length of a job's lease; farms renew it at a third")
 	streamFlags(fs)
+	s3Flags(fs)
 	tokenFlags(fs)
 	retentionFlags(fs)
 }

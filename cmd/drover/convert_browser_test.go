@@ -22,11 +22,18 @@ import (
 )
 
 // towersOBJ is a model of two named objects, a slab and a tower on it, so
-// that the GLB has two parts to list and name on hover.
-func towersOBJ() string {
+// that the GLB has two parts to list and name on hover. With mtl, it takes
+// its materials from that file: the slab blue, the tower red (towersMTL).
+func towersOBJ(mtl ...string) string {
 	var b strings.Builder
+	for _, m := range mtl {
+		fmt.Fprintf(&b, "mtllib %s\n", m)
+	}
 	box := func(name string, x0, y0, z0, x1, y1, z1 float64, base int) {
 		fmt.Fprintf(&b, "o %s\n", name)
+		if len(mtl) > 0 {
+			fmt.Fprintf(&b, "usemtl %s\n", map[string]string{"Slab": "Blue", "Tower": "Red"}[name])
+		}
 		for _, v := range [][3]float64{
 			{x0, y0, z0}, {x1, y0, z0}, {x1, y1, z0}, {x0, y1, z0},
 			{x0, y0, z1}, {x1, y0, z1}, {x1, y1, z1}, {x0, y1, z1},
@@ -41,6 +48,8 @@ func towersOBJ() string {
 	box("Tower", -0.6, 0.5, -0.6, 0.6, 3, 0.6, 8)
 	return b.String()
 }
+
+const towersMTL = "newmtl Red\nKd 0.8 0.15 0.1\nnewmtl Blue\nKd 0.15 0.3 0.85\n"
 
 // artifactDir is where browser tests leave their screenshots:
 // $DROVER_ARTIFACTS, else $DROVER_SCREENSHOTS, else a temporary directory.
@@ -159,8 +168,13 @@ func TestConvertPageBrowser(t *testing.T) {
 		// One tab per width, in turn: the machine's two cores are shared.
 		ctx, cancel := chromedp.NewContext(root)
 		closeTab := watchConsole(ctx, t)
+		// At phone width the OBJ comes with its MTL: chosen together, they
+		// are one item (uploadArray), and the view shows the MTL's colours.
 		name := "towers-" + w.name + ".obj"
-		obj := write(name, []byte(towersOBJ()))
+		upload := []string{write(name, []byte(towersOBJ()))}
+		if w.name == "phone" {
+			upload = []string{write(name, []byte(towersOBJ("towers-phone.mtl"))), write("towers-phone.mtl", []byte(towersMTL))}
+		}
 
 		run(ctx, "open the conversion page", 60*time.Second,
 			chromedp.EmulateViewport(w.width, w.height, w.opts...),
@@ -170,7 +184,7 @@ func TestConvertPageBrowser(t *testing.T) {
 		until(ctx, "the page follows /events", `document.getElementById('live').textContent === 'live'`, 30*time.Second)
 
 		// 1. Upload an OBJ through the page's file input.
-		run(ctx, "choose the OBJ", 30*time.Second, chromedp.SetUploadFiles(chromedp.CSS(`#file`), []string{obj}))
+		run(ctx, "choose the OBJ", 30*time.Second, chromedp.SetUploadFiles(chromedp.CSS(`#file`), upload))
 		// 2. Its row reaches SUCCESS, with a thumbnail the browser decoded.
 		thumb := row(name) + `[data-state="SUCCESS"] img.thumb-img`
 		until(ctx, "the row reaches SUCCESS with a thumbnail",
@@ -202,6 +216,16 @@ func TestConvertPageBrowser(t *testing.T) {
 		t.Logf("%s: %.1f%% of the canvas is model", w.name, share*100)
 		require.Greater(t, share, 0.02, "the 3D view shows only background")
 		require.Less(t, share, 0.95, "the model does not fit the view")
+		if w.name == "phone" {
+			var item struct{ Originals []struct{ Name string } }
+			require.Equal(t, http.StatusOK, getJSON(t, base+"/api/data/"+id, "", &item))
+			require.Len(t, item.Originals, 2, "the OBJ and its MTL are one item")
+			red := pixelShare(t, canvas, func(r, g, b int) bool { return r > g+60 && r > b+60 })
+			blue := pixelShare(t, canvas, func(r, g, b int) bool { return b > r+50 && b > g+25 })
+			t.Logf("phone: %.1f%% red (Tower), %.1f%% blue (Slab)", red*100, blue*100)
+			require.Greater(t, red, 0.005, "the tower's MTL colour")
+			require.Greater(t, blue, 0.01, "the slab's MTL colour")
+		}
 		full, err = chromedp.Run(ctx, chromedp.CaptureScreenshot())
 		require.NoError(t, err)
 		save("viewer-"+w.name+".png", full)
@@ -336,11 +360,8 @@ func laptopExtras(t *testing.T, ctx context.Context, base string, write func(str
 	until(ctx, "the ZIP's item ends SUCCESS", `(() => { const r = document.querySelector(`+jsString(row("two-models.zip"))+`);
 		return !!r && r.dataset.state === 'SUCCESS'; })()`, slow)
 	id := eval(ctx, `document.querySelector(`+jsString(row("two-models.zip"))+`).dataset.id`)
-	res, err := http.Get(base + "/api/data/" + id)
-	require.NoError(t, err)
-	defer res.Body.Close()
 	var item struct{ StartPath, ConversionState string }
-	require.NoError(t, json.NewDecoder(res.Body).Decode(&item))
+	require.Equal(t, http.StatusOK, getJSON(t, base+"/api/data/"+id, "", &item))
 	require.Equal(t, "asm/second.obj", item.StartPath)
 	require.Equal(t, "SUCCESS", item.ConversionState)
 
@@ -361,10 +382,31 @@ func laptopExtras(t *testing.T, ctx context.Context, base string, write func(str
 	cancel()
 	require.NoError(t, err)
 	save("viewer-step-laptop.png", canvas)
-	green, orange := colourShares(t, canvas)
+	green := pixelShare(t, canvas, func(r, g, b int) bool { return g > r+25 && g > b+15 })
+	orange := pixelShare(t, canvas, func(r, g, b int) bool { return r > g+40 && g > b+10 })
 	t.Logf("STEP view: %.1f%% green (Base), %.1f%% orange (Shaft)", green*100, orange*100)
 	require.Greater(t, green, 0.01, "the base's colour")
 	require.Greater(t, orange, 0.005, "the shaft's colour")
+
+	// Stream: the same model through a streaming session, from drover up's
+	// reference viewer instance over its WebSocket.
+	if !streamingServed(t, base) {
+		t.Log("this build serves no streaming sessions (GET /api/streamingSession is 404): the Stream step did not run")
+		run(ctx, "close the viewer", 30*time.Second, chromedp.Click(chromedp.CSS(`#viewer-close`)))
+		return
+	}
+	run(ctx, "stream the model", 30*time.Second, chromedp.Click(chromedp.CSS(`#viewer-stream`)))
+	until(ctx, "the viewer drew the streamed model",
+		`(() => { const c = document.getElementById('viewer-canvas'); return c.dataset.state === 'ready' && c.dataset.source === 'stream'; })()`,
+		2*time.Minute)
+	require.Contains(t, eval(ctx, `document.getElementById('viewer-stats').textContent`), "through a streaming session")
+	require.Equal(t, "Machine,Base,Shaft", eval(ctx, `[...document.querySelectorAll('#viewer-parts span')].map(e => e.textContent).join(',')`))
+	tctx, cancel = context.WithTimeout(ctx, 30*time.Second)
+	canvas, err = chromedp.Run(tctx, chromedp.Screenshot(chromedp.CSS(`#viewer-canvas`)))
+	cancel()
+	require.NoError(t, err)
+	save("viewer-streamed-laptop.png", canvas)
+	require.Greater(t, modelPixels(t, canvas, viewerBackground), 0.02, "the streamed model is drawn")
 	run(ctx, "close the viewer", 30*time.Second, chromedp.Click(chromedp.CSS(`#viewer-close`)))
 }
 
@@ -399,28 +441,23 @@ exit
 	return out
 }
 
-// colourShares are the shares of an image's pixels that are clearly green
-// and clearly orange.
-func colourShares(t *testing.T, pngBytes []byte) (green, orange float64) {
+// pixelShare is the share of an image's pixels whose 8-bit colour passes is.
+func pixelShare(t *testing.T, pngBytes []byte, is func(r, g, b int) bool) float64 {
 	t.Helper()
 	img, err := png.Decode(bytes.NewReader(pngBytes))
 	require.NoError(t, err)
-	b := img.Bounds()
-	var g, o, all int
-	for y := b.Min.Y; y < b.Max.Y; y++ {
-		for x := b.Min.X; x < b.Max.X; x++ {
-			r32, g32, b32, _ := img.At(x, y).RGBA()
-			r, gr, bl := int(r32>>8), int(g32>>8), int(b32>>8)
-			switch {
-			case gr > r+25 && gr > bl+15:
-				g++
-			case r > gr+40 && gr > bl+10:
-				o++
+	bounds := img.Bounds()
+	var n, all int
+	for y := bounds.Min.Y; y < bounds.Max.Y; y++ {
+		for x := bounds.Min.X; x < bounds.Max.X; x++ {
+			r, g, b, _ := img.At(x, y).RGBA()
+			if is(int(r>>8), int(g>>8), int(b>>8)) {
+				n++
 			}
 			all++
 		}
 	}
-	return float64(g) / float64(all), float64(o) / float64(all)
+	return float64(n) / float64(all)
 }
 
 // canvasCenter is the middle of the 3D view's canvas, in CSS pixels.
@@ -430,4 +467,19 @@ func canvasCenter(t *testing.T, eval func(context.Context, string) string, ctx c
 	require.NoError(t, json.Unmarshal([]byte(eval(ctx,
 		`JSON.stringify((() => { const r = document.getElementById('viewer-canvas').getBoundingClientRect(); return {X: r.x, Y: r.y, W: r.width, H: r.height}; })())`)), &box))
 	return box.X + box.W/2, box.Y + box.H/2
+}
+
+// streamingServed probes for GET /api/streamingSession with an unreadable
+// CS-API-Arg: the route refuses it (400) before placing anything; a build
+// without streaming sessions has no such route (404).
+func streamingServed(t *testing.T, base string) bool {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, base+"/api/streamingSession", nil)
+	require.NoError(t, err)
+	req.Header.Set("CS-API-Arg", "{not json")
+	res, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	res.Body.Close()
+	require.Contains(t, []int{http.StatusBadRequest, http.StatusNotFound}, res.StatusCode)
+	return res.StatusCode == http.StatusBadRequest
 }

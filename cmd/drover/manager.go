@@ -46,6 +46,7 @@ the environment.`,
 			return err
 		}
 		scrubSecretEnv("DROVER_FARM_TOKEN", "DROVER_ADMIN_TOKEN", "DROVER_REDIS", "DROVER_WEBHOOK_SECRET", "DROVER_URL_SECRET")
+		cfg.S3.TakeEnvCredentials()
 		if cfg.FarmToken == "" {
 			return app.ErrNoFarmToken
 		}

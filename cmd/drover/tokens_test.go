@@ -48,6 +48,20 @@ func (c curlClient) json(v any, args ...string) int {
 	return code
 }
 
+// cubeOBJ is a Wavefront OBJ of the unit cube in quads: 12 triangles once
+// triangulated.
+func cubeOBJ() string {
+	var obj strings.Builder
+	obj.WriteString("o cube\n")
+	for _, p := range [8][3]int{{0, 0, 0}, {1, 0, 0}, {1, 1, 0}, {0, 1, 0}, {0, 0, 1}, {1, 0, 1}, {1, 1, 1}, {0, 1, 1}} {
+		fmt.Fprintf(&obj, "v %d %d %d\n", p[0], p[1], p[2])
+	}
+	for _, q := range [6][4]int{{0, 3, 2, 1}, {4, 5, 6, 7}, {0, 1, 5, 4}, {1, 2, 6, 5}, {2, 3, 7, 6}, {3, 0, 4, 7}} {
+		fmt.Fprintf(&obj, "f %d %d %d %d\n", q[0]+1, q[1]+1, q[2]+1, q[3]+1)
+	}
+	return obj.String()
+}
+
 type tokenAnswer struct {
 	Token  string `json:"token"`
 	ItemID string `json:"itemid"`
@@ -69,19 +83,11 @@ func TestTokensWithCurl(t *testing.T) {
 	testutil.Program(t, "xvfb-run", "xvfb")
 	dir := t.TempDir()
 	data := filepath.Join(dir, "data")
-	var obj strings.Builder
-	obj.WriteString("o cube\n")
-	for _, p := range [8][3]int{{0, 0, 0}, {1, 0, 0}, {1, 1, 0}, {0, 1, 0}, {0, 0, 1}, {1, 0, 1}, {1, 1, 1}, {0, 1, 1}} {
-		fmt.Fprintf(&obj, "v %d %d %d\n", p[0], p[1], p[2])
-	}
-	for _, q := range [6][4]int{{0, 3, 2, 1}, {4, 5, 6, 7}, {0, 1, 5, 4}, {1, 2, 6, 5}, {2, 3, 7, 6}, {3, 0, 4, 7}} {
-		fmt.Fprintf(&obj, "f %d %d %d %d\n", q[0]+1, q[1]+1, q[2]+1, q[3]+1)
-	}
 	cube := filepath.Join(dir, "cube.obj")
-	require.NoError(t, os.WriteFile(cube, []byte(obj.String()), 0o644))
+	require.NoError(t, os.WriteFile(cube, []byte(cubeOBJ()), 0o644))
 	big := filepath.Join(dir, "big.obj")
-	require.NoError(t, os.WriteFile(big, []byte(obj.String()+strings.Repeat("# padding\n", 100)), 0o644))
-	size := int64(obj.Len())
+	require.NoError(t, os.WriteFile(big, []byte(cubeOBJ()+strings.Repeat("# padding\n", 100)), 0o644))
+	size := int64(len(cubeOBJ()))
 
 	hook := newWebhookReceiver(t, 0)
 	upArgs := []string{"up", "--addr", "127.0.0.1:0", "--data", data, "--instances", "1", "--warm", "0",

@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/gin-gonic/gin"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/drover-dev/drover/conversion"
 	"github.com/drover-dev/drover/conversion/items"
@@ -43,13 +44,16 @@ type Options struct {
 	// WaitTimeout bounds waitUntilConversionDone; default 10 min.
 	WaitTimeout time.Duration
 	Logger      *slog.Logger
+	// Registerer receives the API's metrics; nil means none.
+	Registerer prometheus.Registerer
 }
 
 // API serves a conversion.Service over HTTP.
 type API struct {
-	svc  *conversion.Service
-	opts Options
-	log  *slog.Logger
+	svc          *conversion.Service
+	opts         Options
+	log          *slog.Logger
+	tokenMetrics *tokenMetrics
 }
 
 // New returns the API of svc.
@@ -59,7 +63,7 @@ func New(svc *conversion.Service, opts Options) *API {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &API{svc: svc, opts: opts, log: opts.Logger}
+	return &API{svc: svc, opts: opts, log: opts.Logger, tokenMetrics: newTokenMetrics(opts.Registerer)}
 }
 
 // Mount adds the REST API's routes under each of Prefixes, and those of

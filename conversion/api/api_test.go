@@ -42,6 +42,12 @@ func newServerWith(t *testing.T, maxUpload int64, opts api.Options) *server {
 	t.Helper()
 	st, err := storage.NewFS(t.TempDir())
 	require.NoError(t, err)
+	return newServerOn(t, st, maxUpload, opts)
+}
+
+// newServerOn is the API on st, which it closes at the end.
+func newServerOn(t *testing.T, st storage.Storage, maxUpload int64, opts api.Options) *server {
+	t.Helper()
 	q, err := queue.NewMemory(queue.Options{})
 	require.NoError(t, err)
 	svc, err := conversion.New(conversion.Config{Storage: st, Items: items.NewMemory(), Queue: q, Close: true,
@@ -71,7 +77,9 @@ func newServerWith(t *testing.T, maxUpload int64, opts api.Options) *server {
 		sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer scancel()
 		require.NoError(t, svc.Stop(sctx))
-		require.NoError(t, st.Close())
+		if c, ok := st.(io.Closer); ok {
+			require.NoError(t, c.Close())
+		}
 	})
 	return s
 }

@@ -21,6 +21,7 @@ func (a *API) MountFarm(r gin.IRouter, auth gin.HandlerFunc) {
 	g.POST("/:id/renew", a.renew)
 	g.GET("/:id/input/:index", a.input)
 	g.PUT("/:id/output/:name", a.output)
+	g.POST("/:id/output-url", a.outputURL)
 	g.PUT("/:id/output/shattered/:name", a.output)
 	g.POST("/:id/complete", a.complete)
 	g.POST("/:id/fail", a.failJob)
@@ -132,6 +133,19 @@ func (a *API) output(c *gin.Context) {
 		return
 	}
 	c.JSON(http.StatusOK, farmapi.JobOutput{Name: name, Size: n})
+}
+
+func (a *API) outputURL(c *gin.Context) {
+	var req farmapi.OutputURLRequest
+	if !a.bind(c, &req) {
+		return
+	}
+	resp, err := a.svc.JobOutputURL(c.Request.Context(), c.Param("id"), req.Token, req.Name)
+	if err != nil {
+		a.jobFail(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, resp)
 }
 
 func (a *API) complete(c *gin.Context) {

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/gin-gonic/gin"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/drover-dev/drover/conversion"
 	"github.com/drover-dev/drover/conversion/items"
@@ -74,7 +75,9 @@ func (a *API) mountDirect(r gin.IRouter) {
 	r.GET(DirectPath+"*key", a.directGet)
 }
 
-var errNoTokens = errors.New("Not available for this storage type") //nolint:staticcheck // the original server's words
+// notAvailable is the original server's answer on storage that cannot
+// presign.
+const notAvailable = "Not available for this storage type"
 
 // tokensAvailable answers the original's error, 501, when there is
 // neither a presigner nor a signer.
@@ -83,7 +86,7 @@ func (a *API) tokensAvailable(c *gin.Context) (storage.Presigner, bool) {
 	if ok || a.opts.Tokens.Signer != nil {
 		return p, true
 	}
-	c.AbortWithStatusJSON(http.StatusNotImplemented, gin.H{"ERROR": errNoTokens.Error()})
+	c.AbortWithStatusJSON(http.StatusNotImplemented, gin.H{"ERROR": notAvailable})
 	return nil, false
 }
 
@@ -104,6 +107,12 @@ func (a *API) uploadToken(c *gin.Context) {
 			a.fail(c, fmt.Errorf("%w: the size must be a number of bytes", conversion.ErrInvalid))
 			return
 		}
+	}
+	if ar.ItemID != "" {
+		// The original added the file to that item; here a token makes an
+		// item of its own, and upload with itemid adds files.
+		a.fail(c, fmt.Errorf("%w: uploadToken makes a new item: to add a file to item %s, use upload with its itemid", conversion.ErrInvalid, ar.ItemID))
+		return
 	}
 	p, ok := a.tokensAvailable(c)
 	if !ok {
@@ -128,6 +137,7 @@ func (a *API) uploadToken(c *gin.Context) {
 	}
 	// The item, never the token: whoever reads the log cannot upload.
 	a.log.Info("upload token issued", "item", it.ID, "limit", size, "presigned", p != nil)
+	a.tokenMetrics.issued.WithLabelValues("upload", via(p != nil)).Inc()
 	c.JSON(http.StatusOK, gin.H{"token": token, "itemid": it.ID, "storageID": it.ID})
 }
 
@@ -155,6 +165,7 @@ func (a *API) downloadToken(c *gin.Context) {
 		return
 	}
 	a.log.Info("download token issued", "item", id, "type", c.Param("type"), "presigned", p != nil)
+	a.tokenMetrics.issued.WithLabelValues("download", via(p != nil)).Inc()
 	c.JSON(http.StatusOK, gin.H{"token": token, "itemid": id, "storageID": id})
 }
 
@@ -209,17 +220,18 @@ func plainHost(h string) bool {
 func (a *API) verify(c *gin.Context, method string) (signedurl.Grant, string, bool) {
 	s := a.opts.Tokens.Signer
 	if s == nil {
-		c.AbortWithStatusJSON(http.StatusNotFound, gin.H{"ERROR": errNoTokens.Error()})
+		c.AbortWithStatusJSON(http.StatusNotFound, gin.H{"ERROR": notAvailable})
 		return signedurl.Grant{}, "", false
 	}
 	p := c.Request.URL.Path
 	key := strings.TrimPrefix(p, DirectPath)
 	g, err := s.Verify(method, p, c.Request.URL.RawQuery)
 	if err != nil {
-		msg := "The token is not valid: it was altered, or is used with another method or file."
+		msg, reason := "The token is not valid: it was altered, or is used with another method or file.", "invalid"
 		if errors.Is(err, signedurl.ErrExpired) {
-			msg = "The token has expired: ask for a new one."
+			msg, reason = "The token has expired: ask for a new one.", "expired"
 		}
+		a.tokenMetrics.refused.WithLabelValues(reason).Inc()
 		// The item, never the URL: its query is the token.
 		a.log.Info("token refused", "item", keyItem(key), "method", method, "reason", err)
 		c.AbortWithStatusJSON(http.StatusForbidden, gin.H{"ERROR": msg})
@@ -287,4 +299,51 @@ func (a *API) directGet(c *gin.Context) {
 	}
 	obj, f, err := a.svc.OpenOutputByName(c.Request.Context(), id, name)
 	a.serve(c, obj, f, err)
+}
+
+// tokenMetrics count the tokens given out and refused.
+type tokenMetrics struct {
+	issued  *prometheus.CounterVec
+	refused *prometheus.CounterVec
+}
+
+func newTokenMetrics(reg prometheus.Registerer) *tokenMetrics {
+	m := &tokenMetrics{
+		issued: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "drover_conversion_tokens_issued_total",
+			Help: "Upload and download tokens given out, by kind (upload, download) and by who signed them (presigned: the storage, signed: drover).",
+		}, []string{"kind", "via"}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "drover_conversion_tokens_refused_total",
+			Help: "Requests with drover's own signed URLs refused, by reason (expired, invalid).",
+		}, []string{"reason"}),
+	}
+	for _, r := range []string{"expired", "invalid"} {
+		m.refused.WithLabelValues(r)
+	}
+	if reg != nil {
+		m.issued = registerVec(reg, m.issued)
+		m.refused = registerVec(reg, m.refused)
+	}
+	return m
+}
+
+// registerVec registers c, or returns the collector registered before
+// under its name (an API built again on one registry).
+func registerVec(reg prometheus.Registerer, c *prometheus.CounterVec) *prometheus.CounterVec {
+	err := reg.Register(c)
+	var are prometheus.AlreadyRegisteredError
+	if errors.As(err, &are) {
+		if prev, ok := are.ExistingCollector.(*prometheus.CounterVec); ok {
+			return prev
+		}
+	}
+	return c
+}
+
+func via(presigned bool) string {
+	if presigned {
+		return "presigned"
+	}
+	return "signed"
 }

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 
 	"github.com/drover-dev/drover/conversion/api"
@@ -30,6 +31,7 @@ type tokenServer struct {
 	*server
 	signer *signedurl.Signer
 	log    *testutil.SyncBuffer
+	reg    *prometheus.Registry
 }
 
 func newTokenServer(t *testing.T, maxUpload int64, tokens api.Tokens) *tokenServer {
@@ -38,9 +40,32 @@ func newTokenServer(t *testing.T, maxUpload int64, tokens api.Tokens) *tokenServ
 	require.NoError(t, err)
 	tokens.Signer = signer
 	logs := &testutil.SyncBuffer{}
-	s := newServerWith(t, maxUpload, api.Options{Version: "test", Tokens: tokens,
+	reg := prometheus.NewRegistry()
+	s := newServerWith(t, maxUpload, api.Options{Version: "test", Tokens: tokens, Registerer: reg,
 		Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
-	return &tokenServer{server: s, signer: signer, log: logs}
+	return &tokenServer{server: s, signer: signer, log: logs, reg: reg}
+}
+
+// metric is the value of a counter of s's registry with these labels.
+func (s *tokenServer) metric(t *testing.T, name string, labels map[string]string) float64 {
+	t.Helper()
+	mfs, err := s.reg.Gather()
+	require.NoError(t, err)
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	next:
+		for _, m := range mf.GetMetric() {
+			for _, lp := range m.GetLabel() {
+				if labels[lp.GetName()] != lp.GetValue() {
+					continue next
+				}
+			}
+			return m.GetCounter().GetValue()
+		}
+	}
+	return 0
 }
 
 func (s *tokenServer) token(t *testing.T, path string, header http.Header) (int, tokenReply) {
@@ -194,6 +219,10 @@ func TestTokenRefused(t *testing.T) {
 	code, body := s.do(t, call{method: http.MethodPut, path: "/api/reconvert/" + up.ItemID})
 	require.Equal(t, http.StatusBadRequest, code, "nothing arrived: %s", body)
 
+	require.Equal(t, 1.0, s.metric(t, "drover_conversion_tokens_refused_total", map[string]string{"reason": "expired"}))
+	require.Equal(t, 6.0, s.metric(t, "drover_conversion_tokens_refused_total", map[string]string{"reason": "invalid"}))
+	require.Equal(t, 1.0, s.metric(t, "drover_conversion_tokens_issued_total", map[string]string{"kind": "upload", "via": "signed"}))
+
 	logs := s.log.String()
 	require.Contains(t, logs, "token refused")
 	require.Contains(t, logs, "item="+up.ItemID)
@@ -213,6 +242,12 @@ func TestTokenSizeLimit(t *testing.T) {
 	code, r = s.token(t, "/api/uploadToken/m.stl/ten", nil)
 	require.Equal(t, http.StatusBadRequest, code)
 	require.Contains(t, r.Error, "size")
+	code, r = s.token(t, "/api/uploadToken/m.stl", http.Header{api.ArgHeader: {`{"storageID":"abc"}`}})
+	require.Equal(t, http.StatusBadRequest, code, "no file added to an item by token")
+	require.Contains(t, r.Error, "use upload with its itemid")
+	all, err := s.svc.List(context.Background())
+	require.NoError(t, err)
+	require.Empty(t, all, "refused calls make no item")
 
 	code, up := s.token(t, "/api/uploadToken/m.stl/10", nil)
 	require.Equal(t, http.StatusOK, code, up.Error)

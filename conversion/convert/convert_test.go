@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/drover-dev/drover/internal/lib/safezip"
+	"github.com/drover-dev/drover/internal/testkit/convtest"
 )
 
 func newConverter(t *testing.T, cfg Config) *Converter {
@@ -152,56 +153,56 @@ func TestConvertZip(t *testing.T) {
 	bomb := bytes.Repeat([]byte{0}, 16<<20)
 	tests := []struct {
 		name      string
-		entries   []zipEntry
+		entries   []convtest.ZipEntry
 		startPath string
 		reason    Reason
 		is        error
 		nodes     []string
 	}{
-		{name: "assembly with startPath", startPath: "assembly/top.step", nodes: []string{"Bracket", "Bolt"}, entries: []zipEntry{
-			{name: "assembly/", mode: os.ModeDir | 0o755},
-			{name: "assembly/top.step", body: step},
-			{name: "assembly/parts/cube.stl", body: stl},
-			{name: "readme.txt", body: []byte("an assembly")},
+		{name: "assembly with startPath", startPath: "assembly/top.step", nodes: []string{"Bracket", "Bolt"}, entries: []convtest.ZipEntry{
+			{Name: "assembly/", Mode: os.ModeDir | 0o755},
+			{Name: "assembly/top.step", Body: step},
+			{Name: "assembly/parts/cube.stl", Body: stl},
+			{Name: "readme.txt", Body: []byte("an assembly")},
 		}},
-		{name: "startPath cleaned", startPath: "./assembly//top.step", nodes: []string{"Bracket", "Bolt"}, entries: []zipEntry{
-			{name: "assembly/top.step", body: step}, {name: "cube.obj", body: obj},
+		{name: "startPath cleaned", startPath: "./assembly//top.step", nodes: []string{"Bracket", "Bolt"}, entries: []convtest.ZipEntry{
+			{Name: "assembly/top.step", Body: step}, {Name: "cube.obj", Body: obj},
 		}},
-		{name: "one model", nodes: []string{"Bracket", "Bolt"}, entries: []zipEntry{
-			{name: "model/top.step", body: step},
-			{name: "__MACOSX/model/._top.step", body: []byte("resource fork")},
-			{name: "notes.txt", body: []byte("one model")},
+		{name: "one model", nodes: []string{"Bracket", "Bolt"}, entries: []convtest.ZipEntry{
+			{Name: "model/top.step", Body: step},
+			{Name: "__MACOSX/model/._top.step", Body: []byte("resource fork")},
+			{Name: "notes.txt", Body: []byte("one model")},
 		}},
-		{name: "several models", reason: ReasonStartPath, is: ErrStartPathNeeded, entries: []zipEntry{
-			{name: "a/top.step", body: step}, {name: "b/cube.stl", body: stl},
+		{name: "several models", reason: ReasonStartPath, is: ErrStartPathNeeded, entries: []convtest.ZipEntry{
+			{Name: "a/top.step", Body: step}, {Name: "b/cube.stl", Body: stl},
 		}},
-		{name: "no model", reason: ReasonConversion, is: ErrNoModel, entries: []zipEntry{
-			{name: "notes.txt", body: []byte("nothing to convert")},
+		{name: "no model", reason: ReasonConversion, is: ErrNoModel, entries: []convtest.ZipEntry{
+			{Name: "notes.txt", Body: []byte("nothing to convert")},
 		}},
-		{name: "startPath missing", startPath: "assembly/nope.step", reason: ReasonConversion, is: ErrNoModel, entries: []zipEntry{
-			{name: "assembly/top.step", body: step},
+		{name: "startPath missing", startPath: "assembly/nope.step", reason: ReasonConversion, is: ErrNoModel, entries: []convtest.ZipEntry{
+			{Name: "assembly/top.step", Body: step},
 		}},
-		{name: "startPath escapes", startPath: "../upload.bin", reason: ReasonConversion, is: ErrNoModel, entries: []zipEntry{
-			{name: "assembly/top.step", body: step},
+		{name: "startPath escapes", startPath: "../upload.bin", reason: ReasonConversion, is: ErrNoModel, entries: []convtest.ZipEntry{
+			{Name: "assembly/top.step", Body: step},
 		}},
-		{name: "startPath unsupported", startPath: "notes.txt", reason: ReasonConversion, is: ErrUnsupported, entries: []zipEntry{
-			{name: "assembly/top.step", body: step}, {name: "notes.txt", body: []byte("x")},
+		{name: "startPath unsupported", startPath: "notes.txt", reason: ReasonConversion, is: ErrUnsupported, entries: []convtest.ZipEntry{
+			{Name: "assembly/top.step", Body: step}, {Name: "notes.txt", Body: []byte("x")},
 		}},
-		{name: "parent entries", reason: ReasonUnzip, is: safezip.ErrUnsafeEntry, entries: []zipEntry{
-			{name: "assembly/top.step", body: step},
-			{name: "../evil.step", body: step},
-			{name: "assembly/../../../evil.txt", body: []byte("x")},
+		{name: "parent entries", reason: ReasonUnzip, is: safezip.ErrUnsafeEntry, entries: []convtest.ZipEntry{
+			{Name: "assembly/top.step", Body: step},
+			{Name: "../evil.step", Body: step},
+			{Name: "assembly/../../../evil.txt", Body: []byte("x")},
 		}},
-		{name: "absolute entry", reason: ReasonUnzip, is: safezip.ErrUnsafeEntry, entries: []zipEntry{
-			{name: "top.step", body: step}, {name: "/tmp/evil.step", body: step},
+		{name: "absolute entry", reason: ReasonUnzip, is: safezip.ErrUnsafeEntry, entries: []convtest.ZipEntry{
+			{Name: "top.step", Body: step}, {Name: "/tmp/evil.step", Body: step},
 		}},
-		{name: "symlink entry", reason: ReasonUnzip, is: safezip.ErrUnsafeEntry, entries: []zipEntry{
-			{name: "link", mode: os.ModeSymlink | 0o777, body: []byte("..")},
-			{name: "link/evil.step", body: step},
-			{name: "top.step", body: step},
+		{name: "symlink entry", reason: ReasonUnzip, is: safezip.ErrUnsafeEntry, entries: []convtest.ZipEntry{
+			{Name: "link", Mode: os.ModeSymlink | 0o777, Body: []byte("..")},
+			{Name: "link/evil.step", Body: step},
+			{Name: "top.step", Body: step},
 		}},
-		{name: "zip bomb", reason: ReasonUnzip, is: safezip.ErrLimit, entries: []zipEntry{
-			{name: "top.step", body: step}, {name: "zeros.stl", body: bomb},
+		{name: "zip bomb", reason: ReasonUnzip, is: safezip.ErrLimit, entries: []convtest.ZipEntry{
+			{Name: "top.step", Body: step}, {Name: "zeros.stl", Body: bomb},
 		}},
 	}
 	for _, tt := range tests {
@@ -211,7 +212,7 @@ func TestConvertZip(t *testing.T) {
 			it := newItem(t)
 			start := time.Now()
 			outs, err := c.Run(runCtx(t), Job{
-				Input: it.uploadBytes(t, makeZip(t, tt.entries...)), Name: "upload.zip",
+				Input: it.uploadBytes(t, convtest.Zip(t, tt.entries...)), Name: "upload.zip",
 				Dir: it.dir, OutputDir: it.out, StartPath: tt.startPath,
 			})
 			it.untouched(t)

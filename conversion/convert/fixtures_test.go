@@ -1,8 +1,6 @@
 package convert
 
 import (
-	"archive/zip"
-	"bytes"
 	"fmt"
 	"image"
 	"image/png"
@@ -10,13 +8,13 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"testing"
 
 	"github.com/stretchr/testify/require"
 
 	"github.com/drover-dev/drover/internal/testkit/cadtest"
+	"github.com/drover-dev/drover/internal/testkit/convtest"
 	"github.com/drover-dev/drover/internal/testkit/testutil"
 )
 
@@ -62,51 +60,11 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-var (
-	cubeVertices = [8][3]int{{0, 0, 0}, {1, 0, 0}, {1, 1, 0}, {0, 1, 0}, {0, 0, 1}, {1, 0, 1}, {1, 1, 1}, {0, 1, 1}}
-	// cubeQuads wind counter-clockwise seen from outside.
-	cubeQuads   = [6][4]int{{0, 3, 2, 1}, {4, 5, 6, 7}, {0, 1, 5, 4}, {1, 2, 6, 5}, {2, 3, 7, 6}, {3, 0, 4, 7}}
-	cubeNormals = [6][3]int{{0, 0, -1}, {0, 0, 1}, {0, -1, 0}, {1, 0, 0}, {0, 1, 0}, {-1, 0, 0}}
-)
-
-// cubeSTL is an ASCII STL of the unit cube: 12 triangles.
-func cubeSTL() string {
-	var b strings.Builder
-	b.WriteString("solid cube\n")
-	for i, q := range cubeQuads {
-		n := cubeNormals[i]
-		for _, tri := range [2][3]int{{q[0], q[1], q[2]}, {q[0], q[2], q[3]}} {
-			fmt.Fprintf(&b, "  facet normal %d %d %d\n    outer loop\n", n[0], n[1], n[2])
-			for _, v := range tri {
-				p := cubeVertices[v]
-				fmt.Fprintf(&b, "      vertex %d %d %d\n", p[0], p[1], p[2])
-			}
-			b.WriteString("    endloop\n  endfacet\n")
-		}
-	}
-	b.WriteString("endsolid cube\n")
-	return b.String()
-}
-
-// cubeOBJ is a Wavefront OBJ of the unit cube in quads: 12 triangles once
-// triangulated.
-func cubeOBJ() string {
-	var b strings.Builder
-	b.WriteString("o cube\n")
-	for _, p := range cubeVertices {
-		fmt.Fprintf(&b, "v %d %d %d\n", p[0], p[1], p[2])
-	}
-	for _, q := range cubeQuads {
-		fmt.Fprintf(&b, "f %d %d %d %d\n", q[0]+1, q[1]+1, q[2]+1, q[3]+1)
-	}
-	return b.String()
-}
-
 func makeFixtures(dir string) error {
-	if err := os.WriteFile(filepath.Join(dir, "cube.stl"), []byte(cubeSTL()), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, "cube.stl"), []byte(convtest.CubeSTL()), 0o644); err != nil {
 		return err
 	}
-	if err := os.WriteFile(filepath.Join(dir, "cube.obj"), []byte(cubeOBJ()), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, "cube.obj"), []byte(convtest.CubeOBJ()), 0o644); err != nil {
 		return err
 	}
 	// The CAD models are written by Draw, as package cadtest writes them
@@ -206,30 +164,4 @@ func requireNotBlank(t *testing.T, path string, w, h int) {
 	// The corners are the white background.
 	r, g, b, _ := img.At(0, 0).RGBA()
 	require.Equal(t, [3]uint32{0xffff, 0xffff, 0xffff}, [3]uint32{r, g, b})
-}
-
-// zipEntry is one entry of a test archive.
-type zipEntry struct {
-	name string
-	mode fs.FileMode
-	body []byte
-}
-
-func makeZip(t *testing.T, entries ...zipEntry) []byte {
-	t.Helper()
-	var buf bytes.Buffer
-	zw := zip.NewWriter(&buf)
-	for _, e := range entries {
-		hdr := &zip.FileHeader{Name: e.name, Method: zip.Deflate}
-		if e.mode == 0 {
-			e.mode = 0o644
-		}
-		hdr.SetMode(e.mode)
-		w, err := zw.CreateHeader(hdr)
-		require.NoError(t, err)
-		_, err = w.Write(e.body)
-		require.NoError(t, err)
-	}
-	require.NoError(t, zw.Close())
-	return buf.Bytes()
 }

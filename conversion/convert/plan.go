@@ -97,8 +97,7 @@ func (c *Converter) Plan(req Request) (*Plan, error) {
 		return nil, conversionError(ReasonConversion, fmt.Errorf("%w: %w", ErrUnsupported, c.unsupported(req.Format)))
 	}
 	if req.Shattered && entry.Shatter == nil {
-		return nil, conversionError(ReasonConversion, fmt.Errorf("%w: %s files have no assembly structure to shatter; processShattered works for %s",
-			ErrUnsupported, extOf(req.Format), strings.Join(c.reg.Shatterable(), " ")))
+		return nil, conversionError(ReasonConversion, c.notShatterable(req.Format))
 	}
 	model, err := filepath.Abs(req.Model)
 	if err != nil {
@@ -192,6 +191,17 @@ func (c *Converter) Plan(req Request) (*Plan, error) {
 		p.Outputs = append(p.Outputs, Output{Name: names[s.Type], Type: s.Type})
 	}
 	return p, nil
+}
+
+// notShatterable says why a processShattered conversion of a format
+// cannot be.
+func (c *Converter) notShatterable(format string) error {
+	exts := c.reg.Shatterable()
+	if len(exts) == 0 {
+		return fmt.Errorf("%w: processShattered: no converter of this server shatters models", ErrUnsupported)
+	}
+	return fmt.Errorf("%w: processShattered: %s files are not shattered here (a mesh has no assembly structure); processShattered works for %s",
+		ErrUnsupported, extOf(format), strings.Join(exts, " "))
 }
 
 // outputNames returns the file name of each requested output, and of the

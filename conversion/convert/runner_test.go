@@ -1,6 +1,7 @@
 package convert
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -216,6 +217,16 @@ func TestDockerRunner(t *testing.T) {
 		_, err := convertFake(t, c)
 		requireLimit(t, err, "converter timed out after 2s")
 		require.ErrorIs(t, err, ErrTimeout)
+	})
+	t.Run("runtime failure", func(t *testing.T) {
+		t.Parallel()
+		// A converter the image lacks: the container cannot start. That is
+		// no fault of the input, so no *Error: the job is tried again.
+		c := fakeConverter(t, "/no-such-converter", Config{Runner: r})
+		_, err := convertFake(t, c)
+		require.ErrorIs(t, err, ErrRunner)
+		var ce *Error
+		require.False(t, errors.As(err, &ce), "not the input's fault: %v", err)
 	})
 	t.Run("failure", func(t *testing.T) {
 		t.Parallel()

@@ -115,6 +115,8 @@ if {[catch {
   proc drover_part {l k} {
     global D drover_out drover_idx
     XNewDoc drover_P
+    # The part's GLB is scaled as the index's unit says.
+    catch {XSetLengthUnit drover_P [XGetLengthUnit D]}
     XExtract drover_P D $l
     XGetOneShape drover_ps drover_P
     incmesh drover_ps 0.001 -prs

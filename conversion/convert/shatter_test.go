@@ -68,8 +68,8 @@ func requireMatrix(t *testing.T, want, got [16]float64) {
 }
 
 // TestConvertShattered shatters the STEP assembly of Bracket and Bolt with
-// the real Draw: besides the default outputs, each part is a GLB named
-// after it, and the index names both under the assembly.
+// the real Draw: besides the model's GLB, each part is a GLB named after
+// it, and the index names both under the assembly.
 func TestConvertShattered(t *testing.T) {
 	t.Parallel()
 	fx := fixtureDir(t)
@@ -77,9 +77,9 @@ func TestConvertShattered(t *testing.T) {
 	it := newItem(t)
 	start := time.Now()
 	outs, err := c.Run(runCtx(t), Job{Input: it.upload(t, filepath.Join(fx, "asm.step")), Name: "asm.step",
-		Dir: it.dir, OutputDir: it.out, Shattered: true})
+		Dir: it.dir, OutputDir: it.out, Shattered: true, CommandLine: []string{"--output_glb"}})
 	require.NoError(t, err)
-	t.Logf("asm.step: GLB, PNG and shattered parts in %s", time.Since(start).Round(time.Millisecond))
+	t.Logf("asm.step: GLB and shattered parts in %s", time.Since(start).Round(time.Millisecond))
 	var names []string
 	for _, o := range outs {
 		names = append(names, o.Name+" "+o.Type)
@@ -87,7 +87,7 @@ func TestConvertShattered(t *testing.T) {
 		require.NoError(t, err)
 		require.Equal(t, fi.Size(), o.Size)
 	}
-	require.Equal(t, []string{"asm.step.glb glb", "asm.step.png png", "shattered/Bracket.glb glb",
+	require.Equal(t, []string{"asm.step.glb glb", "shattered/Bracket.glb glb",
 		"shattered/Bolt.glb glb", "shattered/index.xml xml"}, names)
 	for _, part := range []string{"Bracket", "Bolt"} {
 		info, err := InspectGLBFile(filepath.Join(it.out, ShatteredDir, part+".glb"))
@@ -178,6 +178,11 @@ func TestConvertShatteredNested(t *testing.T) {
 		_, err := InspectGLBFile(filepath.Join(it.out, ShatteredDir, name))
 		require.NoError(t, err)
 	}
+	// The parts are in the index's frame too: Pin, 1×2×3 mm at the
+	// origin, spans (0, 0, −0.002) to (0.001, 0.003, 0) m.
+	pinGLB, err := os.ReadFile(filepath.Join(it.out, ShatteredDir, "Pin.glb"))
+	require.NoError(t, err)
+	require.Contains(t, string(pinGLB), `"max":[0.001,0.003,0.0],"min":[0.0,0.0,-0.002]`)
 }
 
 // TestConvertShatteredRefusesMeshes: a mesh format has no assembly to

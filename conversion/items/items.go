@@ -408,6 +408,12 @@ type Store interface {
 	// LastUpdated. It returns the item as stored. ErrNotFound for an
 	// unknown id.
 	Update(ctx context.Context, id string, fn func(*Item) error) (Item, error)
+	// UpdateFrom is Update from cur, a version of the item a Store method
+	// returned: when the item is still that version, fn's change is
+	// written without reading the item first (a round trip saved on
+	// Redis); when it changed meanwhile, UpdateFrom reads it and goes on
+	// as Update (also when fn changes nothing: cur may be old).
+	UpdateFrom(ctx context.Context, cur Item, fn func(*Item) error) (Item, error)
 	// Delete removes an item. ErrNotFound for an unknown id, so that the
 	// API answers delete truthfully.
 	Delete(ctx context.Context, id string) error

@@ -293,6 +293,11 @@ func (l *Local) Update(ctx context.Context, id string, fn func(*Item) error) (It
 	return next, nil
 }
 
+// UpdateFrom implements Store. Reads cost nothing here: it is Update.
+func (l *Local) UpdateFrom(ctx context.Context, cur Item, fn func(*Item) error) (Item, error) {
+	return l.Update(ctx, cur.ID, fn)
+}
+
 // sameJSON reports whether a and b are stored alike.
 func sameJSON(a, b *Item) (bool, error) {
 	ja, err := json.Marshal(a)

@@ -1,6 +1,7 @@
 package items
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -26,7 +27,9 @@ type RedisOptions struct {
 	// items use the same one. Default DefaultRedisPrefix.
 	Prefix string
 	// OpTimeout bounds every call whose context has no earlier deadline,
-	// and each dial and socket read or write. Default 1 s.
+	// and each dial and socket read or write. Default 3 s: conversion calls
+	// are not latency-bound, and a burst of uploads on a loaded host waits
+	// for a pooled connection longer than a second.
 	OpTimeout time.Duration
 	// Logger hears what no call can return (a malformed event). Default
 	// slog.Default().
@@ -46,15 +49,16 @@ const listBatch = 256
 // Keys, after the prefix:
 //
 //	item:<id>  hash: data (the item's JSON without its times), created
-//	           and updated (ms since the epoch, by the server's clock),
-//	           rev (counts writes)
+//	           and updated (ms since the epoch, by the server's clock)
 //	index      sorted set of ids by created: List's order
 //	updated    LastUpdated, ms since the epoch
 //	events     the pub/sub channel of item events
 //
-// Update reads the item and its rev, applies fn, and writes with a script
-// that checks rev first: a concurrent write in between makes it read and
-// apply fn again (optimistic, like WATCH/MULTI, in one round trip). Every
+// Update reads the item, applies fn, and writes with a script that checks
+// first that the item's updated is still the one read: every change moves
+// it, so a concurrent write in between makes Update read and apply fn
+// again (optimistic, like WATCH/MULTI, in one round trip). UpdateFrom
+// skips the read when its caller holds the current version. Every
 // script takes its time from the server, strictly after the last change,
 // and publishes the event in the same step, so events arrive in the order
 // of their LastUpdated.
@@ -89,7 +93,7 @@ func NewRedis(ctx context.Context, o RedisOptions) (*Redis, error) {
 		o.Prefix = DefaultRedisPrefix
 	}
 	if o.OpTimeout == 0 {
-		o.OpTimeout = time.Second
+		o.OpTimeout = 3 * time.Second
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
@@ -155,21 +159,21 @@ var (
 	createScript = redis.NewScript(luaLib + `
 if redis.call('EXISTS', KEYS[1]) == 1 then return {'exists'} end
 local t = tick(KEYS[3])
-redis.call('HSET', KEYS[1], 'data', ARGV[2], 'created', t, 'updated', t, 'rev', '1')
+redis.call('HSET', KEYS[1], 'data', ARGV[2], 'created', t, 'updated', t)
 redis.call('ZADD', KEYS[2], t, ARGV[1])
 event(ARGV[3], 'created', ARGV[1], t, t, ARGV[2])
 return {'ok', t, '1'}
 `)
-	// KEYS: item, updated. ARGV: id, rev read, data, channel.
+	// KEYS: item, updated. ARGV: id, updated of the version changed (ms),
+	// data, channel.
 	updateScript = redis.NewScript(luaLib + `
-local h = redis.call('HMGET', KEYS[1], 'rev', 'created')
+local h = redis.call('HMGET', KEYS[1], 'updated', 'created')
 if not h[1] then return {'notfound'} end
 if h[1] ~= ARGV[2] then return {'conflict'} end
 local t = tick(KEYS[2])
-local rev = tostring(tonumber(h[1]) + 1)
-redis.call('HSET', KEYS[1], 'data', ARGV[3], 'updated', t, 'rev', rev)
+redis.call('HSET', KEYS[1], 'data', ARGV[3], 'updated', t)
 event(ARGV[4], 'updated', ARGV[1], t, h[2], ARGV[3])
-return {'ok', t, rev}
+return {'ok', t}
 `)
 	// KEYS: item, index, updated. ARGV: id, channel.
 	deleteScript = redis.NewScript(luaLib + `
@@ -248,7 +252,7 @@ func (r *Redis) Create(ctx context.Context, it Item) (Item, error) {
 	return it, nil
 }
 
-// get reads an item and its rev.
+// get reads an item and its data as stored.
 func (r *Redis) get(ctx context.Context, id string) (Item, string, error) {
 	if err := r.check(ctx); err != nil {
 		return Item{}, "", err
@@ -258,7 +262,7 @@ func (r *Redis) get(ctx context.Context, id string) (Item, string, error) {
 	}
 	octx, cancel := r.c.Op(ctx)
 	defer cancel()
-	v, err := r.c.HMGet(octx, r.itemKey(id), "data", "created", "updated", "rev").Result()
+	v, err := r.c.HMGet(octx, r.itemKey(id), "data", "created", "updated").Result()
 	if err != nil {
 		return Item{}, "", r.c.Fail(ctx, "get", err)
 	}
@@ -269,8 +273,8 @@ func (r *Redis) get(ctx context.Context, id string) (Item, string, error) {
 	if !ok {
 		return Item{}, "", fmt.Errorf("%w: %s", ErrNotFound, id)
 	}
-	rev, _ := v[3].(string)
-	return it, rev, nil
+	data, _ := v[0].(string)
+	return it, data, nil
 }
 
 // marshalData is an item's JSON without created and updated, which the
@@ -284,7 +288,7 @@ func marshalData(it *Item) ([]byte, error) {
 	}{Item: it})
 }
 
-// decode makes an item of the HMGET of data, created, updated (and rev);
+// decode makes an item of the HMGET of data, created and updated;
 // false if the item does not exist.
 func decode(v []any) (Item, bool, error) {
 	data, ok := v[0].(string)
@@ -356,10 +360,40 @@ func (r *Redis) List(ctx context.Context) ([]Item, error) {
 // Update implements Store. fn is called again when another write to the
 // item came between its read and this write.
 func (r *Redis) Update(ctx context.Context, id string, fn func(*Item) error) (Item, error) {
+	return r.update(ctx, id, nil, fn)
+}
+
+// UpdateFrom implements Store: a write without a read when cur is still
+// the item's version, else Update.
+func (r *Redis) UpdateFrom(ctx context.Context, cur Item, fn func(*Item) error) (Item, error) {
+	return r.update(ctx, cur.ID, &cur, fn)
+}
+
+// update applies fn to the item, from known if given (the first time),
+// else from a fresh read.
+func (r *Redis) update(ctx context.Context, id string, known *Item, fn func(*Item) error) (Item, error) {
 	for attempt := 0; ; attempt++ {
-		cur, rev, err := r.get(ctx, id)
-		if err != nil {
-			return Item{}, err
+		var cur Item
+		var stored []byte
+		if known != nil && attempt == 0 {
+			if err := r.check(ctx); err != nil {
+				return Item{}, err
+			}
+			if ValidateID(id) != nil {
+				return Item{}, fmt.Errorf("%w: %s", ErrNotFound, truncate(id))
+			}
+			cur = known.Clone()
+			var err error
+			if stored, err = marshalData(&cur); err != nil {
+				return Item{}, err
+			}
+		} else {
+			var data string
+			var err error
+			if cur, data, err = r.get(ctx, id); err != nil {
+				return Item{}, err
+			}
+			stored = []byte(data)
 		}
 		next := cur.Clone()
 		if err := fn(&next); err != nil {
@@ -369,14 +403,21 @@ func (r *Redis) Update(ctx context.Context, id string, fn func(*Item) error) (It
 			return Item{}, err
 		}
 		next.Updated = cur.Updated
-		if same, err := sameJSON(&cur, &next); err != nil || same {
-			return cur, err
-		}
+		// The record as it would be written against the one read: one
+		// encoding, not two (created and updated are not in it, and
+		// cannot differ).
 		data, err := marshalData(&next)
 		if err != nil {
 			return Item{}, err
 		}
-		v, err := r.run(ctx, "update", updateScript, []string{r.itemKey(id), r.updated}, id, rev, data, r.channel)
+		if bytes.Equal(data, stored) {
+			if known != nil && attempt == 0 {
+				continue // no change from the caller's version, which may be old: read it
+			}
+			return cur, nil
+		}
+		v, err := r.run(ctx, "update", updateScript, []string{r.itemKey(id), r.updated}, id,
+			strconv.FormatInt(cur.Updated.UnixMilli(), 10), data, r.channel)
 		if err != nil {
 			return Item{}, err
 		}
@@ -389,6 +430,9 @@ func (r *Redis) Update(ctx context.Context, id string, fn func(*Item) error) (It
 		case "notfound":
 			return Item{}, fmt.Errorf("%w: %s", ErrNotFound, id)
 		case "conflict":
+			if known != nil && attempt == 0 {
+				continue // the caller's version is old: read it
+			}
 			if err := backoff(ctx, attempt); err != nil {
 				return Item{}, err
 			}

@@ -26,7 +26,9 @@ type RedisOptions struct {
 	// queue use the same one. Default "drover:jobs:".
 	Prefix string
 	// OpTimeout bounds every call whose context has no earlier deadline,
-	// and each dial and socket read or write. Default 1 s.
+	// and each dial and socket read or write. Default 3 s: conversion calls
+	// are not latency-bound, and a burst of uploads on a loaded host waits
+	// for a pooled connection longer than a second.
 	OpTimeout time.Duration
 	// Poll is the longest a waiting Lease sleeps without looking: the
 	// notification channel is lossy (a reconnecting subscription misses
@@ -119,7 +121,7 @@ func NewRedis(ctx context.Context, o Options, ro RedisOptions) (*Redis, error) {
 		ro.Prefix = DefaultPrefix
 	}
 	if ro.OpTimeout == 0 {
-		ro.OpTimeout = time.Second
+		ro.OpTimeout = 3 * time.Second
 	}
 	if ro.Poll == 0 {
 		ro.Poll = time.Second

@@ -23,7 +23,7 @@ import (
 type ConversionConfig struct {
 	// Data is the data directory: uploads, outputs and, without Redis,
 	// the item records. Managers that share Redis share this directory
-	// (a network filesystem) until S3 storage comes.
+	// (a network filesystem), or keep the files in S3 (S3Config).
 	Data string `koanf:"data"`
 	// MaxUpload bounds one item's uploads, in bytes.
 	MaxUpload int64 `koanf:"max_upload"`
@@ -44,6 +44,8 @@ type ConversionConfig struct {
 	JobLease time.Duration `koanf:"job_lease"`
 	// Streaming sessions.
 	StreamConfig `koanf:",squash"`
+	// S3 puts the files in a bucket (conversion_s3.go).
+	S3 S3Config `koanf:",squash"`
 	// Upload and download tokens.
 	TokenConfig `koanf:",squash"`
 
@@ -67,20 +69,35 @@ func (cc ConversionConfig) conversion(redisURL string, jobSlots int, log *slog.L
 		Tokens:     cc.tokens(),
 		Retention:  cc.retention(),
 	}
+	if cc.S3.Enabled() {
+		st, err := cc.S3.open(log.With("component", "storage"))
+		if err != nil {
+			return nil, err
+		}
+		c.Storage, c.PresignTTL = st, cc.S3.PresignTTL
+		if redisURL == "" {
+			if c.Items, err = localItems(c.DataDir, log.With("component", "items"), cleanups); err != nil {
+				return nil, err
+			}
+			return c, nil
+		}
+	}
 	if redisURL == "" {
 		return c, nil
 	}
-	// Several managers: items and the queue in Redis, files in the shared
-	// data directory.
-	if err := os.MkdirAll(c.DataDir, 0o755); err != nil {
-		return nil, fmt.Errorf("data directory: %w", err)
+	// Several managers: items and the queue in Redis, files in the bucket
+	// or the shared data directory.
+	if c.Storage == nil {
+		if err := os.MkdirAll(c.DataDir, 0o755); err != nil {
+			return nil, fmt.Errorf("data directory: %w", err)
+		}
+		st, err := storage.NewFS(c.DataDir)
+		if err != nil {
+			return nil, err
+		}
+		cleanups.PushFunc("storage", st.Close)
+		c.Storage = st
 	}
-	st, err := storage.NewFS(c.DataDir)
-	if err != nil {
-		return nil, err
-	}
-	cleanups.PushFunc("storage", st.Close)
-	c.Storage = st
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	is, err := items.NewRedis(ctx, items.RedisOptions{URL: redisURL, Logger: log.With("component", "items")})

@@ -52,6 +52,7 @@ func Run(t *testing.T, open func(t *testing.T) storage.Storage) {
 		{"WholeObjects", testWholeObjects},
 		{"ConcurrentPuts", testConcurrentPuts},
 		{"LocalPath", testLocalPath},
+		{"Copy", testCopy},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -480,6 +481,27 @@ func testConcurrentPuts(t *testing.T, st storage.Storage) {
 	list, err := st.List(ctx, "items/c/own/")
 	require.NoError(t, err)
 	require.Len(t, list, n)
+}
+
+// testCopy runs for backends with the Copier capability.
+func testCopy(t *testing.T, st storage.Storage) {
+	c, ok := st.(storage.Copier)
+	if !ok {
+		t.Skip("no Copy capability")
+	}
+	ctx := t.Context()
+	Put(t, st, "items/c/staging/1-a/m.glb", "staged")
+	Put(t, st, "items/c/outputs/m.glb", "an older output")
+	require.NoError(t, c.Copy(ctx, "items/c/staging/1-a/m.glb", "items/c/outputs/m.glb"))
+	require.Equal(t, "staged", Read(t, st, "items/c/outputs/m.glb"), "Copy replaces")
+	require.Equal(t, "staged", Read(t, st, "items/c/staging/1-a/m.glb"), "and leaves the source")
+	require.ErrorIs(t, c.Copy(ctx, "items/c/missing", "items/c/outputs/x"), storage.ErrNotFound)
+	_, err := st.Stat(ctx, "items/c/outputs/x")
+	require.ErrorIs(t, err, storage.ErrNotFound)
+	for _, key := range InvalidKeys {
+		require.ErrorIs(t, c.Copy(ctx, key, "items/c/outputs/y"), storage.ErrInvalidKey)
+		require.ErrorIs(t, c.Copy(ctx, "items/c/outputs/m.glb", key), storage.ErrInvalidKey)
+	}
 }
 
 // testLocalPath runs for backends with the capability.

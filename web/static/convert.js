@@ -9,6 +9,7 @@ import { h, apiURL, setText, fmtBytes, fmtDuration, secondsSince } from './ui.js
 import { readModel } from './glb.js';
 import { GLView } from './glview.js';
 import { readZipDirectory, modelEntries, blobReader, isZipName, extension, MODEL_EXTENSIONS } from './zipdir.js';
+import { fetchStreamedModel, streamURL } from './streamclient.js';
 
 const $ = (id) => document.getElementById(id);
 const api = (path) => apiURL(`api/${path}`);
@@ -238,6 +239,7 @@ function itemRow(it) {
   view.addEventListener('click', () => openViewer(items.get(id)));
   const dlList = h('ul', { class: 'menu-list' });
   const dl = h('details', { class: 'menu' }, h('summary', { class: 'small-btn', text: 'Download' }), dlList);
+  // Also how an item uploaded with an upload token (UPLOADING until then) starts converting.
   const reconvert = h('button', { type: 'button', class: 'small-btn reconvert', text: 'Reconvert' });
   reconvert.addEventListener('click', async () => {
     reconvert.disabled = true;
@@ -288,7 +290,6 @@ function updateItemRow(row, it) {
   }
 
   row.view.disabled = !(state === 'SUCCESS' && hasOutput(it, 'glb'));
-  row.reconvert.disabled = state === 'UPLOADING';
   const files = [...(it.outputs ?? []).map((o) => ({ ...o, href: `fileByName/${encodeURIComponent(it.storageID)}/${encodeURIComponent(o.name)}` })),
     ...(it.originals ?? []).slice(0, 1).map((o) => ({ ...o, type: 'original', href: `original/${encodeURIComponent(it.storageID)}` }))];
   const dlKey = JSON.stringify(files.map((f) => [f.name, f.size, it.generation]));
@@ -519,8 +520,27 @@ function viewerMessage(msg) {
   m.hidden = !msg;
 }
 
-async function openViewer(it) {
+let viewing = null; // the item in the view
+
+/**
+ * The item's GLB through a streaming session: streamingSession with the
+ * item as accessItems places a viewer instance that holds it, and the
+ * reference viewer sends it over its WebSocket.
+ */
+async function streamedGLB(it) {
+  const res = await fetch(api('streamingSession'), {
+    headers: { 'CS-API-Arg': argHeader({ accessItems: [it.storageID], renderType: 'client' }) },
+  });
+  if (!res.ok) {
+    throw new Error(res.status === 404 && !(await res.clone().json().catch(() => ({}))).ERROR
+      ? 'this server has no streaming sessions' : await errorOf(res));
+  }
+  return fetchStreamedModel(streamURL(await res.json(), location.protocol), it.name);
+}
+
+async function openViewer(it, streamed = false) {
   if (!it) return;
+  viewing = it;
   const dlg = $('viewer');
   const canvas = $('viewer-canvas');
   const token = ++viewToken;
@@ -534,15 +554,22 @@ async function openViewer(it) {
   try {
     if (!view) view = new GLView(canvas, { onHover: hoverPart });
     view.resize();
-    const res = await fetch(api(`file/${encodeURIComponent(it.storageID)}/glb`));
-    if (!res.ok) throw new Error(await errorOf(res));
-    const bytes = await res.arrayBuffer();
+    let bytes;
+    if (streamed) {
+      bytes = await streamedGLB(it);
+    } else {
+      const res = await fetch(api(`file/${encodeURIComponent(it.storageID)}/glb`));
+      if (!res.ok) throw new Error(await errorOf(res));
+      bytes = await res.arrayBuffer();
+    }
     if (token !== viewToken) return;
     const model = readModel(bytes);
     view.setModel(model);
     partsList(model, it.name);
     setText($('viewer-stats'), `${model.parts.length} part${model.parts.length === 1 ? '' : 's'} · ` +
-      `${model.stats.triangles.toLocaleString('en-US')} triangles · ${fmtBytes(bytes.byteLength)}`);
+      `${model.stats.triangles.toLocaleString('en-US')} triangles · ${fmtBytes(bytes.byteLength)}` +
+      (streamed ? ' · through a streaming session' : ''));
+    canvas.dataset.source = streamed ? 'stream' : 'file';
     viewerMessage(model.parts.length ? null : 'The model has no geometry to show.');
   } catch (e) {
     if (token !== viewToken) return;
@@ -601,6 +628,7 @@ function setupViewer() {
   const dlg = $('viewer');
   $('viewer-close').addEventListener('click', () => dlg.close());
   $('viewer-fit').addEventListener('click', () => view?.fit());
+  $('viewer-stream').addEventListener('click', () => openViewer(viewing, true));
   const toggle = $('viewer-parts-toggle');
   toggle.addEventListener('click', () => {
     const parts = $('viewer-parts');

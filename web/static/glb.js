@@ -473,21 +473,12 @@ export function computeNormals(positions, indices, creaseDegrees = CREASE_DEGREE
     }
   }
   // Corners at one position are one vertex, however the file indexed them.
-  const weld = new Map();
+  const smooth = tris <= SMOOTH_LIMIT;
+  const canon = smooth ? weldByPosition(positions) : null;
   const corner = new Uint32Array(tris * 3);
-  if (tris <= SMOOTH_LIMIT) {
-    for (let k = 0; k < tris * 3; k++) {
-      const v = at(k) * 3;
-      const key = `${positions[v]},${positions[v + 1]},${positions[v + 2]}`;
-      let id = weld.get(key);
-      if (id === undefined) weld.set(key, (id = weld.size));
-      corner[k] = id;
-    }
-  } else {
-    for (let k = 0; k < tris * 3; k++) corner[k] = k; // flat
-  }
+  for (let k = 0; k < tris * 3; k++) corner[k] = smooth ? canon.ids[at(k)] : k; // flat: every corner its own
   // The faces around each welded vertex, as offsets into one array.
-  const nv = tris <= SMOOTH_LIMIT ? weld.size : tris * 3;
+  const nv = smooth ? canon.count : tris * 3;
   const start = new Uint32Array(nv + 1);
   for (let k = 0; k < tris * 3; k++) start[corner[k] + 1]++;
   for (let v = 0; v < nv; v++) start[v + 1] += start[v];
@@ -524,6 +515,40 @@ export function computeNormals(positions, indices, creaseDegrees = CREASE_DEGREE
     }
   }
   return { positions: outPos, normals: outNrm, indices: null };
+}
+
+/**
+ * Numbers the distinct positions of a Float32Array of xyz triples: ids[v]
+ * is the same for every vertex at one point (+0 and -0 alike). A hash
+ * table on the floats' bits, so that a large mesh welds in linear time.
+ */
+export function weldByPosition(positions) {
+  const n = Math.floor(positions.length / 3);
+  const bits = new Uint32Array(positions.buffer, positions.byteOffset, n * 3);
+  const key = (i) => (bits[i] === 0x80000000 ? 0 : bits[i]); // -0 is 0
+  let size = 16;
+  while (size < n * 2) size *= 2;
+  const table = new Int32Array(size).fill(-1); // slot → a vertex holding that position
+  const ids = new Uint32Array(n);
+  let count = 0;
+  for (let v = 0; v < n; v++) {
+    const x = key(3 * v), y = key(3 * v + 1), z = key(3 * v + 2);
+    let slot = (Math.imul(x, 0x9e3779b1) ^ Math.imul(y, 0x85ebca77) ^ Math.imul(z, 0xc2b2ae3d)) & (size - 1);
+    for (;;) {
+      const w = table[slot];
+      if (w < 0) {
+        table[slot] = v;
+        ids[v] = count++;
+        break;
+      }
+      if (key(3 * w) === x && key(3 * w + 1) === y && key(3 * w + 2) === z) {
+        ids[v] = ids[w];
+        break;
+      }
+      slot = (slot + 1) & (size - 1);
+    }
+  }
+  return { ids, count };
 }
 
 function boundsOf(positions) {

@@ -6,7 +6,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { readModel, parseGLB, GLBError, MODE, toListMode, computeNormals } from '../static/glb.js';
+import { readModel, parseGLB, GLBError, MODE, toListMode, computeNormals, weldByPosition } from '../static/glb.js';
 import { readZipDirectory, modelEntries, extension, isZipName, ZipError } from '../static/zipdir.js';
 import { identity, multiply, fromTRS, transformPoint, normalMatrix, lookAt, perspective } from '../static/mat4.js';
 
@@ -204,6 +204,12 @@ test('computed normals: smooth across shallow angles, creased across sharp ones'
   close(flat.subarray(0, 3), [0, 0, 1]);
   close(flat.subarray(9, 12), [0, 1, 0]);
   close(flat.subarray(18, 21), [1, 0, 0]);
+  // Welding: equal positions (and -0 with 0) share an id, others do not.
+  const w = weldByPosition(new Float32Array([1, 2, 3, 0, 0, 0, 1, 2, 3, -0, 0, -0, 1, 2, 3.0001]));
+  assert.deepEqual([...w.ids], [0, 1, 0, 1, 2]);
+  assert.equal(w.count, 3);
+  const many = new Float32Array(30000 * 3).map((_, i) => Math.floor(i / 3) % 10000);
+  assert.equal(weldByPosition(many).count, 10000);
   // Degenerate faces get some unit normal, never NaN.
   const deg = computeNormals(new Float32Array(9), null).normals;
   assert.ok(deg.every(Number.isFinite));
@@ -484,4 +490,56 @@ test('the page: argument header, upload plans, names, state classes', async () =
   assert.equal(stateClass('SUCCESS'), 'state-live');
   assert.equal(stateClass('ERROR - Conversion Error'), 'state-dead');
   assert.equal(stateClass('PENDING'), 'state-converting');
+});
+
+// ---- streamclient.js ----
+
+// A fake reference viewer: answers list and get as worker/viewer does,
+// with the model in frames of chunk bytes; misbehave changes one step.
+function fakeViewer(models, { chunk = 3, misbehave = null } = {}) {
+  return class FakeViewerSocket {
+    constructor(url) {
+      this.url = url;
+      this.closed = false;
+      queueMicrotask(() => this.onopen?.());
+    }
+    send(text) {
+      const req = JSON.parse(text);
+      const reply = (f) => queueMicrotask(() => !this.closed && this.onmessage?.({ data: typeof f === 'string' ? f : f instanceof ArrayBuffer ? f : JSON.stringify(f) }));
+      if (req.type === 'list') return reply({ type: 'list', models: Object.keys(models) });
+      if (req.type !== 'get') return reply({ type: 'error', error: 'bad request' });
+      const body = models[req.name];
+      if (misbehave === 'error') return reply({ type: 'error', error: 'no such model' });
+      reply({ type: 'model', name: req.name, size: misbehave === 'short' ? body.length + 1 : body.length });
+      for (let i = 0; i < body.length; i += chunk) reply(body.slice(i, i + chunk).buffer);
+      if (misbehave === 'close') return queueMicrotask(() => this.onclose?.({}));
+      return reply({ type: 'end', name: req.name });
+    }
+    close() {
+      this.closed = true;
+    }
+  };
+}
+
+test('a model arrives through a streaming session', async () => {
+  const { fetchStreamedModel, streamURL, StreamError } = await import('../static/streamclient.js');
+  assert.equal(streamURL({ serverurl: 'example.org', port: 8181, sessionid: 'a b' }), 'ws://example.org:8181/?token=a%20b');
+  assert.equal(streamURL({ serverurl: '::1', port: 443, sessionid: 'k' }, 'https:'), 'wss://[::1]:443/?token=k');
+  assert.throws(() => streamURL({ serverurl: 'x', port: '80', sessionid: 'k' }), StreamError);
+
+  const body = new Uint8Array(Array.from({ length: 20 }, (_, i) => i));
+  const buf = await fetchStreamedModel('ws://x/?token=k', 'towers.obj', { WebSocketImpl: fakeViewer({ 'towers.obj': body }) });
+  assert.deepEqual([...new Uint8Array(buf)], [...body]);
+
+  const bad = {
+    'no such name': [{ other: body }, {}],
+    'viewer error': [{ 'towers.obj': body }, { misbehave: 'error' }],
+    'short model': [{ 'towers.obj': body }, { misbehave: 'short' }],
+    'closed early': [{ 'towers.obj': body }, { misbehave: 'close' }],
+  };
+  for (const [what, [models, opts]] of Object.entries(bad)) {
+    await assert.rejects(fetchStreamedModel('ws://x/', 'towers.obj', { WebSocketImpl: fakeViewer(models, opts) }), StreamError, what);
+  }
+  await assert.rejects(fetchStreamedModel('ws://x/', 'm', { WebSocketImpl: class { constructor() { throw new Error('refused'); } } }), StreamError);
+  await assert.rejects(fetchStreamedModel('ws://x/', 'm', { WebSocketImpl: class { send() {} close() {} }, timeoutMs: 10 }), /in time/);
 });

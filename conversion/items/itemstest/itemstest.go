@@ -44,6 +44,8 @@ func Run(t *testing.T, open func(t *testing.T) items.Store) {
 		{"UpdateFnError", testUpdateFnError},
 		{"UpdateNoChange", testUpdateNoChange},
 		{"UpdateNotFound", testUpdateNotFound},
+		{"UpdateFrom", testUpdateFrom},
+		{"ConcurrentUpdateFrom", testConcurrentUpdateFrom},
 		{"UpdateImmutable", testUpdateImmutable},
 		{"Transitions", testTransitions},
 		{"SuccessOnce", testSuccessOnce},
@@ -283,6 +285,84 @@ func testUpdateNotFound(t *testing.T, st items.Store) {
 	_, err := st.Update(t.Context(), "missing", func(*items.Item) error { called = true; return nil })
 	require.ErrorIs(t, err, items.ErrNotFound)
 	require.False(t, called)
+}
+
+// testUpdateFrom: an update from a version the caller holds writes fn's
+// change when that version is current, and applies fn to the current
+// version when it is not: nothing another writer did is lost.
+func testUpdateFrom(t *testing.T, st items.Store) {
+	ctx := t.Context()
+	created, err := st.Create(ctx, items.Item{ID: "uf", Name: "m.stl"})
+	require.NoError(t, err)
+	ch, err := st.Subscribe(ctx)
+	require.NoError(t, err)
+	pending, err := st.UpdateFrom(ctx, created, func(it *items.Item) error {
+		it.State = items.StatePending
+		return nil
+	})
+	require.NoError(t, err)
+	require.Equal(t, items.StatePending, pending.State)
+	require.True(t, pending.Updated.After(created.Updated))
+	stored, err := st.Get(ctx, "uf")
+	require.NoError(t, err)
+	require.Equal(t, pending, stored)
+	e := Next(t, ch)
+	require.Equal(t, items.EventUpdated, e.Type)
+	require.Equal(t, &pending, e.Item)
+
+	// From the old version: fn sees the current one.
+	var saw items.State
+	got, err := st.UpdateFrom(ctx, created, func(it *items.Item) error {
+		saw = it.State
+		it.Attempts = 1
+		return nil
+	})
+	require.NoError(t, err)
+	require.Equal(t, items.StatePending, saw, "fn is applied to the current version")
+	require.Equal(t, items.StatePending, got.State)
+	require.Equal(t, 1, got.Attempts)
+	stored, err = st.Get(ctx, "uf")
+	require.NoError(t, err)
+	require.Equal(t, got, stored)
+
+	// The rules hold: the old version was UPLOADING, the item is not.
+	_, err = st.UpdateFrom(ctx, created, func(it *items.Item) error { it.State = items.StateUploading; return nil })
+	require.ErrorIs(t, err, items.ErrTransition)
+	_, err = st.UpdateFrom(ctx, got, func(*items.Item) error { return errFn })
+	require.ErrorIs(t, err, errFn)
+
+	require.NoError(t, st.Delete(ctx, "uf"))
+	_, err = st.UpdateFrom(ctx, got, func(it *items.Item) error { it.Name = "back?"; return nil })
+	require.ErrorIs(t, err, items.ErrNotFound, "no update brings a deleted item back")
+	_, err = st.Get(ctx, "uf")
+	require.ErrorIs(t, err, items.ErrNotFound)
+}
+
+// testConcurrentUpdateFrom: writers that all start from the same version
+// lose none of their changes.
+func testConcurrentUpdateFrom(t *testing.T, st items.Store) {
+	ctx := t.Context()
+	created, err := st.Create(ctx, items.Item{ID: "cf", State: items.StatePending})
+	require.NoError(t, err)
+	const writers = 16
+	var wg sync.WaitGroup
+	for i := range writers {
+		wg.Go(func() {
+			_, err := st.UpdateFrom(ctx, created, func(it *items.Item) error {
+				it.Attempts++
+				it.CommandLine = append(it.CommandLine, fmt.Sprint(i))
+				return nil
+			})
+			if err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	got, err := st.Get(ctx, "cf")
+	require.NoError(t, err)
+	require.Equal(t, writers, got.Attempts)
+	require.Len(t, got.CommandLine, writers)
 }
 
 func testUpdateImmutable(t *testing.T, st items.Store) {

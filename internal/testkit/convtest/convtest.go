@@ -1,7 +1,9 @@
 // Package convtest gives drover's conversion tests a fake converter: the
 // static program in ./fakeconv, built from the source tree under test, and
-// a FROM scratch image holding it, for the docker converter runtime. It is
-// not used by drover itself.
+// a FROM scratch image holding it, for the docker converter runtime; and
+// the models and archives they upload (fixtures.go): a cube as STL and OBJ,
+// ZIP archives as hostile as a test needs. The CAD models are cadtest's.
+// It is not used by drover itself.
 package convtest
 
 import (
