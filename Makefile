@@ -34,9 +34,12 @@ image:
 up: setup build
 	./bin/drover up
 
-## test: run every test with the race detector
+# Where the browser tests leave their screenshots (the CI artifacts).
+ARTIFACTS ?= $(CURDIR)/test-artifacts
+
+## test: run every test with the race detector; screenshots go to ARTIFACTS
 test: setup
-	$(GO) test -race -count=1 -timeout=$(TIMEOUT) ./...
+	DROVER_ARTIFACTS=$(ARTIFACTS) $(GO) test -race -count=1 -timeout=$(TIMEOUT) ./...
 
 ## lint: gofmt, go vet and golangci-lint
 lint: setup-lint

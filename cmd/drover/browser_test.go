@@ -83,17 +83,14 @@ func screenshot(ctx context.Context, t *testing.T, dir, name string) {
 // browser would: the try page opens a session, sends tasks and shows their
 // results; the dashboard, in a second tab, shows that session live; a
 // logout on the try page takes it off the dashboard. Screenshots go to
-// $DROVER_SCREENSHOTS when it is set.
+// artifactDir.
 func TestBrowser(t *testing.T) {
 	t.Parallel()
 	ctx := browser(t)
 	watchConsole(ctx, t)
 	u := startUp(t)
 	base := "http://" + u.base
-	shots := os.Getenv("DROVER_SCREENSHOTS")
-	if shots == "" {
-		shots = t.TempDir()
-	}
+	shots := artifactDir(t)
 	do := func(ctx context.Context, what string, steps ...chromedp.Action[chromedp.Void]) {
 		t.Helper()
 		tctx, cancel := context.WithTimeout(ctx, 30*time.Second)

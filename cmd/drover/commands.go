@@ -173,10 +173,11 @@ and an in-memory store. Every flag can also be set in the YAML file given with
 		fmt.Fprintf(cmd.OutOrStdout(), `drover is up: %d instance slots, %d warm
   WebSocket sessions  ws://%s/ws
   conversions         http://%s/api/ (%d job slots; files in %s)
+  conversion page     http://%s/ui/convert.html
   dashboard           http://%s/ui/
   health, status      http://%s/health  http://%s/status
 Press Ctrl-C to stop.
-`, up.Farm.Slots(), warm, base, base, max(cfg.JobSlots, 0), filesWhere(cfg.ConversionConfig), base, base, base)
+`, up.Farm.Slots(), warm, base, base, max(cfg.JobSlots, 0), filesWhere(cfg.ConversionConfig), base, base, base, base)
 		err = up.Run(cmd.Context())
 		log.Info("drover stopped")
 		return err
