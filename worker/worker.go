@@ -29,6 +29,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/drover-dev/drover/internal/lib/hijackserve"
 	"github.com/gorilla/websocket"
 )
 
@@ -145,38 +146,7 @@ func (w *Worker) serveHTTP(rw http.ResponseWriter, r *http.Request) {
 // close frame (1001, going away) to every connection, waits for them to end
 // and returns nil. It returns an error only when ln fails first.
 func (w *Worker) Serve(ctx context.Context, ln net.Listener) error {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-
-	var conns tracker
-	srv := &http.Server{
-		Handler:           conns.wrap(w.Handler()),
-		BaseContext:       func(net.Listener) context.Context { return ctx },
-		ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog:          slog.NewLogLogger(w.log.Handler(), slog.LevelDebug),
-	}
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ln) }()
-
-	var err error
-	select {
-	case <-ctx.Done():
-	case err = <-served:
-		err = fmt.Errorf("worker: serve %s: %w", ln.Addr(), err)
-		cancel()
-	}
-	// Close stops the listener and plain HTTP connections; upgraded ones are
-	// no longer the server's and end through ctx, which every request
-	// context derives from.
-	_ = srv.Close()
-	if err == nil {
-		// http.ErrServerClosed, caused by the Close above.
-		if serr := <-served; !errors.Is(serr, http.ErrServerClosed) {
-			err = serr
-		}
-	}
-	conns.closeAndWait()
-	return err
+	return hijackserve.Serve(ctx, ln, w.Handler(), w.log, "worker")
 }
 
 // Run listens on cfg.Addr (or cfg.Host:$DROVER_PORT) and serves until ctx
@@ -193,42 +163,4 @@ func Run(ctx context.Context, cfg Config) error {
 	// Debug: under a farm every line on stderr is logged again by the farm.
 	w.log.Debug("worker listening", "addr", ln.Addr().String(), "instance", w.instanceID, "pid", w.pid)
 	return w.Serve(ctx, ln)
-}
-
-// tracker counts the connections of one Serve, which net/http forgets once
-// they are hijacked, so that Serve can wait for them.
-type tracker struct {
-	mu     sync.Mutex
-	closed bool
-	wg     sync.WaitGroup
-}
-
-func (t *tracker) wrap(h http.Handler) http.Handler {
-	return http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
-		if !t.add() {
-			http.Error(rw, "worker shutting down", http.StatusServiceUnavailable)
-			return
-		}
-		defer t.wg.Done()
-		h.ServeHTTP(rw, r)
-	})
-}
-
-// add registers a handler unless closeAndWait has begun: a request read just
-// before the server closed may still reach the handler afterwards.
-func (t *tracker) add() bool {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.closed {
-		return false
-	}
-	t.wg.Add(1)
-	return true
-}
-
-func (t *tracker) closeAndWait() {
-	t.mu.Lock()
-	t.closed = true
-	t.mu.Unlock()
-	t.wg.Wait()
 }

@@ -37,11 +37,11 @@ import (
 	"os"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/drover-dev/drover/internal/lib/hijackserve"
 	"github.com/gorilla/websocket"
 )
 
@@ -364,51 +364,7 @@ func publicError(err error) string {
 // Serve serves viewers on ln until ctx is done, then closes ln and every
 // connection (1001) and waits for them.
 func (v *Viewer) Serve(ctx context.Context, ln net.Listener) error {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var (
-		mu     sync.Mutex
-		closed bool
-		wg     sync.WaitGroup // hijacked connections, which srv.Close forgets
-	)
-	h := v.Handler()
-	srv := &http.Server{
-		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			mu.Lock()
-			if closed {
-				mu.Unlock()
-				http.Error(w, "viewer shutting down", http.StatusServiceUnavailable)
-				return
-			}
-			wg.Add(1)
-			mu.Unlock()
-			defer wg.Done()
-			h.ServeHTTP(w, r)
-		}),
-		BaseContext:       func(net.Listener) context.Context { return ctx },
-		ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog:          slog.NewLogLogger(v.log.Handler(), slog.LevelDebug),
-	}
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ln) }()
-	var err error
-	select {
-	case <-ctx.Done():
-	case err = <-served:
-		err = fmt.Errorf("viewer: serve %s: %w", ln.Addr(), err)
-		cancel()
-	}
-	_ = srv.Close()
-	if err == nil {
-		if serr := <-served; !errors.Is(serr, http.ErrServerClosed) {
-			err = serr
-		}
-	}
-	mu.Lock()
-	closed = true
-	mu.Unlock()
-	wg.Wait()
-	return err
+	return hijackserve.Serve(ctx, ln, v.Handler(), v.log, "viewer")
 }
 
 // Run listens on addr and serves the models of cfg.Dir until ctx is done.
