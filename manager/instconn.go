@@ -419,12 +419,6 @@ func (c *instConn) close() {
 	})
 }
 
-func (c *instConn) isClosed() bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.closed
-}
-
 // clean reports whether the instance could serve another session now: the
 // connection is up and no abandoned task is still running.
 func (c *instConn) clean() bool {

@@ -267,7 +267,7 @@ func (s *Session) Execute(ctx context.Context, data []byte) ([]Result, error) {
 // endError is the answer of a task the end of the session cut off: the
 // error of the session's Disconnect.
 func (s *Session) endError() error {
-	if e, ok := context.Cause(s.ctx).(*session.Error); ok {
+	if e, ok := errors.AsType[*session.Error](context.Cause(s.ctx)); ok {
 		return e
 	}
 	// The manager's context ended: it has shut down.

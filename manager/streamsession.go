@@ -27,7 +27,7 @@ import (
 // The key is a secret like a REST session's id (it is one): it is never
 // in /status or the log.
 
-// ErrViewerConnected: a streaming session has its viewer already.
+// ErrViewerConnected means a streaming session has its viewer already.
 var ErrViewerConnected = errors.New("the streaming session has a viewer already")
 
 // StreamOptions are the options of a streaming session.

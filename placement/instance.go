@@ -64,7 +64,7 @@ func (i *Instance) Conn() Conn { return i.conn }
 // URL is where the instance's WebSocket is opened.
 func (i *Instance) URL() string { return InstanceURL(i.info) }
 
-// ErrNoSessionFiles: the instance's farm cannot take session files.
+// ErrNoSessionFiles means the instance's farm cannot take session files.
 var ErrNoSessionFiles = errors.New("the farm cannot put files into session directories")
 
 // AddSessionFiles has the instance's farm put files into its session

@@ -240,7 +240,7 @@ func s3Credentials(cfg S3Config) (*credentials.Credentials, []string, error) {
 	}
 	profile := cmp.Or(cfg.Profile, "default")
 	creds := credentials.NewFileAWSCredentials(cfg.CredentialsFile, profile)
-	v, err := creds.Get()
+	v, err := creds.GetWithContext(nil) // a file: no HTTP client involved
 	if err != nil || v.AccessKeyID == "" || v.SecretAccessKey == "" {
 		// The parser's error may quote a line of the file: leave it out.
 		return nil, nil, fmt.Errorf("storage: s3 credentials file %s: cannot read it, or its profile %q has no aws_access_key_id and aws_secret_access_key",

@@ -29,8 +29,9 @@ import (
 	"sync"
 	"time"
 
-	"github.com/drover-dev/drover/internal/lib/hijackserve"
 	"github.com/gorilla/websocket"
+
+	"github.com/drover-dev/drover/internal/lib/hijackserve"
 )
 
 // Config configures a Worker. The zero value works once DROVER_PORT is set.

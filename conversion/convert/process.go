@@ -119,7 +119,7 @@ func (r *ProcessRunner) Run(ctx context.Context, inv Invocation) ([]byte, error)
 	var killTimer *time.Timer
 	c.Cancel = func() error {
 		pgid := c.Process.Pid
-		killTimer = time.AfterFunc(killGrace, func() { killGroup(pgid, syscall.SIGKILL) })
+		killTimer = time.AfterFunc(killGrace, func() { _ = killGroup(pgid, syscall.SIGKILL) })
 		return killGroup(pgid, syscall.SIGTERM)
 	}
 	c.WaitDelay = waitDelay

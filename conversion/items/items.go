@@ -66,11 +66,11 @@ var (
 type State string
 
 const (
-	// StateUploading: the item exists, its files are not all there yet.
+	// StateUploading means the item exists, its files are not all there yet.
 	StateUploading State = "UPLOADING"
-	// StatePending: queued or converting.
+	// StatePending means queued or converting.
 	StatePending State = "PENDING"
-	// StateSuccess: converted; Files lists the outputs.
+	// StateSuccess means converted; Files lists the outputs.
 	StateSuccess State = "SUCCESS"
 )
 

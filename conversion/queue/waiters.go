@@ -43,15 +43,6 @@ func (ws *waiters) wake(n int) {
 	}
 }
 
-// wakeAll wakes every waiter: Close, or a notification channel that may
-// have lost messages.
-func (ws *waiters) wakeAll() {
-	ws.mu.Lock()
-	n := len(ws.q)
-	ws.mu.Unlock()
-	ws.wake(n)
-}
-
 // done unregisters w after a look for work. A wake-up w got and did not
 // act on goes to the next waiter.
 func (ws *waiters) done(w *waiter) {

@@ -115,7 +115,15 @@ type Secret string
 
 const redacted = "[redacted]"
 
-func (Secret) String() string               { return redacted }
-func (Secret) GoString() string             { return redacted }
-func (Secret) LogValue() slog.Value         { return slog.StringValue(redacted) }
+// String, GoString, LogValue and MarshalText print a Secret as
+// "[redacted]", whichever way it is formatted, logged or encoded.
+func (Secret) String() string { return redacted }
+
+// GoString redacts %#v.
+func (Secret) GoString() string { return redacted }
+
+// LogValue redacts slog.
+func (Secret) LogValue() slog.Value { return slog.StringValue(redacted) }
+
+// MarshalText redacts JSON and YAML.
 func (Secret) MarshalText() ([]byte, error) { return []byte(redacted), nil }

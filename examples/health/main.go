@@ -31,6 +31,7 @@ func main() {
 	defer stop()
 	if err := run(ctx, *addr, *reserve); err != nil {
 		fmt.Fprintln(os.Stderr, "health:", err)
+		stop() // os.Exit skips the deferred stop
 		os.Exit(1)
 	}
 }

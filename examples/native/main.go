@@ -40,6 +40,7 @@ func main() {
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "native:", err)
+		stop() // os.Exit skips the deferred stop
 		os.Exit(1)
 	}
 }

@@ -34,6 +34,7 @@ func main() {
 	defer stop()
 	if err := run(ctx, *addr, *command); err != nil {
 		fmt.Fprintln(os.Stderr, "stdio:", err)
+		stop() // os.Exit skips the deferred stop
 		os.Exit(1)
 	}
 }

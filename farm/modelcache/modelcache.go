@@ -275,7 +275,7 @@ func ParseName(name string) (kind int, hash string) {
 
 func lowerHex(s string) bool {
 	for i := 0; i < len(s); i++ {
-		if b := s[i]; !('0' <= b && b <= '9' || 'a' <= b && b <= 'f') {
+		if b := s[i]; (b < '0' || b > '9') && (b < 'a' || b > 'f') {
 			return false
 		}
 	}

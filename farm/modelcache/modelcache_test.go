@@ -20,9 +20,9 @@ import (
 	"github.com/drover-dev/drover/farm/modelcache"
 )
 
-func open(t testing.TB, dir string, max int64, reg prometheus.Registerer) *modelcache.Cache {
+func open(t testing.TB, dir string, capacity int64, reg prometheus.Registerer) *modelcache.Cache {
 	t.Helper()
-	c, err := modelcache.Open(modelcache.Config{Dir: dir, MaxBytes: max, Registerer: reg})
+	c, err := modelcache.Open(modelcache.Config{Dir: dir, MaxBytes: capacity, Registerer: reg})
 	require.NoError(t, err)
 	t.Cleanup(func() { require.NoError(t, c.Close()) })
 	return c

@@ -41,8 +41,9 @@ import (
 	"unicode"
 	"unicode/utf8"
 
-	"github.com/drover-dev/drover/internal/lib/hijackserve"
 	"github.com/gorilla/websocket"
+
+	"github.com/drover-dev/drover/internal/lib/hijackserve"
 )
 
 // Frame types.
