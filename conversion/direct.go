@@ -18,7 +18,7 @@ import (
 // UPLOADING until reconvert finds the file there and queues its job.
 // downloadToken hands out an output's key for a presigned GET.
 
-// ErrNotAwaited: a direct upload for an item that awaits no such file (it
+// ErrNotAwaited means a direct upload for an item that awaits no such file (it
 // was converted or deleted meanwhile, or never had a token for it).
 var ErrNotAwaited = errors.New("conversion: the item awaits no such upload")
 

@@ -4,6 +4,7 @@ import (
 	"archive/zip"
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -334,7 +335,7 @@ func TestDialHandshake(t *testing.T) {
 			// The process never connects: the test is the instance.
 			p := adapterPool("cad", "never", ProtocolDial)
 			p.SpawnRetries = -1
-			if tc.wantErr == ErrStartTimeout {
+			if errors.Is(tc.wantErr, ErrStartTimeout) {
 				p.StartTimeout = time.Second
 			}
 			f := newTestFarm(t, Config{ID: "farm-h", Slots: 1, Pools: []PoolSpec{p}})

@@ -602,7 +602,7 @@ func (a *Agent) callRetry(ctx context.Context, l *link, method, target string, b
 	defer cancel()
 	code2, err2 := a.call(rctx, l, method, target, body, out)
 	if err2 != nil {
-		return code2, fmt.Errorf("%w (retried on a new connection after: %v)", err2, err)
+		return code2, fmt.Errorf("%w (retried on a new connection after: %v)", err2, err) //nolint:errorlint // the first failure is context; callers match the retry's
 	}
 	return code2, nil
 }

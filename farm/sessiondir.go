@@ -99,7 +99,7 @@ func (f *Farm) sweepSessions() {
 	}
 	for _, de := range des {
 		name := de.Name()
-		if !strings.HasPrefix(name, incomingPrefix) && !(de.IsDir() && f.sessionDirName(name)) {
+		if !strings.HasPrefix(name, incomingPrefix) && (!de.IsDir() || !f.sessionDirName(name)) {
 			continue
 		}
 		f.removeSessionDir(filepath.Join(f.sessionsDir, name))

@@ -4,6 +4,8 @@ import "github.com/drover-dev/drover/farmapi"
 
 // The wire types are farmapi's; these names keep the farm's API whole for
 // programs that use the farm package alone.
+//
+//nolint:revive // one comment for the whole group of aliases
 type (
 	State             = farmapi.State
 	Instance          = farmapi.Instance

@@ -1,6 +1,7 @@
 package session
 
 import (
+	"errors"
 	"net/url"
 	"strings"
 	"testing"
@@ -95,7 +96,7 @@ func FuzzConnectOptions(f *testing.F) {
 		def := ConnectOptions{Pool: "default", Wait: wait}
 		o, err := ParseConnectOptions(q, def)
 		if err != nil {
-			se, ok := err.(*Error)
+			se, ok := errors.AsType[*Error](err)
 			if !ok || se.Code != CodeBadRequest || !utf8.ValidString(se.Message) || len(se.Message) > 200 {
 				t.Fatalf("error %#v is not a bad_request for the client", err)
 			}

@@ -234,7 +234,7 @@ func TestConvertPageBrowser(t *testing.T) {
 			laptopExtras(t, ctx, base, write, run, until, eval, save, row, slow)
 		} else {
 			// A tap names the part under the finger.
-			cx, cy := canvasCenter(t, eval, ctx)
+			cx, cy := canvasCenter(t, ctx, eval)
 			run(ctx, "tap the model", 30*time.Second, chromedp.TapXY(cx, cy))
 			until(ctx, "the tip names the tapped part",
 				`(() => { const t = document.getElementById('viewer-tip'); return !t.hidden && /Slab|Tower/.test(t.textContent); })()`, 30*time.Second)
@@ -292,7 +292,7 @@ func laptopExtras(t *testing.T, ctx context.Context, base string, write func(str
 ) {
 	// The part under the pointer: move the mouse over the canvas until the
 	// tip names one (the middle of the view holds the tower or the slab).
-	cx, cy := canvasCenter(t, eval, ctx)
+	cx, cy := canvasCenter(t, ctx, eval)
 	run(ctx, "hover the model", 30*time.Second,
 		chromedp.MouseEvent("mouseMoved", cx-40, cy-40),
 		chromedp.MouseEvent("mouseMoved", cx, cy),
@@ -457,7 +457,7 @@ func pixelShare(t *testing.T, pngBytes []byte, is func(r, g, b int) bool) float6
 }
 
 // canvasCenter is the middle of the 3D view's canvas, in CSS pixels.
-func canvasCenter(t *testing.T, eval func(context.Context, string) string, ctx context.Context) (x, y float64) {
+func canvasCenter(t *testing.T, ctx context.Context, eval func(context.Context, string) string) (x, y float64) {
 	t.Helper()
 	var box struct{ X, Y, W, H float64 }
 	require.NoError(t, json.Unmarshal([]byte(eval(ctx,

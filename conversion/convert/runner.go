@@ -121,12 +121,12 @@ func (p *Plan) mounts() []Mount {
 		}
 	}
 	for _, t := range targets {
-		real, err := filepath.EvalSymlinks(t)
-		if err != nil || real == t || within(in, real) || within(p.work, real) {
+		resolved, err := filepath.EvalSymlinks(t)
+		if err != nil || resolved == t || within(in, resolved) || within(p.work, resolved) {
 			continue
 		}
-		if !slices.ContainsFunc(ms, func(m Mount) bool { return within(m.Path, real) }) {
-			ms = append(ms, Mount{Path: real})
+		if !slices.ContainsFunc(ms, func(m Mount) bool { return within(m.Path, resolved) }) {
+			ms = append(ms, Mount{Path: resolved})
 		}
 	}
 	return ms

@@ -73,7 +73,7 @@ func (s *Sender) attempt(e *entry) (res result) {
 
 	resp, err := s.client.Do(req)
 	if err != nil {
-		res.class = classify(err, ctx, s.ctx)
+		res.class = classify(ctx, s.ctx, err)
 		if res.class == ClassNotAllowed || res.class == ClassBadURL {
 			res.outcome = outcomeFailed
 		}
@@ -110,7 +110,7 @@ func (s *Sender) signature(ts string, body []byte) string {
 
 // classify names why an attempt got no response, in plain words: the
 // error itself names addresses and the URL, and never leaves the package.
-func classify(err error, attempt, sender context.Context) string {
+func classify(attempt, sender context.Context, err error) string {
 	var (
 		dnsErr  *net.DNSError
 		netErr  net.Error

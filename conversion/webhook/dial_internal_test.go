@@ -181,7 +181,7 @@ func TestRefusedKind(t *testing.T) {
 func TestParseRetryAfter(t *testing.T) {
 	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 	for v, want := range map[string]time.Duration{
-		"": 0, "0": 0, "-5": 0, "abc": 0, "120": 2 * time.Minute, " 7 ": 7 * time.Second,
+		"": 0, "0": 0, "-5": 0, "abc": 0, "120": 2 * time.Minute, " 7 ": 7 * time.Second, //nolint:gocritic // spaces are the case under test
 		"99999999999999": maxRetryAfter,
 		now.Add(90 * time.Second).Format(http.TimeFormat): 90 * time.Second,
 		now.Add(-time.Hour).Format(http.TimeFormat):       0,
@@ -216,6 +216,6 @@ func TestClassify(t *testing.T) {
 		{&net.DNSError{Err: "server misbehaving", IsTemporary: true}, bg, bg, ClassDNS},
 		{errors.New("something else"), bg, bg, ClassNetwork},
 	} {
-		require.Equal(t, tt.want, classify(tt.err, tt.attempt, tt.sender), tt.err.Error())
+		require.Equal(t, tt.want, classify(tt.attempt, tt.sender, tt.err), tt.err.Error())
 	}
 }

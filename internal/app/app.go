@@ -144,7 +144,7 @@ func NewUp(cfg UpConfig, log *slog.Logger, reg *prometheus.Registry) (_ *Up, err
 		log.With("component", "convert"), &u.cleanups); err != nil {
 		return nil, err
 	}
-	cache, err := cfg.CacheConfig.open(upCacheDir(cmp.Or(cfg.Data, drover.DefaultDataDir)), log, reg, &u.cleanups)
+	cache, err := cfg.open(upCacheDir(cmp.Or(cfg.Data, drover.DefaultDataDir)), log, reg, &u.cleanups)
 	if err != nil {
 		return nil, err
 	}
