@@ -269,15 +269,19 @@ func (r *Relay) Shutdown(ctx context.Context) error {
 	}
 	r.mu.Unlock()
 
-	done := make(chan struct{})
-	go func() {
-		r.wg.Wait()
-		close(done)
-	}()
-	select {
-	case <-done:
-		return nil
-	case <-ctx.Done():
+	// With no time left, do not wait at all: a select on two ready
+	// channels picks one at random.
+	if ctx.Err() == nil {
+		done := make(chan struct{})
+		go func() {
+			r.wg.Wait()
+			close(done)
+		}()
+		select {
+		case <-done:
+			return nil
+		case <-ctx.Done():
+		}
 	}
 	r.mu.Lock()
 	for p := range r.pairs {
