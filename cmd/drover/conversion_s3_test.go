@@ -136,7 +136,9 @@ func TestConversionS3TwoManagersTwoFarms(t *testing.T) {
 	// Both farms converted, and moved every byte with presigned URLs.
 	for _, f := range farms {
 		require.Equal(t, map[string]string{"input/storage": "1", "output/storage": "2"}, transfers(t, f), f.name, "the GLB and its thumbnail")
-		require.Contains(t, f.out.String(), "conversion job done")
+		// Logged after the completion the managers saw: it may trail.
+		require.Eventually(t, func() bool { return strings.Contains(f.out.String(), "conversion job done") },
+			5*time.Second, 10*time.Millisecond, "%s logs its job", f.name)
 	}
 	// The files are in the bucket, not in the managers' data directories.
 	client := s3.Client(t)
@@ -215,7 +217,10 @@ s3_path_style: true
 			"--warm", "0", "--job-slots", "1", "--config", config, "--log-level", "debug")
 	}
 	first := up("up-1")
-	require.Contains(t, first.out.String(), "files in bucket "+bucket)
+	// The banner's match is its first lines; the rest may still be on its
+	// way through the pipe.
+	require.Eventually(t, func() bool { return strings.Contains(first.out.String(), "files in bucket "+bucket) },
+		5*time.Second, 10*time.Millisecond, "the banner names the bucket:\n%s", first.out.String())
 	id := uploadFile(t, first.base, `{"conversionCommandLine":["--output_glb"]}`, "m.part", []byte("anything"))
 	var data1 itemData
 	require.Eventually(t, func() bool {
