@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -13,8 +12,6 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
-
-	"github.com/drover-dev/drover/internal/testkit/testutil"
 )
 
 // TestFarmCacheReconversionIsAHit runs a manager and a farm with a model
@@ -22,14 +19,8 @@ import (
 // input, its reconversion is a cache hit, and so is one after the farm
 // restarted on the same cache directory.
 func TestFarmCacheReconversionIsAHit(t *testing.T) {
-	assimp := testutil.Program(t, "assimp", "assimp-utils")
 	dir := t.TempDir()
-	stl := filepath.Join(dir, "cube.stl")
-	require.NoError(t, os.WriteFile(stl, []byte("solid c\nfacet normal 0 0 1\nouter loop\nvertex 0 0 0\nvertex 1 0 0\n"+
-		"vertex 0 1 0\nendloop\nendfacet\nendsolid c\n"), 0o644))
-	glb := filepath.Join(dir, "cube.glb")
-	out, err := exec.Command(assimp, "export", stl, glb, "-fglb2").CombinedOutput()
-	require.NoError(t, err, "%s", out)
+	glb := triangleGLB(t, dir)
 	config := filepath.Join(dir, "farm.yaml")
 	require.NoError(t, os.WriteFile(config, fmt.Appendf(nil, `converters:
   - ext: .fast

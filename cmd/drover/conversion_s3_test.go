@@ -6,7 +6,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -18,7 +17,6 @@ import (
 
 	"github.com/drover-dev/drover/internal/testkit/redistest"
 	"github.com/drover-dev/drover/internal/testkit/s3test"
-	"github.com/drover-dev/drover/internal/testkit/testutil"
 )
 
 // get returns a GET's status and body.
@@ -59,7 +57,6 @@ func transfers(t *testing.T, farm *droverProc) map[string]string {
 // or in an error body, also when a manager is given a wrong secret.
 func TestConversionS3TwoManagersTwoFarms(t *testing.T) {
 	t.Parallel()
-	assimp := testutil.Program(t, "assimp", "assimp-utils")
 	rs := redistest.Start(t)
 	s3 := s3test.Start(t)
 	bucket := s3.Bucket(t)
@@ -67,12 +64,7 @@ func TestConversionS3TwoManagersTwoFarms(t *testing.T) {
 
 	// The converter copies a GLB made once, after a pause that keeps a
 	// farm's only job slot busy, so that each farm takes one job.
-	stl := filepath.Join(dir, "cube.stl")
-	require.NoError(t, os.WriteFile(stl, []byte("solid c\nfacet normal 0 0 1\nouter loop\nvertex 0 0 0\nvertex 1 0 0\n"+
-		"vertex 0 1 0\nendloop\nendfacet\nendsolid c\n"), 0o644))
-	glb := filepath.Join(dir, "cube.glb")
-	out, err := exec.Command(assimp, "export", stl, glb, "-fglb2").CombinedOutput()
-	require.NoError(t, err, "%s", out)
+	glb := triangleGLB(t, dir)
 	want, err := os.ReadFile(glb)
 	require.NoError(t, err)
 	config := filepath.Join(dir, "farm.yaml")
@@ -189,16 +181,10 @@ func TestConversionS3TwoManagersTwoFarms(t *testing.T) {
 // the item records in --data; after a restart it serves the same item.
 func TestUpS3(t *testing.T) {
 	t.Parallel()
-	assimp := testutil.Program(t, "assimp", "assimp-utils")
 	s3 := s3test.Start(t)
 	bucket := s3.Bucket(t)
 	dir := t.TempDir()
-	stl := filepath.Join(dir, "cube.stl")
-	require.NoError(t, os.WriteFile(stl, []byte("solid c\nfacet normal 0 0 1\nouter loop\nvertex 0 0 0\nvertex 1 0 0\n"+
-		"vertex 0 1 0\nendloop\nendfacet\nendsolid c\n"), 0o644))
-	glb := filepath.Join(dir, "cube.glb")
-	out, err := exec.Command(assimp, "export", stl, glb, "-fglb2").CombinedOutput()
-	require.NoError(t, err, "%s", out)
+	glb := triangleGLB(t, dir)
 	want, err := os.ReadFile(glb)
 	require.NoError(t, err)
 	config := filepath.Join(dir, "up.yaml")

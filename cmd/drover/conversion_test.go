@@ -138,15 +138,9 @@ func lines(path string) []string {
 // webhook receiver, down for its first attempts, gets the final state with
 // a valid signature on a retry.
 func TestConversionFarmKilledMidJob(t *testing.T) {
-	assimp := testutil.Program(t, "assimp", "assimp-utils")
 	dir := t.TempDir()
 	// The slow converter's output: a real GLB.
-	stl := filepath.Join(dir, "cube.stl")
-	require.NoError(t, os.WriteFile(stl, []byte("solid c\nfacet normal 0 0 1\nouter loop\nvertex 0 0 0\nvertex 1 0 0\n"+
-		"vertex 0 1 0\nendloop\nendfacet\nendsolid c\n"), 0o644))
-	glb := filepath.Join(dir, "cube.glb")
-	out, err := exec.Command(assimp, "export", stl, glb, "-fglb2").CombinedOutput()
-	require.NoError(t, err, "%s", out)
+	glb := triangleGLB(t, dir)
 	// Each run appends its pid to runs, then takes 3 s.
 	runs := filepath.Join(dir, "runs")
 	config := filepath.Join(dir, "farm.yaml")
@@ -294,15 +288,9 @@ exit
 // converter runs. The farm renews, uploads and completes through the other
 // manager: the job completes, converted once.
 func TestConversionManagerKilledOnRedis(t *testing.T) {
-	assimp := testutil.Program(t, "assimp", "assimp-utils")
 	rs := redistest.Start(t)
 	dir := t.TempDir()
-	stl := filepath.Join(dir, "cube.stl")
-	require.NoError(t, os.WriteFile(stl, []byte("solid c\nfacet normal 0 0 1\nouter loop\nvertex 0 0 0\nvertex 1 0 0\n"+
-		"vertex 0 1 0\nendloop\nendfacet\nendsolid c\n"), 0o644))
-	glb := filepath.Join(dir, "cube.glb")
-	out, err := exec.Command(assimp, "export", stl, glb, "-fglb2").CombinedOutput()
-	require.NoError(t, err, "%s", out)
+	glb := triangleGLB(t, dir)
 	runs := filepath.Join(dir, "runs")
 	config := filepath.Join(dir, "farm.yaml")
 	require.NoError(t, os.WriteFile(config, fmt.Appendf(nil, `converters:
@@ -347,15 +335,9 @@ func TestConversionManagerKilledOnRedis(t *testing.T) {
 // too, all end SUCCESS: none lost, none converted twice (the converter
 // counts its runs).
 func TestConversionsThroughHAProxy(t *testing.T) {
-	assimp := testutil.Program(t, "assimp", "assimp-utils")
 	rs := redistest.Start(t)
 	dir := t.TempDir()
-	stl := filepath.Join(dir, "cube.stl")
-	require.NoError(t, os.WriteFile(stl, []byte("solid c\nfacet normal 0 0 1\nouter loop\nvertex 0 0 0\nvertex 1 0 0\n"+
-		"vertex 0 1 0\nendloop\nendfacet\nendsolid c\n"), 0o644))
-	glb := filepath.Join(dir, "cube.glb")
-	out, err := exec.Command(assimp, "export", stl, glb, "-fglb2").CombinedOutput()
-	require.NoError(t, err, "%s", out)
+	glb := triangleGLB(t, dir)
 	runs := filepath.Join(dir, "runs")
 	config := filepath.Join(dir, "farm.yaml")
 	require.NoError(t, os.WriteFile(config, fmt.Appendf(nil, `converters:
@@ -415,4 +397,18 @@ func TestConversionsThroughHAProxy(t *testing.T) {
 		require.Equal(t, 1, d.Attempts)
 	}
 	require.Len(t, lines(runs), n, "every item converted exactly once")
+}
+
+// triangleGLB makes a GLB of one triangle under dir with the real assimp,
+// for the tests whose converter copies a made GLB, and returns its path.
+func triangleGLB(t *testing.T, dir string) string {
+	t.Helper()
+	assimp := testutil.Program(t, "assimp", "assimp-utils")
+	stl := filepath.Join(dir, "triangle.stl")
+	require.NoError(t, os.WriteFile(stl, []byte("solid c\nfacet normal 0 0 1\nouter loop\nvertex 0 0 0\nvertex 1 0 0\n"+
+		"vertex 0 1 0\nendloop\nendfacet\nendsolid c\n"), 0o644))
+	glb := filepath.Join(dir, "triangle.glb")
+	out, err := exec.Command(assimp, "export", stl, glb, "-fglb2").CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	return glb
 }
