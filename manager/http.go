@@ -228,8 +228,10 @@ func httpStatus(code string) int {
 		return http.StatusServiceUnavailable
 	case session.CodeUnauthorized:
 		return http.StatusUnauthorized
-	case session.CodeRejected:
+	case session.CodeRejected, session.CodeForbidden:
 		return http.StatusForbidden
+	case session.CodeRateLimited, session.CodeQuotaExceeded:
+		return http.StatusTooManyRequests
 	case session.CodeTaskFailed:
 		return http.StatusUnprocessableEntity
 	case session.CodeInterrupted:

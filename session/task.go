@@ -68,6 +68,16 @@ const (
 	// while the task ran (a logout from another request, a resume
 	// elsewhere); the task may or may not have taken effect.
 	CodeInterrupted = "interrupted"
+	// CodeForbidden: the caller is authenticated but may not do this (a
+	// role, a tenant, a read-only key, a foreign Origin).
+	CodeForbidden = "forbidden"
+	// CodeRateLimited: too many requests of this kind from this user or
+	// address; try again after the Retry-After the error carries.
+	CodeRateLimited = "rate_limited"
+	// CodeQuotaExceeded: a standing limit is reached (concurrent sessions
+	// of a user, tasks in flight of a session, a tenant's conversions or
+	// storage); it clears when something ends.
+	CodeQuotaExceeded = "quota_exceeded"
 )
 
 // Error is an error with a protocol code. Middleware returns one to answer a

@@ -144,6 +144,7 @@ and an in-memory store. Every flag can also be set in the YAML file given with
 	cacheFlags(fs, "one per --data directory in $XDG_STATE_HOME/drover or the temporary directory")
 	converterFlags(fs)
 	conversionFlags(fs)
+	securityFlags(fs)
 	runtimeFlags(fs)
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		var cfg app.UpConfig

@@ -40,6 +40,7 @@ the environment.`,
 	fs.String("redis", "", "Redis URL (redis://[:password@]host:port/db) shared by the managers behind one load balancer; empty: in-memory state, this manager alone (prefer DROVER_REDIS when it holds a password)")
 	fs.String("id", "", "this manager's id in the shared state (default: host name plus a random suffix)")
 	conversionFlags(fs)
+	securityFlags(fs)
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		var cfg app.ManagerConfig
 		if _, err := load(fs, &cfg); err != nil {

@@ -54,6 +54,8 @@ type UpConfig struct {
 	// The conversion service's settings: the data directory, upload
 	// limit, webhooks.
 	ConversionConfig `koanf:",squash"`
+	// Who may do what: auth, origins, limits, TLS.
+	SecurityConfig `koanf:",squash"`
 }
 
 // RuntimeConfig says where a farm's instances run by default.

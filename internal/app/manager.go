@@ -45,6 +45,8 @@ type ManagerConfig struct {
 	// queue live there and every manager serves every farm's jobs; the
 	// data directory must then be shared.
 	ConversionConfig `koanf:",squash"`
+	// Who may do what: auth, origins, limits, TLS.
+	SecurityConfig `koanf:",squash"`
 }
 
 // ManagerNode is a running `drover manager`: package drover's server with

@@ -1,0 +1,4 @@
+package app
+
+// AuthConfig: authentication, origins, audit.
+type AuthConfig struct{}

@@ -1,0 +1,4 @@
+package app
+
+// LimitsConfig: quotas and rate limits.
+type LimitsConfig struct{}
