@@ -63,8 +63,12 @@ func (l *Limits) AcquireSession(user string) (release func(), ok bool) {
 // SessionsPerUser is the most sessions a user may hold; 0: no limit.
 func (l *Limits) SessionsPerUser() int { return l.sessions.Max() }
 
-// Sweep drops the idle keys of every rate limiter; see Keyed.Sweep.
+// Sweep drops the idle keys of every rate limiter; see Keyed.Sweep. A
+// nil *Limits has none.
 func (l *Limits) Sweep() {
+	if l == nil {
+		return
+	}
 	for _, k := range []*Keyed{l.sessionUser, l.sessionIP, l.taskUser, l.taskIP, l.uploadUser, l.uploadIP} {
 		k.Sweep()
 	}
