@@ -1,11 +1,15 @@
 package manager_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -185,4 +189,173 @@ func TestSessionRate(t *testing.T) {
 	f := b.read()
 	require.Equal(t, "welcome", f.Type, "%+v %+v", f, f.Error)
 	b.one(`{"command":"echo"}`)
+}
+
+func median(d []time.Duration) time.Duration {
+	s := slices.Clone(d)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
+
+// echoLatencies runs n echo tasks one after the other, one every 10 ms
+// (well within the rate of TestTaskFlood), and returns their round trips;
+// every one must succeed.
+func (c *client) echoLatencies(n int) []time.Duration {
+	c.t.Helper()
+	out := make([]time.Duration, 0, n)
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for i := range n {
+		<-tick.C
+		start := time.Now()
+		res, _, ef := c.task(strconv.Itoa(i+1), `{"command":"echo"}`)
+		require.Nil(c.t, ef, "task %d failed: %+v", i, ef)
+		require.Len(c.t, res, 1)
+		out = append(out, time.Since(start))
+	}
+	return out
+}
+
+// TestTaskFlood: a user flooding tasks past the rate gets rate_limited
+// errors, every task one answer, and the session goes on; another user's
+// tasks meanwhile all succeed, about as fast as before the flood.
+func TestTaskFlood(t *testing.T) {
+	st := newStack(t, stackOpts{setup: asUser, limits: limits.Config{
+		TaskRate: limits.Rate{PerSecond: 200, Burst: 50}}})
+	alice, _ := st.open("user=alice")
+	bob, _ := st.open("user=bob")
+	bob.echoLatencies(10) // warm up
+	before := median(bob.echoLatencies(50))
+
+	// Alice pipelines tasks as fast as her connection takes them until
+	// bob is done, then a ping, whose pong comes after every answer: the
+	// tasks of a session are answered in order. Another goroutine reads.
+	stop := make(chan struct{})
+	sentc := make(chan int, 1)
+	go func() {
+		n := 0
+		defer func() { sentc <- n }()
+		task := []byte(`{"type":"task","id":1,"data":{"command":"echo"}}`)
+		for {
+			select {
+			case <-stop:
+				_ = alice.ws.WriteMessage(websocket.TextMessage, []byte(`{"type":"ping"}`))
+				return
+			default:
+			}
+			if alice.ws.WriteMessage(websocket.TextMessage, task) != nil {
+				return
+			}
+			n++
+		}
+	}()
+	type tally struct{ done, limited, other int }
+	answers := make(chan tally, 1)
+	go func() {
+		var n tally
+		defer func() { answers <- n }()
+		for {
+			_ = alice.ws.SetReadDeadline(time.Now().Add(30 * time.Second))
+			_, b, err := alice.ws.ReadMessage()
+			switch {
+			case err != nil, bytes.HasPrefix(b, []byte(`{"type":"pong"`)):
+				return
+			case bytes.HasPrefix(b, []byte(`{"type":"done"`)):
+				n.done++
+			case bytes.HasPrefix(b, []byte(`{"type":"error"`)):
+				if bytes.Contains(b, []byte(`"code":"rate_limited"`)) {
+					n.limited++
+				} else {
+					n.other++
+				}
+			}
+		}
+	}()
+
+	during := median(bob.echoLatencies(50))
+	close(stop)
+	sent := <-sentc
+	got := <-answers
+	t.Logf("alice sent %d tasks: %d done, %d rate limited; bob's median %v before, %v during the flood",
+		sent, got.done, got.limited, before, during)
+	require.Equal(t, sent, got.done+got.limited+got.other, "every task one answer")
+	require.Zero(t, got.other)
+	require.Positive(t, got.limited)
+	require.Positive(t, got.done)
+	require.Less(t, got.done, sent/2, "the flood mostly refused")
+	require.LessOrEqual(t, during, 5*before+5*time.Millisecond, "bob's latency during alice's flood")
+
+	// Alice's session goes on once she waits as she was told (a task
+	// comes back every 5 ms).
+	time.Sleep(50 * time.Millisecond)
+	alice.one(`{"command":"echo"}`)
+}
+
+// TestTasksInFlight: a session's task past the limit of tasks in flight
+// gets quota_exceeded at once; the one in flight is not disturbed, and the
+// next after it runs.
+func TestTasksInFlight(t *testing.T) {
+	entered := make(chan struct{})
+	release := make(chan struct{})
+	hold := func(m *manager.Manager) {
+		asUser(m)
+		m.Use(middleware.Func(func(ctx context.Context, tk *session.Task, w session.ResultWriter, next middleware.Handler) error {
+			if bytes.Contains(tk.Data, []byte(`"hold"`)) {
+				entered <- struct{}{}
+				<-release
+				tk.Data = []byte(`{"command":"echo","held":true}`)
+			}
+			return next.ServeTask(ctx, tk, w)
+		}))
+	}
+	st := newStack(t, stackOpts{setup: hold, limits: limits.Config{TasksInFlight: 1}})
+	var login struct{ Status, ID string }
+	getJSON(t, st.srv.URL+"/login?user=alice&wait=true", &login)
+	require.Equal(t, "permitted", login.Status)
+	execute := func(data string) (int, string) {
+		resp, err := http.Post(st.srv.URL+"/execute/"+login.ID, "application/json", strings.NewReader(data))
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		require.NoError(t, err)
+		return resp.StatusCode, string(b)
+	}
+	type answer struct {
+		status int
+		body   string
+	}
+	first := make(chan answer, 1)
+	go func() {
+		s, b := execute(`{"command":"hold"}`)
+		first <- answer{s, b}
+	}()
+	<-entered
+	status, body := execute(`{"command":"echo"}`)
+	require.Equal(t, http.StatusTooManyRequests, status, body)
+	require.JSONEq(t, `{"code":"quota_exceeded","message":"this session has 1 task in flight, the most allowed"}`, body)
+	close(release)
+	a := <-first
+	require.Equal(t, http.StatusOK, a.status, a.body)
+	require.JSONEq(t, `[{"command":"echo","held":true}]`, a.body)
+	status, body = execute(`{"command":"echo"}`)
+	require.Equal(t, http.StatusOK, status, body)
+
+	// The same in process.
+	req := httptest.NewRequest(http.MethodGet, "/?user=bob", nil)
+	s, err := st.m.Open(context.Background(), manager.OpenOptions{HTTP: req, Wait: true})
+	require.NoError(t, err)
+	defer s.Close()
+	release = make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		_, err := s.Execute(context.Background(), []byte(`{"command":"hold"}`))
+		done <- err
+	}()
+	<-entered
+	_, err = s.Execute(context.Background(), []byte(`{"command":"echo"}`))
+	var se *session.Error
+	require.ErrorAs(t, err, &se)
+	require.Equal(t, session.CodeQuotaExceeded, se.Code)
+	close(release)
+	require.NoError(t, <-done)
 }
