@@ -28,6 +28,11 @@ import (
 // another manager is not counted (its user is not in the shared state),
 // and a session handed to another manager leaves this one's count.
 
+// Limits are the limits the manager applies (Config.Limits), for other
+// doors to share (the conversion API's uploads); nil when it limits
+// nothing.
+func (m *Manager) Limits() *limits.Limits { return m.limits }
+
 // sessionLimits is what a session's limits need: its keys, the user's
 // session slot, the tasks it has in flight. nil when the manager limits
 // nothing, so that the task path pays one nil check.
