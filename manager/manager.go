@@ -36,6 +36,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/drover-dev/drover/farmapi"
+	"github.com/drover-dev/drover/limits"
 	"github.com/drover-dev/drover/middleware"
 	"github.com/drover-dev/drover/placement"
 	"github.com/drover-dev/drover/proxy"
@@ -196,6 +197,10 @@ type Config struct {
 	// closed with 1012 (service restart) and resume through any manager
 	// within the resume grace; their instances keep running.
 	HandOffOnShutdown bool
+	// Limits are the quotas and rate limits of sessions and tasks per
+	// user and per address (package limits); the zero value limits
+	// nothing. Concurrent sessions are counted per manager.
+	Limits limits.Config
 }
 
 func (c *Config) defaults() error {
@@ -293,6 +298,9 @@ type Manager struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
+	// limits applies Config.Limits; nil when it limits nothing.
+	limits *limits.Limits
+
 	chain           middleware.Chain
 	connectHooks    []middleware.ConnectHook
 	disconnectHooks []middleware.DisconnectHook
@@ -333,6 +341,9 @@ func New(cfg Config) (*Manager, error) {
 		return nil, err
 	}
 	m.metrics = met
+	if cfg.Limits.Enabled() {
+		m.limits = limits.New(cfg.Limits)
+	}
 	m.ctx, m.cancel = context.WithCancel(context.Background())
 	m.shared = newShared(sharedDeps{st: cfg.Store, id: cfg.ID, log: cfg.Logger, ctx: m.ctx,
 		resumeGrace: cfg.ResumeGrace, dropped: met.eventsDropped,
@@ -534,6 +545,7 @@ func (m *Manager) janitor() {
 		case <-m.ctx.Done():
 			return
 		case now := <-t.C:
+			m.limits.Sweep()
 			for _, s := range m.snapshotSessions() {
 				s.mu.Lock()
 				placed := s.state == sessActive || s.state == sessDetached
