@@ -166,6 +166,7 @@ and an in-memory store. Every flag can also be set in the YAML file given with
 		if err != nil {
 			return err
 		}
+		defer reloadOnHangup(up, log)()
 		base := httpBase(up.Addr())
 		warm := 0
 		for _, p := range up.Manager.Status().Pools {

@@ -86,6 +86,7 @@ comma-separated (DROVER_MANAGER=http://a:8181,http://b:8181).`,
 		if err != nil {
 			return err
 		}
+		defer reloadOnHangup(node, log)()
 		f := node.Farm
 		fmt.Fprintf(cmd.OutOrStdout(), `drover farm %s is up: %d instance slots, %d job slots, pools %s
   listening on        http://%s

@@ -59,6 +59,7 @@ the environment.`,
 		if err != nil {
 			return err
 		}
+		defer reloadOnHangup(node, log)()
 		base := httpBase(node.Addr())
 		admin := "disabled (no --admin-token)"
 		if cfg.AdminToken != "" {

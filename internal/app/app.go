@@ -131,7 +131,7 @@ func NewUp(cfg UpConfig, log *slog.Logger, reg *prometheus.Registry) (_ *Up, err
 		return nil, err
 	}
 	pools = withInitialUse(pools, cfg.StreamInitialUse)
-	u := &Up{node: node{grace: shutdownGrace(cfg.ShutdownGrace)}}
+	u := &Up{node: node{grace: shutdownGrace(cfg.ShutdownGrace), reloads: reloads{log: reloadLog(log)}}}
 	defer u.undoIfFailed(&err)
 	st, err := OpenStore(cfg.Redis, log)
 	if err != nil {

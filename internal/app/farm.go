@@ -88,7 +88,9 @@ type FarmNode struct {
 	grace time.Duration
 
 	cleanups cleanup.Stack
-	started  bool
+	// OnReload and Reload: what SIGHUP re-reads.
+	reloads
+	started bool
 	// Closed when serving or the agent ended, after serveErr or agentErr
 	// is set.
 	serveDone, agentDone chan struct{}
@@ -111,7 +113,7 @@ func NewFarm(cfg FarmConfig, log *slog.Logger, reg *prometheus.Registry) (_ *Far
 		p.PoolSpec.Name = coalesce(p.PoolSpec.Name, p.Pool.Name)
 		specs = append(specs, p.PoolSpec)
 	}
-	n := &FarmNode{grace: shutdownGrace(cfg.ShutdownGrace),
+	n := &FarmNode{grace: shutdownGrace(cfg.ShutdownGrace), reloads: reloads{log: reloadLog(log)},
 		serveDone: make(chan struct{}), agentDone: make(chan struct{})}
 	defer func() {
 		if err != nil {

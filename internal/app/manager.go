@@ -71,7 +71,7 @@ func NewManager(cfg ManagerConfig, log *slog.Logger, reg *prometheus.Registry) (
 	if len(pools) == 0 {
 		pools = []drover.Pool{{Pool: manager.Pool{Name: "default", Warm: cfg.Warm}}}
 	}
-	n := &ManagerNode{node: node{grace: shutdownGrace(cfg.ShutdownGrace)}}
+	n := &ManagerNode{node: node{grace: shutdownGrace(cfg.ShutdownGrace), reloads: reloads{log: reloadLog(log)}}}
 	defer n.undoIfFailed(&err)
 	st, err := OpenStore(cfg.Redis, log)
 	if err != nil {
