@@ -150,10 +150,17 @@ func NewUp(cfg UpConfig, log *slog.Logger, reg *prometheus.Registry) (_ *Up, err
 	if err != nil {
 		return nil, err
 	}
+	tlsc, err := cfg.TLSConfig.manager(&u.reloads)
+	if err != nil {
+		return nil, err
+	}
 	u.srv, err = drover.New(drover.Config{
 		Addr:  cfg.Addr,
+		TLS:   tlsc.listener,
 		Pools: pools,
 		Manager: manager.Config{
+			FarmTLS:         tlsc.farms,
+			RequireFarmCert: tlsc.requireFarmCert,
 			Store:           st,
 			HealthThreshold: cfg.HealthThreshold,
 			ResumeGrace:     cfg.ResumeGrace,
