@@ -18,6 +18,7 @@ package manager
 import (
 	"cmp"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -178,6 +179,15 @@ type Config struct {
 	FarmToken string
 	// AdminToken admits administrative calls such as draining a farm.
 	AdminToken string
+	// FarmTLS configures the wss connections to farms on other machines
+	// (farms advertising https URLs): its roots verify the farm, its
+	// client certificate is shown. nil: the system's roots.
+	FarmTLS *tls.Config
+	// RequireFarmCert makes the farm API refuse requests that came over a
+	// connection without a verified client certificate, on top of the
+	// farm token. The listener must ask for one: a TLS listener with
+	// ClientAuth tls.VerifyClientCertIfGiven and the farms' CAs.
+	RequireFarmCert bool
 	// HeartbeatInterval is what farms are told to use (1 s); a farm silent
 	// for MissedHeartbeats intervals (3) is dead.
 	HeartbeatInterval time.Duration
