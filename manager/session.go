@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/drover-dev/drover/auth"
 	"github.com/drover-dev/drover/farmapi"
 	"github.com/drover-dev/drover/middleware"
 	"github.com/drover-dev/drover/placement"
@@ -42,6 +43,10 @@ type Session struct {
 	// the store, resumable through other managers.
 	tokenHash string
 	restKey   string            // the id REST clients use; a secret like the token
+	// owner opened the session; only the same user of the same tenant
+	// may resume it or run its REST tasks. nil for in-process sessions
+	// opened without a principal.
+	owner *auth.Principal
 	labels    map[string]string // farm labels the session asked for
 	// stream sessions get an idle instance that fits startOpts or a fresh
 	// one started with them, and their client's bytes are relayed to it.
@@ -491,6 +496,9 @@ func (s *Session) end(d session.Disconnect) {
 		}
 		s.m.log.LogAttrs(s.ctx, slog.LevelInfo, "session ended", slog.String("session", s.info.ID),
 			slog.String("instance", s.info.Instance), slog.String("reason", d.Reason), slog.Int("close_code", d.Code))
+		if prev != sessPlacing {
+			s.m.auditSession(context.Background(), s, "ended", slog.String("reason", d.Reason))
+		}
 	})
 }
 
