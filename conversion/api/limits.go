@@ -1,8 +1,8 @@
 package api
 
 import (
+	"fmt"
 	"math"
-	"net/http"
 	"strconv"
 	"strings"
 	"time"
@@ -10,6 +10,7 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"github.com/drover-dev/drover/auth"
+	"github.com/drover-dev/drover/conversion"
 )
 
 // UploadLimiter bounds how fast callers start uploads: upload,
@@ -20,17 +21,22 @@ type UploadLimiter interface {
 	AllowUpload(user, ip string) (allowed bool, retryAfter time.Duration)
 }
 
-// uploadRoutes are the routes that start an upload, below each prefix.
-var uploadRoutes = map[string]bool{
-	"/upload": true, "/uploadArray": true, "/create": true, "/reconvert/:id": true,
-	"/uploadToken/:name": true, "/uploadToken/:name/:size": true,
+// uploadRoutes are the routes that start an upload, below each prefix,
+// and the event their audit line names.
+var uploadRoutes = map[string]string{
+	"/upload": "upload", "/uploadArray": "upload", "/create": "create", "/reconvert/:id": "reconvert",
+	"/uploadToken/:name": "upload_token", "/uploadToken/:name/:size": "upload_token",
 }
 
 // limitUploads answers an upload past Options.Uploads' rate with 429, a
-// Retry-After and the API's {"ERROR": …}, before its body is read. Other
-// routes pass.
+// Retry-After and the API's {"ERROR": …}, before its body is read, and
+// writes its audit line. Other routes pass.
 func (a *API) limitUploads(c *gin.Context) {
-	if a.opts.Uploads == nil || !isUploadRoute(c.FullPath()) {
+	if a.opts.Uploads == nil {
+		return
+	}
+	event := uploadEvent(c.FullPath())
+	if event == "" {
 		return
 	}
 	ip := c.ClientIP()
@@ -43,19 +49,21 @@ func (a *API) limitUploads(c *gin.Context) {
 		return
 	}
 	secs := max(1, int(math.Ceil(wait.Seconds())))
-	a.log.Info("upload refused", "code", "rate_limited", "path", c.FullPath(), "remote", ip)
 	c.Header("Retry-After", strconv.Itoa(secs))
-	c.AbortWithStatusJSON(http.StatusTooManyRequests,
-		gin.H{"ERROR": "too many uploads; try again in " + strconv.Itoa(secs) + " " + plural(secs, "second")})
+	// ErrQuota answers 429 with the words after it.
+	ev := a.auditUpload(c, event)
+	ev.fail(fmt.Errorf("%w: too many uploads; try again in %d %s", conversion.ErrQuota, secs, plural(secs, "second")))
+	ev.log()
 }
 
-func isUploadRoute(full string) bool {
+// uploadEvent is the audit event of an upload route; "" for other routes.
+func uploadEvent(full string) string {
 	for _, p := range Prefixes {
-		if r, ok := strings.CutPrefix(full, p); ok && uploadRoutes[r] {
-			return true
+		if r, ok := strings.CutPrefix(full, p); ok && uploadRoutes[r] != "" {
+			return uploadRoutes[r]
 		}
 	}
-	return false
+	return ""
 }
 
 func plural(n int, word string) string {

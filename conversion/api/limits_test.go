@@ -1,13 +1,16 @@
 package api_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -50,7 +53,8 @@ func TestUploadRate(t *testing.T) {
 	})
 	lim := limits.New(limits.Config{UploadRate: limits.Rate{PerSecond: 0.001, Burst: 2},
 		UploadIPRate: limits.Rate{PerSecond: 0.001, Burst: 5}})
-	api.New(svc, api.Options{Uploads: lim}).Mount(r)
+	var audit syncBuffer
+	api.New(svc, api.Options{Uploads: lim, Audit: slog.New(slog.NewJSONHandler(&audit, nil))}).Mount(r)
 	srv := httptest.NewServer(r)
 	t.Cleanup(srv.Close)
 
@@ -90,6 +94,8 @@ func TestUploadRate(t *testing.T) {
 	require.Contains(t, out["ERROR"], "too many uploads; try again in ")
 	resp, _ = create("alice")
 	require.Equal(t, http.StatusTooManyRequests, resp.StatusCode)
+	require.Contains(t, audit.String(), `"event":"create","user":"alice","tenant":"acme"`)
+	require.Contains(t, audit.String(), `"outcome":"refused: too many uploads; try again in `)
 
 	// Reading is not uploading.
 	resp, _ = do("alice", http.MethodGet, "/api/items", nil, "")
@@ -107,4 +113,23 @@ func TestUploadRate(t *testing.T) {
 	require.Equal(t, http.StatusTooManyRequests, resp.StatusCode)
 	require.NotEmpty(t, resp.Header.Get("Retry-After"))
 	require.NotEmpty(t, out["ERROR"])
+}
+
+// syncBuffer is a bytes.Buffer for a logger that handlers write from
+// several goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
