@@ -100,6 +100,7 @@ func TestCredentialSources(t *testing.T) {
 		{"revoked key in CS-API-Arg", "/", http.Header{"Cs-Api-Arg": {csAPIArg(s.revoked)}}, nil, "unknown or revoked API key"},
 		{"unknown key", "/", http.Header{"Authorization": {"Bearer drv_0123456789abcdef_nope"}}, nil, "unknown or revoked API key"},
 		{"near admin token", "/", http.Header{"Authorization": {"Bearer " + adminToken + "x"}}, nil, "the token is not valid"},
+		{"token too long", "/", http.Header{"Authorization": {"Bearer " + strings.Repeat("a.", 9000)}}, nil, "the token is too long"},
 		{"opaque token", "/", http.Header{"Authorization": {"Bearer hello"}}, nil, "the token is not valid"},
 	}
 	for _, tt := range tests {
@@ -147,7 +148,9 @@ func TestQueryParam(t *testing.T) {
 	p, err = s.a.Authenticate(request("/?access_token="+url.QueryEscape(s.key), nil))
 	require.Nil(t, err)
 	require.Nil(t, p)
-	require.Equal(t, "/?key=REDACTED&x=1", s.a.Scrub(&url.URL{Path: "/", RawQuery: "key=" + s.key + "&x=1"}))
+	a := newAuth(t, auth.Config{QueryParam: "jwt"})
+	require.Equal(t, "/ws?jwt=REDACTED&x=1", a.Scrub(&url.URL{Path: "/ws", RawQuery: "jwt=" + s.jwt + "&x=1"}))
+	require.Equal(t, "jwt=REDACTED&access_token=REDACTED", a.ScrubQuery("jwt=a&access_token=b"))
 }
 
 func TestSubprotocol(t *testing.T) {

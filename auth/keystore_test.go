@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 
 	"github.com/drover-dev/drover/auth"
@@ -201,9 +202,13 @@ func TestRedisKeyStore(t *testing.T) {
 		}
 	})
 	t.Run("redis down", func(t *testing.T) {
-		secret, _, err := s.Create(ctx, auth.APIKey{Name: "outage"})
+		// A client that does not retry, so that the outage shows at once.
+		nc := redis.NewClient(&redis.Options{Addr: srv.Addr(), MaxRetries: -1})
+		t.Cleanup(func() { _ = nc.Close() })
+		ks := auth.NewRedisKeyStore(nc, prefix)
+		secret, _, err := ks.Create(ctx, auth.APIKey{Name: "outage"})
 		require.NoError(t, err)
-		a := newAuth(t, auth.Config{Keys: s})
+		a := newAuth(t, auth.Config{Keys: ks})
 		srv.Stop()
 		p, aerr := a.Authenticate(bearerReq(secret))
 		require.Nil(t, p)
@@ -211,7 +216,7 @@ func TestRedisKeyStore(t *testing.T) {
 		require.Equal(t, 503, aerr.Status)
 		require.Equal(t, "unavailable", aerr.Code)
 		require.NotContains(t, aerr.Message, srv.Addr())
-		_, err = s.Lookup(ctx, secret)
+		_, err = ks.Lookup(ctx, secret)
 		require.Error(t, err)
 		require.NotErrorIs(t, err, auth.ErrUnknownKey)
 	})
