@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"sync/atomic"
+	"unicode"
 
 	"github.com/golang-jwt/jwt/v5"
 
@@ -189,12 +190,15 @@ func (a *Authenticator) checkJWT(tok, from string) (*Principal, *Error) {
 	if user == "" {
 		return nil, Unauthorized(fmt.Sprintf("the token has no %q claim naming the user", c.UserClaim))
 	}
-	tenant, _ := claims[c.TenantClaim].(string)
-	if tenant == "" {
-		if _, ok := claims[c.TenantClaim]; ok {
+	if !printable(user, maxUser) {
+		return nil, Unauthorized(fmt.Sprintf("the token's %q claim is not a user name", c.UserClaim))
+	}
+	tenant := DefaultTenant
+	if v, ok := claims[c.TenantClaim]; ok {
+		tenant, _ = v.(string)
+		if !printable(tenant, maxName) {
 			return nil, Unauthorized(fmt.Sprintf("the token's %q claim is not a tenant", c.TenantClaim))
 		}
-		tenant = DefaultTenant
 	}
 	roles, ok := rolesClaim(claims[c.RolesClaim])
 	if !ok {
@@ -202,6 +206,9 @@ func (a *Authenticator) checkJWT(tok, from string) (*Principal, *Error) {
 	}
 	return &Principal{User: user, Tenant: tenant, Roles: roles, Via: ViaJWT}, nil
 }
+
+// maxUser bounds the user a JWT names (an email address, an IdP's id).
+const maxUser = 256
 
 // rolesClaim reads roles: absent is RoleUser; an array of strings or a
 // string of space-separated roles (as OAuth's scope).
@@ -215,7 +222,7 @@ func rolesClaim(v any) ([]string, bool) {
 	case []any:
 		for _, r := range v {
 			s, ok := r.(string)
-			if !ok || s == "" {
+			if !ok || !printable(s, maxName) || strings.ContainsFunc(s, unicode.IsSpace) {
 				return nil, false
 			}
 			roles = append(roles, s)

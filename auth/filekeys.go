@@ -18,7 +18,8 @@ import (
 // Writes go to a temporary file renamed over the old one, so a reader
 // never sees half a file. Another process (drover keys create) may write
 // the file too: a change of its modification time or size is read on the
-// next call, and Reload reads it at once.
+// next call, and Reload reads it at once. Writes by two processes at the
+// same moment may lose one; managers that share keys use a RedisKeyStore.
 type FileKeyStore struct {
 	path string
 
