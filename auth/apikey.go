@@ -145,10 +145,10 @@ func checkName(what, s string) error {
 	return nil
 }
 
-// printable reports whether s is valid UTF-8 of 1 to max printable
+// printable reports whether s is valid UTF-8 of 1 to limit printable
 // characters: a name that is safe to show and to log.
-func printable(s string, max int) bool {
-	if s == "" || !utf8.ValidString(s) || utf8.RuneCountInString(s) > max {
+func printable(s string, limit int) bool {
+	if s == "" || !utf8.ValidString(s) || utf8.RuneCountInString(s) > limit {
 		return false
 	}
 	for _, r := range s {

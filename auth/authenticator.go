@@ -103,9 +103,11 @@ func (a *Authenticator) Authenticate(r *http.Request) (*Principal, *Error) {
 	if tok == "" {
 		return a.anonymous(r), nil
 	}
-	p, err := a.check(r.Context(), tok, from)
+	p, err, detail := a.check(r.Context(), tok, from)
 	if err != nil {
-		a.log.Debug("auth: credential refused", "from", from, "reason", err.Message, "remote", r.RemoteAddr)
+		// detail is golang-jwt's error, which names claims and
+		// algorithms, never the token.
+		a.log.Debug("auth: credential refused", "from", from, "reason", err.Message, "remote", r.RemoteAddr, "err", detail)
 		return nil, err
 	}
 	return p, nil
@@ -134,21 +136,23 @@ func (a *Authenticator) credential(r *http.Request) (string, string) {
 // JWT of megabytes would cost its decoding.
 const maxToken = 16 << 10
 
-// check says whose token tok is.
-func (a *Authenticator) check(ctx context.Context, tok, from string) (*Principal, *Error) {
+// check says whose token tok is. When it does not check out, detail says
+// more than the error, for the log.
+func (a *Authenticator) check(ctx context.Context, tok, from string) (p *Principal, err *Error, detail error) {
 	if len(tok) > maxToken {
-		return nil, Unauthorized("the token is too long")
+		return nil, Unauthorized("the token is too long"), nil
 	}
 	if a.admin.Valid(tok) {
-		return &Principal{User: "admin", Tenant: DefaultTenant, Roles: []string{RoleAdmin, RoleUser}, Via: ViaAdminToken}, nil
+		return &Principal{User: "admin", Tenant: DefaultTenant, Roles: []string{RoleAdmin, RoleUser}, Via: ViaAdminToken}, nil, nil
 	}
 	if strings.HasPrefix(tok, secretPrefix) {
-		return a.checkKey(ctx, tok, from)
+		p, err := a.checkKey(ctx, tok, from)
+		return p, err, nil
 	}
 	if strings.Count(tok, ".") == 2 {
-		return a.checkJWT(tok, from)
+		return a.checkJWT(tok)
 	}
-	return nil, Unauthorized("the token is not valid")
+	return nil, Unauthorized("the token is not valid"), nil
 }
 
 func (a *Authenticator) checkKey(ctx context.Context, tok, from string) (*Principal, *Error) {
@@ -173,18 +177,21 @@ func (a *Authenticator) checkKey(ctx context.Context, tok, from string) (*Princi
 	}, nil
 }
 
-func (a *Authenticator) checkJWT(tok, from string) (*Principal, *Error) {
+func (a *Authenticator) checkJWT(tok string) (*Principal, *Error, error) {
 	keys := a.jwt.Load()
 	if len(keys.keys) == 0 {
-		return nil, Unauthorized("JWTs are not accepted here")
+		return nil, Unauthorized("JWTs are not accepted here"), nil
 	}
 	claims := jwt.MapClaims{}
 	if _, err := a.parser.ParseWithClaims(tok, claims, keys.keyfunc); err != nil {
-		msg := jwtMessage(err)
-		// jwt's errors name claims and algorithms, never the token.
-		a.log.Debug("auth: jwt refused", "from", from, "reason", msg, "err", err)
-		return nil, Unauthorized(msg)
+		return nil, Unauthorized(jwtMessage(err)), err
 	}
+	p, aerr := a.principalOf(claims)
+	return p, aerr, nil
+}
+
+// principalOf maps the claims of a valid JWT to a principal.
+func (a *Authenticator) principalOf(claims jwt.MapClaims) (*Principal, *Error) {
 	c := a.cfg.JWT
 	user, _ := claims[c.UserClaim].(string)
 	if user == "" {
