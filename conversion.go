@@ -141,7 +141,11 @@ func (s *Server) setupConversion(cc Conversion, m *manager.Manager, mc manager.C
 	s.conv = svc
 	s.cleanups.Push("conversion", svc.Stop)
 
-	a := api.New(svc, api.Options{Version: mc.Version, Logger: clog, Tokens: tokens, Registerer: mc.Registerer})
+	ao := api.Options{Version: mc.Version, Logger: clog, Tokens: tokens, Registerer: mc.Registerer}
+	if l := m.Limits(); l != nil {
+		ao.Uploads = l // the manager's limits: uploads per user and address (Manager.Limits)
+	}
+	a := api.New(svc, ao)
 	// The API is the users'; the signed URLs carry their own credential.
 	users := m.Router().Group("", m.Require(manager.LevelUser))
 	a.MountRoutes(users)

@@ -102,6 +102,7 @@ func NewManager(cfg ManagerConfig, log *slog.Logger, reg *prometheus.Registry) (
 			FarmToken:         cfg.FarmToken,
 			AdminToken:        cfg.AdminToken,
 			HeartbeatInterval: cfg.HeartbeatInterval,
+			Limits:            cfg.Limits(),
 			Registerer:        reg,
 			Gatherer:          reg,
 			AllowedOrigins:    cfg.AllowedOrigins,
