@@ -142,8 +142,11 @@ func (s *Server) setupConversion(cc Conversion, m *manager.Manager, mc manager.C
 	s.cleanups.Push("conversion", svc.Stop)
 
 	a := api.New(svc, api.Options{Version: mc.Version, Logger: clog, Tokens: tokens, Registerer: mc.Registerer})
-	a.Mount(m.Router())
-	a.MountStream(m.Router(), &streamer{m: m, pool: cmp.Or(cc.StreamPool, DefaultStreamPool)})
+	// The API is the users'; the signed URLs carry their own credential.
+	users := m.Router().Group("", m.Require(manager.LevelUser))
+	a.MountRoutes(users)
+	a.MountDirect(m.Router())
+	a.MountStream(users, &streamer{m: m, pool: cmp.Or(cc.StreamPool, DefaultStreamPool)})
 	if mc.FarmToken != "" {
 		a.MountFarm(m.Router(), farmAuth(mc.FarmToken, mc.RequireFarmCert, clog))
 	}

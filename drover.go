@@ -186,6 +186,9 @@ func New(cfg Config) (_ *Server, err error) {
 	if mc.Logger == nil {
 		mc.Logger = log.With("component", "manager")
 	}
+	if mc.AuditLogger == nil {
+		mc.AuditLogger = log.With("component", "audit")
+	}
 	if mc.Registerer == nil && mc.Gatherer == nil {
 		reg := prometheus.NewRegistry()
 		mc.Registerer, mc.Gatherer = reg, reg

@@ -52,7 +52,7 @@ func (m *Manager) farmRoutes(r *gin.Engine) {
 	farms.POST("", m.serveRegister)
 	farms.POST("/:id/heartbeat", m.serveHeartbeat)
 	farms.DELETE("/:id", m.serveDeregister)
-	admin := r.Group(farmapi.PathFarms, m.bearer(m.cfg.AdminToken))
+	admin := r.Group(farmapi.PathFarms, m.Require(LevelAdmin))
 	admin.POST("/:id/drain", m.serveDrain)
 	admin.GET("", func(c *gin.Context) { c.JSON(http.StatusOK, m.Status().Farms) })
 }

@@ -167,6 +167,8 @@ func NewUp(cfg UpConfig, log *slog.Logger, reg *prometheus.Registry) (_ *Up, err
 			MaxMessageSize:  cfg.MaxMessageSize,
 			Registerer:      reg,
 			Gatherer:        reg,
+			AllowedOrigins:  cfg.AllowedOrigins,
+			MetricsToken:    cfg.MetricsToken,
 		},
 		Farm:          farm.Config{Slots: cfg.Instances, ReconcileInterval: cfg.ReconcileInterval, Cache: cache},
 		Logger:        log,

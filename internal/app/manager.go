@@ -104,6 +104,8 @@ func NewManager(cfg ManagerConfig, log *slog.Logger, reg *prometheus.Registry) (
 			HeartbeatInterval: cfg.HeartbeatInterval,
 			Registerer:        reg,
 			Gatherer:          reg,
+			AllowedOrigins:    cfg.AllowedOrigins,
+			MetricsToken:      cfg.MetricsToken,
 		},
 		Logger:        log,
 		ShutdownGrace: n.grace,
