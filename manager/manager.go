@@ -409,7 +409,7 @@ func New(cfg Config) (*Manager, error) {
 	rlog := cfg.Logger.With("component", "relay")
 	m.relay = proxy.New(proxy.Options{Logger: rlog})
 	m.farmRelay = proxy.New(proxy.Options{Logger: rlog,
-		Header: bearer.Header(cfg.FarmToken)})
+		Header: bearer.Header(cfg.FarmToken), TLS: cfg.FarmTLS})
 	m.router = m.routes()
 	m.place.Start()
 	m.goTracked(m.janitor)
