@@ -172,6 +172,18 @@ func TestClusterMutualTLS(t *testing.T) {
 	}
 	require.Equal(t, 1, busy, "the session has an instance of farm-good")
 
+	// The farm and the manager re-read their files on SIGHUP; the session
+	// goes on.
+	require.NoError(t, good.cmd.Process.Signal(syscall.SIGHUP))
+	for _, what := range []string{`"tls certificate"`, `"manager CA"`, `"tls client certificate"`} {
+		good.waitLog(t, "msg=reloaded component=reload what="+what, 1)
+	}
+	require.NoError(t, m.cmd.Process.Signal(syscall.SIGHUP))
+	for _, what := range []string{`"tls certificate"`, `"farm CA"`} {
+		m.waitLog(t, "msg=reloaded component=reload what="+what, 1)
+	}
+	s.echo(t)
+
 	// The job API takes the same guard: the token alone is not enough.
 	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: cfg}, Timeout: 10 * time.Second}
 	req, err := http.NewRequest(http.MethodPost, "https://"+m.base+"/api/v1/jobs/lease", strings.NewReader(`{}`))
