@@ -69,6 +69,7 @@ func restError(c *gin.Context, status int, code, msg string) {
 // fits its code.
 func (m *Manager) restFail(c *gin.Context, err error) {
 	code, msg := m.clientError(err)
+	setRetryAfter(c, err)
 	restError(c, httpStatus(code), code, msg)
 }
 
@@ -156,7 +157,7 @@ func (m *Manager) serveLogin(c *gin.Context) {
 	if err != nil {
 		code, msg := m.clientError(err)
 		m.log.Info("rest login rejected", "code", code, "err", err)
-		c.JSON(http.StatusOK, restReply{Op: "system", Status: "rejected", ID: key, Code: code, Message: msg})
+		c.JSON(loginStatus(c, err), restReply{Op: "system", Status: "rejected", ID: key, Code: code, Message: msg})
 		return
 	}
 	// Any manager behind the load balancer can serve the next request.

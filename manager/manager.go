@@ -18,6 +18,7 @@ package manager
 import (
 	"cmp"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -37,6 +38,7 @@ import (
 
 	"github.com/drover-dev/drover/auth"
 	"github.com/drover-dev/drover/farmapi"
+	"github.com/drover-dev/drover/limits"
 	"github.com/drover-dev/drover/middleware"
 	"github.com/drover-dev/drover/placement"
 	"github.com/drover-dev/drover/proxy"
@@ -194,6 +196,15 @@ type Config struct {
 	FarmToken string
 	// AdminToken admits administrative calls such as draining a farm.
 	AdminToken string
+	// FarmTLS configures the wss connections to farms on other machines
+	// (farms advertising https URLs): its roots verify the farm, its
+	// client certificate is shown. nil: the system's roots.
+	FarmTLS *tls.Config
+	// RequireFarmCert makes the farm API refuse requests that came over a
+	// connection without a verified client certificate, on top of the
+	// farm token. The listener must ask for one: a TLS listener with
+	// ClientAuth tls.VerifyClientCertIfGiven and the farms' CAs.
+	RequireFarmCert bool
 	// HeartbeatInterval is what farms are told to use (1 s); a farm silent
 	// for MissedHeartbeats intervals (3) is dead.
 	HeartbeatInterval time.Duration
@@ -213,6 +224,10 @@ type Config struct {
 	// closed with 1012 (service restart) and resume through any manager
 	// within the resume grace; their instances keep running.
 	HandOffOnShutdown bool
+	// Limits are the quotas and rate limits of sessions and tasks per
+	// user and per address (package limits); the zero value limits
+	// nothing. Concurrent sessions are counted per manager.
+	Limits limits.Config
 }
 
 func (c *Config) defaults() error {
@@ -316,6 +331,9 @@ type Manager struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
+	// limits applies Config.Limits; nil when it limits nothing.
+	limits *limits.Limits
+
 	chain           middleware.Chain
 	connectHooks    []middleware.ConnectHook
 	disconnectHooks []middleware.DisconnectHook
@@ -362,6 +380,9 @@ func New(cfg Config) (*Manager, error) {
 		return nil, err
 	}
 	m.metrics = met
+	if cfg.Limits.Enabled() {
+		m.limits = limits.New(cfg.Limits)
+	}
 	m.ctx, m.cancel = context.WithCancel(context.Background())
 	m.shared = newShared(sharedDeps{st: cfg.Store, id: cfg.ID, log: cfg.Logger, ctx: m.ctx,
 		resumeGrace: cfg.ResumeGrace, dropped: met.eventsDropped,
@@ -563,6 +584,7 @@ func (m *Manager) janitor() {
 		case <-m.ctx.Done():
 			return
 		case now := <-t.C:
+			m.limits.Sweep()
 			for _, s := range m.snapshotSessions() {
 				s.mu.Lock()
 				placed := s.state == sessActive || s.state == sessDetached

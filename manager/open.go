@@ -77,6 +77,10 @@ func (m *Manager) admit(ctx context.Context, r openRequest) (*Session, error) {
 		s.startOpts = farmapi.StartOptions{Model: r.opts.Model, SessionDir: r.sessionDir}
 		s.byToken = r.byToken
 	}
+	if err := m.admitAddress(s); err != nil {
+		s.cancel(nil)
+		return nil, fmt.Errorf("%w: %w", errRefused, err)
+	}
 	if err := m.connect(ctx, &middleware.ConnectRequest{Info: &s.info, HTTP: r.http, Query: r.query,
 		Options: r.opts}); err != nil {
 		s.cancel(nil)
@@ -90,12 +94,19 @@ func (m *Manager) admit(ctx context.Context, r openRequest) (*Session, error) {
 		m.log.Info("session refused", "pool", s.info.Pool, "remote", r.remote, "err", err)
 		return nil, fmt.Errorf("%w: %w: %w", errRefused, errRefusedPlain, err)
 	}
+	if err := m.admitUser(s); err != nil {
+		s.cancel(nil)
+		return nil, fmt.Errorf("%w: %w", errRefused, err)
+	}
 	m.addSession(s)
 	return s, nil
 }
 
 // refusal is the Disconnect of an admit error.
 func refusal(err error) session.Disconnect {
+	if d, ok := limitDisconnect(err); ok {
+		return d
+	}
 	switch {
 	case errors.Is(err, ErrUnknownPool):
 		return session.DisconnectUnknownPool

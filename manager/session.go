@@ -86,6 +86,8 @@ type Session struct {
 	// the session as session.DisconnectFarmDrained.
 	draining atomic.Bool
 	endOnce  sync.Once
+	// lim is the session's part of the manager's limits; nil without.
+	lim *sessionLimits
 }
 
 // secret is what proves a client's right to the session: the resume token
@@ -123,6 +125,7 @@ func (m *Manager) newSession(p *poolState, remote string) *Session {
 	s.info.Pool = p.cfg.Name
 	s.info.Remote = remote
 	s.info.Created = time.Now()
+	s.lim = m.newSessionLimits(remote)
 	s.ctx, s.cancel = context.WithCancelCause(m.ctx)
 	s.handler = m.chain.Then(middleware.HandlerFunc(s.serveInstance))
 	s.touch()
@@ -256,11 +259,17 @@ func (s *Session) Execute(ctx context.Context, data []byte) ([]Result, error) {
 	if !json.Valid(data) {
 		return nil, session.NewError(session.CodeBadRequest, "task data is not valid JSON")
 	}
+	if err := s.admitTask(); err != nil {
+		return nil, err
+	}
 	var c collector
 	t := session.Task{Data: data, Session: &s.info}
 	done := make(chan error, 1)
 	// The task runs under the session's context; ctx only bounds the wait.
-	s.m.goTracked(func() { done <- s.run(&t, &c, nil) })
+	s.m.goTracked(func() {
+		defer s.taskDone()
+		done <- s.run(&t, &c, nil)
+	})
 	select {
 	case err := <-done:
 		return c.results, err
@@ -470,6 +479,7 @@ func (s *Session) end(d session.Disconnect) {
 	s.endOnce.Do(func() {
 		s.windDown(d)
 		prev, c := s.closeDown()
+		s.releaseLimits() // before the goodbye: a client told of the end may open anew
 		s.sayGoodbye(c, d)
 		s.m.shared.deleteSession(s.m.sharedHash(s))
 		s.m.removeSession(s)
@@ -520,6 +530,7 @@ func (s *Session) letGo(d session.Disconnect, to string) {
 	s.endOnce.Do(func() {
 		s.windDown(d)
 		_, c := s.closeDown()
+		s.releaseLimits()
 		s.sayGoodbye(c, d)
 		s.m.removeSession(s)
 		if s.inst != nil {

@@ -362,6 +362,12 @@ func (m *Manager) handleFrame(s *Session, c *clientConn, ct *clientTask) bool {
 			_ = c.writeError(nil, session.CodeBadRequest, `a task needs an "id"`)
 			return true
 		}
+		if err := s.admitTask(); err != nil {
+			code, msg := errorOf(err)
+			_ = c.writeError(ct.f.ID, code, msg)
+			return true
+		}
+		defer s.taskDone()
 		ct.s = s
 		ct.t = session.Task{ID: ct.f.ID, Data: ct.f.Data, Session: &s.info}
 		if ct.t.Data == nil {
