@@ -18,6 +18,7 @@ import (
 	"github.com/drover-dev/drover/conversion/webhook"
 	"github.com/drover-dev/drover/farm"
 	"github.com/drover-dev/drover/internal/lib/bearer"
+	"github.com/drover-dev/drover/internal/lib/certreload"
 	"github.com/drover-dev/drover/manager"
 	"github.com/drover-dev/drover/storage"
 )
@@ -186,7 +187,11 @@ func farmAuth(token string, requireCert bool, log *slog.Logger) gin.HandlerFunc 
 	check := bearer.NewChecker(token)
 	guard := manager.FarmCertGuard(requireCert, log)
 	return func(c *gin.Context) {
-		if guard(c); c.IsAborted() {
+		// The guard refuses without a verified certificate; it is not
+		// called otherwise, since admitting means c.Next(), which would run
+		// the handler before the token is checked.
+		if requireCert && !certreload.Verified(c.Request.TLS) {
+			guard(c)
 			return
 		}
 		if check.Request(c.Request, false) {

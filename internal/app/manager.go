@@ -86,6 +86,11 @@ func NewManager(cfg ManagerConfig, log *slog.Logger, reg *prometheus.Registry) (
 	if err != nil {
 		return nil, err
 	}
+	authn, err := cfg.authenticator(cfg.AdminToken, cfg.Data, cfg.Redis, log, &n.cleanups)
+	if err != nil {
+		return nil, err
+	}
+	n.OnReload("auth keys", authn.Reload)
 	n.srv, err = drover.New(drover.Config{
 		Addr:  cfg.Addr,
 		TLS:   tlsc.listener,
@@ -107,6 +112,7 @@ func NewManager(cfg ManagerConfig, log *slog.Logger, reg *prometheus.Registry) (
 			Gatherer:          reg,
 			AllowedOrigins:    cfg.AllowedOrigins,
 			MetricsToken:      cfg.MetricsToken,
+			Auth:              authn,
 		},
 		Logger:        log,
 		ShutdownGrace: n.grace,
