@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gin-gonic/gin"
 	"github.com/gorilla/websocket"
 	"github.com/stretchr/testify/require"
 
@@ -428,4 +429,22 @@ func TestRESTTaskRate(t *testing.T) {
 		_, err := s.Execute(context.Background(), []byte(`{"command":"echo"}`))
 		require.NoError(t, err)
 	}
+}
+
+// TestClientIPIsThePeer: a forwarding header does not change the address
+// routes on the manager's router see (the conversion API's limits per
+// address key on it): anyone can send one.
+func TestClientIPIsThePeer(t *testing.T) {
+	st := newStack(t, stackOpts{})
+	st.m.Router().GET("/test-client-ip", func(c *gin.Context) { c.String(http.StatusOK, c.ClientIP()) })
+	req, err := http.NewRequest(http.MethodGet, st.srv.URL+"/test-client-ip", nil)
+	require.NoError(t, err)
+	req.Header.Set("X-Forwarded-For", "203.0.113.9")
+	req.Header.Set("X-Real-Ip", "203.0.113.10")
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	require.Equal(t, "127.0.0.1", string(b))
 }
