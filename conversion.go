@@ -72,6 +72,9 @@ type Conversion struct {
 	Tokens Tokens
 	// Retention purges old items; off by default. See conversion.Retention.
 	Retention conversion.Retention
+	// Quota bounds what each tenant's items hold; unlimited by default.
+	// See conversion.TenantQuota.
+	Quota conversion.TenantQuota
 }
 
 // Conversion is the conversion service; nil without Config.Conversion.
@@ -130,7 +133,7 @@ func (s *Server) setupConversion(cc Conversion, m *manager.Manager, mc manager.C
 	}
 	svc, err := conversion.New(conversion.Config{Storage: st, Items: store, Queue: q, Webhook: wo,
 		MaxUpload: cc.MaxUpload, ReclaimInterval: cc.ReclaimInterval, PresignTTL: cc.PresignTTL,
-		Retention: cc.Retention, Logger: clog,
+		Retention: cc.Retention, Quota: cc.Quota, Logger: clog,
 		Registerer: mc.Registerer})
 	if err != nil {
 		return err
@@ -141,7 +144,8 @@ func (s *Server) setupConversion(cc Conversion, m *manager.Manager, mc manager.C
 	s.conv = svc
 	s.cleanups.Push("conversion", svc.Stop)
 
-	a := api.New(svc, api.Options{Version: mc.Version, Logger: clog, Tokens: tokens, Registerer: mc.Registerer})
+	a := api.New(svc, api.Options{Version: mc.Version, Logger: clog, Audit: log.With("component", "audit"), Tokens: tokens,
+		Registerer: mc.Registerer})
 	a.Mount(m.Router())
 	a.MountStream(m.Router(), &streamer{m: m, pool: cmp.Or(cc.StreamPool, DefaultStreamPool)})
 	if mc.FarmToken != "" {
