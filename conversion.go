@@ -146,10 +146,13 @@ func (s *Server) setupConversion(cc Conversion, m *manager.Manager, mc manager.C
 
 	a := api.New(svc, api.Options{Version: mc.Version, Logger: clog, Audit: log.With("component", "audit"), Tokens: tokens,
 		Registerer: mc.Registerer})
-	a.Mount(m.Router())
-	a.MountStream(m.Router(), &streamer{m: m, pool: cmp.Or(cc.StreamPool, DefaultStreamPool)})
+	// The API is the users'; the signed URLs carry their own credential.
+	users := m.Router().Group("", m.Require(manager.LevelUser))
+	a.MountRoutes(users)
+	a.MountDirect(m.Router())
+	a.MountStream(users, &streamer{m: m, pool: cmp.Or(cc.StreamPool, DefaultStreamPool)})
 	if mc.FarmToken != "" {
-		a.MountFarm(m.Router(), farmAuth(mc.FarmToken, clog))
+		a.MountFarm(m.Router(), farmAuth(mc.FarmToken, mc.RequireFarmCert, clog))
 	}
 	m.AddEventSource(itemEvents(svc))
 	m.SetConversionStatus(func(ctx context.Context) any { return svc.Status(ctx) })
@@ -177,10 +180,15 @@ func (s *Server) setupConversion(cc Conversion, m *manager.Manager, mc manager.C
 	return nil
 }
 
-// farmAuth admits farms with the farm token.
-func farmAuth(token string, log *slog.Logger) gin.HandlerFunc {
+// farmAuth admits farms with the farm token and, with requireCert, a
+// verified client certificate (see manager.FarmCertGuard).
+func farmAuth(token string, requireCert bool, log *slog.Logger) gin.HandlerFunc {
 	check := bearer.NewChecker(token)
+	guard := manager.FarmCertGuard(requireCert, log)
 	return func(c *gin.Context) {
+		if guard(c); c.IsAborted() {
+			return
+		}
 		if check.Request(c.Request, false) {
 			c.Next()
 			return

@@ -166,19 +166,21 @@ and an in-memory store. Every flag can also be set in the YAML file given with
 		if err != nil {
 			return err
 		}
+		defer reloadOnHangup(up, log)()
 		base := httpBase(up.Addr())
+		web, ws := schemes(cfg.TLSCert != "")
 		warm := 0
 		for _, p := range up.Manager.Status().Pools {
 			warm += p.Warm
 		}
-		fmt.Fprintf(cmd.OutOrStdout(), `drover is up: %d instance slots, %d warm
-  WebSocket sessions  ws://%s/ws
-  conversions         http://%s/api/ (%d job slots; files in %s)
-  conversion page     http://%s/ui/convert.html
-  dashboard           http://%s/ui/
-  health, status      http://%s/health  http://%s/status
+		fmt.Fprintf(cmd.OutOrStdout(), `drover is up: %[1]d instance slots, %[2]d warm
+  WebSocket sessions  %[4]s://%[3]s/ws
+  conversions         %[5]s://%[3]s/api/ (%[6]d job slots; files in %[7]s)
+  conversion page     %[5]s://%[3]s/ui/convert.html
+  dashboard           %[5]s://%[3]s/ui/
+  health, status      %[5]s://%[3]s/health  %[5]s://%[3]s/status
 Press Ctrl-C to stop.
-`, up.Farm.Slots(), warm, base, base, max(cfg.JobSlots, 0), filesWhere(cfg.ConversionConfig), base, base, base, base)
+`, up.Farm.Slots(), warm, base, ws, web, max(cfg.JobSlots, 0), filesWhere(cfg.ConversionConfig))
 		err = up.Run(cmd.Context())
 		log.Info("drover stopped")
 		return err

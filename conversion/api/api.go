@@ -75,8 +75,15 @@ func New(svc *conversion.Service, opts Options) *API {
 }
 
 // Mount adds the REST API's routes under each of Prefixes, and those of
-// drover's own signed URLs under DirectPath.
+// drover's own signed URLs under DirectPath: MountRoutes and MountDirect.
 func (a *API) Mount(r gin.IRouter) {
+	a.MountRoutes(r)
+	a.MountDirect(r)
+}
+
+// MountRoutes adds the REST API's routes under each of Prefixes; r may
+// be a group behind an authentication middleware.
+func (a *API) MountRoutes(r gin.IRouter) {
 	for _, p := range Prefixes {
 		g := r.Group(p)
 		g.POST("/upload", a.upload)
@@ -98,7 +105,6 @@ func (a *API) Mount(r gin.IRouter) {
 		g.GET("/info", a.info)
 		a.mountTokens(g)
 	}
-	a.mountDirect(r)
 }
 
 // fail answers {"ERROR": msg} with the status that fits err.

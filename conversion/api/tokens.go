@@ -72,7 +72,10 @@ func (a *API) mountTokens(g gin.IRouter) {
 	g.GET("/downloadToken/:id/:type", a.downloadToken)
 }
 
-func (a *API) mountDirect(r gin.IRouter) {
+// MountDirect adds the routes of drover's own signed URLs under
+// DirectPath. Their signature is their credential: r should not ask for
+// another.
+func (a *API) MountDirect(r gin.IRouter) {
 	r.PUT(DirectPath+"*key", a.directPut)
 	r.GET(DirectPath+"*key", a.directGet)
 }

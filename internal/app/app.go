@@ -131,7 +131,7 @@ func NewUp(cfg UpConfig, log *slog.Logger, reg *prometheus.Registry) (_ *Up, err
 		return nil, err
 	}
 	pools = withInitialUse(pools, cfg.StreamInitialUse)
-	u := &Up{node: node{grace: shutdownGrace(cfg.ShutdownGrace)}}
+	u := &Up{node: node{grace: shutdownGrace(cfg.ShutdownGrace), reloads: reloads{log: reloadLog(log)}}}
 	defer u.undoIfFailed(&err)
 	st, err := OpenStore(cfg.Redis, log)
 	if err != nil {
@@ -150,16 +150,25 @@ func NewUp(cfg UpConfig, log *slog.Logger, reg *prometheus.Registry) (_ *Up, err
 	if err != nil {
 		return nil, err
 	}
+	tlsc, err := cfg.TLSConfig.manager(&u.reloads)
+	if err != nil {
+		return nil, err
+	}
 	u.srv, err = drover.New(drover.Config{
 		Addr:  cfg.Addr,
+		TLS:   tlsc.listener,
 		Pools: pools,
 		Manager: manager.Config{
+			FarmTLS:         tlsc.farms,
+			RequireFarmCert: tlsc.requireFarmCert,
 			Store:           st,
 			HealthThreshold: cfg.HealthThreshold,
 			ResumeGrace:     cfg.ResumeGrace,
 			MaxMessageSize:  cfg.MaxMessageSize,
 			Registerer:      reg,
 			Gatherer:        reg,
+			AllowedOrigins:  cfg.AllowedOrigins,
+			MetricsToken:    cfg.MetricsToken,
 		},
 		Farm:          farm.Config{Slots: cfg.Instances, ReconcileInterval: cfg.ReconcileInterval, Cache: cache},
 		Logger:        log,

@@ -71,8 +71,12 @@ func NewManager(cfg ManagerConfig, log *slog.Logger, reg *prometheus.Registry) (
 	if len(pools) == 0 {
 		pools = []drover.Pool{{Pool: manager.Pool{Name: "default", Warm: cfg.Warm}}}
 	}
-	n := &ManagerNode{node: node{grace: shutdownGrace(cfg.ShutdownGrace)}}
+	n := &ManagerNode{node: node{grace: shutdownGrace(cfg.ShutdownGrace), reloads: reloads{log: reloadLog(log)}}}
 	defer n.undoIfFailed(&err)
+	tlsc, err := cfg.TLSConfig.manager(&n.reloads)
+	if err != nil {
+		return nil, err
+	}
 	st, err := OpenStore(cfg.Redis, log)
 	if err != nil {
 		return nil, err
@@ -84,8 +88,11 @@ func NewManager(cfg ManagerConfig, log *slog.Logger, reg *prometheus.Registry) (
 	}
 	n.srv, err = drover.New(drover.Config{
 		Addr:  cfg.Addr,
+		TLS:   tlsc.listener,
 		Pools: pools,
 		Manager: manager.Config{
+			FarmTLS:           tlsc.farms,
+			RequireFarmCert:   tlsc.requireFarmCert,
 			Store:             st,
 			ID:                cfg.ID,
 			HandOffOnShutdown: cfg.Redis != "",
@@ -97,6 +104,8 @@ func NewManager(cfg ManagerConfig, log *slog.Logger, reg *prometheus.Registry) (
 			HeartbeatInterval: cfg.HeartbeatInterval,
 			Registerer:        reg,
 			Gatherer:          reg,
+			AllowedOrigins:    cfg.AllowedOrigins,
+			MetricsToken:      cfg.MetricsToken,
 		},
 		Logger:        log,
 		ShutdownGrace: n.grace,
