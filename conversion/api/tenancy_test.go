@@ -715,3 +715,41 @@ func rawGetAs(t *testing.T, base, path, as string) (int, []byte) {
 	t.Helper()
 	return rawGet(t, base, path, principalHeader+": "+as)
 }
+
+// TestSignedUploadQuota: a file sent to an upload token's URL counts
+// against its item's tenant (the URL carries no principal): past the
+// storage quota it is refused with 429 and not stored, within it taken;
+// both leave an audit line of the item's tenant, via the signed URL.
+// Reconvert then counts the file.
+func TestSignedUploadQuota(t *testing.T) {
+	s := newTenantServer(t, tenantOptions{quota: conversion.TenantQuota{MaxBytes: 4 << 10}})
+	code, b := s.send(t, req{as: "a", method: http.MethodGet, path: "/api/uploadToken/part.stl"})
+	require.Equal(t, http.StatusOK, code, "%s", b)
+	var tok tokenReply
+	require.NoError(t, json.Unmarshal(b, &tok))
+	filesBefore := dataFiles(t, s.data)
+
+	code, body := send(t, http.MethodPut, tok.Token, strings.Repeat("x", 64<<10), -1)
+	require.Equal(t, http.StatusTooManyRequests, code, body)
+	require.Contains(t, errorOf(t, body), "storage quota")
+	require.Equal(t, filesBefore, dataFiles(t, s.data), "nothing stored")
+
+	code, body = send(t, http.MethodPut, tok.Token, strings.Repeat("y", 3<<10), -1)
+	require.Equal(t, http.StatusOK, code, body)
+	code, b = s.send(t, req{as: "a", method: http.MethodPut, path: "/api/reconvert/" + tok.ItemID})
+	require.Equal(t, http.StatusOK, code, "%s", b)
+	require.Equal(t, conversion.TenantUsage{InFlight: 1, Bytes: 3 << 10}, s.svc.Usage("tenant-a"))
+
+	lines := auditLines(s.logs.String())
+	require.Contains(t, lines, auditLine{event: "upload_token", user: "alice", tenant: "tenant-a", via: "jwt",
+		item: tok.ItemID, name: "part.stl", size: "0", outcome: "ok"})
+	var refused, ok bool
+	for _, l := range lines {
+		if l.event != "upload" || l.via != "signed-url" || l.item != tok.ItemID || l.tenant != "tenant-a" || l.name != "part.stl" {
+			continue
+		}
+		refused = refused || strings.HasPrefix(l.outcome, "refused: the upload would take the tenant past its storage quota")
+		ok = ok || l.outcome == "ok" && l.size == fmt.Sprint(3<<10)
+	}
+	require.True(t, refused && ok, "the signed uploads' audit lines: %v", lines)
+}
