@@ -174,3 +174,20 @@ func nextEvent(t *testing.T, ch <-chan items.Event) items.Event {
 		return items.Event{}
 	}
 }
+
+// TestLegacyItemsAreDefaultTenant: a record made before items had
+// tenants belongs to the default tenant, and counts in its usage.
+func TestLegacyItemsAreDefaultTenant(t *testing.T) {
+	store := items.NewMemory()
+	legacy, err := store.Create(context.Background(), items.Item{Name: "old", State: items.StateSuccess,
+		Originals: []items.Original{{Name: "old.stl", Stored: "x.stl", Size: 7}}})
+	require.NoError(t, err)
+	require.Empty(t, legacy.Tenant)
+	f := newService(t, queue.Options{}, func(c *conversion.Config) { c.Items = store })
+	require.Equal(t, auth.DefaultTenant, conversion.TenantOf(legacy))
+	require.Equal(t, conversion.TenantUsage{Bytes: 7}, f.svc.Usage(auth.DefaultTenant), "counted at start")
+	_, err = f.svc.Get(as(auth.DefaultTenant), legacy.ID)
+	require.NoError(t, err)
+	_, err = f.svc.Get(as("tenant-a"), legacy.ID)
+	require.ErrorIs(t, err, conversion.ErrNotFound)
+}
