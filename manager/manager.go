@@ -282,11 +282,20 @@ func (c *Config) defaults() error {
 	if c.MissedHeartbeats <= 0 {
 		c.MissedHeartbeats = 3
 	}
-	if c.Auth == nil {
-		c.Auth = protectedMode(c.AdminToken)
-	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Auth == nil {
+		// Protected mode: no JWT keys, no API keys.
+		var admins []string
+		if c.AdminToken != "" {
+			admins = []string{c.AdminToken}
+		}
+		a, err := auth.New(auth.Config{AdminTokens: admins, Logger: c.Logger})
+		if err != nil {
+			return fmt.Errorf("manager: %w", err)
+		}
+		c.Auth = a
 	}
 	if c.AuditLogger == nil {
 		c.AuditLogger = c.Logger.With("component", "audit")
