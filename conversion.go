@@ -18,6 +18,7 @@ import (
 	"github.com/drover-dev/drover/conversion/webhook"
 	"github.com/drover-dev/drover/farm"
 	"github.com/drover-dev/drover/internal/lib/bearer"
+	"github.com/drover-dev/drover/internal/lib/certreload"
 	"github.com/drover-dev/drover/manager"
 	"github.com/drover-dev/drover/storage"
 )
@@ -144,8 +145,12 @@ func (s *Server) setupConversion(cc Conversion, m *manager.Manager, mc manager.C
 	s.conv = svc
 	s.cleanups.Push("conversion", svc.Stop)
 
-	a := api.New(svc, api.Options{Version: mc.Version, Logger: clog, Audit: log.With("component", "audit"), Tokens: tokens,
-		Registerer: mc.Registerer})
+	ao := api.Options{Version: mc.Version, Logger: clog, Audit: log.With("component", "audit"), Tokens: tokens,
+		Registerer: mc.Registerer}
+	if l := m.Limits(); l != nil {
+		ao.Uploads = l // the manager's limits: uploads per user and address (Manager.Limits)
+	}
+	a := api.New(svc, ao)
 	// The API is the users'; the signed URLs carry their own credential.
 	users := m.Router().Group("", m.Require(manager.LevelUser))
 	a.MountRoutes(users)
@@ -186,7 +191,11 @@ func farmAuth(token string, requireCert bool, log *slog.Logger) gin.HandlerFunc 
 	check := bearer.NewChecker(token)
 	guard := manager.FarmCertGuard(requireCert, log)
 	return func(c *gin.Context) {
-		if guard(c); c.IsAborted() {
+		// The guard refuses without a verified certificate; it is not
+		// called otherwise, since admitting means c.Next(), which would run
+		// the handler before the token is checked.
+		if requireCert && !certreload.Verified(c.Request.TLS) {
+			guard(c)
 			return
 		}
 		if check.Request(c.Request, false) {

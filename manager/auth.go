@@ -3,7 +3,6 @@ package manager
 import (
 	"context"
 	"log/slog"
-	"net"
 	"net/http"
 
 	"github.com/gin-gonic/gin"
@@ -27,42 +26,6 @@ const (
 	// LevelAdmin: a principal with the admin role drives the cluster.
 	LevelAdmin
 )
-
-// protectedMode is the authenticator of a manager configured with none
-// (Config.Auth nil): callers on this machine are users, and admins while
-// no admin token is set; the admin token makes its bearer an admin from
-// anywhere; nobody else is admitted. It is what auth.New gives with only
-// an admin token configured.
-func protectedMode(adminToken string) auth.RequestAuthenticator {
-	check := bearer.NewChecker(adminToken)
-	return auth.AuthenticatorFunc(func(r *http.Request) (*auth.Principal, *auth.Error) {
-		if tok, ok := bearer.FromRequest(r, false); ok {
-			if check.Valid(tok) {
-				return &auth.Principal{User: "admin", Tenant: auth.DefaultTenant,
-					Roles: []string{auth.RoleAdmin}, Via: auth.ViaAdminToken}, nil
-			}
-			return nil, auth.Unauthorized("the credential is not valid")
-		}
-		if !loopback(r.RemoteAddr) {
-			return nil, nil
-		}
-		roles := []string{auth.RoleUser}
-		if check.Empty() {
-			roles = append(roles, auth.RoleAdmin)
-		}
-		return &auth.Principal{User: "local", Tenant: auth.DefaultTenant, Roles: roles, Via: auth.ViaLoopback}, nil
-	})
-}
-
-// loopback reports whether addr (host:port) is on this machine.
-func loopback(addr string) bool {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		host = addr
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
-}
 
 // Require is gin middleware admitting callers of level: it authenticates
 // the request, refuses it (401 or 403, with the code and a sentence) or

@@ -282,11 +282,20 @@ func (c *Config) defaults() error {
 	if c.MissedHeartbeats <= 0 {
 		c.MissedHeartbeats = 3
 	}
-	if c.Auth == nil {
-		c.Auth = protectedMode(c.AdminToken)
-	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Auth == nil {
+		// Protected mode: no JWT keys, no API keys.
+		var admins []string
+		if c.AdminToken != "" {
+			admins = []string{c.AdminToken}
+		}
+		a, err := auth.New(auth.Config{AdminTokens: admins, Logger: c.Logger})
+		if err != nil {
+			return fmt.Errorf("manager: %w", err)
+		}
+		c.Auth = a
 	}
 	if c.AuditLogger == nil {
 		c.AuditLogger = c.Logger.With("component", "audit")
@@ -391,6 +400,11 @@ func New(cfg Config) (*Manager, error) {
 		HeartbeatInterval: cfg.HeartbeatInterval, MissedHeartbeats: cfg.MissedHeartbeats,
 		Dial: m.dial, Publish: m.shared.publish, Resync: m.shared.resyncSessions,
 		Logger: cfg.Logger, Registerer: cfg.Registerer}
+	if cfg.FarmTLS != nil {
+		t := http.DefaultTransport.(*http.Transport).Clone()
+		t.TLSClientConfig = cfg.FarmTLS
+		pcfg.FarmClient = &http.Client{Transport: t}
+	}
 	m.pools.m = map[string]*poolState{}
 	for _, p := range cfg.Pools {
 		pcfg.Pools = append(pcfg.Pools, m.placementPool(p))
@@ -404,7 +418,7 @@ func New(cfg Config) (*Manager, error) {
 	rlog := cfg.Logger.With("component", "relay")
 	m.relay = proxy.New(proxy.Options{Logger: rlog})
 	m.farmRelay = proxy.New(proxy.Options{Logger: rlog,
-		Header: bearer.Header(cfg.FarmToken)})
+		Header: bearer.Header(cfg.FarmToken), TLS: cfg.FarmTLS})
 	m.router = m.routes()
 	m.place.Start()
 	m.goTracked(m.janitor)

@@ -63,11 +63,13 @@ func (m *Manager) relayStream(c *gin.Context, s *Session) {
 func withoutCredentials(r *http.Request) *http.Request {
 	h := r.Header.Clone()
 	h.Del("Authorization")
-	if protos := websocketProtocols(r); len(protos) > 0 {
+	if protos := h.Values("Sec-Websocket-Protocol"); len(protos) > 0 {
 		h.Del("Sec-Websocket-Protocol")
-		for _, p := range protos {
-			if !strings.HasPrefix(p, "bearer.") {
-				h.Add("Sec-Websocket-Protocol", p)
+		for _, v := range protos {
+			for p := range strings.SplitSeq(v, ",") {
+				if p = strings.TrimSpace(p); p != "" && !strings.HasPrefix(p, "bearer.") {
+					h.Add("Sec-Websocket-Protocol", p)
+				}
 			}
 		}
 	}

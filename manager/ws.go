@@ -142,7 +142,7 @@ func (m *Manager) upgrader() *websocket.Upgrader {
 // offered echoed, without which browsers fail the handshake; the bearer
 // entry is never echoed.
 func upgradeHeader(r *http.Request) http.Header {
-	if p := subprotocol(r); p != "" {
+	if p := auth.Subprotocol(r); p != "" {
 		return http.Header{"Sec-Websocket-Protocol": {p}}
 	}
 	return nil
@@ -286,6 +286,7 @@ func (m *Manager) claimShared(ctx context.Context, tok, restKey, remote string) 
 		s.owner, s.info.User = who, who.User
 		auth.SetSession(&s.info, who)
 	}
+	s.limitResumed()
 	if restKey != "" {
 		s.restKey = restKey
 	} else {

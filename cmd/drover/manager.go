@@ -46,7 +46,7 @@ the environment.`,
 		if _, err := load(fs, &cfg); err != nil {
 			return err
 		}
-		scrubSecretEnv("DROVER_FARM_TOKEN", "DROVER_ADMIN_TOKEN", "DROVER_REDIS", "DROVER_WEBHOOK_SECRET", "DROVER_URL_SECRET")
+		scrubSecretEnv("DROVER_FARM_TOKEN", "DROVER_ADMIN_TOKEN", "DROVER_REDIS", "DROVER_WEBHOOK_SECRET", "DROVER_URL_SECRET", "DROVER_METRICS_TOKEN")
 		cfg.S3.TakeEnvCredentials()
 		if cfg.FarmToken == "" {
 			return app.ErrNoFarmToken

@@ -35,6 +35,8 @@ type UpConfig struct {
 	ResumeGrace     time.Duration `koanf:"resume_grace"`
 	MaxMessageSize  int64         `koanf:"max_message_size"`
 	ShutdownGrace   time.Duration `koanf:"shutdown_grace"`
+	// AdminToken makes its bearer an admin; see ManagerConfig.AdminToken.
+	AdminToken string `koanf:"admin_token"`
 	// Runtime, Image and ReconcileInterval are the local farm's docker
 	// settings; see RuntimeConfig.
 	RuntimeConfig `koanf:",squash"`
@@ -154,6 +156,11 @@ func NewUp(cfg UpConfig, log *slog.Logger, reg *prometheus.Registry) (_ *Up, err
 	if err != nil {
 		return nil, err
 	}
+	authn, err := cfg.authenticator(cfg.AdminToken, cfg.Data, cfg.Redis, log, &u.cleanups)
+	if err != nil {
+		return nil, err
+	}
+	u.OnReload("auth keys", authn.Reload)
 	u.srv, err = drover.New(drover.Config{
 		Addr:  cfg.Addr,
 		TLS:   tlsc.listener,
@@ -165,10 +172,13 @@ func NewUp(cfg UpConfig, log *slog.Logger, reg *prometheus.Registry) (_ *Up, err
 			HealthThreshold: cfg.HealthThreshold,
 			ResumeGrace:     cfg.ResumeGrace,
 			MaxMessageSize:  cfg.MaxMessageSize,
+			Limits:          cfg.Limits(),
 			Registerer:      reg,
 			Gatherer:        reg,
 			AllowedOrigins:  cfg.AllowedOrigins,
 			MetricsToken:    cfg.MetricsToken,
+			Auth:            authn,
+			AdminToken:      cfg.AdminToken,
 		},
 		Farm:          farm.Config{Slots: cfg.Instances, ReconcileInterval: cfg.ReconcileInterval, Cache: cache},
 		Logger:        log,

@@ -86,6 +86,11 @@ func NewManager(cfg ManagerConfig, log *slog.Logger, reg *prometheus.Registry) (
 	if err != nil {
 		return nil, err
 	}
+	authn, err := cfg.authenticator(cfg.AdminToken, cfg.Data, cfg.Redis, log, &n.cleanups)
+	if err != nil {
+		return nil, err
+	}
+	n.OnReload("auth keys", authn.Reload)
 	n.srv, err = drover.New(drover.Config{
 		Addr:  cfg.Addr,
 		TLS:   tlsc.listener,
@@ -102,10 +107,12 @@ func NewManager(cfg ManagerConfig, log *slog.Logger, reg *prometheus.Registry) (
 			FarmToken:         cfg.FarmToken,
 			AdminToken:        cfg.AdminToken,
 			HeartbeatInterval: cfg.HeartbeatInterval,
+			Limits:            cfg.Limits(),
 			Registerer:        reg,
 			Gatherer:          reg,
 			AllowedOrigins:    cfg.AllowedOrigins,
 			MetricsToken:      cfg.MetricsToken,
+			Auth:              authn,
 		},
 		Logger:        log,
 		ShutdownGrace: n.grace,
