@@ -145,8 +145,7 @@ func (s *Server) setupConversion(cc Conversion, m *manager.Manager, mc manager.C
 	s.conv = svc
 	s.cleanups.Push("conversion", svc.Stop)
 
-	ao := api.Options{Version: mc.Version, Logger: clog, Audit: log.With("component", "audit"), Tokens: tokens,
-		Registerer: mc.Registerer}
+	ao := api.Options{Version: mc.Version, Logger: clog, Audit: log.With("component", "audit"), Tokens: tokens, Registerer: mc.Registerer}
 	if l := m.Limits(); l != nil {
 		ao.Uploads = l // the manager's limits: uploads per user and address (Manager.Limits)
 	}
