@@ -139,13 +139,22 @@ func prepareKey(k APIKey) (APIKey, string, string, error) {
 
 // checkName: 1 to 64 printable characters.
 func checkName(what, s string) error {
-	if s == "" || utf8.RuneCountInString(s) > maxName || !utf8.ValidString(s) {
-		return fmt.Errorf("%w: a %s has 1 to %d characters", ErrInvalidKey, what, maxName)
+	if !printable(s, maxName) {
+		return fmt.Errorf("%w: a %s has 1 to %d printable characters", ErrInvalidKey, what, maxName)
+	}
+	return nil
+}
+
+// printable reports whether s is valid UTF-8 of 1 to limit printable
+// characters: a name that is safe to show and to log.
+func printable(s string, limit int) bool {
+	if s == "" || !utf8.ValidString(s) || utf8.RuneCountInString(s) > limit {
+		return false
 	}
 	for _, r := range s {
 		if !unicode.IsPrint(r) {
-			return fmt.Errorf("%w: a %s has printable characters only", ErrInvalidKey, what)
+			return false
 		}
 	}
-	return nil
+	return true
 }

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"sync/atomic"
+	"unicode"
 
 	"github.com/golang-jwt/jwt/v5"
 
@@ -102,9 +103,11 @@ func (a *Authenticator) Authenticate(r *http.Request) (*Principal, *Error) {
 	if tok == "" {
 		return a.anonymous(r), nil
 	}
-	p, err := a.check(r.Context(), tok, from)
+	p, err, detail := a.check(r.Context(), tok, from)
 	if err != nil {
-		a.log.Debug("auth: credential refused", "from", from, "reason", err.Message, "remote", r.RemoteAddr)
+		// detail is golang-jwt's error, which names claims and
+		// algorithms, never the token.
+		a.log.Debug("auth: credential refused", "from", from, "reason", err.Message, "remote", r.RemoteAddr, "err", detail)
 		return nil, err
 	}
 	return p, nil
@@ -129,18 +132,27 @@ func (a *Authenticator) credential(r *http.Request) (string, string) {
 	return "", ""
 }
 
-// check says whose token tok is.
-func (a *Authenticator) check(ctx context.Context, tok, from string) (*Principal, *Error) {
+// maxToken bounds the tokens checked: real ones are far shorter, and a
+// JWT of megabytes would cost its decoding.
+const maxToken = 16 << 10
+
+// check says whose token tok is. When it does not check out, detail says
+// more than the error, for the log.
+func (a *Authenticator) check(ctx context.Context, tok, from string) (p *Principal, err *Error, detail error) {
+	if len(tok) > maxToken {
+		return nil, Unauthorized("the token is too long"), nil
+	}
 	if a.admin.Valid(tok) {
-		return &Principal{User: "admin", Tenant: DefaultTenant, Roles: []string{RoleAdmin, RoleUser}, Via: ViaAdminToken}, nil
+		return &Principal{User: "admin", Tenant: DefaultTenant, Roles: []string{RoleAdmin, RoleUser}, Via: ViaAdminToken}, nil, nil
 	}
 	if strings.HasPrefix(tok, secretPrefix) {
-		return a.checkKey(ctx, tok, from)
+		p, err := a.checkKey(ctx, tok, from)
+		return p, err, nil
 	}
 	if strings.Count(tok, ".") == 2 {
-		return a.checkJWT(tok, from)
+		return a.checkJWT(tok)
 	}
-	return nil, Unauthorized("the token is not valid")
+	return nil, Unauthorized("the token is not valid"), nil
 }
 
 func (a *Authenticator) checkKey(ctx context.Context, tok, from string) (*Principal, *Error) {
@@ -165,29 +177,35 @@ func (a *Authenticator) checkKey(ctx context.Context, tok, from string) (*Princi
 	}, nil
 }
 
-func (a *Authenticator) checkJWT(tok, from string) (*Principal, *Error) {
+func (a *Authenticator) checkJWT(tok string) (*Principal, *Error, error) {
 	keys := a.jwt.Load()
 	if len(keys.keys) == 0 {
-		return nil, Unauthorized("JWTs are not accepted here")
+		return nil, Unauthorized("JWTs are not accepted here"), nil
 	}
 	claims := jwt.MapClaims{}
 	if _, err := a.parser.ParseWithClaims(tok, claims, keys.keyfunc); err != nil {
-		msg := jwtMessage(err)
-		// jwt's errors name claims and algorithms, never the token.
-		a.log.Debug("auth: jwt refused", "from", from, "reason", msg, "err", err)
-		return nil, Unauthorized(msg)
+		return nil, Unauthorized(jwtMessage(err)), err
 	}
+	p, aerr := a.principalOf(claims)
+	return p, aerr, nil
+}
+
+// principalOf maps the claims of a valid JWT to a principal.
+func (a *Authenticator) principalOf(claims jwt.MapClaims) (*Principal, *Error) {
 	c := a.cfg.JWT
 	user, _ := claims[c.UserClaim].(string)
 	if user == "" {
 		return nil, Unauthorized(fmt.Sprintf("the token has no %q claim naming the user", c.UserClaim))
 	}
-	tenant, _ := claims[c.TenantClaim].(string)
-	if tenant == "" {
-		if _, ok := claims[c.TenantClaim]; ok {
+	if !printable(user, maxUser) {
+		return nil, Unauthorized(fmt.Sprintf("the token's %q claim is not a user name", c.UserClaim))
+	}
+	tenant := DefaultTenant
+	if v, ok := claims[c.TenantClaim]; ok {
+		tenant, _ = v.(string)
+		if !printable(tenant, maxName) {
 			return nil, Unauthorized(fmt.Sprintf("the token's %q claim is not a tenant", c.TenantClaim))
 		}
-		tenant = DefaultTenant
 	}
 	roles, ok := rolesClaim(claims[c.RolesClaim])
 	if !ok {
@@ -195,6 +213,9 @@ func (a *Authenticator) checkJWT(tok, from string) (*Principal, *Error) {
 	}
 	return &Principal{User: user, Tenant: tenant, Roles: roles, Via: ViaJWT}, nil
 }
+
+// maxUser bounds the user a JWT names (an email address, an IdP's id).
+const maxUser = 256
 
 // rolesClaim reads roles: absent is RoleUser; an array of strings or a
 // string of space-separated roles (as OAuth's scope).
@@ -208,7 +229,7 @@ func rolesClaim(v any) ([]string, bool) {
 	case []any:
 		for _, r := range v {
 			s, ok := r.(string)
-			if !ok || s == "" {
+			if !ok || !printable(s, maxName) || strings.ContainsFunc(s, unicode.IsSpace) {
 				return nil, false
 			}
 			roles = append(roles, s)

@@ -18,7 +18,8 @@ import (
 // Writes go to a temporary file renamed over the old one, so a reader
 // never sees half a file. Another process (drover keys create) may write
 // the file too: a change of its modification time or size is read on the
-// next call, and Reload reads it at once.
+// next call, and Reload reads it at once. Writes by two processes at the
+// same moment may lose one; managers that share keys use a RedisKeyStore.
 type FileKeyStore struct {
 	path string
 
@@ -195,9 +196,9 @@ func (s *FileKeyStore) Lookup(ctx context.Context, secret string) (APIKey, error
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if err := s.fresh(); err != nil {
-		return APIKey{}, err
-	}
+	// A file that cannot be read now (being replaced by hand, say)
+	// leaves the keys read before in use; Reload reports the error.
+	_ = s.fresh()
 	i := slices.IndexFunc(s.keys, func(k storedKey) bool { return k.ID == id })
 	if i < 0 || !sameHash(s.keys[i].Hash, hashSecret(secret)) || s.keys[i].Revoked {
 		return APIKey{}, ErrUnknownKey

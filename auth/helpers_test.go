@@ -109,7 +109,6 @@ func logBuffer() (*slog.Logger, *testutil.SyncBuffer) {
 	return slog.New(slog.NewTextHandler(&b, &slog.HandlerOptions{Level: slog.LevelDebug})), &b
 }
 
-
 func newAuth(t testing.TB, cfg auth.Config) *auth.Authenticator {
 	t.Helper()
 	a, err := auth.New(cfg)
@@ -127,3 +126,5 @@ func x509MarshalPKCS8(k any) ([]byte, error) { return x509.MarshalPKCS8PrivateKe
 func pemBlock(typ string, der []byte) []byte {
 	return pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der})
 }
+
+func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }

@@ -136,6 +136,18 @@ func TestJWT(t *testing.T) {
 		{"tenant of the wrong type", func(t *testing.T) string {
 			return s.hs(t, claims(func(c jwt.MapClaims) { c["tenant"] = []string{"a", "b"} }))
 		}, nil, `the token's "tenant" claim is not a tenant`},
+		{"empty tenant", func(t *testing.T) string {
+			return s.hs(t, claims(func(c jwt.MapClaims) { c["tenant"] = "" }))
+		}, nil, `the token's "tenant" claim is not a tenant`},
+		{"tenant with a control character", func(t *testing.T) string {
+			return s.hs(t, claims(func(c jwt.MapClaims) { c["tenant"] = "acme\nadmin" }))
+		}, nil, `the token's "tenant" claim is not a tenant`},
+		{"user with a control character", func(t *testing.T) string {
+			return s.hs(t, claims(func(c jwt.MapClaims) { c["sub"] = "alice\x1b[31m" }))
+		}, nil, `the token's "sub" claim is not a user name`},
+		{"a role with a space", func(t *testing.T) string {
+			return s.hs(t, claims(func(c jwt.MapClaims) { c["roles"] = []string{"user", "ad min"} }))
+		}, nil, `the token's "roles" claim is not a list of roles`},
 		{"exp of the wrong type", func(t *testing.T) string {
 			return s.hs(t, claims(func(c jwt.MapClaims) { c["exp"] = "tomorrow" }))
 		}, nil, "the token has a claim of the wrong type"},
@@ -345,4 +357,34 @@ func TestReload(t *testing.T) {
 	p, err := a.Authenticate(bearerReq(newTok))
 	require.Nil(t, err)
 	require.Equal(t, "alice", p.User)
+}
+
+// TestReloadKeyFile: Reload reads the API key file too; when it cannot,
+// neither the keys nor the JWT keys change.
+func TestReloadKeyFile(t *testing.T) {
+	dir := t.TempDir()
+	keysFile, secretFile := dir+"/keys.json", dir+"/hs.secret"
+	oldSecret, newSecretB := newSecret(t), newSecret(t)
+	require.NoError(t, os.WriteFile(secretFile, oldSecret, 0o600))
+	a := newAuth(t, auth.Config{KeysFile: keysFile, JWT: auth.JWTConfig{SecretFiles: []string{secretFile}}})
+	key, _, err := a.Keys().Create(t.Context(), auth.APIKey{Name: "k"})
+	require.NoError(t, err)
+	oldTok := sign(t, jwt.SigningMethodHS256, []byte(strings.TrimSpace(string(oldSecret))), claims(nil), "")
+
+	require.NoError(t, os.WriteFile(secretFile, newSecretB, 0o600))
+	good, err := os.ReadFile(keysFile)
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(keysFile, []byte("{"), 0o600))
+	require.ErrorContains(t, a.Reload(), keysFile)
+	_, aerr := a.Authenticate(bearerReq(oldTok))
+	require.Nil(t, aerr, "the JWT keys stay as they were")
+	_, aerr = a.Authenticate(bearerReq(key))
+	require.Nil(t, aerr, "so do the API keys")
+
+	require.NoError(t, os.WriteFile(keysFile, good, 0o600))
+	require.NoError(t, a.Reload())
+	_, aerr = a.Authenticate(bearerReq(oldTok))
+	require.NotNil(t, aerr)
+	_, aerr = a.Authenticate(bearerReq(key))
+	require.Nil(t, aerr)
 }

@@ -45,9 +45,9 @@ type jwtKeys struct {
 	keys []verifyKey
 }
 
-var (
-	errAlgorithm = errors.New("no key for the token's algorithm")
-)
+// errAlgorithm: the token's alg is not one this package accepts, or no
+// key of that algorithm is configured.
+var errAlgorithm = errors.New("no key for the token's algorithm")
 
 // keyfunc picks the keys a token may be verified with: those of its
 // algorithm and, when it names a kid that a key has, only that key.

@@ -66,3 +66,9 @@ func Scrub(u *url.URL, extra ...string) string {
 // Scrub is Scrub with the Authenticator's query parameter among the
 // scrubbed ones.
 func (a *Authenticator) Scrub(u *url.URL) string { return Scrub(u, a.cfg.QueryParam) }
+
+// ScrubQuery is ScrubQuery with the Authenticator's query parameter among
+// the scrubbed ones.
+func (a *Authenticator) ScrubQuery(rawQuery string) string {
+	return ScrubQuery(rawQuery, a.cfg.QueryParam)
+}

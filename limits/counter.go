@@ -46,6 +46,11 @@ func (c *Counter) Acquire(key string) (release func(), ok bool) {
 	}
 	c.n[key]++
 	c.mu.Unlock()
+	return c.releaser(key), true
+}
+
+// releaser gives one of key's holdings back, once.
+func (c *Counter) releaser(key string) func() {
 	var done atomic.Bool
 	return func() {
 		if !done.CompareAndSwap(false, true) {
@@ -56,7 +61,19 @@ func (c *Counter) Acquire(key string) (release func(), ok bool) {
 			delete(c.n, key)
 		}
 		c.mu.Unlock()
-	}, true
+	}
+}
+
+// Hold takes one holding for key even past the maximum (what was taken
+// elsewhere and moves here); release is as Acquire's.
+func (c *Counter) Hold(key string) (release func()) {
+	if c == nil {
+		return func() {}
+	}
+	c.mu.Lock()
+	c.n[key]++
+	c.mu.Unlock()
+	return c.releaser(key)
 }
 
 // Count is what key holds now.

@@ -261,3 +261,21 @@ func BenchmarkKeyedAllow(b *testing.B) {
 		}
 	})
 }
+
+func TestCounterHold(t *testing.T) {
+	c := limits.NewCounter(1)
+	r1, ok := c.Acquire("alice")
+	require.True(t, ok)
+	r2 := c.Hold("alice") // moved here: counted past the maximum
+	require.Equal(t, 2, c.Count("alice"))
+	_, ok = c.Acquire("alice")
+	require.False(t, ok)
+	r1()
+	_, ok = c.Acquire("alice")
+	require.False(t, ok, "still one held")
+	r2()
+	r2()
+	require.Zero(t, c.Count("alice"))
+	var none *limits.Counter
+	none.Hold("x")()
+}

@@ -60,6 +60,15 @@ func (l *Limits) AcquireSession(user string) (release func(), ok bool) {
 	return l.sessions.Acquire(user)
 }
 
+// HoldSession counts one of the user's sessions without refusing it (a
+// session moved here from another manager); see Counter.Hold.
+func (l *Limits) HoldSession(user string) (release func()) {
+	if user == "" {
+		return func() {}
+	}
+	return l.sessions.Hold(user)
+}
+
 // SessionsPerUser is the most sessions a user may hold; 0: no limit.
 func (l *Limits) SessionsPerUser() int { return l.sessions.Max() }
 

@@ -1,8 +1,10 @@
 package manager
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"strconv"
@@ -24,9 +26,15 @@ import (
 // quota_exceeded for the task (the session goes on), an error frame and a
 // close for a WebSocket session, a 429 with Retry-After for REST.
 //
-// Concurrent sessions are counted per manager: a session resumed here from
-// another manager is not counted (its user is not in the shared state),
-// and a session handed to another manager leaves this one's count.
+// Concurrent sessions are counted per manager: a session handed to another
+// manager leaves this one's count and joins the other's (even past the
+// quota there: it is no new session). A refused task writes no log line:
+// a flood would flood the log too.
+
+// Limits are the limits the manager applies (Config.Limits), for other
+// doors to share (the conversion API's uploads); nil when it limits
+// nothing.
+func (m *Manager) Limits() *limits.Limits { return m.limits }
 
 // sessionLimits is what a session's limits need: its keys, the user's
 // session slot, the tasks it has in flight. nil when the manager limits
@@ -115,12 +123,12 @@ func userKey(info *session.Info, ip string) string {
 
 // admitAddress takes a new session from the address's bucket, before the
 // connect hooks run: a flood from one address costs no hook.
-func (m *Manager) admitAddress(s *Session) error {
+func (m *Manager) admitAddress(ctx context.Context, s *Session) error {
 	if s.lim == nil || s.lim.ip == "" {
 		return nil
 	}
 	if ok, wait := m.limits.AllowSession("", s.lim.ip); !ok {
-		m.log.Info("session refused", "code", session.CodeRateLimited, "by", "address", "remote", s.info.Remote)
+		m.auditSession(ctx, s, "refused", slog.String("code", session.CodeRateLimited), slog.String("limit", "session rate per address"))
 		return rateLimited("new sessions from your address", wait)
 	}
 	return nil
@@ -129,22 +137,20 @@ func (m *Manager) admitAddress(s *Session) error {
 // admitUser takes a new session from its user's bucket and one of the
 // user's session slots, once the connect hooks have said who the user is.
 // The session's end gives the slot back.
-func (m *Manager) admitUser(s *Session) error {
+func (m *Manager) admitUser(ctx context.Context, s *Session) error {
 	l := s.lim
 	if l == nil {
 		return nil
 	}
 	l.user = userKey(&s.info, l.ip)
 	if ok, wait := m.limits.AllowSession(l.user, ""); !ok {
-		m.log.Info("session refused", "code", session.CodeRateLimited, "by", "user", "user", s.info.User,
-			"remote", s.info.Remote)
+		m.auditSession(ctx, s, "refused", slog.String("code", session.CodeRateLimited), slog.String("limit", "session rate per user"))
 		return rateLimited("new sessions", wait)
 	}
 	release, ok := m.limits.AcquireSession(l.user)
 	if !ok {
 		n := m.limits.SessionsPerUser()
-		m.log.Info("session refused", "code", session.CodeQuotaExceeded, "by", "sessions per user",
-			"user", s.info.User, "remote", s.info.Remote, "max", n)
+		m.auditSession(ctx, s, "refused", slog.String("code", session.CodeQuotaExceeded), slog.String("limit", "sessions per user"))
 		return &limitError{se: session.NewError(session.CodeQuotaExceeded,
 			fmt.Sprintf("you already have %d %s open, the most allowed", n, plural(n, "session")))}
 	}
@@ -157,6 +163,17 @@ func plural(n int, word string) string {
 		return word
 	}
 	return word + "s"
+}
+
+// limitResumed names the user of a session resumed from another manager,
+// once its principal is known, and counts it among the user's sessions
+// without refusing it: it is no new session, and it has left the other
+// manager's count.
+func (s *Session) limitResumed() {
+	if l := s.lim; l != nil {
+		l.user = userKey(&s.info, l.ip)
+		l.release = s.m.limits.HoldSession(l.user)
+	}
 }
 
 // releaseLimits gives the session's slot back: at its end, or when it

@@ -359,3 +359,36 @@ func TestTasksInFlight(t *testing.T) {
 	close(release)
 	require.NoError(t, <-done)
 }
+
+// queryUser authenticates every request as the user its query names
+// (?user=NAME), as a token would.
+func queryUser() auth.RequestAuthenticator {
+	return auth.AuthenticatorFunc(func(r *http.Request) (*auth.Principal, *auth.Error) {
+		u := r.URL.Query().Get("user")
+		if u == "" {
+			return nil, auth.Unauthorized("this needs a credential")
+		}
+		return &auth.Principal{User: u, Tenant: "acme", Roles: []string{auth.RoleUser}, Via: auth.ViaJWT}, nil
+	})
+}
+
+// TestSessionSlotMovesWithSession: a session resumed through another
+// manager leaves the first manager's count and joins the second's.
+func TestSessionSlotMovesWithSession(t *testing.T) {
+	ss := newSharedStack(t, sharedOpts{slots: 3, auth: queryUser(), limits: limits.Config{SessionsPerUser: 1}})
+	m0, m1 := ss.mgrs[0], ss.mgrs[1]
+	old, w := m0.open("user=alice")
+	code, _, _ := m0.dial("user=alice").refused()
+	require.Equal(t, session.CodeQuotaExceeded, code)
+
+	c, w2 := m1.open("user=alice&resume=" + w.Resume)
+	require.Equal(t, w.Session, w2.Session)
+	c.one(`{"command":"echo"}`)
+	code, _, _ = m1.dial("user=alice").refused()
+	require.Equal(t, session.CodeQuotaExceeded, code, "the session counts where it is now")
+	// The first manager lets go (and closes the old connection) once it
+	// hears of the move; its count is then clear.
+	require.Equal(t, websocket.ClosePolicyViolation, old.closeCode())
+	c0, _ := m0.open("user=alice")
+	c0.one(`{"command":"echo"}`)
+}

@@ -400,6 +400,11 @@ func New(cfg Config) (*Manager, error) {
 		HeartbeatInterval: cfg.HeartbeatInterval, MissedHeartbeats: cfg.MissedHeartbeats,
 		Dial: m.dial, Publish: m.shared.publish, Resync: m.shared.resyncSessions,
 		Logger: cfg.Logger, Registerer: cfg.Registerer}
+	if cfg.FarmTLS != nil {
+		t := http.DefaultTransport.(*http.Transport).Clone()
+		t.TLSClientConfig = cfg.FarmTLS
+		pcfg.FarmClient = &http.Client{Transport: t}
+	}
 	m.pools.m = map[string]*poolState{}
 	for _, p := range cfg.Pools {
 		pcfg.Pools = append(pcfg.Pools, m.placementPool(p))
@@ -413,7 +418,7 @@ func New(cfg Config) (*Manager, error) {
 	rlog := cfg.Logger.With("component", "relay")
 	m.relay = proxy.New(proxy.Options{Logger: rlog})
 	m.farmRelay = proxy.New(proxy.Options{Logger: rlog,
-		Header: bearer.Header(cfg.FarmToken)})
+		Header: bearer.Header(cfg.FarmToken), TLS: cfg.FarmTLS})
 	m.router = m.routes()
 	m.place.Start()
 	m.goTracked(m.janitor)

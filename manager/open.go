@@ -77,7 +77,7 @@ func (m *Manager) admit(ctx context.Context, r openRequest) (*Session, error) {
 		s.startOpts = farmapi.StartOptions{Model: r.opts.Model, SessionDir: r.sessionDir}
 		s.byToken = r.byToken
 	}
-	if err := m.admitAddress(s); err != nil {
+	if err := m.admitAddress(ctx, s); err != nil {
 		s.cancel(nil)
 		return nil, fmt.Errorf("%w: %w", errRefused, err)
 	}
@@ -94,7 +94,7 @@ func (m *Manager) admit(ctx context.Context, r openRequest) (*Session, error) {
 		m.log.Info("session refused", "pool", s.info.Pool, "remote", r.remote, "err", err)
 		return nil, fmt.Errorf("%w: %w: %w", errRefused, errRefusedPlain, err)
 	}
-	if err := m.admitUser(s); err != nil {
+	if err := m.admitUser(ctx, s); err != nil {
 		s.cancel(nil)
 		return nil, fmt.Errorf("%w: %w", errRefused, err)
 	}

@@ -42,12 +42,12 @@ type Session struct {
 	// tokenHash is set (under Manager.mu) once the session is recorded in
 	// the store, resumable through other managers.
 	tokenHash string
-	restKey   string            // the id REST clients use; a secret like the token
+	restKey   string // the id REST clients use; a secret like the token
 	// owner opened the session; only the same user of the same tenant
 	// may resume it or run its REST tasks. nil for in-process sessions
 	// opened without a principal.
-	owner *auth.Principal
-	labels    map[string]string // farm labels the session asked for
+	owner  *auth.Principal
+	labels map[string]string // farm labels the session asked for
 	// stream sessions get an idle instance that fits startOpts or a fresh
 	// one started with them, and their client's bytes are relayed to it.
 	stream    bool

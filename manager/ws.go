@@ -286,6 +286,7 @@ func (m *Manager) claimShared(ctx context.Context, tok, restKey, remote string) 
 		s.owner, s.info.User = who, who.User
 		auth.SetSession(&s.info, who)
 	}
+	s.limitResumed()
 	if restKey != "" {
 		s.restKey = restKey
 	} else {

@@ -50,6 +50,8 @@ type Options struct {
 	Audit *slog.Logger
 	// Registerer receives the API's metrics; nil means none.
 	Registerer prometheus.Registerer
+	// Uploads, when set, bounds how fast each caller starts uploads.
+	Uploads UploadLimiter
 }
 
 // API serves a conversion.Service over HTTP.
@@ -86,6 +88,7 @@ func (a *API) Mount(r gin.IRouter) {
 func (a *API) MountRoutes(r gin.IRouter) {
 	for _, p := range Prefixes {
 		g := r.Group(p)
+		g.Use(a.limitUploads)
 		g.POST("/upload", a.upload)
 		g.POST("/uploadArray", a.uploadArray)
 		g.PUT("/create", a.create)

@@ -172,6 +172,7 @@ func NewUp(cfg UpConfig, log *slog.Logger, reg *prometheus.Registry) (_ *Up, err
 			HealthThreshold: cfg.HealthThreshold,
 			ResumeGrace:     cfg.ResumeGrace,
 			MaxMessageSize:  cfg.MaxMessageSize,
+			Limits:          cfg.Limits(),
 			Registerer:      reg,
 			Gatherer:        reg,
 			AllowedOrigins:  cfg.AllowedOrigins,

@@ -107,6 +107,7 @@ func NewManager(cfg ManagerConfig, log *slog.Logger, reg *prometheus.Registry) (
 			FarmToken:         cfg.FarmToken,
 			AdminToken:        cfg.AdminToken,
 			HeartbeatInterval: cfg.HeartbeatInterval,
+			Limits:            cfg.Limits(),
 			Registerer:        reg,
 			Gatherer:          reg,
 			AllowedOrigins:    cfg.AllowedOrigins,
