@@ -73,6 +73,9 @@ type Conversion struct {
 	Tokens Tokens
 	// Retention purges old items; off by default. See conversion.Retention.
 	Retention conversion.Retention
+	// Quota bounds what each tenant's items hold; unlimited by default.
+	// See conversion.TenantQuota.
+	Quota conversion.TenantQuota
 }
 
 // Conversion is the conversion service; nil without Config.Conversion.
@@ -131,7 +134,7 @@ func (s *Server) setupConversion(cc Conversion, m *manager.Manager, mc manager.C
 	}
 	svc, err := conversion.New(conversion.Config{Storage: st, Items: store, Queue: q, Webhook: wo,
 		MaxUpload: cc.MaxUpload, ReclaimInterval: cc.ReclaimInterval, PresignTTL: cc.PresignTTL,
-		Retention: cc.Retention, Logger: clog,
+		Retention: cc.Retention, Quota: cc.Quota, Logger: clog,
 		Registerer: mc.Registerer})
 	if err != nil {
 		return err
@@ -142,7 +145,7 @@ func (s *Server) setupConversion(cc Conversion, m *manager.Manager, mc manager.C
 	s.conv = svc
 	s.cleanups.Push("conversion", svc.Stop)
 
-	ao := api.Options{Version: mc.Version, Logger: clog, Tokens: tokens, Registerer: mc.Registerer}
+	ao := api.Options{Version: mc.Version, Logger: clog, Audit: log.With("component", "audit"), Tokens: tokens, Registerer: mc.Registerer}
 	if l := m.Limits(); l != nil {
 		ao.Uploads = l // the manager's limits: uploads per user and address (Manager.Limits)
 	}

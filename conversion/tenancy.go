@@ -109,7 +109,6 @@ type TenantUsage struct {
 // Config.Quota).
 func (s *Service) Usage(tenant string) TenantUsage { return s.usage.of(tenant) }
 
-
 // sees reports whether the caller of ctx may see item id, from what the
 // service counts (no round trip to the store), or the store if the item
 // is not counted yet.

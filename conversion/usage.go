@@ -132,8 +132,12 @@ func (u *usage) drop(id string, at time.Time) {
 	now := time.Now()
 	old, ok := u.items[id]
 	if !ok {
+		// Known deleted: the store's time of the delete may be later than
+		// the one taken then, never another change.
 		if g, gone := u.gone[id]; gone {
-			u.touch(g.tenant, at)
+			if tu := u.tenant(g.tenant); at.After(tu.last) {
+				tu.last = at
+			}
 		}
 		return
 	}

@@ -203,6 +203,7 @@ func conversionFlags(fs *pflag.FlagSet) {
 	s3Flags(fs)
 	tokenFlags(fs)
 	retentionFlags(fs)
+	tenancyFlags(fs)
 }
 
 func coalesceData(d string) string {

@@ -284,7 +284,7 @@ func (a *API) directPut(c *gin.Context) {
 		c.AbortWithStatusJSON(http.StatusNotFound, gin.H{"ERROR": "Not found"})
 		return
 	}
-	ctx := signedContext(c)
+	ctx := withoutPrincipal(c)
 	ev := a.auditUpload(c, "upload")
 	ev.p, ev.via, ev.item = nil, "signed-url", id
 	if it, err := a.svc.Get(ctx, id); err == nil {
@@ -318,14 +318,15 @@ func (a *API) directGet(c *gin.Context) {
 		c.AbortWithStatusJSON(http.StatusNotFound, gin.H{"ERROR": "Not found"})
 		return
 	}
-	obj, f, err := a.svc.OpenOutputByName(signedContext(c), id, name)
+	obj, f, err := a.svc.OpenOutputByName(withoutPrincipal(c), id, name)
 	a.serve(c, obj, f, err)
 }
 
-// signedContext is the context of a request with a signed URL: the
-// signature is its authority, checked for the tenant when the URL was
-// issued, so whatever principal the request carries does not count.
-func signedContext(c *gin.Context) context.Context {
+// withoutPrincipal is the context of a request whose authority is not a
+// principal: a signed URL, whose tenant was checked when it was issued,
+// or a farm's token. Whatever principal the request carries does not
+// count.
+func withoutPrincipal(c *gin.Context) context.Context {
 	return auth.NewContext(c.Request.Context(), nil)
 }
 
