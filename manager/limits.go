@@ -20,8 +20,9 @@ import (
 
 // Quotas and rate limits (Config.Limits, package limits) are checked at
 // the doors, before a session or a task costs anything: a new session's
-// address before the connect hooks run, its user after them (they say who
-// the user is), and a task before the middleware chain. A refusal is an
+// address before its credential is checked (sessionDoor) or, in process,
+// before the connect hooks run; its user after them (they say who the
+// user is); a task before the middleware chain. A refusal is an
 // answer like any other: an error frame with rate_limited or
 // quota_exceeded for the task (the session goes on), an error frame and a
 // close for a WebSocket session, a 429 with Retry-After for REST.
@@ -79,8 +80,8 @@ func rateLimited(what string, wait time.Duration) *limitError {
 // waitText says a wait as people read it: tenths of a second below one,
 // whole seconds (rounded up) above.
 func waitText(d time.Duration) string {
-	if d < time.Second {
-		return strconv.FormatFloat(max(0.1, float64((d+99*time.Millisecond)/(100*time.Millisecond))/10), 'f', 1, 64) + " seconds"
+	if tenths := max(1, (d+99*time.Millisecond)/(100*time.Millisecond)); tenths < 10 {
+		return "0." + strconv.Itoa(int(tenths)) + " seconds"
 	}
 	n := limits.RetryAfterSeconds(d)
 	if n == 1 {
