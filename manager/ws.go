@@ -286,7 +286,7 @@ func (m *Manager) claimShared(ctx context.Context, tok, restKey, remote string) 
 		s.owner, s.info.User = who, who.User
 		auth.SetSession(&s.info, who)
 	}
-	s.limitResumed()
+	s.limitResumed() // before anything can end it; released below if it never begins here
 	if restKey != "" {
 		s.restKey = restKey
 	} else {
@@ -295,6 +295,7 @@ func (m *Manager) claimShared(ctx context.Context, tok, restKey, remote string) 
 	inst, err := m.place.Adopt(ctx, s.holder(), rec.Farm, rec.Slot, info)
 	if err != nil {
 		s.cancel(nil)
+		s.releaseLimits()
 		return fail("cannot take over its instance", err)
 	}
 	s.bind(inst) // a session nobody else holds yet: it binds
