@@ -407,6 +407,7 @@ func (s *server) warm(ctx context.Context, want map[string]int) (bool, string) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, s.status, nil)
+	req.Close = true // no idle connection outlives the run
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return false, err.Error()
@@ -439,6 +440,7 @@ func (s *server) queued(ctx context.Context) int {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, s.status, nil)
+	req.Close = true // no idle connection outlives the run
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return -1
