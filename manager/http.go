@@ -22,6 +22,11 @@ import (
 func (m *Manager) routes() *gin.Engine {
 	gin.SetMode(gin.ReleaseMode)
 	r := gin.New()
+	// gin trusts forwarding headers from anyone by default. Nobody is
+	// trusted here: c.ClientIP() is the peer, like the manager's own
+	// r.RemoteAddr, which the limits per address and the audit lines key
+	// on; a forged X-Forwarded-For must not buy a fresh bucket.
+	_ = r.SetTrustedProxies(nil)
 	r.Use(gin.CustomRecoveryWithWriter(io.Discard, m.recovered), m.checkOrigin)
 	user, admin := m.Require(LevelUser), m.Require(LevelAdmin)
 	r.GET("/ws", user, func(c *gin.Context) { m.serveWS(c.Writer, c.Request) })

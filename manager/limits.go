@@ -97,7 +97,16 @@ func (m *Manager) newSessionLimits(remote string) *sessionLimits {
 		return nil
 	}
 	ip := addressKey(remote)
-	return &sessionLimits{user: "ip:" + ip, ip: ip}
+	return &sessionLimits{user: addressUser(ip), ip: ip}
+}
+
+// addressUser is the user key of a session known by its address only; ""
+// (no limit per user) for an in-process session without one.
+func addressUser(ip string) string {
+	if ip == "" {
+		return ""
+	}
+	return "ip:" + ip
 }
 
 // addressKey is the address of remote without its port.
@@ -110,7 +119,7 @@ func addressKey(remote string) string {
 
 // userKey is who a session's user is, for the limits: its principal's
 // user and tenant (auth.SessionPrincipal), else the user a connect hook
-// named, else its address.
+// named, else its address (see addressUser).
 func userKey(info *session.Info, ip string) string {
 	if p := auth.SessionPrincipal(info); p != nil && p.User != "" {
 		return "p:" + p.Tenant + "\x00" + p.User
@@ -118,7 +127,7 @@ func userKey(info *session.Info, ip string) string {
 	if info.User != "" {
 		return "u:" + info.User
 	}
-	return "ip:" + ip
+	return addressUser(ip)
 }
 
 // admitAddress takes a new session from the address's bucket, before the
