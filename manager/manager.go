@@ -529,7 +529,7 @@ func (m *Manager) shareSession(s *Session) {
 		m.mu.Unlock()
 		return // it ended meanwhile
 	}
-	s.tokenHash = tokenHash(s.secret())
+	s.tokenHash = tokenHash(boundSecret(s.secret(), s.owner))
 	m.mu.Unlock()
 	m.shared.putSession(s)
 }
