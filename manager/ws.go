@@ -251,7 +251,7 @@ func (m *Manager) placeWS(s *Session, c *clientConn, wait bool) {
 // the session in the store, connects to its instance and puts both on this
 // manager's books. nil means there is nothing to resume.
 func (m *Manager) claimShared(ctx context.Context, tok, restKey, remote string) *Session {
-	rec, err := m.shared.claim(ctx, tok)
+	rec, err := m.shared.claim(ctx, boundSecret(tok, auth.FromContext(ctx)))
 	if rec.Slot != "" {
 		defer m.place.Unpend(rec.Slot)
 	}
