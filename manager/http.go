@@ -13,6 +13,7 @@ import (
 	"github.com/gin-gonic/gin"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/drover-dev/drover/internal/lib/httpguard"
 	"github.com/drover-dev/drover/session"
 	"github.com/drover-dev/drover/web"
 )
@@ -20,7 +21,7 @@ import (
 func (m *Manager) routes() *gin.Engine {
 	gin.SetMode(gin.ReleaseMode)
 	r := gin.New()
-	r.Use(gin.Recovery())
+	r.Use(gin.Recovery(), httpguard.Limit(m.cfg.MaxBodyBytes, tooLarge))
 	r.GET("/ws", func(c *gin.Context) { m.serveWS(c.Writer, c.Request) })
 	r.GET("/stream", m.serveStream)
 	r.GET("/health", m.serveHealth)
@@ -55,6 +56,12 @@ func (m *Manager) routes() *gin.Engine {
 type restBody struct {
 	Code    string `json:"code"`
 	Message string `json:"message"`
+}
+
+// tooLarge answers a body over its route's bound.
+func tooLarge(c *gin.Context, limit int64) {
+	restError(c, http.StatusRequestEntityTooLarge, session.CodeTooLarge,
+		fmt.Sprintf("the request body is larger than this route accepts (%d bytes)", limit))
 }
 
 func restError(c *gin.Context, status int, code, msg string) {
@@ -194,13 +201,11 @@ func (m *Manager) serveExecute(c *gin.Context) {
 		restError(c, http.StatusNotFound, session.CodeNotFound, noSuchSession)
 		return
 	}
-	body, err := io.ReadAll(io.LimitReader(c.Request.Body, m.cfg.MaxMessageSize+1))
+	httpguard.SetLimit(c, m.cfg.MaxMessageSize)
+	body, err := io.ReadAll(c.Request.Body)
 	if err != nil {
+		// An oversized body gets the limit's 413.
 		restError(c, http.StatusBadRequest, session.CodeBadRequest, "could not read the body")
-		return
-	}
-	if int64(len(body)) > m.cfg.MaxMessageSize {
-		restError(c, http.StatusRequestEntityTooLarge, session.CodeBadRequest, "the task is larger than the message limit")
 		return
 	}
 	results, err := s.Execute(c.Request.Context(), body)
@@ -230,6 +235,8 @@ func httpStatus(code string) int {
 		return http.StatusUnauthorized
 	case session.CodeRejected, session.CodeForbidden:
 		return http.StatusForbidden
+	case session.CodeTooLarge:
+		return http.StatusRequestEntityTooLarge
 	case session.CodeRateLimited, session.CodeQuotaExceeded:
 		return http.StatusTooManyRequests
 	case session.CodeTaskFailed:

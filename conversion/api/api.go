@@ -21,6 +21,7 @@ import (
 	"mime/multipart"
 	"net/http"
 	"path"
+	"strings"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -28,6 +29,8 @@ import (
 
 	"github.com/drover-dev/drover/conversion"
 	"github.com/drover-dev/drover/conversion/items"
+	"github.com/drover-dev/drover/conversion/webhook"
+	"github.com/drover-dev/drover/internal/lib/httpguard"
 	"github.com/drover-dev/drover/storage"
 )
 
@@ -70,7 +73,7 @@ func New(svc *conversion.Service, opts Options) *API {
 // drover's own signed URLs under DirectPath.
 func (a *API) Mount(r gin.IRouter) {
 	for _, p := range Prefixes {
-		g := r.Group(p)
+		g := r.Group(p, httpguard.OnTooLarge(tooLarge))
 		g.POST("/upload", a.upload)
 		g.POST("/uploadArray", a.uploadArray)
 		g.PUT("/create", a.create)
@@ -98,11 +101,12 @@ func (a *API) fail(c *gin.Context, err error) {
 	status, msg := http.StatusInternalServerError, "internal error"
 	switch {
 	case errors.Is(err, ErrBadArg), errors.Is(err, conversion.ErrInvalid):
-		status, msg = http.StatusBadRequest, err.Error()
+		status, msg = http.StatusBadRequest, clientMessage(err)
+		a.log.Info("conversion api: bad request", "path", c.FullPath(), "err", err)
 	case errors.Is(err, conversion.ErrNotFound):
 		status, msg = http.StatusNotFound, "Item not found"
 		if !errors.Is(err, items.ErrNotFound) {
-			msg = "Not found: " + err.Error()
+			msg = "Not found: " + clientMessage(err)
 		}
 	case errors.Is(err, conversion.ErrTooLarge), isMaxBytes(err):
 		status, msg = http.StatusRequestEntityTooLarge, "the upload is larger than the server allows"
@@ -116,6 +120,32 @@ func (a *API) fail(c *gin.Context, err error) {
 		a.log.Error("conversion api", "path", c.FullPath(), "err", err)
 	}
 	c.AbortWithStatusJSON(status, gin.H{"ERROR": msg})
+}
+
+// Sentences for the webhook URLs the policy refuses. They name no host:
+// the check may have resolved it, and the body is no place for addresses.
+const (
+	msgWebhookNotAllowed = "The webhook URL is not allowed. Webhooks reach public hosts only, " +
+		"unless the host is on the server's webhook allow-list."
+	msgWebhookInvalid = "The webhook URL is not valid. It must be an http or https URL with a host and no credentials."
+)
+
+// clientMessage is what a client reads of its request's error: the
+// sentence the service wrote for clients after its sentinel's prefix
+// ("conversion: invalid request: "), or a fixed one for a refused webhook
+// URL. Errors from below the service never get here: they are 500s.
+func clientMessage(err error) string {
+	switch {
+	case errors.Is(err, webhook.ErrNotAllowed):
+		return msgWebhookNotAllowed
+	case errors.Is(err, webhook.ErrInvalidURL):
+		return msgWebhookInvalid
+	}
+	msg := err.Error()
+	for _, sentinel := range []error{conversion.ErrInvalid, conversion.ErrNotFound, items.ErrInvalid} {
+		msg = strings.TrimPrefix(msg, sentinel.Error()+": ")
+	}
+	return msg
 }
 
 func isMaxBytes(err error) bool {
@@ -140,8 +170,14 @@ func reply(it items.Item) idReply {
 }
 
 // bodyLimit bounds a request body: the uploads and the multipart framing.
+// Every other route's body has the manager's small default bound.
 func (a *API) bodyLimit(c *gin.Context) {
-	c.Request.Body = http.MaxBytesReader(c.Writer, c.Request.Body, a.svc.MaxUpload()+16<<20)
+	httpguard.SetLimit(c, a.svc.MaxUpload()+16<<20)
+}
+
+// tooLarge answers a body over its bound in the original's format.
+func tooLarge(c *gin.Context, _ int64) {
+	c.JSON(http.StatusRequestEntityTooLarge, gin.H{"ERROR": "the upload is larger than the server allows"})
 }
 
 // nextFile returns the next file part of the form field, or io.EOF. Other
@@ -194,7 +230,7 @@ func (a *API) upload(c *gin.Context) {
 	a.bodyLimit(c)
 	name, r, err := nextFile(c, "file")
 	if err != nil {
-		a.fail(c, noFile(err, "file"))
+		a.fail(c, a.noFile(err, "file"))
 		return
 	}
 	ctx := c.Request.Context()
@@ -227,14 +263,17 @@ func (a *API) upload(c *gin.Context) {
 	c.JSON(http.StatusOK, reply(it))
 }
 
-func noFile(err error, field string) error {
+func (a *API) noFile(err error, field string) error {
 	if errors.Is(err, io.EOF) {
 		return fmt.Errorf("%w: no file in field %q", conversion.ErrInvalid, field)
 	}
 	if isMaxBytes(err) || errors.Is(err, conversion.ErrInvalid) {
 		return err
 	}
-	return fmt.Errorf("%w: reading the upload: %w", conversion.ErrInvalid, err)
+	// The reader's own error (a multipart or network one) is no sentence
+	// for the client: it goes to the log.
+	a.log.Info("conversion api: unreadable upload", "err", err)
+	return fmt.Errorf("%w: the upload could not be read as multipart/form-data", conversion.ErrInvalid)
 }
 
 // uploadArray: several files in field "files"; rootFile names the model.
@@ -268,14 +307,14 @@ func (a *API) uploadArray(c *gin.Context) {
 		}
 		if err != nil {
 			a.svc.Abort(ctx, it.ID)
-			a.fail(c, noFile(err, "files"))
+			a.fail(c, a.noFile(err, "files"))
 			return
 		}
 		n++
 	}
 	if n == 0 {
 		a.svc.Abort(ctx, it.ID)
-		a.fail(c, noFile(io.EOF, "files"))
+		a.fail(c, a.noFile(io.EOF, "files"))
 		return
 	}
 	if it, err = a.svc.Commit(ctx, it.ID, o.SkipConversion); err != nil {

@@ -16,6 +16,7 @@ import (
 	"github.com/drover-dev/drover/conversion"
 	"github.com/drover-dev/drover/conversion/items"
 	"github.com/drover-dev/drover/conversion/signedurl"
+	"github.com/drover-dev/drover/internal/lib/httpguard"
 	"github.com/drover-dev/drover/storage"
 )
 
@@ -71,7 +72,7 @@ func (a *API) mountTokens(g gin.IRouter) {
 }
 
 func (a *API) mountDirect(r gin.IRouter) {
-	r.PUT(DirectPath+"*key", a.directPut)
+	r.PUT(DirectPath+"*key", httpguard.OnTooLarge(tooLarge), a.directPut)
 	r.GET(DirectPath+"*key", a.directGet)
 }
 
@@ -276,6 +277,13 @@ func (a *API) directPut(c *gin.Context) {
 	if g.Limit > 0 && c.Request.ContentLength > g.Limit {
 		a.fail(c, fmt.Errorf("%w: the upload may hold %d bytes", conversion.ErrTooLarge, g.Limit))
 		return
+	}
+	// The token's limit, checked again as the body streams; the service
+	// bounds the upload by its own as well.
+	if g.Limit > 0 {
+		httpguard.SetLimit(c, g.Limit)
+	} else {
+		httpguard.SetLimit(c, a.svc.MaxUpload())
 	}
 	n, err := a.svc.PutAwaited(c.Request.Context(), id, stored, c.Request.Body)
 	if err != nil {

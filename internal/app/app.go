@@ -153,14 +153,14 @@ func NewUp(cfg UpConfig, log *slog.Logger, reg *prometheus.Registry) (_ *Up, err
 	u.srv, err = drover.New(drover.Config{
 		Addr:  cfg.Addr,
 		Pools: pools,
-		Manager: manager.Config{
+		Manager: cfg.harden(manager.Config{
 			Store:           st,
 			HealthThreshold: cfg.HealthThreshold,
 			ResumeGrace:     cfg.ResumeGrace,
 			MaxMessageSize:  cfg.MaxMessageSize,
 			Registerer:      reg,
 			Gatherer:        reg,
-		},
+		}),
 		Farm:          farm.Config{Slots: cfg.Instances, ReconcileInterval: cfg.ReconcileInterval, Cache: cache},
 		Logger:        log,
 		ShutdownGrace: u.grace,

@@ -71,6 +71,8 @@ type FarmConfig struct {
 	CacheConfig `koanf:",squash"`
 	// How the converters run, and their limits.
 	ConverterRuntimeConfig `koanf:",squash"`
+	// The HTTP server's limits (http_max_body_bytes is the managers').
+	HardenConfig `koanf:",squash"`
 }
 
 // FarmNode is a running `drover farm`: the runtime, its HTTP server and the
@@ -222,6 +224,7 @@ func NewFarm(cfg FarmConfig, log *slog.Logger, reg *prometheus.Registry) (_ *Far
 	}
 	n.cleanups.PushFunc("farm server", n.Server.Close)
 	n.http.Handler = n.Server
+	cfg.httpTimeouts().Apply(n.http)
 	return n, nil
 }
 

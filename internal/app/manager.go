@@ -85,7 +85,7 @@ func NewManager(cfg ManagerConfig, log *slog.Logger, reg *prometheus.Registry) (
 	n.srv, err = drover.New(drover.Config{
 		Addr:  cfg.Addr,
 		Pools: pools,
-		Manager: manager.Config{
+		Manager: cfg.harden(manager.Config{
 			Store:             st,
 			ID:                cfg.ID,
 			HandOffOnShutdown: cfg.Redis != "",
@@ -97,7 +97,7 @@ func NewManager(cfg ManagerConfig, log *slog.Logger, reg *prometheus.Registry) (
 			HeartbeatInterval: cfg.HeartbeatInterval,
 			Registerer:        reg,
 			Gatherer:          reg,
-		},
+		}),
 		Logger:        log,
 		ShutdownGrace: n.grace,
 		Conversion:    conv,
