@@ -46,9 +46,9 @@ const maxFarmBody = 1 << 20
 
 // Plain sentences of the farm API's errors; the details go to the log.
 const (
-	msgBadRegistration = "bad registration: a farm needs a JSON body with a printable id of at most 128 characters, " +
+	msgBadRegistration = "bad registration, a farm needs a JSON body with a printable id of at most 128 characters, " +
 		"0 to 100000 slots and an http or https url"
-	msgBadHeartbeat = "bad heartbeat: the body must be a JSON heartbeat"
+	msgBadHeartbeat = "bad heartbeat, the body must be a JSON heartbeat"
 	msgStoreDown    = "the shared state is unavailable; try again"
 )
 

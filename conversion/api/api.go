@@ -145,7 +145,12 @@ func clientMessage(err error) string {
 	for _, sentinel := range []error{conversion.ErrInvalid, conversion.ErrNotFound, items.ErrInvalid} {
 		msg = strings.TrimPrefix(msg, sentinel.Error()+": ")
 	}
-	return msg
+	if rest, ok := strings.CutPrefix(msg, ErrBadArg.Error()+": "); ok {
+		msg = "Bad " + ArgHeader + " header (" + rest + ")"
+	}
+	// What is left is one sentence, its parts joined with commas rather
+	// than in the colons of an error chain.
+	return strings.ReplaceAll(msg, ": ", ", ")
 }
 
 func isMaxBytes(err error) bool {
