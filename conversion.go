@@ -18,6 +18,7 @@ import (
 	"github.com/drover-dev/drover/conversion/webhook"
 	"github.com/drover-dev/drover/farm"
 	"github.com/drover-dev/drover/internal/lib/bearer"
+	"github.com/drover-dev/drover/internal/lib/certreload"
 	"github.com/drover-dev/drover/manager"
 	"github.com/drover-dev/drover/storage"
 )
@@ -72,6 +73,9 @@ type Conversion struct {
 	Tokens Tokens
 	// Retention purges old items; off by default. See conversion.Retention.
 	Retention conversion.Retention
+	// Quota bounds what each tenant's items hold; unlimited by default.
+	// See conversion.TenantQuota.
+	Quota conversion.TenantQuota
 }
 
 // Conversion is the conversion service; nil without Config.Conversion.
@@ -130,7 +134,7 @@ func (s *Server) setupConversion(cc Conversion, m *manager.Manager, mc manager.C
 	}
 	svc, err := conversion.New(conversion.Config{Storage: st, Items: store, Queue: q, Webhook: wo,
 		MaxUpload: cc.MaxUpload, ReclaimInterval: cc.ReclaimInterval, PresignTTL: cc.PresignTTL,
-		Retention: cc.Retention, Logger: clog,
+		Retention: cc.Retention, Quota: cc.Quota, Logger: clog,
 		Registerer: mc.Registerer})
 	if err != nil {
 		return err
@@ -141,11 +145,18 @@ func (s *Server) setupConversion(cc Conversion, m *manager.Manager, mc manager.C
 	s.conv = svc
 	s.cleanups.Push("conversion", svc.Stop)
 
-	a := api.New(svc, api.Options{Version: mc.Version, Logger: clog, Tokens: tokens, Registerer: mc.Registerer})
-	a.Mount(m.Router())
-	a.MountStream(m.Router(), &streamer{m: m, pool: cmp.Or(cc.StreamPool, DefaultStreamPool)})
+	ao := api.Options{Version: mc.Version, Logger: clog, Audit: log.With("component", "audit"), Tokens: tokens, Registerer: mc.Registerer}
+	if l := m.Limits(); l != nil {
+		ao.Uploads = l // the manager's limits: uploads per user and address (Manager.Limits)
+	}
+	a := api.New(svc, ao)
+	// The API is the users'; the signed URLs carry their own credential.
+	users := m.Router().Group("", m.Require(manager.LevelUser))
+	a.MountRoutes(users)
+	a.MountDirect(m.Router())
+	a.MountStream(users, &streamer{m: m, pool: cmp.Or(cc.StreamPool, DefaultStreamPool)})
 	if mc.FarmToken != "" {
-		a.MountFarm(m.Router(), farmAuth(mc.FarmToken, clog))
+		a.MountFarm(m.Router(), farmAuth(mc.FarmToken, mc.RequireFarmCert, clog))
 	}
 	m.AddEventSource(itemEvents(svc))
 	m.SetConversionStatus(func(ctx context.Context) any { return svc.Status(ctx) })
@@ -173,10 +184,19 @@ func (s *Server) setupConversion(cc Conversion, m *manager.Manager, mc manager.C
 	return nil
 }
 
-// farmAuth admits farms with the farm token.
-func farmAuth(token string, log *slog.Logger) gin.HandlerFunc {
+// farmAuth admits farms with the farm token and, with requireCert, a
+// verified client certificate (see manager.FarmCertGuard).
+func farmAuth(token string, requireCert bool, log *slog.Logger) gin.HandlerFunc {
 	check := bearer.NewChecker(token)
+	guard := manager.FarmCertGuard(requireCert, log)
 	return func(c *gin.Context) {
+		// The guard refuses without a verified certificate; it is not
+		// called otherwise, since admitting means c.Next(), which would run
+		// the handler before the token is checked.
+		if requireCert && !certreload.Verified(c.Request.TLS) {
+			guard(c)
+			return
+		}
 		if check.Request(c.Request, false) {
 			c.Next()
 			return

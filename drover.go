@@ -39,6 +39,7 @@ import (
 	"cmp"
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -92,6 +93,12 @@ type Config struct {
 	// tells). Empty means no listener: serve Manager().Handler() on a
 	// server of your own, and do not call Start.
 	Addr string
+	// TLS, when set, serves the listener over TLS: https and wss. Its
+	// certificates come from GetCertificate (package certreload's, which
+	// reloads them) or Certificates; connections keep the certificate
+	// they were made with. Farms on other machines are dialled with
+	// Manager.FarmTLS.
+	TLS *tls.Config
 	// Pools are the pools clients may ask for. The first is the default
 	// unless Manager.DefaultPool names another.
 	Pools []Pool
@@ -163,6 +170,9 @@ func New(cfg Config) (_ *Server, err error) {
 		if s.ln, err = net.Listen("tcp", cfg.Addr); err != nil {
 			return nil, fmt.Errorf("drover: listen on %s: %w", cfg.Addr, err)
 		}
+		if cfg.TLS != nil {
+			s.ln = tls.NewListener(s.ln, cfg.TLS)
+		}
 		s.cleanups.PushFunc("listener", func() error {
 			if err := s.ln.Close(); !errors.Is(err, net.ErrClosed) {
 				return err // the manager's server closes it when it ran
@@ -175,6 +185,9 @@ func New(cfg Config) (_ *Server, err error) {
 	mc.Pools = mpools
 	if mc.Logger == nil {
 		mc.Logger = log.With("component", "manager")
+	}
+	if mc.AuditLogger == nil {
+		mc.AuditLogger = log.With("component", "audit")
 	}
 	if mc.Registerer == nil && mc.Gatherer == nil {
 		reg := prometheus.NewRegistry()

@@ -29,3 +29,9 @@ func Unauthorized(msg string) *Error {
 func Forbidden(msg string) *Error {
 	return &Error{Status: http.StatusForbidden, Code: session.CodeForbidden, Message: msg}
 }
+
+// Unavailable is a 503: the credential could not be checked (the key
+// store is down).
+func Unavailable(msg string) *Error {
+	return &Error{Status: http.StatusServiceUnavailable, Code: session.CodeUnavailable, Message: msg}
+}

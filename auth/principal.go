@@ -1,13 +1,21 @@
-// Package auth decides who is calling: it reads a credential from a request
-// (an Authorization header, a WebSocket subprotocol, a query parameter or
-// the accessKey of hc-caas's CS-API-Arg), checks it (a JWT signed with
-// HS256, RS256 or EdDSA; an API key, stored hashed; the admin token) and
-// answers with a Principal: user, tenant, roles. Routes then decide what a
-// principal may do; this package does not know them.
+// Package auth decides who is calling. An Authenticator reads a
+// credential from a request (an Authorization header, a "bearer.<token>"
+// WebSocket subprotocol, a query parameter, or the accessKey of hc-caas's
+// CS-API-Arg header), checks it (the admin token; an API key from a
+// KeyStore, in a file or in Redis, stored as a hash; a JWT signed with
+// HS256, RS256 or EdDSA by a key from a secret, PEM or JWKS file, with
+// exp, nbf, aud and iss checked) and answers with a Principal: user,
+// tenant, roles, read-only. Without user authentication configured it
+// admits callers on this machine only, as Redis does without a password
+// (protected mode), or anyone when told to. Keys are reloaded by Reload.
+//
+// Routes decide what a principal may do; this package does not know them,
+// nor flags and configuration files.
 //
 // Credentials never leave it: errors name what was wrong in a plain
-// sentence, never the token, and Scrub removes credentials from URLs
-// before they are logged.
+// sentence, never the token, log lines name where a credential was found
+// and why it was refused, and Scrub removes credentials from URLs before
+// they are logged.
 package auth
 
 import (

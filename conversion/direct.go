@@ -29,12 +29,16 @@ func (s *Service) Presigner() (storage.Presigner, bool) {
 	return p, ok
 }
 
-// BeginDirect makes an item, UPLOADING, that awaits the file name to be
+// BeginDirect makes an item of the caller's tenant, UPLOADING, that awaits the file name to be
 // put straight into storage, at most size bytes (0: Config.MaxUpload). It
 // returns the item and the file's storage key, for a presigned or signed
 // URL. Reconvert starts its conversion once the file is there.
+// ErrReadOnly and ErrQuota as for Begin.
 func (s *Service) BeginDirect(ctx context.Context, o Options, name string, size int64) (items.Item, string, error) {
 	if err := s.alive(); err != nil {
+		return items.Item{}, "", err
+	}
+	if err := writable(ctx); err != nil {
 		return items.Item{}, "", err
 	}
 	if err := fileName(name); err != nil {
@@ -50,8 +54,14 @@ func (s *Service) BeginDirect(ctx context.Context, o Options, name string, size 
 	if err := s.check(o); err != nil {
 		return items.Item{}, "", err
 	}
+	tenant := callerTenant(ctx)
+	release, err := s.usage.admit(tenant, s.cfg.Quota)
+	if err != nil {
+		return items.Item{}, "", err
+	}
+	defer release()
 	aw := &items.Original{Name: name, Stored: storedName(name), Size: size}
-	it, err := s.items.Create(ctx, items.Item{Name: o.Name, StartPath: o.StartPath, Webhook: o.Webhook,
+	it, err := s.items.Create(ctx, items.Item{Name: o.Name, Tenant: tenant, StartPath: o.StartPath, Webhook: o.Webhook,
 		CommandLine: o.CommandLine, ProcessShattered: o.ProcessShattered, Awaiting: aw})
 	if err != nil {
 		return items.Item{}, "", s.storeErr(err)
@@ -87,11 +97,19 @@ func (s *Service) PutAwaited(ctx context.Context, id, stored string, r io.Reader
 		return 0, ErrNotAwaited
 	}
 	limit := s.awaitLimit(it)
-	lr := &limitReader{r: r, left: limit}
+	// The quota is checked as the file comes; its bytes count once
+	// reconvert records them in the item (until then the item counts in
+	// flight, which bounds what awaits).
+	qr := s.quotaReader(r, TenantOf(it))
+	defer qr.release()
+	lr := &limitReader{r: qr, left: limit}
 	n, err := s.st.Put(ctx, items.OriginalKey(id, stored), lr)
 	if err != nil {
 		if lr.over {
 			return 0, fmt.Errorf("%w: the upload may hold %d bytes", ErrTooLarge, limit)
+		}
+		if qr.over {
+			return 0, qr.err()
 		}
 		return 0, fmt.Errorf("%w: store an upload of item %s: %w", ErrUnavailable, id, err)
 	}

@@ -59,16 +59,26 @@ func (s *Service) check(o Options) error {
 
 func isControl(r rune) bool { return r < 0x20 || r == 0x7f }
 
-// Begin creates an item, UPLOADING, for files to be added with AddFile
-// and converted at Commit.
+// Begin creates an item of the caller's tenant, UPLOADING, for files to
+// be added with AddFile and converted at Commit. ErrReadOnly for a
+// caller that may not write, ErrQuota when the tenant's quota is used up.
 func (s *Service) Begin(ctx context.Context, o Options) (items.Item, error) {
 	if err := s.alive(); err != nil {
+		return items.Item{}, err
+	}
+	if err := writable(ctx); err != nil {
 		return items.Item{}, err
 	}
 	if err := s.check(o); err != nil {
 		return items.Item{}, err
 	}
-	it, err := s.items.Create(ctx, items.Item{Name: o.Name, StartPath: o.StartPath, Webhook: o.Webhook,
+	tenant := callerTenant(ctx)
+	release, err := s.usage.admit(tenant, s.cfg.Quota)
+	if err != nil {
+		return items.Item{}, err
+	}
+	defer release()
+	it, err := s.items.Create(ctx, items.Item{Name: o.Name, Tenant: tenant, StartPath: o.StartPath, Webhook: o.Webhook,
 		CommandLine: o.CommandLine, ProcessShattered: o.ProcessShattered})
 	return it, s.storeErr(err)
 }
@@ -80,10 +90,13 @@ func (s *Service) Create(ctx context.Context, o Options) (items.Item, error) {
 	if err := s.alive(); err != nil {
 		return items.Item{}, err
 	}
+	if err := writable(ctx); err != nil {
+		return items.Item{}, err
+	}
 	if err := s.check(o); err != nil {
 		return items.Item{}, err
 	}
-	it, err := s.items.Create(ctx, items.Item{Name: o.Name, StartPath: o.StartPath, Webhook: o.Webhook,
+	it, err := s.items.Create(ctx, items.Item{Name: o.Name, Tenant: callerTenant(ctx), StartPath: o.StartPath, Webhook: o.Webhook,
 		CommandLine: o.CommandLine, ProcessShattered: o.ProcessShattered, State: items.StateSuccess})
 	return it, s.storeErr(err)
 }
@@ -117,19 +130,23 @@ func storedName(name string) string {
 }
 
 // AddFile streams an uploaded file into item id's originals. The item's
-// uploads together may hold at most Config.MaxUpload bytes (ErrTooLarge).
+// uploads together may hold at most Config.MaxUpload bytes (ErrTooLarge),
+// its tenant's items Config.Quota.MaxBytes (ErrQuota).
 // It does not convert: Commit does, or Reconvert for an item that was
 // converted before.
 func (s *Service) AddFile(ctx context.Context, id, name string, r io.Reader) (items.Original, error) {
 	if err := s.alive(); err != nil {
 		return items.Original{}, err
 	}
+	if err := writable(ctx); err != nil {
+		return items.Original{}, err
+	}
 	if err := fileName(name); err != nil {
 		return items.Original{}, err
 	}
-	it, err := s.items.Get(ctx, id)
+	it, err := s.Get(ctx, id)
 	if err != nil {
-		return items.Original{}, s.storeErr(err)
+		return items.Original{}, err
 	}
 	orig, _, err := s.addFile(ctx, it, name, r, nil)
 	return orig, err
@@ -147,11 +164,17 @@ func (s *Service) addFile(ctx context.Context, it items.Item, name string, r io.
 	budget := s.cfg.MaxUpload - uploaded(it)
 	stored := storedName(name)
 	key := items.OriginalKey(id, stored)
-	lr := &limitReader{r: r, left: budget}
+	qr := s.quotaReader(r, TenantOf(it))
+	// The bytes stay reserved until the item's update counts them.
+	defer qr.release()
+	lr := &limitReader{r: qr, left: budget}
 	n, err := s.st.Put(ctx, key, lr)
 	if err != nil {
 		if lr.over {
 			return items.Original{}, it, fmt.Errorf("%w: the uploads of an item may hold %d bytes", ErrTooLarge, s.cfg.MaxUpload)
+		}
+		if qr.over {
+			return items.Original{}, it, qr.err()
 		}
 		return items.Original{}, it, fmt.Errorf("%w: store %s: %w", ErrUnavailable, name, err)
 	}
@@ -218,7 +241,7 @@ func (l *limitReader) Read(p []byte) (int, error) {
 // outputs; otherwise it is PENDING and its job queued. An item with no
 // name takes its first file's.
 func (s *Service) Commit(ctx context.Context, id string, skip bool) (items.Item, error) {
-	it, err := s.items.Update(ctx, id, func(it *items.Item) error { return commit(it, skip) })
+	it, err := s.items.Update(ctx, id, guard(ctx, id, func(it *items.Item) error { return commit(it, skip) }))
 	if err != nil {
 		if errors.Is(err, ErrInvalid) {
 			return it, err
@@ -298,7 +321,9 @@ type Reconversion struct {
 
 // Reconvert starts a new conversion of an item from its uploaded files:
 // the next generation, PENDING. A result of the conversion it replaces is
-// dropped when it comes.
+// dropped when it comes. ErrReadOnly for a caller that may not write;
+// ErrQuota when the item ended and its tenant has the most conversions
+// in flight it may have.
 func (s *Service) Reconvert(ctx context.Context, id string, r Reconversion) (items.Item, error) {
 	if err := s.alive(); err != nil {
 		return items.Item{}, err
@@ -307,14 +332,26 @@ func (s *Service) Reconvert(ctx context.Context, id string, r Reconversion) (ite
 	if r.StartPath != nil {
 		o.StartPath = *r.StartPath
 	}
+	if err := writable(ctx); err != nil {
+		return items.Item{}, err
+	}
 	if err := s.check(o); err != nil {
 		return items.Item{}, err
 	}
-	if it, done, err := s.startAwaited(ctx, id, r); done {
+	it, done, err := s.startAwaited(ctx, id, r)
+	if done {
 		return it, err
 	}
+	if it.State.Terminal() {
+		// One more conversion in flight.
+		release, err := s.usage.admit(TenantOf(it), s.cfg.Quota)
+		if err != nil {
+			return items.Item{}, err
+		}
+		defer release()
+	}
 	var before int
-	it, err := s.items.Update(ctx, id, func(it *items.Item) error {
+	it, err = s.items.Update(ctx, id, guard(ctx, id, func(it *items.Item) error {
 		if len(it.Originals) == 0 {
 			return fmt.Errorf("%w: the item has no uploaded file to convert", ErrInvalid)
 		}
@@ -322,7 +359,7 @@ func (s *Service) Reconvert(ctx context.Context, id string, r Reconversion) (ite
 		r.apply(it)
 		it.Reconvert()
 		return nil
-	})
+	}))
 	if err != nil {
 		if errors.Is(err, ErrInvalid) {
 			return it, err
@@ -344,14 +381,15 @@ func (s *Service) Reconvert(ctx context.Context, id string, r Reconversion) (ite
 }
 
 // Delete removes an item, its job and its files. ErrNotFound for an
-// unknown id: the API says so.
+// unknown id (or another tenant's): the API says so. ErrReadOnly for a
+// caller that may not write.
 func (s *Service) Delete(ctx context.Context, id string) error {
-	if err := items.ValidateID(id); err != nil {
-		return fmt.Errorf("%w: %w", ErrNotFound, err)
+	if err := writable(ctx); err != nil {
+		return err
 	}
-	it, err := s.items.Get(ctx, id)
+	it, err := s.Get(ctx, id)
 	if err != nil {
-		return s.storeErr(err)
+		return err
 	}
 	if err := s.items.Delete(ctx, id); err != nil {
 		return s.storeErr(err)
@@ -365,24 +403,42 @@ func (s *Service) Delete(ctx context.Context, id string) error {
 	return nil
 }
 
-// Get returns an item.
+// Get returns an item: ErrNotFound if there is none of that id, or it
+// belongs to a tenant the caller does not see. Every method that names
+// an item reads it here.
 func (s *Service) Get(ctx context.Context, id string) (items.Item, error) {
 	if err := items.ValidateID(id); err != nil {
 		return items.Item{}, fmt.Errorf("%w: %w", ErrNotFound, err)
 	}
 	it, err := s.items.Get(ctx, id)
+	if err == nil && !visible(ctx, TenantOf(it)) {
+		return items.Item{}, hidden(id)
+	}
 	return it, s.storeErr(err)
 }
 
-// List returns every item, oldest first.
+// List returns every item the caller sees, oldest first.
 func (s *Service) List(ctx context.Context) ([]items.Item, error) {
 	its, err := s.items.List(ctx)
-	return its, s.storeErr(err)
+	if err != nil || seesAll(ctx) {
+		return its, s.storeErr(err)
+	}
+	mine := its[:0]
+	for _, it := range its {
+		if visible(ctx, TenantOf(it)) {
+			mine = append(mine, it)
+		}
+	}
+	return mine, nil
 }
 
-// LastUpdated is the time of the last change of any item, deletes
-// included.
+// LastUpdated is the time of the last change of any item the caller
+// sees, deletes included. For a caller who sees one tenant, it is that
+// tenant's last change as this service learnt of it (see usage).
 func (s *Service) LastUpdated(ctx context.Context) (time.Time, error) {
+	if !seesAll(ctx) {
+		return s.usage.lastUpdated(callerTenant(ctx)), nil
+	}
 	t, err := s.items.LastUpdated(ctx)
 	return t, s.storeErr(err)
 }

@@ -97,6 +97,9 @@ type Config struct {
 	PresignTTL time.Duration
 	// Retention purges old items; off by default.
 	Retention Retention
+	// Quota bounds what each tenant holds; unlimited by default. See
+	// TenantQuota, and usage for how exact it is across managers.
+	Quota TenantQuota
 	// Now is the clock retention judges ages by; nil for time.Now.
 	Now func() time.Time
 	// Close closes Items and Queue (and Storage, if it is an io.Closer)
@@ -118,6 +121,7 @@ type Service struct {
 	hooks   *webhook.Sender
 	log     *slog.Logger
 	metrics *metrics
+	usage   *usage
 
 	ctx    context.Context // ends at Stop: long polls and loops
 	cancel context.CancelFunc
@@ -148,14 +152,18 @@ func New(cfg Config) (*Service, error) {
 	cfg.SweepAge = cmp.Or(cfg.SweepAge, DefaultSweepAge)
 	cfg.PresignTTL = cmp.Or(cfg.PresignTTL, DefaultPresignTTL)
 	cfg.Retention.Interval = cmp.Or(cfg.Retention.Interval, DefaultRetentionInterval)
+	if cfg.Quota.MaxInFlight < 0 || cfg.Quota.MaxBytes < 0 {
+		return nil, errors.New("conversion: negative tenant quota")
+	}
 	if cfg.Retention.MaxAge < 0 || cfg.Retention.Unfinished < 0 || cfg.Retention.Interval < 0 {
 		return nil, errors.New("conversion: negative retention")
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	s := &Service{cfg: cfg, st: cfg.Storage, items: cfg.Items, q: cfg.Queue, log: cfg.Logger,
+	s := &Service{cfg: cfg, st: cfg.Storage, q: cfg.Queue, log: cfg.Logger, usage: newUsage(),
 		farms: map[string]*jobFarm{}}
+	s.items = trackedStore{Store: cfg.Items, u: s.usage}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	wo := cfg.Webhook
 	if wo.Secret == "" {
@@ -201,6 +209,11 @@ func (s *Service) Start() error {
 		return err
 	}
 	s.resumeDeliveries()
+	// The quotas count from the start; the loop keeps them current.
+	if err := s.loadUsage(s.ctx); err != nil {
+		s.log.Warn("count tenants' usage: the item store cannot be read; trying again", "err", err)
+	}
+	s.wg.Go(s.usageLoop)
 	s.wg.Go(s.reclaimLoop)
 	s.wg.Go(s.sweepLoop)
 	if s.cfg.Retention.On() {
@@ -343,10 +356,13 @@ func (s *Service) Wait(ctx context.Context, id string) (items.Item, error) {
 }
 
 // Subscribe delivers item events, as items.Store.Subscribe does, for
-// /events and clients that wait.
+// /events and clients that wait: those of the items the caller sees.
 func (s *Service) Subscribe(ctx context.Context) (<-chan items.Event, error) {
 	ch, err := s.items.Subscribe(ctx)
-	return ch, s.storeErr(err)
+	if err != nil || seesAll(ctx) {
+		return ch, s.storeErr(err)
+	}
+	return s.visibleEvents(ctx, ch), nil
 }
 
 // storeErr maps the item store's and the queue's errors to the service's.

@@ -2,12 +2,14 @@ package manager
 
 import (
 	"errors"
+	"log/slog"
 	"net/http"
 
 	"github.com/gin-gonic/gin"
 
 	"github.com/drover-dev/drover/farmapi"
 	"github.com/drover-dev/drover/internal/lib/bearer"
+	"github.com/drover-dev/drover/internal/lib/certreload"
 	"github.com/drover-dev/drover/internal/lib/httpguard"
 )
 
@@ -28,15 +30,30 @@ func (m *Manager) bearer(tokens ...string) gin.HandlerFunc {
 	}
 }
 
+// FarmCertGuard is gin middleware for farm routes: when require is set,
+// it refuses (403) requests whose connection presented no client
+// certificate that verified against the listener's client CAs. The farm
+// token is checked as well, by another handler.
+func FarmCertGuard(require bool, log *slog.Logger) gin.HandlerFunc {
+	return func(c *gin.Context) {
+		if !require || certreload.Verified(c.Request.TLS) {
+			c.Next()
+			return
+		}
+		log.Warn("farm API request without a verified client certificate", "path", c.FullPath(), "remote", c.ClientIP())
+		c.AbortWithStatusJSON(http.StatusForbidden, gin.H{"message": "a verified client certificate is required"})
+	}
+}
+
 func (m *Manager) farmRoutes(r *gin.Engine) {
 	if m.cfg.FarmToken == "" {
 		return // no remote farms: drover up with its local farm
 	}
-	farms := r.Group(farmapi.PathFarms, m.bearer(m.cfg.FarmToken), httpguard.Max(maxFarmBody))
+	farms := r.Group(farmapi.PathFarms, FarmCertGuard(m.cfg.RequireFarmCert, m.log), m.bearer(m.cfg.FarmToken), httpguard.Max(maxFarmBody))
 	farms.POST("", m.serveRegister)
 	farms.POST("/:id/heartbeat", m.serveHeartbeat)
 	farms.DELETE("/:id", m.serveDeregister)
-	admin := r.Group(farmapi.PathFarms, m.bearer(m.cfg.AdminToken))
+	admin := r.Group(farmapi.PathFarms, m.Require(LevelAdmin))
 	admin.POST("/:id/drain", m.serveDrain)
 	admin.GET("", func(c *gin.Context) { c.JSON(http.StatusOK, m.Status().Farms) })
 }

@@ -18,6 +18,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/drover-dev/drover/farm"
+	"github.com/drover-dev/drover/limits"
 	"github.com/drover-dev/drover/manager"
 	"github.com/drover-dev/drover/store"
 	"github.com/drover-dev/drover/worker"
@@ -45,6 +46,7 @@ type stackOpts struct {
 	maxMsg  int64
 	janitor time.Duration
 	store   store.Store // nil: the manager's own memory store
+	limits  limits.Config
 }
 
 type stack struct {
@@ -71,7 +73,7 @@ func newStack(t testing.TB, o stackOpts) *stack {
 		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
 	m, err := manager.New(manager.Config{Pools: o.pools, ResumeGrace: o.grace, Logger: log,
-		MaxMessageSize: o.maxMsg, JanitorInterval: o.janitor, Store: o.store})
+		MaxMessageSize: o.maxMsg, JanitorInterval: o.janitor, Store: o.store, Limits: o.limits})
 	require.NoError(t, err)
 	if o.setup != nil {
 		o.setup(m)

@@ -13,6 +13,7 @@ import (
 	"github.com/gin-gonic/gin"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/drover-dev/drover/auth"
 	"github.com/drover-dev/drover/internal/lib/httpguard"
 	"github.com/drover-dev/drover/session"
 	"github.com/drover-dev/drover/web"
@@ -21,20 +22,23 @@ import (
 func (m *Manager) routes() *gin.Engine {
 	gin.SetMode(gin.ReleaseMode)
 	r := gin.New()
-	r.Use(gin.Recovery(), httpguard.Limit(m.cfg.MaxBodyBytes, tooLarge))
-	r.GET("/ws", func(c *gin.Context) { m.serveWS(c.Writer, c.Request) })
-	r.GET("/stream", m.serveStream)
+	r.Use(gin.Recovery(), httpguard.Limit(m.cfg.MaxBodyBytes, tooLarge), m.checkOrigin)
+	user, admin := m.Require(LevelUser), m.Require(LevelAdmin)
+	r.GET("/ws", user, func(c *gin.Context) { m.serveWS(c.Writer, c.Request) })
+	r.GET("/stream", user, m.serveStream)
 	r.GET("/health", m.serveHealth)
 	r.GET("/livez", func(c *gin.Context) { c.String(http.StatusOK, "ok\n") })
-	r.GET("/status", m.serveStatus)
-	r.GET("/events", m.serveEvents)
-	r.GET("/login", m.serveLogin)
-	r.GET("/login/:id", m.serveLogin)
-	r.GET("/logout/:id", m.serveLogout)
-	r.POST("/execute/:id", m.serveExecute)
+	r.GET("/status", m.serveStatus) // redacted unless the caller is an admin
+	r.GET("/events", admin, m.serveEvents)
+	r.GET("/login", user, m.serveLogin)
+	r.GET("/login/:id", user, m.serveLogin)
+	r.GET("/logout/:id", user, m.serveLogout)
+	r.POST("/execute/:id", user, m.serveExecute)
+	r.DELETE("/sessions/:id", admin, m.serveEndSession)
+	m.keyRoutes(r.Group("/admin/keys", admin))
 	m.farmRoutes(r)
 	if m.cfg.Gatherer != nil {
-		r.GET("/metrics", gin.WrapH(promhttp.HandlerFor(m.cfg.Gatherer, promhttp.HandlerOpts{})))
+		r.GET("/metrics", m.metricsGuard(), gin.WrapH(promhttp.HandlerFor(m.cfg.Gatherer, promhttp.HandlerOpts{})))
 	}
 	ui := http.StripPrefix("/ui", web.Handler())
 	r.GET("/ui/*path", gin.WrapH(ui))
@@ -72,6 +76,7 @@ func restError(c *gin.Context, status int, code, msg string) {
 // fits its code.
 func (m *Manager) restFail(c *gin.Context, err error) {
 	code, msg := m.clientError(err)
+	setRetryAfter(c, err)
 	restError(c, httpStatus(code), code, msg)
 }
 
@@ -132,9 +137,14 @@ func (m *Manager) serveLogin(c *gin.Context) {
 	}
 	if key != "" {
 		m.mu.Lock()
-		_, taken := m.restKeys[key]
+		s, taken := m.restKeys[key]
 		m.mu.Unlock()
 		if taken {
+			if !samePrincipal(s.owner, auth.FromContext(c.Request.Context())) {
+				c.JSON(http.StatusOK, restReply{Op: "system", Status: "rejected", ID: key,
+					Code: session.CodeBadRequest, Message: "choose another session id"})
+				return
+			}
 			c.JSON(http.StatusOK, restReply{Op: "system", Status: "permitted", ID: key})
 			return
 		}
@@ -154,7 +164,7 @@ func (m *Manager) serveLogin(c *gin.Context) {
 	if err != nil {
 		code, msg := m.clientError(err)
 		m.log.Info("rest login rejected", "code", code, "err", err)
-		c.JSON(http.StatusOK, restReply{Op: "system", Status: "rejected", ID: key, Code: code, Message: msg})
+		c.JSON(loginStatus(c, err), restReply{Op: "system", Status: "rejected", ID: key, Code: code, Message: msg})
 		return
 	}
 	// Any manager behind the load balancer can serve the next request.
@@ -179,6 +189,9 @@ func (m *Manager) restSession(c *gin.Context, key string) *Session {
 	m.mu.Unlock()
 	if s == nil && key != "" {
 		s = m.claimShared(c.Request.Context(), restSecret(key), key, c.Request.RemoteAddr)
+	}
+	if s != nil && !samePrincipal(s.owner, auth.FromContext(c.Request.Context())) {
+		return nil // someone else's: no such session, as far as the caller knows
 	}
 	return s
 }
@@ -423,8 +436,21 @@ func (m *Manager) Status() Status {
 	return st
 }
 
+// PublicStatus is /status for callers who are not admins: the version,
+// the capacity and whether the manager is healthy; no farm, instance,
+// session or queue.
+type PublicStatus struct {
+	Version  string         `json:"version"`
+	Uptime   float64        `json:"uptime_seconds"`
+	Capacity StatusCapacity `json:"capacity"`
+}
+
 func (m *Manager) serveStatus(c *gin.Context) {
 	st := m.Status()
+	if !m.principal(c.Request).Admin() {
+		c.JSON(http.StatusOK, PublicStatus{Version: st.Version, Uptime: st.Uptime, Capacity: st.Capacity})
+		return
+	}
 	st.Conversion = m.conversionStatus(c.Request.Context())
 	c.JSON(http.StatusOK, st)
 }

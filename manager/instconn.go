@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	crand "crypto/rand"
+	"crypto/tls"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -75,10 +76,10 @@ const (
 	instReadBuffer = 16 << 10
 )
 
-func dialInstance(ctx context.Context, url string, header http.Header, readLimit int64, onLost func(error)) (*instConn, error) {
+func dialInstance(ctx context.Context, url string, header http.Header, tlsConfig *tls.Config, readLimit int64, onLost func(error)) (*instConn, error) {
 	ctx, cancel := context.WithTimeout(ctx, instHandshakeTimeout)
 	defer cancel()
-	conn, rest, err := wsframe.Dial(ctx, url, header)
+	conn, rest, err := wsframe.DialTLS(ctx, url, header, tlsConfig)
 	if err != nil {
 		return nil, err
 	}

@@ -18,6 +18,7 @@ package manager
 import (
 	"cmp"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -36,7 +37,9 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/drover-dev/drover/auth"
 	"github.com/drover-dev/drover/farmapi"
+	"github.com/drover-dev/drover/limits"
 	"github.com/drover-dev/drover/middleware"
 	"github.com/drover-dev/drover/placement"
 	"github.com/drover-dev/drover/proxy"
@@ -168,16 +171,41 @@ type Config struct {
 	WriteTimeout time.Duration
 	// JanitorInterval is how often idle and lifetime limits are checked (1 s).
 	JanitorInterval time.Duration
-	// CheckOrigin decides which browser origins may open a WebSocket; nil
-	// allows all (drover's clients are often embedded viewers on other
-	// origins; put an auth connect hook in front).
+	// AllowedOrigins are the browser origins, besides the manager's own,
+	// that may open WebSockets and send requests other than GET and HEAD
+	// (scheme://host[:port]); "*" admits any, and only when stated. They
+	// get CORS headers. Requests without an Origin header (not from a
+	// browser) are not affected.
+	AllowedOrigins []string
+	// CheckOrigin, when set, decides instead of AllowedOrigins which
+	// origins may open a WebSocket.
 	CheckOrigin func(*http.Request) bool
-	Logger      *slog.Logger
+	// Auth says who sends a request (package auth: JWTs, API keys, the
+	// admin token). nil means protected mode: callers on this machine are
+	// users, and admins while AdminToken is empty; the AdminToken makes
+	// an admin; nobody else is admitted.
+	Auth auth.RequestAuthenticator
+	// MetricsToken, when set, puts /metrics behind this bearer token (or
+	// an admin's credential); empty leaves /metrics open.
+	MetricsToken string
+	Logger       *slog.Logger
+	// AuditLogger gets the audit lines (msg "audit"): sessions started and
+	// ended, requests refused. nil means Logger with component "audit".
+	AuditLogger *slog.Logger
 	// FarmToken admits farms to the registry API (and is what the manager
 	// shows farms); empty disables remote farms.
 	FarmToken string
 	// AdminToken admits administrative calls such as draining a farm.
 	AdminToken string
+	// FarmTLS configures the wss connections to farms on other machines
+	// (farms advertising https URLs): its roots verify the farm, its
+	// client certificate is shown. nil: the system's roots.
+	FarmTLS *tls.Config
+	// RequireFarmCert makes the farm API refuse requests that came over a
+	// connection without a verified client certificate, on top of the
+	// farm token. The listener must ask for one: a TLS listener with
+	// ClientAuth tls.VerifyClientCertIfGiven and the farms' CAs.
+	RequireFarmCert bool
 	// HeartbeatInterval is what farms are told to use (1 s); a farm silent
 	// for MissedHeartbeats intervals (3) is dead.
 	HeartbeatInterval time.Duration
@@ -197,6 +225,10 @@ type Config struct {
 	// closed with 1012 (service restart) and resume through any manager
 	// within the resume grace; their instances keep running.
 	HandOffOnShutdown bool
+	// Limits are the quotas and rate limits of sessions and tasks per
+	// user and per address (package limits); the zero value limits
+	// nothing. Concurrent sessions are counted per manager.
+	Limits limits.Config
 	// HTTP bounds the connections of the server Serve runs: header,
 	// body-pace and idle timeouts, a header size (httpguard.Timeouts;
 	// zero fields take its defaults).
@@ -262,11 +294,23 @@ func (c *Config) defaults() error {
 	if c.MissedHeartbeats <= 0 {
 		c.MissedHeartbeats = 3
 	}
-	if c.CheckOrigin == nil {
-		c.CheckOrigin = func(*http.Request) bool { return true }
-	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Auth == nil {
+		// Protected mode: no JWT keys, no API keys.
+		var admins []string
+		if c.AdminToken != "" {
+			admins = []string{c.AdminToken}
+		}
+		a, err := auth.New(auth.Config{AdminTokens: admins, Logger: c.Logger})
+		if err != nil {
+			return fmt.Errorf("manager: %w", err)
+		}
+		c.Auth = a
+	}
+	if c.AuditLogger == nil {
+		c.AuditLogger = c.Logger.With("component", "audit")
 	}
 	if c.Registerer == nil {
 		reg := prometheus.NewRegistry()
@@ -296,6 +340,9 @@ type Manager struct {
 	shared  *shared
 	router  *gin.Engine
 	upgrade *websocket.Upgrader
+	// auditLog gets the audit lines; origins is the origin policy.
+	auditLog *slog.Logger
+	origins  origins
 	// relays for stream sessions: to in-process farms' instances, and to
 	// remote farms with the farm token.
 	relay, farmRelay *proxy.Relay
@@ -304,6 +351,9 @@ type Manager struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+
+	// limits applies Config.Limits; nil when it limits nothing.
+	limits *limits.Limits
 
 	chain           middleware.Chain
 	connectHooks    []middleware.ConnectHook
@@ -331,9 +381,15 @@ func New(cfg Config) (*Manager, error) {
 	if err := cfg.defaults(); err != nil {
 		return nil, err
 	}
+	orig, err := newOrigins(cfg.AllowedOrigins)
+	if err != nil {
+		return nil, err
+	}
 	m := &Manager{
 		cfg:      cfg,
 		log:      cfg.Logger,
+		auditLog: cfg.AuditLogger,
+		origins:  orig,
 		started:  time.Now(),
 		sessions: map[string]*Session{},
 		tokens:   map[string]*Session{},
@@ -345,6 +401,9 @@ func New(cfg Config) (*Manager, error) {
 		return nil, err
 	}
 	m.metrics = met
+	if cfg.Limits.Enabled() {
+		m.limits = limits.New(cfg.Limits)
+	}
 	m.ctx, m.cancel = context.WithCancel(context.Background())
 	m.shared = newShared(sharedDeps{st: cfg.Store, id: cfg.ID, log: cfg.Logger, ctx: m.ctx,
 		resumeGrace: cfg.ResumeGrace, dropped: met.eventsDropped,
@@ -353,6 +412,11 @@ func New(cfg Config) (*Manager, error) {
 		HeartbeatInterval: cfg.HeartbeatInterval, MissedHeartbeats: cfg.MissedHeartbeats,
 		Dial: m.dial, Publish: m.shared.publish, Resync: m.shared.resyncSessions,
 		Logger: cfg.Logger, Registerer: cfg.Registerer}
+	if cfg.FarmTLS != nil {
+		t := http.DefaultTransport.(*http.Transport).Clone()
+		t.TLSClientConfig = cfg.FarmTLS
+		pcfg.FarmClient = &http.Client{Transport: t}
+	}
 	m.pools.m = map[string]*poolState{}
 	for _, p := range cfg.Pools {
 		pcfg.Pools = append(pcfg.Pools, m.placementPool(p))
@@ -366,7 +430,7 @@ func New(cfg Config) (*Manager, error) {
 	rlog := cfg.Logger.With("component", "relay")
 	m.relay = proxy.New(proxy.Options{Logger: rlog})
 	m.farmRelay = proxy.New(proxy.Options{Logger: rlog,
-		Header: bearer.Header(cfg.FarmToken)})
+		Header: bearer.Header(cfg.FarmToken), TLS: cfg.FarmTLS})
 	m.router = m.routes()
 	m.place.Start()
 	m.goTracked(m.janitor)
@@ -546,6 +610,7 @@ func (m *Manager) janitor() {
 		case <-m.ctx.Done():
 			return
 		case now := <-t.C:
+			m.limits.Sweep()
 			for _, s := range m.snapshotSessions() {
 				s.mu.Lock()
 				placed := s.state == sessActive || s.state == sessDetached

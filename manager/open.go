@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"net/url"
 
 	"github.com/drover-dev/drover/placement"
 
+	"github.com/drover-dev/drover/auth"
 	"github.com/drover-dev/drover/farmapi"
 	"github.com/drover-dev/drover/middleware"
 	"github.com/drover-dev/drover/session"
@@ -62,6 +64,11 @@ func (m *Manager) admit(ctx context.Context, r openRequest) (*Session, error) {
 		return nil, err
 	}
 	s := m.newSession(p, r.remote)
+	if who := requestPrincipal(ctx, r.http); who != nil {
+		s.owner = who
+		s.info.User = who.User
+		auth.SetSession(&s.info, who)
+	}
 	s.client = r.client
 	s.restKey = r.restKey
 	s.labels = r.opts.Labels
@@ -70,9 +77,14 @@ func (m *Manager) admit(ctx context.Context, r openRequest) (*Session, error) {
 		s.startOpts = farmapi.StartOptions{Model: r.opts.Model, SessionDir: r.sessionDir}
 		s.byToken = r.byToken
 	}
+	if err := m.admitAddress(ctx, s); err != nil {
+		s.cancel(nil)
+		return nil, fmt.Errorf("%w: %w", errRefused, err)
+	}
 	if err := m.connect(ctx, &middleware.ConnectRequest{Info: &s.info, HTTP: r.http, Query: r.query,
 		Options: r.opts}); err != nil {
 		s.cancel(nil)
+		m.auditSession(ctx, s, "refused", slog.String("code", errorCode(err)))
 		var se *session.Error
 		if errors.As(err, &se) {
 			return nil, fmt.Errorf("%w: %w", errRefused, err)
@@ -82,12 +94,19 @@ func (m *Manager) admit(ctx context.Context, r openRequest) (*Session, error) {
 		m.log.Info("session refused", "pool", s.info.Pool, "remote", r.remote, "err", err)
 		return nil, fmt.Errorf("%w: %w: %w", errRefused, errRefusedPlain, err)
 	}
+	if err := m.admitUser(ctx, s); err != nil {
+		s.cancel(nil)
+		return nil, fmt.Errorf("%w: %w", errRefused, err)
+	}
 	m.addSession(s)
 	return s, nil
 }
 
 // refusal is the Disconnect of an admit error.
 func refusal(err error) session.Disconnect {
+	if d, ok := limitDisconnect(err); ok {
+		return d
+	}
 	switch {
 	case errors.Is(err, ErrUnknownPool):
 		return session.DisconnectUnknownPool
@@ -104,6 +123,7 @@ func (m *Manager) placeSession(ctx context.Context, s *Session, wait bool, queue
 	inst, err := m.acquire(ctx, s, wait, queued)
 	if err != nil {
 		m.log.Info("session not placed", "session", s.info.ID, "pool", s.info.Pool, "err", err)
+		m.auditSession(ctx, s, "not placed", slog.String("code", errorCode(err)))
 		return err
 	}
 	if !s.bind(inst) {
@@ -116,6 +136,7 @@ func (m *Manager) placeSession(ctx context.Context, s *Session, wait bool, queue
 		return s.endError()
 	}
 	m.metrics.sessionsOpened.WithLabelValues(s.pool.cfg.Name).Inc()
+	m.auditSession(ctx, s, "started")
 	return nil
 }
 

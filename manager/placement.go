@@ -108,7 +108,7 @@ func (s *Session) holder() *placement.Holder {
 
 // dial is placement's DialFunc: the manager's own instance connection.
 func (m *Manager) dial(ctx context.Context, url string, header http.Header, lost func(error)) (placement.Conn, error) {
-	c, err := dialInstance(ctx, url, header, m.cfg.MaxInstanceMessage, lost)
+	c, err := dialInstance(ctx, url, header, m.cfg.FarmTLS, m.cfg.MaxInstanceMessage, lost)
 	if err != nil {
 		return nil, err
 	}

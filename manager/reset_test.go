@@ -61,7 +61,7 @@ func startInstance(t *testing.T, f *farm.Farm) testInstance {
 	info, err := f.StartInstance(ctx, "default")
 	require.NoError(t, err)
 	ti := testInstance{lost: make(chan error, 1)}
-	ti.conn, err = dialInstance(ctx, placement.InstanceURL(info), nil, 1<<20, func(err error) { ti.lost <- err })
+	ti.conn, err = dialInstance(ctx, placement.InstanceURL(info), nil, nil, 1<<20, func(err error) { ti.lost <- err })
 	require.NoError(t, err)
 	t.Cleanup(ti.conn.close)
 	return ti

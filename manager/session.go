@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/drover-dev/drover/auth"
 	"github.com/drover-dev/drover/farmapi"
 	"github.com/drover-dev/drover/middleware"
 	"github.com/drover-dev/drover/placement"
@@ -41,8 +42,12 @@ type Session struct {
 	// tokenHash is set (under Manager.mu) once the session is recorded in
 	// the store, resumable through other managers.
 	tokenHash string
-	restKey   string            // the id REST clients use; a secret like the token
-	labels    map[string]string // farm labels the session asked for
+	restKey   string // the id REST clients use; a secret like the token
+	// owner opened the session; only the same user of the same tenant
+	// may resume it or run its REST tasks. nil for in-process sessions
+	// opened without a principal.
+	owner  *auth.Principal
+	labels map[string]string // farm labels the session asked for
 	// stream sessions get an idle instance that fits startOpts or a fresh
 	// one started with them, and their client's bytes are relayed to it.
 	stream    bool
@@ -81,6 +86,8 @@ type Session struct {
 	// the session as session.DisconnectFarmDrained.
 	draining atomic.Bool
 	endOnce  sync.Once
+	// lim is the session's part of the manager's limits; nil without.
+	lim *sessionLimits
 }
 
 // secret is what proves a client's right to the session: the resume token
@@ -118,6 +125,7 @@ func (m *Manager) newSession(p *poolState, remote string) *Session {
 	s.info.Pool = p.cfg.Name
 	s.info.Remote = remote
 	s.info.Created = time.Now()
+	s.lim = m.newSessionLimits(remote)
 	s.ctx, s.cancel = context.WithCancelCause(m.ctx)
 	s.handler = m.chain.Then(middleware.HandlerFunc(s.serveInstance))
 	s.touch()
@@ -251,11 +259,17 @@ func (s *Session) Execute(ctx context.Context, data []byte) ([]Result, error) {
 	if !json.Valid(data) {
 		return nil, session.NewError(session.CodeBadRequest, "task data is not valid JSON")
 	}
+	if err := s.admitTask(); err != nil {
+		return nil, err
+	}
 	var c collector
 	t := session.Task{Data: data, Session: &s.info}
 	done := make(chan error, 1)
 	// The task runs under the session's context; ctx only bounds the wait.
-	s.m.goTracked(func() { done <- s.run(&t, &c, nil) })
+	s.m.goTracked(func() {
+		defer s.taskDone()
+		done <- s.run(&t, &c, nil)
+	})
 	select {
 	case err := <-done:
 		return c.results, err
@@ -465,6 +479,7 @@ func (s *Session) end(d session.Disconnect) {
 	s.endOnce.Do(func() {
 		s.windDown(d)
 		prev, c := s.closeDown()
+		s.releaseLimits() // before the goodbye: a client told of the end may open anew
 		s.sayGoodbye(c, d)
 		s.m.shared.deleteSession(s.m.sharedHash(s))
 		s.m.removeSession(s)
@@ -481,6 +496,9 @@ func (s *Session) end(d session.Disconnect) {
 		}
 		s.m.log.LogAttrs(s.ctx, slog.LevelInfo, "session ended", slog.String("session", s.info.ID),
 			slog.String("instance", s.info.Instance), slog.String("reason", d.Reason), slog.Int("close_code", d.Code))
+		if prev != sessPlacing {
+			s.m.auditSession(context.Background(), s, "ended", slog.String("reason", d.Reason))
+		}
 	})
 }
 
@@ -512,6 +530,7 @@ func (s *Session) letGo(d session.Disconnect, to string) {
 	s.endOnce.Do(func() {
 		s.windDown(d)
 		_, c := s.closeDown()
+		s.releaseLimits()
 		s.sayGoodbye(c, d)
 		s.m.removeSession(s)
 		if s.inst != nil {

@@ -19,7 +19,9 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/stretchr/testify/require"
 
+	"github.com/drover-dev/drover/auth"
 	"github.com/drover-dev/drover/farm"
+	"github.com/drover-dev/drover/limits"
 	"github.com/drover-dev/drover/manager"
 	"github.com/drover-dev/drover/proxy"
 	"github.com/drover-dev/drover/store"
@@ -41,7 +43,9 @@ type sharedOpts struct {
 	handOff  bool
 	stopLast bool // the test shuts manager 0 down itself
 	// setup, when set, runs on each manager before it serves.
-	setup func(i int, m *manager.Manager)
+	setup  func(i int, m *manager.Manager)
+	limits limits.Config
+	auth   auth.RequestAuthenticator // nil: protected mode
 }
 
 func newSharedStack(t *testing.T, o sharedOpts) *sharedStack {
@@ -70,6 +74,8 @@ func newSharedStack(t *testing.T, o sharedOpts) *sharedStack {
 			ResumeGrace:       10 * time.Second,
 			HandOffOnShutdown: o.handOff,
 			Logger:            log.With("component", fmt.Sprintf("manager-%d", i)),
+			Limits:            o.limits,
+			Auth:              o.auth,
 		})
 		require.NoError(t, err)
 		if o.setup != nil {

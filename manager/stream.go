@@ -2,6 +2,7 @@ package manager
 
 import (
 	"net/http"
+	"strings"
 
 	"github.com/gin-gonic/gin"
 	"github.com/gorilla/websocket"
@@ -50,8 +51,29 @@ func (m *Manager) relayStream(c *gin.Context, s *Session) {
 	if inst.Header() != nil {
 		relay = m.farmRelay // carries the farm token
 	}
-	if err := relay.ServeWebSocket(c.Writer, c.Request, inst.URL()); err != nil {
+	if err := relay.ServeWebSocket(c.Writer, withoutCredentials(c.Request), inst.URL()); err != nil {
 		m.log.Info("stream relay ended with an error", "session", s.info.ID, "err", err)
 	}
 	s.end(session.DisconnectStreamEnded)
+}
+
+// withoutCredentials is r without the caller's credential, for the
+// instance it is relayed to: no Authorization header (a remote farm's
+// relay sets the farm token instead), no bearer.<token> subprotocol.
+func withoutCredentials(r *http.Request) *http.Request {
+	h := r.Header.Clone()
+	h.Del("Authorization")
+	if protos := h.Values("Sec-Websocket-Protocol"); len(protos) > 0 {
+		h.Del("Sec-Websocket-Protocol")
+		for _, v := range protos {
+			for p := range strings.SplitSeq(v, ",") {
+				if p = strings.TrimSpace(p); p != "" && !strings.HasPrefix(p, "bearer.") {
+					h.Add("Sec-Websocket-Protocol", p)
+				}
+			}
+		}
+	}
+	r2 := r.WithContext(r.Context()) // a shallow copy
+	r2.Header = h
+	return r2
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/drover-dev/drover/auth"
 	"github.com/drover-dev/drover/farmapi"
 	"github.com/drover-dev/drover/internal/lib/wsframe"
 	"github.com/drover-dev/drover/middleware"
@@ -130,9 +131,21 @@ func (s *Session) holdClient() *clientConn {
 }
 
 // upgrader answers the handshake only: no buffer sizes, so that gorilla
-// reuses the ones net/http hijacked and allocates none of its own.
+// reuses the ones net/http hijacked and allocates none of its own. The
+// origin was checked before (checkOrigin).
 func (m *Manager) upgrader() *websocket.Upgrader {
-	return &websocket.Upgrader{CheckOrigin: m.cfg.CheckOrigin}
+	return &websocket.Upgrader{CheckOrigin: func(*http.Request) bool { return true }}
+}
+
+// upgradeHeader is the header of a handshake's answer: a client that sent
+// its token as a bearer.<token> subprotocol gets the other protocol it
+// offered echoed, without which browsers fail the handshake; the bearer
+// entry is never echoed.
+func upgradeHeader(r *http.Request) http.Header {
+	if p := auth.Subprotocol(r); p != "" {
+		return http.Header{"Sec-Websocket-Protocol": {p}}
+	}
+	return nil
 }
 
 // serveWS is the client endpoint: GET /ws?pool=P&wait=false&resume=TOKEN.
@@ -141,7 +154,7 @@ func (m *Manager) upgrader() *websocket.Upgrader {
 // their buffers and state for the connection, which an idle client would
 // otherwise keep alive.
 func (m *Manager) serveWS(w http.ResponseWriter, r *http.Request) {
-	ws, err := m.upgrade.Upgrade(w, r, nil)
+	ws, err := m.upgrade.Upgrade(w, r, upgradeHeader(r))
 	if err != nil {
 		return // the upgrader has answered with an HTTP error
 	}
@@ -192,6 +205,10 @@ func (m *Manager) resumeWS(c *clientConn, r *http.Request, tok string) *Session 
 	s := m.sessionByToken(tok)
 	if s == nil {
 		s = m.claimShared(r.Context(), tok, "", r.RemoteAddr)
+	}
+	if s != nil && !samePrincipal(s.owner, auth.FromContext(r.Context())) {
+		// Someone else's: as unknown as a token that matches nothing.
+		s = nil
 	}
 	if s == nil || !s.attach(c) {
 		d := session.DisconnectUnknownToken
@@ -263,6 +280,13 @@ func (m *Manager) claimShared(ctx context.Context, tok, restKey, remote string) 
 	s := m.newSession(p, remote)
 	s.info.ID = rec.ID
 	s.info.Created = rec.Created
+	// The store does not know who opened the session: whoever proves
+	// they hold its secret now owns it here.
+	if who := auth.FromContext(ctx); who != nil {
+		s.owner, s.info.User = who, who.User
+		auth.SetSession(&s.info, who)
+	}
+	s.limitResumed()
 	if restKey != "" {
 		s.restKey = restKey
 	} else {
@@ -339,6 +363,12 @@ func (m *Manager) handleFrame(s *Session, c *clientConn, ct *clientTask) bool {
 			_ = c.writeError(nil, session.CodeBadRequest, `a task needs an "id"`)
 			return true
 		}
+		if err := s.admitTask(); err != nil {
+			code, msg := errorOf(err)
+			_ = c.writeError(ct.f.ID, code, msg)
+			return true
+		}
+		defer s.taskDone()
 		ct.s = s
 		ct.t = session.Task{ID: ct.f.ID, Data: ct.f.Data, Session: &s.info}
 		if ct.t.Data == nil {

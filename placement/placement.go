@@ -161,6 +161,10 @@ type Config struct {
 	ID string
 	// FarmToken is sent to remote farms.
 	FarmToken string
+	// FarmClient makes the REST calls to remote farms; nil: one with
+	// the system's TLS roots. It needs no timeout: every call carries a
+	// context that bounds it.
+	FarmClient *http.Client
 	// HeartbeatInterval is what farms are told to use (1 s); a farm silent
 	// for MissedHeartbeats intervals (3) is dead.
 	HeartbeatInterval time.Duration
@@ -282,6 +286,9 @@ func New(cfg Config) (*Placer, error) {
 		pools:     map[string]*poolState{},
 		pending:   map[string]struct{}{},
 		buried:    map[string]time.Time{},
+	}
+	if p.cfg.FarmClient == nil {
+		p.cfg.FarmClient = &http.Client{}
 	}
 	p.ctx, p.cancel = context.WithCancel(context.Background())
 	p.upAt.Store(p.now().UnixNano())

@@ -133,7 +133,7 @@ func (p *Placer) Register(req farmapi.RegisterRequest) (farmapi.RegisterResponse
 		return farmapi.RegisterResponse{}, fmt.Errorf(
 			"%w: a farm needs a printable id of at most 128 characters and 0 to 100000 slots", ErrBadRegistration)
 	}
-	rf, err := newRemoteFarm(req, p.cfg.FarmToken)
+	rf, err := newRemoteFarm(req, p.cfg.FarmToken, p.cfg.FarmClient)
 	if err != nil {
 		return farmapi.RegisterResponse{}, err
 	}
@@ -568,7 +568,7 @@ func (p *Placer) adopt(f store.Farm) {
 		p.log.Error("stored farm registration unreadable", "farm", f.ID, "err", err)
 		return
 	}
-	rf, err := newRemoteFarm(req, p.cfg.FarmToken)
+	rf, err := newRemoteFarm(req, p.cfg.FarmToken, p.cfg.FarmClient)
 	if err != nil {
 		p.log.Error("stored farm registration unusable", "farm", f.ID, "err", err)
 		return

@@ -30,14 +30,14 @@ var (
 	_ SessionFiler = (*remoteFarm)(nil)
 )
 
-func newRemoteFarm(req farmapi.RegisterRequest, token string) (*remoteFarm, error) {
+func newRemoteFarm(req farmapi.RegisterRequest, token string, client *http.Client) (*remoteFarm, error) {
 	u, err := url.Parse(req.URL)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return nil, fmt.Errorf("%w: farm url %q is not an http(s) URL", ErrBadRegistration, req.URL)
 	}
 	// No client timeout: starts may take as long as the pool's start
 	// timeout; every call carries a context that bounds it.
-	return &remoteFarm{req: req, base: u, header: bearer.Header(token), client: &http.Client{}}, nil
+	return &remoteFarm{req: req, base: u, header: bearer.Header(token), client: client}, nil
 }
 
 func (r *remoteFarm) ID() string                { return r.req.ID }

@@ -13,7 +13,7 @@ import (
 // upstream side. The goroutine of ServeWebSocket watches it (run) while two
 // goroutines copy, one per direction.
 type pair struct {
-	up       *net.TCPConn
+	up       net.Conn // TCP, or TLS over TCP
 	upstream string
 
 	// Guarded by Relay.mu: Shutdown reaches pairs through the registry.

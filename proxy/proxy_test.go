@@ -571,8 +571,8 @@ func TestRelayRejects(t *testing.T) {
 			err:      ErrNotWebSocket,
 		},
 		{
-			name:     "tls upstream",
-			upstream: "wss://127.0.0.1:1/",
+			name:     "other scheme",
+			upstream: "ftp://127.0.0.1:1/",
 			request:  upgradeRequest("/", ""),
 			status:   http.StatusInternalServerError,
 			err:      ErrBadUpstream,

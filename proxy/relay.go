@@ -3,6 +3,7 @@ package proxy
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -86,6 +87,10 @@ type Options struct {
 	// replace the client's headers of the same name. Host and hop-by-hop
 	// headers are ignored.
 	Header http.Header
+	// TLS configures the connections to wss:// and https:// upstreams;
+	// nil: the system's roots. Its ServerName defaults to the upstream's
+	// host.
+	TLS *tls.Config
 	// Logger receives debug records of relayed connections. Default: none.
 	Logger *slog.Logger
 	// OnClose, if set, is called once for every connection that was relayed
@@ -144,7 +149,8 @@ func New(opts Options) *Relay {
 }
 
 // ServeWebSocket relays req, a WebSocket upgrade request, to upstream, a ws://
-// or http:// URL whose path and query replace the request's.
+// or http:// URL (wss:// or https:// over TLS, see Options.TLS) whose path
+// and query replace the request's.
 //
 // It dials the upstream over TCP and forwards the upgrade request with Host,
 // path and query rewritten to the upstream's, the client's end-to-end headers
@@ -182,12 +188,22 @@ func (r *Relay) ServeWebSocket(w http.ResponseWriter, req *http.Request, upstrea
 		httpError(w, gatewayStatus(err))
 		return fmt.Errorf("%w: %w", ErrUpstreamUnreachable, err)
 	}
-	up := c.(*net.TCPConn)
+	var up net.Conn = c
 
 	// The deadline of ctx covers the whole handshake; the same timer also
 	// aborts it when the client goes away.
-	abort := context.AfterFunc(ctx, func() { _ = up.SetDeadline(aLongTimeAgo) })
-	resp, br, err := handshake(up, buildUpgradeRequest(req, u, r.opts.Header))
+	abort := context.AfterFunc(ctx, func() { _ = c.SetDeadline(aLongTimeAgo) })
+	if u.Scheme == "wss" || u.Scheme == "https" {
+		var tc net.Conn
+		if tc, err = r.tlsClient(ctx, c, u); err == nil {
+			up = tc
+		}
+	}
+	var resp *http.Response
+	var br *bufio.Reader
+	if err == nil {
+		resp, br, err = handshake(up, buildUpgradeRequest(req, u, r.opts.Header))
+	}
 	if err == nil && resp.StatusCode != http.StatusSwitchingProtocols {
 		err = forwardRefusal(w, resp)
 		abort()
@@ -300,9 +316,27 @@ func (r *Relay) shuttingDown() bool {
 	return r.closing
 }
 
+// tlsClient runs the TLS handshake with a wss:// or https:// upstream on
+// c; ctx bounds it.
+func (r *Relay) tlsClient(ctx context.Context, c net.Conn, u *url.URL) (net.Conn, error) {
+	cfg := &tls.Config{}
+	if r.opts.TLS != nil {
+		cfg = r.opts.TLS.Clone()
+	}
+	if cfg.ServerName == "" {
+		cfg.ServerName = u.Hostname()
+	}
+	cfg.NextProtos = []string{"http/1.1"} // a WebSocket upgrade is HTTP/1.1
+	tc := tls.Client(c, cfg)
+	if err := tc.HandshakeContext(ctx); err != nil {
+		return nil, fmt.Errorf("tls: %w", err)
+	}
+	return tc, nil
+}
+
 // register tracks a connection pair from its 101 on; it returns nil once
 // Shutdown has begun.
-func (r *Relay) register(up *net.TCPConn, upstream string) *pair {
+func (r *Relay) register(up net.Conn, upstream string) *pair {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.closing {
@@ -390,15 +424,19 @@ func parseUpstream(s string) (*url.URL, string, error) {
 		return nil, "", fmt.Errorf("%w: %w", ErrBadUpstream, err)
 	}
 	switch u.Scheme {
-	case "ws", "http":
+	case "ws", "http", "wss", "https":
 	default:
-		return nil, "", fmt.Errorf("%w: scheme %q (want ws or http)", ErrBadUpstream, u.Scheme)
+		return nil, "", fmt.Errorf("%w: scheme %q (want ws, wss, http or https)", ErrBadUpstream, u.Scheme)
 	}
 	if u.Hostname() == "" {
 		return nil, "", fmt.Errorf("%w: %q has no host", ErrBadUpstream, s)
 	}
 	port := u.Port()
-	if port == "" {
+	switch {
+	case port != "":
+	case u.Scheme == "wss" || u.Scheme == "https":
+		port = "443"
+	default:
 		port = "80"
 	}
 	return u, net.JoinHostPort(u.Hostname(), port), nil

@@ -92,6 +92,10 @@ var (
 	// instance (the session had the draining event when the drain began).
 	DisconnectFarmDrained = Disconnect{Code: CloseNormal, Reason: "farm drained",
 		Task: Error{CodeShutdown, "the farm running the session was drained"}, Event: EventInstanceLost}
+	// DisconnectEnded: an administrator ended the session (DELETE
+	// /sessions/:id).
+	DisconnectEnded = Disconnect{Code: ClosePolicyViolation, Reason: "ended by an administrator",
+		Task: Error{CodeInterrupted, "an administrator ended the session before the task finished"}}
 	// DisconnectShutdown: the manager is shutting down.
 	DisconnectShutdown = Disconnect{Code: CloseGoingAway, Reason: "shutting down",
 		Task: Error{CodeShutdown, "the manager is shutting down"}, Event: EventShutdown}
@@ -159,7 +163,7 @@ var (
 // Disconnects is the table, in the order of docs/protocol.md.
 var Disconnects = []Disconnect{
 	DisconnectLogout, DisconnectClientClosed, DisconnectResumeExpired, DisconnectDroppedQueued,
-	DisconnectStreamEnded, DisconnectIdleTimeout, DisconnectMaxLifetime, DisconnectFarmDrained,
+	DisconnectStreamEnded, DisconnectIdleTimeout, DisconnectMaxLifetime, DisconnectFarmDrained, DisconnectEnded,
 	DisconnectShutdown, DisconnectRestart, DisconnectResumed, DisconnectInstanceLost,
 	DisconnectNoCapacity, DisconnectUnavailable, DisconnectInternal, DisconnectBadOptions,
 	DisconnectUnknownPool, DisconnectUnknownToken, DisconnectRejected, DisconnectProtocolError,

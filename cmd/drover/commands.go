@@ -42,7 +42,7 @@ func newRootCmd() *cobra.Command {
 	}
 	root.PersistentFlags().String("log-level", "info", "log level: debug, info, warn, error")
 	root.PersistentFlags().String("log-format", "text", "log format: text or json")
-	root.AddCommand(newUpCmd(), newManagerCmd(), newFarmCmd(), newWorkerCmd(), newCallCmd(), newLoadCmd(), newConvertCmd())
+	root.AddCommand(newUpCmd(), newManagerCmd(), newFarmCmd(), newWorkerCmd(), newCallCmd(), newLoadCmd(), newConvertCmd(), newKeysCmd())
 	return root
 }
 
@@ -141,6 +141,7 @@ and an in-memory store. Every flag can also be set in the YAML file given with
 	fs.Duration("shutdown-grace", 10*time.Second, "how long shutdown may take")
 	fs.String("redis", "", "Redis URL to share state with other managers (see drover manager); empty: in-memory")
 	fs.Int("job-slots", farm.DefaultJobSlots, "conversion jobs the local farm runs at once (maxConversions); 0: none")
+	fs.String("admin-token", "", "token of admin calls (drain, end sessions, API keys, full /status); none: callers on this machine are admins while no other authentication is set (prefer DROVER_ADMIN_TOKEN)")
 	cacheFlags(fs, "one per --data directory in $XDG_STATE_HOME/drover or the temporary directory")
 	converterFlags(fs)
 	conversionFlags(fs)
@@ -160,25 +161,27 @@ and an in-memory store. Every flag can also be set in the YAML file given with
 		}
 		reg := prometheus.NewRegistry()
 		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-		scrubSecretEnv("DROVER_REDIS", "DROVER_WEBHOOK_SECRET", "DROVER_URL_SECRET") // the local farm's instances inherit the environment
+		scrubSecretEnv("DROVER_REDIS", "DROVER_WEBHOOK_SECRET", "DROVER_URL_SECRET", "DROVER_ADMIN_TOKEN", "DROVER_METRICS_TOKEN") // the local farm's instances inherit the environment
 		cfg.S3.TakeEnvCredentials()
 		up, err := app.NewUp(cfg, log, reg)
 		if err != nil {
 			return err
 		}
+		defer reloadOnHangup(up, log)()
 		base := httpBase(up.Addr())
+		web, ws := schemes(cfg.TLSCert != "")
 		warm := 0
 		for _, p := range up.Manager.Status().Pools {
 			warm += p.Warm
 		}
-		fmt.Fprintf(cmd.OutOrStdout(), `drover is up: %d instance slots, %d warm
-  WebSocket sessions  ws://%s/ws
-  conversions         http://%s/api/ (%d job slots; files in %s)
-  conversion page     http://%s/ui/convert.html
-  dashboard           http://%s/ui/
-  health, status      http://%s/health  http://%s/status
+		fmt.Fprintf(cmd.OutOrStdout(), `drover is up: %[1]d instance slots, %[2]d warm
+  WebSocket sessions  %[4]s://%[3]s/ws
+  conversions         %[5]s://%[3]s/api/ (%[6]d job slots; files in %[7]s)
+  conversion page     %[5]s://%[3]s/ui/convert.html
+  dashboard           %[5]s://%[3]s/ui/
+  health, status      %[5]s://%[3]s/health  %[5]s://%[3]s/status
 Press Ctrl-C to stop.
-`, up.Farm.Slots(), warm, base, base, max(cfg.JobSlots, 0), filesWhere(cfg.ConversionConfig), base, base, base, base)
+`, up.Farm.Slots(), warm, base, ws, web, max(cfg.JobSlots, 0), filesWhere(cfg.ConversionConfig))
 		err = up.Run(cmd.Context())
 		log.Info("drover stopped")
 		return err
@@ -200,6 +203,7 @@ func conversionFlags(fs *pflag.FlagSet) {
 	s3Flags(fs)
 	tokenFlags(fs)
 	retentionFlags(fs)
+	tenancyFlags(fs)
 }
 
 func coalesceData(d string) string {

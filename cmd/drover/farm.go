@@ -66,6 +66,7 @@ comma-separated (DROVER_MANAGER=http://a:8181,http://b:8181).`,
 	cacheFlags(fs, "cache in --state-dir")
 	runtimeFlags(fs)
 	hardenFlags(fs, false)
+	farmTLSFlags(fs)
 	fs.Duration("reconcile-interval", 30*time.Second, "how often the farm removes the containers labelled with its id that it does not track")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		var cfg app.FarmConfig
@@ -87,12 +88,14 @@ comma-separated (DROVER_MANAGER=http://a:8181,http://b:8181).`,
 		if err != nil {
 			return err
 		}
+		defer reloadOnHangup(node, log)()
 		f := node.Farm
+		web, _ := schemes(cfg.TLSCert != "")
 		fmt.Fprintf(cmd.OutOrStdout(), `drover farm %s is up: %d instance slots, %d job slots, pools %s
-  listening on        http://%s
+  listening on        %s://%s
   advertised as       %s
   managers            %s
-`, f.ID(), f.Slots(), max(cfg.JobSlots, 0), strings.Join(f.Pools(), ", "), node.Addr(), node.URL(), strings.Join(cfg.Managers, ", "))
+`, f.ID(), f.Slots(), max(cfg.JobSlots, 0), strings.Join(f.Pools(), ", "), web, node.Addr(), node.URL(), strings.Join(cfg.Managers, ", "))
 
 		// The first SIGINT or SIGTERM drains; a second SIGINT stops at
 		// once. main's context ends with the first signal too, or when an

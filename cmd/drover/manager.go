@@ -46,7 +46,7 @@ the environment.`,
 		if _, err := load(fs, &cfg); err != nil {
 			return err
 		}
-		scrubSecretEnv("DROVER_FARM_TOKEN", "DROVER_ADMIN_TOKEN", "DROVER_REDIS", "DROVER_WEBHOOK_SECRET", "DROVER_URL_SECRET")
+		scrubSecretEnv("DROVER_FARM_TOKEN", "DROVER_ADMIN_TOKEN", "DROVER_REDIS", "DROVER_WEBHOOK_SECRET", "DROVER_URL_SECRET", "DROVER_METRICS_TOKEN")
 		cfg.S3.TakeEnvCredentials()
 		if cfg.FarmToken == "" {
 			return app.ErrNoFarmToken
@@ -59,17 +59,19 @@ the environment.`,
 		if err != nil {
 			return err
 		}
+		defer reloadOnHangup(node, log)()
 		base := httpBase(node.Addr())
+		web, ws := schemes(cfg.TLSCert != "")
 		admin := "disabled (no --admin-token)"
 		if cfg.AdminToken != "" {
-			admin = "POST http://" + base + "/api/v1/farms/ID/drain"
+			admin = "POST " + web + "://" + base + "/api/v1/farms/ID/drain"
 		}
-		fmt.Fprintf(cmd.OutOrStdout(), `drover manager is up; farms register at http://%s/api/v1/farms
-  WebSocket sessions  ws://%s/ws
-  dashboard           http://%s/ui/
-  health, status      http://%s/health  http://%s/status
-  drain a farm        %s
-`, base, base, base, base, base, admin)
+		fmt.Fprintf(cmd.OutOrStdout(), `drover manager is up; farms register at %[1]s://%[3]s/api/v1/farms
+  WebSocket sessions  %[2]s://%[3]s/ws
+  dashboard           %[1]s://%[3]s/ui/
+  health, status      %[1]s://%[3]s/health  %[1]s://%[3]s/status
+  drain a farm        %[4]s
+`, web, ws, base, admin)
 		err = node.Run(cmd.Context())
 		log.Info("drover manager stopped")
 		return err

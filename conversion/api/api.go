@@ -47,8 +47,13 @@ type Options struct {
 	// WaitTimeout bounds waitUntilConversionDone; default 10 min.
 	WaitTimeout time.Duration
 	Logger      *slog.Logger
+	// Audit receives one line per upload, upload token and delete (see
+	// auditEvent); nil takes Logger with component "audit".
+	Audit *slog.Logger
 	// Registerer receives the API's metrics; nil means none.
 	Registerer prometheus.Registerer
+	// Uploads, when set, bounds how fast each caller starts uploads.
+	Uploads UploadLimiter
 }
 
 // API serves a conversion.Service over HTTP.
@@ -56,6 +61,7 @@ type API struct {
 	svc          *conversion.Service
 	opts         Options
 	log          *slog.Logger
+	auditLog     *slog.Logger
 	tokenMetrics *tokenMetrics
 }
 
@@ -66,14 +72,25 @@ func New(svc *conversion.Service, opts Options) *API {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &API{svc: svc, opts: opts, log: opts.Logger, tokenMetrics: newTokenMetrics(opts.Registerer)}
+	if opts.Audit == nil {
+		opts.Audit = opts.Logger.With("component", "audit")
+	}
+	return &API{svc: svc, opts: opts, log: opts.Logger, auditLog: opts.Audit, tokenMetrics: newTokenMetrics(opts.Registerer)}
 }
 
 // Mount adds the REST API's routes under each of Prefixes, and those of
-// drover's own signed URLs under DirectPath.
+// drover's own signed URLs under DirectPath: MountRoutes and MountDirect.
 func (a *API) Mount(r gin.IRouter) {
+	a.MountRoutes(r)
+	a.MountDirect(r)
+}
+
+// MountRoutes adds the REST API's routes under each of Prefixes; r may
+// be a group behind an authentication middleware.
+func (a *API) MountRoutes(r gin.IRouter) {
 	for _, p := range Prefixes {
 		g := r.Group(p, httpguard.OnTooLarge(tooLarge))
+		g.Use(a.limitUploads)
 		g.POST("/upload", a.upload)
 		g.POST("/uploadArray", a.uploadArray)
 		g.PUT("/create", a.create)
@@ -93,16 +110,32 @@ func (a *API) Mount(r gin.IRouter) {
 		g.GET("/info", a.info)
 		a.mountTokens(g)
 	}
-	a.mountDirect(r)
 }
 
 // fail answers {"ERROR": msg} with the status that fits err.
 func (a *API) fail(c *gin.Context, err error) {
-	status, msg := http.StatusInternalServerError, "internal error"
+	status, msg := a.answer(err)
 	switch {
+	case msg == internalError:
+		a.log.Error("conversion api", "path", c.FullPath(), "err", err)
+	case status == http.StatusBadRequest:
+		a.log.Info("conversion api: bad request", "path", c.FullPath(), "err", err)
+	}
+	c.AbortWithStatusJSON(status, gin.H{"ERROR": msg})
+}
+
+// answer is the status and the sentence that answer err. The sentence
+// never holds what the client should not see (a Go error chain, an
+// address): unexpected errors are answered internalError.
+func (a *API) answer(err error) (int, string) {
+	status, msg := http.StatusInternalServerError, internalError
+	switch {
+	case errors.Is(err, conversion.ErrReadOnly):
+		status, msg = http.StatusForbidden, conversion.ErrReadOnly.Error()
+	case errors.Is(err, conversion.ErrQuota):
+		status, msg = http.StatusTooManyRequests, strings.TrimPrefix(err.Error(), conversion.ErrQuota.Error()+": ")
 	case errors.Is(err, ErrBadArg), errors.Is(err, conversion.ErrInvalid):
 		status, msg = http.StatusBadRequest, clientMessage(err)
-		a.log.Info("conversion api: bad request", "path", c.FullPath(), "err", err)
 	case errors.Is(err, conversion.ErrNotFound):
 		status, msg = http.StatusNotFound, "Item not found"
 		if !errors.Is(err, items.ErrNotFound) {
@@ -116,10 +149,8 @@ func (a *API) fail(c *gin.Context, err error) {
 		status, msg = http.StatusServiceUnavailable, "the conversion service is unavailable, try again"
 	case errors.Is(err, context.DeadlineExceeded):
 		status, msg = http.StatusGatewayTimeout, "the conversion did not end in time"
-	default:
-		a.log.Error("conversion api", "path", c.FullPath(), "err", err)
 	}
-	c.AbortWithStatusJSON(status, gin.H{"ERROR": msg})
+	return status, msg
 }
 
 // Sentences for the webhook URLs the policy refuses. They name no host:
@@ -152,6 +183,9 @@ func clientMessage(err error) string {
 	// than in the colons of an error chain.
 	return strings.ReplaceAll(msg, ": ", ", ")
 }
+
+// internalError answers what the client cannot be told.
+const internalError = "internal error"
 
 func isMaxBytes(err error) bool {
 	var mbe *http.MaxBytesError
@@ -227,30 +261,31 @@ func (a *API) options(ar Args) conversion.Options {
 // upload: one file in field "file". With itemid (or storageID) the file
 // joins that item's files, unconverted.
 func (a *API) upload(c *gin.Context) {
+	up := a.auditUpload(c, "upload")
+	defer up.log()
 	ar, err := args(c)
 	if err != nil {
-		a.fail(c, err)
+		up.fail(err)
 		return
 	}
 	a.bodyLimit(c)
 	name, r, err := nextFile(c, "file")
 	if err != nil {
-		a.fail(c, a.noFile(err, "file"))
+		up.fail(a.noFile(err, "file"))
 		return
 	}
+	up.name = name
+	r = up.count(r)
 	ctx := c.Request.Context()
 	if ar.ItemID != "" {
-		if _, err := a.svc.Get(ctx, ar.ItemID); err != nil {
-			a.fail(c, err)
-			return
-		}
+		up.item = ar.ItemID
 		if _, err := a.svc.AddFile(ctx, ar.ItemID, name, r); err != nil {
-			a.fail(c, err)
+			up.fail(err)
 			return
 		}
 		it, err := a.svc.Get(ctx, ar.ItemID)
 		if err != nil {
-			a.fail(c, err)
+			up.fail(err)
 			return
 		}
 		c.JSON(http.StatusOK, reply(it))
@@ -258,9 +293,10 @@ func (a *API) upload(c *gin.Context) {
 	}
 	it, err := a.svc.Upload(ctx, a.options(ar), name, r)
 	if err != nil {
-		a.fail(c, err)
+		up.fail(err)
 		return
 	}
+	up.item = it.ID
 	if it, err = a.wait(c, it, ar.WaitUntilConversionDone); err != nil {
 		a.fail(c, err)
 		return
@@ -272,7 +308,8 @@ func (a *API) noFile(err error, field string) error {
 	if errors.Is(err, io.EOF) {
 		return fmt.Errorf("%w: no file in field %q", conversion.ErrInvalid, field)
 	}
-	if isMaxBytes(err) || errors.Is(err, conversion.ErrInvalid) {
+	if isMaxBytes(err) || errors.Is(err, conversion.ErrInvalid) || errors.Is(err, conversion.ErrQuota) ||
+		errors.Is(err, conversion.ErrReadOnly) || errors.Is(err, conversion.ErrNotFound) {
 		return err
 	}
 	// The reader's own error (a multipart or network one) is no sentence
@@ -283,9 +320,11 @@ func (a *API) noFile(err error, field string) error {
 
 // uploadArray: several files in field "files"; rootFile names the model.
 func (a *API) uploadArray(c *gin.Context) {
+	up := a.auditUpload(c, "upload")
+	defer up.log()
 	ar, err := args(c)
 	if err != nil {
-		a.fail(c, err)
+		up.fail(err)
 		return
 	}
 	a.bodyLimit(c)
@@ -295,12 +334,14 @@ func (a *API) uploadArray(c *gin.Context) {
 	if o.StartPath == "" {
 		o.Name = ""
 	}
+	up.name = o.Name
 	ctx := c.Request.Context()
 	it, err := a.svc.Begin(ctx, o)
 	if err != nil {
-		a.fail(c, err)
+		up.fail(err)
 		return
 	}
+	up.item = it.ID
 	n := 0
 	for {
 		name, r, err := nextFile(c, "files")
@@ -308,23 +349,24 @@ func (a *API) uploadArray(c *gin.Context) {
 			break
 		}
 		if err == nil {
-			_, err = a.svc.AddFile(ctx, it.ID, name, r)
+			up.name = cmp.Or(up.name, name)
+			_, err = a.svc.AddFile(ctx, it.ID, name, up.count(r))
 		}
 		if err != nil {
 			a.svc.Abort(ctx, it.ID)
-			a.fail(c, a.noFile(err, "files"))
+			up.fail(a.noFile(err, "files"))
 			return
 		}
 		n++
 	}
 	if n == 0 {
 		a.svc.Abort(ctx, it.ID)
-		a.fail(c, a.noFile(io.EOF, "files"))
+		up.fail(a.noFile(io.EOF, "files"))
 		return
 	}
 	if it, err = a.svc.Commit(ctx, it.ID, o.SkipConversion); err != nil {
 		a.svc.Abort(ctx, it.ID)
-		a.fail(c, err)
+		up.fail(err)
 		return
 	}
 	if it, err = a.wait(c, it, ar.WaitUntilConversionDone); err != nil {
@@ -382,8 +424,11 @@ func (a *API) reconvert(c *gin.Context) {
 // delete answers truthfully: 404 for an item that is not there.
 func (a *API) delete(c *gin.Context) {
 	id := c.Param("id")
+	ev := a.auditUpload(c, "delete")
+	ev.item = id
+	defer ev.log()
 	if err := a.svc.Delete(c.Request.Context(), id); err != nil {
-		a.fail(c, err)
+		ev.fail(err)
 		return
 	}
 	c.JSON(http.StatusOK, gin.H{"itemid": id, "storageID": id, "deleted": true})

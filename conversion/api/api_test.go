@@ -112,7 +112,8 @@ func jsonBody(v any) io.Reader {
 }
 
 // farm leases jobs over HTTP and completes them: an input named *.bad
-// fails with Unzip Error, any other gets a GLB and a PNG.
+// fails with Unzip Error, any other gets a GLB and a PNG, and one named
+// *.asm also a shattered part and its index.
 func (s *server) farm(ctx context.Context) {
 	for ctx.Err() == nil {
 		var lr farmapi.LeaseResponse
@@ -135,8 +136,13 @@ func (s *server) farm(ctx context.Context) {
 				continue
 			}
 			var outs []farmapi.JobOutput
-			for _, typ := range []string{"glb", "png"} {
-				name := j.Name + "." + typ
+			names := [][2]string{{j.Name + ".glb", "glb"}, {j.Name + ".png", "png"}}
+			if strings.HasSuffix(j.Name, ".asm") {
+				names = append(names, [2]string{farmapi.ShatteredPrefix + "part1.glb", "glb"},
+					[2]string{farmapi.ShatteredPrefix + "index.xml", "xml"})
+			}
+			for _, nt := range names {
+				name, typ := nt[0], nt[1]
 				_, _ = s.farmCall(ctx, http.MethodPut, base+"/output/"+name, h, strings.NewReader(typ+" bytes"), nil)
 				outs = append(outs, farmapi.JobOutput{Name: name, Type: typ, Size: int64(len(typ + " bytes"))})
 			}

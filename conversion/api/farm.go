@@ -32,7 +32,7 @@ func (a *API) MountFarm(r gin.IRouter, auth gin.HandlerFunc) {
 
 // itemFile serves a farm an item's output file.
 func (a *API) itemFile(c *gin.Context) {
-	obj, f, err := a.svc.OpenOutputByName(c.Request.Context(), c.Param("id"), c.Param("name"))
+	obj, f, err := a.svc.OpenOutputByName(withoutPrincipal(c), c.Param("id"), c.Param("name"))
 	if err != nil {
 		code := http.StatusInternalServerError
 		switch {

@@ -161,13 +161,17 @@ func TestShatteredAssembly(t *testing.T) {
 }
 
 // rawGet sends a GET with the path exactly as given: no client cleans or
-// escapes it.
-func rawGet(t *testing.T, base, path string) (int, []byte) {
+// escapes it. headers are more header lines ("Name: value").
+func rawGet(t *testing.T, base, path string, headers ...string) (int, []byte) {
 	t.Helper()
 	conn, err := net.Dial("tcp", strings.TrimPrefix(base, "http://"))
 	require.NoError(t, err)
 	defer conn.Close()
-	_, err = fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n", path)
+	var extra strings.Builder
+	for _, h := range headers {
+		extra.WriteString(h + "\r\n")
+	}
+	_, err = fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: test\r\n%sConnection: close\r\n\r\n", path, extra.String())
 	require.NoError(t, err)
 	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
 	require.NoError(t, err)

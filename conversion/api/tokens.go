@@ -2,6 +2,7 @@ package api
 
 import (
 	"cmp"
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -13,6 +14,7 @@ import (
 	"github.com/gin-gonic/gin"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/drover-dev/drover/auth"
 	"github.com/drover-dev/drover/conversion"
 	"github.com/drover-dev/drover/conversion/items"
 	"github.com/drover-dev/drover/conversion/signedurl"
@@ -71,7 +73,10 @@ func (a *API) mountTokens(g gin.IRouter) {
 	g.GET("/downloadToken/:id/:type", a.downloadToken)
 }
 
-func (a *API) mountDirect(r gin.IRouter) {
+// MountDirect adds the routes of drover's own signed URLs under
+// DirectPath. Their signature is their credential: r should not ask for
+// another.
+func (a *API) MountDirect(r gin.IRouter) {
 	r.PUT(DirectPath+"*key", httpguard.OnTooLarge(tooLarge), a.directPut)
 	r.GET(DirectPath+"*key", a.directGet)
 }
@@ -97,34 +102,40 @@ func (a *API) ttl() time.Duration { return cmp.Or(a.opts.Tokens.TTL, DefaultToke
 // when given, and a URL to PUT it to. The item is UPLOADING until
 // reconvert.
 func (a *API) uploadToken(c *gin.Context) {
+	ev := a.auditUpload(c, "upload_token")
+	ev.name = c.Param("name")
+	defer ev.log()
 	ar, err := args(c)
 	if err != nil {
-		a.fail(c, err)
+		ev.fail(err)
 		return
 	}
 	var size int64
 	if s := c.Param("size"); s != "" {
 		if size, err = strconv.ParseInt(s, 10, 64); err != nil || size < 0 {
-			a.fail(c, fmt.Errorf("%w: the size must be a number of bytes", conversion.ErrInvalid))
+			ev.fail(fmt.Errorf("%w: the size must be a number of bytes", conversion.ErrInvalid))
 			return
 		}
 	}
+	ev.size = size
 	if ar.ItemID != "" {
 		// The original added the file to that item; here a token makes an
 		// item of its own, and upload with itemid adds files.
-		a.fail(c, fmt.Errorf("%w: uploadToken makes a new item: to add a file to item %s, use upload with its itemid", conversion.ErrInvalid, ar.ItemID))
+		ev.fail(fmt.Errorf("%w: uploadToken makes a new item: to add a file to item %s, use upload with its itemid", conversion.ErrInvalid, ar.ItemID))
 		return
 	}
 	p, ok := a.tokensAvailable(c)
 	if !ok {
+		ev.err = errors.New(notAvailable)
 		return
 	}
 	ctx := c.Request.Context()
 	it, key, err := a.svc.BeginDirect(ctx, a.options(ar), c.Param("name"), size)
 	if err != nil {
-		a.fail(c, err)
+		ev.fail(err)
 		return
 	}
+	ev.item = it.ID
 	var token string
 	if p != nil {
 		token, err = p.PresignPut(ctx, key, a.ttl())
@@ -133,7 +144,7 @@ func (a *API) uploadToken(c *gin.Context) {
 	}
 	if err != nil {
 		a.svc.Abort(ctx, it.ID)
-		a.fail(c, err)
+		ev.fail(err)
 		return
 	}
 	// The item, never the token: whoever reads the log cannot upload.
@@ -274,8 +285,18 @@ func (a *API) directPut(c *gin.Context) {
 		c.AbortWithStatusJSON(http.StatusNotFound, gin.H{"ERROR": "Not found"})
 		return
 	}
+	ctx := withoutPrincipal(c)
+	ev := a.auditUpload(c, "upload")
+	ev.p, ev.via, ev.item = nil, "signed-url", id
+	if it, err := a.svc.Get(ctx, id); err == nil {
+		ev.tenant = conversion.TenantOf(it)
+		if it.Awaiting != nil {
+			ev.name = it.Awaiting.Name
+		}
+	}
+	defer ev.log()
 	if g.Limit > 0 && c.Request.ContentLength > g.Limit {
-		a.fail(c, fmt.Errorf("%w: the upload may hold %d bytes", conversion.ErrTooLarge, g.Limit))
+		ev.fail(fmt.Errorf("%w: the upload may hold %d bytes", conversion.ErrTooLarge, g.Limit))
 		return
 	}
 	// The token's limit, checked again as the body streams; the service
@@ -285,9 +306,9 @@ func (a *API) directPut(c *gin.Context) {
 	} else {
 		httpguard.SetLimit(c, a.svc.MaxUpload())
 	}
-	n, err := a.svc.PutAwaited(c.Request.Context(), id, stored, c.Request.Body)
+	n, err := a.svc.PutAwaited(ctx, id, stored, ev.count(c.Request.Body))
 	if err != nil {
-		a.fail(c, err)
+		ev.fail(err)
 		return
 	}
 	a.log.Info("direct upload stored", "item", id, "bytes", n)
@@ -305,8 +326,16 @@ func (a *API) directGet(c *gin.Context) {
 		c.AbortWithStatusJSON(http.StatusNotFound, gin.H{"ERROR": "Not found"})
 		return
 	}
-	obj, f, err := a.svc.OpenOutputByName(c.Request.Context(), id, name)
+	obj, f, err := a.svc.OpenOutputByName(withoutPrincipal(c), id, name)
 	a.serve(c, obj, f, err)
+}
+
+// withoutPrincipal is the context of a request whose authority is not a
+// principal: a signed URL, whose tenant was checked when it was issued,
+// or a farm's token. Whatever principal the request carries does not
+// count.
+func withoutPrincipal(c *gin.Context) context.Context {
+	return auth.NewContext(c.Request.Context(), nil)
 }
 
 // tokenMetrics count the tokens given out and refused.

@@ -116,6 +116,11 @@ type Item struct {
 	// and ValidateID.
 	ID   string `json:"storageID"`
 	Name string `json:"name"`
+	// Tenant owns the item: only its principals (and admins) see and
+	// touch it. Set at Create and never changed. Empty in records made
+	// before items had tenants; package conversion reads that as the
+	// default tenant.
+	Tenant string `json:"tenant,omitempty"`
 	// StartPath names the model inside a ZIP or among several files
 	// (rootFile of uploadArray).
 	StartPath string `json:"startPath,omitempty"`
@@ -264,7 +269,7 @@ func (it *Item) ending(gen int) error {
 
 // ValidateUpdate checks an update of an item from before to after, as
 // every Store does before it writes:
-//   - ID and Created stay;
+//   - ID, Tenant and Created stay;
 //   - the state is valid;
 //   - the generation stays, or goes up by one to a PENDING item
 //     (Reconvert, from any state);
@@ -275,6 +280,8 @@ func ValidateUpdate(before, after *Item) error {
 	switch {
 	case after.ID != before.ID:
 		return fmt.Errorf("%w: item %s: the id cannot change", ErrInvalid, before.ID)
+	case after.Tenant != before.Tenant:
+		return fmt.Errorf("%w: item %s: the tenant cannot change", ErrInvalid, before.ID)
 	case !after.Created.Equal(before.Created):
 		return fmt.Errorf("%w: item %s: created cannot change", ErrInvalid, before.ID)
 	case !after.State.Valid():

@@ -35,6 +35,8 @@ type UpConfig struct {
 	ResumeGrace     time.Duration `koanf:"resume_grace"`
 	MaxMessageSize  int64         `koanf:"max_message_size"`
 	ShutdownGrace   time.Duration `koanf:"shutdown_grace"`
+	// AdminToken makes its bearer an admin; see ManagerConfig.AdminToken.
+	AdminToken string `koanf:"admin_token"`
 	// Runtime, Image and ReconcileInterval are the local farm's docker
 	// settings; see RuntimeConfig.
 	RuntimeConfig `koanf:",squash"`
@@ -131,7 +133,7 @@ func NewUp(cfg UpConfig, log *slog.Logger, reg *prometheus.Registry) (_ *Up, err
 		return nil, err
 	}
 	pools = withInitialUse(pools, cfg.StreamInitialUse)
-	u := &Up{node: node{grace: shutdownGrace(cfg.ShutdownGrace)}}
+	u := &Up{node: node{grace: shutdownGrace(cfg.ShutdownGrace), reloads: reloads{log: reloadLog(log)}}}
 	defer u.undoIfFailed(&err)
 	st, err := OpenStore(cfg.Redis, log)
 	if err != nil {
@@ -150,16 +152,33 @@ func NewUp(cfg UpConfig, log *slog.Logger, reg *prometheus.Registry) (_ *Up, err
 	if err != nil {
 		return nil, err
 	}
+	tlsc, err := cfg.TLSConfig.manager(&u.reloads)
+	if err != nil {
+		return nil, err
+	}
+	authn, err := cfg.authenticator(cfg.AdminToken, cfg.Data, cfg.Redis, log, &u.cleanups)
+	if err != nil {
+		return nil, err
+	}
+	u.OnReload("auth keys", authn.Reload)
 	u.srv, err = drover.New(drover.Config{
 		Addr:  cfg.Addr,
+		TLS:   tlsc.listener,
 		Pools: pools,
 		Manager: cfg.harden(manager.Config{
+			FarmTLS:         tlsc.farms,
+			RequireFarmCert: tlsc.requireFarmCert,
 			Store:           st,
 			HealthThreshold: cfg.HealthThreshold,
 			ResumeGrace:     cfg.ResumeGrace,
 			MaxMessageSize:  cfg.MaxMessageSize,
+			Limits:          cfg.Limits(),
 			Registerer:      reg,
 			Gatherer:        reg,
+			AllowedOrigins:  cfg.AllowedOrigins,
+			MetricsToken:    cfg.MetricsToken,
+			Auth:            authn,
+			AdminToken:      cfg.AdminToken,
 		}),
 		Farm:          farm.Config{Slots: cfg.Instances, ReconcileInterval: cfg.ReconcileInterval, Cache: cache},
 		Logger:        log,

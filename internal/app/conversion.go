@@ -50,13 +50,20 @@ type ConversionConfig struct {
 	TokenConfig `koanf:",squash"`
 
 	RetentionConfig `koanf:",squash"`
+	// Quotas of each tenant's items.
+	TenancyConfig `koanf:",squash"`
 }
 
 // conversion builds package drover's Conversion: on Redis (items and
 // queue) when redisURL is set, in the process otherwise; what it opens is
 // pushed on cleanups.
 func (cc ConversionConfig) conversion(redisURL string, jobSlots int, log *slog.Logger, cleanups *cleanup.Stack) (*drover.Conversion, error) {
+	quota, err := cc.quota()
+	if err != nil {
+		return nil, err
+	}
 	c := &drover.Conversion{
+		Quota:     quota,
 		DataDir:   cmp.Or(cc.Data, drover.DefaultDataDir),
 		MaxUpload: cc.MaxUpload,
 		JobSlots:  jobSlots,

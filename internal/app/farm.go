@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -71,6 +72,8 @@ type FarmConfig struct {
 	CacheConfig `koanf:",squash"`
 	// How the converters run, and their limits.
 	ConverterRuntimeConfig `koanf:",squash"`
+	// TLS of the farm's listener and towards the managers.
+	FarmTLSConfig `koanf:",squash"`
 	// The HTTP server's limits (http_max_body_bytes is the managers').
 	HardenConfig `koanf:",squash"`
 }
@@ -90,7 +93,9 @@ type FarmNode struct {
 	grace time.Duration
 
 	cleanups cleanup.Stack
-	started  bool
+	// OnReload and Reload: what SIGHUP re-reads.
+	reloads
+	started bool
 	// Closed when serving or the agent ended, after serveErr or agentErr
 	// is set.
 	serveDone, agentDone chan struct{}
@@ -113,7 +118,7 @@ func NewFarm(cfg FarmConfig, log *slog.Logger, reg *prometheus.Registry) (_ *Far
 		p.PoolSpec.Name = coalesce(p.PoolSpec.Name, p.Pool.Name)
 		specs = append(specs, p.PoolSpec)
 	}
-	n := &FarmNode{grace: shutdownGrace(cfg.ShutdownGrace),
+	n := &FarmNode{grace: shutdownGrace(cfg.ShutdownGrace), reloads: reloads{log: reloadLog(log)},
 		serveDone: make(chan struct{}), agentDone: make(chan struct{})}
 	defer func() {
 		if err != nil {
@@ -123,11 +128,19 @@ func NewFarm(cfg FarmConfig, log *slog.Logger, reg *prometheus.Registry) (_ *Far
 		}
 	}()
 
+	tlsListener, client, err := cfg.FarmTLSConfig.farm(&n.reloads)
+	if err != nil {
+		return nil, err
+	}
 	// Pushed in the order that makes the reverse right: the relay's
 	// connections and the farm's instances go before the HTTP server
 	// drains, so that no request waits on an instance start.
 	if n.ln, err = net.Listen("tcp", cfg.Addr); err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", cfg.Addr, err)
+	}
+	bound := n.ln.Addr()
+	if tlsListener != nil {
+		n.ln = tls.NewListener(n.ln, tlsListener)
 	}
 	n.cleanups.PushFunc("listener", func() error {
 		if err := n.ln.Close(); !errors.Is(err, net.ErrClosed) {
@@ -139,14 +152,18 @@ func NewFarm(cfg FarmConfig, log *slog.Logger, reg *prometheus.Registry) (_ *Far
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
 	n.cleanups.Push("http server", n.shutdownHTTP)
 	if cfg.ID == "" {
-		cfg.ID = farm.StableID(idAddr(cfg.Addr, n.ln.Addr()))
+		cfg.ID = farm.StableID(idAddr(cfg.Addr, bound))
 	}
 	if cfg.StateDir == "" {
 		cfg.StateDir = farm.DefaultStateDir(cfg.ID)
 	}
 	n.url = cfg.Advertise
 	if n.url == "" {
-		n.url = "http://" + reachable(n.ln.Addr(), log)
+		scheme := "http://"
+		if tlsListener != nil {
+			scheme = "https://"
+		}
+		n.url = scheme + reachable(bound, log)
 	}
 	flog := log.With("component", "farm")
 	cache, err := cfg.open(filepath.Join(cfg.StateDir, "cache"), log, reg, &n.cleanups)
@@ -166,7 +183,7 @@ func NewFarm(cfg FarmConfig, log *slog.Logger, reg *prometheus.Registry) (_ *Far
 		// Streaming sessions' directories, swept at the next start after a
 		// crash; their files come from the managers the agent knows.
 		SessionsDir: filepath.Join(cfg.StateDir, "sessions"),
-		Models:      farm.NewJobClient(func() []string { return n.Agent.Managers() }, cfg.Token, nil),
+		Models:      farm.NewJobClient(func() []string { return n.Agent.Managers() }, cfg.Token, client),
 		Cache:       cache,
 	})
 	if err != nil {
@@ -179,7 +196,7 @@ func NewFarm(cfg FarmConfig, log *slog.Logger, reg *prometheus.Registry) (_ *Far
 			return nil, err
 		}
 		n.Jobs, err = farm.NewJobs(farm.JobsConfig{
-			Source:     farm.NewJobClient(func() []string { return n.Agent.Managers() }, cfg.Token, nil),
+			Source:     farm.NewJobClient(func() []string { return n.Agent.Managers() }, cfg.Token, client),
 			Farm:       cfg.ID,
 			Slots:      cfg.JobSlots,
 			Converter:  conv,
@@ -197,6 +214,7 @@ func NewFarm(cfg FarmConfig, log *slog.Logger, reg *prometheus.Registry) (_ *Far
 		Farm:         n.Farm,
 		Managers:     cfg.Managers,
 		Token:        cfg.Token,
+		Client:       client,
 		AdvertiseURL: n.url,
 		Labels:       cfg.Labels,
 		Priority:     cfg.Priority,

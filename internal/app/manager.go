@@ -71,8 +71,12 @@ func NewManager(cfg ManagerConfig, log *slog.Logger, reg *prometheus.Registry) (
 	if len(pools) == 0 {
 		pools = []drover.Pool{{Pool: manager.Pool{Name: "default", Warm: cfg.Warm}}}
 	}
-	n := &ManagerNode{node: node{grace: shutdownGrace(cfg.ShutdownGrace)}}
+	n := &ManagerNode{node: node{grace: shutdownGrace(cfg.ShutdownGrace), reloads: reloads{log: reloadLog(log)}}}
 	defer n.undoIfFailed(&err)
+	tlsc, err := cfg.TLSConfig.manager(&n.reloads)
+	if err != nil {
+		return nil, err
+	}
 	st, err := OpenStore(cfg.Redis, log)
 	if err != nil {
 		return nil, err
@@ -82,10 +86,18 @@ func NewManager(cfg ManagerConfig, log *slog.Logger, reg *prometheus.Registry) (
 	if err != nil {
 		return nil, err
 	}
+	authn, err := cfg.authenticator(cfg.AdminToken, cfg.Data, cfg.Redis, log, &n.cleanups)
+	if err != nil {
+		return nil, err
+	}
+	n.OnReload("auth keys", authn.Reload)
 	n.srv, err = drover.New(drover.Config{
 		Addr:  cfg.Addr,
+		TLS:   tlsc.listener,
 		Pools: pools,
 		Manager: cfg.harden(manager.Config{
+			FarmTLS:           tlsc.farms,
+			RequireFarmCert:   tlsc.requireFarmCert,
 			Store:             st,
 			ID:                cfg.ID,
 			HandOffOnShutdown: cfg.Redis != "",
@@ -95,8 +107,12 @@ func NewManager(cfg ManagerConfig, log *slog.Logger, reg *prometheus.Registry) (
 			FarmToken:         cfg.FarmToken,
 			AdminToken:        cfg.AdminToken,
 			HeartbeatInterval: cfg.HeartbeatInterval,
+			Limits:            cfg.Limits(),
 			Registerer:        reg,
 			Gatherer:          reg,
+			AllowedOrigins:    cfg.AllowedOrigins,
+			MetricsToken:      cfg.MetricsToken,
+			Auth:              authn,
 		}),
 		Logger:        log,
 		ShutdownGrace: n.grace,

@@ -16,6 +16,8 @@ type node struct {
 	srv      *drover.Server
 	grace    time.Duration
 	cleanups cleanup.Stack
+	// OnReload and Reload: what SIGHUP re-reads.
+	reloads
 }
 
 // shutdownGrace is the configured grace, or 10 s.

@@ -47,6 +47,7 @@ func Run(t *testing.T, open func(t *testing.T) items.Store) {
 		{"UpdateFrom", testUpdateFrom},
 		{"ConcurrentUpdateFrom", testConcurrentUpdateFrom},
 		{"UpdateImmutable", testUpdateImmutable},
+		{"Tenant", testTenant},
 		{"Transitions", testTransitions},
 		{"SuccessOnce", testSuccessOnce},
 		{"ConcurrentUpdates", testConcurrentUpdates},
@@ -80,6 +81,7 @@ func Full(id string) items.Item {
 	return items.Item{
 		ID:               id,
 		Name:             "assembly.zip",
+		Tenant:           "acme",
 		StartPath:        "asm/top.step",
 		State:            items.StatePending,
 		Webhook:          "https://hooks.example/done?x=1&y=\"2\"",
@@ -380,6 +382,45 @@ func testUpdateImmutable(t *testing.T, st items.Store) {
 	got, err := st.Get(ctx, "i")
 	require.NoError(t, err)
 	require.Equal(t, created, got)
+}
+
+// testTenant: an item keeps its tenant through updates, lists and
+// events; no update changes it; an item made without one reads back
+// without one (a record from before tenants).
+func testTenant(t *testing.T, st items.Store) {
+	ctx := t.Context()
+	ch, err := st.Subscribe(ctx)
+	require.NoError(t, err)
+	a, err := st.Create(ctx, items.Item{ID: "a", Tenant: "tenant-a"})
+	require.NoError(t, err)
+	require.Equal(t, "tenant-a", a.Tenant)
+	require.Equal(t, "tenant-a", Next(t, ch).Item.Tenant)
+	_, err = st.Create(ctx, items.Item{ID: "none"})
+	require.NoError(t, err)
+	Next(t, ch)
+
+	a, err = st.Update(ctx, "a", func(it *items.Item) error { it.Name = "renamed"; return nil })
+	require.NoError(t, err)
+	require.Equal(t, "tenant-a", a.Tenant)
+	ev := Next(t, ch)
+	require.Equal(t, "tenant-a", ev.Item.Tenant, "the event's item carries its tenant")
+	for _, to := range []string{"tenant-b", ""} {
+		_, err = st.Update(ctx, "a", func(it *items.Item) error { it.Tenant = to; return nil })
+		require.ErrorIs(t, err, items.ErrInvalid, "tenant %q", to)
+		_, err = st.UpdateFrom(ctx, a, func(it *items.Item) error { it.Tenant = to; return nil })
+		require.ErrorIs(t, err, items.ErrInvalid, "tenant %q", to)
+	}
+	_, err = st.Update(ctx, "none", func(it *items.Item) error { it.Tenant = "tenant-b"; return nil })
+	require.ErrorIs(t, err, items.ErrInvalid, "a record without a tenant gets none later")
+
+	got, err := st.Get(ctx, "a")
+	require.NoError(t, err)
+	require.Equal(t, a, got)
+	list, err := st.List(ctx)
+	require.NoError(t, err)
+	require.Len(t, list, 2)
+	require.Equal(t, "tenant-a", list[0].Tenant)
+	require.Empty(t, list[1].Tenant)
 }
 
 // testTransitions walks every pair of states within a generation, and

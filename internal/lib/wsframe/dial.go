@@ -31,6 +31,12 @@ var ErrBadScheme = errors.New("wsframe: not a ws:// or wss:// URL")
 // along with it), which comes before anything read from the connection.
 // gorilla keeps those bytes in a buffer out of reach.
 func Dial(ctx context.Context, rawURL string, header http.Header) (conn net.Conn, rest []byte, err error) {
+	return DialTLS(ctx, rawURL, header, nil)
+}
+
+// DialTLS is Dial with the TLS configuration of wss:// URLs (nil: the
+// system's roots); its ServerName defaults to the URL's host.
+func DialTLS(ctx context.Context, rawURL string, header http.Header, tlsConfig *tls.Config) (conn net.Conn, rest []byte, err error) {
 	u, err := url.Parse(rawURL)
 	if err != nil {
 		return nil, nil, err
@@ -51,19 +57,26 @@ func Dial(ctx context.Context, rawURL string, header http.Header) (conn net.Conn
 	if conn, err = d.DialContext(ctx, "tcp", addr); err != nil {
 		return nil, nil, err
 	}
-	if rest, err = handshake(ctx, &conn, u, header); err != nil {
+	if rest, err = handshake(ctx, &conn, u, header, tlsConfig); err != nil {
 		_ = conn.Close()
 		return nil, nil, err
 	}
 	return conn, rest, nil
 }
 
-func handshake(ctx context.Context, conn *net.Conn, u *url.URL, header http.Header) ([]byte, error) {
+func handshake(ctx context.Context, conn *net.Conn, u *url.URL, header http.Header, tlsConfig *tls.Config) ([]byte, error) {
 	// ctx ends the handshake by making the connection's I/O fail.
 	c := *conn
 	stop := context.AfterFunc(ctx, func() { _ = c.SetDeadline(time.Unix(1, 0)) })
 	if u.Scheme == "wss" {
-		tc := tls.Client(c, &tls.Config{ServerName: u.Hostname()})
+		cfg := &tls.Config{}
+		if tlsConfig != nil {
+			cfg = tlsConfig.Clone()
+		}
+		if cfg.ServerName == "" {
+			cfg.ServerName = u.Hostname()
+		}
+		tc := tls.Client(c, cfg)
 		if err := tc.HandshakeContext(ctx); err != nil {
 			stop()
 			return nil, err

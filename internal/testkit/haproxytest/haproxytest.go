@@ -34,6 +34,9 @@ type Options struct {
 	// Inter is the health check interval (default 200 ms); a server goes
 	// down after two failed checks and up after two good ones.
 	Inter time.Duration
+	// Cert replaces the PEM file (certificate and key) of binds with
+	// `crt FILE`, such as deploy/haproxy-tls.cfg's.
+	Cert string
 }
 
 // Proxy is a running HAProxy.
@@ -47,7 +50,7 @@ type Proxy struct {
 // render rewrites the shipped configuration for a test: its binds go to
 // free loopback ports, its stats socket into dir, its servers become the
 // test's backends (m0, m1, ...) and checks run every inter.
-func render(shipped, sock, inter string, binds map[string]string, backends []string) (string, error) {
+func render(shipped, sock, inter, cert string, binds map[string]string, backends []string) (string, error) {
 	var out strings.Builder
 	inBackend, serversDone := false, false
 	for line := range strings.Lines(shipped) {
@@ -63,7 +66,13 @@ func render(shipped, sock, inter string, binds map[string]string, backends []str
 			if !ok {
 				return "", fmt.Errorf("no test address for bind %s", f[1])
 			}
-			line = "    bind " + addr + "\n"
+			rest := f[2:]
+			for i := range rest {
+				if rest[i] == "crt" && i+1 < len(rest) {
+					rest[i+1] = cert
+				}
+			}
+			line = "    " + strings.Join(append([]string{"bind", addr}, rest...), " ") + "\n"
 		case f[0] == "default-server":
 			line = strings.Replace(line, "inter 1s", "inter "+inter, 1)
 		case f[0] == "server" && inBackend:
@@ -95,8 +104,9 @@ func Start(t testing.TB, o Options) *Proxy {
 	if err != nil {
 		t.Fatal(err)
 	}
-	text, err := render(string(shipped), p.sock, fmt.Sprintf("%dms", o.Inter.Milliseconds()),
-		map[string]string{":80": p.Client, ":8282": p.Farms, "127.0.0.1:8404": freeAddr(t)}, o.Backends)
+	text, err := render(string(shipped), p.sock, fmt.Sprintf("%dms", o.Inter.Milliseconds()), o.Cert,
+		map[string]string{":80": p.Client, ":443": p.Client, ":8282": p.Farms, ":8443": p.Farms,
+			"127.0.0.1:8404": freeAddr(t)}, o.Backends)
 	if err != nil {
 		t.Fatalf("%s: %v", o.Config, err)
 	}

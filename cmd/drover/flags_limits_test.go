@@ -1,0 +1,52 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/spf13/cobra"
+	"github.com/stretchr/testify/require"
+
+	"github.com/drover-dev/drover/internal/app"
+	"github.com/drover-dev/drover/limits"
+)
+
+// TestLimitsConfig: the limits come from flags, the config file and the
+// environment under their flat keys, and off but for tasks in flight by
+// default.
+func TestLimitsConfig(t *testing.T) {
+	for _, cmd := range []*cobra.Command{newUpCmd(), newManagerCmd()} {
+		var cfg app.ManagerConfig
+		_, err := load(cmd.Flags(), &cfg)
+		require.NoError(t, err)
+		require.Equal(t, limits.Config{TasksInFlight: 1024}, cfg.Limits(), "defaults of %s", cmd.Name())
+	}
+
+	path := filepath.Join(t.TempDir(), "drover.yaml")
+	require.NoError(t, os.WriteFile(path, []byte("limits_sessions_per_user: 2\nlimits_session_rate: 0.5\nlimits_session_burst: 3\n"), 0o600))
+	t.Setenv("DROVER_LIMITS_UPLOAD_IP_RATE", "2.5")
+	for _, cmdName := range []string{"up", "manager"} {
+		t.Run(cmdName, func(t *testing.T) {
+			cmd := newUpCmd()
+			if cmdName == "manager" {
+				cmd = newManagerCmd()
+			}
+			fs := cmd.Flags()
+			require.NoError(t, fs.Set("config", path))
+			require.NoError(t, fs.Set("limits-task-rate", "20"))
+			require.NoError(t, fs.Set("limits-task-burst", "40"))
+			require.NoError(t, fs.Set("limits-tasks-in-flight", "8"))
+			var cfg app.ManagerConfig
+			_, err := load(fs, &cfg)
+			require.NoError(t, err)
+			require.Equal(t, limits.Config{
+				SessionsPerUser: 2,
+				SessionRate:     limits.Rate{PerSecond: 0.5, Burst: 3},
+				TaskRate:        limits.Rate{PerSecond: 20, Burst: 40},
+				UploadIPRate:    limits.Rate{PerSecond: 2.5},
+				TasksInFlight:   8,
+			}, cfg.Limits())
+		})
+	}
+}

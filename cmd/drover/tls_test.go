@@ -1,0 +1,216 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/stretchr/testify/require"
+
+	"github.com/drover-dev/drover/client"
+	"github.com/drover-dev/drover/internal/testkit/certtest"
+)
+
+var (
+	upTLSBanner      = regexp.MustCompile(`WebSocket sessions +wss://([0-9.:]+)/ws`)
+	managerTLSBanner = regexp.MustCompile(`farms register at https://([0-9.:]+)/`)
+	farmTLSBanner    = regexp.MustCompile(`listening on +https://([0-9.:]+)`)
+)
+
+// trusting is a client TLS configuration trusting the CAs.
+func trusting(cas ...*certtest.CA) *tls.Config {
+	pool := x509.NewCertPool()
+	for _, ca := range cas {
+		pool.AddCert(ca.Cert)
+	}
+	return &tls.Config{RootCAs: pool}
+}
+
+// servedSerial makes a new connection to base and returns the serial of
+// the certificate it was served.
+func servedSerial(t *testing.T, base string, cfg *tls.Config) string {
+	t.Helper()
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: cfg, DisableKeepAlives: true}, Timeout: 10 * time.Second}
+	resp, err := hc.Get("https://" + base + "/health")
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	return resp.TLS.PeerCertificates[0].SerialNumber.String()
+}
+
+// openTLSSession opens a session over wss.
+func openTLSSession(t *testing.T, base string, cfg *tls.Config) *testSession {
+	t.Helper()
+	ts := &testSession{ev: &events{}}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	d := &websocket.Dialer{TLSClientConfig: cfg, HandshakeTimeout: 10 * time.Second}
+	s, err := client.Dial(ctx, "wss://"+base+"/ws", client.Options{Dialer: d, OnEvent: ts.ev.on})
+	require.NoError(t, err)
+	ts.s = s
+	t.Cleanup(func() { _ = s.Drop() })
+	return ts
+}
+
+// waitLog waits until the process's output holds sub n times.
+func (p *droverProc) waitLog(t *testing.T, sub string, n int) {
+	t.Helper()
+	require.Eventually(t, func() bool { return strings.Count(p.out.String(), sub) >= n },
+		15*time.Second, 20*time.Millisecond, "%s never logged %q %d times", p.name, sub, n)
+}
+
+// A SIGHUP with a new certificate takes effect for new connections while
+// a running wss session goes on; a bad file keeps the certificate before.
+func TestUpTLSReloadOnHangup(t *testing.T) {
+	t.Parallel()
+	ca1, ca2 := certtest.NewCA(t, "drover test ca one"), certtest.NewCA(t, "drover test ca two")
+	first, second := ca1.Server(t), ca2.Server(t)
+	dir := t.TempDir()
+	certFile, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	first.CopyTo(t, certFile, keyFile)
+	up := startDrover(t, "up", nil, upTLSBanner, "up", "--addr", "127.0.0.1:0", "--data", t.TempDir(),
+		"--instances", "4", "--warm", "1", "--tls-cert", certFile, "--tls-key", keyFile, "--log-level", "debug")
+	require.Contains(t, up.out.String(), "dashboard           https://"+up.base+"/ui/")
+	cfg := trusting(ca1, ca2)
+	require.Equal(t, first.Cert.SerialNumber.String(), servedSerial(t, up.base, cfg))
+
+	// Plain HTTP on the TLS port gets no answer of drover's.
+	resp, err := http.Get("http://" + up.base + "/health")
+	if err == nil {
+		resp.Body.Close()
+		require.Equal(t, http.StatusBadRequest, resp.StatusCode, "Go's TLS server answers plain HTTP with 400")
+	}
+
+	s := openTLSSession(t, up.base, cfg)
+	s.echo(t)
+
+	second.CopyTo(t, certFile, keyFile)
+	require.NoError(t, up.cmd.Process.Signal(syscall.SIGHUP))
+	up.waitLog(t, `msg=reloaded component=reload what="tls certificate"`, 1)
+	s.echo(t) // the session made with the old certificate goes on
+	require.Equal(t, second.Cert.SerialNumber.String(), servedSerial(t, up.base, cfg))
+	openTLSSession(t, up.base, cfg).echo(t)
+
+	// A broken certificate file: the error is logged with the file's name,
+	// and the certificate loaded before is served.
+	require.NoError(t, os.WriteFile(certFile, []byte("-----BEGIN GARBAGE-----\n"), 0o600))
+	require.NoError(t, up.cmd.Process.Signal(syscall.SIGHUP))
+	up.waitLog(t, "reload failed; keeping what was loaded before", 1)
+	require.Contains(t, up.out.String(), certFile)
+	require.Equal(t, second.Cert.SerialNumber.String(), servedSerial(t, up.base, cfg))
+	s.echo(t)
+
+	// Same with a key that belongs to another certificate.
+	require.NoError(t, os.WriteFile(certFile, first.CertPEM, 0o600))
+	require.NoError(t, up.cmd.Process.Signal(syscall.SIGHUP))
+	up.waitLog(t, "reload failed; keeping what was loaded before", 2)
+	require.Equal(t, second.Cert.SerialNumber.String(), servedSerial(t, up.base, cfg))
+	s.echo(t)
+
+	out := up.out.String()
+	for _, key := range [][]byte{first.KeyPEM, second.KeyPEM} {
+		require.NotContains(t, out, strings.Split(string(key), "\n")[1], "a key was logged")
+	}
+	up.stop(t)
+}
+
+// A manager with --farm-ca refuses a farm without a client certificate of
+// that CA, token or not; a farm with one registers, and sessions run on it
+// over wss both ways.
+func TestClusterMutualTLS(t *testing.T) {
+	t.Parallel()
+	managerCA, farmCA := certtest.NewCA(t, "drover test managers"), certtest.NewCA(t, "drover test farms")
+	mcert := managerCA.Server(t)
+	m := startDrover(t, "manager", nil, managerTLSBanner, "manager", "--addr", "127.0.0.1:0",
+		"--farm-token", farmToken, "--admin-token", adminToken, "--data", t.TempDir(), "--log-level", "debug",
+		"--tls-cert", mcert.CertFile, "--tls-key", mcert.KeyFile, "--farm-ca", farmCA.File)
+	require.Contains(t, m.out.String(), "WebSocket sessions  wss://"+m.base+"/ws")
+	cfg := trusting(managerCA)
+
+	farmArgs := func(id string, extra ...string) []string {
+		fcert := farmCA.Server(t)
+		return append([]string{"farm", "--manager", "https://" + m.base, "--token", farmToken,
+			"--addr", "127.0.0.1:0", "--id", id, "--instances", "2", "--state-dir", t.TempDir(), "--log-level", "debug", "--max-drain", "1s",
+			"--tls-cert", fcert.CertFile, "--tls-key", fcert.KeyFile, "--manager-ca", managerCA.File}, extra...)
+	}
+	// Without a client certificate: refused although the token is right.
+	bare := startDrover(t, "farm-bare", nil, farmTLSBanner, farmArgs("farm-bare")...)
+	m.waitLog(t, "farm API request without a verified client certificate", 1)
+	bare.waitLog(t, "a verified client certificate is required", 1)
+	// With one of another CA: the handshake fails.
+	stranger := managerCA.Client(t, "stranger")
+	foreign := startDrover(t, "farm-foreign", nil, farmTLSBanner,
+		farmArgs("farm-foreign", "--tls-client-cert", stranger.CertFile, "--tls-client-key", stranger.KeyFile)...)
+	foreign.waitLog(t, "certificate", 1)
+	require.Empty(t, tlsStatus(t, m.base, cfg).Farms, "nothing registered")
+
+	// With one: registered, and a session runs on it.
+	cc := farmCA.Client(t, "farm-good")
+	good := startDrover(t, "farm-good", nil, farmTLSBanner,
+		farmArgs("farm-good", "--tls-client-cert", cc.CertFile, "--tls-client-key", cc.KeyFile)...)
+	require.Contains(t, good.out.String(), "advertised as       https://")
+	require.Eventually(t, func() bool { return len(tlsStatus(t, m.base, cfg).Farms) == 1 }, 15*time.Second, 50*time.Millisecond)
+	st := tlsStatus(t, m.base, cfg)
+	require.Equal(t, "farm-good", st.Farms[0].ID)
+	s := openTLSSession(t, m.base, cfg)
+	s.echo(t)
+	busy := 0
+	for _, in := range tlsStatus(t, m.base, cfg).Instances {
+		if in.Session != "" {
+			require.Equal(t, "farm-good", in.Farm)
+			busy++
+		}
+	}
+	require.Equal(t, 1, busy, "the session has an instance of farm-good")
+
+	// The farm and the manager re-read their files on SIGHUP; the session
+	// goes on.
+	require.NoError(t, good.cmd.Process.Signal(syscall.SIGHUP))
+	for _, what := range []string{`"tls certificate"`, `"manager CA"`, `"tls client certificate"`} {
+		good.waitLog(t, "msg=reloaded component=reload what="+what, 1)
+	}
+	require.NoError(t, m.cmd.Process.Signal(syscall.SIGHUP))
+	for _, what := range []string{`"tls certificate"`, `"farm CA"`} {
+		m.waitLog(t, "msg=reloaded component=reload what="+what, 1)
+	}
+	s.echo(t)
+
+	// The job API takes the same guard: the token alone is not enough.
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: cfg}, Timeout: 10 * time.Second}
+	req, err := http.NewRequest(http.MethodPost, "https://"+m.base+"/api/v1/jobs/lease", strings.NewReader(`{}`))
+	require.NoError(t, err)
+	req.Header.Set("Authorization", "Bearer "+farmToken)
+	resp, err := hc.Do(req)
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusForbidden, resp.StatusCode)
+
+	good.stop(t)
+	bare.stop(t)
+	foreign.stop(t)
+	m.stop(t)
+	requireNoSecrets(t, m, good, bare)
+}
+
+func tlsStatus(t *testing.T, base string, cfg *tls.Config) clusterStatus {
+	t.Helper()
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: cfg}, Timeout: 10 * time.Second}
+	req, err := http.NewRequest(http.MethodGet, "https://"+base+"/status", nil)
+	require.NoError(t, err)
+	req.Header.Set("Authorization", "Bearer "+adminToken)
+	resp, err := hc.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	var st clusterStatus
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&st))
+	return st
+}
