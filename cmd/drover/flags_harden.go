@@ -15,6 +15,7 @@ func hardenFlags(fs *pflag.FlagSet, manager bool) {
 	fs.Duration("http-idle-timeout", httpguard.DefaultIdle, "how long a kept-alive connection waits for its next request")
 	fs.Duration("http-body-timeout", httpguard.DefaultBody, "a request body must deliver --http-body-min-bytes within each such period")
 	fs.Int64("http-body-min-bytes", httpguard.DefaultBodyMinBytes, "see --http-body-timeout")
+	fs.Duration("http-write-stall-timeout", httpguard.DefaultWriteStall, "each write of a response must be taken by the client within this (off with --http-write-timeout)")
 	fs.Int("http-max-header-bytes", httpguard.DefaultMaxHeaderBytes, "largest request header block in bytes")
 	if !manager {
 		return

@@ -20,7 +20,8 @@ func TestHardenFlags(t *testing.T) {
 	require.NoError(t, os.WriteFile(path, []byte("http_body_timeout: 45s\nhttp_max_header_bytes: 65536\n"), 0o600))
 	t.Setenv("DROVER_HTTP_IDLE_TIMEOUT", "30s")
 	want := app.HardenConfig{HTTPReadHeaderTimeout: 5 * time.Second, HTTPIdleTimeout: 30 * time.Second,
-		HTTPBodyTimeout: 45 * time.Second, HTTPBodyMinBytes: httpguard.DefaultBodyMinBytes, HTTPMaxHeaderBytes: 65536}
+		HTTPBodyTimeout: 45 * time.Second, HTTPBodyMinBytes: httpguard.DefaultBodyMinBytes,
+		HTTPWriteStallTimeout: httpguard.DefaultWriteStall, HTTPMaxHeaderBytes: 65536}
 
 	for _, cmd := range []struct {
 		name   string

@@ -19,9 +19,12 @@ type HardenConfig struct {
 	HTTPIdleTimeout       time.Duration `koanf:"http_idle_timeout"`
 	// HTTPBodyTimeout and HTTPBodyMinBytes: a request body must deliver
 	// HTTPBodyMinBytes every HTTPBodyTimeout until it ends.
-	HTTPBodyTimeout    time.Duration `koanf:"http_body_timeout"`
-	HTTPBodyMinBytes   int64         `koanf:"http_body_min_bytes"`
-	HTTPMaxHeaderBytes int           `koanf:"http_max_header_bytes"`
+	HTTPBodyTimeout  time.Duration `koanf:"http_body_timeout"`
+	HTTPBodyMinBytes int64         `koanf:"http_body_min_bytes"`
+	// HTTPWriteStallTimeout: each write of a response must be taken by the
+	// client within it.
+	HTTPWriteStallTimeout time.Duration `koanf:"http_write_stall_timeout"`
+	HTTPMaxHeaderBytes    int           `koanf:"http_max_header_bytes"`
 	// HTTPMaxBodyBytes bounds the bodies of the manager's routes that set
 	// no bound of their own (uploads and /execute do).
 	HTTPMaxBodyBytes int64 `koanf:"http_max_body_bytes"`
@@ -31,7 +34,7 @@ type HardenConfig struct {
 func (h HardenConfig) httpTimeouts() httpguard.Timeouts {
 	return httpguard.Timeouts{ReadHeader: h.HTTPReadHeaderTimeout, Read: h.HTTPReadTimeout,
 		Write: h.HTTPWriteTimeout, Idle: h.HTTPIdleTimeout, Body: h.HTTPBodyTimeout,
-		BodyMinBytes: h.HTTPBodyMinBytes, MaxHeaderBytes: h.HTTPMaxHeaderBytes}
+		BodyMinBytes: h.HTTPBodyMinBytes, WriteStall: h.HTTPWriteStallTimeout, MaxHeaderBytes: h.HTTPMaxHeaderBytes}
 }
 
 // harden sets a manager's HTTP limits.

@@ -16,11 +16,12 @@
 // downloads, long polls (waitUntilConversionDone), server-sent events
 // (/events) and, when a deadline set before a handler stays on a hijacked
 // connection, WebSockets. (gorilla's Upgrade clears the deadlines net/http
-// set; drover's relays hijack through it or clear them too, see
-// ClearDeadlines.) So both are off unless configured, and two narrower
-// limits stand in: ReadHeader bounds the headers, and GuardBodies requires
-// a body to keep flowing, at least BodyMinBytes every Body period, whatever
-// its size.
+// set; drover's relay, which hijacks on its own, clears them too.) So both
+// are off unless configured, and narrower limits stand in: ReadHeader
+// bounds the headers, GuardBodies requires a body to keep flowing, at least
+// BodyMinBytes every Body period, whatever its size, and GuardWrites
+// requires the client to take each write of a response within WriteStall,
+// however long the response lasts.
 package httpguard
 
 import (
@@ -37,6 +38,9 @@ const (
 	// than that must arrive whole within 30 s.
 	DefaultBody         = 30 * time.Second
 	DefaultBodyMinBytes = 16 << 10
+	// DefaultWriteStall: each write of a response must be taken by the
+	// client within 30 s.
+	DefaultWriteStall = 30 * time.Second
 	// DefaultMaxHeaderBytes leaves room for a CS-API-Arg header of 64 KiB
 	// (the conversion API's bound) and a token.
 	DefaultMaxHeaderBytes = 128 << 10
@@ -62,6 +66,10 @@ type Timeouts struct {
 	// DefaultBody and DefaultBodyMinBytes.
 	Body         time.Duration
 	BodyMinBytes int64
+	// WriteStall: each write of a response must be taken by the client
+	// within it, or the connection is cut off (GuardWrites); off when
+	// Write is set. DefaultWriteStall.
+	WriteStall time.Duration
 	// MaxHeaderBytes bounds a request's headers; DefaultMaxHeaderBytes.
 	MaxHeaderBytes int
 }
@@ -85,6 +93,10 @@ func (t Timeouts) Resolved() Timeouts {
 	t.Write = max(t.Write, 0)
 	t.Idle = orDefault(t.Idle, DefaultIdle)
 	t.Body = orDefault(t.Body, DefaultBody)
+	t.WriteStall = orDefault(t.WriteStall, DefaultWriteStall)
+	if t.Write > 0 {
+		t.WriteStall = 0 // the whole response is bounded already
+	}
 	if t.BodyMinBytes <= 0 {
 		t.BodyMinBytes = DefaultBodyMinBytes
 	}
@@ -95,7 +107,8 @@ func (t Timeouts) Resolved() Timeouts {
 }
 
 // Apply sets srv's timeouts and header bound, and guards the bodies its
-// Handler reads (GuardBodies). Set srv.Handler first.
+// Handler reads (GuardBodies) and the responses it writes (GuardWrites).
+// Set srv.Handler first.
 func (t Timeouts) Apply(srv *http.Server) {
 	t = t.Resolved()
 	srv.ReadHeaderTimeout = t.ReadHeader
@@ -103,8 +116,14 @@ func (t Timeouts) Apply(srv *http.Server) {
 	srv.WriteTimeout = t.Write
 	srv.IdleTimeout = t.Idle
 	srv.MaxHeaderBytes = t.MaxHeaderBytes
-	if t.Body > 0 && srv.Handler != nil {
+	if srv.Handler == nil {
+		return
+	}
+	if t.Body > 0 {
 		srv.Handler = GuardBodies(srv.Handler, t.Body, t.BodyMinBytes)
+	}
+	if t.WriteStall > 0 {
+		srv.Handler = GuardWrites(srv.Handler, t.WriteStall)
 	}
 }
 
