@@ -218,5 +218,12 @@ func (w *guardWriter) WriteString(s string) (int, error) {
 	return w.ResponseWriter.WriteString(s)
 }
 
+// Flush sends the 413 first when the body tripped: a flush would
+// otherwise send the handler's status.
+func (w *guardWriter) Flush() {
+	w.intercept()
+	w.ResponseWriter.Flush()
+}
+
 // Unwrap lets http.ResponseController reach the connection.
 func (w *guardWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
