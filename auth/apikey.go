@@ -46,10 +46,12 @@ type KeyStore interface {
 	Lookup(ctx context.Context, secret string) (APIKey, error)
 }
 
-// ErrUnknownKey: no key has that secret or id, or it is revoked.
+// ErrUnknownKey is the error for a secret or id no key has, or a revoked
+// key.
 var ErrUnknownKey = errors.New("unknown or revoked API key")
 
-// ErrInvalidKey: a key to Create has a bad name, tenant or role.
+// ErrInvalidKey is the error for a key to Create with a bad name, tenant
+// or role.
 var ErrInvalidKey = errors.New("invalid API key")
 
 // secretPrefix starts every secret, so that secret scanners and people

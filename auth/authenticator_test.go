@@ -285,3 +285,17 @@ func TestNoSecretInErrorsOrLogs(t *testing.T) {
 		}
 	}
 }
+
+// TestNoJWTKeys: without JWT keys a JWT is refused, whatever it says.
+func TestNoJWTKeys(t *testing.T) {
+	a := newAuth(t, auth.Config{KeysFile: filepath.Join(t.TempDir(), "k.json")})
+	tok := sign(t, jwt.SigningMethodHS256, []byte("a secret of thirty-two bytes or more, really"), claims(nil), "")
+	p, err := a.Authenticate(bearerReq(tok))
+	require.Nil(t, p)
+	require.NotNil(t, err)
+	require.Equal(t, "JWTs are not accepted here", err.Message)
+	tok = sign(t, jwt.SigningMethodNone, jwt.UnsafeAllowNoneSignatureType, claims(nil), "")
+	p, err = a.Authenticate(bearerReq(tok))
+	require.Nil(t, p)
+	require.NotNil(t, err)
+}

@@ -5,7 +5,6 @@ import (
 	"crypto/rsa"
 	"encoding/base64"
 	"encoding/json"
-	"fmt"
 	"math/big"
 	"net/http"
 	"os"
@@ -339,7 +338,7 @@ func TestReload(t *testing.T) {
 				// One of the two passes at any time; both may while
 				// the first call ran before the swap and the second after.
 				if (p == nil) == (err == nil) || (p2 == nil) == (err2 == nil) {
-					panic(fmt.Sprint("principal and error both set or both nil"))
+					t.Error("principal and error both set or both nil")
 				}
 				n++
 			}

@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/drover-dev/drover/internal/testkit/redistest"
+	"github.com/drover-dev/drover/limits"
 	"github.com/drover-dev/drover/manager"
 	"github.com/drover-dev/drover/store"
 )
@@ -174,4 +175,19 @@ func BenchmarkPlacement(b *testing.B) {
 			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "placements/s")
 		})
 	}
+}
+
+// BenchmarkTaskRoundTripLimited is the manager's round trip with every
+// task limit on and never reached: a task rate per user and per address
+// and the tasks in flight of a session. Against BenchmarkTaskRoundTrip's
+// "manager", it is what the limits cost the task path.
+func BenchmarkTaskRoundTripLimited(b *testing.B) {
+	st := newStack(b, stackOpts{slots: 2, pools: []manager.Pool{{Name: "default"}}, limits: limits.Config{
+		TaskRate: limits.Rate{PerSecond: 1e9, Burst: 1 << 30}, TaskIPRate: limits.Rate{PerSecond: 1e9, Burst: 1 << 30},
+		TasksInFlight: 1024}})
+	ws, _, err := websocket.DefaultDialer.Dial(st.wsURL(""), nil)
+	require.NoError(b, err)
+	defer ws.Close()
+	waitWelcome(b, ws)
+	roundTrips(b, ws)
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"runtime/debug"
 	"sort"
 	"time"
 
@@ -22,7 +23,12 @@ import (
 func (m *Manager) routes() *gin.Engine {
 	gin.SetMode(gin.ReleaseMode)
 	r := gin.New()
-	r.Use(gin.Recovery(), httpguard.Limit(m.cfg.MaxBodyBytes, tooLarge), m.checkOrigin)
+	// gin trusts forwarding headers from anyone by default. Nobody is
+	// trusted here: c.ClientIP() is the peer, like the manager's own
+	// r.RemoteAddr, which the limits per address and the audit lines key
+	// on; a forged X-Forwarded-For must not buy a fresh bucket.
+	_ = r.SetTrustedProxies(nil)
+	r.Use(gin.CustomRecoveryWithWriter(io.Discard, m.recovered), httpguard.Limit(m.cfg.MaxBodyBytes, tooLarge), m.checkOrigin, m.sessionDoor)
 	user, admin := m.Require(LevelUser), m.Require(LevelAdmin)
 	r.GET("/ws", user, func(c *gin.Context) { m.serveWS(c.Writer, c.Request) })
 	r.GET("/stream", user, m.serveStream)
@@ -53,6 +59,15 @@ func (m *Manager) routes() *gin.Engine {
 		}
 	})
 	return r
+}
+
+// recovered answers a request whose handler panicked, and logs the
+// panic with the request's URL scrubbed of credentials (gin's own
+// recovery prints the request line, ?access_token= included).
+func (m *Manager) recovered(c *gin.Context, err any) {
+	m.log.Error("panic while serving a request", "method", c.Request.Method, "url", auth.Scrub(c.Request.URL),
+		"panic", fmt.Sprint(err), "stack", string(debug.Stack()))
+	c.AbortWithStatusJSON(http.StatusInternalServerError, restBody{Code: session.CodeInternal, Message: "internal error"})
 }
 
 // restBody is the body of every REST error: a protocol code and a plain

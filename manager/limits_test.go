@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gin-gonic/gin"
 	"github.com/gorilla/websocket"
 	"github.com/stretchr/testify/require"
 
@@ -179,9 +180,23 @@ func TestSessionRate(t *testing.T) {
 	var ok2 struct{ Status string }
 	getJSON(t, st.srv.URL+"/login?user=bob", &ok2)
 	require.Equal(t, "permitted", ok2.Status)
-	code, msg, _ = st.dial("user=carol").refused()
-	require.Equal(t, session.CodeRateLimited, code)
-	require.Contains(t, msg, "too many new sessions from your address")
+	// The address is checked at the door, before authentication: a 429
+	// instead of the upgrade.
+	_, resp, err = websocket.DefaultDialer.Dial(st.wsURL("user=carol"), nil)
+	require.ErrorIs(t, err, websocket.ErrBadHandshake)
+	var refusal struct{ Code, Message string }
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&refusal))
+	_ = resp.Body.Close()
+	require.Equal(t, http.StatusTooManyRequests, resp.StatusCode)
+	require.NotEmpty(t, resp.Header.Get("Retry-After"))
+	require.Equal(t, session.CodeRateLimited, refusal.Code)
+	require.Contains(t, refusal.Message, "too many new sessions from your address")
+	// An in-process session from that address is refused too.
+	_, err = st.m.Open(context.Background(), manager.OpenOptions{
+		HTTP: httptest.NewRequest(http.MethodGet, "/?user=dave", nil), Remote: "127.0.0.1:9"})
+	var se *session.Error
+	require.ErrorAs(t, err, &se)
+	require.Equal(t, session.CodeRateLimited, se.Code)
 
 	// A resume is no new session: it goes through with every bucket empty.
 	b.ws.Close()
@@ -227,26 +242,32 @@ func TestTaskFlood(t *testing.T) {
 	bob.echoLatencies(10) // warm up
 	before := median(bob.echoLatencies(50))
 
-	// Alice pipelines tasks as fast as her connection takes them until
-	// bob is done, then a ping, whose pong comes after every answer: the
-	// tasks of a session are answered in order. Another goroutine reads.
+	// Alice pipelines 5000 tasks a second, 25 times her rate, in bursts of
+	// 50, until bob is done; then a ping, whose pong comes after every
+	// answer: the tasks of a session are answered in order. Another
+	// goroutine reads. (Unpaced, a client in this process would take the
+	// CPU from the manager and bob alike: that would time the machine.)
 	stop := make(chan struct{})
 	sentc := make(chan int, 1)
 	go func() {
 		n := 0
 		defer func() { sentc <- n }()
 		task := []byte(`{"type":"task","id":1,"data":{"command":"echo"}}`)
+		tick := time.NewTicker(10 * time.Millisecond)
+		defer tick.Stop()
 		for {
 			select {
 			case <-stop:
 				_ = alice.ws.WriteMessage(websocket.TextMessage, []byte(`{"type":"ping"}`))
 				return
-			default:
+			case <-tick.C:
 			}
-			if alice.ws.WriteMessage(websocket.TextMessage, task) != nil {
-				return
+			for range 50 {
+				if alice.ws.WriteMessage(websocket.TextMessage, task) != nil {
+					return
+				}
+				n++
 			}
-			n++
 		}
 	}()
 	type tally struct{ done, limited, other int }
@@ -391,4 +412,76 @@ func TestSessionSlotMovesWithSession(t *testing.T) {
 	require.Equal(t, websocket.ClosePolicyViolation, old.closeCode())
 	c0, _ := m0.open("user=alice")
 	c0.one(`{"command":"echo"}`)
+}
+
+// TestRESTTaskRate: a REST task past the rate is a 429 with Retry-After;
+// an in-process session without an address or a user is not limited per
+// user.
+func TestRESTTaskRate(t *testing.T) {
+	st := newStack(t, stackOpts{setup: asUser, limits: limits.Config{TaskRate: limits.Rate{PerSecond: 0.001, Burst: 1}}})
+	var login struct{ Status, ID string }
+	getJSON(t, st.srv.URL+"/login?user=alice&wait=true", &login)
+	require.Equal(t, "permitted", login.Status)
+	post := func() *http.Response {
+		resp, err := http.Post(st.srv.URL+"/execute/"+login.ID, "application/json", strings.NewReader(`{"command":"echo"}`))
+		require.NoError(t, err)
+		_, _ = io.Copy(io.Discard, resp.Body)
+		_ = resp.Body.Close()
+		return resp
+	}
+	require.Equal(t, http.StatusOK, post().StatusCode)
+	resp := post()
+	require.Equal(t, http.StatusTooManyRequests, resp.StatusCode)
+	ra, err := strconv.Atoi(resp.Header.Get("Retry-After"))
+	require.NoError(t, err)
+	require.Greater(t, ra, 100)
+
+	s, err := st.m.Open(context.Background(), manager.OpenOptions{Wait: true})
+	require.NoError(t, err)
+	defer s.Close()
+	for range 3 {
+		_, err := s.Execute(context.Background(), []byte(`{"command":"echo"}`))
+		require.NoError(t, err)
+	}
+}
+
+// TestClientIPIsThePeer: a forwarding header does not change the address
+// routes on the manager's router see (the conversion API's limits per
+// address key on it): anyone can send one.
+func TestClientIPIsThePeer(t *testing.T) {
+	st := newStack(t, stackOpts{})
+	st.m.Router().GET("/test-client-ip", func(c *gin.Context) { c.String(http.StatusOK, c.ClientIP()) })
+	req, err := http.NewRequest(http.MethodGet, st.srv.URL+"/test-client-ip", nil)
+	require.NoError(t, err)
+	req.Header.Set("X-Forwarded-For", "203.0.113.9")
+	req.Header.Set("X-Real-Ip", "203.0.113.10")
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	require.Equal(t, "127.0.0.1", string(b))
+}
+
+// TestAddressRateBeforeAuth: the rate of new sessions per address is
+// checked before the credential: guessing tokens from one address is
+// slowed like opening sessions.
+func TestAddressRateBeforeAuth(t *testing.T) {
+	st := newStack(t, stackOpts{auth: queryUser(), limits: limits.Config{
+		SessionIPRate: limits.Rate{PerSecond: 0.001, Burst: 2}}})
+	get := func(path string) *http.Response {
+		resp, err := http.Get(st.srv.URL + path)
+		require.NoError(t, err)
+		_, _ = io.Copy(io.Discard, resp.Body)
+		_ = resp.Body.Close()
+		return resp
+	}
+	require.Equal(t, http.StatusUnauthorized, get("/login").StatusCode)
+	_, resp, err := websocket.DefaultDialer.Dial(st.wsURL(""), nil)
+	require.ErrorIs(t, err, websocket.ErrBadHandshake)
+	require.Equal(t, http.StatusUnauthorized, resp.StatusCode)
+	resp = get("/login?user=alice")
+	require.Equal(t, http.StatusTooManyRequests, resp.StatusCode, "even with a good credential now")
+	require.NotEmpty(t, resp.Header.Get("Retry-After"))
+	require.Equal(t, http.StatusOK, get("/health").StatusCode, "other routes are not sessions")
 }

@@ -541,7 +541,7 @@ func (m *Manager) shareSession(s *Session) {
 		m.mu.Unlock()
 		return // it ended meanwhile
 	}
-	s.tokenHash = tokenHash(s.secret())
+	s.tokenHash = tokenHash(boundSecret(s.secret(), s.owner))
 	m.mu.Unlock()
 	m.shared.putSession(s)
 }
@@ -683,6 +683,9 @@ func (m *Manager) Shutdown(ctx context.Context) error {
 func (m *Manager) Serve(ctx context.Context, ln net.Listener, grace time.Duration) error {
 	srv := m.cfg.HTTP.Server(m.router)
 	srv.RegisterOnShutdown(m.shared.hush) // event streams would hold Shutdown up
+	// What net/http reports itself (TLS handshake failures, such as a farm
+	// with a certificate of an unknown CA) goes to the log as records.
+	srv.ErrorLog = slog.NewLogLogger(m.log.Handler(), slog.LevelDebug)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	select {

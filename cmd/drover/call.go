@@ -2,15 +2,19 @@ package main
 
 import (
 	"bufio"
+	"cmp"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
+	"net/http"
+	"os"
 	"strings"
 
 	"github.com/spf13/cobra"
 
 	"github.com/drover-dev/drover/client"
+	"github.com/drover-dev/drover/internal/lib/bearer"
 )
 
 func newCallCmd() *cobra.Command {
@@ -27,12 +31,18 @@ A failed task prints {"task":N,"error":{…}} and call exits 1 at the end.`,
 	url := cmd.Flags().String("url", "ws://localhost:8181/ws", "the manager's WebSocket endpoint")
 	pool := cmd.Flags().String("pool", "", "pool to run in")
 	noWait := cmd.Flags().Bool("no-wait", false, "fail at once when no instance is free")
+	token := cmd.Flags().String("token", "", "a JWT or API key to authenticate with (prefer DROVER_TOKEN)")
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
 		ctx := cmd.Context()
 		out := cmd.OutOrStdout()
+		var header http.Header
+		if t := cmp.Or(*token, os.Getenv("DROVER_TOKEN")); t != "" {
+			header = bearer.Header(t)
+		}
 		s, err := client.Dial(ctx, *url, client.Options{
 			Pool:     *pool,
 			NoWait:   *noWait,
+			Header:   header,
 			OnQueued: func(p int) { fmt.Fprintf(cmd.ErrOrStderr(), "queued at position %d\n", p) },
 			OnEvent:  func(name string, _ json.RawMessage) { fmt.Fprintf(cmd.ErrOrStderr(), "event: %s\n", name) },
 		})

@@ -42,7 +42,7 @@ func newRootCmd() *cobra.Command {
 	}
 	root.PersistentFlags().String("log-level", "info", "log level: debug, info, warn, error")
 	root.PersistentFlags().String("log-format", "text", "log format: text or json")
-	root.AddCommand(newUpCmd(), newManagerCmd(), newFarmCmd(), newWorkerCmd(), newCallCmd(), newLoadCmd(), newConvertCmd(), newKeysCmd())
+	root.AddCommand(newUpCmd(), newManagerCmd(), newFarmCmd(), newWorkerCmd(), newCallCmd(), newLoadCmd(), newBenchCmd(), newConvertCmd(), newKeysCmd())
 	return root
 }
 

@@ -205,7 +205,7 @@ func TestConversionFarmKilledMidJob(t *testing.T) {
 			JobSlots int    `json:"job_slots"`
 		} `json:"farms"`
 	}
-	getJSON(t, "http://"+m.base+"/status", "", &st)
+	getJSON(t, "http://"+m.base+"/status", adminToken, &st)
 	require.Equal(t, 1, st.Conversion.Queue.Done)
 	require.GreaterOrEqual(t, st.Conversion.JobSlots, 1)
 	var registered int

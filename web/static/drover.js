@@ -66,6 +66,15 @@ export function buildURL(url, { pool, wait, resume, labels } = {}) {
 }
 
 /**
+ * The WebSocket subprotocols that carry a token (a JWT or an API key) to
+ * the manager: browsers cannot set an Authorization header on a
+ * WebSocket. The manager answers with "drover", never with the token.
+ */
+export function tokenProtocols(token) {
+  return ['drover', `bearer.${token}`];
+}
+
+/**
  * Parses one text frame. It throws a DroverError with code bad_frame for
  * anything that is not a protocol v1 object; unknown types pass, so that a
  * newer server does not break an older client.
@@ -310,7 +319,8 @@ export class DroverSession extends EventTarget {
    * (a token), labels (object), retries (resume attempts, default 5),
    * backoff ({base, max} ms), signal (AbortSignal), on ({type: listener},
    * added before connecting, to see queued and frame events of the open),
-   * WebSocket (constructor). Resolves with the session once welcomed.
+   * token (a JWT or API key, sent as a subprotocol), WebSocket
+   * (constructor). Resolves with the session once welcomed.
    */
   static open(url, options = {}) {
     const s = new DroverSession(url, options);
@@ -432,7 +442,7 @@ export class DroverSession extends EventTarget {
       let ws;
       try {
         url = buildURL(this.url, { ...this.options, resume });
-        ws = new this._WS(url);
+        ws = this.options.token ? new this._WS(url, tokenProtocols(this.options.token)) : new this._WS(url);
       } catch (e) {
         reject(e instanceof DroverError ? e : new DroverError('bad_url', e.message));
         return;

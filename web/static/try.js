@@ -1,7 +1,7 @@
 // try.js — "Try a session": opens a session with drover.js, sends the
 // reference worker's commands and logs every frame with round-trip times.
 import { DroverSession, defaultURL } from './drover.js';
-import { h, apiURL, setText, fmtMillis, fmtBytes, fmtInt } from './ui.js';
+import { h, apiURL, pageToken, setText, fmtMillis, fmtBytes, fmtInt } from './ui.js';
 
 const $ = (id) => document.getElementById(id);
 const MAX_LOG = 1000;
@@ -135,6 +135,7 @@ $('connect').addEventListener('submit', async (ev) => {
     wait: $('wait').checked,
     labels,
     signal: opening.signal,
+    token: pageToken() || undefined,
   });
   session = s;
   s.addEventListener('frame', onFrame);

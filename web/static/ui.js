@@ -24,7 +24,29 @@ export function h(tag, attrs = {}, ...children) {
 
 /** The URL of a manager endpoint: a sibling of the UI directory (/ui/ → /status). */
 export function apiURL(name, base = document.baseURI) {
-  return new URL(`../${name}`, base).toString();
+  const u = new URL(`../${name}`, base);
+  const token = pageToken();
+  if (token) u.searchParams.set('access_token', token);
+  return u.toString();
+}
+
+/**
+ * The credential the pages send, if any: a JWT or API key given once as
+ * #access_token=… in the page's address (then removed from it) and kept
+ * for the tab. EventSource cannot set headers, so it goes as the
+ * access_token query parameter, which the manager scrubs from its logs.
+ */
+export function pageToken() {
+  try {
+    const m = /(?:^#|&)access_token=([^&]+)/.exec(location.hash);
+    if (m) {
+      sessionStorage.setItem('drover.token', decodeURIComponent(m[1]));
+      history.replaceState(null, '', location.pathname + location.search);
+    }
+    return sessionStorage.getItem('drover.token') || '';
+  } catch {
+    return ''; // no DOM (tests under Node), or storage is off
+  }
 }
 
 /** Sets an element's text only when it changed, so that selections survive polling. */

@@ -4,14 +4,15 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
   DroverSession, DroverError, TaskTracker, buildURL, defaultURL, parseFrame,
-  errorFromFrame, shouldResume, closeErrorCode, backoffDelay, eventName, taskFrame,
+  errorFromFrame, shouldResume, closeErrorCode, backoffDelay, eventName, taskFrame, tokenProtocols,
 } from '../static/drover.js';
 
 // FakeSocket records what the client sends and lets a test play the server.
 class FakeSocket {
   static all = [];
-  constructor(url) {
+  constructor(url, protocols) {
     this.url = url;
+    this.protocols = protocols;
     this.sent = [];
     this.readyState = 0;
     this.closedWith = null;
@@ -368,4 +369,16 @@ test('abort while queued', async () => {
 
 test('bad URL rejects open', async () => {
   await assert.rejects(DroverSession.open('not a url', { WebSocket: FakeSocket }), (e) => e.code === 'bad_url');
+});
+
+test('a token goes as a subprotocol beside drover, never in the URL', async () => {
+  const p = DroverSession.open('ws://m/ws', { WebSocket: FakeSocket, token: 'tok.en' });
+  await tick();
+  const ws = latest();
+  assert.deepEqual(ws.protocols, ['drover', 'bearer.tok.en']);
+  assert.deepEqual(tokenProtocols('k'), ['drover', 'bearer.k']);
+  assert.ok(!ws.url.includes('tok.en'));
+  ws.recv({ type: 'welcome', session: 's', instance: 'i', resume: 'r' });
+  const s = await p;
+  await s.close();
 });

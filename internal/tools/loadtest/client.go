@@ -285,7 +285,15 @@ type counter struct {
 // runThroughput runs conns connections, each keeping window echo tasks in
 // flight, and returns the tasks finished per second over d. A task is one
 // message in and its result and done frames out.
-func runThroughput(parent context.Context, url string, conns, window int, d time.Duration) (float64, error) {
+func runThroughput(ctx context.Context, url string, conns, window int, d time.Duration) (float64, error) {
+	rate, _, err := throughput(ctx, func(int) string { return url }, conns, window, d, nil)
+	return rate, err
+}
+
+// throughput is runThroughput with connection i going to urlAt(i); mark,
+// when set, is called right before and right after the measured window,
+// and the tasks finished in it are returned too.
+func throughput(parent context.Context, urlAt func(int) string, conns, window int, d time.Duration, mark func()) (float64, int64, error) {
 	ctx, cancel := context.WithCancel(parent)
 	defer cancel() // one failed connection closes them all
 	clients := make([]*client, 0, conns)
@@ -296,10 +304,10 @@ func runThroughput(parent context.Context, url string, conns, window int, d time
 	}()
 	w := warmup(d)
 	limit := time.Now().Add(readyLimit + w + d + stallLimit)
-	for range conns {
-		c, err := dial(ctx, url, echoFrame)
+	for i := range conns {
+		c, err := dial(ctx, urlAt(i), echoFrame)
 		if err != nil {
-			return 0, err
+			return 0, 0, err
 		}
 		c.deadline(limit)
 		clients = append(clients, c)
@@ -327,6 +335,7 @@ func runThroughput(parent context.Context, url string, conns, window int, d time
 		}
 		return s
 	}
+	var tasks int64
 	measure := func() (float64, error) {
 		// Every connection has had its first task served (drover has
 		// placed every session) before the warm-up starts.
@@ -341,11 +350,18 @@ func runThroughput(parent context.Context, url string, conns, window int, d time
 		if err := sleep(ctx, w); err != nil {
 			return 0, err
 		}
+		if mark != nil {
+			mark()
+		}
 		s0, t0 := sum(), time.Now()
 		if err := sleep(ctx, d); err != nil {
 			return 0, err
 		}
 		s1, t1 := sum(), time.Now()
+		if mark != nil {
+			mark()
+		}
+		tasks = s1 - s0
 		return float64(s1-s0) / t1.Sub(t0).Seconds(), nil
 	}
 	rate, err := measure()
@@ -354,9 +370,9 @@ func runThroughput(parent context.Context, url string, conns, window int, d time
 	close(errc)
 	if perr := <-errc; perr != nil {
 		// The first error is the cause; the others followed the cancel.
-		return 0, failure(parent, perr)
+		return 0, 0, failure(parent, perr)
 	}
-	return rate, err
+	return rate, tasks, err
 }
 
 // pump keeps window tasks in flight on c until stop is set, then waits for
@@ -392,12 +408,17 @@ func pump(c *client, window int, done *atomic.Int64, ready *atomic.Int32, stop *
 // runBulk streams bulkTaskBytes per task in 64 KiB binary frames on one
 // connection for at least d and returns the bytes per second.
 func runBulk(ctx context.Context, url string, d time.Duration) (float64, error) {
-	c, err := dial(ctx, url, streamFrame(bulkTaskBytes))
+	return bulk(ctx, url, d, bulkTaskBytes, bulkWarmBytes)
+}
+
+// bulk is runBulk with taskBytes per task and warmBytes per warm-up task.
+func bulk(ctx context.Context, url string, d time.Duration, taskBytes, warmBytes int) (float64, error) {
+	c, err := dial(ctx, url, streamFrame(taskBytes))
 	if err != nil {
 		return 0, err
 	}
 	defer c.close()
-	warm, err := websocket.NewPreparedMessage(websocket.TextMessage, streamFrame(bulkWarmBytes))
+	warm, err := websocket.NewPreparedMessage(websocket.TextMessage, streamFrame(warmBytes))
 	if err != nil {
 		return 0, err
 	}
@@ -414,14 +435,14 @@ func runBulk(ctx context.Context, url string, d time.Duration) (float64, error) 
 		return n, nil
 	}
 	for end := time.Now().Add(w); time.Now().Before(end); {
-		if _, err := task(warm, bulkWarmBytes); err != nil {
+		if _, err := task(warm, warmBytes); err != nil {
 			return 0, err
 		}
 	}
 	var total int64
 	t0 := time.Now()
 	for end := t0.Add(d); ; {
-		n, err := task(c.task, bulkTaskBytes)
+		n, err := task(c.task, taskBytes)
 		if err != nil {
 			return 0, err
 		}

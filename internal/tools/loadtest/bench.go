@@ -1,0 +1,478 @@
+package loadtest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// `drover bench` measures drover against the direct reference worker and
+// against the proxies users would otherwise put in front of their workers
+// (nginx, HAProxy), all started here as child processes and measured with
+// the same Go client, in interleaved rounds: each round runs every target
+// once, round-robin, and the report gives the median of the rounds.
+
+// The scenarios of `drover bench`, in report order.
+const (
+	BenchRTT    = "rtt"    // one connection, sequential echo tasks
+	BenchTput   = "tput"   // 64 connections, one task in flight each; CPU per task too
+	BenchStream = "stream" // 64 KiB binary frames at 1 and 8 connections
+	BenchIdle   = "idle"   // memory per idle client connection
+	BenchOpen   = "open"   // session-open latency: warm, cold process
+	BenchStdio  = "stdio"  // drover's stdio pool against websocketd
+	BenchJobs   = "jobs"   // no-op conversion jobs, memory and Redis queue
+	// benchCPU is not run by name: tput measures it.
+	benchCPU = "cpu"
+)
+
+// BenchScenarios lists the scenarios in report order.
+var BenchScenarios = []string{BenchRTT, BenchTput, BenchStream, BenchIdle, BenchOpen, BenchStdio, BenchJobs}
+
+// legacyScenarios maps the names of `drover load` to bench's.
+var legacyScenarios = map[string]string{
+	ScenarioLatency: BenchRTT, ScenarioThroughput: BenchTput, ScenarioBulk: BenchStream, ScenarioIdle: BenchIdle,
+}
+
+// BenchConfig configures `drover bench`. The zero value of each field means
+// its default.
+type BenchConfig struct {
+	// Rounds is the number of interleaved rounds (4).
+	Rounds int
+	// Tasks is the number of sequential tasks of rtt per round and target
+	// (5000).
+	Tasks int
+	// Duration is the measured time of tput, stream and stdio per round
+	// and target (3 s), after a short warm-up.
+	Duration time.Duration
+	// Conns is the number of connections of tput, and of direct-64's
+	// workers (64).
+	Conns int
+	// StreamConns are the connection counts of stream (1 and 8);
+	// StreamBytes is what one stream task sends (64 MiB).
+	StreamConns []int
+	StreamBytes int
+	// Idle is the number of idle connections of idle (4000).
+	Idle int
+	// Opens is the number of sequential session opens per kind, round and
+	// target (40).
+	Opens int
+	// StdioClients is the number of stdio clients exchanging lines (16);
+	// StdioOpeners the number opening sessions at once (8).
+	StdioClients int
+	StdioOpeners int
+	// Jobs is the number of conversion jobs per round and queue (20000).
+	Jobs int
+	// Scenarios and Targets pick by name (all of BenchScenarios and Targets).
+	Scenarios []string
+	Targets   []string
+	// Require makes a missing nginx, haproxy, websocketd or redis-server an
+	// error instead of a skipped target.
+	Require bool
+	// JSON writes the report as JSON; Markdown as Markdown tables.
+	JSON     bool
+	Markdown bool
+	// SVGDir, when set, receives one SVG bar chart per figure.
+	SVGDir string
+	// Drover is the argv prefix that runs drover (default this executable);
+	// Env is added to the environment of the drover processes.
+	Drover []string
+	Env    []string
+	// Progress, when set, receives one line per step and the skipped
+	// targets.
+	Progress io.Writer
+}
+
+func (c *BenchConfig) defaults() error {
+	def := func(p *int, v int) {
+		if *p <= 0 {
+			*p = v
+		}
+	}
+	def(&c.Rounds, 4)
+	def(&c.Tasks, 5000)
+	def(&c.Conns, 64)
+	def(&c.StreamBytes, 64<<20)
+	def(&c.Idle, 4000)
+	def(&c.Opens, 40)
+	def(&c.StdioClients, 16)
+	def(&c.StdioOpeners, 8)
+	def(&c.Jobs, 20000)
+	if c.Duration <= 0 {
+		c.Duration = 3 * time.Second
+	}
+	if len(c.StreamConns) == 0 {
+		c.StreamConns = []int{1, 8}
+	}
+	if len(c.Scenarios) == 0 {
+		c.Scenarios = BenchScenarios
+	}
+	var scs []string
+	for _, s := range c.Scenarios {
+		if n, ok := legacyScenarios[s]; ok {
+			s = n
+		}
+		if !slices.Contains(BenchScenarios, s) {
+			return fmt.Errorf("bench: unknown scenario %q (have %s)", s, strings.Join(BenchScenarios, ", "))
+		}
+		scs = append(scs, s)
+	}
+	c.Scenarios = scs
+	if len(c.Targets) == 0 {
+		c.Targets = Targets
+	}
+	for _, t := range c.Targets {
+		if !slices.Contains(Targets, t) {
+			return fmt.Errorf("bench: unknown target %q (have %s)", t, strings.Join(Targets, ", "))
+		}
+	}
+	if len(c.Drover) == 0 {
+		exe, err := os.Executable()
+		if err != nil {
+			return fmt.Errorf("bench: find own executable: %w", err)
+		}
+		c.Drover = []string{exe}
+	}
+	if c.Progress == nil {
+		c.Progress = io.Discard
+	}
+	return nil
+}
+
+// bench is one run of `drover bench`.
+type bench struct {
+	cfg     BenchConfig
+	dir     string
+	servers map[string]*server
+	stops   []func()
+	res     *results
+	nofile  uint64
+}
+
+// Bench runs the selected scenarios against the selected targets and
+// writes the report to out.
+func Bench(ctx context.Context, cfg BenchConfig, out io.Writer) error {
+	if err := cfg.defaults(); err != nil {
+		return err
+	}
+	dir, err := os.MkdirTemp("", "drover-bench")
+	if err != nil {
+		return err
+	}
+	b := &bench{cfg: cfg, dir: dir, servers: map[string]*server{}, res: newResults()}
+	defer func() {
+		for _, fn := range slices.Backward(b.stops) {
+			fn()
+		}
+		_ = os.RemoveAll(dir)
+	}()
+	b.nofile = raiseNoFile()
+	if err := b.start(ctx); err != nil {
+		return err
+	}
+	for _, sc := range BenchScenarios {
+		if !b.wants(sc) {
+			continue
+		}
+		if err := b.scenario(ctx, sc); err != nil {
+			return fmt.Errorf("bench: %s: %w", sc, err)
+		}
+	}
+	rep := b.report()
+	if cfg.SVGDir != "" {
+		if err := rep.writeSVGs(cfg.SVGDir); err != nil {
+			return err
+		}
+	}
+	switch {
+	case cfg.JSON:
+		return rep.writeJSON(out)
+	case cfg.Markdown:
+		return rep.writeMarkdown(out)
+	}
+	return rep.writeTable(out)
+}
+
+func (b *bench) wants(sc string) bool    { return slices.Contains(b.cfg.Scenarios, sc) }
+func (b *bench) hasTarget(t string) bool { return slices.Contains(b.cfg.Targets, t) }
+func (b *bench) progress(f string, a ...any) {
+	fmt.Fprintf(b.cfg.Progress, "drover bench: "+f+"\n", a...)
+}
+
+// skip reports a target that cannot run; with Require it is an error.
+func (b *bench) skip(target string, err error) error {
+	if b.cfg.Require {
+		return fmt.Errorf("bench: %s: %w", target, err)
+	}
+	b.progress("%s: skipped: %v", target, err)
+	b.res.skipped = append(b.res.skipped, fmt.Sprintf("%s: %v", target, err))
+	return nil
+}
+
+func (b *bench) keep(s *server) {
+	b.servers[s.name] = s
+	b.stops = append(b.stops, s.stop)
+}
+
+// start starts the servers the selected scenarios and targets need.
+func (b *bench) start(ctx context.Context) error {
+	any := func(scs ...string) bool { return slices.ContainsFunc(scs, b.wants) }
+	proxied := any(BenchRTT, BenchTput, BenchStream, BenchIdle)
+	needDirect := any(BenchRTT, BenchTput, BenchStream, BenchIdle, BenchOpen)
+	if needDirect {
+		b.progress("starting the direct worker")
+		s, err := b.startDirect(ctx)
+		if err != nil {
+			return err
+		}
+		b.keep(s)
+	}
+	if b.wants(BenchTput) && b.hasTarget(TargetDirect64) {
+		b.progress("starting %d direct workers", b.cfg.Conns)
+		s, err := b.startDirect64(ctx, b.cfg.Conns)
+		if err != nil {
+			return err
+		}
+		b.keep(s)
+	}
+	if proxied && b.hasTarget(TargetNginx) {
+		s, err := b.startNginx(ctx, strings.TrimSuffix(strings.TrimPrefix(b.servers[TargetDirect].url, "ws://"), "/"))
+		if err != nil {
+			if err := b.skip(TargetNginx, err); err != nil {
+				return err
+			}
+		} else {
+			b.keep(s)
+		}
+	}
+	if proxied && b.hasTarget(TargetHAProxy) {
+		s, err := b.startHAProxy(ctx, strings.TrimSuffix(strings.TrimPrefix(b.servers[TargetDirect].url, "ws://"), "/"))
+		if err != nil {
+			if err := b.skip(TargetHAProxy, err); err != nil {
+				return err
+			}
+		} else {
+			b.keep(s)
+		}
+	}
+	if b.wants(BenchStdio) && b.hasTarget(TargetWebsocket) {
+		s, err := b.startWebsocketd(ctx)
+		if err != nil {
+			if err := b.skip(TargetWebsocket, err); err != nil {
+				return err
+			}
+		} else {
+			b.keep(s)
+		}
+	}
+	if any(BenchRTT, BenchTput, BenchStream, BenchOpen, BenchStdio) && b.hasTarget(TargetDrover) {
+		lines := 0
+		if b.wants(BenchStdio) {
+			lines = b.cfg.StdioClients
+		}
+		// The default pool has a warm instance per tput connection; the
+		// cold pool gets a few free slots.
+		warm := b.cfg.Conns
+		slots := warm + lines + 6
+		b.progress("starting drover up: %d slots, %d warm workers, %d warm stdio instances", slots, warm, lines)
+		s, err := b.startDrover(ctx, TargetDrover, warm, lines, slots)
+		if err != nil {
+			return err
+		}
+		b.keep(s)
+	}
+	return nil
+}
+
+// targets returns the started servers among names, in that order.
+func (b *bench) targets(names ...string) []*server {
+	var out []*server
+	for _, n := range names {
+		if s := b.servers[n]; s != nil && (n == TargetDirect || b.hasTarget(n)) {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// rewarm waits, before a drover measurement, until the instances the last
+// sessions used have been replaced.
+func (b *bench) rewarm(ctx context.Context, s *server) error {
+	if s.status == "" || s.name != TargetDrover {
+		return nil
+	}
+	want := map[string]int{poolDefault: b.cfg.Conns}
+	if b.wants(BenchStdio) {
+		want[poolLines] = b.cfg.StdioClients
+	}
+	return s.waitWarm(ctx, want)
+}
+
+// rounds runs fn for every target in every round, round-robin.
+func (b *bench) rounds(ctx context.Context, sc string, ts []*server, fn func(ctx context.Context, s *server) error) error {
+	for r := range b.cfg.Rounds {
+		for _, s := range ts {
+			if err := b.rewarm(ctx, s); err != nil {
+				return err
+			}
+			b.progress("%s: round %d/%d: %s", sc, r+1, b.cfg.Rounds, s.name)
+			if err := fn(ctx, s); err != nil {
+				return fmt.Errorf("%s: %w", s.name, err)
+			}
+		}
+	}
+	return nil
+}
+
+func (b *bench) scenario(ctx context.Context, sc string) error {
+	switch sc {
+	case BenchRTT:
+		return b.rounds(ctx, sc, b.targets(TargetDirect, TargetNginx, TargetHAProxy, TargetDrover), func(ctx context.Context, s *server) error {
+			p50, p99, err := rtt(ctx, s.url, b.cfg.Tasks)
+			b.res.add(sc, "p50", "µs", s.name, p50)
+			b.res.add(sc, "p99", "µs", s.name, p99)
+			return err
+		})
+	case BenchTput:
+		ts := b.targets(TargetDirect, TargetDirect64, TargetNginx, TargetHAProxy, TargetDrover)
+		return b.rounds(ctx, sc, ts, func(ctx context.Context, s *server) error {
+			var cpu0, cpu1 float64
+			first := true
+			mark := func() {
+				if first {
+					cpu0, first = cpuSeconds(s.pids()), false
+				} else {
+					cpu1 = cpuSeconds(s.pids())
+				}
+			}
+			rate, tasks, err := throughput(ctx, s.urlFor, b.cfg.Conns, 1, b.cfg.Duration, mark)
+			if err != nil {
+				return err
+			}
+			b.res.add(sc, "tasks/s", "", s.name, rate)
+			if tasks > 0 {
+				b.res.add(benchCPU, "CPU per million tasks", "s", s.name, (cpu1-cpu0)/float64(tasks)*1e6)
+			}
+			return nil
+		})
+	case BenchStream:
+		ts := b.targets(TargetDirect, TargetNginx, TargetHAProxy, TargetDrover)
+		return b.rounds(ctx, sc, ts, func(ctx context.Context, s *server) error {
+			for _, n := range b.cfg.StreamConns {
+				v, err := b.stream(ctx, s.url, n)
+				if err != nil {
+					return err
+				}
+				b.res.add(sc, fmt.Sprintf("%d conn", n), "MB/s", s.name, v/1e6)
+			}
+			return nil
+		})
+	case BenchIdle:
+		return b.idle(ctx)
+	case BenchOpen:
+		return b.open(ctx)
+	case BenchStdio:
+		return b.stdio(ctx)
+	case BenchJobs:
+		return b.jobs(ctx)
+	}
+	return fmt.Errorf("unknown scenario %q", sc)
+}
+
+// stream runs n bulk connections at once and returns their total bytes
+// per second.
+func (b *bench) stream(ctx context.Context, url string, n int) (float64, error) {
+	type res struct {
+		v   float64
+		err error
+	}
+	ch := make(chan res, n)
+	warm := min(b.cfg.StreamBytes, bulkWarmBytes)
+	for range n {
+		go func() {
+			v, err := bulk(ctx, url, b.cfg.Duration, b.cfg.StreamBytes, warm)
+			ch <- res{v, err}
+		}()
+	}
+	var total float64
+	var errs []error
+	for range n {
+		r := <-ch
+		total += r.v
+		errs = append(errs, r.err)
+	}
+	return total, errors.Join(errs...)
+}
+
+// rtt runs n sequential echo tasks (after n/10 unmeasured ones) on one
+// connection and returns the p50 and p99 of their round trips in µs.
+func rtt(ctx context.Context, url string, n int) (p50, p99 float64, err error) {
+	c, err := dial(ctx, url, echoFrame)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer c.close()
+	c.deadline(time.Now().Add(readyLimit + stallLimit + time.Duration(n)*10*time.Millisecond))
+	for range max(n/10, 1) {
+		if _, err := c.roundTrip(c.task); err != nil {
+			return 0, 0, failure(ctx, err)
+		}
+	}
+	lat := make([]time.Duration, n)
+	for i := range lat {
+		t0 := time.Now()
+		if _, err := c.roundTrip(c.task); err != nil {
+			return 0, 0, failure(ctx, err)
+		}
+		lat[i] = time.Since(t0)
+	}
+	slices.Sort(lat)
+	return micros(lat, 0.50), micros(lat, 0.99), nil
+}
+
+// machine describes where the run happened.
+type machine struct {
+	CPU       string   `json:"cpu"`
+	NumCPU    int      `json:"num_cpu"`
+	Kernel    string   `json:"kernel"`
+	GoVersion string   `json:"go_version"`
+	LoadAvg   string   `json:"loadavg"`
+	NoFile    uint64   `json:"nofile_limit"`
+	Date      string   `json:"date"`
+	Rounds    int      `json:"rounds"`
+	DurationS float64  `json:"duration_s"`
+	Tasks     int      `json:"rtt_tasks"`
+	Conns     int      `json:"conns"`
+	Idle      int      `json:"idle"`
+	Skipped   []string `json:"skipped,omitempty"`
+}
+
+func readMachine() machine {
+	m := machine{NumCPU: runtime.NumCPU(), GoVersion: runtime.Version(), Date: time.Now().UTC().Format(time.RFC3339)}
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for line := range strings.SplitSeq(string(b), "\n") {
+			if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+				m.CPU = strings.TrimSpace(v)
+				break
+			}
+		}
+	}
+	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
+		m.Kernel = strings.TrimSpace(string(b))
+	}
+	if b, err := os.ReadFile("/proc/loadavg"); err == nil {
+		f := strings.Fields(string(b))
+		if len(f) >= 3 {
+			m.LoadAvg = strings.Join(f[:3], " ")
+		}
+	}
+	return m
+}
+
+func itoa(n int) string { return strconv.Itoa(n) }

@@ -1,0 +1,300 @@
+package loadtest
+
+import (
+	"encoding/json"
+	"fmt"
+	"html"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+)
+
+// results collects the value of every round, by figure and target.
+type results struct {
+	order   []figKey
+	vals    map[figKey][]float64
+	skipped []string
+}
+
+type figKey struct{ scenario, metric, unit, target string }
+
+func newResults() *results { return &results{vals: map[figKey][]float64{}} }
+
+func (r *results) add(scenario, metric, unit, target string, v float64) {
+	k := figKey{scenario, metric, unit, target}
+	if _, ok := r.vals[k]; !ok {
+		r.order = append(r.order, k)
+	}
+	r.vals[k] = append(r.vals[k], v)
+}
+
+// BenchRow is one figure of one target: the median of its rounds and its
+// ratio to the scenario's reference target measured in the same run.
+type BenchRow struct {
+	Scenario string    `json:"scenario"`
+	Metric   string    `json:"metric"`
+	Unit     string    `json:"unit,omitempty"`
+	Target   string    `json:"target"`
+	Median   float64   `json:"median"`
+	Rounds   []float64 `json:"rounds"`
+	// Ref is the target Ratio is taken against: direct, or for idle the
+	// plain gorilla server, for stdio websocketd, for jobs the memory queue.
+	Ref   string   `json:"ref,omitempty"`
+	Ratio *float64 `json:"ratio,omitempty"`
+	// Added is Median minus Ref's median (latencies).
+	Added *float64 `json:"added,omitempty"`
+	// RatioDirect64 is the ratio to direct-64 (tput).
+	RatioDirect64 *float64 `json:"ratio_direct64,omitempty"`
+}
+
+// BenchReport is the whole report of `drover bench`.
+type BenchReport struct {
+	Machine machine    `json:"machine"`
+	Rows    []BenchRow `json:"rows"`
+}
+
+// refTarget is the target each scenario's ratios are taken against.
+func refTarget(scenario string) string {
+	switch scenario {
+	case BenchIdle:
+		return targetGorilla
+	case BenchStdio:
+		return TargetWebsocket
+	case BenchJobs:
+		return "memory"
+	}
+	return TargetDirect
+}
+
+func median(v []float64) float64 {
+	s := slices.Clone(v)
+	slices.Sort(s)
+	n := len(s)
+	if n == 0 {
+		return 0
+	}
+	if n%2 == 1 {
+		return s[n/2]
+	}
+	return (s[n/2-1] + s[n/2]) / 2
+}
+
+func (b *bench) report() *BenchReport {
+	m := readMachine()
+	m.NoFile, m.Rounds, m.DurationS = b.nofile, b.cfg.Rounds, b.cfg.Duration.Seconds()
+	m.Tasks, m.Conns, m.Idle, m.Skipped = b.cfg.Tasks, b.cfg.Conns, b.cfg.Idle, b.res.skipped
+	rep := &BenchReport{Machine: m}
+	med := map[figKey]float64{}
+	for k, v := range b.res.vals {
+		med[k] = median(v)
+	}
+	// Scenario by scenario (cpu right after tput), figure by figure in the
+	// order first measured, targets in the order measured.
+	order := slices.Clone(b.res.order)
+	scIndex := func(s string) int {
+		if s == benchCPU {
+			return 2*slices.Index(BenchScenarios, BenchTput) + 1
+		}
+		return 2 * slices.Index(BenchScenarios, s)
+	}
+	metricIndex := map[string]int{}
+	for _, k := range b.res.order {
+		if _, ok := metricIndex[k.scenario+"\x00"+k.metric]; !ok {
+			metricIndex[k.scenario+"\x00"+k.metric] = len(metricIndex)
+		}
+	}
+	slices.SortStableFunc(order, func(a, b figKey) int {
+		if d := scIndex(a.scenario) - scIndex(b.scenario); d != 0 {
+			return d
+		}
+		return metricIndex[a.scenario+"\x00"+a.metric] - metricIndex[b.scenario+"\x00"+b.metric]
+	})
+	for _, k := range order {
+		row := BenchRow{Scenario: k.scenario, Metric: k.metric, Unit: k.unit, Target: k.target,
+			Median: round(med[k], 3), Rounds: b.res.vals[k]}
+		ref := figKey{k.scenario, k.metric, k.unit, refTarget(k.scenario)}
+		if rv, ok := med[ref]; ok && rv > 0 {
+			row.Ref = ref.target
+			ratio := round(med[k]/rv, 3)
+			row.Ratio = &ratio
+			if k.unit == "µs" || k.unit == "ms" {
+				added := round(med[k]-rv, 1)
+				row.Added = &added
+			}
+		}
+		d64 := figKey{k.scenario, k.metric, k.unit, TargetDirect64}
+		if rv, ok := med[d64]; ok && rv > 0 && k.scenario == BenchTput {
+			ratio := round(med[k]/rv, 3)
+			row.RatioDirect64 = &ratio
+		}
+		rep.Rows = append(rep.Rows, row)
+	}
+	return rep
+}
+
+func (r *BenchReport) writeJSON(w io.Writer) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(r)
+}
+
+func (r *BenchRow) metricLabel() string {
+	if r.Unit == "" {
+		return r.Metric
+	}
+	return r.Metric + " " + r.Unit
+}
+
+// notes is the ratio columns of a row as text.
+func (r *BenchRow) notes() (ratio, extra string) {
+	ratio = "–"
+	if r.Ratio != nil {
+		ratio = fmt.Sprintf("%.2f", *r.Ratio)
+	}
+	var ex []string
+	if r.Added != nil && r.Target != r.Ref {
+		ex = append(ex, fmt.Sprintf("%+.1f %s", *r.Added, r.Unit))
+	}
+	if r.RatioDirect64 != nil {
+		ex = append(ex, fmt.Sprintf("%.2f of direct-64", *r.RatioDirect64))
+	}
+	return ratio, strings.Join(ex, ", ")
+}
+
+func (r *BenchReport) header() string {
+	m := r.Machine
+	s := fmt.Sprintf("machine: %s, %d CPUs, Linux %s, %s; load average %s; open-file limit %d\n"+
+		"run: %s, %d rounds interleaved, medians; rtt %d tasks; %d connections; idle %d connections\n",
+		m.CPU, m.NumCPU, m.Kernel, m.GoVersion, m.LoadAvg, m.NoFile, m.Date, m.Rounds, m.Tasks, m.Conns, m.Idle)
+	for _, sk := range m.Skipped {
+		s += "skipped: " + sk + "\n"
+	}
+	return s
+}
+
+// writeTable writes the rows as a plain table; ratio is to the scenario's
+// reference target (direct unless said).
+func (r *BenchReport) writeTable(w io.Writer) error {
+	if _, err := io.WriteString(w, r.header()+"\n"); err != nil {
+		return err
+	}
+	const format = "%-8s  %-30s  %-12s  %11s  %6s  %-10s  %s\n"
+	if _, err := fmt.Fprintf(w, format, "scenario", "metric", "target", "median", "ratio", "ratio to", "note"); err != nil {
+		return err
+	}
+	for _, row := range r.Rows {
+		ratio, extra := row.notes()
+		if _, err := fmt.Fprintf(w, format, row.Scenario, row.metricLabel(), row.Target,
+			number(row.Median), ratio, row.Ref, extra); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// writeMarkdown writes the figures section of BENCHMARKS.md: one table
+// per scenario.
+func (r *BenchReport) writeMarkdown(w io.Writer) error {
+	var sb strings.Builder
+	sb.WriteString("```\n" + r.header() + "```\n")
+	last := ""
+	for _, row := range r.Rows {
+		if row.Scenario != last {
+			last = row.Scenario
+			fmt.Fprintf(&sb, "\n### %s\n\n| metric | target | median | ratio | to | note |\n|---|---|---:|---:|---|---|\n", row.Scenario)
+		}
+		ratio, extra := row.notes()
+		fmt.Fprintf(&sb, "| %s | %s | %s | %s | %s | %s |\n", row.metricLabel(), row.Target, number(row.Median), ratio, row.Ref, extra)
+	}
+	_, err := io.WriteString(w, sb.String())
+	return err
+}
+
+// svgName is the file name of a figure's chart.
+func svgName(scenario, metric string) string {
+	slug := strings.Map(func(r rune) rune {
+		switch {
+		case r >= 'a' && r <= 'z', r >= '0' && r <= '9':
+			return r
+		case r >= 'A' && r <= 'Z':
+			return r + 'a' - 'A'
+		}
+		return '-'
+	}, metric)
+	for strings.Contains(slug, "--") {
+		slug = strings.ReplaceAll(slug, "--", "-")
+	}
+	return scenario + "-" + strings.Trim(slug, "-") + ".svg"
+}
+
+// writeSVGs writes one horizontal bar chart per figure into dir.
+func (r *BenchReport) writeSVGs(dir string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	type fig struct {
+		scenario, metric, unit string
+		rows                   []BenchRow
+	}
+	var figs []*fig
+	for _, row := range r.Rows {
+		if n := len(figs); n > 0 && figs[n-1].scenario == row.Scenario && figs[n-1].metric == row.Metric {
+			figs[n-1].rows = append(figs[n-1].rows, row)
+			continue
+		}
+		figs = append(figs, &fig{row.Scenario, row.Metric, row.Unit, []BenchRow{row}})
+	}
+	for _, f := range figs {
+		title := f.scenario + ": " + f.metric
+		if f.unit != "" {
+			title += " (" + f.unit + ")"
+		}
+		if err := os.WriteFile(filepath.Join(dir, svgName(f.scenario, f.metric)), barChart(title, f.rows), 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// barChart draws rows as horizontal bars, each labelled with its target,
+// median and ratio.
+func barChart(title string, rows []BenchRow) []byte {
+	const (
+		width, left, right = 640, 110, 150
+		barH, gap, top     = 22, 8, 36
+	)
+	maxV := 0.0
+	for _, r := range rows {
+		maxV = max(maxV, r.Median)
+	}
+	if maxV <= 0 {
+		maxV = 1
+	}
+	height := top + len(rows)*(barH+gap) + 10
+	var sb strings.Builder
+	fmt.Fprintf(&sb, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" viewBox="0 0 %d %d" font-family="sans-serif" font-size="13">`+"\n",
+		width, height, width, height)
+	fmt.Fprintf(&sb, `<rect width="%d" height="%d" fill="#fff"/>`+"\n", width, height)
+	fmt.Fprintf(&sb, `<text x="10" y="22" font-size="15" font-weight="bold">%s</text>`+"\n", html.EscapeString(title))
+	for i, r := range rows {
+		y := top + i*(barH+gap)
+		w := int(float64(width-left-right) * r.Median / maxV)
+		color := "#8da0cb"
+		if strings.HasPrefix(r.Target, TargetDrover) {
+			color = "#fc8d62"
+		} else if r.Target == r.Ref {
+			color = "#66c2a5"
+		}
+		label := number(r.Median)
+		if r.Ratio != nil {
+			label += fmt.Sprintf("  (%.2f×)", *r.Ratio)
+		}
+		fmt.Fprintf(&sb, `<text x="%d" y="%d" text-anchor="end">%s</text>`+"\n", left-8, y+barH-6, html.EscapeString(r.Target))
+		fmt.Fprintf(&sb, `<rect x="%d" y="%d" width="%d" height="%d" fill="%s"/>`+"\n", left, y, max(w, 1), barH, color)
+		fmt.Fprintf(&sb, `<text x="%d" y="%d">%s</text>`+"\n", left+max(w, 1)+6, y+barH-6, html.EscapeString(label))
+	}
+	sb.WriteString("</svg>\n")
+	return []byte(sb.String())
+}

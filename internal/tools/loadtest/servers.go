@@ -1,0 +1,456 @@
+package loadtest
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// The targets of `drover bench`. Each is one or more child processes the
+// tool starts on free loopback ports and stops at the end.
+const (
+	TargetDirect    = "direct"     // one reference worker serving every connection
+	TargetDirect64  = "direct-64"  // one worker per connection, started as a farm starts them
+	TargetNginx     = "nginx"      // Debian's nginx proxying to the direct worker
+	TargetHAProxy   = "haproxy"    // Debian's HAProxy proxying to the direct worker
+	TargetDrover    = "drover"     // `drover up` as a child process
+	TargetWebsocket = "websocketd" // websocketd serving the stdio line program
+)
+
+// Targets lists the targets in report order.
+var Targets = []string{TargetDirect, TargetDirect64, TargetNginx, TargetHAProxy, TargetDrover, TargetWebsocket}
+
+// lineProgram is the line program of the stdio scenario, run by websocketd
+// and by drover's stdio pool alike: it echoes each line, then writes "."
+// (drover's end-of-task delimiter; websocketd clients wait for it too).
+// GNU sed -u reads and flushes line by line (mawk would wait for a full
+// input buffer).
+var lineProgram = []string{"sed", "-u", "a " + lineDelimiter}
+
+const lineDelimiter = "."
+
+// startLimit bounds the start of one server.
+const startLimit = time.Minute
+
+// server is a started target.
+type server struct {
+	name  string
+	url   string             // WebSocket URL of the task path
+	urlAt func(i int) string // per connection, when connections go to different servers
+	procs []*proc
+	// pids returns the processes whose CPU and memory are the target's:
+	// for drover the manager process alone (its instances are the same
+	// workers as direct-64's).
+	pids func() []int
+	// status, for drover, is the base URL of /status.
+	status string
+}
+
+func (s *server) urlFor(i int) string {
+	if s.urlAt != nil {
+		return s.urlAt(i)
+	}
+	return s.url
+}
+
+func (s *server) stop() {
+	for _, p := range s.procs {
+		p.stop(10 * time.Second)
+	}
+}
+
+func ownPIDs(ps []*proc) func() []int {
+	return func() []int {
+		out := make([]int, 0, len(ps))
+		for _, p := range ps {
+			out = append(out, p.pid())
+		}
+		return out
+	}
+}
+
+// withChildren counts the process and its children (nginx's workers).
+func withChildren(p *proc) func() []int {
+	return func() []int { return append([]int{p.pid()}, children(p.pid())...) }
+}
+
+// lookPath finds a server's program, or says how to get it.
+func lookPath(name, pkg string) (string, error) {
+	path, err := exec.LookPath(name)
+	if err != nil {
+		// Debian puts nginx and haproxy in /usr/sbin, which a user's PATH
+		// may lack.
+		for _, dir := range []string{"/usr/sbin", "/usr/local/sbin", "/sbin"} {
+			if p := filepath.Join(dir, name); isExec(p) {
+				return p, nil
+			}
+		}
+		return "", fmt.Errorf("%s not found (install the Debian package %s, or run scripts/setup.sh)", name, pkg)
+	}
+	return path, nil
+}
+
+func isExec(p string) bool {
+	fi, err := os.Stat(p)
+	return err == nil && !fi.IsDir() && fi.Mode()&0o111 != 0
+}
+
+// startWorkerProc starts `drover worker` on addr.
+func (b *bench) startWorkerProc(ctx context.Context, name, addr string) (*proc, error) {
+	argv := append(b.droverArgv("worker"), "--addr="+addr)
+	p, err := startProc(name, argv, b.cfg.Env)
+	if err != nil {
+		return nil, err
+	}
+	if err := p.waitTCP(ctx, addr, startLimit); err != nil {
+		p.stop(time.Second)
+		return nil, err
+	}
+	return p, nil
+}
+
+func (b *bench) droverArgv(args ...string) []string {
+	argv := append([]string(nil), b.cfg.Drover...)
+	return append(append(argv, args...), "--log-level=warn")
+}
+
+func (b *bench) startDirect(ctx context.Context) (*server, error) {
+	addr, err := freeAddr()
+	if err != nil {
+		return nil, err
+	}
+	p, err := b.startWorkerProc(ctx, TargetDirect, addr)
+	if err != nil {
+		return nil, err
+	}
+	return &server{name: TargetDirect, url: "ws://" + addr + "/", procs: []*proc{p}, pids: ownPIDs([]*proc{p})}, nil
+}
+
+// startDirect64 starts one worker per connection the way a farm starts an
+// instance: `drover worker` with DROVER_PORT in its environment.
+func (b *bench) startDirect64(ctx context.Context, n int) (*server, error) {
+	s := &server{name: TargetDirect64}
+	addrs := make([]string, 0, n)
+	for i := range n {
+		addr, err := freeAddr()
+		if err != nil {
+			s.stop()
+			return nil, err
+		}
+		_, port, _ := net.SplitHostPort(addr)
+		p, err := startProc(fmt.Sprintf("%s[%d]", TargetDirect64, i), b.droverArgv("worker"),
+			append(append([]string(nil), b.cfg.Env...), "DROVER_PORT="+port))
+		if err != nil {
+			s.stop()
+			return nil, err
+		}
+		s.procs = append(s.procs, p)
+		addrs = append(addrs, addr)
+	}
+	for i, p := range s.procs {
+		if err := p.waitTCP(ctx, addrs[i], startLimit); err != nil {
+			s.stop()
+			return nil, err
+		}
+	}
+	s.url = "ws://" + addrs[0] + "/"
+	s.urlAt = func(i int) string { return "ws://" + addrs[i%len(addrs)] + "/" }
+	s.pids = ownPIDs(s.procs)
+	return s, nil
+}
+
+// nginxConf proxies WebSockets to upstream with 64 KiB buffers and no
+// buffering of responses.
+const nginxConf = `daemon off;
+master_process on;
+worker_processes 2;
+worker_rlimit_nofile {{nofile}};
+pid {{dir}}/nginx.pid;
+error_log {{dir}}/error.log warn;
+events { worker_connections {{maxconn}}; }
+http {
+  access_log off;
+  client_body_temp_path {{dir}}/body;
+  proxy_temp_path {{dir}}/proxy;
+  fastcgi_temp_path {{dir}}/fastcgi;
+  uwsgi_temp_path {{dir}}/uwsgi;
+  scgi_temp_path {{dir}}/scgi;
+  server {
+    listen {{listen}};
+    location / {
+      proxy_pass http://{{upstream}};
+      proxy_http_version 1.1;
+      proxy_set_header Upgrade $http_upgrade;
+      proxy_set_header Connection "upgrade";
+      proxy_buffering off;
+      proxy_buffer_size 64k;
+      proxy_buffers 4 64k;
+      proxy_read_timeout 1h;
+      proxy_send_timeout 1h;
+    }
+  }
+}
+`
+
+// haproxyConf proxies to upstream with two threads.
+const haproxyConf = `global
+  nbthread 2
+  maxconn {{maxconn}}
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 1h
+  timeout server 1h
+  timeout tunnel 1h
+frontend fe
+  bind {{listen}}
+  default_backend be
+backend be
+  server w {{upstream}}
+`
+
+// maxConn is the client connections a proxy can take within the open-file
+// limit: two descriptors each, and some to spare.
+func (b *bench) maxConn() uint64 {
+	return max(b.nofile, 1024)/2 - 64
+}
+
+func expand(tmpl string, kv ...string) string {
+	return strings.NewReplacer(kv...).Replace(tmpl)
+}
+
+func (b *bench) startNginx(ctx context.Context, upstream string) (*server, error) {
+	bin, err := lookPath("nginx", "nginx")
+	if err != nil {
+		return nil, err
+	}
+	dir, err := os.MkdirTemp(b.dir, "nginx")
+	if err != nil {
+		return nil, err
+	}
+	addr, err := freeAddr()
+	if err != nil {
+		return nil, err
+	}
+	conf := filepath.Join(dir, "nginx.conf")
+	text := expand(nginxConf, "{{dir}}", dir, "{{listen}}", addr, "{{upstream}}", upstream,
+		"{{nofile}}", strconv.FormatUint(max(b.nofile, 1024), 10), "{{maxconn}}", strconv.FormatUint(b.maxConn(), 10))
+	if err := os.WriteFile(conf, []byte(text), 0o600); err != nil {
+		return nil, err
+	}
+	p, err := startProc(TargetNginx, []string{bin, "-e", filepath.Join(dir, "error.log"), "-p", dir, "-c", conf}, nil)
+	if err != nil {
+		return nil, err
+	}
+	if err := p.waitTCP(ctx, addr, startLimit); err != nil {
+		p.stop(time.Second)
+		return nil, err
+	}
+	return &server{name: TargetNginx, url: "ws://" + addr + "/", procs: []*proc{p}, pids: withChildren(p)}, nil
+}
+
+func (b *bench) startHAProxy(ctx context.Context, upstream string) (*server, error) {
+	bin, err := lookPath("haproxy", "haproxy")
+	if err != nil {
+		return nil, err
+	}
+	addr, err := freeAddr()
+	if err != nil {
+		return nil, err
+	}
+	conf := filepath.Join(b.dir, "haproxy.cfg")
+	if err := os.WriteFile(conf, []byte(expand(haproxyConf, "{{listen}}", addr, "{{upstream}}", upstream,
+		"{{maxconn}}", strconv.FormatUint(b.maxConn(), 10))), 0o600); err != nil {
+		return nil, err
+	}
+	p, err := startProc(TargetHAProxy, []string{bin, "-db", "-f", conf}, nil)
+	if err != nil {
+		return nil, err
+	}
+	if err := p.waitTCP(ctx, addr, startLimit); err != nil {
+		p.stop(time.Second)
+		return nil, err
+	}
+	return &server{name: TargetHAProxy, url: "ws://" + addr + "/", procs: []*proc{p}, pids: withChildren(p)}, nil
+}
+
+func (b *bench) startWebsocketd(ctx context.Context) (*server, error) {
+	bin, err := lookPath("websocketd", "websocketd")
+	if err != nil {
+		return nil, err
+	}
+	prog, err := exec.LookPath(lineProgram[0])
+	if err != nil {
+		return nil, err
+	}
+	addr, err := freeAddr()
+	if err != nil {
+		return nil, err
+	}
+	_, port, _ := net.SplitHostPort(addr)
+	argv := append([]string{bin, "--address=127.0.0.1", "--port=" + port, "--loglevel=error", prog}, lineProgram[1:]...)
+	p, err := startProc(TargetWebsocket, argv, nil)
+	if err != nil {
+		return nil, err
+	}
+	if err := p.waitTCP(ctx, addr, startLimit); err != nil {
+		p.stop(time.Second)
+		return nil, err
+	}
+	return &server{name: TargetWebsocket, url: "ws://" + addr + "/", procs: []*proc{p}, pids: withChildren(p)}, nil
+}
+
+// The pools of the drover target.
+const (
+	poolDefault = "default" // the reference worker, warm
+	poolCold    = "cold"    // the reference worker, nothing warm
+	poolLines   = "lines"   // the stdio line program, warm
+)
+
+// droverPools is the YAML config of the drover target: the pool of
+// `drover up` with warm workers, a pool with none warm (cold opens) and a
+// stdio pool of the line program.
+func droverPools(exe string, warm, lines int) (string, error) {
+	prog, err := exec.LookPath(lineProgram[0])
+	if err != nil {
+		return "", err
+	}
+	q := func(s string) string { b, _ := json.Marshal(s); return string(b) } // JSON strings are YAML
+	args := make([]string, 0, len(lineProgram)-1)
+	for _, a := range lineProgram[1:] {
+		args = append(args, q(a))
+	}
+	worker := fmt.Sprintf("    command: %s\n    args: [\"worker\", \"--log-level=warn\"]\n    protocol: native\n", q(exe))
+	return "pools:\n" +
+		"  - name: " + poolDefault + "\n    warm: " + strconv.Itoa(warm) + "\n" + worker +
+		"  - name: " + poolCold + "\n    warm: 0\n" + worker +
+		"  - name: " + poolLines + "\n    warm: " + strconv.Itoa(lines) + "\n    command: " + q(prog) +
+		"\n    args: [" + strings.Join(args, ", ") + "]\n    protocol: stdio\n    delimiter: " + q(lineDelimiter) + "\n", nil
+}
+
+// startDrover runs `drover up` with its default security and limits, warm
+// instances of the default pool and lines instances of the stdio pool.
+func (b *bench) startDrover(ctx context.Context, name string, warm, lines, slots int) (*server, error) {
+	exe := b.cfg.Drover[0]
+	if !filepath.IsAbs(exe) {
+		var err error
+		if exe, err = exec.LookPath(exe); err != nil {
+			return nil, err
+		}
+	}
+	dir, err := os.MkdirTemp(b.dir, "drover")
+	if err != nil {
+		return nil, err
+	}
+	yaml, err := droverPools(exe, warm, lines)
+	if err != nil {
+		return nil, err
+	}
+	conf := filepath.Join(dir, "up.yaml")
+	if err := os.WriteFile(conf, []byte(yaml), 0o600); err != nil {
+		return nil, err
+	}
+	addr, err := freeAddr()
+	if err != nil {
+		return nil, err
+	}
+	argv := b.droverArgv("up", "--addr="+addr, "--config="+conf, "--data="+filepath.Join(dir, "data"),
+		"--instances="+strconv.Itoa(slots), "--warm="+strconv.Itoa(warm), "--job-slots=0")
+	p, err := startProc(name, argv, append(append([]string(nil), b.cfg.Env...), "XDG_STATE_HOME="+dir))
+	if err != nil {
+		return nil, err
+	}
+	s := &server{name: name, url: "ws://" + addr + "/ws", procs: []*proc{p},
+		pids: func() []int { return []int{p.pid()} }, status: "http://" + addr + "/status"}
+	if err := p.waitTCP(ctx, addr, startLimit); err != nil {
+		s.stop()
+		return nil, err
+	}
+	if err := s.waitWarm(ctx, map[string]int{poolDefault: warm, poolLines: lines}); err != nil {
+		s.stop()
+		return nil, err
+	}
+	return s, nil
+}
+
+// waitWarm waits until drover's pools hold at least want idle instances.
+func (s *server) waitWarm(ctx context.Context, want map[string]int) error {
+	deadline := time.Now().Add(2 * time.Minute)
+	var last string
+	for {
+		if ok, st := s.warm(ctx, want); ok {
+			return nil
+		} else {
+			last = st
+		}
+		if s.procs[0].exited() {
+			return fmt.Errorf("%s exited: %s", s.name, s.procs[0].out.String())
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s: instances not warm within 2m: %s", s.name, last)
+		}
+		if err := sleep(ctx, 20*time.Millisecond); err != nil {
+			return err
+		}
+	}
+}
+
+func (s *server) warm(ctx context.Context, want map[string]int) (bool, string) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, s.status, nil)
+	req.Close = true // no idle connection outlives the run
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return false, err.Error()
+	}
+	defer resp.Body.Close()
+	var st struct {
+		Pools []struct {
+			Name string `json:"name"`
+			Idle int    `json:"idle"`
+		} `json:"pools"`
+		Queue []json.RawMessage `json:"queue"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+		return false, fmt.Sprintf("status %d: %v", resp.StatusCode, err)
+	}
+	idle := map[string]int{}
+	for _, p := range st.Pools {
+		idle[p.Name] = p.Idle
+	}
+	for name, n := range want {
+		if idle[name] < n {
+			return false, fmt.Sprintf("pool %s: %d of %d idle", name, idle[name], n)
+		}
+	}
+	return true, ""
+}
+
+// queued returns the number of sessions waiting in drover's queue.
+func (s *server) queued(ctx context.Context) int {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, s.status, nil)
+	req.Close = true // no idle connection outlives the run
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return -1
+	}
+	defer resp.Body.Close()
+	var st struct {
+		Queue []json.RawMessage `json:"queue"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+		return -1
+	}
+	return len(st.Queue)
+}
