@@ -173,3 +173,14 @@ func (m *Manager) auditSession(ctx context.Context, s *Session, outcome string, 
 	attrs = append(attrs, extra...)
 	m.audit(ctx, append(attrs, who(s.owner)...)...)
 }
+
+// boundSecret is what the shared state knows a session by: the hash of
+// its secret bound to its owner's user and tenant. Another principal
+// holding the secret finds nothing to resume on any manager, and the
+// session's record is not touched.
+func boundSecret(secret string, p *auth.Principal) string {
+	if p == nil {
+		return secret
+	}
+	return secret + "\x00" + p.User + "\x00" + p.Tenant
+}

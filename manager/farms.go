@@ -10,6 +10,7 @@ import (
 	"github.com/drover-dev/drover/farmapi"
 	"github.com/drover-dev/drover/internal/lib/bearer"
 	"github.com/drover-dev/drover/internal/lib/certreload"
+	"github.com/drover-dev/drover/session"
 )
 
 // The farm API: registrations, heartbeats and drains over REST, handed to
@@ -25,6 +26,9 @@ func (m *Manager) bearer(tokens ...string) gin.HandlerFunc {
 			return
 		}
 		m.log.Warn("unauthorized API request", "path", c.FullPath(), "remote", c.ClientIP())
+		m.audit(c.Request.Context(), slog.String("event", "refused"), slog.String("method", c.Request.Method),
+			slog.String("route", c.FullPath()), slog.Int("status", http.StatusUnauthorized),
+			slog.String("code", session.CodeUnauthorized), slog.String("remote", c.Request.RemoteAddr))
 		c.AbortWithStatusJSON(http.StatusUnauthorized, gin.H{"message": "missing or wrong token"})
 	}
 }

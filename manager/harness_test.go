@@ -17,6 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
+	"github.com/drover-dev/drover/auth"
 	"github.com/drover-dev/drover/farm"
 	"github.com/drover-dev/drover/limits"
 	"github.com/drover-dev/drover/manager"
@@ -47,6 +48,7 @@ type stackOpts struct {
 	janitor time.Duration
 	store   store.Store // nil: the manager's own memory store
 	limits  limits.Config
+	auth    auth.RequestAuthenticator // nil: protected mode
 }
 
 type stack struct {
@@ -73,7 +75,8 @@ func newStack(t testing.TB, o stackOpts) *stack {
 		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
 	m, err := manager.New(manager.Config{Pools: o.pools, ResumeGrace: o.grace, Logger: log,
-		MaxMessageSize: o.maxMsg, JanitorInterval: o.janitor, Store: o.store, Limits: o.limits})
+		MaxMessageSize: o.maxMsg, JanitorInterval: o.janitor, Store: o.store, Limits: o.limits,
+		Auth: o.auth})
 	require.NoError(t, err)
 	if o.setup != nil {
 		o.setup(m)

@@ -27,7 +27,7 @@ func (m *Manager) routes() *gin.Engine {
 	// r.RemoteAddr, which the limits per address and the audit lines key
 	// on; a forged X-Forwarded-For must not buy a fresh bucket.
 	_ = r.SetTrustedProxies(nil)
-	r.Use(gin.CustomRecoveryWithWriter(io.Discard, m.recovered), m.checkOrigin)
+	r.Use(gin.CustomRecoveryWithWriter(io.Discard, m.recovered), m.checkOrigin, m.sessionDoor)
 	user, admin := m.Require(LevelUser), m.Require(LevelAdmin)
 	r.GET("/ws", user, func(c *gin.Context) { m.serveWS(c.Writer, c.Request) })
 	r.GET("/stream", user, m.serveStream)

@@ -20,8 +20,9 @@ import (
 
 // Quotas and rate limits (Config.Limits, package limits) are checked at
 // the doors, before a session or a task costs anything: a new session's
-// address before the connect hooks run, its user after them (they say who
-// the user is), and a task before the middleware chain. A refusal is an
+// address before its credential is checked (sessionDoor) or, in process,
+// before the connect hooks run; its user after them (they say who the
+// user is); a task before the middleware chain. A refusal is an
 // answer like any other: an error frame with rate_limited or
 // quota_exceeded for the task (the session goes on), an error frame and a
 // close for a WebSocket session, a 429 with Retry-After for REST.
@@ -79,8 +80,8 @@ func rateLimited(what string, wait time.Duration) *limitError {
 // waitText says a wait as people read it: tenths of a second below one,
 // whole seconds (rounded up) above.
 func waitText(d time.Duration) string {
-	if d < time.Second {
-		return strconv.FormatFloat(max(0.1, float64((d+99*time.Millisecond)/(100*time.Millisecond))/10), 'f', 1, 64) + " seconds"
+	if tenths := max(1, (d+99*time.Millisecond)/(100*time.Millisecond)); tenths < 10 {
+		return "0." + strconv.Itoa(int(tenths)) + " seconds"
 	}
 	n := limits.RetryAfterSeconds(d)
 	if n == 1 {
@@ -130,15 +131,54 @@ func userKey(info *session.Info, ip string) string {
 	return addressUser(ip)
 }
 
+// addressChecked marks a request whose address sessionDoor has taken a
+// new session from.
+type addressChecked struct{}
+
+// sessionDoor takes a new session from the address's bucket on the HTTP
+// doors (/ws but for resumes, /login, /stream), before anything else
+// looks at the request: a flood from one address costs no credential
+// check and no connect hook. Past the rate it answers 429 with
+// Retry-After, before any WebSocket upgrade, as authentication answers
+// 401.
+func (m *Manager) sessionDoor(c *gin.Context) {
+	if m.limits == nil {
+		return
+	}
+	switch c.FullPath() {
+	case "/ws":
+		if c.Query("resume") != "" {
+			return // no new session
+		}
+	case "/login", "/login/:id", "/stream":
+	default:
+		return
+	}
+	ok, wait := m.limits.AllowSession("", addressKey(c.Request.RemoteAddr))
+	if !ok {
+		c.Header("Retry-After", strconv.Itoa(limits.RetryAfterSeconds(wait)))
+		m.refuse(c, http.StatusTooManyRequests, session.CodeRateLimited, addressRefusal(wait).se.Message, nil)
+		return
+	}
+	c.Request = c.Request.WithContext(context.WithValue(c.Request.Context(), addressChecked{}, true))
+}
+
+func addressRefusal(wait time.Duration) *limitError {
+	return rateLimited("new sessions from your address", wait)
+}
+
 // admitAddress takes a new session from the address's bucket, before the
-// connect hooks run: a flood from one address costs no hook.
-func (m *Manager) admitAddress(ctx context.Context, s *Session) error {
+// connect hooks run, unless sessionDoor has.
+func (m *Manager) admitAddress(ctx context.Context, s *Session, r *http.Request) error {
 	if s.lim == nil || s.lim.ip == "" {
+		return nil
+	}
+	if r != nil && r.Context().Value(addressChecked{}) != nil {
 		return nil
 	}
 	if ok, wait := m.limits.AllowSession("", s.lim.ip); !ok {
 		m.auditSession(ctx, s, "refused", slog.String("code", session.CodeRateLimited), slog.String("limit", "session rate per address"))
-		return rateLimited("new sessions from your address", wait)
+		return addressRefusal(wait)
 	}
 	return nil
 }

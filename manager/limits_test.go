@@ -180,9 +180,23 @@ func TestSessionRate(t *testing.T) {
 	var ok2 struct{ Status string }
 	getJSON(t, st.srv.URL+"/login?user=bob", &ok2)
 	require.Equal(t, "permitted", ok2.Status)
-	code, msg, _ = st.dial("user=carol").refused()
-	require.Equal(t, session.CodeRateLimited, code)
-	require.Contains(t, msg, "too many new sessions from your address")
+	// The address is checked at the door, before authentication: a 429
+	// instead of the upgrade.
+	_, resp, err = websocket.DefaultDialer.Dial(st.wsURL("user=carol"), nil)
+	require.ErrorIs(t, err, websocket.ErrBadHandshake)
+	var refusal struct{ Code, Message string }
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&refusal))
+	_ = resp.Body.Close()
+	require.Equal(t, http.StatusTooManyRequests, resp.StatusCode)
+	require.NotEmpty(t, resp.Header.Get("Retry-After"))
+	require.Equal(t, session.CodeRateLimited, refusal.Code)
+	require.Contains(t, refusal.Message, "too many new sessions from your address")
+	// An in-process session from that address is refused too.
+	_, err = st.m.Open(context.Background(), manager.OpenOptions{
+		HTTP: httptest.NewRequest(http.MethodGet, "/?user=dave", nil), Remote: "127.0.0.1:9"})
+	var se *session.Error
+	require.ErrorAs(t, err, &se)
+	require.Equal(t, session.CodeRateLimited, se.Code)
 
 	// A resume is no new session: it goes through with every bucket empty.
 	b.ws.Close()
@@ -447,4 +461,27 @@ func TestClientIPIsThePeer(t *testing.T) {
 	b, err := io.ReadAll(resp.Body)
 	require.NoError(t, err)
 	require.Equal(t, "127.0.0.1", string(b))
+}
+
+// TestAddressRateBeforeAuth: the rate of new sessions per address is
+// checked before the credential: guessing tokens from one address is
+// slowed like opening sessions.
+func TestAddressRateBeforeAuth(t *testing.T) {
+	st := newStack(t, stackOpts{auth: queryUser(), limits: limits.Config{
+		SessionIPRate: limits.Rate{PerSecond: 0.001, Burst: 2}}})
+	get := func(path string) *http.Response {
+		resp, err := http.Get(st.srv.URL + path)
+		require.NoError(t, err)
+		_, _ = io.Copy(io.Discard, resp.Body)
+		_ = resp.Body.Close()
+		return resp
+	}
+	require.Equal(t, http.StatusUnauthorized, get("/login").StatusCode)
+	_, resp, err := websocket.DefaultDialer.Dial(st.wsURL(""), nil)
+	require.ErrorIs(t, err, websocket.ErrBadHandshake)
+	require.Equal(t, http.StatusUnauthorized, resp.StatusCode)
+	resp = get("/login?user=alice")
+	require.Equal(t, http.StatusTooManyRequests, resp.StatusCode, "even with a good credential now")
+	require.NotEmpty(t, resp.Header.Get("Retry-After"))
+	require.Equal(t, http.StatusOK, get("/health").StatusCode, "other routes are not sessions")
 }

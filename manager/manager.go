@@ -529,7 +529,7 @@ func (m *Manager) shareSession(s *Session) {
 		m.mu.Unlock()
 		return // it ended meanwhile
 	}
-	s.tokenHash = tokenHash(s.secret())
+	s.tokenHash = tokenHash(boundSecret(s.secret(), s.owner))
 	m.mu.Unlock()
 	m.shared.putSession(s)
 }
@@ -671,6 +671,9 @@ func (m *Manager) Shutdown(ctx context.Context) error {
 func (m *Manager) Serve(ctx context.Context, ln net.Listener, grace time.Duration) error {
 	srv := &http.Server{Handler: m.router, ReadHeaderTimeout: 10 * time.Second}
 	srv.RegisterOnShutdown(m.shared.hush) // event streams would hold Shutdown up
+	// What net/http reports itself (TLS handshake failures, such as a farm
+	// with a certificate of an unknown CA) goes to the log as records.
+	srv.ErrorLog = slog.NewLogLogger(m.log.Handler(), slog.LevelDebug)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	select {

@@ -77,7 +77,7 @@ func (m *Manager) admit(ctx context.Context, r openRequest) (*Session, error) {
 		s.startOpts = farmapi.StartOptions{Model: r.opts.Model, SessionDir: r.sessionDir}
 		s.byToken = r.byToken
 	}
-	if err := m.admitAddress(ctx, s); err != nil {
+	if err := m.admitAddress(ctx, s, r.http); err != nil {
 		s.cancel(nil)
 		return nil, fmt.Errorf("%w: %w", errRefused, err)
 	}

@@ -251,7 +251,7 @@ func (m *Manager) placeWS(s *Session, c *clientConn, wait bool) {
 // the session in the store, connects to its instance and puts both on this
 // manager's books. nil means there is nothing to resume.
 func (m *Manager) claimShared(ctx context.Context, tok, restKey, remote string) *Session {
-	rec, err := m.shared.claim(ctx, tok)
+	rec, err := m.shared.claim(ctx, boundSecret(tok, auth.FromContext(ctx)))
 	if rec.Slot != "" {
 		defer m.place.Unpend(rec.Slot)
 	}
@@ -286,7 +286,7 @@ func (m *Manager) claimShared(ctx context.Context, tok, restKey, remote string) 
 		s.owner, s.info.User = who, who.User
 		auth.SetSession(&s.info, who)
 	}
-	s.limitResumed()
+	s.limitResumed() // before anything can end it; released below if it never begins here
 	if restKey != "" {
 		s.restKey = restKey
 	} else {
@@ -295,6 +295,7 @@ func (m *Manager) claimShared(ctx context.Context, tok, restKey, remote string) 
 	inst, err := m.place.Adopt(ctx, s.holder(), rec.Farm, rec.Slot, info)
 	if err != nil {
 		s.cancel(nil)
+		s.releaseLimits()
 		return fail("cannot take over its instance", err)
 	}
 	s.bind(inst) // a session nobody else holds yet: it binds

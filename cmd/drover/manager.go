@@ -30,7 +30,7 @@ the environment.`,
 	fs.String("config", "", "YAML config file")
 	fs.String("addr", ":8181", "address the manager listens on")
 	fs.String("farm-token", "", "token farms authenticate with (required; prefer DROVER_FARM_TOKEN)")
-	fs.String("admin-token", "", "token for admin calls such as draining a farm; none disables them")
+	fs.String("admin-token", "", "token of admin calls (drain, end sessions, API keys, full /status); none: callers on this machine are admins while no other authentication is set (prefer DROVER_ADMIN_TOKEN)")
 	fs.Int("warm", 0, "idle instances kept ready in the default pool (when the config has no pools)")
 	fs.Float64("health-threshold", 0.9, "busy ratio at which /health answers 503")
 	fs.Duration("resume-grace", 30*time.Second, "how long a dropped session stays resumable")
@@ -62,9 +62,9 @@ the environment.`,
 		defer reloadOnHangup(node, log)()
 		base := httpBase(node.Addr())
 		web, ws := schemes(cfg.TLSCert != "")
-		admin := "disabled (no --admin-token)"
-		if cfg.AdminToken != "" {
-			admin = "POST " + web + "://" + base + "/api/v1/farms/ID/drain"
+		admin := "POST " + web + "://" + base + "/api/v1/farms/ID/drain"
+		if cfg.AdminToken == "" {
+			admin += " (no --admin-token: an admin role, or this machine while no authentication is set)"
 		}
 		fmt.Fprintf(cmd.OutOrStdout(), `drover manager is up; farms register at %[1]s://%[3]s/api/v1/farms
   WebSocket sessions  %[2]s://%[3]s/ws

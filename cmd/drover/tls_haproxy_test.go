@@ -25,8 +25,11 @@ func TestHAProxyEndsTLS(t *testing.T) {
 	pem := filepath.Join(t.TempDir(), "drover.pem")
 	require.NoError(t, os.WriteFile(pem, append(append([]byte{}, cert.CertPEM...), cert.KeyPEM...), 0o600))
 
+	// The proxy forwards others' requests: they are not from the manager's
+	// machine, and without other authentication only anonymous callers
+	// allowed explicitly get in.
 	up := startDrover(t, "up", nil, bannerRE, "up", "--addr", "127.0.0.1:0", "--data", t.TempDir(),
-		"--instances", "4", "--warm", "1", "--log-level", "debug")
+		"--instances", "4", "--warm", "1", "--log-level", "debug", "--auth-allow-anonymous")
 	lb := haproxytest.Start(t, haproxytest.Options{Config: "../../deploy/haproxy-tls.cfg", Backends: []string{up.base}, Cert: pem})
 	require.Eventually(t, func() bool {
 		st, err := lb.Status("managers")

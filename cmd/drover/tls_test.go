@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/golang-jwt/jwt/v5"
 	"github.com/gorilla/websocket"
 	"github.com/stretchr/testify/require"
 
@@ -68,20 +69,32 @@ func (p *droverProc) waitLog(t *testing.T, sub string, n int) {
 		15*time.Second, 20*time.Millisecond, "%s never logged %q %d times", p.name, sub, n)
 }
 
-// A SIGHUP with a new certificate takes effect for new connections while
-// a running wss session goes on; a bad file keeps the certificate before.
+// A SIGHUP with a new certificate and a new JWT secret takes effect for
+// new connections while a running wss session goes on; a bad file keeps
+// the certificate before.
 func TestUpTLSReloadOnHangup(t *testing.T) {
 	t.Parallel()
 	ca1, ca2 := certtest.NewCA(t, "drover test ca one"), certtest.NewCA(t, "drover test ca two")
 	first, second := ca1.Server(t), ca2.Server(t)
+	secret1, secret2 := "tls-jwt-secret-one-7c1e09b2a4d3f586", "tls-jwt-secret-two-5e2b8d0c1f9a7364"
 	dir := t.TempDir()
 	certFile, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	secretFile := filepath.Join(dir, "jwt.secret")
 	first.CopyTo(t, certFile, keyFile)
+	require.NoError(t, os.WriteFile(secretFile, []byte(secret1), 0o600))
 	up := startDrover(t, "up", nil, upTLSBanner, "up", "--addr", "127.0.0.1:0", "--data", t.TempDir(),
-		"--instances", "4", "--warm", "1", "--tls-cert", certFile, "--tls-key", keyFile, "--log-level", "debug")
+		"--instances", "4", "--warm", "1", "--tls-cert", certFile, "--tls-key", keyFile,
+		"--auth-jwt-secret", secretFile, "--log-level", "debug")
 	require.Contains(t, up.out.String(), "dashboard           https://"+up.base+"/ui/")
 	cfg := trusting(ca1, ca2)
 	require.Equal(t, first.Cert.SerialNumber.String(), servedSerial(t, up.base, cfg))
+	mint := func(secret string) string {
+		s, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{"sub": "dana",
+			"exp": time.Now().Add(time.Hour).Unix()}).SignedString([]byte(secret))
+		require.NoError(t, err)
+		return s
+	}
+	jwt1, jwt2 := mint(secret1), mint(secret2)
 
 	// Plain HTTP on the TLS port gets no answer of drover's.
 	resp, err := http.Get("http://" + up.base + "/health")
@@ -90,15 +103,22 @@ func TestUpTLSReloadOnHangup(t *testing.T) {
 		require.Equal(t, http.StatusBadRequest, resp.StatusCode, "Go's TLS server answers plain HTTP with 400")
 	}
 
-	s := openTLSSession(t, up.base, cfg)
+	s, err := dialTLSSession(t, up.base, cfg, jwt1)
+	require.NoError(t, err)
 	s.echo(t)
 
 	second.CopyTo(t, certFile, keyFile)
+	require.NoError(t, os.WriteFile(secretFile, []byte(secret2), 0o600))
 	require.NoError(t, up.cmd.Process.Signal(syscall.SIGHUP))
 	up.waitLog(t, `msg=reloaded component=reload what="tls certificate"`, 1)
-	s.echo(t) // the session made with the old certificate goes on
+	up.waitLog(t, `msg=reloaded component=reload what="auth keys"`, 1)
+	s.echo(t) // the session made with the old certificate and token goes on
 	require.Equal(t, second.Cert.SerialNumber.String(), servedSerial(t, up.base, cfg))
-	openTLSSession(t, up.base, cfg).echo(t)
+	fresh, err := dialTLSSession(t, up.base, cfg, jwt2)
+	require.NoError(t, err)
+	fresh.echo(t)
+	_, err = dialTLSSession(t, up.base, cfg, jwt1)
+	require.ErrorContains(t, err, "401", "the old secret's tokens are refused")
 
 	// A broken certificate file: the error is logged with the file's name,
 	// and the certificate loaded before is served.
@@ -120,7 +140,26 @@ func TestUpTLSReloadOnHangup(t *testing.T) {
 	for _, key := range [][]byte{first.KeyPEM, second.KeyPEM} {
 		require.NotContains(t, out, strings.Split(string(key), "\n")[1], "a key was logged")
 	}
+	for _, secret := range []string{secret1, secret2, jwt1, jwt2} {
+		require.NotContains(t, out, secret)
+	}
 	up.stop(t)
+}
+
+// dialTLSSession opens a session over wss with a bearer token.
+func dialTLSSession(t *testing.T, base string, cfg *tls.Config, token string) (*testSession, error) {
+	ts := &testSession{ev: &events{}}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	d := &websocket.Dialer{TLSClientConfig: cfg, HandshakeTimeout: 10 * time.Second}
+	s, err := client.Dial(ctx, "wss://"+base+"/ws", client.Options{Dialer: d, OnEvent: ts.ev.on,
+		Header: http.Header{"Authorization": {"Bearer " + token}}})
+	if err != nil {
+		return nil, err
+	}
+	ts.s = s
+	t.Cleanup(func() { _ = s.Drop() })
+	return ts, nil
 }
 
 // A manager with --farm-ca refuses a farm without a client certificate of
