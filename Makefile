@@ -57,6 +57,16 @@ bench:
 load: build
 	./bin/drover load
 
+## bench-report: run drover bench in full (a few minutes) and write its figures into BENCHMARKS.md and docs/bench/
+.PHONY: bench-report
+BENCH_FLAGS ?=
+bench-report: setup build
+	@mkdir -p docs/bench
+	./bin/drover bench --require --json $(BENCH_FLAGS) > docs/bench/report.json.tmp
+	mv docs/bench/report.json.tmp docs/bench/report.json
+	./bin/drover bench --from-json docs/bench/report.json --svg docs/bench --markdown > docs/bench/figures.md
+	./scripts/bench-figures.sh BENCHMARKS.md docs/bench/figures.md
+
 ## fuzz: run each fuzz target for FUZZTIME (default 30s)
 fuzz:
 	@FUZZTIME=$(FUZZTIME) ./scripts/fuzz.sh

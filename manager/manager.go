@@ -352,8 +352,10 @@ type Manager struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	// limits applies Config.Limits; nil when it limits nothing.
-	limits *limits.Limits
+	// limits applies Config.Limits and limited counts its refusals; nil
+	// when it limits nothing.
+	limits  *limits.Limits
+	limited *limitMetrics
 
 	chain           middleware.Chain
 	connectHooks    []middleware.ConnectHook
@@ -403,6 +405,9 @@ func New(cfg Config) (*Manager, error) {
 	m.metrics = met
 	if cfg.Limits.Enabled() {
 		m.limits = limits.New(cfg.Limits)
+		if m.limited, err = newLimitMetrics(cfg.Registerer); err != nil {
+			return nil, err
+		}
 	}
 	m.ctx, m.cancel = context.WithCancel(context.Background())
 	m.shared = newShared(sharedDeps{st: cfg.Store, id: cfg.ID, log: cfg.Logger, ctx: m.ctx,

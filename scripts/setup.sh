@@ -19,6 +19,9 @@ VERSITYGW_VERSION=v1.8.0
 PACKAGES=(
 	redis-server
 	haproxy
+	# drover bench: the proxies and the stdio server it measures drover against
+	nginx
+	websocketd
 	chromium
 	nodejs
 	# conversion/convert: the real converters and their virtual display

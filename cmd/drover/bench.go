@@ -42,6 +42,7 @@ BENCHMARKS.md describes the method; make bench-report reruns it.`,
 	fs.BoolVar(&cfg.JSON, "json", false, "write the report as JSON")
 	fs.BoolVar(&cfg.Markdown, "markdown", false, "write the report as Markdown tables (BENCHMARKS.md's figures)")
 	fs.StringVar(&cfg.SVGDir, "svg", "", "write one SVG bar chart per figure into this directory")
+	fs.StringVar(&cfg.FromJSON, "from-json", "", "write the report of an earlier --json run in the chosen format instead of measuring")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		cfg.Progress = cmd.ErrOrStderr()
 		return loadtest.Bench(cmd.Context(), cfg, cmd.OutOrStdout())

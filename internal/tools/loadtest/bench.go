@@ -2,6 +2,7 @@ package loadtest
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -78,8 +79,12 @@ type BenchConfig struct {
 	// JSON writes the report as JSON; Markdown as Markdown tables.
 	JSON     bool
 	Markdown bool
-	// SVGDir, when set, receives one SVG bar chart per figure.
+	// SVGDir, when set, receives one SVG bar chart per figure; the
+	// Markdown report links them by this path.
 	SVGDir string
+	// FromJSON, when set, is a JSON report of an earlier run, written again
+	// in the chosen format instead of measuring.
+	FromJSON string
 	// Drover is the argv prefix that runs drover (default this executable);
 	// Env is added to the environment of the drover processes.
 	Drover []string
@@ -161,6 +166,17 @@ func Bench(ctx context.Context, cfg BenchConfig, out io.Writer) error {
 	if err := cfg.defaults(); err != nil {
 		return err
 	}
+	if cfg.FromJSON != "" {
+		data, err := os.ReadFile(cfg.FromJSON)
+		if err != nil {
+			return err
+		}
+		var rep BenchReport
+		if err := json.Unmarshal(data, &rep); err != nil {
+			return fmt.Errorf("bench: %s: %w", cfg.FromJSON, err)
+		}
+		return rep.write(cfg, out)
+	}
 	dir, err := os.MkdirTemp("", "drover-bench")
 	if err != nil {
 		return err
@@ -184,19 +200,23 @@ func Bench(ctx context.Context, cfg BenchConfig, out io.Writer) error {
 			return fmt.Errorf("bench: %s: %w", sc, err)
 		}
 	}
-	rep := b.report()
+	return b.report().write(cfg, out)
+}
+
+// write writes the charts cfg asks for and the report in its format.
+func (r *BenchReport) write(cfg BenchConfig, out io.Writer) error {
 	if cfg.SVGDir != "" {
-		if err := rep.writeSVGs(cfg.SVGDir); err != nil {
+		if err := r.writeSVGs(cfg.SVGDir); err != nil {
 			return err
 		}
 	}
 	switch {
 	case cfg.JSON:
-		return rep.writeJSON(out)
+		return r.writeJSON(out)
 	case cfg.Markdown:
-		return rep.writeMarkdown(out)
+		return r.writeMarkdown(out, cfg.SVGDir)
 	}
-	return rep.writeTable(out)
+	return r.writeTable(out)
 }
 
 func (b *bench) wants(sc string) bool    { return slices.Contains(b.cfg.Scenarios, sc) }

@@ -195,18 +195,27 @@ func (r *BenchReport) writeTable(w io.Writer) error {
 }
 
 // writeMarkdown writes the figures section of BENCHMARKS.md: one table
-// per scenario.
-func (r *BenchReport) writeMarkdown(w io.Writer) error {
+// per scenario, followed by its charts in svgDir when given.
+func (r *BenchReport) writeMarkdown(w io.Writer, svgDir string) error {
 	var sb strings.Builder
 	sb.WriteString("```\n" + r.header() + "```\n")
-	last := ""
-	for _, row := range r.Rows {
-		if row.Scenario != last {
-			last = row.Scenario
-			fmt.Fprintf(&sb, "\n### %s\n\n| metric | target | median | ratio | to | note |\n|---|---|---:|---:|---|---|\n", row.Scenario)
+	for i := 0; i < len(r.Rows); {
+		sc := r.Rows[i].Scenario
+		fmt.Fprintf(&sb, "\n### %s\n\n| metric | target | median | ratio | to | note |\n|---|---|---:|---:|---|---|\n", sc)
+		var charts []string
+		for ; i < len(r.Rows) && r.Rows[i].Scenario == sc; i++ {
+			row := r.Rows[i]
+			ratio, extra := row.notes()
+			fmt.Fprintf(&sb, "| %s | %s | %s | %s | %s | %s |\n", row.metricLabel(), row.Target, number(row.Median), ratio, row.Ref, extra)
+			img := fmt.Sprintf("![%s: %s](%s)", row.Scenario, row.Metric,
+				filepath.ToSlash(filepath.Join(svgDir, svgName(row.Scenario, row.Metric))))
+			if svgDir != "" && !slices.Contains(charts, img) {
+				charts = append(charts, img)
+			}
 		}
-		ratio, extra := row.notes()
-		fmt.Fprintf(&sb, "| %s | %s | %s | %s | %s | %s |\n", row.metricLabel(), row.Target, number(row.Median), ratio, row.Ref, extra)
+		if len(charts) > 0 {
+			sb.WriteString("\n" + strings.Join(charts, "\n") + "\n")
+		}
 	}
 	_, err := io.WriteString(w, sb.String())
 	return err
