@@ -299,9 +299,14 @@ func (b *bench) start(ctx context.Context) error {
 		// The default pool has a warm instance per tput connection; the
 		// cold pool gets a few free slots.
 		warm := b.cfg.Conns
-		slots := warm + lines + 6
-		b.progress("starting drover up: %d slots, %d warm workers, %d warm stdio instances", slots, warm, lines)
-		s, err := b.startDrover(ctx, TargetDrover, warm, lines, slots)
+		relay := 0
+		if b.wants(BenchStream) {
+			relay = slices.Max(b.cfg.StreamConns)
+		}
+		slots := warm + lines + relay + 6
+		b.progress("starting drover up: %d slots, %d warm workers, %d warm stdio instances, %d warm stream instances",
+			slots, warm, lines, relay)
+		s, err := b.startDrover(ctx, TargetDrover, warm, lines, relay, slots)
 		if err != nil {
 			return err
 		}
@@ -330,6 +335,9 @@ func (b *bench) rewarm(ctx context.Context, s *server) error {
 	want := map[string]int{poolDefault: b.cfg.Conns}
 	if b.wants(BenchStdio) {
 		want[poolLines] = b.cfg.StdioClients
+	}
+	if b.wants(BenchStream) {
+		want[poolRelay] = slices.Max(b.cfg.StreamConns)
 	}
 	return s.waitWarm(ctx, want)
 }
@@ -382,14 +390,25 @@ func (b *bench) scenario(ctx context.Context, sc string) error {
 			return nil
 		})
 	case BenchStream:
+		// drover twice: a viewer's /stream session (one relay to a stream
+		// pool's instance), and the stream task on the task path (/ws).
 		ts := b.targets(TargetDirect, TargetNginx, TargetHAProxy, TargetDrover)
 		return b.rounds(ctx, sc, ts, func(ctx context.Context, s *server) error {
-			for _, n := range b.cfg.StreamConns {
-				v, err := b.stream(ctx, s.url, n)
-				if err != nil {
-					return err
+			urls := [][2]string{{s.name, s.url}}
+			if s.streamURL != "" {
+				urls = [][2]string{{s.name, s.streamURL}, {s.name + "-ws", s.url}}
+			}
+			for _, u := range urls {
+				for _, n := range b.cfg.StreamConns {
+					if err := b.rewarm(ctx, s); err != nil {
+						return err
+					}
+					v, err := b.stream(ctx, u[1], n)
+					if err != nil {
+						return fmt.Errorf("%s: %w", u[1], err)
+					}
+					b.res.add(sc, fmt.Sprintf("%d conn", n), "MB/s", u[0], v/1e6)
 				}
-				b.res.add(sc, fmt.Sprintf("%d conn", n), "MB/s", s.name, v/1e6)
 			}
 			return nil
 		})
