@@ -144,21 +144,11 @@ func TestBenchConfigErrors(t *testing.T) {
 	}{
 		{loadtest.BenchConfig{Scenarios: []string{"rtt", "nope"}}, `unknown scenario "nope"`},
 		{loadtest.BenchConfig{Targets: []string{"apache"}}, `unknown target "apache"`},
+		// load's names map to bench's: only the unknown one is refused.
+		{loadtest.BenchConfig{Scenarios: []string{"latency", "throughput", "bulk", "idle", "nope"}}, `unknown scenario "nope"`},
 	} {
 		err := loadtest.Bench(t.Context(), tc.cfg, &bytes.Buffer{})
 		require.ErrorContains(t, err, tc.want)
 	}
 }
 
-// TestBenchLegacyNames runs load's scenario names through bench, on the
-// direct worker alone.
-func TestBenchLegacyNames(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds drover")
-	}
-	cfg := loadtest.BenchConfig{Rounds: 1, Tasks: 20, Scenarios: []string{"latency"},
-		Targets: []string{"direct"}, Drover: []string{buildDrover(t)}}
-	var out bytes.Buffer
-	require.NoError(t, loadtest.Bench(t.Context(), cfg, &out))
-	require.Contains(t, out.String(), "rtt ")
-}
