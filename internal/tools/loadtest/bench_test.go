@@ -151,4 +151,3 @@ func TestBenchConfigErrors(t *testing.T) {
 		require.ErrorContains(t, err, tc.want)
 	}
 }
-
