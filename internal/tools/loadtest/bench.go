@@ -158,6 +158,8 @@ type bench struct {
 	stops   []func()
 	res     *results
 	nofile  uint64
+	// loadStart is the load average when the run started.
+	loadStart string
 }
 
 // Bench runs the selected scenarios against the selected targets and
@@ -189,6 +191,7 @@ func Bench(ctx context.Context, cfg BenchConfig, out io.Writer) error {
 		_ = os.RemoveAll(dir)
 	}()
 	b.nofile = raiseNoFile()
+	b.loadStart = readMachine().LoadAvg
 	if err := b.start(ctx); err != nil {
 		return err
 	}
@@ -477,19 +480,22 @@ func rtt(ctx context.Context, url string, n int) (p50, p99 float64, err error) {
 
 // machine describes where the run happened.
 type machine struct {
-	CPU       string   `json:"cpu"`
-	NumCPU    int      `json:"num_cpu"`
-	Kernel    string   `json:"kernel"`
-	GoVersion string   `json:"go_version"`
-	LoadAvg   string   `json:"loadavg"`
-	NoFile    uint64   `json:"nofile_limit"`
-	Date      string   `json:"date"`
-	Rounds    int      `json:"rounds"`
-	DurationS float64  `json:"duration_s"`
-	Tasks     int      `json:"rtt_tasks"`
-	Conns     int      `json:"conns"`
-	Idle      int      `json:"idle"`
-	Skipped   []string `json:"skipped,omitempty"`
+	CPU       string `json:"cpu"`
+	NumCPU    int    `json:"num_cpu"`
+	Kernel    string `json:"kernel"`
+	GoVersion string `json:"go_version"`
+	LoadAvg   string `json:"loadavg"`
+	// LoadAvgStart is the load average when the run started (LoadAvg is
+	// at its end).
+	LoadAvgStart string   `json:"loadavg_start"`
+	NoFile       uint64   `json:"nofile_limit"`
+	Date         string   `json:"date"`
+	Rounds       int      `json:"rounds"`
+	DurationS    float64  `json:"duration_s"`
+	Tasks        int      `json:"rtt_tasks"`
+	Conns        int      `json:"conns"`
+	Idle         int      `json:"idle"`
+	Skipped      []string `json:"skipped,omitempty"`
 }
 
 func readMachine() machine {
