@@ -381,13 +381,20 @@ func (b *bench) scenario(ctx context.Context, sc string) error {
 	case BenchTput:
 		ts := b.targets(TargetDirect, TargetDirect64, TargetNginx, TargetHAProxy, TargetDrover)
 		return b.rounds(ctx, sc, ts, func(ctx context.Context, s *server) error {
-			var cpu0, cpu1 float64
+			// For drover, the manager process alone, and with its
+			// instances (the workers direct-64 runs too).
+			var cpu0, cpu1, all0, all1 float64
+			var insts []int
 			first := true
 			mark := func() {
+				if s.name == TargetDrover && first {
+					insts = children(s.pids()[0])
+				}
+				c, a := cpuSeconds(s.pids()), cpuSeconds(insts)
 				if first {
-					cpu0, first = cpuSeconds(s.pids()), false
+					cpu0, all0, first = c, a, false
 				} else {
-					cpu1 = cpuSeconds(s.pids())
+					cpu1, all1 = c, a
 				}
 			}
 			rate, tasks, err := throughput(ctx, s.urlFor, b.cfg.Conns, 1, b.cfg.Duration, mark)
@@ -396,7 +403,11 @@ func (b *bench) scenario(ctx context.Context, sc string) error {
 			}
 			b.res.add(sc, "tasks/s", "", s.name, rate)
 			if tasks > 0 {
-				b.res.add(benchCPU, "CPU per million tasks", "s", s.name, (cpu1-cpu0)/float64(tasks)*1e6)
+				const metric = "CPU per million tasks"
+				b.res.add(benchCPU, metric, "s", s.name, (cpu1-cpu0)/float64(tasks)*1e6)
+				if len(insts) > 0 {
+					b.res.add(benchCPU, metric, "s", s.name+"+instances", (cpu1-cpu0+all1-all0)/float64(tasks)*1e6)
+				}
 			}
 			return nil
 		})

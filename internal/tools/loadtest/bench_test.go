@@ -85,7 +85,7 @@ func TestBenchSmoke(t *testing.T) {
 		"rtt p50":                          append(append([]string{"direct"}, proxies...), "drover"),
 		"rtt p99":                          append(append([]string{"direct"}, proxies...), "drover"),
 		"tput tasks/s":                     append(append([]string{"direct", "direct-64"}, proxies...), "drover"),
-		"cpu CPU per million tasks":        append(append([]string{"direct", "direct-64"}, proxies...), "drover"),
+		"cpu CPU per million tasks":        append(append([]string{"direct", "direct-64"}, proxies...), "drover", "drover+instances"),
 		"stream 1 conn":                    append(append([]string{"direct"}, proxies...), "drover", "drover-ws"),
 		"stream 2 conn":                    append(append([]string{"direct"}, proxies...), "drover", "drover-ws"),
 		"idle memory per connection":       append(append([]string{"gorilla"}, proxies...), "drover"),

@@ -183,7 +183,7 @@ func (r *BenchReport) writeTable(w io.Writer) error {
 	if _, err := io.WriteString(w, r.header()+"\n"); err != nil {
 		return err
 	}
-	const format = "%-8s  %-30s  %-12s  %11s  %6s  %-10s  %s\n"
+	const format = "%-8s  %-30s  %-16s  %11s  %6s  %-10s  %s\n"
 	if _, err := fmt.Fprintf(w, format, "scenario", "metric", "target", "median", "ratio", "ratio to", "note"); err != nil {
 		return err
 	}
