@@ -230,7 +230,7 @@ func New(cfg Config) (_ *Server, err error) {
 		s.cleanups.Push("local farm", s.f.Close)
 		handle = s.f
 		if local {
-			if handle, err = s.serveFarm(mc.FarmToken, log); err != nil {
+			if handle, err = s.serveFarm(mc.FarmToken, mc.HTTP, log); err != nil {
 				return nil, err
 			}
 		}
@@ -318,7 +318,7 @@ func localFarmID(addr string, specs []farm.PoolSpec) string {
 // serveFarm serves the local farm's API on loopback, so that the instances
 // the farm adapts (dial, stdio) or relays (stream) can be reached, and
 // returns the farm as the manager sees it then.
-func (s *Server) serveFarm(token string, log *slog.Logger) (manager.Farm, error) {
+func (s *Server) serveFarm(token string, limits manager.HTTPTimeouts, log *slog.Logger) (manager.Farm, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, fmt.Errorf("drover: listen for the local farm: %w", err)
@@ -330,8 +330,8 @@ func (s *Server) serveFarm(token string, log *slog.Logger) (manager.Farm, error)
 	if err != nil {
 		return nil, errors.Join(err, ln.Close())
 	}
-	hs := &http.Server{Handler: fsrv, ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
+	hs := limits.Server(fsrv)
+	hs.ErrorLog = slog.NewLogLogger(log.Handler(), slog.LevelDebug)
 	served := make(chan error, 1)
 	go func() { served <- hs.Serve(ln) }()
 	s.cleanups.Push("local farm server", func(ctx context.Context) error {

@@ -339,6 +339,10 @@ func TestEveryRouteRefusesBadCredentials(t *testing.T) {
 				}
 				code, _, body := s.do(method, path, secAdminToken, nil, hdr)
 				require.Equal(t, http.StatusUnauthorized, code, "the admin token on a farm route: %s", body)
+				if method == http.MethodGet {
+					code, _, body := s.do(method, path, secFarmToken, nil, hdr)
+					require.NotEqual(t, http.StatusUnauthorized, code, "the farm token: %s", body)
+				}
 			case lvUser, lvAdmin:
 				for _, name := range []string{"", "badsig", "expired", "wrong-aud"} {
 					code, h, body := s.do(method, path, s.tokens[name], nil, hdr)

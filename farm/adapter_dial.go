@@ -16,6 +16,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/drover-dev/drover/internal/lib/httpguard"
 	"github.com/drover-dev/drover/session"
 )
 
@@ -104,10 +105,8 @@ func newDialServer(f *Farm) (*dialServer, error) {
 		configuration: cfg,
 		conns:         make(map[*websocket.Conn]struct{}),
 	}
-	ds.srv = &http.Server{
-		Handler:           ds,
-		ReadHeaderTimeout: dialHandshakeTimeout,
-	}
+	ds.srv = &http.Server{Handler: ds}
+	httpguard.Timeouts{ReadHeader: dialHandshakeTimeout}.Apply(ds.srv)
 	ds.wg.Go(func() { _ = ds.srv.Serve(ln) })
 	f.log.Debug("private listener for dial instances", "addr", ln.Addr())
 	return ds, nil

@@ -190,11 +190,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func (s *Server) serveStart(w http.ResponseWriter, r *http.Request) {
 	var req StartRequest
 	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxRequestBody)).Decode(&req); err != nil {
-		writeError(w, http.StatusBadRequest, "bad start request: "+err.Error())
+		s.badBody(w, "start", err)
 		return
 	}
 	if req.Pool == "" {
-		writeError(w, http.StatusBadRequest, "bad start request: no pool")
+		writeError(w, http.StatusBadRequest, "bad start request, it names no pool")
 		return
 	}
 	inst, err := s.f.StartInstanceWith(r.Context(), req.Pool, StartOptions{Model: req.Model, SessionDir: req.SessionDir})
@@ -203,7 +203,7 @@ func (s *Server) serveStart(w http.ResponseWriter, r *http.Request) {
 		if code == http.StatusInternalServerError && r.Context().Err() != nil {
 			code = http.StatusServiceUnavailable // the manager gave up; nobody reads this
 		}
-		writeError(w, code, err.Error())
+		s.fail(w, code, "start", err)
 		return
 	}
 	// The manager reaches the instance through this farm, building the URL
@@ -221,9 +221,9 @@ func (s *Server) serveStop(w http.ResponseWriter, r *http.Request) {
 	err := s.f.StopInstance(r.Context(), r.PathValue("id"))
 	switch {
 	case errors.Is(err, ErrNotFound):
-		writeError(w, http.StatusNotFound, err.Error())
+		writeError(w, http.StatusNotFound, msgNoInstance)
 	case err != nil:
-		writeError(w, http.StatusInternalServerError, err.Error())
+		s.fail(w, http.StatusInternalServerError, "stop", err)
 	default:
 		w.WriteHeader(http.StatusNoContent)
 	}
@@ -235,15 +235,11 @@ const maxFilesBody = 1 << 20
 func (s *Server) serveFiles(w http.ResponseWriter, r *http.Request) {
 	var req farmapi.AddFilesRequest
 	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxFilesBody)).Decode(&req); err != nil {
-		writeError(w, http.StatusBadRequest, "bad files request: "+err.Error())
+		s.badBody(w, "files", err)
 		return
 	}
 	if err := s.f.AddSessionFiles(r.Context(), r.PathValue("id"), req.Files); err != nil {
-		code := farmapi.Status(err)
-		if code == http.StatusInternalServerError {
-			s.log.Warn("session files", "instance", r.PathValue("id"), "err", err)
-		}
-		writeError(w, code, err.Error())
+		s.fail(w, farmapi.Status(err), "session files", err)
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
@@ -257,7 +253,8 @@ func (s *Server) serveInstance(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
 	h, upstream, err := s.f.Endpoint(id)
 	if err != nil {
-		writeError(w, http.StatusNotFound, err.Error())
+		s.log.Debug("instance connection refused", "instance", id, "err", err)
+		writeError(w, http.StatusNotFound, msgNoInstance)
 		return
 	}
 	// The token was for the farm; the instance program must not see it.
@@ -306,11 +303,11 @@ func (s *Server) serveLiveliness(w http.ResponseWriter, r *http.Request) {
 	err := s.f.Liveliness(r.PathValue("id"), r.URL.Query().Get("liveliness"))
 	switch {
 	case errors.Is(err, ErrNotFound):
-		writeError(w, http.StatusNotFound, err.Error())
+		writeError(w, http.StatusNotFound, msgNoInstance)
 	case errors.Is(err, ErrBadLiveliness):
-		writeError(w, http.StatusBadRequest, err.Error())
+		writeError(w, http.StatusBadRequest, "bad liveliness report")
 	case err != nil:
-		writeError(w, http.StatusInternalServerError, err.Error())
+		s.fail(w, http.StatusInternalServerError, "liveliness", err)
 	default:
 		w.WriteHeader(http.StatusNoContent)
 	}
@@ -344,7 +341,8 @@ func (s *Server) serveRequire(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	registered, err := s.cfg.Require(ctx, manager, slots)
 	if err != nil {
-		writeError(w, http.StatusServiceUnavailable, err.Error())
+		s.log.Warn("register on request", "manager", manager, "err", err)
+		writeError(w, http.StatusServiceUnavailable, "could not register with that manager")
 		return
 	}
 	offered := slots
@@ -449,6 +447,50 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
 	_ = json.NewEncoder(w).Encode(v)
+}
+
+// msgNoInstance answers a request about an instance the farm does not run.
+const msgNoInstance = "no such instance"
+
+// badBody answers a request body that is not the JSON it should be, or is
+// over its bound.
+func (s *Server) badBody(w http.ResponseWriter, what string, err error) {
+	var mbe *http.MaxBytesError
+	if errors.As(err, &mbe) {
+		writeError(w, http.StatusRequestEntityTooLarge, "the "+what+" request is larger than the farm accepts")
+		return
+	}
+	s.log.Info("bad request body", "request", what, "err", err)
+	writeError(w, http.StatusBadRequest, "bad "+what+" request, the body must be its JSON")
+}
+
+// fail answers an error of the farm with a plain sentence for its status;
+// the error itself, which may name paths, commands and addresses, goes to
+// the log.
+func (s *Server) fail(w http.ResponseWriter, code int, what string, err error) {
+	msg := "internal error"
+	switch code {
+	case http.StatusNotFound:
+		msg = "no such pool or instance"
+	case http.StatusBadRequest:
+		msg = "the farm refuses that model"
+	case http.StatusConflict:
+		msg = "the instance has no session directory"
+	case http.StatusBadGateway:
+		msg = "the farm could not fetch a model file from the managers"
+	case http.StatusTooManyRequests:
+		msg = "no free instance slot"
+	case http.StatusServiceUnavailable:
+		msg = "the farm is draining or closed"
+	case http.StatusGatewayTimeout:
+		msg = "the instance did not become ready in time"
+	}
+	if code == http.StatusInternalServerError {
+		s.log.Warn("farm api", "request", what, "err", err)
+	} else {
+		s.log.Debug("farm api", "request", what, "status", code, "err", err)
+	}
+	writeError(w, code, msg)
 }
 
 func writeError(w http.ResponseWriter, code int, msg string) {

@@ -10,6 +10,7 @@ import (
 	"github.com/drover-dev/drover/farmapi"
 	"github.com/drover-dev/drover/internal/lib/bearer"
 	"github.com/drover-dev/drover/internal/lib/certreload"
+	"github.com/drover-dev/drover/internal/lib/httpguard"
 	"github.com/drover-dev/drover/session"
 )
 
@@ -52,7 +53,7 @@ func (m *Manager) farmRoutes(r *gin.Engine) {
 	if m.cfg.FarmToken == "" {
 		return // no remote farms: drover up with its local farm
 	}
-	farms := r.Group(farmapi.PathFarms, FarmCertGuard(m.cfg.RequireFarmCert, m.log), m.bearer(m.cfg.FarmToken))
+	farms := r.Group(farmapi.PathFarms, FarmCertGuard(m.cfg.RequireFarmCert, m.log), m.bearer(m.cfg.FarmToken), httpguard.Max(maxFarmBody))
 	farms.POST("", m.serveRegister)
 	farms.POST("/:id/heartbeat", m.serveHeartbeat)
 	farms.DELETE("/:id", m.serveDeregister)
@@ -61,19 +62,33 @@ func (m *Manager) farmRoutes(r *gin.Engine) {
 	admin.GET("", func(c *gin.Context) { c.JSON(http.StatusOK, m.Status().Farms) })
 }
 
+// maxFarmBody bounds a registration or a heartbeat.
+const maxFarmBody = 1 << 20
+
+// Plain sentences of the farm API's errors; the details go to the log.
+const (
+	msgBadRegistration = "bad registration, a farm needs a JSON body with a printable id of at most 128 characters, " +
+		"0 to 100000 slots and an http or https url"
+	msgBadHeartbeat = "bad heartbeat, the body must be a JSON heartbeat"
+	msgStoreDown    = "the shared state is unavailable; try again"
+)
+
 func (m *Manager) serveRegister(c *gin.Context) {
 	var req farmapi.RegisterRequest
 	if err := c.ShouldBindJSON(&req); err != nil {
-		c.JSON(http.StatusBadRequest, gin.H{"message": "bad registration: " + err.Error()})
+		m.log.Info("bad farm registration", "remote", c.ClientIP(), "err", err)
+		c.JSON(http.StatusBadRequest, gin.H{"message": msgBadRegistration})
 		return
 	}
 	resp, err := m.place.Register(req)
 	switch {
 	case errors.Is(err, ErrStoreUnavailable):
 		// The farm tries again.
-		c.JSON(http.StatusServiceUnavailable, gin.H{"message": err.Error()})
+		m.log.Warn("farm registration", "farm", req.ID, "err", err)
+		c.JSON(http.StatusServiceUnavailable, gin.H{"message": msgStoreDown})
 	case err != nil:
-		c.JSON(http.StatusBadRequest, gin.H{"message": err.Error()})
+		m.log.Info("bad farm registration", "farm", req.ID, "remote", c.ClientIP(), "err", err)
+		c.JSON(http.StatusBadRequest, gin.H{"message": msgBadRegistration})
 	default:
 		c.JSON(http.StatusOK, resp)
 	}
@@ -82,13 +97,15 @@ func (m *Manager) serveRegister(c *gin.Context) {
 func (m *Manager) serveHeartbeat(c *gin.Context) {
 	var hb farmapi.Heartbeat
 	if err := c.ShouldBindJSON(&hb); err != nil {
-		c.JSON(http.StatusBadRequest, gin.H{"message": "bad heartbeat: " + err.Error()})
+		m.log.Info("bad farm heartbeat", "farm", c.Param("id"), "err", err)
+		c.JSON(http.StatusBadRequest, gin.H{"message": msgBadHeartbeat})
 		return
 	}
 	known, drain, err := m.place.Heartbeat(c.Param("id"), hb)
 	switch {
 	case err != nil:
-		c.JSON(http.StatusServiceUnavailable, gin.H{"message": err.Error()})
+		m.log.Warn("farm heartbeat", "farm", c.Param("id"), "err", err)
+		c.JSON(http.StatusServiceUnavailable, gin.H{"message": msgStoreDown})
 	case !known:
 		c.JSON(http.StatusNotFound, gin.H{"message": "unknown farm: register again"})
 	default:
@@ -106,11 +123,12 @@ func (m *Manager) serveDeregister(c *gin.Context) {
 
 func (m *Manager) serveDrain(c *gin.Context) {
 	if err := m.DrainFarm(c.Param("id")); err != nil {
-		code := http.StatusNotFound
+		code, msg := http.StatusNotFound, "unknown farm"
 		if errors.Is(err, ErrStoreUnavailable) {
-			code = http.StatusServiceUnavailable
+			code, msg = http.StatusServiceUnavailable, msgStoreDown
+			m.log.Warn("drain farm", "farm", c.Param("id"), "err", err)
 		}
-		c.JSON(code, gin.H{"message": err.Error()})
+		c.JSON(code, gin.H{"message": msg})
 		return
 	}
 	c.JSON(http.StatusAccepted, gin.H{"farm": c.Param("id"), "draining": true})

@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/drover-dev/drover/auth"
+	"github.com/drover-dev/drover/internal/lib/httpguard"
 	"github.com/drover-dev/drover/session"
 	"github.com/drover-dev/drover/web"
 )
@@ -27,7 +28,7 @@ func (m *Manager) routes() *gin.Engine {
 	// r.RemoteAddr, which the limits per address and the audit lines key
 	// on; a forged X-Forwarded-For must not buy a fresh bucket.
 	_ = r.SetTrustedProxies(nil)
-	r.Use(gin.CustomRecoveryWithWriter(io.Discard, m.recovered), m.checkOrigin, m.sessionDoor)
+	r.Use(gin.CustomRecoveryWithWriter(io.Discard, m.recovered), httpguard.Limit(m.cfg.MaxBodyBytes, tooLarge), m.checkOrigin, m.sessionDoor)
 	user, admin := m.Require(LevelUser), m.Require(LevelAdmin)
 	r.GET("/ws", user, func(c *gin.Context) { m.serveWS(c.Writer, c.Request) })
 	r.GET("/stream", user, m.serveStream)
@@ -74,6 +75,12 @@ func (m *Manager) recovered(c *gin.Context, err any) {
 type restBody struct {
 	Code    string `json:"code"`
 	Message string `json:"message"`
+}
+
+// tooLarge answers a body over its route's bound.
+func tooLarge(c *gin.Context, limit int64) {
+	restError(c, http.StatusRequestEntityTooLarge, session.CodeTooLarge,
+		fmt.Sprintf("the request body is larger than this route accepts (%d bytes)", limit))
 }
 
 func restError(c *gin.Context, status int, code, msg string) {
@@ -222,13 +229,11 @@ func (m *Manager) serveExecute(c *gin.Context) {
 		restError(c, http.StatusNotFound, session.CodeNotFound, noSuchSession)
 		return
 	}
-	body, err := io.ReadAll(io.LimitReader(c.Request.Body, m.cfg.MaxMessageSize+1))
+	httpguard.SetLimit(c, m.cfg.MaxMessageSize)
+	body, err := io.ReadAll(c.Request.Body)
 	if err != nil {
+		// An oversized body gets the limit's 413.
 		restError(c, http.StatusBadRequest, session.CodeBadRequest, "could not read the body")
-		return
-	}
-	if int64(len(body)) > m.cfg.MaxMessageSize {
-		restError(c, http.StatusRequestEntityTooLarge, session.CodeBadRequest, "the task is larger than the message limit")
 		return
 	}
 	results, err := s.Execute(c.Request.Context(), body)
@@ -258,6 +263,8 @@ func httpStatus(code string) int {
 		return http.StatusUnauthorized
 	case session.CodeRejected, session.CodeForbidden:
 		return http.StatusForbidden
+	case session.CodeTooLarge:
+		return http.StatusRequestEntityTooLarge
 	case session.CodeRateLimited, session.CodeQuotaExceeded:
 		return http.StatusTooManyRequests
 	case session.CodeTaskFailed:

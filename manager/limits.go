@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/gin-gonic/gin"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/drover-dev/drover/auth"
 	"github.com/drover-dev/drover/limits"
@@ -31,6 +32,23 @@ import (
 // manager leaves this one's count and joins the other's (even past the
 // quota there: it is no new session). A refused task writes no log line:
 // a flood would flood the log too.
+
+// limitMetrics count refusals, resolved once: a flood of refused tasks
+// must not hash labels per task.
+type limitMetrics struct {
+	sessionRate, sessionQuota, taskRate, taskQuota prometheus.Counter
+}
+
+func newLimitMetrics(reg prometheus.Registerer) (*limitMetrics, error) {
+	v := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "drover_manager_limited_total",
+		Help: "New sessions and tasks refused by a limit: what (session, task) and which (rate: rate_limited, quota: quota_exceeded)."},
+		[]string{"what", "limit"})
+	if err := reg.Register(v); err != nil {
+		return nil, err
+	}
+	return &limitMetrics{sessionRate: v.WithLabelValues("session", "rate"), sessionQuota: v.WithLabelValues("session", "quota"),
+		taskRate: v.WithLabelValues("task", "rate"), taskQuota: v.WithLabelValues("task", "quota")}, nil
+}
 
 // Limits are the limits the manager applies (Config.Limits), for other
 // doors to share (the conversion API's uploads); nil when it limits
@@ -156,6 +174,7 @@ func (m *Manager) sessionDoor(c *gin.Context) {
 	}
 	ok, wait := m.limits.AllowSession("", addressKey(c.Request.RemoteAddr))
 	if !ok {
+		m.limited.sessionRate.Inc()
 		c.Header("Retry-After", strconv.Itoa(limits.RetryAfterSeconds(wait)))
 		m.refuse(c, http.StatusTooManyRequests, session.CodeRateLimited, addressRefusal(wait).se.Message, nil)
 		return
@@ -177,6 +196,7 @@ func (m *Manager) admitAddress(ctx context.Context, s *Session, r *http.Request)
 		return nil
 	}
 	if ok, wait := m.limits.AllowSession("", s.lim.ip); !ok {
+		m.limited.sessionRate.Inc()
 		m.auditSession(ctx, s, "refused", slog.String("code", session.CodeRateLimited), slog.String("limit", "session rate per address"))
 		return addressRefusal(wait)
 	}
@@ -193,12 +213,14 @@ func (m *Manager) admitUser(ctx context.Context, s *Session) error {
 	}
 	l.user = userKey(&s.info, l.ip)
 	if ok, wait := m.limits.AllowSession(l.user, ""); !ok {
+		m.limited.sessionRate.Inc()
 		m.auditSession(ctx, s, "refused", slog.String("code", session.CodeRateLimited), slog.String("limit", "session rate per user"))
 		return rateLimited("new sessions", wait)
 	}
 	release, ok := m.limits.AcquireSession(l.user)
 	if !ok {
 		n := m.limits.SessionsPerUser()
+		m.limited.sessionQuota.Inc()
 		m.auditSession(ctx, s, "refused", slog.String("code", session.CodeQuotaExceeded), slog.String("limit", "sessions per user"))
 		return &limitError{se: session.NewError(session.CodeQuotaExceeded,
 			fmt.Sprintf("you already have %d %s open, the most allowed", n, plural(n, "session")))}
@@ -244,11 +266,13 @@ func (s *Session) admitTask() error {
 	lim := s.m.limits
 	if n := lim.Config().TasksInFlight; n > 0 && l.pending.Add(1) > int32(n) {
 		l.pending.Add(-1)
+		s.m.limited.taskQuota.Inc()
 		return &limitError{se: session.NewError(session.CodeQuotaExceeded,
 			fmt.Sprintf("this session has %d %s in flight, the most allowed", n, plural(n, "task")))}
 	}
 	if ok, wait := lim.AllowTask(l.user, l.ip); !ok {
 		s.taskDone()
+		s.m.limited.taskRate.Inc()
 		return rateLimited("tasks", wait)
 	}
 	return nil

@@ -89,6 +89,7 @@ func TestSessionsPerUser(t *testing.T) {
 	a3.one(`{"command":"echo"}`)
 	code, _, _ = st.dial("user=alice").refused()
 	require.Equal(t, session.CodeQuotaExceeded, code)
+	require.Equal(t, 5.0, st.metric(`drover_manager_limited_total{limit="quota",what="session"}`))
 }
 
 // TestSessionSlotReleasedOnEveryEnd: the slot comes back however the
@@ -305,6 +306,7 @@ func TestTaskFlood(t *testing.T) {
 	require.Positive(t, got.done)
 	require.Less(t, got.done, sent/2, "the flood mostly refused")
 	require.LessOrEqual(t, during, 5*before+5*time.Millisecond, "bob's latency during alice's flood")
+	require.Equal(t, float64(got.limited), st.metric(`drover_manager_limited_total{limit="rate",what="task"}`))
 
 	// Alice's session goes on once she waits as she was told (a task
 	// comes back every 5 ms).
@@ -484,4 +486,24 @@ func TestAddressRateBeforeAuth(t *testing.T) {
 	require.Equal(t, http.StatusTooManyRequests, resp.StatusCode, "even with a good credential now")
 	require.NotEmpty(t, resp.Header.Get("Retry-After"))
 	require.Equal(t, http.StatusOK, get("/health").StatusCode, "other routes are not sessions")
+}
+
+// metric reads one sample of /metrics, by its name and labels as the text
+// format writes them.
+func (st *stack) metric(series string) float64 {
+	st.t.Helper()
+	resp, err := http.Get(st.srv.URL + "/metrics")
+	require.NoError(st.t, err)
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	require.NoError(st.t, err)
+	for line := range strings.SplitSeq(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, series+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			require.NoError(st.t, err)
+			return f
+		}
+	}
+	st.t.Fatalf("no %s in /metrics", series)
+	return 0
 }

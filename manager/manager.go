@@ -31,6 +31,7 @@ import (
 	"time"
 
 	"github.com/drover-dev/drover/internal/lib/bearer"
+	"github.com/drover-dev/drover/internal/lib/httpguard"
 
 	"github.com/gin-gonic/gin"
 	"github.com/gorilla/websocket"
@@ -228,7 +229,18 @@ type Config struct {
 	// user and per address (package limits); the zero value limits
 	// nothing. Concurrent sessions are counted per manager.
 	Limits limits.Config
+	// HTTP bounds the connections of the server Serve runs: header,
+	// body-pace and idle timeouts, a header size (httpguard.Timeouts;
+	// zero fields take its defaults).
+	HTTP HTTPTimeouts
+	// MaxBodyBytes bounds a request body on routes that set no bound of
+	// their own (64 KiB); REST's /execute takes MaxMessageSize and the
+	// conversion API its upload limit.
+	MaxBodyBytes int64
 }
+
+// HTTPTimeouts are the limits of an HTTP server's connections.
+type HTTPTimeouts = httpguard.Timeouts
 
 func (c *Config) defaults() error {
 	if len(c.Pools) == 0 {
@@ -340,8 +352,10 @@ type Manager struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	// limits applies Config.Limits; nil when it limits nothing.
-	limits *limits.Limits
+	// limits applies Config.Limits and limited counts its refusals; nil
+	// when it limits nothing.
+	limits  *limits.Limits
+	limited *limitMetrics
 
 	chain           middleware.Chain
 	connectHooks    []middleware.ConnectHook
@@ -391,6 +405,9 @@ func New(cfg Config) (*Manager, error) {
 	m.metrics = met
 	if cfg.Limits.Enabled() {
 		m.limits = limits.New(cfg.Limits)
+		if m.limited, err = newLimitMetrics(cfg.Registerer); err != nil {
+			return nil, err
+		}
 	}
 	m.ctx, m.cancel = context.WithCancel(context.Background())
 	m.shared = newShared(sharedDeps{st: cfg.Store, id: cfg.ID, log: cfg.Logger, ctx: m.ctx,
@@ -669,7 +686,7 @@ func (m *Manager) Shutdown(ctx context.Context) error {
 // Serve serves HTTP on ln until ctx ends, then shuts the manager down
 // within grace.
 func (m *Manager) Serve(ctx context.Context, ln net.Listener, grace time.Duration) error {
-	srv := &http.Server{Handler: m.router, ReadHeaderTimeout: 10 * time.Second}
+	srv := m.cfg.HTTP.Server(m.router)
 	srv.RegisterOnShutdown(m.shared.hush) // event streams would hold Shutdown up
 	// What net/http reports itself (TLS handshake failures, such as a farm
 	// with a certificate of an unknown CA) goes to the log as records.

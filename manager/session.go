@@ -267,8 +267,13 @@ func (s *Session) Execute(ctx context.Context, data []byte) ([]Result, error) {
 	done := make(chan error, 1)
 	// The task runs under the session's context; ctx only bounds the wait.
 	s.m.goTracked(func() {
-		defer s.taskDone()
-		done <- s.run(&t, &c, nil)
+		// The task is done before it is answered: the caller's next task
+		// may come at once.
+		err := func() error {
+			defer s.taskDone()
+			return s.run(&t, &c, nil)
+		}()
+		done <- err
 	})
 	select {
 	case err := <-done:

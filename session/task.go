@@ -78,6 +78,8 @@ const (
 	// of a user, tasks in flight of a session, a tenant's conversions or
 	// storage); it clears when something ends.
 	CodeQuotaExceeded = "quota_exceeded"
+	// CodeTooLarge: a REST request body over its route's bound (413).
+	CodeTooLarge = "too_large"
 )
 
 // Error is an error with a protocol code. Middleware returns one to answer a

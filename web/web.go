@@ -63,8 +63,8 @@ type handler struct {
 
 // Handler serves the embedded files; "/" is the dashboard (index.html).
 // Every response carries the CSP, Cache-Control: no-cache (browsers
-// revalidate with the ETag, so a new binary never shows stale pages) and
-// nosniff. Only GET and HEAD are served; paths that are not plain names
+// revalidate with the ETag, so a new binary never shows stale pages),
+// nosniff, Referrer-Policy no-referrer and X-Frame-Options DENY. Only GET and HEAD are served; paths that are not plain names
 // inside the tree (.., empty elements, backslashes) get 400, unknown names
 // and directories 404.
 func Handler() http.Handler {
@@ -107,6 +107,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	hdr.Set("Cache-Control", "no-cache")
 	hdr.Set("X-Content-Type-Options", "nosniff")
 	hdr.Set("Referrer-Policy", "no-referrer")
+	hdr.Set("X-Frame-Options", "DENY") // frame-ancestors 'none' for browsers without CSP 2
 
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		hdr.Set("Allow", "GET, HEAD")

@@ -42,6 +42,8 @@ func requireSecurityHeaders(t *testing.T, hdr http.Header) {
 	require.NotContains(t, csp, "unsafe-eval")
 	require.Equal(t, "no-cache", hdr.Get("Cache-Control"))
 	require.Equal(t, "nosniff", hdr.Get("X-Content-Type-Options"))
+	require.Equal(t, "DENY", hdr.Get("X-Frame-Options"))
+	require.Equal(t, "no-referrer", hdr.Get("Referrer-Policy"))
 }
 
 func TestIndex(t *testing.T) {

@@ -65,6 +65,7 @@ comma-separated (DROVER_MANAGER=http://a:8181,http://b:8181).`,
 	fs.String("job-dir", "", "where running conversion jobs keep their files (default in the temporary directory)")
 	cacheFlags(fs, "cache in --state-dir")
 	runtimeFlags(fs)
+	hardenFlags(fs, false)
 	farmTLSFlags(fs)
 	fs.Duration("reconcile-interval", 30*time.Second, "how often the farm removes the containers labelled with its id that it does not track")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {

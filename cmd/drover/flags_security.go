@@ -8,4 +8,5 @@ func securityFlags(fs *pflag.FlagSet) {
 	authFlags(fs)
 	limitsFlags(fs)
 	tlsFlags(fs)
+	hardenFlags(fs, true)
 }

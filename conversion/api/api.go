@@ -29,6 +29,8 @@ import (
 
 	"github.com/drover-dev/drover/conversion"
 	"github.com/drover-dev/drover/conversion/items"
+	"github.com/drover-dev/drover/conversion/webhook"
+	"github.com/drover-dev/drover/internal/lib/httpguard"
 	"github.com/drover-dev/drover/storage"
 )
 
@@ -87,7 +89,7 @@ func (a *API) Mount(r gin.IRouter) {
 // be a group behind an authentication middleware.
 func (a *API) MountRoutes(r gin.IRouter) {
 	for _, p := range Prefixes {
-		g := r.Group(p)
+		g := r.Group(p, httpguard.OnTooLarge(tooLarge))
 		g.Use(a.limitUploads)
 		g.POST("/upload", a.upload)
 		g.POST("/uploadArray", a.uploadArray)
@@ -113,8 +115,11 @@ func (a *API) MountRoutes(r gin.IRouter) {
 // fail answers {"ERROR": msg} with the status that fits err.
 func (a *API) fail(c *gin.Context, err error) {
 	status, msg := a.answer(err)
-	if msg == internalError {
+	switch {
+	case msg == internalError:
 		a.log.Error("conversion api", "path", c.FullPath(), "err", err)
+	case status == http.StatusBadRequest:
+		a.log.Info("conversion api: bad request", "path", c.FullPath(), "err", err)
 	}
 	c.AbortWithStatusJSON(status, gin.H{"ERROR": msg})
 }
@@ -130,11 +135,11 @@ func (a *API) answer(err error) (int, string) {
 	case errors.Is(err, conversion.ErrQuota):
 		status, msg = http.StatusTooManyRequests, strings.TrimPrefix(err.Error(), conversion.ErrQuota.Error()+": ")
 	case errors.Is(err, ErrBadArg), errors.Is(err, conversion.ErrInvalid):
-		status, msg = http.StatusBadRequest, err.Error()
+		status, msg = http.StatusBadRequest, clientMessage(err)
 	case errors.Is(err, conversion.ErrNotFound):
 		status, msg = http.StatusNotFound, "Item not found"
 		if !errors.Is(err, items.ErrNotFound) {
-			msg = "Not found: " + err.Error()
+			msg = "Not found: " + clientMessage(err)
 		}
 	case errors.Is(err, conversion.ErrTooLarge), isMaxBytes(err):
 		status, msg = http.StatusRequestEntityTooLarge, "the upload is larger than the server allows"
@@ -146,6 +151,37 @@ func (a *API) answer(err error) (int, string) {
 		status, msg = http.StatusGatewayTimeout, "the conversion did not end in time"
 	}
 	return status, msg
+}
+
+// Sentences for the webhook URLs the policy refuses. They name no host:
+// the check may have resolved it, and the body is no place for addresses.
+const (
+	msgWebhookNotAllowed = "The webhook URL is not allowed. Webhooks reach public hosts only, " +
+		"unless the host is on the server's webhook allow-list."
+	msgWebhookInvalid = "The webhook URL is not valid. It must be an http or https URL with a host and no credentials."
+)
+
+// clientMessage is what a client reads of its request's error: the
+// sentence the service wrote for clients after its sentinel's prefix
+// ("conversion: invalid request: "), or a fixed one for a refused webhook
+// URL. Errors from below the service never get here: they are 500s.
+func clientMessage(err error) string {
+	switch {
+	case errors.Is(err, webhook.ErrNotAllowed):
+		return msgWebhookNotAllowed
+	case errors.Is(err, webhook.ErrInvalidURL):
+		return msgWebhookInvalid
+	}
+	msg := err.Error()
+	for _, sentinel := range []error{conversion.ErrInvalid, conversion.ErrNotFound, items.ErrInvalid} {
+		msg = strings.TrimPrefix(msg, sentinel.Error()+": ")
+	}
+	if rest, ok := strings.CutPrefix(msg, ErrBadArg.Error()+": "); ok {
+		msg = "Bad " + ArgHeader + " header (" + rest + ")"
+	}
+	// What is left is one sentence, its parts joined with commas rather
+	// than in the colons of an error chain.
+	return strings.ReplaceAll(msg, ": ", ", ")
 }
 
 // internalError answers what the client cannot be told.
@@ -173,8 +209,14 @@ func reply(it items.Item) idReply {
 }
 
 // bodyLimit bounds a request body: the uploads and the multipart framing.
+// Every other route's body has the manager's small default bound.
 func (a *API) bodyLimit(c *gin.Context) {
-	c.Request.Body = http.MaxBytesReader(c.Writer, c.Request.Body, a.svc.MaxUpload()+16<<20)
+	httpguard.SetLimit(c, a.svc.MaxUpload()+16<<20)
+}
+
+// tooLarge answers a body over its bound in the original's format.
+func tooLarge(c *gin.Context, _ int64) {
+	c.JSON(http.StatusRequestEntityTooLarge, gin.H{"ERROR": "the upload is larger than the server allows"})
 }
 
 // nextFile returns the next file part of the form field, or io.EOF. Other
@@ -229,7 +271,7 @@ func (a *API) upload(c *gin.Context) {
 	a.bodyLimit(c)
 	name, r, err := nextFile(c, "file")
 	if err != nil {
-		up.fail(noFile(err, "file"))
+		up.fail(a.noFile(err, "file"))
 		return
 	}
 	up.name = name
@@ -262,7 +304,7 @@ func (a *API) upload(c *gin.Context) {
 	c.JSON(http.StatusOK, reply(it))
 }
 
-func noFile(err error, field string) error {
+func (a *API) noFile(err error, field string) error {
 	if errors.Is(err, io.EOF) {
 		return fmt.Errorf("%w: no file in field %q", conversion.ErrInvalid, field)
 	}
@@ -270,7 +312,10 @@ func noFile(err error, field string) error {
 		errors.Is(err, conversion.ErrReadOnly) || errors.Is(err, conversion.ErrNotFound) {
 		return err
 	}
-	return fmt.Errorf("%w: reading the upload: %w", conversion.ErrInvalid, err)
+	// The reader's own error (a multipart or network one) is no sentence
+	// for the client: it goes to the log.
+	a.log.Info("conversion api: unreadable upload", "err", err)
+	return fmt.Errorf("%w: the upload could not be read as multipart/form-data", conversion.ErrInvalid)
 }
 
 // uploadArray: several files in field "files"; rootFile names the model.
@@ -309,14 +354,14 @@ func (a *API) uploadArray(c *gin.Context) {
 		}
 		if err != nil {
 			a.svc.Abort(ctx, it.ID)
-			up.fail(noFile(err, "files"))
+			up.fail(a.noFile(err, "files"))
 			return
 		}
 		n++
 	}
 	if n == 0 {
 		a.svc.Abort(ctx, it.ID)
-		up.fail(noFile(io.EOF, "files"))
+		up.fail(a.noFile(io.EOF, "files"))
 		return
 	}
 	if it, err = a.svc.Commit(ctx, it.ID, o.SkipConversion); err != nil {

@@ -11,12 +11,13 @@ import (
 
 	"github.com/drover-dev/drover/conversion"
 	"github.com/drover-dev/drover/farmapi"
+	"github.com/drover-dev/drover/internal/lib/httpguard"
 )
 
 // MountFarm adds the farm job API (farmapi.PathJobs) behind auth, the
 // manager's farm-token check.
 func (a *API) MountFarm(r gin.IRouter, auth gin.HandlerFunc) {
-	g := r.Group(farmapi.PathJobs, auth)
+	g := r.Group(farmapi.PathJobs, auth, httpguard.OnTooLarge(jobTooLarge))
 	g.POST("/lease", a.lease)
 	g.POST("/:id/renew", a.renew)
 	g.GET("/:id/input/:index", a.input)
@@ -58,11 +59,28 @@ func (a *API) jobFail(c *gin.Context, err error) {
 	if code == http.StatusInternalServerError {
 		a.log.Error("farm job api", "path", c.FullPath(), "err", err)
 	}
-	c.AbortWithStatusJSON(code, gin.H{"message": err.Error()})
+	msg := "internal error"
+	switch {
+	case errors.Is(err, farmapi.ErrLeaseLost):
+		msg = "the job's lease is lost"
+	case errors.Is(err, farmapi.ErrBadJobRequest):
+		msg = "bad job request"
+	case errors.Is(err, farmapi.ErrJobsUnavailable):
+		msg = "jobs are unavailable; try again"
+	}
+	if code != http.StatusInternalServerError {
+		a.log.Info("farm job api", "path", c.FullPath(), "status", code, "err", err)
+	}
+	c.AbortWithStatusJSON(code, gin.H{"message": msg})
+}
+
+// jobTooLarge answers a job API body over its bound.
+func jobTooLarge(c *gin.Context, _ int64) {
+	c.JSON(http.StatusRequestEntityTooLarge, gin.H{"message": "the body is larger than the job API accepts"})
 }
 
 func (a *API) bind(c *gin.Context, v any) bool {
-	c.Request.Body = http.MaxBytesReader(c.Writer, c.Request.Body, 1<<20)
+	httpguard.SetLimit(c, 1<<20)
 	if err := c.ShouldBindJSON(v); err != nil {
 		a.jobFail(c, errors.Join(farmapi.ErrBadJobRequest, err))
 		return false
@@ -118,7 +136,7 @@ func (a *API) input(c *gin.Context) {
 }
 
 func (a *API) output(c *gin.Context) {
-	c.Request.Body = http.MaxBytesReader(c.Writer, c.Request.Body, a.svc.MaxUpload())
+	httpguard.SetLimit(c, a.svc.MaxUpload())
 	name := c.Param("name")
 	if strings.HasSuffix(c.FullPath(), "/output/shattered/:name") {
 		name = farmapi.ShatteredPrefix + name

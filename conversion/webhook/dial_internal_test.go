@@ -143,6 +143,9 @@ func TestSenderRefusesAtDialTime(t *testing.T) {
 	rec := &dialRecorder{table: map[string][]netip.Addr{
 		"rebind.test":   addrs("127.0.0.1"),
 		"metadata.test": addrs("169.254.169.254"),
+		"v6.test":       addrs("::1"),
+		"private.test":  addrs("10.1.2.3"),
+		"mixed.test":    addrs("::ffff:127.0.0.1", "fd00:ec2::254"),
 	}}
 	rec.install(s.guard)
 	require.NoError(t, s.Start())
@@ -151,7 +154,7 @@ func TestSenderRefusesAtDialTime(t *testing.T) {
 		require.NoError(t, err)
 	}()
 
-	for _, host := range []string{"rebind.test", "metadata.test"} {
+	for _, host := range []string{"rebind.test", "metadata.test", "v6.test", "private.test", "mixed.test"} {
 		target := "http://" + host + ":" + u.Port() + "/hook"
 		require.NoError(t, s.ValidateURL(target), "a name passes until it is dialled")
 		_, err := s.Send(Delivery{URL: target, Payload: Payload{ID: "i"}})

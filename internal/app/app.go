@@ -165,7 +165,7 @@ func NewUp(cfg UpConfig, log *slog.Logger, reg *prometheus.Registry) (_ *Up, err
 		Addr:  cfg.Addr,
 		TLS:   tlsc.listener,
 		Pools: pools,
-		Manager: manager.Config{
+		Manager: cfg.harden(manager.Config{
 			FarmTLS:         tlsc.farms,
 			RequireFarmCert: tlsc.requireFarmCert,
 			Store:           st,
@@ -179,7 +179,7 @@ func NewUp(cfg UpConfig, log *slog.Logger, reg *prometheus.Registry) (_ *Up, err
 			MetricsToken:    cfg.MetricsToken,
 			Auth:            authn,
 			AdminToken:      cfg.AdminToken,
-		},
+		}),
 		Farm:          farm.Config{Slots: cfg.Instances, ReconcileInterval: cfg.ReconcileInterval, Cache: cache},
 		Logger:        log,
 		ShutdownGrace: u.grace,

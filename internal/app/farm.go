@@ -74,6 +74,8 @@ type FarmConfig struct {
 	ConverterRuntimeConfig `koanf:",squash"`
 	// TLS of the farm's listener and towards the managers.
 	FarmTLSConfig `koanf:",squash"`
+	// The HTTP server's limits (http_max_body_bytes is the managers').
+	HardenConfig `koanf:",squash"`
 }
 
 // FarmNode is a running `drover farm`: the runtime, its HTTP server and the
@@ -240,6 +242,7 @@ func NewFarm(cfg FarmConfig, log *slog.Logger, reg *prometheus.Registry) (_ *Far
 	}
 	n.cleanups.PushFunc("farm server", n.Server.Close)
 	n.http.Handler = n.Server
+	cfg.httpTimeouts().Apply(n.http)
 	return n, nil
 }
 

@@ -95,7 +95,7 @@ func NewManager(cfg ManagerConfig, log *slog.Logger, reg *prometheus.Registry) (
 		Addr:  cfg.Addr,
 		TLS:   tlsc.listener,
 		Pools: pools,
-		Manager: manager.Config{
+		Manager: cfg.harden(manager.Config{
 			FarmTLS:           tlsc.farms,
 			RequireFarmCert:   tlsc.requireFarmCert,
 			Store:             st,
@@ -113,7 +113,7 @@ func NewManager(cfg ManagerConfig, log *slog.Logger, reg *prometheus.Registry) (
 			AllowedOrigins:    cfg.AllowedOrigins,
 			MetricsToken:      cfg.MetricsToken,
 			Auth:              authn,
-		},
+		}),
 		Logger:        log,
 		ShutdownGrace: n.grace,
 		Conversion:    conv,

@@ -9,4 +9,5 @@ type SecurityConfig struct {
 	AuthConfig   `koanf:",squash"`
 	LimitsConfig `koanf:",squash"`
 	TLSConfig    `koanf:",squash"`
+	HardenConfig `koanf:",squash"`
 }

@@ -17,6 +17,8 @@ import (
 	"net/http"
 	"sync"
 	"time"
+
+	"github.com/drover-dev/drover/internal/lib/httpguard"
 )
 
 // ReadHeaderTimeout bounds how long a client may take to send its request
@@ -35,11 +37,13 @@ func Serve(ctx context.Context, ln net.Listener, h http.Handler, log *slog.Logge
 
 	var t tracker
 	srv := &http.Server{
-		Handler:           t.wrap(h, name),
-		BaseContext:       func(net.Listener) context.Context { return ctx },
-		ReadHeaderTimeout: ReadHeaderTimeout,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+		Handler:     t.wrap(h, name),
+		BaseContext: func(net.Listener) context.Context { return ctx },
+		ErrorLog:    slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
+	// The default limits: idle connections and headers bounded, bodies
+	// paced, no read or write timeout that would outlive the upgrade.
+	httpguard.Timeouts{ReadHeader: ReadHeaderTimeout}.Apply(srv)
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
 
