@@ -23,11 +23,12 @@ import (
 func (m *Manager) routes() *gin.Engine {
 	gin.SetMode(gin.ReleaseMode)
 	r := gin.New()
-	// gin trusts forwarding headers from anyone by default. Nobody is
-	// trusted here: c.ClientIP() is the peer, like the manager's own
-	// r.RemoteAddr, which the limits per address and the audit lines key
-	// on; a forged X-Forwarded-For must not buy a fresh bucket.
-	_ = r.SetTrustedProxies(nil)
+	// gin trusts forwarding headers from anyone by default. Here only
+	// Config.TrustedProxies are: c.ClientIP() is what clientAddr says, so
+	// a forged X-Forwarded-For does not buy a fresh bucket of the limits
+	// per address.
+	_ = r.SetTrustedProxies(m.cfg.TrustedProxies)
+	r.RemoteIPHeaders = []string{"X-Forwarded-For"}
 	r.Use(gin.CustomRecoveryWithWriter(io.Discard, m.recovered), httpguard.Limit(m.cfg.MaxBodyBytes, tooLarge), m.checkOrigin, m.sessionDoor)
 	user, admin := m.Require(LevelUser), m.Require(LevelAdmin)
 	r.GET("/ws", user, func(c *gin.Context) { m.serveWS(c.Writer, c.Request) })
@@ -171,7 +172,7 @@ func (m *Manager) serveLogin(c *gin.Context) {
 		m.restFail(c, err)
 		return
 	}
-	r := openRequest{opts: opts, remote: c.Request.RemoteAddr, http: c.Request, query: q, restKey: key}
+	r := openRequest{opts: opts, remote: m.clientAddr(c.Request), http: c.Request, query: q, restKey: key}
 	if r.restKey == "" {
 		r.restKey = newToken()
 	}
@@ -203,7 +204,7 @@ func (m *Manager) restSession(c *gin.Context, key string) *Session {
 	s := m.restKeys[key]
 	m.mu.Unlock()
 	if s == nil && key != "" {
-		s = m.claimShared(c.Request.Context(), restSecret(key), key, c.Request.RemoteAddr)
+		s = m.claimShared(c.Request.Context(), restSecret(key), key, m.clientAddr(c.Request))
 	}
 	if s != nil && !samePrincipal(s.owner, auth.FromContext(c.Request.Context())) {
 		return nil // someone else's: no such session, as far as the caller knows
