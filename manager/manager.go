@@ -376,6 +376,10 @@ type Manager struct {
 	restKeys map[string]*Session // by REST id
 	conns    map[*clientConn]struct{}
 	closing  bool
+	// poller watches quiet client connections (quiet.go); nil until the
+	// first one, and where there is none.
+	pollOnce sync.Once
+	poller   *readPoller
 
 	// extMu guards the other parts' additions to /events and /status.
 	extMu      sync.Mutex
@@ -676,7 +680,11 @@ func (m *Manager) Shutdown(ctx context.Context) error {
 	for c := range m.conns {
 		c.close(session.DisconnectShutdown)
 	}
+	poller := m.poller
 	m.mu.Unlock()
+	if poller != nil {
+		poller.close() // the closes above have taken every quiet connection out
+	}
 	m.shared.hush()
 	relayErr := errors.Join(m.relay.Shutdown(ctx), m.farmRelay.Shutdown(ctx))
 	m.cancel()
