@@ -160,8 +160,8 @@ type addressChecked struct{}
 // Retry-After, before any WebSocket upgrade, as authentication answers
 // 401.
 func (m *Manager) sessionDoor(c *gin.Context) {
-	if m.limits == nil {
-		return
+	if m.limits == nil || m.cfg.Limits.SessionIPRate.Unlimited() {
+		return // admitAddress has nothing to take either
 	}
 	switch c.FullPath() {
 	case "/ws":

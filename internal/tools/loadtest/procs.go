@@ -206,11 +206,20 @@ func children(pid int) []int {
 }
 
 // raiseNoFile raises this process's open-file limit (which its children
-// inherit) to its hard limit and returns the limit in force.
+// inherit) as far as allowed — past the hard limit up to fs.nr_open when
+// the process may (root) — and returns the limit in force.
 func raiseNoFile() uint64 {
 	var l syscall.Rlimit
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &l); err != nil {
 		return 0
+	}
+	if b, err := os.ReadFile("/proc/sys/fs/nr_open"); err == nil {
+		if n, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64); err == nil && n > l.Max {
+			// Only a privileged process may raise its hard limit; others
+			// keep theirs.
+			_ = syscall.Setrlimit(syscall.RLIMIT_NOFILE, &syscall.Rlimit{Cur: n, Max: n})
+			_ = syscall.Getrlimit(syscall.RLIMIT_NOFILE, &l)
+		}
 	}
 	if l.Cur < l.Max {
 		l.Cur = l.Max
