@@ -46,6 +46,10 @@ type stdioLink struct {
 	inbuf             bytes.Buffer
 	idle              *time.Timer
 	scratch           []byte
+	// held is the connection whose results wait while more output is at
+	// hand, to go out with the lines after them (mostly the delimiter: the
+	// task's done) in one write; only the reader goroutine uses it.
+	held *hostConn
 
 	mu      sync.Mutex
 	closed  bool
@@ -101,8 +105,25 @@ func (l *stdioLink) started(running bool) {
 	}
 }
 
+// stdioSource is the program's stdout as the reader's buffer sees it:
+// before a read that may block, the results held so far go out.
+type stdioSource struct{ l *stdioLink }
+
+func (s stdioSource) Read(p []byte) (int, error) {
+	s.l.releaseHeld()
+	return s.l.stdout.Read(p)
+}
+
+func (l *stdioLink) releaseHeld() {
+	if l.held != nil {
+		l.held.release()
+		l.held = nil
+	}
+}
+
 func (l *stdioLink) readLoop() {
-	br := bufio.NewReaderSize(l.stdout, 64<<10)
+	defer l.releaseHeld()
+	br := bufio.NewReaderSize(stdioSource{l}, 64<<10)
 	var line []byte
 	for {
 		line = line[:0]
@@ -123,7 +144,7 @@ func (l *stdioLink) readLoop() {
 			if cut {
 				l.f.log.Warn("stdout line too long, cut", "instance", l.inst.id, "max_bytes", maxStdioLine)
 			}
-			l.line(bytes.TrimRight(line, "\r\n"))
+			l.line(bytes.TrimRight(line, "\r\n"), br.Buffered() > 0)
 		}
 		if err != nil {
 			if errors.Is(err, os.ErrClosed) {
@@ -146,8 +167,9 @@ func (l *stdioLink) readLoop() {
 	}
 }
 
-// line handles one line of the program's output.
-func (l *stdioLink) line(b []byte) {
+// line handles one line of the program's output; more says that more
+// output is at hand already.
+func (l *stdioLink) line(b []byte, more bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if !l.active {
@@ -155,9 +177,17 @@ func (l *stdioLink) line(b []byte) {
 		return
 	}
 	if l.delim != "" && string(b) == l.delim {
-		l.c.done(l.id)
+		l.c.done(l.id) // with the results held
+		if l.held == l.c {
+			l.held.release()
+			l.held = nil
+		}
 		l.endLocked()
 		return
+	}
+	if more && l.held == nil {
+		l.held = l.c
+		l.held.hold()
 	}
 	if json.Valid(b) && utf8.Valid(b) {
 		l.c.result(l.id, b)
