@@ -17,6 +17,7 @@ import (
 	"github.com/drover-dev/drover/auth"
 	"github.com/drover-dev/drover/internal/lib/httpguard"
 	"github.com/drover-dev/drover/session"
+	"github.com/drover-dev/drover/store"
 	"github.com/drover-dev/drover/web"
 )
 
@@ -36,7 +37,7 @@ func (m *Manager) routes() *gin.Engine {
 	r.GET("/health", m.serveHealth)
 	r.GET("/livez", func(c *gin.Context) { c.String(http.StatusOK, "ok\n") })
 	r.GET("/status", m.serveStatus) // redacted unless the caller is an admin
-	r.GET("/events", admin, m.serveEvents)
+	r.GET("/events", user, m.serveEvents)
 	r.GET("/login", user, m.serveLogin)
 	r.GET("/login/:id", user, m.serveLogin)
 	r.GET("/logout/:id", user, m.serveLogout)
@@ -474,9 +475,16 @@ func (m *Manager) serveStatus(c *gin.Context) {
 // serveEvents streams the events of every manager sharing the store (farms
 // added, removed and draining; sessions opened, ended, moved; slots freed)
 // as server-sent events, for dashboards. Events hold ids, never secrets.
+// Those are an admin's; a user gets only the other parts' events, which
+// their sources scope to the user's principal in the request's context
+// (the conversion service: the items of the user's tenant).
 func (m *Manager) serveEvents(c *gin.Context) {
-	ch, stop := m.shared.watch()
-	defer stop()
+	var ch <-chan store.Event
+	if auth.FromContext(c.Request.Context()).Admin() {
+		watched, stop := m.shared.watch()
+		defer stop()
+		ch = watched
+	}
 	ctx, cancel := context.WithCancel(c.Request.Context())
 	defer cancel()
 	extra := m.extraEvents(ctx)
