@@ -95,7 +95,7 @@ func (m *Manager) refuse(c *gin.Context, status int, code, msg string, p *auth.P
 	}
 	attrs := []slog.Attr{slog.String("event", "refused"), slog.String("method", c.Request.Method),
 		slog.String("route", route), slog.Int("status", status), slog.String("code", code),
-		slog.String("remote", c.Request.RemoteAddr)}
+		slog.String("remote", m.clientAddr(c.Request))}
 	m.audit(c.Request.Context(), append(attrs, who(p)...)...)
 	c.AbortWithStatusJSON(status, restBody{Code: code, Message: msg})
 }

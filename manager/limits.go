@@ -172,7 +172,7 @@ func (m *Manager) sessionDoor(c *gin.Context) {
 	default:
 		return
 	}
-	ok, wait := m.limits.AllowSession("", addressKey(c.Request.RemoteAddr))
+	ok, wait := m.limits.AllowSession("", addressKey(m.clientAddr(c.Request)))
 	if !ok {
 		m.limited.sessionRate.Inc()
 		c.Header("Retry-After", strconv.Itoa(limits.RetryAfterSeconds(wait)))

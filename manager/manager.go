@@ -25,6 +25,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -237,6 +238,13 @@ type Config struct {
 	// their own (64 KiB); REST's /execute takes MaxMessageSize and the
 	// conversion API its upload limit.
 	MaxBodyBytes int64
+	// TrustedProxies are the load balancers in front of the manager
+	// (addresses or CIDR prefixes): behind them, a client's address is
+	// the last one of X-Forwarded-For they did not add, for the limits
+	// per address, the audit lines and /status. Without them, the peer's
+	// address counts and the header is ignored. Authentication never
+	// trusts the header: a forwarded request is not from this machine.
+	TrustedProxies []string
 }
 
 // HTTPTimeouts are the limits of an HTTP server's connections.
@@ -343,6 +351,7 @@ type Manager struct {
 	// auditLog gets the audit lines; origins is the origin policy.
 	auditLog *slog.Logger
 	origins  origins
+	proxies  []netip.Prefix // Config.TrustedProxies
 	// relays for stream sessions: to in-process farms' instances, and to
 	// remote farms with the farm token.
 	relay, farmRelay *proxy.Relay
@@ -367,6 +376,10 @@ type Manager struct {
 	restKeys map[string]*Session // by REST id
 	conns    map[*clientConn]struct{}
 	closing  bool
+	// poller watches quiet client connections (quiet.go); nil until the
+	// first one, and where there is none.
+	pollOnce sync.Once
+	poller   *readPoller
 
 	// extMu guards the other parts' additions to /events and /status.
 	extMu      sync.Mutex
@@ -387,7 +400,12 @@ func New(cfg Config) (*Manager, error) {
 	if err != nil {
 		return nil, err
 	}
+	proxies, err := parseProxies(cfg.TrustedProxies)
+	if err != nil {
+		return nil, err
+	}
 	m := &Manager{
+		proxies:  proxies,
 		cfg:      cfg,
 		log:      cfg.Logger,
 		auditLog: cfg.AuditLogger,
@@ -662,7 +680,11 @@ func (m *Manager) Shutdown(ctx context.Context) error {
 	for c := range m.conns {
 		c.close(session.DisconnectShutdown)
 	}
+	poller := m.poller
 	m.mu.Unlock()
+	if poller != nil {
+		poller.close() // the closes above have taken every quiet connection out
+	}
 	m.shared.hush()
 	relayErr := errors.Join(m.relay.Shutdown(ctx), m.farmRelay.Shutdown(ctx))
 	m.cancel()

@@ -1,7 +1,6 @@
 package manager
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -9,6 +8,7 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -26,15 +26,28 @@ import (
 // and writes from the session's task loop, the instance reader (results)
 // and the manager (events) are gathered by one Writer, which is also the
 // only thing that writes to the connection.
+//
+// A connection that has been silent for readLinger holds no goroutine and
+// no read buffer: it waits in the manager's readPoller, which starts a
+// reader again when input comes or the peer goes (quiet.go).
 type clientConn struct {
 	conn net.Conn
-	rd   wsframe.Reader
+	rd   wsframe.Reader // rd.R is set only while a reader runs
 	w    wsframe.Writer
+	// s is the connection's session, set before its first reader starts.
+	s *Session
+	// poll is the manager's poller when the connection may go quiet;
+	// pollKey is its key there (guarded by the poller).
+	poll    *readPoller
+	pollKey uint64
+	// reading is readOwned while a goroutine reads (or is about to),
+	// readQuiet while the connection waits in the poller.
+	reading atomic.Int32
 }
 
-// clientReadBuffer buffers a client's input: one read holds a task frame
-// of common size, larger messages are read straight into their buffer, and
-// an idle connection keeps no more than this.
+// clientReadBuffer buffers a client's input while a reader runs: one read
+// holds a task frame of common size, and larger messages are read straight
+// into their buffer.
 const clientReadBuffer = 512
 
 // closeTimeout bounds the write of a close frame.
@@ -42,8 +55,7 @@ const closeTimeout = time.Second
 
 func newClientConn(m *Manager, conn net.Conn) *clientConn {
 	c := &clientConn{conn: conn}
-	c.rd = wsframe.Reader{R: bufio.NewReaderSize(conn, clientReadBuffer), FromClient: true,
-		Limit: m.cfg.MaxMessageSize, Ping: c.pong}
+	c.rd = wsframe.Reader{FromClient: true, Limit: m.cfg.MaxMessageSize, Ping: c.pong, Controls: true}
 	c.w.Reset(conn, m.cfg.WriteTimeout)
 	return c
 }
@@ -82,7 +94,14 @@ func (c *clientConn) close(d session.Disconnect) {
 // close) and closes the connection.
 func (c *clientConn) closeWith(code int, reason string) {
 	_ = c.w.Close(code, reason, closeTimeout)
+	c.drop()
+}
+
+// drop closes the connection. A quiet one gets a reader again, which
+// finds it closed and ends as a reader of an open one would.
+func (c *clientConn) drop() {
 	_ = c.conn.Close()
+	c.wake()
 }
 
 // refuse answers a connection the manager will not serve: an error frame
@@ -170,10 +189,11 @@ func (m *Manager) serveWS(w http.ResponseWriter, r *http.Request) {
 		m.untrackConn(c)
 		return
 	}
-	go func() {
-		defer m.untrackConn(c)
-		m.readLoop(s, c)
-	}()
+	c.s = s
+	if pollable(c.conn) {
+		c.poll = m.readPoller()
+	}
+	go m.readLoop(c)
 }
 
 // startWS resumes or opens the session of a new client connection. It
@@ -189,7 +209,7 @@ func (m *Manager) startWS(c *clientConn, r *http.Request) *Session {
 	if opts.Resume != "" {
 		return m.resumeWS(c, r, opts.Resume)
 	}
-	s, err := m.admit(r.Context(), openRequest{opts: opts, remote: r.RemoteAddr, http: r, query: q, client: c})
+	s, err := m.admit(r.Context(), openRequest{opts: opts, remote: m.clientAddr(r), http: r, query: q, client: c})
 	if err != nil {
 		code, msg := m.clientError(err)
 		c.refuse(code, msg, refusal(err))
@@ -204,7 +224,7 @@ func (m *Manager) startWS(c *clientConn, r *http.Request) *Session {
 func (m *Manager) resumeWS(c *clientConn, r *http.Request, tok string) *Session {
 	s := m.sessionByToken(tok)
 	if s == nil {
-		s = m.claimShared(r.Context(), tok, "", r.RemoteAddr)
+		s = m.claimShared(r.Context(), tok, "", m.clientAddr(r))
 	}
 	if s != nil && !samePrincipal(s.owner, auth.FromContext(r.Context())) {
 		// Someone else's: as unknown as a token that matches nothing.
@@ -306,33 +326,55 @@ func (m *Manager) claimShared(ctx context.Context, tok, restKey, remote string) 
 }
 
 // readLoop reads client frames and runs their tasks, one at a time, in the
-// connection's own goroutine: no goroutine per message, and a slow instance
-// slows only its own client.
-func (m *Manager) readLoop(s *Session, c *clientConn) {
+// connection's reader goroutine: no goroutine per message, and a slow
+// instance slows only its own client. It returns when the connection ends,
+// or when it has been silent for readLinger and waits in the poller.
+func (m *Manager) readLoop(c *clientConn) {
+	s := c.s
+	c.rd.R = getReadBuffer(c.conn)
+	c.watchEnd()
 	for {
-		// Wait for input before taking a task buffer: an idle connection
-		// holds none.
-		if _, err := c.rd.R.Peek(1); err != nil {
-			m.clientGone(s, c, err)
+		// Wait for input before taking a task buffer: a connection
+		// between tasks holds none.
+		if err := c.waitInput(); err != nil {
+			if c.lingered(err) {
+				if c.goQuiet() {
+					return
+				}
+				continue
+			}
+			m.readerDone(s, c, err)
 			return
 		}
 		ct := taskPool.Get().(*clientTask)
 		op, buf, err := c.rd.Next(ct.buf[:0])
 		ct.buf = buf
-		if err != nil {
+		switch {
+		case err != nil:
 			putTask(ct)
-			m.clientGone(s, c, err)
+			m.readerDone(s, c, err)
 			return
-		}
-		if op == wsframe.OpBinary {
+		case op == wsframe.OpPing || op == wsframe.OpPong:
+			putTask(ct) // answered by the reader: back to waiting
+			continue
+		case op == wsframe.OpBinary:
 			putTask(ct)
 			m.violation(s, c, session.DisconnectBinaryFrame)
+			m.readerEnds(c)
 			return
 		}
 		if !m.handleFrame(s, c, ct) {
+			m.readerEnds(c)
 			return
 		}
 	}
+}
+
+// readerDone handles the read error that ends a reader, and lets the
+// connection go.
+func (m *Manager) readerDone(s *Session, c *clientConn, err error) {
+	m.clientGone(s, c, err)
+	m.readerEnds(c)
 }
 
 func putTask(ct *clientTask) {
@@ -439,7 +481,7 @@ func (m *Manager) clientGone(s *Session, c *clientConn, err error) {
 		c.close(d)
 		s.detach(c)
 	default:
-		_ = c.conn.Close()
+		c.drop()
 		s.detach(c)
 	}
 }

@@ -300,3 +300,32 @@ func TestTaskPathDoesNotAllocate(t *testing.T) {
 	})
 	require.Zero(t, allocs)
 }
+
+func TestControlsReturnBetweenMessages(t *testing.T) {
+	var in []byte
+	in = append(in, frame(finBit|OpPing, []byte("idle?"), true)...)
+	in = append(in, frame(byte(OpText), []byte("a"), true)...)
+	in = append(in, frame(finBit|OpPing, []byte("mid"), true)...)
+	in = append(in, frame(finBit|OpContinuation, []byte("b"), true)...)
+	in = append(in, frame(finBit|OpPong, nil, true)...)
+
+	var pings []string
+	r := reader(in, true, 0)
+	r.Controls = true
+	r.Ping = func(p []byte) { pings = append(pings, string(p)) }
+	op, msg, err := r.Next(nil)
+	require.NoError(t, err)
+	require.Equal(t, OpPing, op, "a ping between messages is returned")
+	require.Empty(t, msg)
+	require.Equal(t, []string{"idle?"}, pings)
+
+	op, msg, err = r.Next(msg[:0])
+	require.NoError(t, err)
+	require.Equal(t, OpText, op, "a ping inside a message is not")
+	require.Equal(t, "ab", string(msg))
+	require.Equal(t, []string{"idle?", "mid"}, pings)
+
+	op, _, err = r.Next(nil)
+	require.NoError(t, err)
+	require.Equal(t, OpPong, op)
+}

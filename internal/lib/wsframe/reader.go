@@ -49,6 +49,12 @@ type Reader struct {
 	// Ping, when set, is called with the payload of each ping frame, which
 	// it should answer with a pong. The payload is valid during the call.
 	Ping func(payload []byte)
+	// Controls, when set, makes Next return after a control frame that
+	// came between messages (a ping or a pong), with its opcode and buf
+	// as it was: a reader that waits for input with a deadline then
+	// meets the deadline only between frames. A close frame still ends
+	// the stream with a *CloseError.
+	Controls bool
 
 	ctrl [maxControl]byte
 }
@@ -78,6 +84,9 @@ func (r *Reader) Next(buf []byte) (op byte, msg []byte, err error) {
 		case h.op >= OpClose:
 			if err := r.control(&h); err != nil {
 				return op, buf, err
+			}
+			if r.Controls && op == 0 {
+				return h.op, buf, nil
 			}
 			continue
 		case h.op == OpContinuation:

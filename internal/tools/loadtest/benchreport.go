@@ -240,9 +240,15 @@ func (r *BenchReport) writeMarkdown(w io.Writer, svgDir string) error {
 	return err
 }
 
-// svgName is the file name of a figure's chart.
+// svgName is the file name of a figure's chart: letters and digits of
+// scenario and metric, the rest turned into single dashes (a report read
+// back with --from-json names no path).
 func svgName(scenario, metric string) string {
-	slug := strings.Map(func(r rune) rune {
+	return slug(scenario) + "-" + slug(metric) + ".svg"
+}
+
+func slug(s string) string {
+	s = strings.Map(func(r rune) rune {
 		switch {
 		case r >= 'a' && r <= 'z', r >= '0' && r <= '9':
 			return r
@@ -250,11 +256,14 @@ func svgName(scenario, metric string) string {
 			return r + 'a' - 'A'
 		}
 		return '-'
-	}, metric)
-	for strings.Contains(slug, "--") {
-		slug = strings.ReplaceAll(slug, "--", "-")
+	}, s)
+	for strings.Contains(s, "--") {
+		s = strings.ReplaceAll(s, "--", "-")
 	}
-	return scenario + "-" + strings.Trim(slug, "-") + ".svg"
+	if s = strings.Trim(s, "-"); s == "" {
+		s = "x"
+	}
+	return s
 }
 
 // writeSVGs writes one horizontal bar chart per figure into dir.

@@ -145,6 +145,12 @@ func procStat(pid int) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
+	return parseStat(b)
+}
+
+// parseStat splits a /proc/<pid>/stat line after its command name, which
+// may itself hold spaces and parentheses.
+func parseStat(b []byte) ([]string, error) {
 	i := bytes.LastIndexByte(b, ')')
 	if i < 0 {
 		return nil, errors.New("bad /proc stat")
