@@ -43,6 +43,14 @@ type taskRunner interface {
 	runTask(c *hostConn, id, data []byte)
 }
 
+// asyncRunner is a taskRunner that can also start a task and return before
+// it ends, so that the connection's reader need not wait: startTask unlocks
+// end once the task has ended (its done or error frame written). id and
+// data are valid until startTask returns.
+type asyncRunner interface {
+	startTask(c *hostConn, id, data []byte, end *sync.Mutex)
+}
+
 // hostConn is one manager WebSocket to an adapted instance. gorilla answers
 // the handshake and reads; frames to the manager go out through a
 // wsframe.Writer, which serialises the adapter's reader and the task's
@@ -186,8 +194,12 @@ func (h *hostSet) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				continue
 			}
 			h.task.Lock()
-			h.run.runTask(c, fr.ID, fr.Data)
-			h.task.Unlock()
+			if a, ok := h.run.(asyncRunner); ok {
+				a.startTask(c, fr.ID, fr.Data, &h.task)
+			} else {
+				h.run.runTask(c, fr.ID, fr.Data)
+				h.task.Unlock()
+			}
 		case session.FramePing:
 			c.sent(c.w.Text(true, func(b []byte) []byte { return append(b, `{"type":"pong"}`...) }))
 		default:
