@@ -30,6 +30,11 @@ image:
 	CGO_ENABLED=0 $(GO) build -trimpath -o bin/image/drover ./cmd/drover
 	docker build -t $(IMAGE) -f Dockerfile bin/image
 
+## cluster-images: build the FROM-scratch images of the container cluster (deploy/compose.yaml)
+.PHONY: cluster-images
+cluster-images:
+	@./scripts/cluster-images.sh
+
 ## up: run the whole system on this machine
 up: setup build
 	./bin/drover up
