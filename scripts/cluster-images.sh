@@ -4,6 +4,7 @@
 #
 #   drover:local          the static drover (CGO_ENABLED=0): manager, farm
 #                         and the reference worker its farms run
+#                         (deploy/cluster/farm.yaml, /etc/drover/farm.yaml)
 #   drover-redis:local    Debian's redis-server with its shared libraries
 #   drover-haproxy:local  Debian's haproxy with its shared libraries and
 #                         deploy/cluster/haproxy.cfg
@@ -60,6 +61,7 @@ mkdir -p "$ctx/tmp"
 if cmp -s "$ctx/drover.new" "$ctx/drover"; then rm "$ctx/drover.new"; else mv "$ctx/drover.new" "$ctx/drover"; fi
 touch "$ctx/tmp/.keep"
 install -D -m 0644 /etc/ssl/certs/ca-certificates.crt "$ctx/etc/ssl/certs/ca-certificates.crt"
+install -D -m 0644 "$root/deploy/cluster/farm.yaml" "$ctx/etc/drover/farm.yaml"
 cat > "$ctx/Dockerfile" <<'DOCKERFILE'
 FROM scratch
 COPY . /

@@ -148,7 +148,7 @@ func Start(t testing.TB, o Options) *Cluster {
 	for i := 1; i <= o.Managers; i++ {
 		name := "manager" + strconv.Itoa(i)
 		c.Managers = append(c.Managers, name)
-		args := append([]string{"manager", "--addr=:8181", "--redis=redis://redis:6379",
+		args := append([]string{"manager", "--id=" + name, "--addr=:8181", "--redis=redis://redis:6379",
 			"--auth-allow-anonymous", "--trusted-proxies=" + subnet}, o.ManagerArgs...)
 		c.run(ctx, name, DroverImage, args, []string{"DROVER_FARM_TOKEN=" + FarmToken, "DROVER_ADMIN_TOKEN=" + AdminToken}, false)
 	}
@@ -156,7 +156,7 @@ func Start(t testing.TB, o Options) *Cluster {
 	for i := 1; i <= o.Farms; i++ {
 		name := "farm" + strconv.Itoa(i)
 		c.Farms = append(c.Farms, name)
-		args := append([]string{"farm", "--id=" + name, "--addr=:8282", "--advertise=http://" + name + ":8282",
+		args := append([]string{"farm", "--config=/etc/drover/farm.yaml", "--id=" + name, "--addr=:8282", "--advertise=http://" + name + ":8282",
 			"--manager=http://haproxy:8282", "--instances=" + strconv.Itoa(o.Instances)}, o.FarmArgs...)
 		c.run(ctx, name, DroverImage, args, []string{"DROVER_TOKEN=" + FarmToken}, false)
 	}
