@@ -150,7 +150,12 @@ func TestClusterFarmKillAndManagerPause(t *testing.T) {
 	}
 	paused := time.Now()
 	c.Pause(mgr)
-	defer c.Unpause(mgr)
+	asleep := true
+	defer func() {
+		if asleep {
+			c.Unpause(mgr)
+		}
+	}()
 	// The client sees its connection stall: it drops it and resumes with
 	// its token, trying again while HAProxy still sends it to the paused
 	// manager.
@@ -182,7 +187,106 @@ func TestClusterFarmKillAndManagerPause(t *testing.T) {
 	if !strings.Contains(string(res[0].Data), "v1") {
 		t.Fatalf("the resumed session lost its state: get k = %s", res[0].Data)
 	}
+
+	// The manager wakes: the session stays where it resumed and keeps
+	// working; the woken manager does not take it back.
+	c.Unpause(mgr)
+	asleep = false
+	woke := time.Now()
+	waitFor(t, 10*time.Second, mgr+" answering again", func() bool {
+		sctx, scancel := context.WithTimeout(ctx, time.Second)
+		defer scancel()
+		_, err := c.Status(sctx, mgr)
+		return err == nil
+	})
+	for i := range 5 {
+		if _, err := s4.Execute(ctx, json.RawMessage(`{"command":"get","key":"k"}`)); err != nil {
+			for _, m := range c.Managers {
+				t.Logf("%s:\n%s", m, c.Logs(m))
+			}
+			t.Fatalf("task %d on the resumed session %.2f s after %s woke: %v", i, time.Since(woke).Seconds(), mgr, err)
+		}
+	}
+	if now, _, err := c.Where(s4.ID); err != nil || now == mgr {
+		t.Fatalf("after %s woke, session %s is held by %q (%v), want the other manager", mgr, s4.ID, now, err)
+	}
 	if err := s4.Logout(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestClusterFarmPartition cuts the farm of a session off the network
+// under a running task and measures when the client hears instance_lost;
+// after the farm is back, a new session works.
+func TestClusterFarmPartition(t *testing.T) {
+	cluster(t)
+	c := clustertest.Start(t, clustertest.Options{Managers: 2, Farms: 2, Instances: 2})
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+
+	s, err := client.Dial(ctx, wsURL(c), client.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	echo(ctx, t, s, 3)
+	_, farm, err := c.Where(s.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	type outcome struct {
+		err error
+		at  time.Time
+	}
+	done := make(chan outcome, 1)
+	go func() {
+		_, err := s.Execute(ctx, json.RawMessage(`{"command":"sleep","ms":60000}`))
+		done <- outcome{err, time.Now()}
+	}()
+	waitFor(t, 10*time.Second, "the sleep task in flight", func() bool {
+		for _, m := range c.Managers {
+			sctx, scancel := context.WithTimeout(ctx, time.Second)
+			st, err := c.Status(sctx, m)
+			scancel()
+			if err != nil {
+				continue
+			}
+			for _, ss := range st.Sessions {
+				if ss.ID == s.ID && ss.TasksInFlight > 0 {
+					return true
+				}
+			}
+		}
+		return false
+	})
+	cut := time.Now()
+	c.Disconnect(farm)
+	var o outcome
+	select {
+	case o = <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("no answer to the running task 30 s after %s was cut off", farm)
+	}
+	var se *client.Error
+	if !errors.As(o.err, &se) || se.Code != session.CodeInstanceLost {
+		t.Fatalf("the task on cut-off %s ended with %v, want %s", farm, o.err, session.CodeInstanceLost)
+	}
+	lost := o.at.Sub(cut)
+	t.Logf("farm %s cut off: the running task got %s after %.2f s", farm, se.Code, lost.Seconds())
+	if lost > 3500*time.Millisecond {
+		t.Errorf("instance_lost came %.2f s after the partition, want within 3.5 s", lost.Seconds())
+	}
+	_ = s.Drop()
+
+	c.Connect(farm)
+	back := time.Now()
+	c.WaitReady(time.Minute)
+	t.Logf("farm %s reconnected: every manager lists it live again after %.2f s", farm, time.Since(back).Seconds())
+	s2, err := client.Dial(ctx, wsURL(c), client.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	echo(ctx, t, s2, 3)
+	if err := s2.Logout(); err != nil {
 		t.Fatal(err)
 	}
 }
