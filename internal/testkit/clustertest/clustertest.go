@@ -489,3 +489,34 @@ func removeLabelled(ctx context.Context, cli *client.Client, label string) error
 	}
 	return errors.Join(errs...)
 }
+
+// WaitFarmSeen waits until every manager has heard from the farm name after
+// since (a registration or a heartbeat), such as after its Restart.
+func (c *Cluster) WaitFarmSeen(name string, since time.Time, within time.Duration) {
+	c.t.Helper()
+	deadline := time.Now().Add(within)
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for ; ; <-tick.C {
+		seen := 0
+		for _, m := range c.Managers {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			st, err := c.Status(ctx, m)
+			cancel()
+			if err != nil {
+				continue
+			}
+			for _, f := range st.Farms {
+				if f.ID == name && f.Live && !f.Suspect && f.LastSeen.After(since) {
+					seen++
+				}
+			}
+		}
+		if seen == len(c.Managers) {
+			return
+		}
+		if time.Now().After(deadline) {
+			c.t.Fatalf("farm %s: %d of %d managers heard from it within %v", name, seen, len(c.Managers), within)
+		}
+	}
+}
