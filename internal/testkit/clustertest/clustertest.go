@@ -30,6 +30,7 @@ import (
 	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/api/types/network"
 	"github.com/docker/docker/client"
+	"github.com/docker/docker/pkg/stdcopy"
 	"github.com/docker/go-connections/nat"
 
 	"github.com/drover-dev/drover/internal/testkit/dockertest"
@@ -124,6 +125,7 @@ func Start(t testing.TB, o Options) *Cluster {
 		o.Instances = 4
 	}
 	cli := dockertest.Client(t)
+	began := time.Now()
 	if err := buildImages(); err != nil {
 		t.Fatal(err)
 	}
@@ -171,6 +173,8 @@ func Start(t testing.TB, o Options) *Cluster {
 	}
 	c.URL = "http://127.0.0.1:" + bound[0].HostPort
 	c.WaitReady(time.Minute)
+	t.Logf("cluster %s: %d managers, %d farms, HAProxy at %s, ready after %.1f s", c.Prefix, o.Managers, o.Farms, c.URL,
+		time.Since(began).Seconds())
 	return c
 }
 
@@ -285,9 +289,16 @@ func (c *Cluster) Connect(name string) {
 func (c *Cluster) Logs(name string) string {
 	ctx, cancel := ctx30()
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "docker", "logs", "--tail", "200", c.id(name))
-	out, _ := cmd.CombinedOutput()
-	return string(out)
+	rc, err := c.cli.ContainerLogs(ctx, c.id(name), container.LogsOptions{ShowStdout: true, ShowStderr: true, Tail: "200"})
+	if err != nil {
+		return "(no logs: " + err.Error() + ")"
+	}
+	defer rc.Close()
+	var out strings.Builder
+	if _, err := stdcopy.StdCopy(&out, &out, rc); err != nil {
+		out.WriteString("(logs cut short: " + err.Error() + ")")
+	}
+	return out.String()
 }
 
 // Addr returns the address of the container name on the cluster's network,
