@@ -200,7 +200,15 @@ func (c *Cluster) run(ctx context.Context, name, image string, cmd, env []string
 	c.mu.Lock()
 	c.ids[name] = resp.ID
 	c.mu.Unlock()
-	if err := c.cli.ContainerStart(ctx, resp.ID, container.StartOptions{}); err != nil {
+	err = c.cli.ContainerStart(ctx, resp.ID, container.StartOptions{})
+	// Docker 20.10 may pick a random host port another container just let
+	// go of, and fail with "driver failed programming external
+	// connectivity": a new start picks another.
+	for try := 1; err != nil && publish && strings.Contains(err.Error(), "external connectivity") && try < 5; try++ {
+		c.t.Logf("start %s again: %v", name, err)
+		err = c.cli.ContainerStart(ctx, resp.ID, container.StartOptions{})
+	}
+	if err != nil {
 		c.t.Fatalf("start %s: %v", name, err)
 	}
 }
