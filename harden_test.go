@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gorilla/websocket"
 	"github.com/stretchr/testify/require"
 
 	"github.com/drover-dev/drover"
@@ -286,5 +287,31 @@ func TestErrorBodiesArePlain(t *testing.T) {
 			require.Equal(t, tc.status, resp.StatusCode, body)
 			requirePlainBody(t, body, hardenFarmToken)
 		})
+	}
+}
+
+// A relayed WebSocket (/stream, through the manager's relay and the local
+// farm's) lives on past the read, write and idle timeouts too: the relay
+// hijacks the connection itself and clears the deadlines net/http set.
+func TestRelayOutlivesHTTPTimeouts(t *testing.T) {
+	srv := start(t, drover.Config{
+		Farm:    farm.Config{Slots: 1},
+		Pools:   []drover.Pool{{PoolSpec: child("stream", farm.PoolSpec{Name: "stream", Protocol: farm.ProtocolStream})}},
+		Manager: manager.Config{HTTP: hardenLimits},
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	ws, _, err := websocket.DefaultDialer.DialContext(ctx, wsURL(srv, "/stream?pool=stream"), nil)
+	require.NoError(t, err)
+	defer ws.Close()
+	for i := range 2 {
+		require.NoError(t, ws.WriteMessage(websocket.BinaryMessage, []byte{byte(i)}))
+		require.NoError(t, ws.SetReadDeadline(time.Now().Add(10*time.Second)))
+		_, msg, err := ws.ReadMessage()
+		require.NoError(t, err)
+		require.Equal(t, []byte{byte(i)}, msg)
+		if i == 0 {
+			<-time.After(2 * hardenLimits.Write) // the condition under test: past every timeout
+		}
 	}
 }

@@ -1,6 +1,7 @@
 package drover_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -195,7 +196,7 @@ var routeTable = map[string]routeCase{
 	"GET /login/:id":       {level: lvUser, opens: true},
 	"GET /logout/:id":      {level: lvUser},
 	"POST /execute/:id":    {level: lvUser},
-	"GET /events":          {level: lvAdmin, long: true},
+	"GET /events":          {level: lvUser, long: true},
 	"DELETE /sessions/:id": {level: lvAdmin},
 
 	// Administration.
@@ -563,10 +564,10 @@ func TestSessionsBelongToTheirPrincipal(t *testing.T) {
 	}
 	ends := auditLines(s.logs.String(), "session_end")
 	require.True(t, slices.ContainsFunc(ends, func(l map[string]any) bool { return l["reason"] == "ended by an administrator" }))
-	s.do(http.MethodGet, "/events", s.tokens["alice"], nil, nil)
+	s.do(http.MethodGet, "/admin/keys", s.tokens["alice"], nil, nil)
 	refused := auditLines(s.logs.String(), "refused")
 	require.True(t, slices.ContainsFunc(refused, func(l map[string]any) bool {
-		return l["route"] == "/events" && l["user"] == "alice" && l["status"] == float64(http.StatusForbidden)
+		return l["route"] == "/admin/keys" && l["user"] == "alice" && l["status"] == float64(http.StatusForbidden)
 	}), "%v", refused)
 	s.requireNoSecrets()
 }
@@ -641,6 +642,37 @@ func TestStatusMetricsAndKeys(t *testing.T) {
 	code, _, _ = s.do(http.MethodDelete, "/admin/keys/"+made.ID+"x", s.tokens["root"], nil, nil)
 	require.Equal(t, http.StatusNotFound, code)
 	require.NotEmpty(t, auditLines(s.logs.String(), "key_created"))
+
+	// A read-only key, as an hc-caas client sends it: it lists and reads
+	// its tenant's items, and cannot upload; nothing is stored.
+	code, _, body = s.do(http.MethodPost, "/admin/keys", s.tokens["root"],
+		strings.NewReader(`{"name":"reader","tenant":"tenant-a","read_only":true}`), http.Header{"Content-Type": {"application/json"}})
+	require.Equal(t, http.StatusCreated, code, "%s", body)
+	var reader manager.KeyCreated
+	require.NoError(t, json.Unmarshal(body, &reader))
+	s.mu.Lock()
+	s.bodies = s.bodies[:len(s.bodies)-1]
+	s.mu.Unlock()
+	s.secrets = append(s.secrets, reader.Secret)
+	asReader := http.Header{"Cs-Api-Arg": {`{"accessKey":"` + reader.Secret + `"}`}}
+	aliceItem := s.upload(s.tokens["alice"], "shared.stl")
+	code, _, body = s.do(http.MethodGet, "/api/items", "", nil, asReader)
+	require.Equal(t, http.StatusOK, code, "%s", body)
+	require.Contains(t, string(body), aliceItem, "a read-only key of tenant-a sees tenant-a's items")
+	var up bytes.Buffer
+	mw := multipart.NewWriter(&up)
+	fw, err := mw.CreateFormFile("file", "refused.stl")
+	require.NoError(t, err)
+	_, _ = io.WriteString(fw, cubeSTL)
+	require.NoError(t, mw.Close())
+	hdr := asReader.Clone()
+	hdr.Set("Content-Type", mw.FormDataContentType())
+	code, _, body = s.do(http.MethodPost, "/api/upload", "", &up, hdr)
+	require.Equal(t, http.StatusForbidden, code, "%s", body)
+	require.Contains(t, string(body), "ERROR")
+	code, _, body = s.do(http.MethodGet, "/api/items", s.tokens["root"], nil, nil)
+	require.Equal(t, http.StatusOK, code)
+	require.NotContains(t, string(body), "refused.stl", "the refused upload left an item")
 	s.requireNoSecrets()
 }
 
@@ -666,4 +698,70 @@ func (s *secured) requireNoSecrets() {
 			require.NotContains(s.t, b, secret, "a secret in an answer")
 		}
 	}
+}
+
+// /events is a user's too, scoped: a user sees the item changes of the
+// user's tenant and none of the manager's own events (farms, sessions),
+// which are an admin's.
+func TestEventsScopedToTheUser(t *testing.T) {
+	s := startSecured(t)
+	events := func(token string) (<-chan string, func()) {
+		ctx, cancel := context.WithCancel(context.Background())
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.base+"/events", nil)
+		require.NoError(t, err)
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		require.Equal(t, http.StatusOK, resp.StatusCode)
+		lines := make(chan string, 1024)
+		go func() {
+			defer close(lines)
+			sc := bufio.NewScanner(resp.Body)
+			for sc.Scan() {
+				lines <- sc.Text()
+			}
+		}()
+		return lines, func() { cancel(); _ = resp.Body.Close() }
+	}
+	alice, stopAlice := events(s.tokens["alice"])
+	defer stopAlice()
+	root, stopRoot := events(s.tokens["root"])
+	defer stopRoot()
+
+	// A session of Alice's makes manager events; Bob's upload and then
+	// Alice's make item events.
+	ws, _, err := s.dial("", bearerHeader(s.tokens["alice"]))
+	require.NoError(t, err)
+	welcome(t, ws)
+	logout(t, ws)
+	bobItem := s.upload(s.tokens["bob"], "bob.stl")
+	aliceItem := s.upload(s.tokens["alice"], "alice.stl")
+
+	var seen []string
+	for line := range alice {
+		seen = append(seen, line)
+		if strings.Contains(line, aliceItem) {
+			break
+		}
+	}
+	for _, line := range seen {
+		require.NotContains(t, line, bobItem, "Alice sees Bob's item")
+		if ev, ok := strings.CutPrefix(line, "event: "); ok {
+			require.True(t, strings.HasPrefix(ev, "item"), "a manager event reached a user: %s", ev)
+		}
+	}
+	// The admin sees the manager's events and both tenants' items.
+	var sawSession, sawBob bool
+	for line := range root {
+		if strings.HasPrefix(line, "event: session") {
+			sawSession = true
+		}
+		if strings.Contains(line, bobItem) {
+			sawBob = true
+		}
+		if sawSession && sawBob {
+			break
+		}
+	}
+	require.True(t, sawSession && sawBob)
 }

@@ -1,6 +1,7 @@
 package farm
 
 import (
+	"errors"
 	"io"
 	"log/slog"
 	"net/http"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/drover-dev/drover/internal/lib/wsframe"
 	"github.com/drover-dev/drover/session"
 )
 
@@ -41,60 +43,63 @@ type taskRunner interface {
 	runTask(c *hostConn, id, data []byte)
 }
 
-// hostConn is one manager WebSocket to an adapted instance. Writes are
-// serialised: the adapter's reader and the task's caller both write.
+// asyncRunner is a taskRunner that can also start a task and return before
+// it ends, so that the connection's reader need not wait: startTask unlocks
+// end once the task has ended (its done or error frame written). id and
+// data are valid until startTask returns.
+type asyncRunner interface {
+	startTask(c *hostConn, id, data []byte, end *sync.Mutex)
+}
+
+// hostConn is one manager WebSocket to an adapted instance. gorilla answers
+// the handshake and reads; frames to the manager go out through a
+// wsframe.Writer, which serialises the adapter's reader and the task's
+// caller and can gather a task's results and its done frame into one write
+// (hold).
 type hostConn struct {
 	ws *websocket.Conn
-
-	mu     sync.Mutex
-	buf    []byte
-	broken bool // a write failed; later frames are dropped
+	w  wsframe.Writer
 }
 
-func (c *hostConn) write(typ int, b []byte) {
-	if c.broken {
-		return
-	}
-	_ = c.ws.SetWriteDeadline(time.Now().Add(hostWriteTimeout))
-	if err := c.ws.WriteMessage(typ, b); err != nil {
-		c.broken = true
-		_ = c.ws.Close() // the read loop ends too
+func newHostConn(ws *websocket.Conn) *hostConn {
+	c := &hostConn{ws: ws}
+	c.w.Reset(ws.NetConn(), hostWriteTimeout)
+	return c
+}
+
+// sent handles the outcome of a write: after a failed one the stream is
+// broken, later frames are dropped (the Writer keeps the error), and the
+// connection closes, which ends the read loop too.
+func (c *hostConn) sent(err error) {
+	if err != nil && !errors.Is(err, wsframe.ErrCloseSent) {
+		_ = c.ws.Close()
 	}
 }
 
+// result writes a result; it waits while the connection is held.
 func (c *hostConn) result(id, data []byte) {
-	c.mu.Lock()
-	c.buf = session.AppendResult(c.buf[:0], id, data)
-	c.write(websocket.TextMessage, c.buf)
-	c.trimLocked()
-	c.mu.Unlock()
+	c.sent(c.w.Text(false, func(b []byte) []byte { return session.AppendResult(b, id, data) }))
 }
 
 func (c *hostConn) binary(b []byte) {
-	c.mu.Lock()
-	c.write(websocket.BinaryMessage, b)
-	c.mu.Unlock()
+	c.sent(c.w.Binary(true, b))
 }
 
+// done writes the done frame, with whatever results are held.
 func (c *hostConn) done(id []byte) {
-	c.mu.Lock()
-	c.buf = session.AppendDone(c.buf[:0], id)
-	c.write(websocket.TextMessage, c.buf)
-	c.mu.Unlock()
+	c.sent(c.w.Text(true, func(b []byte) []byte { return session.AppendDone(b, id) }))
 }
 
 func (c *hostConn) fail(id []byte, code, msg string) {
-	c.mu.Lock()
-	c.buf = session.AppendError(c.buf[:0], id, code, msg)
-	c.write(websocket.TextMessage, c.buf)
-	c.mu.Unlock()
+	c.sent(c.w.Text(true, func(b []byte) []byte { return session.AppendError(b, id, code, msg) }))
 }
 
-func (c *hostConn) trimLocked() {
-	if cap(c.buf) > keepBuffer {
-		c.buf = nil
-	}
-}
+// hold makes results wait, to go out together with what follows them, until
+// release.
+func (c *hostConn) hold() { c.w.Hold() }
+
+// release ends hold and writes what waits.
+func (c *hostConn) release() { c.sent(c.w.Release(true)) }
 
 // hostSet holds the manager connections of one adapted instance. They are
 // closed when the instance goes, as a native instance's connections would
@@ -152,7 +157,7 @@ func (h *hostSet) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return // Upgrade answered the request
 	}
 	ws.SetReadLimit(maxHostMessage)
-	c := &hostConn{ws: ws}
+	c := newHostConn(ws)
 	if !h.add(c) {
 		msg := websocket.FormatCloseMessage(websocket.CloseGoingAway, "the instance is gone")
 		_ = ws.WriteControl(websocket.CloseMessage, msg, time.Now().Add(time.Second))
@@ -189,12 +194,14 @@ func (h *hostSet) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				continue
 			}
 			h.task.Lock()
-			h.run.runTask(c, fr.ID, fr.Data)
-			h.task.Unlock()
+			if a, ok := h.run.(asyncRunner); ok {
+				a.startTask(c, fr.ID, fr.Data, &h.task)
+			} else {
+				h.run.runTask(c, fr.ID, fr.Data)
+				h.task.Unlock()
+			}
 		case session.FramePing:
-			c.mu.Lock()
-			c.write(websocket.TextMessage, []byte(`{"type":"pong"}`))
-			c.mu.Unlock()
+			c.sent(c.w.Text(true, func(b []byte) []byte { return append(b, `{"type":"pong"}`...) }))
 		default:
 			name := fr.Type.String()
 			if fr.Type == session.FrameUnknown {

@@ -46,18 +46,28 @@ type stdioLink struct {
 	inbuf             bytes.Buffer
 	idle              *time.Timer
 	scratch           []byte
+	// held is the connection whose results wait while more output is at
+	// hand, to go out with the lines after them (mostly the delimiter: the
+	// task's done) in one write; only the reader goroutine uses it.
+	held *hostConn
 
 	mu      sync.Mutex
 	closed  bool
 	active  bool
 	writing bool // the task is still being written to stdin
 	c       *hostConn
-	id      []byte
-	last    time.Time     // the task's last line, or the end of its write
-	done    chan struct{} // buffered 1
+	id      []byte // the task's id, a copy in idbuf
+	idbuf   []byte
+	last    time.Time // the task's last line, or the end of its write
+	// end is the task lock of the task in flight (hostSet.task), unlocked
+	// once the task has ended and its line is written.
+	end *sync.Mutex
 }
 
-var _ taskRunner = (*stdioLink)(nil)
+var (
+	_ taskRunner  = (*stdioLink)(nil)
+	_ asyncRunner = (*stdioLink)(nil)
+)
 
 // newStdioLink makes the program's pipes and hands its ends to cmd.
 func newStdioLink(f *Farm, inst *instance, cmd *exec.Cmd) (*stdioLink, error) {
@@ -81,7 +91,6 @@ func newStdioLink(f *Farm, inst *instance, cmd *exec.Cmd) (*stdioLink, error) {
 		stdout:   outR,
 		childIn:  inR,
 		childOut: outW,
-		done:     make(chan struct{}, 1),
 	}
 	l.hosts = hostSet{run: l, log: f.log.With("instance", inst.id)}
 	l.idle = time.AfterFunc(time.Hour, l.idleFired)
@@ -101,8 +110,25 @@ func (l *stdioLink) started(running bool) {
 	}
 }
 
+// stdioSource is the program's stdout as the reader's buffer sees it:
+// before a read that may block, the results held so far go out.
+type stdioSource struct{ l *stdioLink }
+
+func (s stdioSource) Read(p []byte) (int, error) {
+	s.l.releaseHeld()
+	return s.l.stdout.Read(p)
+}
+
+func (l *stdioLink) releaseHeld() {
+	if l.held != nil {
+		l.held.release()
+		l.held = nil
+	}
+}
+
 func (l *stdioLink) readLoop() {
-	br := bufio.NewReaderSize(l.stdout, 64<<10)
+	defer l.releaseHeld()
+	br := bufio.NewReaderSize(stdioSource{l}, 64<<10)
 	var line []byte
 	for {
 		line = line[:0]
@@ -123,7 +149,7 @@ func (l *stdioLink) readLoop() {
 			if cut {
 				l.f.log.Warn("stdout line too long, cut", "instance", l.inst.id, "max_bytes", maxStdioLine)
 			}
-			l.line(bytes.TrimRight(line, "\r\n"))
+			l.line(bytes.TrimRight(line, "\r\n"), br.Buffered() > 0)
 		}
 		if err != nil {
 			if errors.Is(err, os.ErrClosed) {
@@ -146,8 +172,9 @@ func (l *stdioLink) readLoop() {
 	}
 }
 
-// line handles one line of the program's output.
-func (l *stdioLink) line(b []byte) {
+// line handles one line of the program's output; more says that more
+// output is at hand already.
+func (l *stdioLink) line(b []byte, more bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if !l.active {
@@ -155,9 +182,17 @@ func (l *stdioLink) line(b []byte) {
 		return
 	}
 	if l.delim != "" && string(b) == l.delim {
-		l.c.done(l.id)
+		l.c.done(l.id) // with the results held
+		if l.held == l.c {
+			l.held.release()
+			l.held = nil
+		}
 		l.endLocked()
 		return
+	}
+	if more && l.held == nil {
+		l.held = l.c
+		l.held.hold()
 	}
 	if json.Valid(b) && utf8.Valid(b) {
 		l.c.result(l.id, b)
@@ -189,16 +224,38 @@ func (l *stdioLink) idleFired() {
 func (l *stdioLink) endLocked() {
 	l.active, l.c, l.id = false, nil, nil
 	l.idle.Stop()
-	l.done <- struct{}{}
+	if !l.writing {
+		l.unlockTaskLocked()
+	}
+}
+
+// unlockTaskLocked lets the next task begin: the last one has ended and
+// its line is written.
+func (l *stdioLink) unlockTaskLocked() {
+	end := l.end
+	l.end = nil
+	end.Unlock()
 }
 
 // runTask writes the task as one line and waits until it ends.
 func (l *stdioLink) runTask(c *hostConn, id, data []byte) {
+	var end sync.Mutex
+	end.Lock()
+	l.startTask(c, id, data, &end)
+	end.Lock() // unlocked once the task has ended
+}
+
+// startTask writes the task as one line and returns; the reader (or the
+// idle timer, or the end of the instance) ends the task and unlocks end.
+// The connection's reader need not wait for the task: the reader of the
+// program's output answers it, one goroutine switch fewer per task.
+func (l *stdioLink) startTask(c *hostConn, id, data []byte, end *sync.Mutex) {
 	l.inbuf.Reset()
 	if len(data) == 0 {
 		l.inbuf.WriteString("null")
 	} else if err := json.Compact(&l.inbuf, data); err != nil {
 		c.fail(id, session.CodeBadRequest, fmt.Sprintf("task data: %v", err))
+		end.Unlock()
 		return
 	}
 	l.inbuf.WriteByte('\n')
@@ -207,29 +264,31 @@ func (l *stdioLink) runTask(c *hostConn, id, data []byte) {
 	if l.closed {
 		l.mu.Unlock()
 		c.fail(id, session.CodeInstanceLost, "the instance is gone")
+		end.Unlock()
 		return
 	}
-	l.active, l.writing, l.c, l.id = true, true, c, id
+	l.idbuf = append(l.idbuf[:0], id...) // id is the caller's buffer, reused once startTask returns
+	l.active, l.writing, l.c, l.id, l.end = true, true, c, l.idbuf, end
 	l.mu.Unlock()
 
 	_, err := l.stdin.Write(l.inbuf.Bytes())
-
-	l.mu.Lock()
-	l.writing = false
-	if l.active {
-		if err != nil {
-			l.c.fail(l.id, session.CodeInstanceLost, "the instance does not take input: "+err.Error())
-			l.endLocked()
-		} else if l.delim == "" {
-			l.last = time.Now()
-			l.idle.Reset(l.gap)
-		}
-	}
-	l.mu.Unlock()
-	<-l.done
 	if l.inbuf.Cap() > keepBuffer {
 		l.inbuf = bytes.Buffer{}
 	}
+
+	l.mu.Lock()
+	l.writing = false
+	switch {
+	case !l.active: // it ended while its line was being written
+		l.unlockTaskLocked()
+	case err != nil:
+		l.c.fail(l.id, session.CodeInstanceLost, "the instance does not take input: "+err.Error())
+		l.endLocked()
+	case l.delim == "":
+		l.last = time.Now()
+		l.idle.Reset(l.gap)
+	}
+	l.mu.Unlock()
 }
 
 // close is called once the instance exited: the task in flight is lost,

@@ -585,6 +585,56 @@ func TestStdioDelimiter(t *testing.T) {
 	require.ErrorContains(t, exits.wait(t, inst.ID), "exit status 4")
 }
 
+// TestStdioWhileTaskRuns: the connection's reader does not wait for a
+// stdio task, so a ping is answered while one runs; a task sent before the
+// last one ended waits for it, and each answer carries its own task's id
+// (the reader reuses its buffer for the next frame).
+func TestStdioWhileTaskRuns(t *testing.T) {
+	t.Parallel()
+	p := adapterPool("sh", "stdio", ProtocolStdio, "STDIO_DELIM=--END--")
+	p.Delimiter = "--END--"
+	f := newTestFarm(t, Config{Slots: 1, Pools: []PoolSpec{p}})
+	inst, err := f.StartInstance(startCtx(t), "sh")
+	require.NoError(t, err)
+	killOnCleanup(t, inst.PID)
+	c := connectEndpoint(t, f, inst.ID)
+
+	send := func(frame string) {
+		require.NoError(t, c.ws.WriteMessage(websocket.TextMessage, []byte(frame)))
+	}
+	send(`{"type":"task","id":"first","data":{"print":["a","b"],"sleep":300}}`)
+	send(`{"type":"ping"}`)
+	send(`{"type":"task","id":"second","data":{"print":["c"]}}`)
+	require.NoError(t, c.ws.SetReadDeadline(time.Now().Add(waitFor)))
+	var got []string
+	pong := -1
+	for len(got) < 5 {
+		_, msg, err := c.ws.ReadMessage()
+		require.NoError(t, err)
+		var fr session.Frame
+		require.NoError(t, session.Decode(msg, &fr), "frame %s", msg)
+		if fr.Type == session.FramePong {
+			pong = len(got)
+			continue
+		}
+		got = append(got, fr.Type.String()+" "+string(fr.ID)+" "+string(fr.Data))
+	}
+	require.Equal(t, []string{
+		`result "first" "a"`,
+		`result "first" "b"`,
+		`done "first" `,
+		`result "second" "c"`,
+		`done "second" `,
+	}, got)
+	// The first task sleeps 300 ms between its lines: the pong came before b.
+	require.GreaterOrEqual(t, pong, 0, "the ping was answered")
+	require.Less(t, pong, 2, "the ping was answered while the task ran")
+
+	out := c.task(`{"print":["d"]}`)
+	require.Equal(t, session.FrameDone, out.typ)
+	require.Equal(t, []string{`"d"`}, out.results)
+}
+
 func TestStdioClosedStdout(t *testing.T) {
 	t.Parallel()
 	exits := newExitLog()

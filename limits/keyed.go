@@ -9,7 +9,8 @@ import (
 )
 
 // DefaultMaxKeys is how many keys a Keyed remembers when Config.MaxKeys
-// is 0. At about 200 bytes a key, some 13 MiB at most.
+// is 0. At about 200 bytes a key (measured: 163 and the key), some 13 MiB
+// at most per limiter, of which Config has six.
 const DefaultMaxKeys = 65536
 
 // shardCount spreads keys over locks, so that tasks of different users

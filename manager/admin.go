@@ -22,7 +22,7 @@ func (m *Manager) serveEndSession(c *gin.Context) {
 		return
 	}
 	m.audit(c.Request.Context(), append([]slog.Attr{slog.String("event", "session_end_requested"),
-		slog.String("session", s.info.ID), slog.String("remote", c.Request.RemoteAddr)},
+		slog.String("session", s.info.ID), slog.String("remote", m.clientAddr(c.Request))},
 		who(auth.FromContext(c.Request.Context()))...)...)
 	s.end(session.DisconnectEnded)
 	c.JSON(http.StatusOK, gin.H{"session": s.info.ID, "ended": true})

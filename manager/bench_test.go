@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"sort"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -190,4 +192,55 @@ func BenchmarkTaskRoundTripLimited(b *testing.B) {
 	defer ws.Close()
 	waitWelcome(b, ws)
 	roundTrips(b, ws)
+}
+
+// BenchmarkTaskThroughput64 runs echo tasks on 64 WebSocket sessions at
+// once, one task in flight on each, as `drover load`'s tput scenario does:
+// the manager's throughput when every core is busy, in tasks/s, and what it
+// allocates per task (the clients' allocations included).
+func BenchmarkTaskThroughput64(b *testing.B) {
+	const conns = 64
+	st := newBenchStack(b, conns, []manager.Pool{{Name: "default"}})
+	wss := make([]*websocket.Conn, conns)
+	for i := range wss {
+		ws, _, err := websocket.DefaultDialer.Dial(st.wsURL(""), nil)
+		require.NoError(b, err)
+		defer ws.Close()
+		waitWelcome(b, ws)
+		wss[i] = ws
+	}
+	var left atomic.Int64
+	left.Store(int64(b.N))
+	var wg sync.WaitGroup
+	b.ReportAllocs()
+	b.ResetTimer()
+	for _, ws := range wss {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for left.Add(-1) >= 0 {
+				if err := ws.WriteMessage(websocket.TextMessage, echoTask); err != nil {
+					b.Error(err)
+					return
+				}
+				for {
+					_, msg, err := ws.ReadMessage()
+					if err != nil {
+						b.Error(err)
+						return
+					}
+					if bytes.HasPrefix(msg, []byte(`{"type":"done"`)) {
+						break
+					}
+					if bytes.HasPrefix(msg, []byte(`{"type":"error"`)) {
+						b.Errorf("task failed: %s", msg)
+						return
+					}
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	b.StopTimer()
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "tasks/s")
 }

@@ -29,7 +29,7 @@ func (m *Manager) bearer(tokens ...string) gin.HandlerFunc {
 		m.log.Warn("unauthorized API request", "path", c.FullPath(), "remote", c.ClientIP())
 		m.audit(c.Request.Context(), slog.String("event", "refused"), slog.String("method", c.Request.Method),
 			slog.String("route", c.FullPath()), slog.Int("status", http.StatusUnauthorized),
-			slog.String("code", session.CodeUnauthorized), slog.String("remote", c.Request.RemoteAddr))
+			slog.String("code", session.CodeUnauthorized), slog.String("remote", m.clientAddr(c.Request)))
 		c.AbortWithStatusJSON(http.StatusUnauthorized, gin.H{"message": "missing or wrong token"})
 	}
 }

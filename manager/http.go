@@ -17,17 +17,19 @@ import (
 	"github.com/drover-dev/drover/auth"
 	"github.com/drover-dev/drover/internal/lib/httpguard"
 	"github.com/drover-dev/drover/session"
+	"github.com/drover-dev/drover/store"
 	"github.com/drover-dev/drover/web"
 )
 
 func (m *Manager) routes() *gin.Engine {
 	gin.SetMode(gin.ReleaseMode)
 	r := gin.New()
-	// gin trusts forwarding headers from anyone by default. Nobody is
-	// trusted here: c.ClientIP() is the peer, like the manager's own
-	// r.RemoteAddr, which the limits per address and the audit lines key
-	// on; a forged X-Forwarded-For must not buy a fresh bucket.
-	_ = r.SetTrustedProxies(nil)
+	// gin trusts forwarding headers from anyone by default. Here only
+	// Config.TrustedProxies are: c.ClientIP() is what clientAddr says, so
+	// a forged X-Forwarded-For does not buy a fresh bucket of the limits
+	// per address.
+	_ = r.SetTrustedProxies(m.cfg.TrustedProxies)
+	r.RemoteIPHeaders = []string{"X-Forwarded-For"}
 	r.Use(gin.CustomRecoveryWithWriter(io.Discard, m.recovered), httpguard.Limit(m.cfg.MaxBodyBytes, tooLarge), m.checkOrigin, m.sessionDoor)
 	user, admin := m.Require(LevelUser), m.Require(LevelAdmin)
 	r.GET("/ws", user, func(c *gin.Context) { m.serveWS(c.Writer, c.Request) })
@@ -35,7 +37,7 @@ func (m *Manager) routes() *gin.Engine {
 	r.GET("/health", m.serveHealth)
 	r.GET("/livez", func(c *gin.Context) { c.String(http.StatusOK, "ok\n") })
 	r.GET("/status", m.serveStatus) // redacted unless the caller is an admin
-	r.GET("/events", admin, m.serveEvents)
+	r.GET("/events", user, m.serveEvents)
 	r.GET("/login", user, m.serveLogin)
 	r.GET("/login/:id", user, m.serveLogin)
 	r.GET("/logout/:id", user, m.serveLogout)
@@ -171,7 +173,7 @@ func (m *Manager) serveLogin(c *gin.Context) {
 		m.restFail(c, err)
 		return
 	}
-	r := openRequest{opts: opts, remote: c.Request.RemoteAddr, http: c.Request, query: q, restKey: key}
+	r := openRequest{opts: opts, remote: m.clientAddr(c.Request), http: c.Request, query: q, restKey: key}
 	if r.restKey == "" {
 		r.restKey = newToken()
 	}
@@ -203,7 +205,7 @@ func (m *Manager) restSession(c *gin.Context, key string) *Session {
 	s := m.restKeys[key]
 	m.mu.Unlock()
 	if s == nil && key != "" {
-		s = m.claimShared(c.Request.Context(), restSecret(key), key, c.Request.RemoteAddr)
+		s = m.claimShared(c.Request.Context(), restSecret(key), key, m.clientAddr(c.Request))
 	}
 	if s != nil && !samePrincipal(s.owner, auth.FromContext(c.Request.Context())) {
 		return nil // someone else's: no such session, as far as the caller knows
@@ -473,9 +475,16 @@ func (m *Manager) serveStatus(c *gin.Context) {
 // serveEvents streams the events of every manager sharing the store (farms
 // added, removed and draining; sessions opened, ended, moved; slots freed)
 // as server-sent events, for dashboards. Events hold ids, never secrets.
+// Those are an admin's; a user gets only the other parts' events, which
+// their sources scope to the user's principal in the request's context
+// (the conversion service: the items of the user's tenant).
 func (m *Manager) serveEvents(c *gin.Context) {
-	ch, stop := m.shared.watch()
-	defer stop()
+	var ch <-chan store.Event
+	if auth.FromContext(c.Request.Context()).Admin() {
+		watched, stop := m.shared.watch()
+		defer stop()
+		ch = watched
+	}
 	ctx, cancel := context.WithCancel(c.Request.Context())
 	defer cancel()
 	extra := m.extraEvents(ctx)

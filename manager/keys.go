@@ -126,7 +126,7 @@ func (m *Manager) serveRevokeKey(c *gin.Context) {
 // auditKey writes the audit line of a key's creation or revocation: its
 // id and name, and who did it; never its secret.
 func (m *Manager) auditKey(c *gin.Context, event string, k auth.APIKey) {
-	attrs := []slog.Attr{slog.String("event", event), slog.String("api_key", k.ID), slog.String("remote", c.Request.RemoteAddr)}
+	attrs := []slog.Attr{slog.String("event", event), slog.String("api_key", k.ID), slog.String("remote", m.clientAddr(c.Request))}
 	if k.Name != "" {
 		attrs = append(attrs, slog.String("name", k.Name), slog.String("key_tenant", k.Tenant))
 	}

@@ -160,8 +160,8 @@ type addressChecked struct{}
 // Retry-After, before any WebSocket upgrade, as authentication answers
 // 401.
 func (m *Manager) sessionDoor(c *gin.Context) {
-	if m.limits == nil {
-		return
+	if m.limits == nil || m.cfg.Limits.SessionIPRate.Unlimited() {
+		return // admitAddress has nothing to take either
 	}
 	switch c.FullPath() {
 	case "/ws":
@@ -172,7 +172,7 @@ func (m *Manager) sessionDoor(c *gin.Context) {
 	default:
 		return
 	}
-	ok, wait := m.limits.AllowSession("", addressKey(c.Request.RemoteAddr))
+	ok, wait := m.limits.AllowSession("", addressKey(m.clientAddr(c.Request)))
 	if !ok {
 		m.limited.sessionRate.Inc()
 		c.Header("Retry-After", strconv.Itoa(limits.RetryAfterSeconds(wait)))

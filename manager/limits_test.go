@@ -507,3 +507,21 @@ func (st *stack) metric(series string) float64 {
 	st.t.Fatalf("no %s in /metrics", series)
 	return 0
 }
+
+// TestRoleFilterOverWebSocket: a command the session's roles may not run
+// is answered forbidden and never reaches the instance; the session goes
+// on.
+func TestRoleFilterOverWebSocket(t *testing.T) {
+	st := newStack(t, stackOpts{setup: func(m *manager.Manager) {
+		asUser(m) // role "user"
+		m.Use(middleware.RoleFilter(middleware.RoleRule{Roles: []string{auth.RoleUser}, Deny: []string{"crash"}}))
+	}})
+	c, _ := st.open("user=alice")
+	pid := c.pid()
+	_, _, ef := c.task("7", `{"command":"crash"}`)
+	require.NotNil(t, ef)
+	require.Equal(t, session.CodeForbidden, ef.Error.Code)
+	require.Equal(t, `the command "crash" is not allowed for your role`, ef.Error.Message)
+	require.JSONEq(t, "7", string(ef.ID))
+	require.Equal(t, pid, c.pid(), "the instance did not crash")
+}

@@ -25,6 +25,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -237,6 +238,13 @@ type Config struct {
 	// their own (64 KiB); REST's /execute takes MaxMessageSize and the
 	// conversion API its upload limit.
 	MaxBodyBytes int64
+	// TrustedProxies are the load balancers in front of the manager
+	// (addresses or CIDR prefixes): behind them, a client's address is
+	// the last one of X-Forwarded-For they did not add, for the limits
+	// per address, the audit lines and /status. Without them, the peer's
+	// address counts and the header is ignored. Authentication never
+	// trusts the header: a forwarded request is not from this machine.
+	TrustedProxies []string
 }
 
 // HTTPTimeouts are the limits of an HTTP server's connections.
@@ -343,6 +351,7 @@ type Manager struct {
 	// auditLog gets the audit lines; origins is the origin policy.
 	auditLog *slog.Logger
 	origins  origins
+	proxies  []netip.Prefix // Config.TrustedProxies
 	// relays for stream sessions: to in-process farms' instances, and to
 	// remote farms with the farm token.
 	relay, farmRelay *proxy.Relay
@@ -391,7 +400,12 @@ func New(cfg Config) (*Manager, error) {
 	if err != nil {
 		return nil, err
 	}
+	proxies, err := parseProxies(cfg.TrustedProxies)
+	if err != nil {
+		return nil, err
+	}
 	m := &Manager{
+		proxies:  proxies,
 		cfg:      cfg,
 		log:      cfg.Logger,
 		auditLog: cfg.AuditLogger,

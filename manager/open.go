@@ -79,6 +79,7 @@ func (m *Manager) admit(ctx context.Context, r openRequest) (*Session, error) {
 	}
 	if err := m.admitAddress(ctx, s, r.http); err != nil {
 		s.cancel(nil)
+		m.auditSession(ctx, s, "refused", slog.String("code", errorCode(err)))
 		return nil, fmt.Errorf("%w: %w", errRefused, err)
 	}
 	if err := m.connect(ctx, &middleware.ConnectRequest{Info: &s.info, HTTP: r.http, Query: r.query,
@@ -96,6 +97,7 @@ func (m *Manager) admit(ctx context.Context, r openRequest) (*Session, error) {
 	}
 	if err := m.admitUser(ctx, s); err != nil {
 		s.cancel(nil)
+		m.auditSession(ctx, s, "refused", slog.String("code", errorCode(err)))
 		return nil, fmt.Errorf("%w: %w", errRefused, err)
 	}
 	m.addSession(s)

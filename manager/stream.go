@@ -30,7 +30,7 @@ func (m *Manager) serveStream(c *gin.Context) {
 		return
 	}
 	// The viewer waits for the 101 while its instance starts.
-	s, err := m.openNow(r.Context(), openRequest{opts: opts, remote: r.RemoteAddr, http: r, query: q, stream: true})
+	s, err := m.openNow(r.Context(), openRequest{opts: opts, remote: m.clientAddr(r), http: r, query: q, stream: true})
 	if err != nil {
 		m.restFail(c, err)
 		return

@@ -209,7 +209,7 @@ func (m *Manager) startWS(c *clientConn, r *http.Request) *Session {
 	if opts.Resume != "" {
 		return m.resumeWS(c, r, opts.Resume)
 	}
-	s, err := m.admit(r.Context(), openRequest{opts: opts, remote: r.RemoteAddr, http: r, query: q, client: c})
+	s, err := m.admit(r.Context(), openRequest{opts: opts, remote: m.clientAddr(r), http: r, query: q, client: c})
 	if err != nil {
 		code, msg := m.clientError(err)
 		c.refuse(code, msg, refusal(err))
@@ -224,7 +224,7 @@ func (m *Manager) startWS(c *clientConn, r *http.Request) *Session {
 func (m *Manager) resumeWS(c *clientConn, r *http.Request, tok string) *Session {
 	s := m.sessionByToken(tok)
 	if s == nil {
-		s = m.claimShared(r.Context(), tok, "", r.RemoteAddr)
+		s = m.claimShared(r.Context(), tok, "", m.clientAddr(r))
 	}
 	if s != nil && !samePrincipal(s.owner, auth.FromContext(r.Context())) {
 		// Someone else's: as unknown as a token that matches nothing.

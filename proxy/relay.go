@@ -234,9 +234,6 @@ func (r *Relay) ServeWebSocket(w http.ResponseWriter, req *http.Request, upstrea
 		httpError(w, http.StatusInternalServerError)
 		return fmt.Errorf("hijack the client connection: %w", err)
 	}
-	// A read or write timeout of the server set deadlines on the
-	// connection before the handler ran; they would cut the stream.
-	_ = client.SetDeadline(time.Time{})
 	r.setClient(p, client)
 
 	// Bytes that arrived early belong to the stream and go first: frames the

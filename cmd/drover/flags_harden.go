@@ -21,4 +21,5 @@ func hardenFlags(fs *pflag.FlagSet, manager bool) {
 		return
 	}
 	fs.Int64("http-max-body-bytes", httpguard.DefaultBodyLimit, "largest request body of routes that set no bound of their own (uploads and /execute do)")
+	fs.StringSlice("trusted-proxies", nil, "load balancers in front of the manager (addresses or CIDRs, repeatable): the client's address is then read from X-Forwarded-For, for the limits per address and the audit lines")
 }

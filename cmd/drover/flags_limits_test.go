@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"testing"
@@ -8,8 +9,11 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/stretchr/testify/require"
 
+	"github.com/drover-dev/drover/auth"
 	"github.com/drover-dev/drover/internal/app"
 	"github.com/drover-dev/drover/limits"
+	"github.com/drover-dev/drover/middleware"
+	"github.com/drover-dev/drover/session"
 )
 
 // TestLimitsConfig: the limits come from flags, the config file and the
@@ -49,4 +53,42 @@ func TestLimitsConfig(t *testing.T) {
 			}, cfg.Limits())
 		})
 	}
+}
+
+// TestTaskRolesFromConfig: the task filter by role is read from the
+// config file, and filters as its rules say.
+func TestTaskRolesFromConfig(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "drover.yaml")
+	require.NoError(t, os.WriteFile(path, []byte(`
+limits_task_roles:
+  - {roles: [admin], allow: ["*"]}
+  - roles: [viewer]
+    allow: [load, render]
+  - {deny: ["*"]}
+limits_task_command_field: op
+`), 0o600))
+	cmd := newUpCmd()
+	require.NoError(t, cmd.Flags().Set("config", path))
+	var cfg app.UpConfig
+	_, err := load(cmd.Flags(), &cfg)
+	require.NoError(t, err)
+	require.Equal(t, []app.TaskRoleRule{{Roles: []string{"admin"}, Allow: []string{"*"}},
+		{Roles: []string{"viewer"}, Allow: []string{"load", "render"}}, {Deny: []string{"*"}}}, cfg.LimitsTaskRoles)
+
+	h := middleware.Chain{cfg.TaskFilter()}.Then(middleware.HandlerFunc(
+		func(context.Context, *session.Task, session.ResultWriter) error { return nil }))
+	run := func(roles []string, data string) error {
+		info := &session.Info{ID: "s"}
+		auth.SetSession(info, &auth.Principal{User: "u", Roles: roles})
+		return h.ServeTask(context.Background(), &session.Task{Data: []byte(data), Session: info}, nil)
+	}
+	require.NoError(t, run([]string{"viewer"}, `{"op":"render"}`))
+	require.NoError(t, run([]string{"admin"}, `{"op":"drop"}`))
+	var se *session.Error
+	require.ErrorAs(t, run([]string{"viewer"}, `{"op":"drop","command":"render"}`), &se)
+	require.Equal(t, session.CodeForbidden, se.Code)
+	require.ErrorAs(t, run(nil, `{"op":"render"}`), &se)
+
+	var none app.UpConfig
+	require.Nil(t, none.TaskFilter(), "no rules, no filter")
 }

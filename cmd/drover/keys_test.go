@@ -20,11 +20,17 @@ import (
 // runKeys runs `drover keys ARGS` in this process and returns its output.
 func runKeys(t *testing.T, args ...string) (string, error) {
 	t.Helper()
+	return runDrover(t, append([]string{"keys"}, args...)...)
+}
+
+// runDrover runs `drover ARGS` in this process and returns its output.
+func runDrover(t *testing.T, args ...string) (string, error) {
+	t.Helper()
 	root := newRootCmd()
 	var out bytes.Buffer
 	root.SetOut(&out)
 	root.SetErr(&out)
-	root.SetArgs(append([]string{"keys"}, args...))
+	root.SetArgs(args)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	err := root.ExecuteContext(ctx)
@@ -72,6 +78,9 @@ func TestUpKeysAndJWTReload(t *testing.T) {
 	key := m[1]
 	id := regexp.MustCompile(`^key (\S+) `).FindStringSubmatch(out)[1]
 	require.Equal(t, http.StatusOK, bearerStatus(t, items, key))
+	out, err = runDrover(t, "call", "--url", "ws://"+p.base+"/ws", "--token", key, `{"command":"echo","via":"key"}`)
+	require.NoError(t, err, out)
+	require.Contains(t, out, `"via":"key"`, "drover call authenticates with --token")
 	out, err = runKeys(t, "list", "--url", base, "--admin-token", admin)
 	require.NoError(t, err, out)
 	require.Contains(t, out, id)

@@ -190,6 +190,9 @@ func NewUp(cfg UpConfig, log *slog.Logger, reg *prometheus.Registry) (_ *Up, err
 	}
 	u.cleanups.Push("drover", u.srv.Stop)
 	u.Manager, u.Farm = u.srv.Manager(), u.srv.Farm()
+	if f := cfg.TaskFilter(); f != nil {
+		u.Manager.Use(f) // first: a refused task reaches no other middleware
+	}
 	u.Manager.Use(middleware.Logging(log.With("component", "tasks")))
 	return u, nil
 }

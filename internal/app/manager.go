@@ -123,6 +123,9 @@ func NewManager(cfg ManagerConfig, log *slog.Logger, reg *prometheus.Registry) (
 	}
 	n.cleanups.Push("drover", n.srv.Stop)
 	n.Manager = n.srv.Manager()
+	if f := cfg.TaskFilter(); f != nil {
+		n.Manager.Use(f) // first: a refused task reaches no other middleware
+	}
 	n.Manager.Use(middleware.Logging(log.With("component", "tasks")))
 	return n, nil
 }

@@ -28,6 +28,9 @@ type HardenConfig struct {
 	// HTTPMaxBodyBytes bounds the bodies of the manager's routes that set
 	// no bound of their own (uploads and /execute do).
 	HTTPMaxBodyBytes int64 `koanf:"http_max_body_bytes"`
+	// TrustedProxies are the load balancers in front of a manager; see
+	// manager.Config.TrustedProxies.
+	TrustedProxies []string `koanf:"trusted_proxies"`
 }
 
 // httpTimeouts are the servers' limits.
@@ -39,6 +42,6 @@ func (h HardenConfig) httpTimeouts() httpguard.Timeouts {
 
 // harden sets a manager's HTTP limits.
 func (h HardenConfig) harden(mc manager.Config) manager.Config {
-	mc.HTTP, mc.MaxBodyBytes = h.httpTimeouts(), h.HTTPMaxBodyBytes
+	mc.HTTP, mc.MaxBodyBytes, mc.TrustedProxies = h.httpTimeouts(), h.HTTPMaxBodyBytes, h.TrustedProxies
 	return mc
 }

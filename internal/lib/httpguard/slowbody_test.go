@@ -172,7 +172,8 @@ func TestStreamOutlivesBodyTimeout(t *testing.T) {
 }
 
 // A WebSocket lives past the server's read, write and idle timeouts:
-// net/http set deadlines before the handler, and the upgrade clears them.
+// net/http clears the deadlines it set when the upgrade hijacks the
+// connection.
 func TestWebSocketOutlivesTimeouts(t *testing.T) {
 	const timeout = 150 * time.Millisecond
 	up := websocket.Upgrader{}

@@ -16,9 +16,10 @@ import (
 //
 // The connection's write deadline is moved before each write, cleared when
 // the request comes (a kept-alive connection must not carry the last
-// response's deadline into the next request's "100 Continue") and when
-// the handler returns or hijacks the connection. Use it only on a server
-// without a WriteTimeout, whose deadline it would replace.
+// response's deadline into the next request's "100 Continue"), and set
+// once more when the handler returns, for what net/http still writes. Use
+// it only on a server without a WriteTimeout, whose deadline it would
+// replace.
 func GuardWrites(h http.Handler, period time.Duration) http.Handler {
 	if period <= 0 {
 		return h
@@ -71,14 +72,11 @@ func (w *stallWriter) FlushError() error {
 	return w.rc.Flush()
 }
 
-// Hijack hands the connection over without a deadline: its new owner
-// sets its own.
+// Hijack hands the connection over; net/http clears its deadlines, and
+// nothing here sets one again.
 func (w *stallWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	conn, brw, err := w.rc.Hijack()
-	if err == nil {
-		w.hijacked = true
-		_ = conn.SetWriteDeadline(time.Time{})
-	}
+	w.hijacked = w.hijacked || err == nil
 	return conn, brw, err
 }
 

@@ -13,11 +13,11 @@
 //
 // net/http's ReadTimeout bounds a whole request, body included, and its
 // WriteTimeout a whole response: they would cut large uploads and
-// downloads, long polls (waitUntilConversionDone), server-sent events
-// (/events) and, when a deadline set before a handler stays on a hijacked
-// connection, WebSockets. (gorilla's Upgrade clears the deadlines net/http
-// set; drover's relay, which hijacks on its own, clears them too.) So both
-// are off unless configured, and narrower limits stand in: ReadHeader
+// downloads, long polls (waitUntilConversionDone) and server-sent events
+// (/events). They do not cut WebSockets: net/http clears a connection's
+// deadlines when a handler hijacks it (and gorilla's Upgrade clears them
+// again), which the tests check through drover's upgrades and relays. So
+// both are off unless configured, and narrower limits stand in: ReadHeader
 // bounds the headers, GuardBodies requires a body to keep flowing, at least
 // BodyMinBytes every Body period, whatever its size, and GuardWrites
 // requires the client to take each write of a response within WriteStall,

@@ -158,6 +158,8 @@ type bench struct {
 	stops   []func()
 	res     *results
 	nofile  uint64
+	// loadStart is the load average when the run started.
+	loadStart string
 }
 
 // Bench runs the selected scenarios against the selected targets and
@@ -189,6 +191,7 @@ func Bench(ctx context.Context, cfg BenchConfig, out io.Writer) error {
 		_ = os.RemoveAll(dir)
 	}()
 	b.nofile = raiseNoFile()
+	b.loadStart = readMachine().LoadAvg
 	if err := b.start(ctx); err != nil {
 		return err
 	}
@@ -299,9 +302,14 @@ func (b *bench) start(ctx context.Context) error {
 		// The default pool has a warm instance per tput connection; the
 		// cold pool gets a few free slots.
 		warm := b.cfg.Conns
-		slots := warm + lines + 6
-		b.progress("starting drover up: %d slots, %d warm workers, %d warm stdio instances", slots, warm, lines)
-		s, err := b.startDrover(ctx, TargetDrover, warm, lines, slots)
+		relay := 0
+		if b.wants(BenchStream) {
+			relay = slices.Max(b.cfg.StreamConns)
+		}
+		slots := warm + lines + relay + 6
+		b.progress("starting drover up: %d slots, %d warm workers, %d warm stdio instances, %d warm stream instances",
+			slots, warm, lines, relay)
+		s, err := b.startDrover(ctx, TargetDrover, warm, lines, relay, slots)
 		if err != nil {
 			return err
 		}
@@ -331,6 +339,9 @@ func (b *bench) rewarm(ctx context.Context, s *server) error {
 	if b.wants(BenchStdio) {
 		want[poolLines] = b.cfg.StdioClients
 	}
+	if b.wants(BenchStream) {
+		want[poolRelay] = slices.Max(b.cfg.StreamConns)
+	}
 	return s.waitWarm(ctx, want)
 }
 
@@ -353,6 +364,14 @@ func (b *bench) rounds(ctx context.Context, sc string, ts []*server, fn func(ctx
 func (b *bench) scenario(ctx context.Context, sc string) error {
 	switch sc {
 	case BenchRTT:
+		// An unmeasured pass over every target first: the first connections
+		// of freshly started servers are slower than any later, and direct
+		// would pay for it alone.
+		for _, s := range b.targets(TargetDirect, TargetNginx, TargetHAProxy, TargetDrover) {
+			if _, _, err := rtt(ctx, s.url, max(b.cfg.Tasks/5, 1)); err != nil {
+				return fmt.Errorf("%s: %w", s.name, err)
+			}
+		}
 		return b.rounds(ctx, sc, b.targets(TargetDirect, TargetNginx, TargetHAProxy, TargetDrover), func(ctx context.Context, s *server) error {
 			p50, p99, err := rtt(ctx, s.url, b.cfg.Tasks)
 			b.res.add(sc, "p50", "µs", s.name, p50)
@@ -362,13 +381,20 @@ func (b *bench) scenario(ctx context.Context, sc string) error {
 	case BenchTput:
 		ts := b.targets(TargetDirect, TargetDirect64, TargetNginx, TargetHAProxy, TargetDrover)
 		return b.rounds(ctx, sc, ts, func(ctx context.Context, s *server) error {
-			var cpu0, cpu1 float64
+			// For drover, the manager process alone, and with its
+			// instances (the workers direct-64 runs too).
+			var cpu0, cpu1, all0, all1 float64
+			var insts []int
 			first := true
 			mark := func() {
+				if s.name == TargetDrover && first {
+					insts = children(s.pids()[0])
+				}
+				c, a := cpuSeconds(s.pids()), cpuSeconds(insts)
 				if first {
-					cpu0, first = cpuSeconds(s.pids()), false
+					cpu0, all0, first = c, a, false
 				} else {
-					cpu1 = cpuSeconds(s.pids())
+					cpu1, all1 = c, a
 				}
 			}
 			rate, tasks, err := throughput(ctx, s.urlFor, b.cfg.Conns, 1, b.cfg.Duration, mark)
@@ -377,19 +403,34 @@ func (b *bench) scenario(ctx context.Context, sc string) error {
 			}
 			b.res.add(sc, "tasks/s", "", s.name, rate)
 			if tasks > 0 {
-				b.res.add(benchCPU, "CPU per million tasks", "s", s.name, (cpu1-cpu0)/float64(tasks)*1e6)
+				const metric = "CPU per million tasks"
+				b.res.add(benchCPU, metric, "s", s.name, (cpu1-cpu0)/float64(tasks)*1e6)
+				if len(insts) > 0 {
+					b.res.add(benchCPU, metric, "s", s.name+"+instances", (cpu1-cpu0+all1-all0)/float64(tasks)*1e6)
+				}
 			}
 			return nil
 		})
 	case BenchStream:
+		// drover twice: a viewer's /stream session (one relay to a stream
+		// pool's instance), and the stream task on the task path (/ws).
 		ts := b.targets(TargetDirect, TargetNginx, TargetHAProxy, TargetDrover)
 		return b.rounds(ctx, sc, ts, func(ctx context.Context, s *server) error {
-			for _, n := range b.cfg.StreamConns {
-				v, err := b.stream(ctx, s.url, n)
-				if err != nil {
-					return err
+			urls := [][2]string{{s.name, s.url}}
+			if s.streamURL != "" {
+				urls = [][2]string{{s.name, s.streamURL}, {s.name + "-ws", s.url}}
+			}
+			for _, u := range urls {
+				for _, n := range b.cfg.StreamConns {
+					if err := b.rewarm(ctx, s); err != nil {
+						return err
+					}
+					v, err := b.stream(ctx, u[1], n)
+					if err != nil {
+						return fmt.Errorf("%s: %w", u[1], err)
+					}
+					b.res.add(sc, fmt.Sprintf("%d conn", n), "MB/s", u[0], v/1e6)
 				}
-				b.res.add(sc, fmt.Sprintf("%d conn", n), "MB/s", s.name, v/1e6)
 			}
 			return nil
 		})
@@ -458,19 +499,22 @@ func rtt(ctx context.Context, url string, n int) (p50, p99 float64, err error) {
 
 // machine describes where the run happened.
 type machine struct {
-	CPU       string   `json:"cpu"`
-	NumCPU    int      `json:"num_cpu"`
-	Kernel    string   `json:"kernel"`
-	GoVersion string   `json:"go_version"`
-	LoadAvg   string   `json:"loadavg"`
-	NoFile    uint64   `json:"nofile_limit"`
-	Date      string   `json:"date"`
-	Rounds    int      `json:"rounds"`
-	DurationS float64  `json:"duration_s"`
-	Tasks     int      `json:"rtt_tasks"`
-	Conns     int      `json:"conns"`
-	Idle      int      `json:"idle"`
-	Skipped   []string `json:"skipped,omitempty"`
+	CPU       string `json:"cpu"`
+	NumCPU    int    `json:"num_cpu"`
+	Kernel    string `json:"kernel"`
+	GoVersion string `json:"go_version"`
+	LoadAvg   string `json:"loadavg"`
+	// LoadAvgStart is the load average when the run started (LoadAvg is
+	// at its end).
+	LoadAvgStart string   `json:"loadavg_start"`
+	NoFile       uint64   `json:"nofile_limit"`
+	Date         string   `json:"date"`
+	Rounds       int      `json:"rounds"`
+	DurationS    float64  `json:"duration_s"`
+	Tasks        int      `json:"rtt_tasks"`
+	Conns        int      `json:"conns"`
+	Idle         int      `json:"idle"`
+	Skipped      []string `json:"skipped,omitempty"`
 }
 
 func readMachine() machine {

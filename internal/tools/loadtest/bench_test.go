@@ -85,9 +85,9 @@ func TestBenchSmoke(t *testing.T) {
 		"rtt p50":                          append(append([]string{"direct"}, proxies...), "drover"),
 		"rtt p99":                          append(append([]string{"direct"}, proxies...), "drover"),
 		"tput tasks/s":                     append(append([]string{"direct", "direct-64"}, proxies...), "drover"),
-		"cpu CPU per million tasks":        append(append([]string{"direct", "direct-64"}, proxies...), "drover"),
-		"stream 1 conn":                    append(append([]string{"direct"}, proxies...), "drover"),
-		"stream 2 conn":                    append(append([]string{"direct"}, proxies...), "drover"),
+		"cpu CPU per million tasks":        append(append([]string{"direct", "direct-64"}, proxies...), "drover", "drover+instances"),
+		"stream 1 conn":                    append(append([]string{"direct"}, proxies...), "drover", "drover-ws"),
+		"stream 2 conn":                    append(append([]string{"direct"}, proxies...), "drover", "drover-ws"),
 		"idle memory per connection":       append(append([]string{"gorilla"}, proxies...), "drover"),
 		"open p50":                         {"direct", "drover-warm", "drover-cold"},
 		"open p99":                         {"direct", "drover-warm", "drover-cold"},
@@ -144,21 +144,10 @@ func TestBenchConfigErrors(t *testing.T) {
 	}{
 		{loadtest.BenchConfig{Scenarios: []string{"rtt", "nope"}}, `unknown scenario "nope"`},
 		{loadtest.BenchConfig{Targets: []string{"apache"}}, `unknown target "apache"`},
+		// load's names map to bench's: only the unknown one is refused.
+		{loadtest.BenchConfig{Scenarios: []string{"latency", "throughput", "bulk", "idle", "nope"}}, `unknown scenario "nope"`},
 	} {
 		err := loadtest.Bench(t.Context(), tc.cfg, &bytes.Buffer{})
 		require.ErrorContains(t, err, tc.want)
 	}
-}
-
-// TestBenchLegacyNames runs load's scenario names through bench, on the
-// direct worker alone.
-func TestBenchLegacyNames(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds drover")
-	}
-	cfg := loadtest.BenchConfig{Rounds: 1, Tasks: 20, Scenarios: []string{"latency"},
-		Targets: []string{"direct"}, Drover: []string{buildDrover(t)}}
-	var out bytes.Buffer
-	require.NoError(t, loadtest.Bench(t.Context(), cfg, &out))
-	require.Contains(t, out.String(), "rtt ")
 }

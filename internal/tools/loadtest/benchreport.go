@@ -53,6 +53,8 @@ type BenchRow struct {
 type BenchReport struct {
 	Machine machine    `json:"machine"`
 	Rows    []BenchRow `json:"rows"`
+	// Goals are issue 13's targets checked against Rows.
+	Goals []Goal `json:"goals"`
 }
 
 // refTarget is the target each scenario's ratios are taken against.
@@ -83,7 +85,7 @@ func median(v []float64) float64 {
 
 func (b *bench) report() *BenchReport {
 	m := readMachine()
-	m.NoFile, m.Rounds, m.DurationS = b.nofile, b.cfg.Rounds, b.cfg.Duration.Seconds()
+	m.NoFile, m.Rounds, m.DurationS, m.LoadAvgStart = b.nofile, b.cfg.Rounds, b.cfg.Duration.Seconds(), b.loadStart
 	m.Tasks, m.Conns, m.Idle, m.Skipped = b.cfg.Tasks, b.cfg.Conns, b.cfg.Idle, b.res.skipped
 	rep := &BenchReport{Machine: m}
 	med := map[figKey]float64{}
@@ -131,6 +133,7 @@ func (b *bench) report() *BenchReport {
 		}
 		rep.Rows = append(rep.Rows, row)
 	}
+	rep.Goals = rep.goals()
 	return rep
 }
 
@@ -165,9 +168,9 @@ func (r *BenchRow) notes() (ratio, extra string) {
 
 func (r *BenchReport) header() string {
 	m := r.Machine
-	s := fmt.Sprintf("machine: %s, %d CPUs, Linux %s, %s; load average %s; open-file limit %d\n"+
-		"run: %s, %d rounds interleaved, medians; rtt %d tasks; %d connections; idle %d connections\n",
-		m.CPU, m.NumCPU, m.Kernel, m.GoVersion, m.LoadAvg, m.NoFile, m.Date, m.Rounds, m.Tasks, m.Conns, m.Idle)
+	s := fmt.Sprintf("machine: %s, %d CPUs, Linux %s, %s; load average %s at the start, %s at the end; open-file limit %d\n"+
+		"run ended %s: %d rounds interleaved, medians; rtt %d tasks; %d connections; idle %d connections\n",
+		m.CPU, m.NumCPU, m.Kernel, m.GoVersion, m.LoadAvgStart, m.LoadAvg, m.NoFile, m.Date, m.Rounds, m.Tasks, m.Conns, m.Idle)
 	for _, sk := range m.Skipped {
 		s += "skipped: " + sk + "\n"
 	}
@@ -180,7 +183,7 @@ func (r *BenchReport) writeTable(w io.Writer) error {
 	if _, err := io.WriteString(w, r.header()+"\n"); err != nil {
 		return err
 	}
-	const format = "%-8s  %-30s  %-12s  %11s  %6s  %-10s  %s\n"
+	const format = "%-8s  %-30s  %-16s  %11s  %6s  %-10s  %s\n"
 	if _, err := fmt.Fprintf(w, format, "scenario", "metric", "target", "median", "ratio", "ratio to", "note"); err != nil {
 		return err
 	}
@@ -188,6 +191,16 @@ func (r *BenchReport) writeTable(w io.Writer) error {
 		ratio, extra := row.notes()
 		if _, err := fmt.Fprintf(w, format, row.Scenario, row.metricLabel(), row.Target,
 			number(row.Median), ratio, row.Ref, extra); err != nil {
+			return err
+		}
+	}
+	if len(r.Goals) > 0 {
+		if _, err := io.WriteString(w, "\ngoals (issue 13):\n"); err != nil {
+			return err
+		}
+	}
+	for _, g := range r.Goals {
+		if _, err := fmt.Fprintf(w, "  %-6s  %-44s  %s\n", g.mark(), g.Goal, g.Got); err != nil {
 			return err
 		}
 	}
@@ -199,6 +212,12 @@ func (r *BenchReport) writeTable(w io.Writer) error {
 func (r *BenchReport) writeMarkdown(w io.Writer, svgDir string) error {
 	var sb strings.Builder
 	sb.WriteString("```\n" + r.header() + "```\n")
+	if len(r.Goals) > 0 {
+		sb.WriteString("\n### Goals (issue 13)\n\n| goal | this run | |\n|---|---|---|\n")
+		for _, g := range r.Goals {
+			fmt.Fprintf(&sb, "| %s | %s | %s |\n", g.Goal, g.Got, g.mark())
+		}
+	}
 	for i := 0; i < len(r.Rows); {
 		sc := r.Rows[i].Scenario
 		fmt.Fprintf(&sb, "\n### %s\n\n| metric | target | median | ratio | to | note |\n|---|---|---:|---:|---|---|\n", sc)
@@ -221,9 +240,15 @@ func (r *BenchReport) writeMarkdown(w io.Writer, svgDir string) error {
 	return err
 }
 
-// svgName is the file name of a figure's chart.
+// svgName is the file name of a figure's chart: letters and digits of
+// scenario and metric, the rest turned into single dashes (a report read
+// back with --from-json names no path).
 func svgName(scenario, metric string) string {
-	slug := strings.Map(func(r rune) rune {
+	return slug(scenario) + "-" + slug(metric) + ".svg"
+}
+
+func slug(s string) string {
+	s = strings.Map(func(r rune) rune {
 		switch {
 		case r >= 'a' && r <= 'z', r >= '0' && r <= '9':
 			return r
@@ -231,11 +256,14 @@ func svgName(scenario, metric string) string {
 			return r + 'a' - 'A'
 		}
 		return '-'
-	}, metric)
-	for strings.Contains(slug, "--") {
-		slug = strings.ReplaceAll(slug, "--", "-")
+	}, s)
+	for strings.Contains(s, "--") {
+		s = strings.ReplaceAll(s, "--", "-")
 	}
-	return scenario + "-" + strings.Trim(slug, "-") + ".svg"
+	if s = strings.Trim(s, "-"); s == "" {
+		s = "x"
+	}
+	return s
 }
 
 // writeSVGs writes one horizontal bar chart per figure into dir.
@@ -306,4 +334,92 @@ func barChart(title string, rows []BenchRow) []byte {
 	}
 	sb.WriteString("</svg>\n")
 	return []byte(sb.String())
+}
+
+// Goal is one of the issue's targets, checked against the medians of the
+// run.
+type Goal struct {
+	Goal string `json:"goal"`
+	Got  string `json:"got"`
+	Met  bool   `json:"met"`
+}
+
+// goals checks the performance targets of issue 13 that this run
+// measured; a goal whose figures are missing (a skipped target) is left
+// out.
+func (r *BenchReport) goals() []Goal {
+	med := func(sc, metric, target string) (float64, bool) {
+		for _, row := range r.Rows {
+			if row.Scenario == sc && row.Metric == metric && row.Target == target {
+				return row.Median, true
+			}
+		}
+		return 0, false
+	}
+	var out []Goal
+	add := func(goal string, ok bool, met bool, got string) {
+		if ok {
+			out = append(out, Goal{goal, got, met})
+		}
+	}
+	all := func(oks ...bool) bool { return !slices.Contains(oks, false) }
+
+	d, ok1 := med(BenchTput, "tasks/s", TargetDirect)
+	d64, ok2 := med(BenchTput, "tasks/s", TargetDirect64)
+	n, ok3 := med(BenchTput, "tasks/s", TargetNginx)
+	dr, ok4 := med(BenchTput, "tasks/s", TargetDrover)
+	add("tput ≥ 0.6 of direct-64", all(ok2, ok4), dr >= 0.6*d64, fmt.Sprintf("%.2f", dr/d64))
+	add("tput ≥ 0.6 of direct", all(ok1, ok4), dr >= 0.6*d, fmt.Sprintf("%.2f", dr/d))
+	add("tput above nginx", all(ok3, ok4), dr > n, fmt.Sprintf("%.0f vs %.0f tasks/s", dr, n))
+
+	for _, p := range []string{"p50", "p99"} {
+		d, ok1 := med(BenchRTT, p, TargetDirect)
+		n, ok2 := med(BenchRTT, p, TargetNginx)
+		dr, ok3 := med(BenchRTT, p, TargetDrover)
+		if p == "p50" {
+			add("rtt added p50 ≤ nginx's", all(ok1, ok2, ok3), dr-d <= n-d, fmt.Sprintf("%+.1f vs %+.1f µs", dr-d, n-d))
+		} else {
+			add("rtt p99 ≤ 1.5× nginx's", all(ok2, ok3), dr <= 1.5*n, fmt.Sprintf("%.2f×", dr/n))
+		}
+	}
+	cd, ok1 := med(benchCPU, "CPU per million tasks", TargetDrover)
+	cn, ok2 := med(benchCPU, "CPU per million tasks", TargetNginx)
+	add("manager CPU per task below nginx's", all(ok1, ok2), cd < cn, fmt.Sprintf("%.1f vs %.1f s per million", cd, cn))
+
+	if k, ok := med(BenchIdle, "memory per connection", TargetDrover); ok {
+		add("idle ≤ 8 KiB per connection", true, k <= 8, fmt.Sprintf("%.1f KiB at %d connections (50,000 not tried)", k, r.Machine.Idle))
+	}
+	for _, row := range r.Rows {
+		if row.Scenario != BenchStream || row.Target != TargetDrover {
+			continue
+		}
+		d, ok1 := med(BenchStream, row.Metric, TargetDirect)
+		n, ok2 := med(BenchStream, row.Metric, TargetNginx)
+		add("stream /stream ≥ 0.8 of direct, "+row.Metric, ok1, row.Median >= 0.8*d, fmt.Sprintf("%.2f", row.Median/d))
+		add("stream /stream above nginx-64k, "+row.Metric, ok2, row.Median > n, fmt.Sprintf("%.0f vs %.0f MB/s", row.Median, n))
+	}
+	for _, row := range r.Rows {
+		if row.Scenario != BenchStdio || row.Target != TargetDrover {
+			continue
+		}
+		w, ok := med(BenchStdio, row.Metric, TargetWebsocket)
+		add("stdio above websocketd, "+row.Metric, ok, row.Median > w, fmt.Sprintf("%.2f", row.Median/w))
+	}
+	if p99, ok := med(BenchOpen, "p99", "drover-warm"); ok {
+		add("warm open p99 ≤ 2 ms", true, p99 <= 2, fmt.Sprintf("%.2f ms", p99))
+	}
+	if p50, ok := med(BenchOpen, "p50", "drover-cold"); ok {
+		add("cold open p50 ≤ 20 ms", true, p50 <= 20, fmt.Sprintf("%.2f ms", p50))
+	}
+	if j, ok := med(BenchJobs, "jobs/s", "redis"); ok {
+		add("≥ 2,000 jobs/s through Redis", true, j >= 2000, fmt.Sprintf("%.0f jobs/s", j))
+	}
+	return out
+}
+
+func (g Goal) mark() string {
+	if g.Met {
+		return "met"
+	}
+	return "missed"
 }

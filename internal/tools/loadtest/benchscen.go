@@ -66,7 +66,7 @@ func (b *bench) idle(ctx context.Context) error {
 			}
 			if b.hasTarget(TargetDrover) {
 				cands = append(cands, cand{TargetDrover, func() (*server, func() error, error) {
-					s, err := b.startDrover(ctx, TargetDrover, 1, 0, 1)
+					s, err := b.startDrover(ctx, TargetDrover, 1, 0, 0, 1)
 					if err != nil {
 						return nil, nil, err
 					}

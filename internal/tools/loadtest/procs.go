@@ -145,6 +145,12 @@ func procStat(pid int) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
+	return parseStat(b)
+}
+
+// parseStat splits a /proc/<pid>/stat line after its command name, which
+// may itself hold spaces and parentheses.
+func parseStat(b []byte) ([]string, error) {
 	i := bytes.LastIndexByte(b, ')')
 	if i < 0 {
 		return nil, errors.New("bad /proc stat")
@@ -206,11 +212,20 @@ func children(pid int) []int {
 }
 
 // raiseNoFile raises this process's open-file limit (which its children
-// inherit) to its hard limit and returns the limit in force.
+// inherit) as far as allowed — past the hard limit up to fs.nr_open when
+// the process may (root) — and returns the limit in force.
 func raiseNoFile() uint64 {
 	var l syscall.Rlimit
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &l); err != nil {
 		return 0
+	}
+	if b, err := os.ReadFile("/proc/sys/fs/nr_open"); err == nil {
+		if n, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64); err == nil && n > l.Max {
+			// Only a privileged process may raise its hard limit; others
+			// keep theirs.
+			_ = syscall.Setrlimit(syscall.RLIMIT_NOFILE, &syscall.Rlimit{Cur: n, Max: n})
+			_ = syscall.Getrlimit(syscall.RLIMIT_NOFILE, &l)
+		}
 	}
 	if l.Cur < l.Max {
 		l.Cur = l.Max

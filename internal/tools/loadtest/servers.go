@@ -42,10 +42,13 @@ const startLimit = time.Minute
 
 // server is a started target.
 type server struct {
-	name  string
-	url   string             // WebSocket URL of the task path
-	urlAt func(i int) string // per connection, when connections go to different servers
-	procs []*proc
+	name string
+	url  string // WebSocket URL of the task path
+	// streamURL, for drover, is the URL of /stream sessions of the relay
+	// pool.
+	streamURL string
+	urlAt     func(i int) string // per connection, when connections go to different servers
+	procs     []*proc
 	// pids returns the processes whose CPU and memory are the target's:
 	// for drover the manager process alone (its instances are the same
 	// workers as direct-64's).
@@ -313,12 +316,13 @@ const (
 	poolDefault = "default" // the reference worker, warm
 	poolCold    = "cold"    // the reference worker, nothing warm
 	poolLines   = "lines"   // the stdio line program, warm
+	poolRelay   = "relay"   // the reference worker as a stream pool: /stream relays to it byte for byte
 )
 
 // droverPools is the YAML config of the drover target: the pool of
-// `drover up` with warm workers, a pool with none warm (cold opens) and a
-// stdio pool of the line program.
-func droverPools(exe string, warm, lines int) (string, error) {
+// `drover up` with warm workers, a pool with none warm (cold opens), a
+// stdio pool of the line program and a stream pool of reference workers.
+func droverPools(exe string, warm, lines, relay int) (string, error) {
 	prog, err := exec.LookPath(lineProgram[0])
 	if err != nil {
 		return "", err
@@ -333,12 +337,14 @@ func droverPools(exe string, warm, lines int) (string, error) {
 		"  - name: " + poolDefault + "\n    warm: " + strconv.Itoa(warm) + "\n" + worker +
 		"  - name: " + poolCold + "\n    warm: 0\n" + worker +
 		"  - name: " + poolLines + "\n    warm: " + strconv.Itoa(lines) + "\n    command: " + q(prog) +
-		"\n    args: [" + strings.Join(args, ", ") + "]\n    protocol: stdio\n    delimiter: " + q(lineDelimiter) + "\n", nil
+		"\n    args: [" + strings.Join(args, ", ") + "]\n    protocol: stdio\n    delimiter: " + q(lineDelimiter) + "\n" +
+		"  - name: " + poolRelay + "\n    warm: " + strconv.Itoa(relay) + "\n" +
+		strings.Replace(worker, "protocol: native", "protocol: stream", 1), nil
 }
 
 // startDrover runs `drover up` with its default security and limits, warm
 // instances of the default pool and lines instances of the stdio pool.
-func (b *bench) startDrover(ctx context.Context, name string, warm, lines, slots int) (*server, error) {
+func (b *bench) startDrover(ctx context.Context, name string, warm, lines, relay, slots int) (*server, error) {
 	exe := b.cfg.Drover[0]
 	if !filepath.IsAbs(exe) {
 		var err error
@@ -350,7 +356,7 @@ func (b *bench) startDrover(ctx context.Context, name string, warm, lines, slots
 	if err != nil {
 		return nil, err
 	}
-	yaml, err := droverPools(exe, warm, lines)
+	yaml, err := droverPools(exe, warm, lines, relay)
 	if err != nil {
 		return nil, err
 	}
@@ -368,13 +374,13 @@ func (b *bench) startDrover(ctx context.Context, name string, warm, lines, slots
 	if err != nil {
 		return nil, err
 	}
-	s := &server{name: name, url: "ws://" + addr + "/ws", procs: []*proc{p},
+	s := &server{name: name, url: "ws://" + addr + "/ws", streamURL: "ws://" + addr + "/stream?pool=" + poolRelay, procs: []*proc{p},
 		pids: func() []int { return []int{p.pid()} }, status: "http://" + addr + "/status"}
 	if err := p.waitTCP(ctx, addr, startLimit); err != nil {
 		s.stop()
 		return nil, err
 	}
-	if err := s.waitWarm(ctx, map[string]int{poolDefault: warm, poolLines: lines}); err != nil {
+	if err := s.waitWarm(ctx, map[string]int{poolDefault: warm, poolLines: lines, poolRelay: relay}); err != nil {
 		s.stop()
 		return nil, err
 	}
