@@ -642,6 +642,37 @@ func TestStatusMetricsAndKeys(t *testing.T) {
 	code, _, _ = s.do(http.MethodDelete, "/admin/keys/"+made.ID+"x", s.tokens["root"], nil, nil)
 	require.Equal(t, http.StatusNotFound, code)
 	require.NotEmpty(t, auditLines(s.logs.String(), "key_created"))
+
+	// A read-only key, as an hc-caas client sends it: it lists and reads
+	// its tenant's items, and cannot upload; nothing is stored.
+	code, _, body = s.do(http.MethodPost, "/admin/keys", s.tokens["root"],
+		strings.NewReader(`{"name":"reader","tenant":"tenant-a","read_only":true}`), http.Header{"Content-Type": {"application/json"}})
+	require.Equal(t, http.StatusCreated, code, "%s", body)
+	var reader manager.KeyCreated
+	require.NoError(t, json.Unmarshal(body, &reader))
+	s.mu.Lock()
+	s.bodies = s.bodies[:len(s.bodies)-1]
+	s.mu.Unlock()
+	s.secrets = append(s.secrets, reader.Secret)
+	asReader := http.Header{"Cs-Api-Arg": {`{"accessKey":"` + reader.Secret + `"}`}}
+	aliceItem := s.upload(s.tokens["alice"], "shared.stl")
+	code, _, body = s.do(http.MethodGet, "/api/items", "", nil, asReader)
+	require.Equal(t, http.StatusOK, code, "%s", body)
+	require.Contains(t, string(body), aliceItem, "a read-only key of tenant-a sees tenant-a's items")
+	var up bytes.Buffer
+	mw := multipart.NewWriter(&up)
+	fw, err := mw.CreateFormFile("file", "refused.stl")
+	require.NoError(t, err)
+	_, _ = io.WriteString(fw, cubeSTL)
+	require.NoError(t, mw.Close())
+	hdr := asReader.Clone()
+	hdr.Set("Content-Type", mw.FormDataContentType())
+	code, _, body = s.do(http.MethodPost, "/api/upload", "", &up, hdr)
+	require.Equal(t, http.StatusForbidden, code, "%s", body)
+	require.Contains(t, string(body), "ERROR")
+	code, _, body = s.do(http.MethodGet, "/api/items", s.tokens["root"], nil, nil)
+	require.Equal(t, http.StatusOK, code)
+	require.NotContains(t, string(body), "refused.stl", "the refused upload left an item")
 	s.requireNoSecrets()
 }
 

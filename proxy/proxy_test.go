@@ -833,7 +833,9 @@ func readTestFrame(t testing.TB, r io.Reader) (byte, []byte) {
 }
 
 func TestRelayIdleTimeout(t *testing.T) {
-	const idle = 300 * time.Millisecond
+	// A tick every 100 ms against a timeout ten times as long: a loaded CI
+	// machine stalled a 60 ms ticker past a 300 ms timeout once.
+	const idle = time.Second
 	for _, meter := range []struct {
 		name string
 		opts []envOption
@@ -848,7 +850,7 @@ func TestRelayIdleTimeout(t *testing.T) {
 			t.Run("downstream traffic", func(t *testing.T) {
 				t.Parallel()
 				e := newEnv(t, Options{IdleTimeout: idle}, meter.opts...)
-				c := e.dial(t, "/ticks?n=12&every=60ms")
+				c := e.dial(t, "/ticks?n=12&every=100ms")
 				var last time.Time
 				for i := range 12 {
 					_, p, err := c.ReadMessage()
@@ -866,7 +868,7 @@ func TestRelayIdleTimeout(t *testing.T) {
 				c := e.dial(t, "/sink")
 				var last time.Time
 				for range 12 {
-					time.Sleep(60 * time.Millisecond)
+					time.Sleep(100 * time.Millisecond)
 					require.NoError(t, c.WriteMessage(websocket.TextMessage, []byte("still here")))
 					last = time.Now()
 				}

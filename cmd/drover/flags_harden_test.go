@@ -59,6 +59,7 @@ func TestHardenFlags(t *testing.T) {
 			w := want
 			if cmd.routes {
 				w.HTTPMaxBodyBytes = httpguard.DefaultBodyLimit
+				w.TrustedProxies = []string{} // the flag's empty default
 			}
 			require.Equal(t, w, got)
 		})

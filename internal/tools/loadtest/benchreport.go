@@ -169,7 +169,7 @@ func (r *BenchRow) notes() (ratio, extra string) {
 func (r *BenchReport) header() string {
 	m := r.Machine
 	s := fmt.Sprintf("machine: %s, %d CPUs, Linux %s, %s; load average %s at the start, %s at the end; open-file limit %d\n"+
-		"run: %s, %d rounds interleaved, medians; rtt %d tasks; %d connections; idle %d connections\n",
+		"run ended %s: %d rounds interleaved, medians; rtt %d tasks; %d connections; idle %d connections\n",
 		m.CPU, m.NumCPU, m.Kernel, m.GoVersion, m.LoadAvgStart, m.LoadAvg, m.NoFile, m.Date, m.Rounds, m.Tasks, m.Conns, m.Idle)
 	for _, sk := range m.Skipped {
 		s += "skipped: " + sk + "\n"
