@@ -56,7 +56,12 @@ func (m *Manager) authenticate(c *gin.Context, level Level) (*auth.Principal, bo
 		m.refuseAuth(c, aerr, nil)
 		return nil, false
 	case p == nil:
-		m.refuseAuth(c, auth.Unauthorized("this needs a credential"), nil)
+		msg := "this needs a credential: a bearer token or an API key"
+		if e, ok := m.cfg.Auth.(interface{ Enforced() bool }); ok && !e.Enforced() {
+			// Protected mode: say why a client that worked locally fails here.
+			msg = "this needs a credential: without authentication configured, this server admits only clients on its own machine"
+		}
+		m.refuseAuth(c, auth.Unauthorized(msg), nil)
 		return nil, false
 	case level == LevelAdmin && !p.Admin():
 		m.refuseAuth(c, auth.Forbidden("this needs the admin role"), p)
