@@ -164,7 +164,7 @@ func (h *hostSet) closeAll() {
 	h.conns = nil
 	h.mu.Unlock()
 	for c := range conns {
-		// Close only the socket: a writer may hold c.mu, and its write
+		// Close only the socket: a writer may hold c.w, and its write
 		// fails at once now.
 		_ = c.ws.Close()
 	}
