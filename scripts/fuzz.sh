@@ -1,60 +1,77 @@
 #!/usr/bin/env bash
-# fuzz.sh runs every Fuzz target of the module, one after the other, each
-# for FUZZTIME (default 30s; Go's -fuzztime, so "200x" means 200 inputs).
-# The targets are listed with `go test -list`, so a new one runs without
-# being named here. Each run starts with the target's seeds (f.Add and
-# testdata/fuzz/FuzzXxx). A failing input lands in the package's
-# testdata/fuzz/FuzzXxx directory: the script prints it, goes on with the
-# other targets and exits 1 at the end. Commit the input with the fix; it
-# then runs as a regression seed in every `go test`.
+# fuzz.sh runs every Fuzz target of the module, each for FUZZTIME (default
+# 30s; Go's -fuzztime, so "500x" means 500 inputs), FUZZJOBS targets at a
+# time (default 1; each fuzzes with GOMAXPROCS/FUZZJOBS workers).
 #
-# FUZZPKGS limits the run to some packages (go list patterns, default
-# every package with a Fuzz target).
+# The targets are found in the test files `go list` names for this
+# platform, so a new target runs without being listed here. Each run
+# starts with the target's seeds (f.Add and testdata/fuzz/FuzzXxx), then
+# fuzzes. A failing input lands in the package's testdata/fuzz/FuzzXxx
+# directory: the script prints the run's output and the input, goes on
+# with the other targets and exits 1 at the end. Commit the input with the
+# fix; it then runs as a regression seed in every `go test`.
+#
+# FUZZPKGS limits the run to some packages (go list patterns; default
+# ./...).
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-go=${GO:-go}
-fuzztime=${FUZZTIME:-30s}
+export GO=${GO:-go}
+export FUZZTIME=${FUZZTIME:-30s}
+jobs=${FUZZJOBS:-1}
 
-# Only packages whose tests declare a Fuzz target: listing every package
-# would build every test binary for nothing.
-if [ -n "${FUZZPKGS:-}" ]; then
-	# shellcheck disable=SC2086
-	pkgs=$($go list $FUZZPKGS)
-else
-	dirs=$(grep -rl --include='*_test.go' '^func Fuzz' . | xargs -n1 dirname | sort -u)
-	# shellcheck disable=SC2086
-	pkgs=$($go list $dirs)
-fi
-
-start=$SECONDS
-ran=0
-failed=()
-for pkg in $pkgs; do
-	targets=$($go test -list '^Fuzz' "$pkg" | grep '^Fuzz' || true)
-	for target in $targets; do
-		echo "fuzz: $pkg $target for $fuzztime" >&2
-		dir=$($go list -f '{{.Dir}}' "$pkg")/testdata/fuzz/$target
-		marker=$(mktemp)
-		if ! $go test -run '^$' -fuzz "^${target}\$" -fuzztime "$fuzztime" "$pkg"; then
-			failed+=("$pkg $target")
+# one runs one target ("pkg dir target"), quietly unless it fails.
+one() {
+	local pkg=$1 dir=$2 target=$3 out marker start rc=0
+	out=$(mktemp)
+	marker=$(mktemp)
+	start=$SECONDS
+	if [ "${FUZZJOBS:-1}" -gt 1 ]; then
+		export GOMAXPROCS=$(( ($(nproc) + FUZZJOBS - 1) / FUZZJOBS ))
+	fi
+	$GO test -run '^$' -fuzz "^${target}\$" -fuzztime "$FUZZTIME" "$pkg" >"$out" 2>&1 || rc=$?
+	if [ $rc -eq 0 ]; then
+		echo "fuzz: ok   $pkg $target ($((SECONDS - start))s)"
+	else
+		{
+			echo "fuzz: FAIL $pkg $target ($((SECONDS - start))s)"
+			cat "$out"
 			# The input that failed, so that a CI log shows it.
-			if [ -d "$dir" ]; then
-				find "$dir" -type f -newer "$marker" | while read -r input; do
-					echo "fuzz: failing input $input:" >&2
-					cat "$input" >&2
+			if [ -d "$dir/testdata/fuzz/$target" ]; then
+				find "$dir/testdata/fuzz/$target" -type f -newer "$marker" | while read -r input; do
+					echo "fuzz: failing input $input:"
+					cat "$input"
 				done
 			fi
-		fi
-		rm -f "$marker"
-		ran=$((ran + 1))
-	done
-done
+		} >&2
+	fi
+	rm -f "$out" "$marker"
+	return $rc
+}
+export -f one
+
+# Every "pkg dir FuzzXxx", from the test files go list gives for this
+# platform: no test binary is built to list them.
+list() {
+	# shellcheck disable=SC2086
+	$GO list -f '{{.ImportPath}} {{.Dir}} {{join .TestGoFiles " "}} {{join .XTestGoFiles " "}}' ${FUZZPKGS:-./...} |
+		while read -r pkg dir files; do
+			[ -n "$files" ] || continue
+			(cd "$dir" && sed -n 's/^func \(Fuzz[A-Za-z0-9_]*\)(.*\*testing\.F) {$/\1/p' $files) |
+				sort -u | while read -r target; do echo "$pkg $dir $target"; done
+		done
+}
+
+targets=$(list)
+n=$(echo "$targets" | grep -c . || true)
+echo "fuzz: $n targets, $FUZZTIME each, $jobs at a time" >&2
+start=$SECONDS
+failed=0
+echo "$targets" | xargs -r -P "$jobs" -L 1 bash -c 'one "$@"' _ || failed=1
 secs=$((SECONDS - start))
-if [ ${#failed[@]} -gt 0 ]; then
-	echo "fuzz: ${#failed[@]} of $ran targets failed in ${secs}s:" >&2
-	printf 'fuzz:   %s\n' "${failed[@]}" >&2
+if [ $failed -ne 0 ]; then
+	echo "fuzz: some of the $n targets failed (above) in ${secs}s" >&2
 	exit 1
 fi
-echo "fuzz: $ran targets passed in ${secs}s" >&2
+echo "fuzz: $n targets passed in ${secs}s" >&2
