@@ -23,9 +23,9 @@ import (
 
 // jobMessages are the sentences the farm job API answers refusals with.
 var jobMessages = map[string]bool{
-	"the job's lease is lost":                      true,
-	"bad job request":                              true,
-	"jobs are unavailable; try again":              true,
+	"the job's lease is lost":                     true,
+	"bad job request":                             true,
+	"jobs are unavailable; try again":             true,
 	"the body is larger than the job API accepts": true,
 }
 
