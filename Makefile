@@ -10,7 +10,7 @@ GOLANGCI_LINT := $(CURDIR)/bin/golangci-lint
 IMAGE     ?= drover-worker:latest
 
 .DEFAULT_GOAL := build
-.PHONY: help setup setup-lint build image up test lint bench fuzz clean
+.PHONY: help setup setup-lint build image up test lint bench fuzz fuzz-smoke clean
 
 ## setup: check Go, install the Debian packages the tests need, download modules
 setup:
@@ -47,9 +47,10 @@ up: setup build
 # Where the browser tests leave their screenshots (the CI artifacts).
 ARTIFACTS ?= $(CURDIR)/test-artifacts
 
-## test: run every test with the race detector; screenshots go to ARTIFACTS
+## test: run every test with the race detector (screenshots go to ARTIFACTS), then fuzz-smoke
 test: setup
 	DROVER_ARTIFACTS=$(ARTIFACTS) $(GO) test -race -count=1 -timeout=$(TIMEOUT) ./...
+	@$(MAKE) --no-print-directory fuzz-smoke
 
 ## lint: gofmt, go vet and golangci-lint
 lint: setup-lint
@@ -79,7 +80,14 @@ bench-report: setup build
 
 ## fuzz: run each fuzz target for FUZZTIME (default 30s)
 fuzz:
-	@FUZZTIME=$(FUZZTIME) ./scripts/fuzz.sh
+	@GO=$(GO) FUZZTIME=$(FUZZTIME) ./scripts/fuzz.sh
+
+# What CI gives each fuzz target.
+SMOKETIME ?= 2s
+
+## fuzz-smoke: run each fuzz target for SMOKETIME (2s), as CI does
+fuzz-smoke:
+	@GO=$(GO) FUZZTIME=$(SMOKETIME) ./scripts/fuzz.sh
 
 ## help: list the targets
 help:

@@ -323,7 +323,8 @@ func (s *Server) serveRequire(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "bad manager host "+strconv.Quote(host))
 		return
 	}
-	if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 {
+	// Digits only: Atoi takes "+80", which makes no URL.
+	if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 || strings.Trim(port, "0123456789") != "" {
 		writeError(w, http.StatusBadRequest, "bad manager port "+strconv.Quote(port))
 		return
 	}

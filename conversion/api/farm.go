@@ -56,6 +56,12 @@ func (a *API) itemFile(c *gin.Context) {
 // jobFail answers a farm with the status its error stands for.
 func (a *API) jobFail(c *gin.Context, err error) {
 	code := farmapi.JobStatus(err)
+	if code == http.StatusInternalServerError && c.Request.Context().Err() != nil {
+		// The farm gave up (a long poll of a farm that stops): nobody
+		// reads the answer, and nothing failed here.
+		err = errors.Join(farmapi.ErrJobsUnavailable, err)
+		code = http.StatusServiceUnavailable
+	}
 	if code == http.StatusInternalServerError {
 		a.log.Error("farm job api", "path", c.FullPath(), "err", err)
 	}
