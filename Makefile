@@ -35,7 +35,7 @@ image:
 cluster-images:
 	@./scripts/cluster-images.sh
 
-## chaos-smoke: start the container cluster and break it once (a farm killed, a manager paused); needs Docker, about a minute
+## chaos-smoke: start the container cluster and break it (a farm killed, a manager paused, a farm cut off); needs Docker, about a minute
 .PHONY: chaos-smoke
 chaos-smoke: cluster-images
 	DROVER_CLUSTER=1 $(GO) test -race -count=1 -timeout=$(TIMEOUT) -v ./test/chaos/
