@@ -30,6 +30,16 @@ image:
 	CGO_ENABLED=0 $(GO) build -trimpath -o bin/image/drover ./cmd/drover
 	docker build -t $(IMAGE) -f Dockerfile bin/image
 
+## cluster-images: build the FROM-scratch images of the container cluster (deploy/compose.yaml)
+.PHONY: cluster-images
+cluster-images:
+	@./scripts/cluster-images.sh
+
+## chaos-smoke: start the container cluster and break it (a farm killed, a manager paused, a farm cut off); needs Docker, about a minute
+.PHONY: chaos-smoke
+chaos-smoke: cluster-images
+	DROVER_CLUSTER=1 $(GO) test -race -count=1 -timeout=$(TIMEOUT) -v ./test/chaos/
+
 ## up: run the whole system on this machine
 up: setup build
 	./bin/drover up

@@ -1,6 +1,7 @@
 package farm
 
 import (
+	"bufio"
 	"errors"
 	"io"
 	"log/slog"
@@ -27,12 +28,14 @@ const (
 	hostWriteTimeout = 30 * time.Second
 	// keepBuffer is the largest buffer a connection keeps between messages.
 	keepBuffer = 1 << 20
+	// hostReadBuffer buffers the manager's frames: many small ones per
+	// read; larger messages are read straight into the message buffer.
+	hostReadBuffer = 16 << 10
 )
 
-var hostUpgrader = websocket.Upgrader{
-	ReadBufferSize:  16 << 10,
-	WriteBufferSize: 16 << 10,
-}
+// hostUpgrader answers the handshake only: frames are wsframe's, so
+// gorilla needs no buffers of its own.
+var hostUpgrader = websocket.Upgrader{}
 
 // taskRunner runs native tasks on an adapted instance.
 type taskRunner interface {
@@ -101,6 +104,24 @@ func (c *hostConn) hold() { c.w.Hold() }
 // release ends hold and writes what waits.
 func (c *hostConn) release() { c.sent(c.w.Release(true)) }
 
+// closeFor answers what ended the reading of the connection with a close
+// frame where one is due, as gorilla would have: the echo of the manager's
+// close, or the code of a broken rule.
+func (c *hostConn) closeFor(err error) {
+	var (
+		ce *wsframe.CloseError
+		pe *wsframe.ProtocolError
+	)
+	switch {
+	case errors.As(err, &ce):
+		_ = c.w.Close(ce.Code, "", time.Second)
+	case errors.As(err, &pe):
+		_ = c.w.Close(wsframe.CloseProtocolError, pe.Reason, time.Second)
+	case errors.Is(err, wsframe.ErrReadLimit):
+		_ = c.w.Close(wsframe.CloseMessageTooBig, "", time.Second)
+	}
+}
+
 // hostSet holds the manager connections of one adapted instance. They are
 // closed when the instance goes, as a native instance's connections would
 // break, so the manager learns at once. It also serialises tasks: the
@@ -143,7 +164,7 @@ func (h *hostSet) closeAll() {
 	h.conns = nil
 	h.mu.Unlock()
 	for c := range conns {
-		// Close only the socket: a writer may hold c.mu, and its write
+		// Close only the socket: a writer may hold c.w, and its write
 		// fails at once now.
 		_ = c.ws.Close()
 	}
@@ -156,7 +177,6 @@ func (h *hostSet) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		return // Upgrade answered the request
 	}
-	ws.SetReadLimit(maxHostMessage)
 	c := newHostConn(ws)
 	if !h.add(c) {
 		msg := websocket.FormatCloseMessage(websocket.CloseGoingAway, "the instance is gone")
@@ -168,18 +188,24 @@ func (h *hostSet) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.remove(c)
 		_ = ws.Close()
 	}()
+	// gorilla refuses a client that sent frames before the handshake was
+	// answered: nothing is left in its buffers, and the frames are read
+	// with wsframe, which allocates nothing per message.
+	rd := wsframe.Reader{R: bufio.NewReaderSize(ws.NetConn(), hostReadBuffer), FromClient: true,
+		Limit: maxHostMessage, Ping: func(p []byte) { c.sent(c.w.Pong(p)) }}
 	var (
 		buf []byte
 		fr  session.Frame
 	)
 	for {
-		typ, msg, err := readInto(ws, buf)
+		op, msg, err := rd.Next(buf[:0])
 		if err != nil {
 			h.log.Debug("manager connection closed", "err", err)
+			c.closeFor(err)
 			return
 		}
 		buf = msg
-		if typ != websocket.TextMessage {
+		if op != wsframe.OpText {
 			c.fail(nil, session.CodeBadRequest, "binary frames are not accepted")
 			continue
 		}

@@ -25,7 +25,7 @@ type readPoller struct {
 	epfd, wakefd int
 	// wake is called from the poller's goroutine and must not block;
 	// hup tells that the peer has gone (FIN, RST or an error).
-	wake func(c *clientConn, hup bool)
+	wake func(p *readPoller, c *clientConn, hup bool)
 
 	// mu guards conns, next, closed and the clients' pollKey; arm holds
 	// it over its epoll_ctl, so that close never pulls the descriptors
@@ -43,7 +43,7 @@ const pollerAvailable = true
 // wakeKey is the key of the eventfd that stops the poller.
 const wakeKey = 0
 
-func newReadPoller(wake func(*clientConn, bool)) (*readPoller, error) {
+func newReadPoller(wake func(*readPoller, *clientConn, bool)) (*readPoller, error) {
 	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 	if err != nil {
 		return nil, err
@@ -124,6 +124,22 @@ func (p *readPoller) arm(c *clientConn, quiet bool) error {
 	return ctlErr
 }
 
+// unread tells whether input waits in c's socket: a peer that sent a
+// close frame (or a task) before it went. false when it cannot tell.
+func (p *readPoller) unread(c *clientConn) bool {
+	sc, ok := c.conn.(syscall.Conn)
+	if !ok {
+		return false
+	}
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	n := 0
+	_ = raw.Control(func(fd uintptr) { n, _ = unix.IoctlGetInt(int(fd), unix.SIOCINQ) })
+	return n > 0
+}
+
 // forget drops c for good; its socket is closed or about to be, which
 // removes it from the epoll set.
 func (p *readPoller) forget(c *clientConn) {
@@ -161,7 +177,7 @@ func (p *readPoller) run() {
 			c := p.conns[k]
 			p.mu.Unlock()
 			if c != nil {
-				p.wake(c, events[i].Events&(unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0)
+				p.wake(p, c, events[i].Events&(unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0)
 			}
 		}
 	}

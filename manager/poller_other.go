@@ -10,7 +10,7 @@ type readPoller struct{}
 
 const pollerAvailable = false
 
-func newReadPoller(func(*clientConn, bool)) (*readPoller, error) {
+func newReadPoller(func(*readPoller, *clientConn, bool)) (*readPoller, error) {
 	return nil, errors.New("no read poller on this system")
 }
 

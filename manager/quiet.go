@@ -55,7 +55,7 @@ func (m *Manager) readPoller() *readPoller {
 		if !pollerAvailable {
 			return
 		}
-		p, err := newReadPoller(func(c *clientConn, hup bool) { c.polled(hup) })
+		p, err := newReadPoller(func(p *readPoller, c *clientConn, hup bool) { c.polled(p, hup) })
 		if err != nil {
 			m.log.Warn("idle client connections keep a goroutine each: no read poller", "err", err)
 			return
@@ -130,14 +130,20 @@ func (c *clientConn) wake() bool {
 	return false
 }
 
-// polled handles the poller's event: a quiet connection gets a reader; a
-// busy one whose peer has gone (hup) is closed and its session detached
-// at once, as its reader would do once its task ends; the task goes on.
-func (c *clientConn) polled(hup bool) {
+// polled handles the poller p's event: a quiet connection gets a reader.
+// A busy one (its reader runs a task) whose peer has gone (hup) is closed
+// and its session detached at once, as its reader would do once the task
+// ends, and the task goes on; unless input waits in the socket, such as a
+// close frame, which the reader must see to end the session as the client
+// asked.
+func (c *clientConn) polled(p *readPoller, hup bool) {
 	if c.wake() || !hup {
 		return
 	}
 	go func() {
+		if p.unread(c) {
+			return
+		}
 		_ = c.conn.Close() // the reader meets the closed connection and ends
 		c.s.detach(c)
 		c.s.m.untrackConn(c)

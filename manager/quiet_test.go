@@ -23,6 +23,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/drover-dev/drover/manager"
+	"github.com/drover-dev/drover/middleware"
+	"github.com/drover-dev/drover/session"
 )
 
 // The tests of idle client connections run their clients in a child
@@ -96,10 +98,18 @@ func TestIdleClientChild(t *testing.T) {
 	_, _ = io.Copy(io.Discard, os.Stdin)
 }
 
+// rawConn is a client connection whose first bytes after the handshake
+// may wait in br.
+type rawConn struct {
+	net.Conn
+	br *bufio.Reader
+}
+
+func (c *rawConn) Read(p []byte) (int, error) { return c.br.Read(p) }
+
 // rawDial opens a client WebSocket with a hand-written handshake, and
-// sends frame, masked, when it is set. Nothing reads the connection
-// afterwards.
-func rawDial(addr, query, frame string) (net.Conn, error) {
+// sends frame, masked, when it is set.
+func rawDial(addr, query, frame string) (*rawConn, error) {
 	c, err := net.DialTimeout("tcp", addr, 30*time.Second)
 	if err != nil {
 		return nil, err
@@ -134,7 +144,7 @@ func rawDial(addr, query, frame string) (net.Conn, error) {
 		}
 	}
 	_ = c.SetDeadline(time.Time{})
-	return c, nil
+	return &rawConn{Conn: c, br: br}, nil
 }
 
 // maskedText is a client's text frame of p (under 64 KiB).
@@ -402,4 +412,82 @@ func TestIdleConnsFit(t *testing.T) {
 	heap, stacks := idleCost(t, n)
 	t.Logf("per idle connection: %.0f B heap, %.0f B stacks", heap, stacks)
 	require.Less(t, heap+stacks, float64(bound), "bytes per idle connection")
+}
+
+// unreadBy returns the bytes of c (a client connection to this process)
+// that the server's side has not read, from the kernel's socket table.
+func unreadBy(t testing.TB, c *rawConn) int {
+	peer := c.LocalAddr().(*net.TCPAddr).Port
+	local := c.RemoteAddr().(*net.TCPAddr).Port
+	b, err := os.ReadFile("/proc/self/net/tcp")
+	require.NoError(t, err)
+	for line := range strings.Lines(string(b)) {
+		f := strings.Fields(line)
+		if len(f) < 5 || !strings.HasSuffix(f[1], fmt.Sprintf(":%04X", local)) || !strings.HasSuffix(f[2], fmt.Sprintf(":%04X", peer)) {
+			continue
+		}
+		_, rx, _ := strings.Cut(f[4], ":")
+		n, err := strconv.ParseInt(rx, 16, 64)
+		require.NoError(t, err)
+		return int(n)
+	}
+	t.Fatalf("no server socket for %s", c.LocalAddr())
+	return 0
+}
+
+// TestClientGoneMidTask: a client that goes while its task runs is let go
+// at once and its session detached, and the task goes on; one that sent a
+// close frame before it went ends its session as it asked, once the task
+// is answered.
+func TestClientGoneMidTask(t *testing.T) {
+	ended := make(chan session.Disconnect, 4)
+	st := newStack(t, stackOpts{slots: 3, grace: time.Minute, pools: []manager.Pool{{Name: "default", Warm: 2}},
+		setup: func(m *manager.Manager) {
+			m.OnDisconnect(middleware.DisconnectFunc(func(_ *session.Info, d session.Disconnect) { ended <- d }))
+		}})
+	task := maskedText([]byte(`{"type":"task","id":1,"data":{"command":"sleep","ms":3000}}`))
+	open := func() *rawConn {
+		u, err := url.Parse(st.srv.URL)
+		require.NoError(t, err)
+		c, err := rawDial(u.Host, "", "")
+		require.NoError(t, err)
+		var got []byte
+		buf := make([]byte, 512)
+		_ = c.SetReadDeadline(time.Now().Add(20 * time.Second))
+		for !bytes.Contains(got, []byte(`"welcome"`)) { // placed: the session is active
+			n, err := c.Read(buf)
+			require.NoError(t, err)
+			got = append(got, buf[:n]...)
+		}
+		_, err = c.Write(task)
+		require.NoError(t, err)
+		waitFor(t, "the manager to read the task", 10*time.Second, func() bool { return unreadBy(t, c) == 0 })
+		return c
+	}
+
+	// Without a close frame: detached within the task, long before its end.
+	c := open()
+	start := time.Now()
+	require.NoError(t, c.Close())
+	waitFor(t, "the connection to be let go", 10*time.Second, func() bool { return st.m.ClientConns() == 0 })
+	require.Less(t, time.Since(start), 2*time.Second, "let go before the task's end")
+	select {
+	case d := <-ended:
+		t.Fatalf("a dropped client's session ended (%s) instead of waiting for a resume", d.Reason)
+	default:
+	}
+
+	// With a close frame: the session ends as the client asked.
+	c = open()
+	closeFrame := []byte{0x88, 0x82, 1, 2, 3, 4, 0x03 ^ 1, 0xe8 ^ 2} // 1000, masked
+	_, err := c.Write(closeFrame)
+	require.NoError(t, err)
+	require.NoError(t, c.Conn.(*net.TCPConn).CloseWrite())
+	select {
+	case d := <-ended:
+		require.Equal(t, session.DisconnectClientClosed, d)
+	case <-time.After(15 * time.Second):
+		t.Fatal("the session did not end")
+	}
+	_ = c.Close()
 }

@@ -121,6 +121,9 @@ func FuzzReader(f *testing.F) {
 		const limit = 256
 		wantMsgs, wantPings, wantEnd := refParse(in, fromClient, limit)
 		r := reader(in, fromClient, limit)
+		// Half the inputs are read with Controls: the same messages and
+		// pings come out, with the control frames between them returned.
+		r.Controls = len(in)%2 == 1
 		var pings [][]byte
 		r.Ping = func(p []byte) { pings = append(pings, bytes.Clone(p)) }
 		var msgs []refMessage
@@ -131,6 +134,11 @@ func FuzzReader(f *testing.F) {
 			op, msg, err = r.Next(nil)
 			if err != nil {
 				break
+			}
+			if op >= OpClose {
+				require.True(t, r.Controls, "a control frame returned without Controls")
+				require.Empty(t, msg)
+				continue
 			}
 			require.LessOrEqual(t, len(msg), limit)
 			msgs = append(msgs, refMessage{op: op, payload: msg})

@@ -1,0 +1,328 @@
+package chaos
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"os"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/drover-dev/drover/client"
+	"github.com/drover-dev/drover/internal/testkit/clustertest"
+	"github.com/drover-dev/drover/session"
+)
+
+// cluster skips the test unless DROVER_CLUSTER=1.
+func cluster(t *testing.T) {
+	t.Helper()
+	if os.Getenv("DROVER_CLUSTER") != "1" {
+		t.Skip("a cluster of containers: runs with DROVER_CLUSTER=1 (make chaos-smoke)")
+	}
+}
+
+// wsURL is the WebSocket endpoint through HAProxy.
+func wsURL(c *clustertest.Cluster) string {
+	return "ws" + strings.TrimPrefix(c.URL, "http") + "/ws"
+}
+
+func echo(ctx context.Context, t *testing.T, s *client.Session, n int) {
+	t.Helper()
+	for i := range n {
+		res, err := s.Execute(ctx, json.RawMessage(`{"command":"echo","n":`+strconv.Itoa(i)+`}`))
+		if err != nil {
+			t.Fatalf("echo %d: %v", i, err)
+		}
+		if len(res) != 1 || !strings.Contains(string(res[0].Data), `"n":`+strconv.Itoa(i)) {
+			t.Fatalf("echo %d: results %q", i, res)
+		}
+	}
+}
+
+// TestClusterFarmKill opens a session through HAProxy from the host, kills
+// its farm (SIGKILL of the container) under a running task and sees
+// instance_lost, then a new session work on the other farm. It logs what
+// the client saw and when.
+func TestClusterFarmKill(t *testing.T) {
+	cluster(t)
+	c := clustertest.Start(t, clustertest.Options{Managers: 2, Farms: 2, Instances: 2})
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+
+	// A farm dies under a running task.
+	var lostEvent atomic.Int64
+	s, err := client.Dial(ctx, wsURL(c), client.Options{OnEvent: func(name string, _ json.RawMessage) {
+		if name == session.EventInstanceLost {
+			lostEvent.CompareAndSwap(0, time.Now().UnixNano())
+		}
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	echo(ctx, t, s, 5)
+	_, farm, err := c.Where(s.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := c.Farms[0]
+	if other == farm {
+		other = c.Farms[1]
+	}
+	type outcome struct {
+		err error
+		at  time.Time
+	}
+	done := make(chan outcome, 1)
+	go func() {
+		_, err := s.Execute(ctx, json.RawMessage(`{"command":"sleep","ms":60000}`))
+		done <- outcome{err, time.Now()}
+	}()
+	// The task is on the instance once the manager counts it in flight.
+	waitFor(t, 10*time.Second, "the sleep task in flight", func() bool {
+		for _, m := range c.Managers {
+			sctx, scancel := context.WithTimeout(ctx, time.Second)
+			st, err := c.Status(sctx, m)
+			scancel()
+			if err != nil {
+				continue
+			}
+			for _, ss := range st.Sessions {
+				if ss.ID == s.ID && ss.TasksInFlight > 0 {
+					return true
+				}
+			}
+		}
+		return false
+	})
+	killed := time.Now()
+	c.Kill(farm)
+	var o outcome
+	select {
+	case o = <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("no answer to the running task 30 s after %s was killed", farm)
+	}
+	var se *client.Error
+	if !errors.As(o.err, &se) || se.Code != session.CodeInstanceLost {
+		t.Fatalf("the task on killed %s ended with %v, want %s", farm, o.err, session.CodeInstanceLost)
+	}
+	t.Logf("farm %s killed: the running task got %s after %.2f s", farm, se.Code, o.at.Sub(killed).Seconds())
+	if at := lostEvent.Load(); at != 0 {
+		t.Logf("farm %s killed: the instance_lost event came after %.2f s", farm, time.Unix(0, at).Sub(killed).Seconds())
+	}
+	_ = s.Drop()
+
+	s2, err := client.Dial(ctx, wsURL(c), client.Options{})
+	if err != nil {
+		t.Fatalf("a new session after %s was killed: %v", farm, err)
+	}
+	echo(ctx, t, s2, 3)
+	t.Logf("farm %s killed: a new session answered its first tasks %.2f s after the kill", farm, time.Since(killed).Seconds())
+	_, farm2, err := c.Where(s2.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if farm2 != other {
+		t.Fatalf("the new session runs on %s, want %s (%s is dead)", farm2, other, farm)
+	}
+	if err := s2.Logout(); err != nil {
+		t.Fatal(err)
+	}
+	back := time.Now()
+	c.Restart(farm)
+	c.WaitFarmSeen(farm, back, time.Minute)
+	t.Logf("farm %s restarted: every manager heard from it %.2f s after the restart began", farm, time.Since(back).Seconds())
+	s5, err := client.Dial(ctx, wsURL(c), client.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	echo(ctx, t, s5, 3)
+	if err := s5.Logout(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestClusterManagerPause pauses (SIGSTOP) the manager of a session; the
+// client drops its stalled connection and resumes through HAProxy, which
+// must land on the other manager, on the same instance with its state,
+// within 2 s of the pause. When the paused manager wakes, the session stays
+// where it resumed.
+func TestClusterManagerPause(t *testing.T) {
+	cluster(t)
+	c := clustertest.Start(t, clustertest.Options{Managers: 2, Farms: 2, Instances: 2})
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+
+	s3, err := client.Dial(ctx, wsURL(c), client.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	echo(ctx, t, s3, 3)
+	if _, err := s3.Execute(ctx, json.RawMessage(`{"command":"set","key":"k","value":"v1"}`)); err != nil {
+		t.Fatal(err)
+	}
+	mgr, _, err := c.Where(s3.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	paused := time.Now()
+	c.Pause(mgr)
+	asleep := true
+	defer func() {
+		if asleep {
+			c.Unpause(mgr)
+		}
+	}()
+	// The client sees its connection stall: it drops it and resumes with
+	// its token, trying again every 250 ms while HAProxy still sends it to
+	// the paused manager.
+	_ = s3.Drop()
+	var s4 *client.Session
+	attempts := 0
+	for s4 == nil {
+		if ctx.Err() != nil {
+			t.Fatalf("no resume of session %s within the test's time after %s was paused (%d attempts)", s3.ID, mgr, attempts)
+		}
+		attempts++
+		dctx, dcancel := context.WithTimeout(ctx, 250*time.Millisecond)
+		s4, err = client.Dial(dctx, wsURL(c), client.Options{Resume: s3.Resume})
+		dcancel()
+		if err != nil {
+			t.Logf("resume attempt %d, %.2f s after the pause: %v", attempts, time.Since(paused).Seconds(), err)
+			s4 = nil
+		}
+	}
+	res, err := s4.Execute(ctx, json.RawMessage(`{"command":"get","key":"k"}`))
+	if err != nil {
+		t.Fatalf("get on the resumed session: %v", err)
+	}
+	t.Logf("manager %s paused: session %s resumed, state read back %.2f s after the pause (%d attempts): %s",
+		mgr, s3.ID, time.Since(paused).Seconds(), attempts, res[0].Data)
+	if took := time.Since(paused); took > 2*time.Second {
+		t.Errorf("the session resumed %.2f s after its manager was paused, want within 2 s", took.Seconds())
+	}
+	if s4.ID != s3.ID || s4.Instance != s3.Instance {
+		t.Fatalf("resumed session %s on instance %s, want %s on %s", s4.ID, s4.Instance, s3.ID, s3.Instance)
+	}
+	if !strings.Contains(string(res[0].Data), "v1") {
+		t.Fatalf("the resumed session lost its state: get k = %s", res[0].Data)
+	}
+
+	// The manager wakes: the session stays where it resumed and keeps
+	// working; the woken manager does not take it back.
+	c.Unpause(mgr)
+	asleep = false
+	woke := time.Now()
+	waitFor(t, 10*time.Second, mgr+" answering again", func() bool {
+		sctx, scancel := context.WithTimeout(ctx, time.Second)
+		defer scancel()
+		_, err := c.Status(sctx, mgr)
+		return err == nil
+	})
+	for i := range 5 {
+		if _, err := s4.Execute(ctx, json.RawMessage(`{"command":"get","key":"k"}`)); err != nil {
+			for _, m := range c.Managers {
+				t.Logf("%s:\n%s", m, c.Logs(m))
+			}
+			t.Fatalf("task %d on the resumed session %.2f s after %s woke: %v", i, time.Since(woke).Seconds(), mgr, err)
+		}
+	}
+	if now, _, err := c.Where(s4.ID); err != nil || now == mgr {
+		t.Fatalf("after %s woke, session %s is held by %q (%v), want the other manager", mgr, s4.ID, now, err)
+	}
+	if err := s4.Logout(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestClusterFarmPartition cuts the farm of a session off the network
+// under a running task and measures when the client hears instance_lost;
+// after the farm is back, a new session works.
+func TestClusterFarmPartition(t *testing.T) {
+	cluster(t)
+	c := clustertest.Start(t, clustertest.Options{Managers: 2, Farms: 2, Instances: 2})
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+
+	s, err := client.Dial(ctx, wsURL(c), client.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	echo(ctx, t, s, 3)
+	_, farm, err := c.Where(s.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	type outcome struct {
+		err error
+		at  time.Time
+	}
+	done := make(chan outcome, 1)
+	go func() {
+		_, err := s.Execute(ctx, json.RawMessage(`{"command":"sleep","ms":60000}`))
+		done <- outcome{err, time.Now()}
+	}()
+	waitFor(t, 10*time.Second, "the sleep task in flight", func() bool {
+		for _, m := range c.Managers {
+			sctx, scancel := context.WithTimeout(ctx, time.Second)
+			st, err := c.Status(sctx, m)
+			scancel()
+			if err != nil {
+				continue
+			}
+			for _, ss := range st.Sessions {
+				if ss.ID == s.ID && ss.TasksInFlight > 0 {
+					return true
+				}
+			}
+		}
+		return false
+	})
+	cut := time.Now()
+	c.Disconnect(farm)
+	var o outcome
+	select {
+	case o = <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("no answer to the running task 30 s after %s was cut off", farm)
+	}
+	var se *client.Error
+	if !errors.As(o.err, &se) || se.Code != session.CodeInstanceLost {
+		t.Fatalf("the task on cut-off %s ended with %v, want %s", farm, o.err, session.CodeInstanceLost)
+	}
+	lost := o.at.Sub(cut)
+	t.Logf("farm %s cut off: the running task got %s after %.2f s", farm, se.Code, lost.Seconds())
+	if lost > 3500*time.Millisecond {
+		t.Errorf("instance_lost came %.2f s after the partition, want within 3.5 s", lost.Seconds())
+	}
+	_ = s.Drop()
+
+	back := time.Now()
+	c.Connect(farm)
+	c.WaitFarmSeen(farm, back, time.Minute)
+	t.Logf("farm %s reconnected: every manager heard from it %.2f s after", farm, time.Since(back).Seconds())
+	s2, err := client.Dial(ctx, wsURL(c), client.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	echo(ctx, t, s2, 3)
+	if err := s2.Logout(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// waitFor polls cond every 100 ms until it holds or within passes.
+func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for ; !cond(); <-tick.C {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %v", what, within)
+		}
+	}
+}
