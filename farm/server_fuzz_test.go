@@ -21,8 +21,9 @@ import (
 // FuzzServerRequests sends the farm server what managers and instances
 // send it, with any path element, query and body: starts and session
 // files (from the managers, with the token), liveliness reports (from an
-// instance on this host, without one) and awv3's /require. The farm has
-// no pools, so nothing starts. Every answer is a JSON {"message"} with a
+// instance on this host, without one, about a stream instance the farm
+// has or not) and awv3's /require. The farm has no pools, so nothing
+// starts. Every answer is a JSON {"message"} with a
 // status the API documents, never a 500; /require calls back only a
 // well-formed http URL of the host and port it was given, offering 0 (all)
 // to Slots slots.
@@ -34,6 +35,10 @@ func FuzzServerRequests(f *testing.F) {
 	f.Add(uint8(1), "i1", "", []byte(`{"files":[{"name":"a.scs","item":"it","source":"a.scs","size":3,"version":"1"}]}`))
 	f.Add(uint8(1), "i1", "", []byte(`{"files":[{"name":"../a","url":"http://x/"}]}`))
 	f.Add(uint8(2), "i1", "liveliness=ready", []byte(nil))
+	f.Add(uint8(2), "5f1e", "liveliness=ready", []byte(nil))
+	f.Add(uint8(2), "5f1e", "liveliness=ping", []byte(nil))
+	f.Add(uint8(2), "5f1e", "liveliness=disconnect", []byte(nil))
+	f.Add(uint8(2), "5f1e", "liveliness=READY", []byte(nil))
 	f.Add(uint8(2), "i1", "liveliness=disconnect", []byte(nil))
 	f.Add(uint8(2), "", "liveliness=ping&liveliness=ready", []byte(nil))
 	f.Add(uint8(2), "i1", "liveliness=%zz", []byte(nil))
@@ -65,6 +70,23 @@ func FuzzServerRequests(f *testing.F) {
 		f.Fatal(err)
 	}
 	f.Cleanup(func() { _ = s.Close() })
+	// A stream instance that reports its liveliness: on the books only,
+	// starting (its watch is not armed, so reports start no timers), its
+	// stop already asked for (so a "disconnect" stops nothing).
+	sp, err := parsePool(PoolSpec{Name: "s", Command: "x", Protocol: ProtocolStream, Readiness: ReadinessLiveliness})
+	if err != nil {
+		f.Fatal(err)
+	}
+	const streamID = "5f1e"
+	fm.mu.Lock()
+	fm.instances[streamID] = &instance{id: streamID, pool: sp, stream: &streamWatch{ready: make(chan struct{})},
+		state: StateStarting, stopping: true, exited: make(chan struct{})}
+	fm.mu.Unlock()
+	f.Cleanup(func() { // before the farm closes, which would stop it
+		fm.mu.Lock()
+		delete(fm.instances, streamID)
+		fm.mu.Unlock()
+	})
 
 	f.Fuzz(func(t *testing.T, route uint8, elem, query string, body []byte) {
 		var method, path string
@@ -83,6 +105,9 @@ func FuzzServerRequests(f *testing.F) {
 			}
 			method, path = http.MethodGet, pathRequire+strings.Join(parts, "/")
 		case 4:
+			if elem == streamID {
+				elem = "i1" // no process to stop
+			}
 			method, path = http.MethodDelete, PathInstances+"/"+url.PathEscape(elem)
 		default:
 			method, path = http.MethodGet, PathStatus
@@ -128,6 +153,16 @@ func FuzzServerRequests(f *testing.F) {
 			}
 		default:
 			t.Fatalf("%s %s: answered %d %q", method, target, w.Code, w.Body)
+		}
+		if route%6 == 2 && elem == streamID {
+			want := http.StatusBadRequest
+			switch req.URL.Query().Get("liveliness") {
+			case LivelinessReady, LivelinessPing, LivelinessDisconnect:
+				want = http.StatusNoContent
+			}
+			if w.Code != want {
+				t.Fatalf("%s: answered %d, want %d", target, w.Code, want)
+			}
 		}
 		mu.Lock()
 		defer mu.Unlock()

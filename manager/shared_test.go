@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -410,4 +411,31 @@ func TestSharedREST(t *testing.T) {
 	require.NoError(t, err)
 	resp.Body.Close()
 	require.Equal(t, http.StatusNotFound, resp.StatusCode, "a logged-out session is gone everywhere")
+}
+
+// A resume request whose client has gone by the time the manager reads it
+// (it waited in the socket of a manager that was frozen, and the client
+// went to another) does not take the session from the manager serving it:
+// the client does not answer the manager's ping.
+func TestSharedResumeGivenUpIsNotTaken(t *testing.T) {
+	ss := newSharedStack(t, sharedOpts{slots: 2})
+	c, w := ss.mgrs[0].open("")
+	c.one(`{"command":"set","key":"k","value":"kept"}`)
+
+	conn, err := net.Dial("tcp", strings.TrimPrefix(ss.mgrs[1].srv.URL, "http://"))
+	require.NoError(t, err)
+	defer conn.Close()
+	_, err = fmt.Fprintf(conn, "GET /ws?resume=%s HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
+		"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n", w.Resume)
+	require.NoError(t, err)
+	require.NoError(t, conn.(*net.TCPConn).CloseWrite()) // gone: it will never answer
+	require.NoError(t, conn.SetReadDeadline(time.Now().Add(20*time.Second)))
+	rest, err := io.ReadAll(conn) // until the manager closes the connection
+	require.NoError(t, err)
+	require.NotContains(t, string(rest), `"welcome"`, "the manager took the session for a client that is gone")
+
+	require.JSONEq(t, `{"key":"k","value":"kept"}`, string(c.one(`{"command":"get","key":"k"}`)),
+		"the session goes on where it was")
+	require.Len(t, ss.mgrs[0].m.Status().Sessions, 1)
+	require.Empty(t, ss.mgrs[1].m.Status().Sessions)
 }

@@ -224,6 +224,13 @@ func (m *Manager) startWS(c *clientConn, r *http.Request) *Session {
 func (m *Manager) resumeWS(c *clientConn, r *http.Request, tok string) *Session {
 	s := m.sessionByToken(tok)
 	if s == nil {
+		if !c.probeAlive(resumeProbe) {
+			// A request left from before a freeze, its client gone: do not
+			// take the session from the manager that serves it now.
+			m.log.Info("resume not taken: the client did not answer a ping", "remote", m.clientAddr(r))
+			c.drop()
+			return nil
+		}
 		s = m.claimShared(r.Context(), tok, "", m.clientAddr(r))
 	}
 	if s != nil && !samePrincipal(s.owner, auth.FromContext(r.Context())) {

@@ -107,13 +107,18 @@ func (w *Writer) Binary(now bool, parts ...[]byte) error {
 }
 
 // Pong answers a ping.
-func (w *Writer) Pong(payload []byte) error {
+func (w *Writer) Pong(payload []byte) error { return w.control(OpPong, payload) }
+
+// Ping writes a ping; the peer answers with a pong carrying payload.
+func (w *Writer) Ping(payload []byte) error { return w.control(OpPing, payload) }
+
+func (w *Writer) control(op byte, payload []byte) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if err := w.usable(); err != nil {
 		return err
 	}
-	*w.buf = AppendFrame(w.pending(), OpPong, payload, nil)
+	*w.buf = AppendFrame(w.pending(), op, payload, nil)
 	return w.flush()
 }
 

@@ -7,7 +7,7 @@
 // farm2, haproxy, ...), which are also their host names on the network.
 //
 // It is not used by drover itself, and its tests are not part of `make
-// test`: they run with DROVER_CLUSTER=1.
+// test`: they are built with the chaos tag (make chaos-smoke).
 package clustertest
 
 import (
