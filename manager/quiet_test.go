@@ -316,7 +316,6 @@ func TestKilledClientsConnectionsClose(t *testing.T) {
 	// Some connections go quiet, some keep their reader: both must see
 	// the end.
 	eventually(t, "idle connections go quiet", func() bool { return st.m.QuietConns() >= total-1 })
-	require.Equal(t, total, serverSockets(t, st))
 	fds := openSockets(t)
 
 	child.kill()
