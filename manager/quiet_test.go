@@ -402,7 +402,7 @@ func waitFor(t testing.TB, what string, bound time.Duration, cond func() bool) {
 // waits in a goroutine of its own.
 func TestIdleConnsFit(t *testing.T) {
 	if raceEnabled {
-		t.Skip("the race detector allows 8,128 live goroutines; this test holds 10,000 sessions waiting for placement")
+		t.Skip("the race detector allows 8,128 live goroutines; this test holds 10,000 sessions waiting for placement (make test runs it again without -race)")
 	}
 	const (
 		n     = 10000
