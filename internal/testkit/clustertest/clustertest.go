@@ -228,57 +228,58 @@ func ctx30() (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.Background(), 30*time.Second)
 }
 
-// Kill sends SIGKILL to the container name (docker kill -s KILL).
-func (c *Cluster) Kill(name string) {
+// container does what to the container name, by its id, within 30 s, and
+// fails the test if that fails.
+func (c *Cluster) container(what, name string, fn func(ctx context.Context, id string) error) {
 	c.t.Helper()
 	ctx, cancel := ctx30()
 	defer cancel()
-	if err := c.cli.ContainerKill(ctx, c.id(name), "KILL"); err != nil {
-		c.t.Fatalf("kill %s: %v", name, err)
+	if err := fn(ctx, c.id(name)); err != nil {
+		c.t.Fatalf("%s %s: %v", what, name, err)
 	}
+}
+
+// Kill sends SIGKILL to the container name (docker kill -s KILL).
+func (c *Cluster) Kill(name string) {
+	c.t.Helper()
+	c.container("kill", name, func(ctx context.Context, id string) error {
+		return c.cli.ContainerKill(ctx, id, "KILL")
+	})
 }
 
 // Restart starts the container name again, after a Kill, or stops (with
 // SIGTERM, then SIGKILL after a second) and starts it while it runs.
 func (c *Cluster) Restart(name string) {
 	c.t.Helper()
-	ctx, cancel := ctx30()
-	defer cancel()
-	timeout := 1
-	if err := c.cli.ContainerRestart(ctx, c.id(name), container.StopOptions{Timeout: &timeout}); err != nil {
-		c.t.Fatalf("restart %s: %v", name, err)
-	}
+	c.container("restart", name, func(ctx context.Context, id string) error {
+		timeout := 1
+		return c.cli.ContainerRestart(ctx, id, container.StopOptions{Timeout: &timeout})
+	})
 }
 
 // Pause freezes every process of the container name (docker pause).
 func (c *Cluster) Pause(name string) {
 	c.t.Helper()
-	ctx, cancel := ctx30()
-	defer cancel()
-	if err := c.cli.ContainerPause(ctx, c.id(name)); err != nil {
-		c.t.Fatalf("pause %s: %v", name, err)
-	}
+	c.container("pause", name, func(ctx context.Context, id string) error {
+		return c.cli.ContainerPause(ctx, id)
+	})
 }
 
 // Unpause lets the paused container name run on.
 func (c *Cluster) Unpause(name string) {
 	c.t.Helper()
-	ctx, cancel := ctx30()
-	defer cancel()
-	if err := c.cli.ContainerUnpause(ctx, c.id(name)); err != nil {
-		c.t.Fatalf("unpause %s: %v", name, err)
-	}
+	c.container("unpause", name, func(ctx context.Context, id string) error {
+		return c.cli.ContainerUnpause(ctx, id)
+	})
 }
 
 // Disconnect cuts the container name off the cluster's network: a
 // partition (docker network disconnect).
 func (c *Cluster) Disconnect(name string) {
 	c.t.Helper()
-	ctx, cancel := ctx30()
-	defer cancel()
-	if err := c.cli.NetworkDisconnect(ctx, c.Network, c.id(name), true); err != nil {
-		c.t.Fatalf("disconnect %s: %v", name, err)
-	}
+	c.container("disconnect", name, func(ctx context.Context, id string) error {
+		return c.cli.NetworkDisconnect(ctx, c.Network, id, true)
+	})
 }
 
 // Connect puts the container name back on the cluster's network, under its
