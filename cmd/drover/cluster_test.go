@@ -621,8 +621,12 @@ func TestClusterSilentFarm(t *testing.T) {
 
 	// Three missed 1 s heartbeats: the manager's monitor, which looks four
 	// times an interval, declares the farm dead 3.25 to 3.5 s after its last
-	// beat; the bound leaves room for a loaded machine.
-	const within = 4 * time.Second
+	// beat. The bound leaves room for a loaded machine: a manager that
+	// finds itself stalled (a gap over a second between its looks, as a
+	// CI machine running fuzzers beside it made) gives every farm a fresh
+	// deadline rather than declare healthy farms dead, which delays this
+	// one too. The time it took is logged.
+	const within = 8 * time.Second
 	require.Eventually(t, func() bool { _, ok := onA.ev.at("instance_lost"); return ok },
 		within, 10*time.Millisecond, "the session on the silent farm is told")
 	at, _ := onA.ev.at("instance_lost")
