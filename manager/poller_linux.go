@@ -3,7 +3,6 @@ package manager
 import (
 	"errors"
 	"sync"
-	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -77,7 +76,6 @@ func keyOf(ev *unix.EpollEvent) uint64 {
 // errNotPollable: the connection is not a socket this poller can watch
 // (a TLS connection, a pipe in tests); it keeps a reading goroutine.
 var (
-	errNotPollable  = errors.New("connection cannot be polled")
 	errPollerClosed = errors.New("read poller closed")
 	errTaken        = errors.New("connection taken by a reader")
 )
@@ -86,11 +84,7 @@ var (
 // peer ends the connection. The first arm registers it. An error means c
 // is not watched (its socket is closed, or it cannot be polled).
 func (p *readPoller) arm(c *clientConn, quiet bool) error {
-	sc, ok := c.conn.(syscall.Conn)
-	if !ok {
-		return errNotPollable
-	}
-	raw, err := sc.SyscallConn()
+	raw, err := rawConn(c.conn)
 	if err != nil {
 		return err
 	}
@@ -127,11 +121,7 @@ func (p *readPoller) arm(c *clientConn, quiet bool) error {
 // unread tells whether input waits in c's socket: a peer that sent a
 // close frame (or a task) before it went. false when it cannot tell.
 func (p *readPoller) unread(c *clientConn) bool {
-	sc, ok := c.conn.(syscall.Conn)
-	if !ok {
-		return false
-	}
-	raw, err := sc.SyscallConn()
+	raw, err := rawConn(c.conn)
 	if err != nil {
 		return false
 	}

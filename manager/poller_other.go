@@ -18,3 +18,4 @@ func (*readPoller) arm(*clientConn, bool) error { return errors.New("no read pol
 func (*readPoller) forget(*clientConn)          {}
 func (*readPoller) watched() int                { return 0 }
 func (*readPoller) close()                      {}
+func (*readPoller) unread(*clientConn) bool     { return false }

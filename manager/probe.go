@@ -32,13 +32,9 @@ func (c *clientConn) probeAlive(wait time.Duration) bool {
 		}
 		conn = u.NetConn() // TLS: peek at the records under it
 	}
-	sc, ok := conn.(syscall.Conn)
-	if !ok {
-		return true // nothing to peek at (an in-memory pipe in tests)
-	}
-	rc, err := sc.SyscallConn()
+	rc, err := rawConn(conn)
 	if err != nil {
-		return true
+		return true // nothing to peek at (an in-memory pipe in tests)
 	}
 	if err := c.w.Ping([]byte("resume")); err != nil {
 		return false
@@ -58,4 +54,17 @@ func (c *clientConn) probeAlive(wait time.Duration) bool {
 		return true
 	})
 	return err == nil && alive
+}
+
+// errNotPollable: a connection without a socket under it (a pipe).
+var errNotPollable = errors.New("connection cannot be polled")
+
+// rawConn is the socket under conn, for the calls net.Conn has no method
+// for: peeking, epoll, the bytes waiting unread.
+func rawConn(conn net.Conn) (syscall.RawConn, error) {
+	sc, ok := conn.(syscall.Conn)
+	if !ok {
+		return nil, errNotPollable
+	}
+	return sc.SyscallConn()
 }
