@@ -69,45 +69,9 @@ func TestClusterFarmKill(t *testing.T) {
 	if other == farm {
 		other = c.Farms[1]
 	}
-	type outcome struct {
-		err error
-		at  time.Time
-	}
-	done := make(chan outcome, 1)
-	go func() {
-		_, err := s.Execute(ctx, json.RawMessage(`{"command":"sleep","ms":60000}`))
-		done <- outcome{err, time.Now()}
-	}()
-	// The task is on the instance once the manager counts it in flight.
-	waitFor(t, 10*time.Second, "the sleep task in flight", func() bool {
-		for _, m := range c.Managers {
-			sctx, scancel := context.WithTimeout(ctx, time.Second)
-			st, err := c.Status(sctx, m)
-			scancel()
-			if err != nil {
-				continue
-			}
-			for _, ss := range st.Sessions {
-				if ss.ID == s.ID && ss.TasksInFlight > 0 {
-					return true
-				}
-			}
-		}
-		return false
-	})
-	killed := time.Now()
-	c.Kill(farm)
-	var o outcome
-	select {
-	case o = <-done:
-	case <-time.After(30 * time.Second):
-		t.Fatalf("no answer to the running task 30 s after %s was killed", farm)
-	}
-	var se *client.Error
-	if !errors.As(o.err, &se) || se.Code != session.CodeInstanceLost {
-		t.Fatalf("the task on killed %s ended with %v, want %s", farm, o.err, session.CodeInstanceLost)
-	}
-	t.Logf("farm %s killed: the running task got %s after %.2f s", farm, se.Code, o.at.Sub(killed).Seconds())
+	var killed time.Time
+	took := lostDuringTask(ctx, t, c, s, "killed", func() { killed = time.Now(); c.Kill(farm) })
+	t.Logf("farm %s killed: the running task got %s after %.2f s", farm, session.CodeInstanceLost, took.Seconds())
 	if at := lostEvent.Load(); at != 0 {
 		t.Logf("farm %s killed: the instance_lost event came after %.2f s", farm, time.Unix(0, at).Sub(killed).Seconds())
 	}
@@ -254,45 +218,8 @@ func TestClusterFarmPartition(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	type outcome struct {
-		err error
-		at  time.Time
-	}
-	done := make(chan outcome, 1)
-	go func() {
-		_, err := s.Execute(ctx, json.RawMessage(`{"command":"sleep","ms":60000}`))
-		done <- outcome{err, time.Now()}
-	}()
-	waitFor(t, 10*time.Second, "the sleep task in flight", func() bool {
-		for _, m := range c.Managers {
-			sctx, scancel := context.WithTimeout(ctx, time.Second)
-			st, err := c.Status(sctx, m)
-			scancel()
-			if err != nil {
-				continue
-			}
-			for _, ss := range st.Sessions {
-				if ss.ID == s.ID && ss.TasksInFlight > 0 {
-					return true
-				}
-			}
-		}
-		return false
-	})
-	cut := time.Now()
-	c.Disconnect(farm)
-	var o outcome
-	select {
-	case o = <-done:
-	case <-time.After(30 * time.Second):
-		t.Fatalf("no answer to the running task 30 s after %s was cut off", farm)
-	}
-	var se *client.Error
-	if !errors.As(o.err, &se) || se.Code != session.CodeInstanceLost {
-		t.Fatalf("the task on cut-off %s ended with %v, want %s", farm, o.err, session.CodeInstanceLost)
-	}
-	lost := o.at.Sub(cut)
-	t.Logf("farm %s cut off: the running task got %s after %.2f s", farm, se.Code, lost.Seconds())
+	lost := lostDuringTask(ctx, t, c, s, "cut off", func() { c.Disconnect(farm) })
+	t.Logf("farm %s cut off: the running task got %s after %.2f s", farm, session.CodeInstanceLost, lost.Seconds())
 	if lost > 3500*time.Millisecond {
 		t.Errorf("instance_lost came %.2f s after the partition, want within 3.5 s", lost.Seconds())
 	}
@@ -323,4 +250,51 @@ func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) 
 			t.Fatalf("%s: not within %v", what, within)
 		}
 	}
+}
+
+// lostDuringTask starts a long task in s, waits until a manager counts it
+// in flight, breaks its farm with fault (done is what the fault did, for
+// messages), and returns how long after the fault the task was answered
+// with instance_lost; any other answer, or none within 30 s, fails t.
+func lostDuringTask(ctx context.Context, t *testing.T, c *clustertest.Cluster, s *client.Session, done string, fault func()) time.Duration {
+	t.Helper()
+	type outcome struct {
+		err error
+		at  time.Time
+	}
+	answered := make(chan outcome, 1)
+	go func() {
+		_, err := s.Execute(ctx, json.RawMessage(`{"command":"sleep","ms":60000}`))
+		answered <- outcome{err, time.Now()}
+	}()
+	// The task is on the instance once a manager counts it in flight.
+	waitFor(t, 10*time.Second, "the sleep task in flight", func() bool {
+		for _, m := range c.Managers {
+			sctx, scancel := context.WithTimeout(ctx, time.Second)
+			st, err := c.Status(sctx, m)
+			scancel()
+			if err != nil {
+				continue
+			}
+			for _, ss := range st.Sessions {
+				if ss.ID == s.ID && ss.TasksInFlight > 0 {
+					return true
+				}
+			}
+		}
+		return false
+	})
+	at := time.Now()
+	fault()
+	var o outcome
+	select {
+	case o = <-answered:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("no answer to the running task 30 s after its farm was %s", done)
+	}
+	var se *client.Error
+	if !errors.As(o.err, &se) || se.Code != session.CodeInstanceLost {
+		t.Fatalf("the task on the farm %s ended with %v, want %s", done, o.err, session.CodeInstanceLost)
+	}
+	return o.at.Sub(at)
 }
