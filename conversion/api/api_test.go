@@ -45,6 +45,25 @@ func newServerWith(t *testing.T, maxUpload int64, opts api.Options) *server {
 	return newServerOn(t, st, maxUpload, opts)
 }
 
+// newService is a started conversion service on a data directory and
+// memory stores, stopped when tb ends.
+func newService(tb testing.TB) *conversion.Service {
+	tb.Helper()
+	st, err := storage.NewFS(tb.TempDir())
+	require.NoError(tb, err)
+	q, err := queue.NewMemory(queue.Options{})
+	require.NoError(tb, err)
+	svc, err := conversion.New(conversion.Config{Storage: st, Items: items.NewMemory(), Queue: q, Close: true})
+	require.NoError(tb, err)
+	require.NoError(tb, svc.Start())
+	tb.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		require.NoError(tb, svc.Stop(ctx))
+	})
+	return svc
+}
+
 // newServerOn is the API on st, which it closes at the end.
 func newServerOn(t *testing.T, st storage.Storage, maxUpload int64, opts api.Options) *server {
 	t.Helper()

@@ -13,12 +13,8 @@ import (
 
 	"github.com/gin-gonic/gin"
 
-	"github.com/drover-dev/drover/conversion"
 	"github.com/drover-dev/drover/conversion/api"
-	"github.com/drover-dev/drover/conversion/items"
-	"github.com/drover-dev/drover/conversion/queue"
 	"github.com/drover-dev/drover/farmapi"
-	"github.com/drover-dev/drover/storage"
 )
 
 // jobMessages are the sentences the farm job API answers refusals with.
@@ -56,28 +52,7 @@ func FuzzFarmJobBodies(f *testing.F) {
 	f.Add(uint8(0), "", []byte(`null`))
 	f.Add(uint8(3), "../../etc", []byte(`{"token":"\u0000"}`))
 
-	st, err := storage.NewFS(f.TempDir())
-	if err != nil {
-		f.Fatal(err)
-	}
-	q, err := queue.NewMemory(queue.Options{})
-	if err != nil {
-		f.Fatal(err)
-	}
-	svc, err := conversion.New(conversion.Config{Storage: st, Items: items.NewMemory(), Queue: q, Close: true})
-	if err != nil {
-		f.Fatal(err)
-	}
-	if err := svc.Start(); err != nil {
-		f.Fatal(err)
-	}
-	defer func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := svc.Stop(ctx); err != nil {
-			f.Error(err)
-		}
-	}()
+	svc := newService(f)
 	gin.SetMode(gin.ReleaseMode)
 	r := gin.New()
 	api.New(svc, api.Options{Version: "test"}).MountFarm(r, func(*gin.Context) {})

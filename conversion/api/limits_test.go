@@ -2,7 +2,6 @@ package api_test
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"io"
 	"log/slog"
@@ -12,36 +11,20 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/gin-gonic/gin"
 	"github.com/stretchr/testify/require"
 
 	"github.com/drover-dev/drover/auth"
-	"github.com/drover-dev/drover/conversion"
 	"github.com/drover-dev/drover/conversion/api"
-	"github.com/drover-dev/drover/conversion/items"
-	"github.com/drover-dev/drover/conversion/queue"
 	"github.com/drover-dev/drover/limits"
-	"github.com/drover-dev/drover/storage"
 )
 
 // TestUploadRate: uploads past a user's rate, and past an address's, get
 // 429 with Retry-After and the API's error body; other routes and other
 // users go on.
 func TestUploadRate(t *testing.T) {
-	st, err := storage.NewFS(t.TempDir())
-	require.NoError(t, err)
-	q, err := queue.NewMemory(queue.Options{})
-	require.NoError(t, err)
-	svc, err := conversion.New(conversion.Config{Storage: st, Items: items.NewMemory(), Queue: q, Close: true})
-	require.NoError(t, err)
-	require.NoError(t, svc.Start())
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		require.NoError(t, svc.Stop(ctx))
-	})
+	svc := newService(t)
 	gin.SetMode(gin.ReleaseMode)
 	r := gin.New()
 	// As the auth middleware would: the principal from a header.
