@@ -85,7 +85,7 @@ func TestUpTLSReloadOnHangup(t *testing.T) {
 	up := startDrover(t, "up", nil, upTLSBanner, "up", "--addr", "127.0.0.1:0", "--data", t.TempDir(),
 		"--instances", "4", "--warm", "1", "--tls-cert", certFile, "--tls-key", keyFile,
 		"--auth-jwt-secret", secretFile, "--log-level", "debug")
-	require.Contains(t, up.out.String(), "dashboard           https://"+up.base+"/ui/")
+	up.waitLog(t, "dashboard           https://"+up.base+"/ui/", 1)
 	cfg := trusting(ca1, ca2)
 	require.Equal(t, first.Cert.SerialNumber.String(), servedSerial(t, up.base, cfg))
 	mint := func(secret string) string {
@@ -172,7 +172,7 @@ func TestClusterMutualTLS(t *testing.T) {
 	m := startDrover(t, "manager", nil, managerTLSBanner, "manager", "--addr", "127.0.0.1:0",
 		"--farm-token", farmToken, "--admin-token", adminToken, "--data", t.TempDir(), "--log-level", "debug",
 		"--tls-cert", mcert.CertFile, "--tls-key", mcert.KeyFile, "--farm-ca", farmCA.File)
-	require.Contains(t, m.out.String(), "WebSocket sessions  wss://"+m.base+"/ws")
+	m.waitLog(t, "WebSocket sessions  wss://"+m.base+"/ws", 1)
 	cfg := trusting(managerCA)
 
 	farmArgs := func(id string, extra ...string) []string {
@@ -196,7 +196,7 @@ func TestClusterMutualTLS(t *testing.T) {
 	cc := farmCA.Client(t, "farm-good")
 	good := startDrover(t, "farm-good", nil, farmTLSBanner,
 		farmArgs("farm-good", "--tls-client-cert", cc.CertFile, "--tls-client-key", cc.KeyFile)...)
-	require.Contains(t, good.out.String(), "advertised as       https://")
+	good.waitLog(t, "advertised as       https://", 1) // the banner's later lines may still be in the pipe
 	require.Eventually(t, func() bool { return len(tlsStatus(t, m.base, cfg).Farms) == 1 }, 15*time.Second, 50*time.Millisecond)
 	st := tlsStatus(t, m.base, cfg)
 	require.Equal(t, "farm-good", st.Farms[0].ID)
