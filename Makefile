@@ -38,7 +38,20 @@ cluster-images:
 ## chaos-smoke: start the container cluster and break it (a farm killed, a manager paused, a farm cut off); needs Docker, about a minute
 .PHONY: chaos-smoke
 chaos-smoke: cluster-images
-	$(GO) test -tags chaos -race -count=1 -timeout=$(TIMEOUT) -v ./test/chaos/
+	$(GO) test -tags chaos -race -count=1 -timeout=$(TIMEOUT) -run '^TestCluster' -v ./test/chaos/
+
+# How long `make chaos` breaks the cluster; CHAOS_SEED replays a run's faults,
+# CHAOS_SUMMARY names a file for its summary.
+CHAOS_DURATION ?= 3m
+
+## chaos: the chaos run: mixed load on the container cluster while its containers are killed, paused and cut off at random for CHAOS_DURATION (3m), then the invariants; needs Docker
+.PHONY: chaos chaos-ci
+chaos: cluster-images
+	CHAOS_DURATION=$(CHAOS_DURATION) $(GO) test -tags chaos -count=1 -timeout=2h -run '^TestChaos$$' -v ./test/chaos/
+
+## chaos-ci: what make test runs: a 90 s chaos run and the partition scenario (about 4 minutes with the images)
+chaos-ci: cluster-images
+	CHAOS_DURATION=90s $(GO) test -tags chaos -count=1 -timeout=20m -run '^(TestChaos|TestClusterFarmPartition)$$' -v ./test/chaos/
 
 ## up: run the whole system on this machine
 up: setup build
@@ -47,13 +60,14 @@ up: setup build
 # Where the browser tests leave their screenshots (the CI artifacts).
 ARTIFACTS ?= $(CURDIR)/test-artifacts
 
-## test: run every test with the race detector (screenshots go to ARTIFACTS), then fuzz-smoke
+## test: run every test with the race detector (screenshots go to ARTIFACTS), then fuzz-smoke and chaos-ci
 test: setup
 	DROVER_ARTIFACTS=$(ARTIFACTS) $(GO) test -race -count=1 -timeout=$(TIMEOUT) ./...
 	@# Memory per idle connection, without the race detector: it caps live
 	@# goroutines below the 10,000 sessions the test holds, and inflates memory.
 	$(GO) test -count=1 -run '^TestIdleConnsFit$$' ./manager/
 	@$(MAKE) --no-print-directory fuzz-smoke
+	@$(MAKE) --no-print-directory chaos-ci
 
 ## lint: gofmt, go vet and golangci-lint
 lint: setup-lint

@@ -19,6 +19,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/drover-dev/drover/internal/lib/rawio"
 	"github.com/drover-dev/drover/internal/lib/wsframe"
 	"github.com/drover-dev/drover/session"
 )
@@ -85,7 +86,7 @@ func dialInstance(ctx context.Context, url string, header http.Header, tlsConfig
 	}
 	var seed [32]byte
 	_, _ = crand.Read(seed[:])
-	c := &instConn{conn: conn, onLost: onLost, dead: make(chan struct{}), rng: rand.NewChaCha8(seed)}
+	c := &instConn{conn: rawio.Wrap(conn), onLost: onLost, dead: make(chan struct{}), rng: rand.NewChaCha8(seed)}
 	src := &instSource{c: c, rest: rest}
 	c.rd = wsframe.Reader{R: bufio.NewReaderSize(src, instReadBuffer), Limit: readLimit, Ping: c.pong}
 	c.one.done = make(chan error, 1)

@@ -15,6 +15,7 @@ import (
 
 	"github.com/drover-dev/drover/auth"
 	"github.com/drover-dev/drover/farmapi"
+	"github.com/drover-dev/drover/internal/lib/rawio"
 	"github.com/drover-dev/drover/internal/lib/wsframe"
 	"github.com/drover-dev/drover/middleware"
 	"github.com/drover-dev/drover/session"
@@ -54,9 +55,9 @@ const clientReadBuffer = 512
 const closeTimeout = time.Second
 
 func newClientConn(m *Manager, conn net.Conn) *clientConn {
-	c := &clientConn{conn: conn}
+	c := &clientConn{conn: rawio.Wrap(conn)}
 	c.rd = wsframe.Reader{FromClient: true, Limit: m.cfg.MaxMessageSize, Ping: c.pong, Controls: true}
-	c.w.Reset(conn, m.cfg.WriteTimeout)
+	c.w.Reset(c.conn, m.cfg.WriteTimeout)
 	return c
 }
 

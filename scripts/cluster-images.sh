@@ -4,7 +4,9 @@
 #
 #   drover:local          the static drover (CGO_ENABLED=0): manager, farm
 #                         and the reference worker its farms run
-#                         (deploy/cluster/farm.yaml, /etc/drover/farm.yaml)
+#                         (deploy/cluster/farm.yaml, /etc/drover/farm.yaml),
+#                         with Debian's assimp and its shared libraries, the
+#                         farms' mesh converter
 #   drover-redis:local    Debian's redis-server with its shared libraries
 #   drover-haproxy:local  Debian's haproxy with its shared libraries and
 #                         deploy/cluster/haproxy.cfg
@@ -47,7 +49,7 @@ build() {
 	echo "built $image"
 }
 
-for bin in redis-server:/usr/bin/redis-server haproxy:/usr/sbin/haproxy; do
+for bin in redis-server:/usr/bin/redis-server haproxy:/usr/sbin/haproxy assimp-utils:/usr/bin/assimp; do
 	if [ ! -x "${bin#*:}" ]; then
 		echo "${bin#*:} is missing: apt-get install ${bin%%:*} (scripts/setup.sh installs it)" >&2
 		exit 1
@@ -62,10 +64,11 @@ if cmp -s "$ctx/drover.new" "$ctx/drover"; then rm "$ctx/drover.new"; else mv "$
 touch "$ctx/tmp/.keep"
 install -D -m 0644 /etc/ssl/certs/ca-certificates.crt "$ctx/etc/ssl/certs/ca-certificates.crt"
 install -D -m 0644 "$root/deploy/cluster/farm.yaml" "$ctx/etc/drover/farm.yaml"
+copy_with_libs /usr/bin/assimp "$ctx"
 cat > "$ctx/Dockerfile" <<'DOCKERFILE'
 FROM scratch
 COPY . /
-ENV TMPDIR=/tmp HOME=/tmp XDG_STATE_HOME=/tmp XDG_DATA_HOME=/tmp
+ENV TMPDIR=/tmp HOME=/tmp XDG_STATE_HOME=/tmp XDG_DATA_HOME=/tmp PATH=/usr/bin
 ENTRYPOINT ["/drover"]
 CMD ["--help"]
 DOCKERFILE

@@ -29,6 +29,7 @@ import (
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/api/types/network"
+	"github.com/docker/docker/api/types/volume"
 	"github.com/docker/docker/client"
 	"github.com/docker/docker/pkg/stdcopy"
 	"github.com/docker/go-connections/nat"
@@ -68,6 +69,9 @@ type Options struct {
 	ManagerArgs, FarmArgs []string
 }
 
+// WebhookSecret signs the managers' webhooks.
+const WebhookSecret = "cluster-webhook-secret"
+
 // Cluster is a running cluster.
 type Cluster struct {
 	t   testing.TB
@@ -80,6 +84,10 @@ type Cluster struct {
 	URL string
 	// Managers and Farms are the names of the managers and farms.
 	Managers, Farms []string
+	// Gateway is the host's address on the cluster's network: a server
+	// the test runs there (a webhook receiver) is reachable from the
+	// containers, and the managers' webhooks may reach it.
+	Gateway string
 
 	mu  sync.Mutex
 	ids map[string]string // name -> container id
@@ -145,22 +153,33 @@ func Start(t testing.TB, o Options) *Cluster {
 		t.Fatalf("inspect network %s: %v", c.Network, err)
 	}
 	subnet := nw.IPAM.Config[0].Subnet
+	c.Gateway = nw.IPAM.Config[0].Gateway
+	if c.Gateway == "" {
+		t.Fatalf("network %s has no gateway", c.Network)
+	}
+	// The conversions' files, shared by the managers as a shared
+	// filesystem would be.
+	data := c.Prefix + "-data"
+	if _, err := cli.VolumeCreate(ctx, volume.CreateOptions{Name: data, Labels: c.labels()}); err != nil {
+		t.Fatalf("create volume: %v", err)
+	}
 
-	c.run(ctx, "redis", RedisImage, nil, nil, false)
+	c.run(ctx, "redis", RedisImage, nil, nil, false, "")
 	for i := 1; i <= o.Managers; i++ {
 		name := "manager" + strconv.Itoa(i)
 		c.Managers = append(c.Managers, name)
 		args := append([]string{"manager", "--id=" + name, "--addr=:8181", "--redis=redis://redis:6379",
-			"--auth-allow-anonymous", "--trusted-proxies=" + subnet}, o.ManagerArgs...)
-		c.run(ctx, name, DroverImage, args, []string{"DROVER_FARM_TOKEN=" + FarmToken, "DROVER_ADMIN_TOKEN=" + AdminToken}, false)
+			"--auth-allow-anonymous", "--trusted-proxies=" + subnet, "--data=/data", "--webhook-allow=" + c.Gateway}, o.ManagerArgs...)
+		c.run(ctx, name, DroverImage, args, []string{"DROVER_FARM_TOKEN=" + FarmToken, "DROVER_ADMIN_TOKEN=" + AdminToken,
+			"DROVER_WEBHOOK_SECRET=" + WebhookSecret}, false, data+":/data")
 	}
-	c.run(ctx, "haproxy", HAProxyImage, nil, nil, true)
+	c.run(ctx, "haproxy", HAProxyImage, nil, nil, true, "")
 	for i := 1; i <= o.Farms; i++ {
 		name := "farm" + strconv.Itoa(i)
 		c.Farms = append(c.Farms, name)
 		args := append([]string{"farm", "--config=/etc/drover/farm.yaml", "--id=" + name, "--addr=:8282", "--advertise=http://" + name + ":8282",
 			"--manager=http://haproxy:8282", "--instances=" + strconv.Itoa(o.Instances)}, o.FarmArgs...)
-		c.run(ctx, name, DroverImage, args, []string{"DROVER_TOKEN=" + FarmToken}, false)
+		c.run(ctx, name, DroverImage, args, []string{"DROVER_TOKEN=" + FarmToken}, false, "")
 	}
 
 	insp, err := cli.ContainerInspect(ctx, c.ids["haproxy"])
@@ -182,11 +201,15 @@ func (c *Cluster) labels() map[string]string {
 	return map[string]string{Label: c.Prefix, LabelPID: strconv.Itoa(os.Getpid())}
 }
 
-// run creates and starts the container name with the network alias name.
-func (c *Cluster) run(ctx context.Context, name, image string, cmd, env []string, publish bool) {
+// run creates and starts the container name with the network alias name,
+// and the volume bind (volume:path) if not empty.
+func (c *Cluster) run(ctx context.Context, name, image string, cmd, env []string, publish bool, bind string) {
 	c.t.Helper()
 	cfg := &container.Config{Image: image, Cmd: cmd, Env: env, Hostname: name, Labels: c.labels()}
 	host := &container.HostConfig{}
+	if bind != "" {
+		host.Binds = []string{bind}
+	}
 	if publish {
 		cfg.ExposedPorts = nat.PortSet{"80/tcp": {}}
 		host.PortBindings = nat.PortMap{"80/tcp": {{HostIP: "127.0.0.1", HostPort: ""}}}
@@ -482,8 +505,8 @@ func alive(pid int) bool {
 	return err == nil
 }
 
-// removeLabelled force-removes the containers, then the networks, that
-// carry label (key=value).
+// removeLabelled force-removes the containers, then the networks and
+// volumes, that carry label (key=value).
 func removeLabelled(ctx context.Context, cli *client.Client, label string) error {
 	f := filters.NewArgs(filters.Arg("label", label))
 	list, err := cli.ContainerList(ctx, container.ListOptions{All: true, Filters: f})
@@ -504,6 +527,15 @@ func removeLabelled(ctx context.Context, cli *client.Client, label string) error
 	}
 	for _, n := range nets {
 		if err := cli.NetworkRemove(ctx, n.ID); err != nil && !cerrdefs.IsNotFound(err) {
+			errs = append(errs, err)
+		}
+	}
+	vols, err := cli.VolumeList(ctx, volume.ListOptions{Filters: f})
+	if err != nil {
+		return errors.Join(append(errs, err)...)
+	}
+	for _, v := range vols.Volumes {
+		if err := cli.VolumeRemove(ctx, v.Name, true); err != nil && !cerrdefs.IsNotFound(err) {
 			errs = append(errs, err)
 		}
 	}

@@ -1,0 +1,83 @@
+//go:build chaos
+
+package chaos
+
+import (
+	"math/rand"
+	"testing"
+	"time"
+
+	"github.com/drover-dev/drover/internal/testkit/clustertest"
+)
+
+// A fault breaks one container and heals it.
+type fault struct {
+	kind string
+	// targets: "farm", "manager" or "redis".
+	targets string
+	apply   func(c *clustertest.Cluster, name string)
+	heal    func(c *clustertest.Cluster, name string)
+}
+
+var faults = []fault{
+	{"kill -9 farm", "farm", (*clustertest.Cluster).Kill, (*clustertest.Cluster).Restart},
+	{"kill -9 manager", "manager", (*clustertest.Cluster).Kill, (*clustertest.Cluster).Restart},
+	{"pause farm", "farm", (*clustertest.Cluster).Pause, (*clustertest.Cluster).Unpause},
+	{"pause manager", "manager", (*clustertest.Cluster).Pause, (*clustertest.Cluster).Unpause},
+	{"partition farm", "farm", (*clustertest.Cluster).Disconnect, (*clustertest.Cluster).Connect},
+	{"partition manager", "manager", (*clustertest.Cluster).Disconnect, (*clustertest.Cluster).Connect},
+	{"restart redis", "redis", (*clustertest.Cluster).Restart, nil},
+}
+
+// injector breaks the cluster at random until the deadline: a fault every
+// few seconds, held a few seconds, healed, and the cluster awaited ready
+// again before the next. Its random numbers come from the run's seed.
+type injector struct {
+	t      *testing.T
+	c      *clustertest.Cluster
+	l      *ledger
+	epochs *epochs
+	rng    *rand.Rand
+	// restarted: containers killed and started again (not survivors).
+	restarted map[string]bool
+}
+
+func (in *injector) run(until time.Time) {
+	for {
+		gap := time.Duration(3000+in.rng.Intn(5000)) * time.Millisecond
+		if time.Now().Add(gap).After(until) {
+			return
+		}
+		time.Sleep(gap) // the load runs meanwhile: a pace, not a synchronisation
+		f := faults[in.rng.Intn(len(faults))]
+		name := in.pick(f.targets)
+		hold := time.Duration(1500+in.rng.Intn(4500)) * time.Millisecond
+		in.t.Logf("%s fault: %s %s, held %.1f s", time.Now().Format("15:04:05.000"), f.kind, name, hold.Seconds())
+		in.l.fault(f.kind)
+		f.apply(in.c, name)
+		if f.kind == "kill -9 farm" {
+			in.epochs.next(name) // its pids start over
+		}
+		if f.heal != nil {
+			time.Sleep(hold)
+			f.heal(in.c, name)
+		}
+		if f.kind == "kill -9 farm" || f.kind == "kill -9 manager" || f.kind == "restart redis" {
+			in.restarted[name] = true
+		}
+		began := time.Now()
+		in.c.WaitReady(2 * time.Minute)
+		in.t.Logf("%s healed: %s %s; the cluster was ready again after %.1f s", time.Now().Format("15:04:05.000"), f.kind, name,
+			time.Since(began).Seconds())
+	}
+}
+
+func (in *injector) pick(targets string) string {
+	switch targets {
+	case "farm":
+		return in.c.Farms[in.rng.Intn(len(in.c.Farms))]
+	case "manager":
+		return in.c.Managers[in.rng.Intn(len(in.c.Managers))]
+	}
+	return targets
+}
