@@ -59,9 +59,12 @@ type JobsConfig struct {
 	// Converter runs the conversions; nil for the Debian converters with
 	// the default limits.
 	Converter *convert.Converter
-	// WorkDir holds each running job's files; default a directory in the
-	// system's temporary directory. A job's directory is removed when it
-	// ends.
+	// WorkDir holds each running job's files; default
+	// drover-jobs-<Farm> in the system's temporary directory. A job's
+	// directory is removed when it ends. Run holds a lock on it until it
+	// returns and empties it first of what a dead farm left; when another
+	// live process holds it (a farm of the same id on this machine) Run
+	// uses the first free one of WorkDir.2, WorkDir.3, … instead.
 	WorkDir string
 	// ReadLocal reads inputs in place when the manager offers their local
 	// path and it exists here: for a farm that shares the manager's data
@@ -97,6 +100,8 @@ type Jobs struct {
 	drainOnce sync.Once
 	drained   chan struct{} // closed by Drain: lease no more
 	metrics   *jobMetrics
+
+	dir atomic.Pointer[string] // the job directory Run holds
 }
 
 // NewJobs checks cfg and returns the job slots; Run runs them.
@@ -151,6 +156,15 @@ func (j *Jobs) Drain() { j.drainOnce.Do(func() { close(j.drained) }) }
 // Busy is the number of conversions running (Drainer).
 func (j *Jobs) Busy() int { return j.Running() }
 
+// Dir is the directory the running jobs' files are in while Run runs
+// (WorkDir or a sibling, see JobsConfig.WorkDir); "" before.
+func (j *Jobs) Dir() string {
+	if p := j.dir.Load(); p != nil {
+		return *p
+	}
+	return ""
+}
+
 // safeName makes a file name of an id.
 func safeName(s string) string {
 	return strings.Map(func(r rune) rune {
@@ -169,15 +183,18 @@ func (j *Jobs) Run(ctx context.Context) error {
 		<-ctx.Done()
 		return nil
 	}
-	if err := os.MkdirAll(j.cfg.WorkDir, 0o700); err != nil {
-		return fmt.Errorf("farm: job work directory: %w", err)
+	// What a killed farm left behind is of no use; what a live one uses
+	// is not touched.
+	jd, err := claimJobDir(j.cfg.WorkDir)
+	if err != nil {
+		return err
 	}
-	// What a killed farm left behind is of no use.
-	if old, err := os.ReadDir(j.cfg.WorkDir); err == nil {
-		for _, e := range old {
-			_ = os.RemoveAll(filepath.Join(j.cfg.WorkDir, e.Name()))
-		}
+	defer jd.release()
+	if jd.path != j.cfg.WorkDir {
+		j.log.Warn("the job directory is in use by another process (a farm of the same id?): using another",
+			"busy", j.cfg.WorkDir, "dir", jd.path)
 	}
+	j.dir.Store(&jd.path)
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	fails := 0
@@ -261,7 +278,7 @@ func (j *Jobs) run(ctx context.Context, l farmapi.JobLease) {
 	defer cancel(nil) // the renewals stop before run returns
 	renewals.Go(func() { j.renew(jctx, cancel, l, log) })
 
-	dir := filepath.Join(j.cfg.WorkDir, safeName(l.ID)+"-"+fmt.Sprint(l.Attempt))
+	dir := filepath.Join(j.Dir(), safeName(l.ID)+"-"+fmt.Sprint(l.Attempt))
 	defer func() {
 		if err := os.RemoveAll(dir); err != nil {
 			log.Warn("remove a job's directory", "err", err)

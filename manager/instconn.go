@@ -19,6 +19,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/drover-dev/drover/internal/lib/rawio"
 	"github.com/drover-dev/drover/internal/lib/wsframe"
 	"github.com/drover-dev/drover/session"
 )
@@ -44,9 +45,10 @@ type instConn struct {
 	// wmu serialises writes: tasks from the session, pongs from the reader,
 	// the close frame from close. Frames to a server are masked, with a
 	// fresh key each (RFC 6455 5.3) from rng.
-	wmu  sync.Mutex
-	rng  *rand.ChaCha8
-	wbuf []byte
+	wmu    sync.Mutex
+	rng    *rand.ChaCha8
+	wbuf   []byte
+	wuntil time.Time // the write deadline set on conn
 
 	mu     sync.Mutex
 	cur    *call // the task in flight, nil when idle
@@ -85,7 +87,7 @@ func dialInstance(ctx context.Context, url string, header http.Header, tlsConfig
 	}
 	var seed [32]byte
 	_, _ = crand.Read(seed[:])
-	c := &instConn{conn: conn, onLost: onLost, dead: make(chan struct{}), rng: rand.NewChaCha8(seed)}
+	c := &instConn{conn: rawio.Wrap(conn), onLost: onLost, dead: make(chan struct{}), rng: rand.NewChaCha8(seed)}
 	src := &instSource{c: c, rest: rest}
 	c.rd = wsframe.Reader{R: bufio.NewReaderSize(src, instReadBuffer), Limit: readLimit, Ping: c.pong}
 	c.one.done = make(chan error, 1)
@@ -147,8 +149,16 @@ func (c *instConn) maskKey() (key [4]byte) {
 	return key
 }
 
+// writeLocked writes wbuf within timeout. The deadline moves only when the
+// one set leaves this write less than three quarters of timeout, or more
+// than timeout: most tasks of a session go out without a timer update.
 func (c *instConn) writeLocked(timeout time.Duration) error {
-	err := c.conn.SetWriteDeadline(time.Now().Add(timeout))
+	var err error
+	now := time.Now()
+	if left := c.wuntil.Sub(now); left < timeout-timeout/4 || left > timeout {
+		c.wuntil = now.Add(timeout)
+		err = c.conn.SetWriteDeadline(c.wuntil)
+	}
 	if err == nil {
 		_, err = c.conn.Write(c.wbuf)
 	}

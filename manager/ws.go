@@ -15,6 +15,7 @@ import (
 
 	"github.com/drover-dev/drover/auth"
 	"github.com/drover-dev/drover/farmapi"
+	"github.com/drover-dev/drover/internal/lib/rawio"
 	"github.com/drover-dev/drover/internal/lib/wsframe"
 	"github.com/drover-dev/drover/middleware"
 	"github.com/drover-dev/drover/session"
@@ -43,6 +44,9 @@ type clientConn struct {
 	// reading is readOwned while a goroutine reads (or is about to),
 	// readQuiet while the connection waits in the poller.
 	reading atomic.Int32
+	// lingerUntil is the read deadline waitInput set on conn, zero when
+	// none is set; only the reader uses it.
+	lingerUntil time.Time
 }
 
 // clientReadBuffer buffers a client's input while a reader runs: one read
@@ -54,9 +58,9 @@ const clientReadBuffer = 512
 const closeTimeout = time.Second
 
 func newClientConn(m *Manager, conn net.Conn) *clientConn {
-	c := &clientConn{conn: conn}
+	c := &clientConn{conn: rawio.Wrap(conn)}
 	c.rd = wsframe.Reader{FromClient: true, Limit: m.cfg.MaxMessageSize, Ping: c.pong, Controls: true}
-	c.w.Reset(conn, m.cfg.WriteTimeout)
+	c.w.Reset(c.conn, m.cfg.WriteTimeout)
 	return c
 }
 

@@ -62,7 +62,7 @@ comma-separated (DROVER_MANAGER=http://a:8181,http://b:8181).`,
 	fs.Int("job-slots", farm.DefaultJobSlots, "conversion jobs the farm runs at once (maxConversions); 0: none")
 	converterFlags(fs)
 	fs.Bool("shared-data", false, "the managers' --data directory is mounted here at the same path: read job inputs there")
-	fs.String("job-dir", "", "where running conversion jobs keep their files (default in the temporary directory)")
+	fs.String("job-dir", "", "where running conversion jobs keep their files (default in the temporary directory; if another farm process uses it, DIR.2, DIR.3, ...)")
 	cacheFlags(fs, "cache in --state-dir")
 	runtimeFlags(fs)
 	hardenFlags(fs, false)

@@ -64,7 +64,8 @@ type FarmConfig struct {
 	// path, and reads job inputs there instead of downloading them.
 	SharedData bool `koanf:"shared_data"`
 	// JobDir holds running jobs' files; default a directory in the
-	// system's temporary directory.
+	// system's temporary directory. One another farm process holds is
+	// left alone for a sibling (farm.JobsConfig.WorkDir).
 	JobDir string `koanf:"job_dir"`
 	// Converters are converters the farm adds; see ConverterConfig.
 	Converters []ConverterConfig `koanf:"converters"`

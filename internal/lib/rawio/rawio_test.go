@@ -1,0 +1,179 @@
+package rawio
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"testing"
+	"time"
+)
+
+// pair returns a wrapped connection and the other end of it.
+func pair(t *testing.T) (net.Conn, net.Conn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			accepted <- nil
+			return
+		}
+		accepted <- c
+	}()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	peer := <-accepted
+	if peer == nil {
+		t.Fatal("accept failed")
+	}
+	w := Wrap(c)
+	t.Cleanup(func() { _ = w.Close(); _ = peer.Close() })
+	return w, peer
+}
+
+func TestWrapKeepsOtherConns(t *testing.T) {
+	a, b := net.Pipe()
+	defer a.Close()
+	defer b.Close()
+	if Wrap(a) != a {
+		t.Fatal("a pipe was wrapped")
+	}
+}
+
+func TestReadWrite(t *testing.T) {
+	c, peer := pair(t)
+	if _, ok := c.(*Conn); !ok {
+		t.Fatalf("a TCP connection was not wrapped: %T", c)
+	}
+	go func() { _, _ = peer.Write([]byte("hello")) }()
+	buf := make([]byte, 16)
+	n, err := c.Read(buf) // waits for the input in the poller
+	if err != nil || string(buf[:n]) != "hello" {
+		t.Fatalf("read %q, %v", buf[:n], err)
+	}
+	if _, err := c.Write([]byte("back")); err != nil {
+		t.Fatal(err)
+	}
+	n, err = io.ReadFull(peer, buf[:4])
+	if err != nil || string(buf[:n]) != "back" {
+		t.Fatalf("peer read %q, %v", buf[:n], err)
+	}
+}
+
+// A write larger than the socket buffers waits for room until the peer
+// reads, and writes every byte in order.
+func TestLargeWrite(t *testing.T) {
+	c, peer := pair(t)
+	data := bytes.Repeat([]byte("0123456789abcdef"), 1<<18) // 4 MiB
+	got := make(chan []byte, 1)
+	go func() {
+		b, _ := io.ReadAll(io.LimitReader(peer, int64(len(data))))
+		got <- b
+	}()
+	n, err := c.Write(data)
+	if err != nil || n != len(data) {
+		t.Fatalf("wrote %d, %v", n, err)
+	}
+	if !bytes.Equal(<-got, data) {
+		t.Fatal("the peer read other bytes")
+	}
+}
+
+func TestWriteVec(t *testing.T) {
+	c, peer := pair(t)
+	vw, ok := c.(interface {
+		WriteVec([][]byte) (int64, error)
+	})
+	if !ok {
+		t.Fatal("no WriteVec")
+	}
+	n, err := vw.WriteVec([][]byte{[]byte("ab"), []byte("cd"), []byte("e")})
+	if err != nil || n != 5 {
+		t.Fatalf("wrote %d, %v", n, err)
+	}
+	buf := make([]byte, 5)
+	if _, err := io.ReadFull(peer, buf); err != nil || string(buf) != "abcde" {
+		t.Fatalf("peer read %q, %v", buf, err)
+	}
+}
+
+func TestEOF(t *testing.T) {
+	c, peer := pair(t)
+	_ = peer.Close()
+	if _, err := c.Read(make([]byte, 8)); err != io.EOF {
+		t.Fatalf("read after the peer closed: %v, want io.EOF", err)
+	}
+}
+
+func TestReadDeadline(t *testing.T) {
+	c, _ := pair(t)
+	_ = c.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
+	if _, err := c.Read(make([]byte, 8)); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("read past the deadline: %v", err)
+	}
+}
+
+func TestClosedConn(t *testing.T) {
+	c, _ := pair(t)
+	done := make(chan error, 1)
+	go func() {
+		_, err := c.Read(make([]byte, 8))
+		done <- err
+	}()
+	// The reader is waiting (or about to): closing ends its wait.
+	_ = c.Close()
+	if err := <-done; !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("read on a closed connection: %v", err)
+	}
+	if _, err := c.Write([]byte("x")); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("write on a closed connection: %v", err)
+	}
+}
+
+// A connection the peer reset fails reads and writes with the socket's
+// error, as a net.OpError.
+func TestReset(t *testing.T) {
+	c, peer := pair(t)
+	_ = peer.(*net.TCPConn).SetLinger(0)
+	_ = peer.Close() // RST
+	var oe *net.OpError
+	if _, err := c.Read(make([]byte, 8)); !errors.As(err, &oe) || oe.Op != "read" {
+		t.Fatalf("read after a reset: %v", err)
+	}
+	if _, err := c.Write([]byte("x")); !errors.As(err, &oe) || oe.Op != "write" {
+		t.Fatalf("write after a reset: %v", err)
+	}
+}
+
+func TestNoAllocs(t *testing.T) {
+	c, peer := pair(t)
+	msg := []byte("ping")
+	buf := make([]byte, 4)
+	pbuf := make([]byte, 4)
+	allocs := testing.AllocsPerRun(100, func() {
+		if _, err := c.Write(msg); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(peer, pbuf); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := peer.Write(pbuf); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(c, buf); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if allocs != 0 {
+		t.Fatalf("%v allocations per round trip", allocs)
+	}
+}
