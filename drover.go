@@ -285,9 +285,10 @@ func (cfg *Config) split() ([]manager.Pool, []farm.PoolSpec, error) {
 	return mpools, specs, nil
 }
 
-// needsFarmServer reports whether a pool's instances are adapted or relayed
-// by the farm, so that the manager reaches them through the farm's server.
-// Native instances are dialled directly.
+// needsFarmServer reports whether a pool's instances are adapted by the
+// farm (the manager reaches them through the farm's server) or report
+// their liveliness to it (stream instances, whose viewers the manager
+// relays to their own ports). Native instances are dialled directly.
 func needsFarmServer(specs []farm.PoolSpec) bool {
 	for _, p := range specs {
 		if p.Protocol != "" && p.Protocol != farm.ProtocolNative {
@@ -345,8 +346,9 @@ func (s *Server) serveFarm(token string, limits manager.HTTPTimeouts, log *slog.
 }
 
 // localFarm is the local farm as the manager sees it when some of its
-// instances are reached through its server: native instances are dialled
-// directly, the others at the server's URL for them.
+// instances are reached through its server: native and stream instances
+// at their own ports, the others (dial, stdio) at the server's URL for
+// them.
 type localFarm struct {
 	*farm.Farm
 	base   string
@@ -369,11 +371,14 @@ func (l *localFarm) StartInstance(ctx context.Context, pool string) (farm.Instan
 	return l.StartInstanceWith(ctx, pool, farm.StartOptions{})
 }
 
-// StartInstanceWith starts an instance and, unless it is native, gives it
-// the farm server's URL for it.
+// StartInstanceWith starts an instance and, unless the manager reaches it
+// at its own port, gives it the farm server's URL for it. Native
+// instances are dialled there, and a stream instance's viewer is relayed
+// there by the manager: one relay hop, not two (the manager tells the farm
+// of the viewer, see placement.StreamWatcher).
 func (l *localFarm) StartInstanceWith(ctx context.Context, pool string, opts farm.StartOptions) (farm.Instance, error) {
 	inst, err := l.Farm.StartInstanceWith(ctx, pool, opts)
-	if err == nil && inst.Protocol != "" && inst.Protocol != farm.ProtocolNative {
+	if err == nil && inst.Protocol != "" && inst.Protocol != farm.ProtocolNative && inst.Protocol != farm.ProtocolStream {
 		inst.URL = l.base + farm.PathInstance + inst.ID
 	}
 	return inst, err

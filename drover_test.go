@@ -53,7 +53,9 @@ func TestMain(m *testing.M) {
 }
 
 // streamChild echoes WebSocket messages on $DROVER_PORT, SC-server style;
-// the farm's port probe finds it ready.
+// the farm's port probe finds it ready. To the text message "hops" it
+// answers with the X-Forwarded-For header of its connection: every relay
+// on the way adds an address to it.
 func streamChild() int {
 	ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", os.Getenv("DROVER_PORT")))
 	if err != nil {
@@ -71,6 +73,9 @@ func streamChild() int {
 			typ, msg, err := ws.ReadMessage()
 			if err != nil {
 				return
+			}
+			if typ == websocket.TextMessage && string(msg) == "hops" {
+				msg = []byte(r.Header.Get("X-Forwarded-For"))
 			}
 			if err := ws.WriteMessage(typ, msg); err != nil {
 				return
@@ -114,7 +119,7 @@ func wsURL(srv *drover.Server, path string) string { return "ws://" + srv.Addr()
 
 // Every protocol through one call, the pools declared once: native
 // instances dialled directly, stdio ones adapted behind the local farm's
-// server, stream ones relayed through it with the farm token.
+// server, stream ones relayed by the manager to their own ports.
 func TestEveryProtocolThroughOneCall(t *testing.T) {
 	srv := start(t, drover.Config{
 		Farm: farm.Config{Slots: 3},

@@ -333,3 +333,37 @@ func entriesOf(t *testing.T, dir string) []string {
 	}
 	return names
 }
+
+// A viewer of a local stream pool crosses one relay, the manager's, to the
+// instance's own port, and the farm, which that relay does not pass, is
+// told of the viewer: it does not stop the instance for want of one.
+func TestStreamOneRelayHop(t *testing.T) {
+	const initialUse = 300 * time.Millisecond
+	srv := start(t, drover.Config{
+		Farm: farm.Config{Slots: 1},
+		Pools: []drover.Pool{{PoolSpec: child("stream", farm.PoolSpec{Name: "stream", Protocol: farm.ProtocolStream,
+			InitialUse: initialUse})}},
+	})
+	ws, _, err := websocket.DefaultDialer.Dial(wsURL(srv, "/stream?pool=stream"), nil)
+	require.NoError(t, err)
+	defer ws.Close()
+	require.NoError(t, ws.SetReadDeadline(time.Now().Add(30*time.Second)))
+	hops := func() string {
+		require.NoError(t, ws.WriteMessage(websocket.TextMessage, []byte("hops")))
+		_, msg, err := ws.ReadMessage()
+		require.NoError(t, err)
+		return string(msg)
+	}
+	require.Equal(t, "127.0.0.1", hops(), "X-Forwarded-For names one relay's client")
+
+	// Three initial-use periods: a farm that saw no viewer would have
+	// stopped the instance, and with it the connection.
+	deadline := time.Now().Add(3 * initialUse)
+	for time.Now().Before(deadline) {
+		insts := srv.Farm().Instances()
+		require.Len(t, insts, 1)
+		require.Equal(t, farm.StateReady, insts[0].State)
+		time.Sleep(20 * time.Millisecond)
+	}
+	require.Equal(t, "127.0.0.1", hops(), "the connection outlived the initial-use time")
+}

@@ -151,6 +151,7 @@ func NewServer(f *Farm, cfg ServerConfig) (*Server, error) {
 	s.mux.HandleFunc("POST "+PathInstances, s.serveStart)
 	s.mux.HandleFunc("DELETE "+PathInstances+"/{id}", s.serveStop)
 	s.mux.HandleFunc("PUT "+PathInstances+"/{id}"+farmapi.PathFiles, s.serveFiles)
+	s.mux.HandleFunc("POST "+PathInstances+"/{id}"+farmapi.PathConnected, s.serveConnected)
 	s.mux.HandleFunc("GET "+PathStatus, s.serveStatus)
 	s.mux.HandleFunc("GET "+PathInstance+"{id}", s.serveInstance)
 	s.mux.HandleFunc("GET "+pathRequire+"{ip}/{port}", s.serveRequire)
@@ -215,6 +216,16 @@ func (s *Server) serveStart(w http.ResponseWriter, r *http.Request) {
 		inst.URL = "ws://" + inst.Addr + "/"
 	}
 	writeJSON(w, http.StatusOK, inst)
+}
+
+// serveConnected hears from a manager that it relays a client to a stream
+// instance's own port (Direct), which the farm does not see.
+func (s *Server) serveConnected(w http.ResponseWriter, r *http.Request) {
+	if err := s.f.StreamConnected(r.PathValue("id")); err != nil {
+		writeError(w, http.StatusNotFound, msgNoInstance)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
 }
 
 func (s *Server) serveStop(w http.ResponseWriter, r *http.Request) {

@@ -21,6 +21,7 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/stretchr/testify/require"
 
+	"github.com/drover-dev/drover/farmapi"
 	"github.com/drover-dev/drover/internal/testkit/testutil"
 	"github.com/drover-dev/drover/proxy"
 	"github.com/drover-dev/drover/worker"
@@ -533,5 +534,33 @@ func TestServerDirectURLs(t *testing.T) {
 				require.Empty(t, inst.URL)
 			}
 		})
+	}
+}
+
+// A manager that relays a viewer to a stream instance's own port (Direct)
+// says so, and the farm keeps the instance past its initial-use time.
+func TestServerStreamConnected(t *testing.T) {
+	const initialUse = 300 * time.Millisecond
+	pool := childPool("p", "listen")
+	pool.Protocol = ProtocolStream
+	pool.InitialUse = initialUse
+	ts := newTestServer(t, Config{Slots: 1, Pools: []PoolSpec{pool}}, ServerConfig{Direct: true, OrphanGrace: -1})
+	inst, err := ts.f.StartInstance(startCtx(t), "p")
+	require.NoError(t, err)
+	killOnCleanup(t, inst.PID)
+
+	code, body := ts.do(t, "POST", PathInstances+"/nope"+farmapi.PathConnected, "", nil)
+	require.Equal(t, http.StatusNotFound, code, body)
+	code, body = ts.do(t, "POST", PathInstances+"/"+inst.ID+farmapi.PathConnected, "", ptr(""))
+	require.Equal(t, http.StatusUnauthorized, code, "the token is needed: %s", body)
+	code, body = ts.do(t, "POST", PathInstances+"/"+inst.ID+farmapi.PathConnected, "", nil)
+	require.Equal(t, http.StatusNoContent, code, body)
+
+	// Three initial-use periods: an instance nobody connected to is
+	// stopped after one.
+	for deadline := time.Now().Add(3 * initialUse); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		insts := ts.f.Instances()
+		require.Len(t, insts, 1)
+		require.Equal(t, StateReady, insts[0].State)
 	}
 }

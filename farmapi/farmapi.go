@@ -149,6 +149,9 @@ const (
 //	GET    /instances/:id                the instance's native-protocol WebSocket
 //	PUT    /api/v1/instances/:id/files   AddFilesRequest → 204: files into the
 //	                                     instance's session directory
+//	POST   /api/v1/instances/:id/connected  204: a client is relayed to the
+//	                                     stream instance's own port (a farm
+//	                                     advertising direct ports cannot see it)
 //
 // Farm → manager, for those files:
 //
@@ -159,8 +162,9 @@ const (
 	PathStatus    = "/api/v1/status"
 	PathInstance  = "/instances/" // + id
 	PathItems     = "/api/v1/items"
-	// PathFiles follows PathInstances/:id.
-	PathFiles = "/files"
+	// PathFiles and PathConnected follow PathInstances/:id.
+	PathFiles     = "/files"
+	PathConnected = "/connected"
 )
 
 // RegisterRequest is what a farm tells a manager when it joins.

@@ -50,6 +50,15 @@ func (m *Manager) relayStream(c *gin.Context, s *Session) {
 	relay := m.relay
 	if inst.Header() != nil {
 		relay = m.farmRelay // carries the farm token
+	} else {
+		// The instance's own port: one relay hop, which its farm cannot
+		// see. A remote farm hears of it over its API, in the background:
+		// the viewer does not wait for that.
+		m.goTracked(func() {
+			if err := inst.StreamConnected(); err != nil {
+				m.log.Info("stream instance's farm not told of its client", "session", s.info.ID, "err", err)
+			}
+		})
 	}
 	if err := relay.ServeWebSocket(c.Writer, withoutCredentials(c.Request), inst.URL()); err != nil {
 		m.log.Info("stream relay ended with an error", "session", s.info.ID, "err", err)

@@ -58,6 +58,12 @@ type (
 	SessionFiler interface {
 		AddSessionFiles(ctx context.Context, instance string, files []farmapi.ModelFile) error
 	}
+	// StreamWatcher is a farm that stops a stream instance no client
+	// connected to. A client relayed to the instance's own port passes
+	// no part of the farm, so StreamConnected tells it (*farm.Farm has it).
+	StreamWatcher interface {
+		StreamConnected(instance string) error
+	}
 )
 
 // InstanceURL is where an instance's native-protocol WebSocket is opened.

@@ -64,6 +64,18 @@ func (i *Instance) Conn() Conn { return i.conn }
 // URL is where the instance's WebSocket is opened.
 func (i *Instance) URL() string { return InstanceURL(i.info) }
 
+// StreamConnected tells the instance's farm that a client is being
+// relayed to URL, when URL is the instance's own port: a farm sees the
+// clients that pass its port itself. A farm that is no StreamWatcher
+// needs no word.
+func (i *Instance) StreamConnected() error {
+	sw, ok := i.farm.f.(StreamWatcher)
+	if !ok || i.Header() != nil {
+		return nil
+	}
+	return sw.StreamConnected(i.info.ID)
+}
+
 // ErrNoSessionFiles means the instance's farm cannot take session files.
 var ErrNoSessionFiles = errors.New("the farm cannot put files into session directories")
 

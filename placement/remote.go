@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"time"
 
 	"github.com/drover-dev/drover/farmapi"
 	"github.com/drover-dev/drover/internal/lib/bearer"
@@ -21,13 +22,14 @@ type remoteFarm struct {
 }
 
 var (
-	_ Farm         = (*remoteFarm)(nil)
-	_ StarterWith  = (*remoteFarm)(nil)
-	_ Labeled      = (*remoteFarm)(nil)
-	_ Via          = (*remoteFarm)(nil)
-	_ Prober       = (*remoteFarm)(nil)
-	_ JobSlotter   = (*remoteFarm)(nil)
-	_ SessionFiler = (*remoteFarm)(nil)
+	_ Farm          = (*remoteFarm)(nil)
+	_ StarterWith   = (*remoteFarm)(nil)
+	_ Labeled       = (*remoteFarm)(nil)
+	_ Via           = (*remoteFarm)(nil)
+	_ Prober        = (*remoteFarm)(nil)
+	_ JobSlotter    = (*remoteFarm)(nil)
+	_ SessionFiler  = (*remoteFarm)(nil)
+	_ StreamWatcher = (*remoteFarm)(nil)
 )
 
 func newRemoteFarm(req farmapi.RegisterRequest, token string, client *http.Client) (*remoteFarm, error) {
@@ -125,6 +127,22 @@ func (r *remoteFarm) AddSessionFiles(ctx context.Context, id string, files []far
 	}
 	return err
 }
+
+// StreamConnected tells the farm that a client is relayed to its stream
+// instance's own port (a farm advertising direct ports).
+func (r *remoteFarm) StreamConnected(id string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), streamConnectedTimeout)
+	defer cancel()
+	code, err := r.do(ctx, http.MethodPost, farmapi.PathInstances+"/"+url.PathEscape(id)+farmapi.PathConnected, nil, nil)
+	if code == http.StatusNotFound {
+		return farmapi.ErrNotFound
+	}
+	return err
+}
+
+// streamConnectedTimeout bounds StreamConnected; the farm's initial-use
+// time, a minute by default, is what is at stake.
+const streamConnectedTimeout = 10 * time.Second
 
 // Probe asks the farm for its status.
 func (r *remoteFarm) Probe(ctx context.Context) error {

@@ -315,6 +315,17 @@ func (b *bench) start(ctx context.Context) error {
 		}
 		b.keep(s)
 	}
+	for _, t := range []string{TargetRemote, TargetRemoteDirect} {
+		if b.wants(BenchStream) && b.hasTarget(t) {
+			relay := slices.Max(b.cfg.StreamConns)
+			b.progress("starting %s: drover manager and drover farm, %d warm stream instances", t, relay)
+			s, err := b.startDroverRemote(ctx, t, relay, t == TargetRemoteDirect)
+			if err != nil {
+				return err
+			}
+			b.keep(s)
+		}
+	}
 	return nil
 }
 
@@ -332,6 +343,9 @@ func (b *bench) targets(names ...string) []*server {
 // rewarm waits, before a drover measurement, until the instances the last
 // sessions used have been replaced.
 func (b *bench) rewarm(ctx context.Context, s *server) error {
+	if s.streamOnly {
+		return s.waitWarm(ctx, map[string]int{poolRelay: slices.Max(b.cfg.StreamConns)})
+	}
 	if s.status == "" || s.name != TargetDrover {
 		return nil
 	}
@@ -413,11 +427,15 @@ func (b *bench) scenario(ctx context.Context, sc string) error {
 		})
 	case BenchStream:
 		// drover twice: a viewer's /stream session (one relay to a stream
-		// pool's instance), and the stream task on the task path (/ws).
-		ts := b.targets(TargetDirect, TargetNginx, TargetHAProxy, TargetDrover)
+		// pool's instance), and the stream task on the task path (/ws);
+		// the remote-farm targets: /stream only.
+		ts := b.targets(TargetDirect, TargetNginx, TargetHAProxy, TargetDrover, TargetRemote, TargetRemoteDirect)
 		return b.rounds(ctx, sc, ts, func(ctx context.Context, s *server) error {
 			urls := [][2]string{{s.name, s.url}}
-			if s.streamURL != "" {
+			switch {
+			case s.streamOnly:
+				urls = [][2]string{{s.name, s.streamURL}}
+			case s.streamURL != "":
 				urls = [][2]string{{s.name, s.streamURL}, {s.name + "-ws", s.url}}
 			}
 			for _, u := range urls {

@@ -183,7 +183,7 @@ func (r *BenchReport) writeTable(w io.Writer) error {
 	if _, err := io.WriteString(w, r.header()+"\n"); err != nil {
 		return err
 	}
-	const format = "%-8s  %-30s  %-16s  %11s  %6s  %-10s  %s\n"
+	const format = "%-8s  %-30s  %-20s  %11s  %6s  %-10s  %s\n"
 	if _, err := fmt.Fprintf(w, format, "scenario", "metric", "target", "median", "ratio", "ratio to", "note"); err != nil {
 		return err
 	}
@@ -200,7 +200,7 @@ func (r *BenchReport) writeTable(w io.Writer) error {
 		}
 	}
 	for _, g := range r.Goals {
-		if _, err := fmt.Fprintf(w, "  %-6s  %-44s  %s\n", g.mark(), g.Goal, g.Got); err != nil {
+		if _, err := fmt.Fprintf(w, "  %-6s  %-66s  %s\n", g.mark(), g.Goal, g.Got); err != nil {
 			return err
 		}
 	}
@@ -390,13 +390,17 @@ func (r *BenchReport) goals() []Goal {
 		add("idle ≤ 8 KiB per connection", true, k <= 8, fmt.Sprintf("%.1f KiB at %d connections (50,000 not tried)", k, r.Machine.Idle))
 	}
 	for _, row := range r.Rows {
-		if row.Scenario != BenchStream || row.Target != TargetDrover {
+		if row.Scenario != BenchStream || (row.Target != TargetDrover && row.Target != TargetRemote && row.Target != TargetRemoteDirect) {
 			continue
+		}
+		what := "stream /stream"
+		if row.Target != TargetDrover {
+			what += " (" + row.Target + ")"
 		}
 		d, ok1 := med(BenchStream, row.Metric, TargetDirect)
 		n, ok2 := med(BenchStream, row.Metric, TargetNginx)
-		add("stream /stream ≥ 0.8 of direct, "+row.Metric, ok1, row.Median >= 0.8*d, fmt.Sprintf("%.2f", row.Median/d))
-		add("stream /stream above nginx-64k, "+row.Metric, ok2, row.Median > n, fmt.Sprintf("%.0f vs %.0f MB/s", row.Median, n))
+		add(what+" ≥ 0.8 of direct, "+row.Metric, ok1, row.Median >= 0.8*d, fmt.Sprintf("%.2f", row.Median/d))
+		add(what+" above nginx-64k, "+row.Metric, ok2, row.Median > n, fmt.Sprintf("%.0f vs %.0f MB/s", row.Median, n))
 	}
 	for _, row := range r.Rows {
 		if row.Scenario != BenchStdio || row.Target != TargetDrover {

@@ -23,10 +23,16 @@ const (
 	TargetHAProxy   = "haproxy"    // Debian's HAProxy proxying to the direct worker
 	TargetDrover    = "drover"     // `drover up` as a child process
 	TargetWebsocket = "websocketd" // websocketd serving the stdio line program
+	// TargetRemote and TargetRemoteDirect are a `drover manager` with a
+	// `drover farm` in another process (stream only): the farm relays
+	// viewers to its instances, or (direct) advertises their own ports.
+	TargetRemote       = "drover-remote"
+	TargetRemoteDirect = "drover-remote-direct"
 )
 
 // Targets lists the targets in report order.
-var Targets = []string{TargetDirect, TargetDirect64, TargetNginx, TargetHAProxy, TargetDrover, TargetWebsocket}
+var Targets = []string{TargetDirect, TargetDirect64, TargetNginx, TargetHAProxy, TargetDrover, TargetWebsocket,
+	TargetRemote, TargetRemoteDirect}
 
 // lineProgram is the line program of the stdio scenario, run by websocketd
 // and by drover's stdio pool alike: it echoes each line, then writes "."
@@ -47,13 +53,15 @@ type server struct {
 	// streamURL, for drover, is the URL of /stream sessions of the relay
 	// pool.
 	streamURL string
-	urlAt     func(i int) string // per connection, when connections go to different servers
-	procs     []*proc
+	// streamOnly: the target serves the stream scenario's /stream alone.
+	streamOnly bool
+	urlAt      func(i int) string // per connection, when connections go to different servers
+	procs      []*proc
 	// pids returns the processes whose CPU and memory are the target's:
 	// for drover the manager process alone (its instances are the same
 	// workers as direct-64's).
 	pids func() []int
-	// status, for drover, is the base URL of /status.
+	// status, for drover, is the URL of /status.
 	status string
 }
 
@@ -459,4 +467,79 @@ func (s *server) queued(ctx context.Context) int {
 		return -1
 	}
 	return len(st.Queue)
+}
+
+// startDroverRemote runs a `drover manager` and a separate `drover farm`
+// registered with it, whose only pool is the stream pool of the stream
+// scenario (relay warm instances): the remote-farm case of /stream. With
+// direct the farm advertises its instances' own ports (--direct), and the
+// manager relays a viewer straight to its instance; without, a viewer
+// crosses the manager's relay and then the farm's.
+func (b *bench) startDroverRemote(ctx context.Context, name string, relay int, direct bool) (*server, error) {
+	exe := b.cfg.Drover[0]
+	if !filepath.IsAbs(exe) {
+		var err error
+		if exe, err = exec.LookPath(exe); err != nil {
+			return nil, err
+		}
+	}
+	dir, err := os.MkdirTemp(b.dir, name)
+	if err != nil {
+		return nil, err
+	}
+	q := func(s string) string { b, _ := json.Marshal(s); return string(b) }
+	mconf := filepath.Join(dir, "manager.yaml")
+	fconf := filepath.Join(dir, "farm.yaml")
+	if err := os.WriteFile(mconf, []byte("pools:\n  - name: "+poolRelay+"\n    warm: "+strconv.Itoa(relay)+"\n"), 0o600); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(fconf, []byte("pools:\n  - name: "+poolRelay+"\n    command: "+q(exe)+
+		"\n    args: [\"worker\", \"--log-level=warn\"]\n    protocol: stream\n"), 0o600); err != nil {
+		return nil, err
+	}
+	maddr, err := freeAddr()
+	if err != nil {
+		return nil, err
+	}
+	faddr, err := freeAddr()
+	if err != nil {
+		return nil, err
+	}
+	token := "bench-" + strconv.FormatInt(time.Now().UnixNano(), 36)
+	env := append(append([]string(nil), b.cfg.Env...), "XDG_STATE_HOME="+dir)
+	mp, err := startProc(name+"-manager", b.droverArgv("manager", "--addr="+maddr, "--config="+mconf,
+		"--data="+filepath.Join(dir, "data")), append(env, "DROVER_FARM_TOKEN="+token))
+	if err != nil {
+		return nil, err
+	}
+	s := &server{name: name, url: "ws://" + maddr + "/ws", streamURL: "ws://" + maddr + "/stream?pool=" + poolRelay,
+		streamOnly: true, procs: []*proc{mp}, status: "http://" + maddr + "/status"}
+	if err := mp.waitTCP(ctx, maddr, startLimit); err != nil {
+		s.stop()
+		return nil, err
+	}
+	fargs := []string{"farm", "--addr=" + faddr, "--manager=http://" + maddr, "--config=" + fconf,
+		"--instances=" + strconv.Itoa(relay+2), "--job-slots=0", "--state-dir=" + filepath.Join(dir, "farm")}
+	if direct {
+		// The farm sees no connection to a directly reached instance: its
+		// orphan sweep would stop them.
+		fargs = append(fargs, "--direct", "--orphan-grace=-1s")
+	}
+	fp, err := startProc(name+"-farm", b.droverArgv(fargs...), append(env, "DROVER_TOKEN="+token))
+	if err != nil {
+		s.stop()
+		return nil, err
+	}
+	// The farm stops first: its instances go before the manager does.
+	s.procs = []*proc{fp, mp}
+	s.pids = ownPIDs(s.procs)
+	if err := fp.waitTCP(ctx, faddr, startLimit); err != nil {
+		s.stop()
+		return nil, err
+	}
+	if err := s.waitWarm(ctx, map[string]int{poolRelay: relay}); err != nil {
+		s.stop()
+		return nil, err
+	}
+	return s, nil
 }
