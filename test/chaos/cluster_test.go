@@ -19,8 +19,10 @@ import (
 )
 
 // cluster marks a test that runs a cluster of containers. The tests are
-// built with the chaos tag only (make chaos-smoke), so `make test` neither
-// runs nor skips them.
+// built with the chaos tag only (make chaos, chaos-smoke, chaos-ci): the
+// race-detected `go test ./...` of make test neither runs nor skips them.
+// Without a Docker daemon they skip, and fail under CI=true
+// (clustertest.Start).
 func cluster(t *testing.T) { t.Helper() }
 
 // wsURL is the WebSocket endpoint through HAProxy.

@@ -31,7 +31,9 @@ var faults = []fault{
 
 // injector breaks the cluster at random until the deadline: a fault every
 // few seconds, held a few seconds, healed, and the cluster awaited ready
-// again before the next. Its random numbers come from the run's seed.
+// again before the next. The kinds come in rounds, each kind once a round
+// in a random order, so that a short run sees every kind. Its random
+// numbers come from the run's seed.
 type injector struct {
 	t      *testing.T
 	c      *clustertest.Cluster
@@ -40,6 +42,19 @@ type injector struct {
 	rng    *rand.Rand
 	// restarted: containers killed and started again (not survivors).
 	restarted map[string]bool
+	bag       []fault // what is left of this round
+}
+
+// next draws the next fault of the round, starting a new round when the
+// last one is used up.
+func (in *injector) next() fault {
+	if len(in.bag) == 0 {
+		in.bag = append([]fault(nil), faults...)
+		in.rng.Shuffle(len(in.bag), func(i, j int) { in.bag[i], in.bag[j] = in.bag[j], in.bag[i] })
+	}
+	f := in.bag[0]
+	in.bag = in.bag[1:]
+	return f
 }
 
 func (in *injector) run(until time.Time) {
@@ -49,7 +64,7 @@ func (in *injector) run(until time.Time) {
 			return
 		}
 		time.Sleep(gap) // the load runs meanwhile: a pace, not a synchronisation
-		f := faults[in.rng.Intn(len(faults))]
+		f := in.next()
 		name := in.pick(f.targets)
 		hold := time.Duration(1500+in.rng.Intn(4500)) * time.Millisecond
 		in.t.Logf("%s fault: %s %s, held %.1f s", time.Now().Format("15:04:05.000"), f.kind, name, hold.Seconds())

@@ -6,8 +6,9 @@
 // pause and partition its containers by their names (redis, manager1,
 // farm2, haproxy, ...), which are also their host names on the network.
 //
-// It is not used by drover itself, and its tests are not part of `make
-// test`: they are built with the chaos tag (make chaos-smoke).
+// It is not used by drover itself; its tests, in test/chaos, are built with
+// the chaos tag (make chaos, chaos-smoke, and chaos-ci, which make test
+// runs).
 package clustertest
 
 import (
