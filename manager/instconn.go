@@ -45,9 +45,10 @@ type instConn struct {
 	// wmu serialises writes: tasks from the session, pongs from the reader,
 	// the close frame from close. Frames to a server are masked, with a
 	// fresh key each (RFC 6455 5.3) from rng.
-	wmu  sync.Mutex
-	rng  *rand.ChaCha8
-	wbuf []byte
+	wmu    sync.Mutex
+	rng    *rand.ChaCha8
+	wbuf   []byte
+	wuntil time.Time // the write deadline set on conn
 
 	mu     sync.Mutex
 	cur    *call // the task in flight, nil when idle
@@ -148,8 +149,16 @@ func (c *instConn) maskKey() (key [4]byte) {
 	return key
 }
 
+// writeLocked writes wbuf within timeout. The deadline moves only when the
+// one set leaves this write less than three quarters of timeout, or more
+// than timeout: most tasks of a session go out without a timer update.
 func (c *instConn) writeLocked(timeout time.Duration) error {
-	err := c.conn.SetWriteDeadline(time.Now().Add(timeout))
+	var err error
+	now := time.Now()
+	if left := c.wuntil.Sub(now); left < timeout-timeout/4 || left > timeout {
+		c.wuntil = now.Add(timeout)
+		err = c.conn.SetWriteDeadline(c.wuntil)
+	}
 	if err == nil {
 		_, err = c.conn.Write(c.wbuf)
 	}

@@ -78,20 +78,36 @@ func pollable(conn any) bool {
 }
 
 // waitInput waits until input is at hand. A connection that may go quiet
-// waits readLinger at most: then it returns os.ErrDeadlineExceeded, and
-// nothing of a frame has been read.
+// waits between half of readLinger and readLinger at most: then it returns
+// os.ErrDeadlineExceeded, and nothing of a frame has been read.
+//
+// The read deadline of the linger stays set while the next frame is in the
+// buffer whole (Next reads nothing more from the socket), and is moved only
+// once less than half of readLinger is left of it: a client that sends
+// small tasks often costs no timer update per task.
 func (c *clientConn) waitInput() error {
-	if c.rd.R.Buffered() > 0 {
-		return nil
-	}
 	if c.poll == nil {
+		if c.rd.R.Buffered() > 0 {
+			return nil
+		}
 		_, err := c.rd.R.Peek(1)
 		return err
 	}
-	_ = c.conn.SetReadDeadline(time.Now().Add(readLinger))
-	_, err := c.rd.R.Peek(1)
-	_ = c.conn.SetReadDeadline(time.Time{})
-	return err
+	if c.rd.R.Buffered() == 0 {
+		if now := time.Now(); c.lingerUntil.Sub(now) < readLinger/2 {
+			c.lingerUntil = now.Add(readLinger)
+			_ = c.conn.SetReadDeadline(c.lingerUntil)
+		}
+		if _, err := c.rd.R.Peek(1); err != nil {
+			return err
+		}
+	}
+	if !c.rd.Whole() && !c.lingerUntil.IsZero() {
+		// Next reads from the socket: the linger must not cut a frame.
+		c.lingerUntil = time.Time{}
+		_ = c.conn.SetReadDeadline(time.Time{})
+	}
+	return nil
 }
 
 // lingered tells whether err is waitInput's end of the linger.

@@ -44,6 +44,9 @@ type clientConn struct {
 	// reading is readOwned while a goroutine reads (or is about to),
 	// readQuiet while the connection waits in the poller.
 	reading atomic.Int32
+	// lingerUntil is the read deadline waitInput set on conn, zero when
+	// none is set; only the reader uses it.
+	lingerUntil time.Time
 }
 
 // clientReadBuffer buffers a client's input while a reader runs: one read

@@ -67,7 +67,7 @@ func (p *Placer) Acquire(ctx context.Context, h *Holder, wait bool, queued func(
 		return nil, err
 	}
 	var lastErr error
-	failures := 0
+	failures, full := 0, 0
 	for range maxRounds {
 		g, w := p.place(h, ps, wait)
 		if w != nil {
@@ -89,6 +89,17 @@ func (p *Placer) Acquire(ctx context.Context, h *Holder, wait bool, queued func(
 		lastErr = err
 		if errors.As(err, new(farmFault)) {
 			p.log.Info("placing elsewhere", "holder", h.ID, "pool", ps.cfg.Name, "farm", g.farm.id, "err", err)
+			if errors.Is(err, farmapi.ErrNoSlot) {
+				// The farms are fuller than the books: instances given up
+				// are still exiting. The books may say so again at once
+				// (a slot freed elsewhere on that farm clears its full
+				// mark), so the next round waits a little for the farm
+				// instead of spending every round in milliseconds.
+				full++
+				if !sleepCtx(ctx, fullBackoff(full)) {
+					return nil, ctx.Err()
+				}
+			}
 			continue
 		}
 		failures++
@@ -100,8 +111,33 @@ func (p *Placer) Acquire(ctx context.Context, h *Holder, wait bool, queued func(
 			break
 		}
 	}
+	if errors.Is(lastErr, farmapi.ErrNoSlot) {
+		// Every round found the farms full: no capacity, which a client
+		// may try again later, not a failure of drover's.
+		p.log.Warn("placement found the farms full", "holder", h.ID, "pool", ps.cfg.Name, "rounds", maxRounds, "err", lastErr)
+		return nil, fmt.Errorf("%w: %w", ErrNoCapacity, lastErr)
+	}
 	p.log.Warn("placement failed", "holder", h.ID, "pool", ps.cfg.Name, "err", lastErr)
 	return nil, fmt.Errorf("%w: %w", ErrSpawnFailed, lastErr)
+}
+
+// fullBackoff is the wait before the next round of a placement after its
+// n-th start that found a farm full: 10 ms, doubled each time, at most
+// 250 ms (maxRounds of them: about 7 s).
+func fullBackoff(n int) time.Duration {
+	return min(10*time.Millisecond<<min(n-1, 5), 250*time.Millisecond)
+}
+
+// sleepCtx waits d; false when ctx ends first.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
 }
 
 // place tries to serve a holder at once; with wait it queues it otherwise.

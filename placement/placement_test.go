@@ -9,6 +9,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/drover-dev/drover/farmapi"
+	"github.com/drover-dev/drover/store"
 )
 
 // TestHoldersFarmsQueueAndLostFarm drives placement without a manager:
@@ -185,6 +186,49 @@ func TestNoSlotIsANormalOutcome(t *testing.T) {
 	a.set(func(f *httpFarm) { f.full = false })
 	a.heartbeat(t, tp.Placer)
 	require.Equal(t, "a", tp.acquire(t, newHolder("h3", "p"), false).Farm())
+}
+
+// TestFullFarmWhileSlotsFree: a farm answers "no free slot" while other
+// managers keep freeing slots on it in the books (as when a farm dies and
+// its clients open new sessions on the others while instances exit
+// everywhere). Each freed slot clears the farm's full mark, so every round
+// of the placement picks it again: the holder waits between those rounds
+// (seconds in all, in which the farm's instances exit), and when the farm
+// stays full it is told there is no capacity, not that drover failed
+// (found by the chaos run: sessions closed with 1011 internal error, every
+// round spent within 150 ms, after a farm was killed).
+func TestFullFarmWhileSlotsFree(t *testing.T) {
+	tp := newTestPlacer(t, Config{Pools: []Pool{{Name: "p"}}})
+	a := newHTTPFarm(t, "a", 4, "p")
+	a.register(t, tp.Placer)
+	a.set(func(f *httpFarm) { f.full = true })
+	stop, stopped := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(stopped)
+		tick := time.NewTicker(time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+				tp.HandleEvent(store.Event{Type: store.EventSlotFreed, Farm: "a", Manager: "m2"})
+			}
+		}
+	}()
+	defer func() { close(stop); <-stopped }()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	began := time.Now()
+	_, err := tp.Acquire(ctx, &newHolder("h1", "p").Holder, true, nil)
+	took := time.Since(began)
+	require.ErrorIs(t, err, ErrNoCapacity)
+	require.NotErrorIs(t, err, ErrSpawnFailed)
+	require.Greater(t, took, 2*time.Second, "the rounds on the full farm were not spread out")
+
+	a.set(func(f *httpFarm) { f.full = false }) // its instances exited
+	require.Equal(t, "a", tp.acquire(t, newHolder("h2", "p"), true).Farm())
 }
 
 // TestRegisterAgainStopsGivenUpInstances: a farm declared dead that

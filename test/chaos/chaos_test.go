@@ -24,7 +24,8 @@ import (
 // and its restart, pause and unpause, partition and reconnection of either,
 // a Redis restart. CHAOS_SEED replays a run's fault schedule (the load's
 // timing varies). At the end it checks the invariants, prints a summary,
-// and writes it to CHAOS_SUMMARY when set.
+// and writes it to CHAOS_SUMMARY when set; CHAOS_LOGS names a directory
+// for the containers' whole logs.
 func TestChaos(t *testing.T) {
 	cluster(t)
 	duration := 3 * time.Minute
@@ -133,6 +134,9 @@ func TestChaos(t *testing.T) {
 	fmt.Fprintf(&sum, "faults injected %s\n", counts(l.faults))
 	fmt.Fprintf(&sum, "operations %s\n", counts(l.ops))
 	fmt.Fprintf(&sum, "error answers clients got %s\n", counts(l.answers))
+	if len(l.internal) > 0 {
+		fmt.Fprintf(&sum, "internal errors said %q\n", l.internal)
+	}
 	l.mu.Unlock()
 	passed := 0
 	for _, ch := range checks {
@@ -155,6 +159,11 @@ func TestChaos(t *testing.T) {
 	for _, ch := range checks {
 		if !ch.ok {
 			t.Errorf("%s: %s", ch.name, ch.detail)
+		}
+	}
+	if dir := os.Getenv("CHAOS_LOGS"); dir != "" {
+		if err := c.SaveLogs(dir); err != nil {
+			t.Errorf("save the containers' logs: %v", err)
 		}
 	}
 	if t.Failed() {

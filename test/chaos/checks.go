@@ -212,6 +212,11 @@ func checkGLB(c *clustertest.Cluster, item string, final map[string]any) string 
 // the managers list (none once every session ended), no converter runs,
 // and no job or session directory is left.
 func checkOrphans(ctx context.Context, c *clustertest.Cluster) check {
+	return checkOrphansOf(ctx, c, c.Farms...)
+}
+
+// checkOrphansOf is checkOrphans of the farms named.
+func checkOrphansOf(ctx context.Context, c *clustertest.Cluster, farms ...string) check {
 	listed := map[string]map[string]bool{}
 	for _, m := range c.Managers {
 		st, err := c.Status(ctx, m)
@@ -226,7 +231,7 @@ func checkOrphans(ctx context.Context, c *clustertest.Cluster) check {
 		}
 	}
 	var problems []string
-	for _, f := range c.Farms {
+	for _, f := range farms {
 		procs, err := c.Processes(ctx, f)
 		if err != nil {
 			problems = append(problems, f+": docker top: "+err.Error())

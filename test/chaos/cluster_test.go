@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -200,24 +201,60 @@ func TestClusterManagerPause(t *testing.T) {
 	}
 }
 
-// TestClusterFarmPartition cuts the farm of a session off the network
-// under a running task and measures when the client hears instance_lost;
-// after the farm is back, a new session works.
+// TestClusterFarmPartition cuts a farm off the network while it runs a
+// session's task and a conversion job (the "Must show"): the
+// session's client hears instance_lost within 3.5 s; the job's lease
+// expires and the job is reclaimed, and ends SUCCESS on the other farm
+// once, with one attempt's output and one webhook; when the farm is back,
+// it stops the instances the managers gave up (its instance processes are
+// the instances the managers list), the lost session cannot be resumed,
+// and its late attempt changes nothing.
 func TestClusterFarmPartition(t *testing.T) {
 	cluster(t)
-	c := clustertest.Start(t, clustertest.Options{Managers: 2, Farms: 2, Instances: 2})
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	c := clustertest.Start(t, clustertest.Options{Managers: 2, Farms: 2, Instances: 2,
+		ManagerArgs: []string{"--job-lease=6s"}})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
+	hooks := startReceiver(t, c)
+	ld := &load{c: c, l: newLedger(), hooks: hooks}
 
-	s, err := client.Dial(ctx, wsURL(c), client.Options{})
+	// Every instance slot taken: each farm has sessions.
+	var sessions []*client.Session
+	for range 4 {
+		s, err := client.Dial(ctx, wsURL(c), client.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		echo(ctx, t, s, 1)
+		sessions = append(sessions, s)
+	}
+	// A conversion long enough to be cut off in the middle.
+	item, err := ld.upload(ctx, "grid.obj", gridOBJ(450))
 	if err != nil {
 		t.Fatal(err)
 	}
-	echo(ctx, t, s, 3)
-	_, farm, err := c.Where(s.ID)
-	if err != nil {
-		t.Fatal(err)
+	var farm string
+	waitFor(t, 60*time.Second, "a farm running the grid's converter", func() bool {
+		farm = converting(ctx, c)
+		return farm != ""
+	})
+	other := c.Farms[0]
+	if other == farm {
+		other = c.Farms[1]
 	}
+	var s *client.Session
+	var others []*client.Session // the other farm's
+	for _, ss := range sessions {
+		if _, f, err := c.Where(ss.ID); err == nil && f == farm {
+			s = ss
+		} else if f == other {
+			others = append(others, ss)
+		}
+	}
+	if s == nil {
+		t.Fatalf("no session on %s, which runs the job", farm)
+	}
+	cut := time.Now()
 	lost := lostDuringTask(ctx, t, c, s, "cut off", func() { c.Disconnect(farm) })
 	t.Logf("farm %s cut off: the running task got %s after %.2f s", farm, session.CodeInstanceLost, lost.Seconds())
 	if lost > 3500*time.Millisecond {
@@ -225,10 +262,47 @@ func TestClusterFarmPartition(t *testing.T) {
 	}
 	_ = s.Drop()
 
+	// The job is reclaimed: the other farm converts it, and it ends.
+	waitFor(t, 60*time.Second, "the job running on "+other, func() bool { return converting(ctx, c) == other })
+	t.Logf("farm %s cut off: its job was reclaimed by %s %.1f s after the cut", farm, other, time.Since(cut).Seconds())
+	j := &jobRec{item: item, name: "grid.obj"}
+	ld.l.job(j)
+	ld.follow(ctx, j, 2*time.Minute)
+	if j.final == nil || j.final["conversionState"] != "SUCCESS" {
+		t.Fatalf("the reclaimed job ended %v (states %v), want SUCCESS", j.final["conversionState"], j.states)
+	}
+	t.Logf("the reclaimed job ended SUCCESS %.1f s after the cut, after %v attempts", time.Since(cut).Seconds(), j.final["attempts"])
+
 	back := time.Now()
 	c.Connect(farm)
 	c.WaitFarmSeen(farm, back, time.Minute)
 	t.Logf("farm %s reconnected: every manager heard from it %.2f s after", farm, time.Since(back).Seconds())
+	// The farm stops what the managers gave up, and its late attempt ends.
+	waitFor(t, 30*time.Second, farm+" running only the instances the managers list, and no job", func() bool {
+		ch := checkOrphansOf(ctx, c, farm)
+		m, err := c.Metrics(ctx, farm)
+		return ch.ok && err == nil && m["drover_farm_jobs_running"] == 0
+	})
+	if _, err := client.Dial(ctx, wsURL(c), client.Options{Resume: s.Resume}); err == nil {
+		t.Fatalf("the session lost with %s resumed after it came back", farm)
+	}
+	for _, ss := range others {
+		echo(ctx, t, ss, 1) // the other farm's sessions go on
+	}
+	// Still the one end: the item, its output and its webhooks.
+	final := j.final
+	j.final, j.states = nil, nil
+	ld.follow(ctx, j, 10*time.Second)
+	jobs, webhooks, _ := checkJobs(c, ld.l, hooks)
+	if !jobs.ok || !webhooks.ok {
+		t.Fatalf("after %s came back: %s; %s", farm, jobs.detail, webhooks.detail)
+	}
+	if j.final["outputs"] == nil || fmt.Sprint(j.final["outputs"]) != fmt.Sprint(final["outputs"]) || j.final["updated"] != final["updated"] {
+		t.Fatalf("after %s came back the item changed: %v, was %v", farm, j.final, final)
+	}
+	if n := len(hooks.deliveries(item)); n != 1 {
+		t.Fatalf("the item's webhook came as %d deliveries, want 1", n)
+	}
 	s2, err := client.Dial(ctx, wsURL(c), client.Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -237,6 +311,40 @@ func TestClusterFarmPartition(t *testing.T) {
 	if err := s2.Logout(); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// converting returns the farm that runs a converter, or "".
+func converting(ctx context.Context, c *clustertest.Cluster) string {
+	for _, f := range c.Farms {
+		procs, err := c.Processes(ctx, f)
+		if err != nil {
+			continue
+		}
+		for _, p := range procs {
+			if strings.Contains(p, "assimp") {
+				return f
+			}
+		}
+	}
+	return ""
+}
+
+// gridOBJ is an n×n grid of squares in two triangles each: a mesh large
+// enough that assimp takes seconds over it.
+func gridOBJ(n int) string {
+	var b strings.Builder
+	for i := 0; i <= n; i++ {
+		for j := 0; j <= n; j++ {
+			fmt.Fprintf(&b, "v %d %d %d\n", i, j, (i*j)%7)
+		}
+	}
+	for i := 0; i < n; i++ {
+		for j := 0; j < n; j++ {
+			a := i*(n+1) + j + 1
+			fmt.Fprintf(&b, "f %d %d %d\nf %d %d %d\n", a, a+1, a+n+2, a, a+n+2, a+n+1)
+		}
+	}
+	return b.String()
 }
 
 // waitFor polls cond every 100 ms until it holds or within passes.

@@ -21,10 +21,12 @@ type ledger struct {
 	ops     map[string]int
 	faults  map[string]int
 	answers map[string]int // error answers clients got, by code
-	obs     []binding
-	resumes []resumeRec
-	jobs    []*jobRec
-	notes   []string // violations seen as they happened
+	// internal: messages of internal errors.
+	internal []string
+	obs      []binding
+	resumes  []resumeRec
+	jobs     []*jobRec
+	notes    []string // violations seen as they happened
 }
 
 func newLedger() *ledger {
@@ -81,9 +83,14 @@ func (l *ledger) fault(kind string) {
 	l.mu.Unlock()
 }
 
-func (l *ledger) answer(code string) {
+// answer counts an error answer; the messages of internal errors are
+// kept too (the first few), since one is worth a look.
+func (l *ledger) answer(code, message string) {
 	l.mu.Lock()
 	l.answers[code]++
+	if code == "internal" && len(l.internal) < 5 {
+		l.internal = append(l.internal, message)
+	}
 	l.mu.Unlock()
 }
 

@@ -51,7 +51,7 @@ func (ld *load) wsSession(ctx context.Context, rng *rand.Rand) {
 		var ae *answerError
 		if errors.As(err, &ae) {
 			ld.l.op("ws open refused")
-			ld.l.answer(ae.code)
+			ld.l.answer(ae.code, ae.message)
 		} else {
 			ld.l.op("ws open failed")
 		}
@@ -61,10 +61,11 @@ func (ld *load) wsSession(ctx context.Context, rng *rand.Rand) {
 	ld.l.op("ws open")
 	farm := ld.farmOf(s.id)
 	value := strconv.FormatInt(rng.Int63(), 36)
-	st := &sessState{s: s, farm: farm, value: value}
+	st := &sessState{s: s, farm: farm}
 	if !ld.task(ctx, st, "set", `{"command":"set","key":"k","value":"`+value+`"}`) {
 		return
 	}
+	st.value = value // set: from now on every get must find it
 	if !ld.pid(ctx, st) {
 		return
 	}
@@ -100,8 +101,10 @@ func (ld *load) wsSession(ctx context.Context, rng *rand.Rand) {
 
 // sessState is what a WebSocket session knows of itself.
 type sessState struct {
-	s     *tsess
-	farm  string
+	s    *tsess
+	farm string
+	// value is what set stored, once its done came ("" before: a set cut
+	// with its connection may or may not have run).
 	value string
 	pid   int
 }
@@ -148,7 +151,7 @@ func (ld *load) get(ctx context.Context, st *sessState) bool {
 		ld.ended(st, err)
 		return false
 	}
-	if len(res) != 1 || !strings.Contains(string(res[0]), `"`+st.value+`"`) {
+	if st.value != "" && (len(res) != 1 || !strings.Contains(string(res[0]), `"`+st.value+`"`)) {
 		ld.l.note("session %s: get k = %s, want %s", st.s.id, res, st.value)
 	}
 	return true
@@ -199,7 +202,7 @@ func (ld *load) resume(ctx context.Context, st *sessState) bool {
 			// not_found (the instance died meanwhile and the session with
 			// it), instance_lost, ...: an answer.
 			ld.l.op("ws resume refused")
-			ld.l.answer(ae.code)
+			ld.l.answer(ae.code, ae.message)
 			return false
 		case !errors.Is(err, errCut):
 			ld.l.resumed(resumeRec{session: st.s.id, why: err.Error()})
@@ -228,7 +231,7 @@ func (ld *load) checkResumed(ctx context.Context, st *sessState, inst string) bo
 		ld.ended(st, err)
 		return false
 	}
-	if len(res) != 1 || !strings.Contains(string(res[0]), `"`+st.value+`"`) {
+	if st.value != "" && (len(res) != 1 || !strings.Contains(string(res[0]), `"`+st.value+`"`)) {
 		why := fmt.Sprintf("resumed at %s on instance %s (farm %s): get k = %s, want %s", time.Now().Format("15:04:05.000"),
 			inst, st.farm, res, st.value)
 		if pr, err := st.s.Execute(ctx, "pid", `{"command":"pid"}`, ld.stall, ld.limit); err == nil {
@@ -267,12 +270,12 @@ func (ld *load) restWorker(ctx context.Context, rng *rand.Rand) {
 	hc := &http.Client{Timeout: 30 * time.Second}
 	for ctx.Err() == nil {
 		var login struct {
-			Status, ID, Code string
+			Status, ID, Code, Message string
 		}
 		if err := getJSON(ctx, hc, ld.c.URL+"/login?wait=true", &login); err != nil || login.Status != "permitted" {
 			ld.l.op("rest login refused")
 			if login.Code != "" {
-				ld.l.answer(login.Code)
+				ld.l.answer(login.Code, login.Message)
 			}
 			pause(ctx, 300*time.Millisecond)
 			continue
@@ -292,7 +295,7 @@ func (ld *load) restWorker(ctx context.Context, rng *rand.Rand) {
 				ld.l.answered(key, "done")
 				continue
 			}
-			var e struct{ Code string }
+			var e struct{ Code, Message string }
 			_ = json.Unmarshal(body, &e)
 			if e.Code == "" {
 				// HAProxy's own page (no manager answered): the request
@@ -302,7 +305,7 @@ func (ld *load) restWorker(ctx context.Context, rng *rand.Rand) {
 			} else {
 				ld.l.answered(key, e.Code)
 			}
-			ld.l.answer(e.Code)
+			ld.l.answer(e.Code, e.Message)
 			if resp.StatusCode == http.StatusNotFound || resp.StatusCode == http.StatusBadGateway {
 				break // the session is over
 			}

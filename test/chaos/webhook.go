@@ -71,3 +71,14 @@ func (r *receiver) states(item string) map[string]bool {
 	}
 	return out
 }
+
+// deliveries returns the delivery ids of the webhooks about item.
+func (r *receiver) deliveries(item string) []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []string
+	for id := range r.seen[item] {
+		out = append(out, id)
+	}
+	return out
+}

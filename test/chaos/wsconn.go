@@ -60,7 +60,7 @@ var (
 )
 
 // answerError is an error answer to a task, or a refused open.
-type answerError struct{ code string }
+type answerError struct{ code, message string }
 
 func (e *answerError) Error() string { return e.code }
 
@@ -87,11 +87,11 @@ func dial(ctx context.Context, l *ledger, wsURL, token string) (*tsess, *conn, f
 				return s, c, f, nil
 			case "error":
 				ws.Close()
-				code := "error"
+				ae := &answerError{code: "error"}
 				if f.Error != nil {
-					code = f.Error.Code
+					ae.code, ae.message = f.Error.Code, f.Error.Message
 				}
-				return nil, nil, f, &answerError{code}
+				return nil, nil, f, ae
 			}
 		case <-c.closed:
 			return nil, nil, frame{}, errCut
@@ -196,12 +196,12 @@ func (s *tsess) Execute(ctx context.Context, what string, data string, stall, li
 			case f.Type == "done":
 				return results, nil
 			case f.Type == "error":
-				code := "error"
+				ae := &answerError{code: "error"}
 				if f.Error != nil {
-					code = f.Error.Code
+					ae.code, ae.message = f.Error.Code, f.Error.Message
 				}
-				s.l.answer(code)
-				return results, &answerError{code}
+				s.l.answer(ae.code, ae.message)
+				return results, ae
 			}
 		case <-s.c.closed:
 			s.l.cutTask(r)

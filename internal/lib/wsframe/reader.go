@@ -119,6 +119,46 @@ func (r *Reader) Next(buf []byte) (op byte, msg []byte, err error) {
 	}
 }
 
+// Whole reports whether the next frame is in R's buffer, header and
+// payload, and ends what Next reads: a data frame with FIN set, a close
+// frame, or a ping or pong when Controls is set. Next then returns it
+// without reading from the connection, so a read deadline cannot cut it
+// short.
+func (r *Reader) Whole() bool {
+	p, _ := r.R.Peek(r.R.Buffered())
+	if len(p) < 2 {
+		return false
+	}
+	op := p[0] & 0x0f
+	switch {
+	case p[0]&finBit == 0, op == OpContinuation:
+		return false
+	case op > OpClose && !r.Controls:
+		return false
+	}
+	size := 2
+	n := uint64(p[1] & 0x7f)
+	switch n {
+	case 126:
+		size += 2
+	case 127:
+		size += 8
+	}
+	if p[1]&maskBit != 0 {
+		size += 4
+	}
+	if len(p) < size {
+		return false
+	}
+	switch n {
+	case 126:
+		n = uint64(binary.BigEndian.Uint16(p[2:]))
+	case 127:
+		n = binary.BigEndian.Uint64(p[2:])
+	}
+	return n <= uint64(len(p)-size)
+}
+
 // header reads and checks a frame header.
 func (r *Reader) header() (header, error) {
 	var h header

@@ -45,6 +45,8 @@ var pool = sync.Pool{New: func() any {
 type Writer struct {
 	conn    net.Conn
 	timeout time.Duration
+	// until is the write deadline last set on conn; zero when none is.
+	until time.Time
 
 	mu     sync.Mutex
 	buf    *[]byte // pending frames; nil when there are none
@@ -56,8 +58,11 @@ type Writer struct {
 }
 
 // Reset makes w write to conn, bounding each write by timeout (0: none).
+// The deadline is moved forward only once less than three quarters of
+// timeout is left of it, which spares most writes a timer update: a write
+// has between three quarters of timeout and timeout.
 func (w *Writer) Reset(conn net.Conn, timeout time.Duration) {
-	w.conn, w.timeout = conn, timeout
+	w.conn, w.timeout, w.until = conn, timeout, time.Time{}
 }
 
 // Text writes a text frame whose payload build appends to its argument.
@@ -137,7 +142,8 @@ func (w *Writer) Close(code int, reason string, timeout time.Duration) error {
 	if w.timeout > 0 {
 		timeout = min(timeout, w.timeout)
 	}
-	w.deadline(timeout)
+	w.until = time.Now().Add(timeout)
+	_ = w.conn.SetWriteDeadline(w.until)
 	_, err := w.conn.Write(*w.buf)
 	w.recycle()
 	return w.wrote(err)
@@ -207,9 +213,15 @@ func (w *Writer) flush() error {
 	return w.wrote(err)
 }
 
+// deadline makes sure the next write has at least three quarters of d.
 func (w *Writer) deadline(d time.Duration) {
-	if d > 0 {
-		_ = w.conn.SetWriteDeadline(time.Now().Add(d))
+	if d <= 0 {
+		return
+	}
+	now := time.Now()
+	if w.until.Sub(now) < d-d/4 {
+		w.until = now.Add(d)
+		_ = w.conn.SetWriteDeadline(w.until)
 	}
 }
 

@@ -317,11 +317,33 @@ func (c *Cluster) Connect(name string) {
 	}
 }
 
-// Logs returns the output of the container name, for failure messages.
-func (c *Cluster) Logs(name string) string {
+// Logs returns the last 200 lines of output of the container name, for
+// failure messages.
+func (c *Cluster) Logs(name string) string { return c.logs(name, "200") }
+
+// SaveLogs writes the whole output of every container of the cluster to
+// dir/<name>.log.
+func (c *Cluster) SaveLogs(dir string) error {
+	c.mu.Lock()
+	var names []string
+	for n := range c.ids {
+		names = append(names, n)
+	}
+	c.mu.Unlock()
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	var errs []error
+	for _, n := range names {
+		errs = append(errs, os.WriteFile(filepath.Join(dir, n+".log"), []byte(c.logs(n, "all")), 0o644))
+	}
+	return errors.Join(errs...)
+}
+
+func (c *Cluster) logs(name, tail string) string {
 	ctx, cancel := ctx30()
 	defer cancel()
-	rc, err := c.cli.ContainerLogs(ctx, c.id(name), container.LogsOptions{ShowStdout: true, ShowStderr: true, Tail: "200"})
+	rc, err := c.cli.ContainerLogs(ctx, c.id(name), container.LogsOptions{ShowStdout: true, ShowStderr: true, Tail: tail})
 	if err != nil {
 		return "(no logs: " + err.Error() + ")"
 	}
