@@ -20,9 +20,10 @@ setup:
 setup-lint:
 	@./scripts/setup.sh --lint
 
-## build: build bin/drover
+## build: build bin/drover and bin/drover-worker (the reference worker alone, which drover up prefers)
 build:
 	$(GO) build -o bin/drover ./cmd/drover
+	$(GO) build -o bin/drover-worker ./cmd/drover-worker
 
 ## image: build the reference worker image (IMAGE) from a static drover
 image:
@@ -101,7 +102,7 @@ load: build
 ## bench-report: run drover bench in full (a few minutes) and write its figures into BENCHMARKS.md and docs/bench/
 .PHONY: bench-report
 BENCH_FLAGS ?=
-bench-report: setup build
+bench-report: setup build image
 	@mkdir -p docs/bench
 	./bin/drover bench --require --json $(BENCH_FLAGS) > docs/bench/report.json.tmp
 	mv docs/bench/report.json.tmp docs/bench/report.json
