@@ -20,9 +20,10 @@ setup:
 setup-lint:
 	@./scripts/setup.sh --lint
 
-## build: build bin/drover
+## build: build bin/drover and bin/drover-worker (the reference worker alone, which drover up prefers)
 build:
 	$(GO) build -o bin/drover ./cmd/drover
+	$(GO) build -o bin/drover-worker ./cmd/drover-worker
 
 ## image: build the reference worker image (IMAGE) from a static drover
 image:
@@ -60,14 +61,27 @@ up: setup build
 # Where the browser tests leave their screenshots (the CI artifacts).
 ARTIFACTS ?= $(CURDIR)/test-artifacts
 
-## test: run every test with the race detector (screenshots go to ARTIFACTS), then fuzz-smoke and chaos-ci
+## test: run every test with the race detector (screenshots go to ARTIFACTS), then fuzz-smoke, soak-short and chaos-ci
 test: setup
 	DROVER_ARTIFACTS=$(ARTIFACTS) $(GO) test -race -count=1 -timeout=$(TIMEOUT) ./...
 	@# Memory per idle connection, without the race detector: it caps live
 	@# goroutines below the 10,000 sessions the test holds, and inflates memory.
 	$(GO) test -count=1 -run '^TestIdleConnsFit$$' ./manager/
 	@$(MAKE) --no-print-directory fuzz-smoke
+	@$(MAKE) --no-print-directory soak-short
 	@$(MAKE) --no-print-directory chaos-ci
+
+# How long `make soak` loads the processes it watches for leaks.
+SOAK_DURATION ?= 10m
+
+## soak: mixed load on a manager (Redis) and two farms for SOAK_DURATION (10m), sampling goroutines, memory and open files; fails on a leak (docs/reliability.md)
+.PHONY: soak soak-short
+soak:
+	SOAK_DURATION=$(SOAK_DURATION) $(GO) test -tags soak -count=1 -timeout=2h -run '^TestSoak$$' -v ./test/soak/
+
+## soak-short: the soak for 25 s, as make test runs it
+soak-short:
+	SOAK_DURATION=25s $(GO) test -tags soak -count=1 -timeout=10m -run '^TestSoak$$' -v ./test/soak/
 
 ## lint: gofmt, go vet and golangci-lint
 lint: setup-lint
@@ -88,7 +102,7 @@ load: build
 ## bench-report: run drover bench in full (a few minutes) and write its figures into BENCHMARKS.md and docs/bench/
 .PHONY: bench-report
 BENCH_FLAGS ?=
-bench-report: setup build
+bench-report: setup build image
 	@mkdir -p docs/bench
 	./bin/drover bench --require --json $(BENCH_FLAGS) > docs/bench/report.json.tmp
 	mv docs/bench/report.json.tmp docs/bench/report.json

@@ -282,6 +282,18 @@ func (f *Farm) detach(inst *instance) {
 
 // awaitInstance waits until a spawned instance is ready, the way its
 // protocol tells.
+// probesPort reports whether the pool's instances are ready when their
+// port accepts a connection (awaitReady).
+func probesPort(p *pool) bool {
+	switch {
+	case p.protocol == ProtocolStdio, p.protocol == ProtocolDial:
+		return false
+	case p.protocol == ProtocolStream && p.readiness == ReadinessLiveliness:
+		return false
+	}
+	return true
+}
+
 func (f *Farm) awaitInstance(ctx context.Context, inst *instance) error {
 	switch p := inst.pool; {
 	case p.protocol == ProtocolStdio:

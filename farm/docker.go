@@ -774,11 +774,12 @@ func (u *containerUnit) kill() {
 }
 
 // owns: the probe reached the container's own address.
-func (u *containerUnit) owns(int) (bool, bool) { return true, true }
-func (u *containerUnit) stderrTail() string    { return u.stderr.lastLine() }
-func (u *containerUnit) pid() int              { return 0 }
-func (u *containerUnit) container() string     { return shortID(u.id) }
-func (u *containerUnit) String() string        { return "container " + shortID(u.id) }
+func (u *containerUnit) owns(int) (bool, bool)     { return true, true }
+func (u *containerUnit) notified() <-chan struct{} { return nil }
+func (u *containerUnit) stderrTail() string        { return u.stderr.lastLine() }
+func (u *containerUnit) pid() int                  { return 0 }
+func (u *containerUnit) container() string         { return shortID(u.id) }
+func (u *containerUnit) String() string            { return "container " + shortID(u.id) }
 
 // shortID is the 12-character form of a container id.
 func shortID(id string) string {

@@ -641,6 +641,7 @@ var errPortTaken = errors.New("port taken")
 // awaitReady probes the instance's address until it accepts a connection.
 // Probes start 1 ms apart and back off to probeInterval: most programs bind
 // within a few milliseconds of exec, and a cold start serves a waiting client.
+// A process that says it listens (ReadyFDEnv) is probed at once.
 // A container is probed at its own address: its published port accepts
 // connections (Docker's proxy does) before the program inside listens.
 func (f *Farm) awaitReady(ctx context.Context, inst *instance) error {
@@ -651,6 +652,7 @@ func (f *Farm) awaitReady(ctx context.Context, inst *instance) error {
 	delay := time.Millisecond
 	t := time.NewTimer(delay)
 	defer t.Stop()
+	note := inst.unit.notified()
 	for {
 		// A process that already exited is not ready, even if something else
 		// answers on its port.
@@ -676,6 +678,9 @@ func (f *Farm) awaitReady(ctx context.Context, inst *instance) error {
 			return f.earlyExitError(inst)
 		case <-ctx.Done():
 			return context.Cause(ctx)
+		case <-note:
+			note = nil // probed once now; the timer goes on as before
+			continue
 		case <-t.C:
 		}
 		delay = min(2*delay, probeInterval)

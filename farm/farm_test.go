@@ -901,3 +901,35 @@ func BenchmarkListenerInGroup(b *testing.B) {
 		})
 	}
 }
+
+// A process whose port is probed gets a descriptor to say that it listens:
+// the reference worker writes to it, a program that knows nothing of it
+// is found by the probe as before. Stdio instances get none.
+func TestReadyNotification(t *testing.T) {
+	stdio := childPool("stdio", "listen")
+	stdio.Protocol = ProtocolStdio
+	f := newTestFarm(t, Config{Slots: 3, Pools: []PoolSpec{workerPool("worker"), childPool("plain", "listen"), stdio}})
+	for _, c := range []struct {
+		pool        string
+		asked, said bool
+	}{{"worker", true, true}, {"plain", true, false}, {"stdio", false, false}} {
+		inst, err := f.StartInstance(startCtx(t), c.pool)
+		require.NoError(t, err, c.pool)
+		killOnCleanup(t, inst.PID)
+		f.mu.Lock()
+		note := f.instances[inst.ID].unit.notified()
+		f.mu.Unlock()
+		require.Equal(t, c.asked, note != nil, "%s: given the descriptor", c.pool)
+		if !c.asked {
+			continue
+		}
+		// The worker writes right after it listens, so the probe may find
+		// it first: wait for the note.
+		select {
+		case <-note:
+			require.True(t, c.said, "%s wrote to the descriptor", c.pool)
+		case <-time.After(2 * time.Second):
+			require.False(t, c.said, "%s did not write to the descriptor", c.pool)
+		}
+	}
+}

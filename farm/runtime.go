@@ -42,6 +42,9 @@ type unit interface {
 	// owns reports whether the listener a probe found on port belongs to
 	// the instance; known is false when the farm cannot tell.
 	owns(port int) (yes, known bool)
+	// notified, when not nil, is closed once the instance said that it
+	// listens (ReadyFDEnv): readiness is probed at once then.
+	notified() <-chan struct{}
 	// stderrTail is the last line the instance wrote to stderr; valid
 	// after cleanup.
 	stderrTail() string

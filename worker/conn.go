@@ -9,6 +9,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/drover-dev/drover/internal/lib/rawio"
 	"github.com/drover-dev/drover/internal/lib/wsframe"
 	"github.com/drover-dev/drover/session"
 )
@@ -59,7 +60,7 @@ type readResult struct {
 }
 
 func (w *Worker) newConn(ctx context.Context, nc net.Conn) *conn {
-	nc = rawSocket(nc)
+	nc = rawio.Wrap(nc)
 	c := &conn{
 		w:       w,
 		nc:      nc,

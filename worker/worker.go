@@ -15,7 +15,8 @@
 // The package owns the worker's protocol loop and its commands. It does not
 // register with farms or know about sessions: a farm starts it with
 // DROVER_PORT and DROVER_INSTANCE_ID in the environment, as any native
-// instance program.
+// instance program, and DROVER_READY_FD, where the worker writes a byte
+// once it listens.
 package worker
 
 import (
@@ -26,6 +27,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strconv"
 	"sync"
 	"time"
 
@@ -163,5 +165,24 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	// Debug: under a farm every line on stderr is logged again by the farm.
 	w.log.Debug("worker listening", "addr", ln.Addr().String(), "instance", w.instanceID, "pid", w.pid)
+	notifyReady()
 	return w.Serve(ctx, ln)
+}
+
+// notifyReady tells a farm that the worker listens, if the farm gave it a
+// descriptor for that ($DROVER_READY_FD): the farm then need not wait for
+// its next port probe. Best effort: the probe finds the port anyway.
+func notifyReady() {
+	v := os.Getenv("DROVER_READY_FD")
+	if v == "" {
+		return
+	}
+	_ = os.Unsetenv("DROVER_READY_FD") // not for the worker's children
+	fd, err := strconv.Atoi(v)
+	if err != nil || fd < 3 {
+		return
+	}
+	f := os.NewFile(uintptr(fd), "ready")
+	_, _ = f.Write([]byte{'\n'})
+	_ = f.Close()
 }

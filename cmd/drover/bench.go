@@ -5,6 +5,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/drover-dev/drover/farm"
 	"github.com/drover-dev/drover/internal/tools/loadtest"
 )
 
@@ -19,7 +20,9 @@ worker (direct), one worker per connection started as a farm starts them
 interleaved rounds and prints medians with their ratios to direct (idle: to a
 plain gorilla server; stdio: to websocketd). A missing nginx, haproxy,
 websocketd or redis-server is skipped with a line, unless --require.
-Scenarios: rtt, tput (with CPU per task), stream, idle, open, stdio, jobs.
+Scenarios: rtt, tput (with CPU per task), stream, idle, open (warm, cold
+process, cold container: needs Docker and --image, which make image builds),
+stdio, jobs, failover.
 BENCHMARKS.md describes the method; make bench-report reruns it.`,
 		Args: cobra.NoArgs,
 	}
@@ -36,6 +39,7 @@ BENCHMARKS.md describes the method; make bench-report reruns it.`,
 	fs.IntVar(&cfg.StdioClients, "stdio-clients", 16, "clients of stdio's message rate")
 	fs.IntVar(&cfg.StdioOpeners, "stdio-openers", 8, "concurrent openers of stdio's session rate")
 	fs.IntVar(&cfg.Jobs, "jobs", 20000, "conversion jobs per round and queue")
+	fs.StringVar(&cfg.Image, "image", farm.DefaultImage, "reference worker image of open's cold containers (make image builds it)")
 	fs.StringSliceVar(&cfg.Scenarios, "scenarios", loadtest.BenchScenarios, "scenarios to run (load's names work too)")
 	fs.StringSliceVar(&cfg.Targets, "targets", loadtest.Targets, "targets to measure")
 	fs.BoolVar(&cfg.Require, "require", false, "fail instead of skipping a target whose program is missing")

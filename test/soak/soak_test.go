@@ -14,6 +14,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"mime/multipart"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -98,7 +99,7 @@ func TestSoak(t *testing.T) {
 		pids[p.cmd.Process.Pid] = true
 	}
 	pooled := func() map[string]float64 {
-		n := pooledConns(t, pids, rdb.Addr())
+		n := pooledFDs(t, pids, rdb.Addr())
 		out := map[string]float64{}
 		for _, p := range procs {
 			out[p.name] = float64(n[p.cmd.Process.Pid])
@@ -161,7 +162,7 @@ func TestSoak(t *testing.T) {
 		time.Sleep(time.Second)
 		now := rec.sample(t, time.Since(begin))
 		afterPooled = pooled()
-		settled = instancesLeft(t, procs[1:]) == 0
+		settled = instancesLeft(t, procs[1:]) == 0 && len(children(procs[1:])) == 0
 		for _, p := range procs {
 			now[p.name]["fds"] -= afterPooled[p.name]
 			for _, f := range []string{"goroutines", "fds"} {
@@ -193,9 +194,10 @@ func TestSoak(t *testing.T) {
 	var sum bytes.Buffer
 	fmt.Fprintf(&sum, "soak: %s of load (steady state from %s), samples every %s\n", d, warmup, interval)
 	st.print(&sum)
-	fmt.Fprintf(&sum, "fds baseline and after: without the TCP connections among the soak's processes and Redis (pools: %v before the load, %v after)\n",
+	fmt.Fprintf(&sum, "fds baseline and after: without what pools keep open, the TCP connections among the soak's processes and to Redis, and Go's splice pipes (%v before the load, %v after)\n",
 		basePooled, afterPooled)
-	fmt.Fprintf(&sum, "instances left on the farms after the load: %d\n\n", instancesLeft(t, procs[1:]))
+	fmt.Fprintf(&sum, "instances left on the farms after the load: %d; processes the farms still run: %d\n\n",
+		instancesLeft(t, procs[1:]), len(children(procs[1:])))
 	PrintTable(&sum, verdicts)
 	for _, v := range verdicts {
 		if (v.Leak || os.Getenv("SOAK_FDS") != "") && v.Series.Figure == "fds" {
@@ -212,7 +214,8 @@ func TestSoak(t *testing.T) {
 	}
 	require.Zero(t, st.failed(), "operations failed:\n%s", st.firstErrors())
 	require.Zero(t, leaks, "leaks found (see the table)")
-	require.Zero(t, instancesLeft(t, procs[1:]), "instance processes outlived their sessions")
+	require.Zero(t, instancesLeft(t, procs[1:]), "instances outlived their sessions")
+	require.Empty(t, children(procs[1:]), "processes of the farms outlived their sessions and jobs")
 	for _, p := range procs {
 		require.False(t, p.exited(), "%s exited", p.name)
 	}
@@ -353,6 +356,33 @@ func instancesLeft(t *testing.T, farms []*proc) int {
 		n += len(st.Instances)
 	}
 	return n
+}
+
+// children lists the processes whose parent is one of procs (instances,
+// converters), as "pid command".
+func children(procs []*proc) []string {
+	parents := map[string]bool{}
+	for _, p := range procs {
+		parents[strconv.Itoa(p.cmd.Process.Pid)] = true
+	}
+	var out []string
+	stats, _ := filepath.Glob("/proc/[0-9]*/stat")
+	for _, f := range stats {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid …; comm may hold spaces and parentheses.
+		i := bytes.LastIndexByte(b, ')')
+		if i < 0 {
+			continue
+		}
+		fs := strings.Fields(string(b[i+1:]))
+		if len(fs) > 1 && parents[fs[1]] {
+			out = append(out, strings.TrimSpace(string(b[:i+1])))
+		}
+	}
+	return out
 }
 
 // figures are what the recorder samples; settles: must return to its
@@ -512,41 +542,73 @@ func describeFDs(pid int) string {
 	return b.String()
 }
 
-// pooledConns counts, by pid, the established TCP connections of the
-// processes in pids to one another or to Redis: the pools of HTTP
-// keep-alive and Redis connections, which stay open after a load by
-// design (and are bounded by their configuration; their growth during the
-// load counts in the fds series).
-func pooledConns(t *testing.T, pids map[int]bool, redis string) map[int]int {
+// pooledFDs counts, by pid, the descriptors that pools keep open after a
+// load by design, bounded by their configuration (their growth during the
+// load counts in the fds series):
+//   - the established TCP connections of the processes in pids to one
+//     another or to Redis: HTTP keep-alive and the Redis client's pool;
+//   - pipes with both ends in the process: Go's splice pipes
+//     (internal/poll), which io.Copy between TCP connections keeps in a
+//     sync.Pool until a garbage collection, and an idle process rarely
+//     collects.
+//
+// It reads /proc/net/tcp{,6} and the processes' descriptors.
+func pooledFDs(t *testing.T, pids map[int]bool, redis string) map[int]int {
 	t.Helper()
-	out, err := exec.Command("ss", "-tanpH", "state", "established").Output()
-	require.NoError(t, err, "ss (Debian package iproute2)")
-	type conn struct {
-		local, peer string
-		pid         int
-	}
-	var conns []conn
-	owner := map[string]int{}
-	pidRe := regexp.MustCompile(`pid=(\d+),`)
-	for line := range strings.Lines(string(out)) {
-		f := strings.Fields(line)
-		if len(f) < 5 {
+	host, port, err := net.SplitHostPort(redis)
+	require.NoError(t, err)
+	pn, err := strconv.Atoi(port)
+	require.NoError(t, err)
+	require.Equal(t, "127.0.0.1", host)
+	redisHex := fmt.Sprintf("0100007F:%04X", pn)
+	type conn struct{ local, remote string }
+	byInode := map[string]conn{}
+	for _, f := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
+		b, err := os.ReadFile(f)
+		if err != nil {
 			continue
 		}
-		m := pidRe.FindStringSubmatch(line)
-		if m == nil {
-			continue
+		for line := range strings.Lines(string(b)) {
+			// sl local rem st tx:rx tr:when retrnsmt uid timeout inode
+			fs := strings.Fields(line)
+			if len(fs) < 10 || fs[3] != "01" { // ESTABLISHED
+				continue
+			}
+			byInode[fs[9]] = conn{local: fs[1], remote: fs[2]}
 		}
-		pid, _ := strconv.Atoi(m[1])
-		// Recv-Q Send-Q Local Peer Process, without the state column.
-		c := conn{local: f[2], peer: f[3], pid: pid}
-		conns = append(conns, c)
-		owner[c.local] = pid
 	}
+	owned := map[int][]conn{}
+	local := map[string]bool{} // endpoints of the processes
 	n := map[int]int{}
-	for _, c := range conns {
-		if pids[c.pid] && (c.peer == redis || pids[owner[c.peer]]) {
-			n[c.pid]++
+	for pid := range pids {
+		dir := fmt.Sprintf("/proc/%d/fd", pid)
+		es, _ := os.ReadDir(dir)
+		pipes := map[string]int{}
+		for _, e := range es {
+			target, _ := os.Readlink(filepath.Join(dir, e.Name()))
+			if strings.HasPrefix(target, "pipe:") {
+				pipes[target]++
+			}
+			inode, ok := strings.CutPrefix(target, "socket:[")
+			if !ok {
+				continue
+			}
+			if c, ok := byInode[strings.TrimSuffix(inode, "]")]; ok {
+				owned[pid] = append(owned[pid], c)
+				local[c.local] = true
+			}
+		}
+		for _, ends := range pipes {
+			if ends == 2 {
+				n[pid] += 2
+			}
+		}
+	}
+	for pid, cs := range owned {
+		for _, c := range cs {
+			if c.remote == redisHex || local[c.remote] {
+				n[pid]++
+			}
 		}
 	}
 	return n

@@ -1,14 +1,17 @@
-// Package rawio gives a TCP connection reads and writes that stay on the
+// Package rawio gives a socket reads and writes that stay on the
 // goroutine's processor.
 //
-// A read or write through net.Conn enters the scheduler's syscall state:
-// when the call lasts longer than the scheduler's monitor tick (20 µs) and
-// other goroutines wait on the same processor, the monitor hands the
+// A read or write through net.Conn enters the scheduler's syscall state.
+// When the call lasts longer than the scheduler's monitor tick (20 µs)
+// while other goroutines wait on the same processor, the monitor hands the
 // processor to another thread, and the caller's thread parks when its call
-// returns. A write to a loopback socket that wakes a sleeping peer lasts
-// about that long on a virtual machine, so a proxy that writes to many
-// such peers pays two thread switches for many of its writes. The sockets
-// are non-blocking, so a read or write never waits in the kernel: Conn
-// makes them as raw system calls, and waits for readiness in the runtime's
-// poller as net.Conn does (deadlines included).
+// returns; and the first such call after a process went idle wakes the
+// monitor thread, which soon sleeps again. A write to a loopback socket
+// that wakes a sleeping peer lasts about that long on a virtual machine:
+// the manager, which writes to 64 worker processes asleep between tasks,
+// paid thread switches for many of its writes, and each worker for its
+// first call after a wait. The sockets are non-blocking, so a read or
+// write never waits in the kernel: Conn makes them as raw system calls,
+// which the scheduler does not see, and waits for readiness in the
+// runtime's poller as net.Conn does (deadlines and Close included).
 package rawio

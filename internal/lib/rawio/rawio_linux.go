@@ -9,41 +9,48 @@ import (
 	"unsafe"
 )
 
-// Conn is a TCP connection whose Read and Write are raw system calls. The
-// other methods are the TCPConn's.
+// Conn is a socket whose Read, Write and WriteVec are raw system calls;
+// its other methods are the wrapped connection's. A call allocates
+// nothing: the callbacks handed to the RawConn are made once, and the
+// state of the call in progress lives here, one set for reads and one for
+// writes, each under its own lock.
 type Conn struct {
-	*net.TCPConn
+	net.Conn
 	rc syscall.RawConn
 
-	// The state of the call in progress, kept here so that the callbacks
-	// handed to the RawConn are made once, not per call.
-	rmu     sync.Mutex
-	rbuf    []byte
-	rn      int
-	rerr    syscall.Errno
-	readFn  func(uintptr) bool
+	rmu    sync.Mutex
+	rbuf   []byte
+	rn     uintptr
+	rerrno syscall.Errno
+	readFn func(fd uintptr) bool
+
 	wmu     sync.Mutex
-	wbuf    []byte
-	wn      int
-	werr    syscall.Errno
-	writeFn func(uintptr) bool
+	wvec    [][]byte
+	one     [1][]byte
+	iov     []syscall.Iovec
+	wn      int64
+	werrno  syscall.Errno
+	writeFn func(fd uintptr) bool
 }
 
-// Wrap returns conn as a *Conn when it is a TCP connection, and conn
-// itself otherwise.
+// Wrap returns conn as a *Conn when it is a socket (a syscall.Conn), and
+// conn itself otherwise (a TLS connection, a pipe).
 func Wrap(conn net.Conn) net.Conn {
-	tc, ok := conn.(*net.TCPConn)
+	sc, ok := conn.(syscall.Conn)
 	if !ok {
 		return conn
 	}
-	rc, err := tc.SyscallConn()
+	rc, err := sc.SyscallConn()
 	if err != nil {
 		return conn
 	}
-	c := &Conn{TCPConn: tc, rc: rc}
-	c.readFn, c.writeFn = c.read, c.write
+	c := &Conn{Conn: conn, rc: rc}
+	c.readFn, c.writeFn = c.read, c.writev
 	return c
 }
+
+// SyscallConn is the wrapped socket's, so that Conn is a syscall.Conn too.
+func (c *Conn) SyscallConn() (syscall.RawConn, error) { return c.rc, nil }
 
 // Read reads into p, waiting for input as net.Conn does.
 func (c *Conn) Read(p []byte) (int, error) {
@@ -52,85 +59,99 @@ func (c *Conn) Read(p []byte) (int, error) {
 	}
 	c.rmu.Lock()
 	defer c.rmu.Unlock()
-	c.rbuf, c.rn, c.rerr = p, 0, 0
+	c.rbuf, c.rn, c.rerrno = p, 0, 0
 	err := c.rc.Read(c.readFn)
-	n, errno := c.rn, c.rerr
 	c.rbuf = nil
 	switch {
 	case err != nil:
 		return 0, err
-	case errno != 0:
-		return 0, c.opError("read", errno)
-	case n == 0:
+	case c.rerrno != 0:
+		return 0, c.opError("read", c.rerrno)
+	case c.rn == 0:
 		return 0, io.EOF
 	}
-	return n, nil
+	return int(c.rn), nil
 }
 
+// read is the RawConn callback of Read: false asks it to wait.
 func (c *Conn) read(fd uintptr) bool {
+	p := c.rbuf
 	for {
-		n, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&c.rbuf[0])), uintptr(len(c.rbuf)))
-		switch e {
-		case 0:
-			c.rn = int(n)
-			return true
-		case syscall.EINTR:
-			continue
-		case syscall.EAGAIN:
-			return false
+		c.rn, _, c.rerrno = syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
+		if c.rerrno != syscall.EINTR {
+			return c.rerrno != syscall.EAGAIN
 		}
-		c.rerr = e
-		return true
 	}
 }
 
 // Write writes all of p, waiting for room as net.Conn does.
 func (c *Conn) Write(p []byte) (int, error) {
-	if len(p) == 0 {
-		return 0, nil
-	}
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	c.wbuf, c.wn, c.werr = p, 0, 0
-	err := c.rc.Write(c.writeFn)
-	n, errno := c.wn, c.werr
-	c.wbuf = nil
-	switch {
-	case err != nil:
-		return n, err
-	case errno != 0:
-		return n, c.opError("write", errno)
-	}
-	return n, nil
+	c.one[0] = p
+	n, err := c.writeVecLocked(c.one[:])
+	c.one[0] = nil
+	return int(n), err
 }
 
-func (c *Conn) write(fd uintptr) bool {
-	for c.wn < len(c.wbuf) {
-		rest := c.wbuf[c.wn:]
-		n, _, e := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&rest[0])), uintptr(len(rest)))
-		switch e {
-		case 0:
-			c.wn += int(n)
-		case syscall.EINTR:
-		case syscall.EAGAIN:
-			return false
-		default:
-			c.werr = e
-			return true
-		}
-	}
-	return true
-}
-
-// WriteVec writes the buffers in order, with writev where it can; large
-// payloads only take this path, so it goes through the TCPConn.
+// WriteVec writes the buffers of v one after the other, with writev; it
+// consumes v's slices as they go out.
 func (c *Conn) WriteVec(v [][]byte) (int64, error) {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	b := net.Buffers(v)
-	return b.WriteTo(c.TCPConn)
+	return c.writeVecLocked(v)
+}
+
+func (c *Conn) writeVecLocked(v [][]byte) (int64, error) {
+	c.wvec, c.wn, c.werrno = v, 0, 0
+	err := c.rc.Write(c.writeFn)
+	c.wvec = nil
+	clear(c.iov[:cap(c.iov)]) // do not pin the written buffers
+	if err == nil && c.werrno != 0 {
+		err = c.opError("write", c.werrno)
+	}
+	return c.wn, err
+}
+
+// writev is the RawConn callback of WriteVec: false asks it to wait.
+func (c *Conn) writev(fd uintptr) bool {
+	for {
+		c.iov = c.iov[:0]
+		for _, b := range c.wvec {
+			if len(b) > 0 && len(c.iov) < 1024 {
+				iov := syscall.Iovec{Base: &b[0]}
+				iov.SetLen(len(b))
+				c.iov = append(c.iov, iov)
+			}
+		}
+		if len(c.iov) == 0 {
+			return true
+		}
+		n, _, errno := syscall.RawSyscall(syscall.SYS_WRITEV, fd, uintptr(unsafe.Pointer(&c.iov[0])), uintptr(len(c.iov)))
+		switch errno {
+		case 0:
+		case syscall.EINTR:
+			continue
+		case syscall.EAGAIN:
+			return false
+		default:
+			c.werrno = errno
+			return true
+		}
+		c.wn += int64(n)
+		// Drop what went out; a short write goes on with the rest.
+		for n > 0 {
+			k := min(n, uintptr(len(c.wvec[0])))
+			c.wvec[0] = c.wvec[0][k:]
+			n -= k
+			if len(c.wvec[0]) == 0 {
+				c.wvec = c.wvec[1:]
+			}
+		}
+	}
 }
 
 func (c *Conn) opError(op string, errno syscall.Errno) error {
-	return &net.OpError{Op: op, Net: "tcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: os.NewSyscallError(op, errno)}
+	return &net.OpError{Op: op, Net: c.LocalAddr().Network(), Source: c.LocalAddr(), Addr: c.RemoteAddr(),
+		Err: os.NewSyscallError(op, errno)}
 }

@@ -4,5 +4,5 @@ package rawio
 
 import "net"
 
-// Wrap returns conn: only Linux has the raw reads and writes.
+// Wrap returns conn: the raw reads and writes are Linux's only.
 func Wrap(conn net.Conn) net.Conn { return conn }

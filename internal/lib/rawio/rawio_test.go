@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -54,6 +55,9 @@ func TestReadWrite(t *testing.T) {
 	if _, ok := c.(*Conn); !ok {
 		t.Fatalf("a TCP connection was not wrapped: %T", c)
 	}
+	if _, ok := c.(syscall.Conn); !ok {
+		t.Fatal("the wrapped connection is no syscall.Conn")
+	}
 	go func() { _, _ = peer.Write([]byte("hello")) }()
 	buf := make([]byte, 16)
 	n, err := c.Read(buf) // waits for the input in the poller
@@ -84,6 +88,35 @@ func TestLargeWrite(t *testing.T) {
 		t.Fatalf("wrote %d, %v", n, err)
 	}
 	if !bytes.Equal(<-got, data) {
+		t.Fatal("the peer read other bytes")
+	}
+}
+
+// One WriteVec of more than a socket buffer holds takes short writes and
+// waits for the peer; empty parts are skipped; Write follows in order.
+func TestLargeWriteVec(t *testing.T) {
+	c, peer := pair(t)
+	want := make([]byte, 8<<20)
+	for i := range want {
+		want[i] = byte(i * 31)
+	}
+	parts := [][]byte{want[:1], {}, want[1 : 3<<20], want[3<<20:]}
+	got := make(chan []byte, 1)
+	go func() {
+		b, _ := io.ReadAll(peer)
+		got <- b
+	}()
+	n, err := c.(*Conn).WriteVec(parts)
+	if err != nil || n != int64(len(want)) {
+		t.Fatalf("wrote %d, %v", n, err)
+	}
+	if m, err := c.Write([]byte("end")); err != nil || m != 3 {
+		t.Fatalf("wrote %d, %v", m, err)
+	}
+	if err := c.(*Conn).Conn.(*net.TCPConn).CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(append(want, "end"...), <-got) {
 		t.Fatal("the peer read other bytes")
 	}
 }

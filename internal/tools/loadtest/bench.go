@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/drover-dev/drover/farm"
 )
 
 // `drover bench` measures drover against the direct reference worker and
@@ -29,12 +31,15 @@ const (
 	BenchOpen   = "open"   // session-open latency: warm, cold process
 	BenchStdio  = "stdio"  // drover's stdio pool against websocketd
 	BenchJobs   = "jobs"   // no-op conversion jobs, memory and Redis queue
+	// BenchFailover: a dead farm noticed, a session resumed after its
+	// manager was killed.
+	BenchFailover = "failover"
 	// benchCPU is not run by name: tput measures it.
 	benchCPU = "cpu"
 )
 
 // BenchScenarios lists the scenarios in report order.
-var BenchScenarios = []string{BenchRTT, BenchTput, BenchStream, BenchIdle, BenchOpen, BenchStdio, BenchJobs}
+var BenchScenarios = []string{BenchRTT, BenchTput, BenchStream, BenchIdle, BenchOpen, BenchStdio, BenchJobs, BenchFailover}
 
 // legacyScenarios maps the names of `drover load` to bench's.
 var legacyScenarios = map[string]string{
@@ -70,6 +75,10 @@ type BenchConfig struct {
 	StdioOpeners int
 	// Jobs is the number of conversion jobs per round and queue (20000).
 	Jobs int
+	// Image is the reference worker image of open's cold containers
+	// (farm.DefaultImage, which make image builds); without Docker or
+	// the image, that kind is skipped.
+	Image string
 	// Scenarios and Targets pick by name (all of BenchScenarios and Targets).
 	Scenarios []string
 	Targets   []string
@@ -111,6 +120,9 @@ func (c *BenchConfig) defaults() error {
 	def(&c.Jobs, 20000)
 	if c.Duration <= 0 {
 		c.Duration = 3 * time.Second
+	}
+	if c.Image == "" {
+		c.Image = farm.DefaultImage
 	}
 	if len(c.StreamConns) == 0 {
 		c.StreamConns = []int{1, 8}
@@ -160,6 +172,9 @@ type bench struct {
 	nofile  uint64
 	// loadStart is the load average when the run started.
 	loadStart string
+	// image, when set, is the reference worker image of drover's
+	// cold-container pool (Docker has it).
+	image string
 }
 
 // Bench runs the selected scenarios against the selected targets and
@@ -307,6 +322,16 @@ func (b *bench) start(ctx context.Context) error {
 			relay = slices.Max(b.cfg.StreamConns)
 		}
 		slots := warm + lines + relay + 6
+		if b.wants(BenchOpen) {
+			if err := dockerImage(ctx, b.cfg.Image); err != nil {
+				// Not an error even with Require: the image is built
+				// apart (make image), and CI's smoke runs without it.
+				b.progress("%s: skipped: %v", kindColdContainer, err)
+				b.res.skipped = append(b.res.skipped, fmt.Sprintf("%s: %v", kindColdContainer, err))
+			} else {
+				b.image = b.cfg.Image
+			}
+		}
 		b.progress("starting drover up: %d slots, %d warm workers, %d warm stdio instances, %d warm stream instances",
 			slots, warm, lines, relay)
 		s, err := b.startDrover(ctx, TargetDrover, warm, lines, relay, slots)
@@ -460,6 +485,11 @@ func (b *bench) scenario(ctx context.Context, sc string) error {
 		return b.stdio(ctx)
 	case BenchJobs:
 		return b.jobs(ctx)
+	case BenchFailover:
+		if !b.hasTarget(TargetDrover) {
+			return nil
+		}
+		return b.failover(ctx)
 	}
 	return fmt.Errorf("unknown scenario %q", sc)
 }

@@ -18,6 +18,9 @@ import (
 	"github.com/drover-dev/drover/conversion/queue"
 )
 
+// kindColdContainer is the open kind of a new container per session.
+const kindColdContainer = "drover-cold-container"
+
 // targetGorilla is the label of the direct worker in the idle scenario: a
 // plain gorilla/websocket server, one goroutine per connection.
 const targetGorilla = "gorilla"
@@ -178,8 +181,9 @@ func settledRSS(ctx context.Context, s *server) (int64, error) {
 }
 
 // open measures session-open latency: dial, first echo task answered,
-// on the direct worker (connection only), on drover's warm pool and on its
-// cold pool (a new process per session).
+// on the direct worker (connection only), on drover's warm pool, on its
+// cold pool (a new process per session) and, with Docker and the image,
+// on its cold-container pool (a new container per session).
 func (b *bench) open(ctx context.Context) error {
 	dr := b.servers[TargetDrover]
 	type kind struct {
@@ -189,6 +193,9 @@ func (b *bench) open(ctx context.Context) error {
 	kinds := []kind{{TargetDirect, b.servers[TargetDirect].url, nil}}
 	if dr != nil {
 		kinds = append(kinds, kind{"drover-warm", dr.url, dr}, kind{"drover-cold", dr.url + "?pool=" + poolCold + "&wait=true", dr})
+		if b.image != "" {
+			kinds = append(kinds, kind{kindColdContainer, dr.url + "?pool=" + poolColdContainer + "&wait=true", dr})
+		}
 	}
 	for r := range b.cfg.Rounds {
 		for _, k := range kinds {

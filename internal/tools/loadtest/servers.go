@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/drover-dev/drover/internal/app"
 )
 
 // The targets of `drover bench`. Each is one or more child processes the
@@ -325,12 +327,15 @@ const (
 	poolCold    = "cold"    // the reference worker, nothing warm
 	poolLines   = "lines"   // the stdio line program, warm
 	poolRelay   = "relay"   // the reference worker as a stream pool: /stream relays to it byte for byte
+	// poolColdContainer is the reference worker image, nothing warm: a
+	// container per session.
+	poolColdContainer = "cold-container"
 )
 
 // droverPools is the YAML config of the drover target: the pool of
 // `drover up` with warm workers, a pool with none warm (cold opens), a
 // stdio pool of the line program and a stream pool of reference workers.
-func droverPools(exe string, warm, lines, relay int) (string, error) {
+func droverPools(exe string, warm, lines, relay int, image string) (string, error) {
 	prog, err := exec.LookPath(lineProgram[0])
 	if err != nil {
 		return "", err
@@ -340,14 +345,45 @@ func droverPools(exe string, warm, lines, relay int) (string, error) {
 	for _, a := range lineProgram[1:] {
 		args = append(args, q(a))
 	}
-	worker := fmt.Sprintf("    command: %s\n    args: [\"worker\", \"--log-level=warn\"]\n    protocol: native\n", q(exe))
-	return "pools:\n" +
+	worker := workerYAML(exe) + "    protocol: native\n"
+	out := "pools:\n" +
 		"  - name: " + poolDefault + "\n    warm: " + strconv.Itoa(warm) + "\n" + worker +
 		"  - name: " + poolCold + "\n    warm: 0\n" + worker +
 		"  - name: " + poolLines + "\n    warm: " + strconv.Itoa(lines) + "\n    command: " + q(prog) +
 		"\n    args: [" + strings.Join(args, ", ") + "]\n    protocol: stdio\n    delimiter: " + q(lineDelimiter) + "\n" +
 		"  - name: " + poolRelay + "\n    warm: " + strconv.Itoa(relay) + "\n" +
-		strings.Replace(worker, "protocol: native", "protocol: stream", 1), nil
+		strings.Replace(worker, "protocol: native", "protocol: stream", 1)
+	if image != "" {
+		out += "  - name: " + poolColdContainer + "\n    warm: 0\n    runtime: docker\n    image: " + q(image) +
+			"\n    protocol: native\n"
+	}
+	return out, nil
+}
+
+// dockerImage checks that the Docker daemon answers and has image.
+func dockerImage(ctx context.Context, image string) error {
+	bin, err := exec.LookPath("docker")
+	if err != nil {
+		return fmt.Errorf("docker not found: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	if out, err := exec.CommandContext(ctx, bin, "image", "inspect", "--format", "{{.Id}}", image).CombinedOutput(); err != nil {
+		return fmt.Errorf("image %s not on the Docker host (make image builds it): %s", image, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+// workerYAML is the command and args of a pool of reference workers, as
+// `drover up` starts them next to exe (app.WorkerCommand).
+func workerYAML(exe string) string {
+	q := func(s string) string { b, _ := json.Marshal(s); return string(b) }
+	cmd, args := app.WorkerCommand(exe)
+	args = append(args, "--log-level=warn")
+	for i := range args {
+		args[i] = q(args[i])
+	}
+	return "    command: " + q(cmd) + "\n    args: [" + strings.Join(args, ", ") + "]\n"
 }
 
 // startDrover runs `drover up` with its default security and limits, warm
@@ -364,7 +400,7 @@ func (b *bench) startDrover(ctx context.Context, name string, warm, lines, relay
 	if err != nil {
 		return nil, err
 	}
-	yaml, err := droverPools(exe, warm, lines, relay)
+	yaml, err := droverPools(exe, warm, lines, relay, b.image)
 	if err != nil {
 		return nil, err
 	}
@@ -487,14 +523,12 @@ func (b *bench) startDroverRemote(ctx context.Context, name string, relay int, d
 	if err != nil {
 		return nil, err
 	}
-	q := func(s string) string { b, _ := json.Marshal(s); return string(b) }
 	mconf := filepath.Join(dir, "manager.yaml")
 	fconf := filepath.Join(dir, "farm.yaml")
 	if err := os.WriteFile(mconf, []byte("pools:\n  - name: "+poolRelay+"\n    warm: "+strconv.Itoa(relay)+"\n"), 0o600); err != nil {
 		return nil, err
 	}
-	if err := os.WriteFile(fconf, []byte("pools:\n  - name: "+poolRelay+"\n    command: "+q(exe)+
-		"\n    args: [\"worker\", \"--log-level=warn\"]\n    protocol: stream\n"), 0o600); err != nil {
+	if err := os.WriteFile(fconf, []byte("pools:\n  - name: "+poolRelay+"\n"+workerYAML(exe)+"    protocol: stream\n"), 0o600); err != nil {
 		return nil, err
 	}
 	maddr, err := freeAddr()
