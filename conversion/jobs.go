@@ -543,7 +543,8 @@ func parseFailure(text string) (string, string) {
 
 // sweep repairs items a manager left PENDING while it died between two
 // steps: a job never queued (or lost with an in-memory queue) is queued,
-// a job that ended is carried over to its item.
+// a job that ended is carried over to its item; and an item that ended
+// without its webhook sent gets it sent.
 func (s *Service) sweep() {
 	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.SweepInterval)
 	defer cancel()
@@ -555,7 +556,14 @@ func (s *Service) sweep() {
 		return
 	}
 	for _, it := range all {
-		if it.State != items.StatePending || time.Since(it.Updated) < s.cfg.SweepAge {
+		if time.Since(it.Updated) < s.cfg.SweepAge {
+			continue
+		}
+		if unsent(it) {
+			s.notifyUnsent(ctx, it)
+			continue
+		}
+		if it.State != items.StatePending {
 			continue
 		}
 		jid := jobID(it.ID, it.Generation)

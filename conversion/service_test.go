@@ -66,9 +66,10 @@ func (r *hookReceiver) got() []webhook.Payload {
 }
 
 type fixture struct {
-	svc *conversion.Service
-	st  *storage.FS
-	q   *queue.Memory
+	svc   *conversion.Service
+	st    *storage.FS
+	q     *queue.Memory
+	items items.Store
 }
 
 func newService(t *testing.T, qo queue.Options, mut func(*conversion.Config)) *fixture {
@@ -95,7 +96,7 @@ func newService(t *testing.T, qo queue.Options, mut func(*conversion.Config)) *f
 		require.NoError(t, svc.Stop(ctx))
 		require.NoError(t, st.Close())
 	})
-	return &fixture{svc: svc, st: st, q: q}
+	return &fixture{svc: svc, st: st, q: q, items: store}
 }
 
 func lease(t *testing.T, svc *conversion.Service, farm string) farmapi.JobLease {
@@ -421,6 +422,37 @@ func TestSweepFinishesACompletedJob(t *testing.T) {
 	infos, err := f.st.List(ctx, items.Dir(it.ID)+"staging/")
 	require.NoError(t, err)
 	require.Empty(t, infos)
+}
+
+// TestSweepSendsAnUnsentWebhook: a finisher whose write ending the item
+// reached the store while the store's answer was an error (Redis
+// restarting under the reply) returns before it sends the webhook; the
+// item is SUCCESS, not PENDING, so the sweep's repairs skip it. The sweep
+// sends its webhook, once (found by the chaos run: an item ended SUCCESS
+// during a Redis restart and its receiver never heard of it).
+func TestSweepSendsAnUnsentWebhook(t *testing.T) {
+	f := newService(t, queue.Options{}, nil)
+	hook := newReceiver(t)
+	ctx := context.Background()
+	it, err := f.svc.Upload(ctx, conversion.Options{Webhook: hook.URL}, "a.stl", strings.NewReader("s"))
+	require.NoError(t, err)
+	j := lease(t, f.svc, "farm")
+	_, err = f.q.Complete(ctx, j.ID, j.Token)
+	require.NoError(t, err)
+	// What the finisher's write did before its error: the item ended.
+	_, err = f.items.Update(ctx, it.ID, func(it *items.Item) error { return it.Succeed(0, nil) })
+	require.NoError(t, err)
+
+	require.Eventually(t, func() bool { return len(hook.got()) == 1 }, 5*time.Second, 10*time.Millisecond)
+	require.Equal(t, "SUCCESS", hook.got()[0].ConversionState)
+	require.Eventually(t, func() bool {
+		cur, err := f.items.Get(ctx, it.ID)
+		return err == nil && cur.Delivery != nil && !cur.Delivery.Delivered.IsZero()
+	}, 5*time.Second, 10*time.Millisecond)
+	// Recorded delivered: later sweeps leave it; Stop waits for a sweep
+	// under way.
+	require.NoError(t, f.svc.Stop(ctx))
+	require.Len(t, hook.got(), 1)
 }
 
 func TestLeaseWaitEndsAtStop(t *testing.T) {

@@ -2,6 +2,8 @@ package conversion
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"time"
 
@@ -70,6 +72,41 @@ func (s *Service) saveDelivery(rec webhook.Record) {
 	})
 	if err != nil && !errors.Is(err, errSkip) && !errors.Is(err, items.ErrNotFound) {
 		s.log.Warn("record a webhook delivery", "item", rec.Payload.ID, "delivery", rec.ID, "err", err)
+	}
+}
+
+// unsent reports whether an ended item's webhook was never handed to the
+// sender: no delivery of its final state is recorded. The finisher sends
+// it right after it ends the item; one that failed in between (the store
+// answered its write with an error after taking it, as when Redis
+// restarts under the reply) leaves the item so.
+func unsent(it items.Item) bool {
+	return it.Webhook != "" && it.State.Terminal() && (it.Delivery == nil || it.Delivery.State != it.State)
+}
+
+// notifyUnsent sends the webhook of an item unsent found, once across
+// managers: the delivery is recorded in the item first, by the one whose
+// update finds none, and sent after under the id it recorded.
+func (s *Service) notifyUnsent(ctx context.Context, it items.Item) {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	d := items.Delivery{ID: hex.EncodeToString(b[:]), State: it.State}
+	cur, err := s.items.Update(ctx, it.ID, func(cur *items.Item) error {
+		if cur.State != it.State || cur.Generation != it.Generation || !unsent(*cur) {
+			return errSkip
+		}
+		cur.Delivery = &d
+		return nil
+	})
+	if err != nil {
+		if !errors.Is(err, errSkip) && !errors.Is(err, items.ErrNotFound) {
+			s.log.Warn("record a webhook delivery", "item", it.ID, "err", err)
+		}
+		return
+	}
+	s.log.Info("sending the webhook of an item that ended without it", "item", it.ID, "state", string(it.State))
+	if _, err := s.hooks.Send(webhook.Delivery{ID: d.ID, URL: cur.Webhook, Payload: payload(cur)}); err != nil {
+		s.log.Warn("webhook not sent", "item", it.ID, "err", err)
 	}
 }
 
