@@ -62,6 +62,16 @@ type stateFile struct {
 
 	mu    sync.Mutex
 	known map[string]stateRecord // by instance id: /proc is read once per process
+
+	// The writes happen off the spawn and exit paths: record counts a
+	// change in want and makes sure a writer runs; the writer writes until
+	// done has caught up, one write covering every change made before it
+	// took its snapshot. flush waits for that.
+	wmu     sync.Mutex
+	wdone   sync.Cond // on wmu: done moved
+	want    uint64
+	done    uint64
+	writing bool
 }
 
 // openStateFile creates dir if needed, kills the leftovers the file lists
@@ -72,6 +82,7 @@ func openStateFile(dir, farmID string, log *slog.Logger) (*stateFile, error) {
 	}
 	s := &stateFile{path: filepath.Join(dir, StateFileName), farmID: farmID, log: log,
 		known: map[string]stateRecord{}}
+	s.wdone.L = &s.wmu
 	killed, err := killLeftovers(s.path, log)
 	if err != nil {
 		return nil, err
@@ -85,13 +96,61 @@ func openStateFile(dir, farmID string, log *slog.Logger) (*stateFile, error) {
 	return s, nil
 }
 
-// record writes the farm's current instances. It runs whenever an instance
-// process appears or goes, without farm locks held; the snapshot is taken
-// under s.mu, so the last write always holds the latest state.
+// record has the farm's current instances written soon, by a writer
+// goroutine the farm tracks (Close waits for it), so that neither a spawn
+// nor an exit waits for the file: under concurrent starts the writes
+// coalesce instead of queueing one per event. It runs whenever an instance
+// process appears or goes, after the change and without farm locks held.
+// An instance is on disk a moment after it is handed out; a farm killed in
+// that moment still takes the process with it through its parent-death
+// signal.
 func (s *stateFile) record(f *Farm) {
 	if s == nil {
 		return
 	}
+	s.wmu.Lock()
+	s.want++
+	if s.writing {
+		s.wmu.Unlock()
+		return
+	}
+	s.writing = true
+	s.wmu.Unlock()
+	if !f.goTracked(func() { s.drain(f) }) {
+		s.drain(f) // the farm is done: nothing runs, write here
+	}
+}
+
+// drain writes until every recorded change is on disk.
+func (s *stateFile) drain(f *Farm) {
+	s.wmu.Lock()
+	for s.done < s.want {
+		g := s.want
+		s.wmu.Unlock()
+		s.writeNow(f) // its snapshot is taken after every change up to g
+		s.wmu.Lock()
+		s.done = g
+		s.wdone.Broadcast()
+	}
+	s.writing = false
+	s.wmu.Unlock()
+}
+
+// flush waits until every change recorded so far is written.
+func (s *stateFile) flush() {
+	if s == nil {
+		return
+	}
+	s.wmu.Lock()
+	for g := s.want; s.done < g; {
+		s.wdone.Wait()
+	}
+	s.wmu.Unlock()
+}
+
+// writeNow writes the farm's current instances; the snapshot is taken
+// under s.mu, so the last write always holds the latest state.
+func (s *stateFile) writeNow(f *Farm) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	insts := f.Instances()

@@ -65,6 +65,7 @@ func TestStateFileFollowsInstances(t *testing.T) {
 		killOnCleanup(t, inst.PID)
 		insts = append(insts, inst)
 	}
+	f.state.flush() // written off the spawn path
 	doc := readState(t, dir)
 	require.Len(t, doc.Instances, 2)
 	for _, rec := range doc.Instances {
@@ -75,6 +76,7 @@ func TestStateFileFollowsInstances(t *testing.T) {
 	}
 
 	require.NoError(t, f.StopInstance(startCtx(t), insts[0].ID))
+	f.state.flush()
 	doc = readState(t, dir)
 	require.Len(t, doc.Instances, 1)
 	require.Equal(t, insts[1].ID, doc.Instances[0].ID)

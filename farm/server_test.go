@@ -481,6 +481,7 @@ func runStateFarm() int {
 		fmt.Fprintln(os.Stderr, "statefarm:", err)
 		return 1
 	}
+	f.state.flush() // the pids are printed once the state file has them
 	gc := exec.Command(exe)
 	gc.Env = append(os.Environ(), childEnv+"=sleep")
 	gc.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pgid: first.PID}

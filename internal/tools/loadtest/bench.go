@@ -322,6 +322,12 @@ func (b *bench) start(ctx context.Context) error {
 			relay = slices.Max(b.cfg.StreamConns)
 		}
 		slots := warm + lines + relay + 6
+		if lines > 0 {
+			// stdio's openers each hold a session on top of the warm
+			// instances: without slots for them the pool refills only as
+			// fast as the sessions' processes are reaped.
+			slots += b.cfg.StdioOpeners
+		}
 		if b.wants(BenchOpen) {
 			if err := dockerImage(ctx, b.cfg.Image); err != nil {
 				// Not an error even with Require: the image is built
