@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/drover-dev/drover/internal/lib/httpguard"
 	"github.com/drover-dev/drover/internal/testkit/clustertest"
 )
 
@@ -91,8 +92,11 @@ func TestChaos(t *testing.T) {
 	t.Logf("load stopped after %.0f s; settling", loadTime.Seconds())
 
 	// Settle: the jobs end, the webhooks arrive, the sessions the clients
-	// gave up on expire (30 s grace), the survivors calm down. Polled
-	// until every check holds or the settle time passes.
+	// gave up on expire (30 s grace), the survivors calm down: the
+	// kept-alive connections of killed or cut-off peers close within the
+	// servers' idle timeout (2 min, httpguard.DefaultIdle), so the settle
+	// time allows a minute more. Polled until every check holds or the
+	// settle time passes.
 	l.mu.Lock()
 	jobs := append([]*jobRec(nil), l.jobs...)
 	l.mu.Unlock()
@@ -105,6 +109,7 @@ func TestChaos(t *testing.T) {
 	}
 	jwg.Wait()
 	settle := time.Now()
+	const settleFor = httpguard.DefaultIdle + time.Minute
 	var checks []check
 	var lostTasks, lostJobs int
 	for {
@@ -119,7 +124,7 @@ func TestChaos(t *testing.T) {
 		for _, ch := range checks {
 			all = all && ch.ok
 		}
-		if all || time.Since(settle) > 2*time.Minute {
+		if all || time.Since(settle) > settleFor {
 			break
 		}
 		time.Sleep(2 * time.Second) // a poll's pace
