@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/drover-dev/drover/internal/testkit/clustertest"
+	"github.com/drover-dev/drover/internal/testkit/convtest"
 )
 
 // load is the steady mixed load of a chaos run: WebSocket sessions, REST
@@ -341,7 +342,7 @@ func getJSON(ctx context.Context, hc *http.Client, url string, v any) error {
 func (ld *load) jobWorker(ctx context.Context, rng *rand.Rand, n int) {
 	for i := 0; ctx.Err() == nil; i++ {
 		broken := rng.Intn(10) == 0
-		name, body := "cube.obj", cubeOBJ
+		name, body := "cube.obj", convtest.CubeOBJ()
 		if broken {
 			name, body = "broken.obj", brokenOBJ
 		}
@@ -449,23 +450,7 @@ func pause(ctx context.Context, d time.Duration) {
 	}
 }
 
-// cubeOBJ is a unit cube; brokenOBJ is no model at all.
+// brokenOBJ is no model at all.
 const (
-	cubeOBJ = `o cube
-v 0 0 0
-v 1 0 0
-v 1 1 0
-v 0 1 0
-v 0 0 1
-v 1 0 1
-v 1 1 1
-v 0 1 1
-f 1 4 3 2
-f 5 6 7 8
-f 1 2 6 5
-f 2 3 7 6
-f 3 4 8 7
-f 4 1 5 8
-`
 	brokenOBJ = "v 0 0 0\nf 1 2 3\n" // a face of vertices it does not have: assimp refuses it
 )

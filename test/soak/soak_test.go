@@ -475,19 +475,7 @@ func metrics(url, token string) (map[string]float64, error) {
 	if resp.StatusCode != http.StatusOK {
 		return nil, fmt.Errorf("GET %s: %s", url, resp.Status)
 	}
-	out := map[string]float64{}
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(nil, 1<<20)
-	for sc.Scan() {
-		name, val, ok := strings.Cut(sc.Text(), " ")
-		if !ok || strings.HasPrefix(name, "#") || strings.Contains(name, "{") {
-			continue
-		}
-		if x, err := strconv.ParseFloat(val, 64); err == nil {
-			out[name] = x
-		}
-	}
-	return out, sc.Err()
+	return testutil.ParseMetrics(resp.Body)
 }
 
 // describeFDs lists what a process has open, for a leak's report: the

@@ -2,18 +2,18 @@ package clustertest
 
 import (
 	"archive/tar"
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"path"
-	"strconv"
 	"strings"
 	"time"
 
 	cerrdefs "github.com/containerd/errdefs"
+
+	"github.com/drover-dev/drover/internal/testkit/testutil"
 )
 
 // Processes returns the command lines of the processes running in the
@@ -118,21 +118,5 @@ func (c *Cluster) Metrics(ctx context.Context, name string) (map[string]float64,
 	if resp.StatusCode != http.StatusOK {
 		return nil, fmt.Errorf("%s /metrics: HTTP %d", name, resp.StatusCode)
 	}
-	out := map[string]float64{}
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		if line == "" || line[0] == '#' || strings.ContainsRune(line, '{') {
-			continue
-		}
-		k, v, ok := strings.Cut(line, " ")
-		if !ok {
-			continue
-		}
-		if f, err := strconv.ParseFloat(strings.TrimSpace(v), 64); err == nil {
-			out[k] = f
-		}
-	}
-	return out, sc.Err()
+	return testutil.ParseMetrics(resp.Body)
 }

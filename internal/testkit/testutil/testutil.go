@@ -3,11 +3,15 @@
 package testutil
 
 import (
+	"bufio"
 	"bytes"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 )
@@ -60,4 +64,23 @@ func Program(tb testing.TB, name, pkg string) string {
 	}
 	Missing(tb, "%s not found: install the Debian package %s", name, pkg)
 	return ""
+}
+
+// ParseMetrics reads the unlabelled samples of a Prometheus text page
+// (go_goroutines, process_resident_memory_bytes, ...) by name; comments
+// and labelled samples are passed over.
+func ParseMetrics(r io.Reader) (map[string]float64, error) {
+	out := map[string]float64{}
+	sc := bufio.NewScanner(r)
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		name, val, ok := strings.Cut(sc.Text(), " ")
+		if !ok || strings.HasPrefix(name, "#") || strings.Contains(name, "{") {
+			continue
+		}
+		if x, err := strconv.ParseFloat(strings.TrimSpace(val), 64); err == nil {
+			out[name] = x
+		}
+	}
+	return out, sc.Err()
 }
