@@ -122,7 +122,22 @@ func refusal(err error) session.Disconnect {
 // set, hears the queue position while the session waits. On an error the
 // session is left to the caller to end (placementFailure says how).
 func (m *Manager) placeSession(ctx context.Context, s *Session, wait bool, queued func(int)) error {
-	inst, err := m.acquire(ctx, s, wait, queued)
+	ch := make(chan error, 1)
+	m.placeSessionFunc(ctx, s, wait, queued, func(err error) { ch <- err })
+	return <-ch
+}
+
+// placeSessionFunc is placeSession that calls done with its outcome. A
+// session that waits in the queue holds no goroutine meanwhile: done then
+// runs in one of placement's.
+func (m *Manager) placeSessionFunc(ctx context.Context, s *Session, wait bool, queued func(int), done func(error)) {
+	m.place.AcquireFunc(ctx, s.holder(), wait, queued, func(inst *placement.Instance, err error) {
+		done(m.placed(ctx, s, inst, err))
+	})
+}
+
+// placed binds a session to the instance placement found for it.
+func (m *Manager) placed(ctx context.Context, s *Session, inst *placement.Instance, err error) error {
 	if err != nil {
 		m.log.Info("session not placed", "session", s.info.ID, "pool", s.info.Pool, "err", err)
 		m.auditSession(ctx, s, "not placed", slog.String("code", errorCode(err)))

@@ -135,6 +135,21 @@ func (c *clientConn) goQuiet() bool {
 	return false
 }
 
+// startQuiet puts a new connection in the poller before any reader has
+// run: a client that says nothing, such as a session waiting in the queue,
+// never costs a goroutine, and its first frame starts a reader. false
+// means it could not be armed and needs a reader now.
+func (c *clientConn) startQuiet() bool {
+	c.reading.Store(readQuiet)
+	err := c.poll.arm(c, true)
+	if err == nil || !c.reading.CompareAndSwap(readQuiet, readOwned) {
+		return true
+	}
+	c.poll.forget(c)
+	c.poll = nil
+	return false
+}
+
 // wake starts a reader for a quiet connection and reports true; it does
 // nothing while one runs. The poller calls it when the socket becomes
 // readable, drop when this side closes it.

@@ -197,7 +197,9 @@ func (m *Manager) serveWS(w http.ResponseWriter, r *http.Request) {
 	if pollable(c.conn) {
 		c.poll = m.readPoller()
 	}
-	go m.readLoop(c)
+	if c.poll == nil || !c.startQuiet() {
+		go m.readLoop(c)
+	}
 }
 
 // startWS resumes or opens the session of a new client connection. It
@@ -253,28 +255,31 @@ func (m *Manager) resumeWS(c *clientConn, r *http.Request, tok string) *Session 
 
 // placeWS places a WebSocket session and greets it. The client learns its
 // place in the queue while it waits, once per change: a placement retried
-// after a farm failed does not repeat the same position.
+// after a farm failed does not repeat the same position. A session that
+// waits in the queue holds no goroutine: its client connection is quiet
+// in the poller, and placement goes on with it when its turn comes.
 func (m *Manager) placeWS(s *Session, c *clientConn, wait bool) {
 	last := 0
-	err := m.placeSession(s.ctx, s, wait, func(pos int) {
+	m.placeSessionFunc(s.ctx, s, wait, func(pos int) {
 		if pos == last {
 			return
 		}
 		last = pos
 		_ = c.writeFrame(func(b []byte) []byte { return session.AppendQueued(b, pos) })
-	})
-	if err != nil {
-		if s.ctx.Err() == nil {
-			code, msg := m.clientError(err)
-			_ = c.writeError(nil, code, msg)
-			s.end(placementFailure(code))
+	}, func(err error) {
+		if err != nil {
+			if s.ctx.Err() == nil {
+				code, msg := m.clientError(err)
+				_ = c.writeError(nil, code, msg)
+				s.end(placementFailure(code))
+			}
+			return
 		}
-		return
-	}
-	// Recorded before the welcome: once the client holds the token, any
-	// manager can resume the session.
-	m.shareSession(s)
-	_ = c.writeFrame(func(b []byte) []byte { return session.AppendWelcome(b, s.info.ID, s.info.Instance, s.token) })
+		// Recorded before the welcome: once the client holds the token, any
+		// manager can resume the session.
+		m.shareSession(s)
+		_ = c.writeFrame(func(b []byte) []byte { return session.AppendWelcome(b, s.info.ID, s.info.Instance, s.token) })
+	})
 }
 
 // claimShared resumes a session another manager placed, by its secret: a

@@ -22,18 +22,32 @@ type grant struct {
 	err  error
 }
 
+// waiter is a holder in the queue. It holds no goroutine while it waits:
+// the acquisition it belongs to goes on in a new goroutine once it leaves
+// the queue (a grant, its timeout, its context's end, a shutdown), and
+// positions are told by a short-lived goroutine per change. So a queue of
+// tens of thousands of sessions costs a few hundred bytes each.
 type waiter struct {
 	pool  *poolState
 	h     *Holder
 	since time.Time
-	grant chan grant // buffered 1; receives exactly once
-	pos   chan int   // buffered 1; the latest position
-	last  int
+	a     *acquisition
+	// The fields below are guarded by the Placer's mu.
+	last int // the latest position, told or to be told
 	// quiet: the holder did not want to wait, and waits only for the slot
 	// an idle instance stopped for it frees; it is told no positions.
 	quiet bool
 	// evicting is the idle instance stopped to make room for the waiter.
 	evicting *Instance
+	// left is set once the waiter is out of the queue, with the grant it
+	// left with; nothing is told to it after.
+	left bool
+	// telling is closed when the goroutine telling positions ends; nil
+	// when none runs. told is the last position it told.
+	telling chan struct{}
+	told    int
+	timer   *time.Timer
+	stopCtx func() bool
 }
 
 // farmFault marks a start that failed for its farm's sake (unreachable,
@@ -62,63 +76,144 @@ const (
 // no farm serves it), ErrNoCapacity, ErrQueueTimeout, ErrSpawnFailed
 // (wrapping the last cause) or ctx's error.
 func (p *Placer) Acquire(ctx context.Context, h *Holder, wait bool, queued func(int)) (*Instance, error) {
+	type result struct {
+		inst *Instance
+		err  error
+	}
+	ch := make(chan result, 1)
+	p.AcquireFunc(ctx, h, wait, queued, func(inst *Instance, err error) { ch <- result{inst, err} })
+	r := <-ch
+	return r.inst, r.err
+}
+
+// AcquireFunc is Acquire that calls done with its outcome instead of
+// returning it, exactly once. It places h in the caller's goroutine as far
+// as it can without waiting in the queue; a holder that must wait leaves
+// the caller free and holds no goroutine while it waits. done runs in the
+// caller's goroutine or in one of placement's, and queued never runs after
+// it or concurrently with it.
+func (p *Placer) AcquireFunc(ctx context.Context, h *Holder, wait bool, queued func(int), done func(*Instance, error)) {
 	ps, err := p.pool(h.Pool)
 	if err != nil {
-		return nil, err
+		done(nil, err)
+		return
 	}
-	var lastErr error
-	failures, full := 0, 0
-	for range maxRounds {
-		g, w := p.place(h, ps, wait)
+	a := &acquisition{p: p, ctx: ctx, h: h, ps: ps, wait: wait, queued: queued, done: done}
+	a.run()
+}
+
+// acquisition is one holder's placement, from round to round.
+type acquisition struct {
+	p      *Placer
+	ctx    context.Context
+	h      *Holder
+	ps     *poolState
+	wait   bool
+	queued func(int)
+	done   func(*Instance, error)
+
+	rounds, failures, full int
+	lastErr                error
+}
+
+// run tries rounds until the holder is placed, fails, or waits in the
+// queue (then granted goes on).
+func (a *acquisition) run() {
+	for ; a.rounds < maxRounds; a.rounds++ {
+		g, w := a.p.place(a.h, a.ps, a.wait, a)
 		if w != nil {
-			g = p.wait(ctx, w, queued)
+			return // granted goes on
 		}
-		if g.err != nil {
-			return nil, g.err
-		}
-		if g.inst != nil {
-			return g.inst, nil
-		}
-		inst, err := p.spawn(ctx, g, ps, h)
-		if err == nil {
-			return inst, nil
-		}
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
-		}
-		lastErr = err
-		if errors.As(err, new(farmFault)) {
-			p.log.Info("placing elsewhere", "holder", h.ID, "pool", ps.cfg.Name, "farm", g.farm.id, "err", err)
-			if errors.Is(err, farmapi.ErrNoSlot) {
-				// The farms are fuller than the books: instances given up
-				// are still exiting. The books may say so again at once
-				// (a slot freed elsewhere on that farm clears its full
-				// mark), so the next round waits a little for the farm
-				// instead of spending every round in milliseconds.
-				full++
-				if !sleepCtx(ctx, fullBackoff(full)) {
-					return nil, ctx.Err()
-				}
-			}
-			continue
-		}
-		failures++
-		p.log.Warn("spawn failed", "holder", h.ID, "pool", ps.cfg.Name, "farm", g.farm.id, "attempt", failures, "err", err)
-		if errors.Is(err, farmapi.ErrStartTimeout) || failures >= maxSpawnAttempts {
-			// A start timeout came after the farm waited out the pool's
-			// start timeout and the retries the pool allows (dial pools):
-			// another round here would multiply them, and the wait with them.
-			break
+		if !a.step(g) {
+			return
 		}
 	}
-	if errors.Is(lastErr, farmapi.ErrNoSlot) {
+	a.exhausted()
+}
+
+// granted goes on with the grant a waiter left the queue with, in a
+// goroutine of its own, once any position being told has been.
+func (a *acquisition) granted(w *waiter, g grant) {
+	a.p.mu.Lock()
+	telling := w.telling
+	a.p.mu.Unlock()
+	if telling != nil {
+		<-telling
+	}
+	if err := a.ctx.Err(); err != nil && g.err == nil {
+		// Left for the context's end, or granted as it ended: what was
+		// granted goes back.
+		a.p.undo(g, a.ps)
+		g = grant{err: err}
+	}
+	if !a.step(g) {
+		return
+	}
+	a.rounds++
+	a.run()
+}
+
+// step acts on a round's grant: false means the acquisition has ended
+// (done was called).
+func (a *acquisition) step(g grant) bool {
+	p, ps, h, ctx := a.p, a.ps, a.h, a.ctx
+	if g.err != nil {
+		a.done(nil, g.err)
+		return false
+	}
+	if g.inst != nil {
+		a.done(g.inst, nil)
+		return false
+	}
+	inst, err := p.spawn(ctx, g, ps, h)
+	if err == nil {
+		a.done(inst, nil)
+		return false
+	}
+	if ctx.Err() != nil {
+		a.done(nil, ctx.Err())
+		return false
+	}
+	a.lastErr = err
+	if errors.As(err, new(farmFault)) {
+		p.log.Info("placing elsewhere", "holder", h.ID, "pool", ps.cfg.Name, "farm", g.farm.id, "err", err)
+		if errors.Is(err, farmapi.ErrNoSlot) {
+			// The farms are fuller than the books: instances given up
+			// are still exiting. The books may say so again at once
+			// (a slot freed elsewhere on that farm clears its full
+			// mark), so the next round waits a little for the farm
+			// instead of spending every round in milliseconds.
+			a.full++
+			if !sleepCtx(ctx, fullBackoff(a.full)) {
+				a.done(nil, ctx.Err())
+				return false
+			}
+		}
+		return true
+	}
+	a.failures++
+	p.log.Warn("spawn failed", "holder", h.ID, "pool", ps.cfg.Name, "farm", g.farm.id, "attempt", a.failures, "err", err)
+	if errors.Is(err, farmapi.ErrStartTimeout) || a.failures >= maxSpawnAttempts {
+		// A start timeout came after the farm waited out the pool's
+		// start timeout and the retries the pool allows (dial pools):
+		// another round here would multiply them, and the wait with them.
+		a.exhausted()
+		return false
+	}
+	return true
+}
+
+// exhausted ends an acquisition whose rounds are spent.
+func (a *acquisition) exhausted() {
+	if errors.Is(a.lastErr, farmapi.ErrNoSlot) {
 		// Every round found the farms full: no capacity, which a client
 		// may try again later, not a failure of drover's.
-		p.log.Warn("placement found the farms full", "holder", h.ID, "pool", ps.cfg.Name, "rounds", maxRounds, "err", lastErr)
-		return nil, fmt.Errorf("%w: %w", ErrNoCapacity, lastErr)
+		a.p.log.Warn("placement found the farms full", "holder", a.h.ID, "pool", a.ps.cfg.Name, "rounds", maxRounds, "err", a.lastErr)
+		a.done(nil, fmt.Errorf("%w: %w", ErrNoCapacity, a.lastErr))
+		return
 	}
-	p.log.Warn("placement failed", "holder", h.ID, "pool", ps.cfg.Name, "err", lastErr)
-	return nil, fmt.Errorf("%w: %w", ErrSpawnFailed, lastErr)
+	a.p.log.Warn("placement failed", "holder", a.h.ID, "pool", a.ps.cfg.Name, "err", a.lastErr)
+	a.done(nil, fmt.Errorf("%w: %w", ErrSpawnFailed, a.lastErr))
 }
 
 // fullBackoff is the wait before the next round of a placement after its
@@ -141,7 +236,10 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 }
 
 // place tries to serve a holder at once; with wait it queues it otherwise.
-func (p *Placer) place(h *Holder, ps *poolState, wait bool) (grant, *waiter) {
+//
+// A queued waiter is a's: its queue timeout and a's context are watched
+// by timers, not by a goroutine, and a goes on in granted once it leaves.
+func (p *Placer) place(h *Holder, ps *poolState, wait bool, a *acquisition) (grant, *waiter) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.closed {
@@ -171,11 +269,29 @@ func (p *Placer) place(h *Holder, ps *poolState, wait bool) (grant, *waiter) {
 	if !wait && evicted == nil {
 		return grant{err: ErrNoCapacity}, nil
 	}
-	w := &waiter{pool: ps, h: h, since: time.Now(), grant: make(chan grant, 1), pos: make(chan int, 1),
-		quiet: !wait, evicting: evicted}
+	if err := a.ctx.Err(); err != nil {
+		if evicted != nil {
+			p.kickLocked() // the slot it frees goes to whoever waits
+		}
+		return grant{err: err}, nil
+	}
+	w := &waiter{pool: ps, h: h, since: time.Now(), a: a, quiet: !wait, evicting: evicted}
+	timeout := ps.cfg.QueueTimeout
+	w.timer = time.AfterFunc(timeout, func() {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		p.leaveLocked(w, grant{err: fmt.Errorf("%w: waited %s", ErrQueueTimeout, timeout)})
+	})
+	w.stopCtx = context.AfterFunc(a.ctx, func() {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		p.leaveLocked(w, grant{}) // granted reads the context's error
+	})
 	p.queue = append(p.queue, w)
-	p.metrics.queueLength.Set(float64(len(p.queue)))
-	p.positionsLocked()
+	p.queued++
+	ps.waiting++
+	p.metrics.queueLength.Set(float64(p.queued))
+	p.tidyLaterLocked()
 	return grant{}, w
 }
 
@@ -194,12 +310,7 @@ func (p *Placer) servedLocked(ps *poolState) bool {
 }
 
 func (p *Placer) hasWaiterLocked(ps *poolState) bool {
-	for _, w := range p.queue {
-		if w.pool == ps {
-			return true
-		}
-	}
-	return false
+	return ps.waiting > 0
 }
 
 // fits reports whether an instance started with have serves a holder that
@@ -337,49 +448,54 @@ func (p *Placer) bindLocked(inst *Instance, h *Holder) {
 	inst.holder = h
 }
 
-func (p *Placer) wait(ctx context.Context, w *waiter, queued func(int)) grant {
-	timeout := w.pool.cfg.QueueTimeout
-	t := time.NewTimer(timeout)
-	defer t.Stop()
-	for {
-		select {
-		case g := <-w.grant:
-			return g
-		case pos := <-w.pos:
-			if queued != nil {
-				queued(pos)
-			}
-		case <-t.C:
-			if g, ok := p.dequeue(w); ok {
-				return g
-			}
-			return grant{err: fmt.Errorf("%w: waited %s", ErrQueueTimeout, timeout)}
-		case <-ctx.Done():
-			if g, ok := p.dequeue(w); ok {
-				p.undo(g, w.pool)
-			}
-			return grant{err: ctx.Err()}
-		}
+// leaveLocked takes w out of the queue with g, unless it has left
+// already, and lets its acquisition go on in a goroutine of its own. The
+// queue keeps w's entry until the next tidy: removing entries one by one
+// from a long queue, and telling everyone behind each its new place,
+// would cost the square of the queue when many leave at once.
+func (p *Placer) leaveLocked(w *waiter, g grant) {
+	if w.left {
+		return
 	}
+	w.left = true
+	w.timer.Stop()
+	w.stopCtx()
+	p.queued--
+	w.pool.waiting--
+	p.metrics.queueLength.Set(float64(p.queued))
+	p.tidyLaterLocked()
+	go w.a.granted(w, g)
 }
 
-// dequeue removes w from the queue. If a grant raced the removal, it is
-// returned with ok so the caller can use or undo it.
-func (p *Placer) dequeue(w *waiter) (grant, bool) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if i := slices.Index(p.queue, w); i >= 0 {
-		p.queue = slices.Delete(p.queue, i, i+1)
-		p.metrics.queueLength.Set(float64(len(p.queue)))
-		p.positionsLocked()
-		return grant{}, false
+// positionTick is how often, at most, queue positions are worked out and
+// told while the queue changes.
+const positionTick = 10 * time.Millisecond
+
+// tidyLaterLocked asks for a tidy of the queue within positionTick.
+func (p *Placer) tidyLaterLocked() {
+	if p.tidyTimer != nil || p.closed {
+		return
 	}
-	select {
-	case g := <-w.grant:
-		return g, true
-	default:
-		return grant{}, false
+	p.tidyTimer = time.AfterFunc(positionTick, func() {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		p.tidyTimer = nil
+		p.tidyLocked()
+	})
+}
+
+// tidyLocked drops the waiters that left from the queue and tells the
+// others their positions where they changed.
+func (p *Placer) tidyLocked() {
+	kept := p.queue[:0]
+	for _, w := range p.queue {
+		if !w.left {
+			kept = append(kept, w)
+		}
 	}
+	clear(p.queue[len(kept):])
+	p.queue = kept
+	p.positionsLocked()
 }
 
 // undo gives back a grant its waiter can no longer use.
@@ -401,44 +517,72 @@ func (p *Placer) kickLocked() {
 	if p.closed {
 		return
 	}
-	if len(p.queue) > 0 {
-		kept := p.queue[:0]
+	if p.queued > 0 {
 		storeDown := p.StoreUsable() != nil
+		// full marks the pools for which a waiter without labels or start
+		// options found nothing: the next such waiter would find nothing
+		// either, and a long queue is not walked farm by farm for each.
+		var full map[*poolState]bool
 		for _, w := range p.queue {
-			if !storeDown {
-				g, ok, err := p.serveLocked(w.h, w.pool)
-				if ok {
-					w.grant <- g
-					continue
-				}
-				// Waiters keep their place while the store is away.
-				storeDown = err != nil
-				if !storeDown && (w.evicting == nil || w.evicting.state == instGone) {
-					w.evicting = p.evictLocked(w.h, w.pool)
-				}
+			if w.left || storeDown {
+				continue
 			}
-			kept = append(kept, w)
+			plain := len(w.h.Labels) == 0 && w.h.Start == (farmapi.StartOptions{})
+			if plain && full[w.pool] {
+				continue
+			}
+			g, ok, err := p.serveLocked(w.h, w.pool)
+			if ok {
+				p.leaveLocked(w, g)
+				continue
+			}
+			// Waiters keep their place while the store is away.
+			storeDown = err != nil
+			if !storeDown && (w.evicting == nil || w.evicting.state == instGone) {
+				w.evicting = p.evictLocked(w.h, w.pool)
+			}
+			if plain && !storeDown && w.evicting == nil {
+				if full == nil {
+					full = map[*poolState]bool{}
+				}
+				full[w.pool] = true
+			}
 		}
-		clear(p.queue[len(kept):])
-		p.queue = kept
-		p.metrics.queueLength.Set(float64(len(p.queue)))
-		p.positionsLocked()
 	}
 	p.refillLocked()
 }
 
 // positionsLocked tells each waiter its 1-based position when it changed.
+// The telling runs in a goroutine per waiter that has something to tell,
+// which ends when it has told the latest. The queue holds no waiter that
+// left (tidyLocked).
 func (p *Placer) positionsLocked() {
 	for i, w := range p.queue {
 		if w.last == i+1 || w.quiet {
 			continue
 		}
 		w.last = i + 1
-		select {
-		case <-w.pos:
-		default:
+		if w.a.queued != nil && w.telling == nil {
+			w.telling = make(chan struct{})
+			go p.tell(w)
 		}
-		w.pos <- i + 1
+	}
+}
+
+// tell tells w's positions until it has told the latest, or w has left.
+func (p *Placer) tell(w *waiter) {
+	for {
+		p.mu.Lock()
+		pos := w.last
+		if w.left || pos == w.told {
+			close(w.telling)
+			w.telling = nil
+			p.mu.Unlock()
+			return
+		}
+		w.told = pos
+		p.mu.Unlock()
+		w.a.queued(pos)
 	}
 }
 

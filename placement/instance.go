@@ -102,7 +102,9 @@ type poolState struct {
 	// counts spawns made for a holder that waits for them (busy).
 	startingWarm  int
 	startingBound int
-	failures      int
-	retryAt       time.Time
-	retryTimer    *time.Timer
+	// waiting counts this pool's holders in the queue.
+	waiting    int
+	failures   int
+	retryAt    time.Time
+	retryTimer *time.Timer
 }

@@ -255,7 +255,11 @@ type Placer struct {
 	farms     map[string]*farmEntry
 	instances map[string]*Instance
 	pools     map[string]*poolState
+	// queue holds the waiters in order, and those that left until the
+	// next tidy; queued counts the ones still waiting.
 	queue     []*waiter
+	queued    int
+	tidyTimer *time.Timer
 	closed    bool
 	// pending are reservations whose instance is not on the books yet:
 	// the store's view of them must not be reconciled away.
@@ -320,9 +324,13 @@ func (p *Placer) Close() {
 	}
 	p.closed = true
 	for _, w := range p.queue {
-		w.grant <- grant{err: ErrShutdown}
+		p.leaveLocked(w, grant{err: ErrShutdown})
 	}
 	p.queue = nil
+	if p.tidyTimer != nil {
+		p.tidyTimer.Stop()
+		p.tidyTimer = nil
+	}
 	p.metrics.queueLength.Set(0)
 	for _, ps := range p.pools {
 		if ps.retryTimer != nil {

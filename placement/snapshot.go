@@ -63,7 +63,7 @@ func (p *Placer) capacityLocked() Capacity {
 			c.Busy++
 		}
 	}
-	c.Queued = len(p.queue)
+	c.Queued = p.queued
 	return c
 }
 
@@ -135,8 +135,10 @@ func (p *Placer) Snapshot() Snapshot {
 		}
 		s.Instances = append(s.Instances, ii)
 	}
-	for i, w := range p.queue {
-		s.Queue = append(s.Queue, WaiterInfo{Holder: w.h.ID, Pool: w.pool.cfg.Name, Position: i + 1, Since: w.since})
+	for _, w := range p.queue {
+		if !w.left {
+			s.Queue = append(s.Queue, WaiterInfo{Holder: w.h.ID, Pool: w.pool.cfg.Name, Position: len(s.Queue) + 1, Since: w.since})
+		}
 	}
 	p.mu.Unlock()
 	sort.Slice(s.Pools, func(i, j int) bool { return s.Pools[i].Name < s.Pools[j].Name })

@@ -35,6 +35,7 @@ BENCHMARKS.md describes the method; make bench-report reruns it.`,
 	fs.IntSliceVar(&cfg.StreamConns, "stream-conns", []int{1, 8}, "connection counts of stream")
 	fs.IntVar(&cfg.StreamBytes, "stream-bytes", 64<<20, "bytes of one stream task, in 64 KiB frames")
 	fs.IntVar(&cfg.Idle, "idle", 4000, "connections of idle")
+	fs.IntVar(&cfg.IdleScale, "idle-scale", 50000, "connections of idle's run of drover at scale, as many as the open-file limit allows (-1: none)")
 	fs.IntVar(&cfg.Opens, "opens", 40, "sequential session opens per kind, round and target")
 	fs.IntVar(&cfg.StdioClients, "stdio-clients", 16, "clients of stdio's message rate")
 	fs.IntVar(&cfg.StdioOpeners, "stdio-openers", 8, "concurrent openers of stdio's session rate")

@@ -66,6 +66,10 @@ type BenchConfig struct {
 	StreamBytes int
 	// Idle is the number of idle connections of idle (4000).
 	Idle int
+	// IdleScale is the number of idle connections of idle's one run of
+	// drover at scale (50,000), lowered to what the open-file limit allows
+	// (the report says so); 0 skips it.
+	IdleScale int
 	// Opens is the number of sequential session opens per kind, round and
 	// target (40).
 	Opens int
@@ -114,6 +118,9 @@ func (c *BenchConfig) defaults() error {
 	def(&c.Conns, 64)
 	def(&c.StreamBytes, 64<<20)
 	def(&c.Idle, 4000)
+	if c.IdleScale == 0 {
+		c.IdleScale = 50000
+	}
 	def(&c.Opens, 40)
 	def(&c.StdioClients, 16)
 	def(&c.StdioOpeners, 8)
@@ -170,6 +177,9 @@ type bench struct {
 	stops   []func()
 	res     *results
 	nofile  uint64
+	// scaleRun is idle's run at scale: the connections measured and the
+	// connections asked for.
+	scaleRun [2]int
 	// loadStart is the load average when the run started.
 	loadStart string
 	// image, when set, is the reference worker image of drover's
@@ -560,15 +570,19 @@ type machine struct {
 	LoadAvg   string `json:"loadavg"`
 	// LoadAvgStart is the load average when the run started (LoadAvg is
 	// at its end).
-	LoadAvgStart string   `json:"loadavg_start"`
-	NoFile       uint64   `json:"nofile_limit"`
-	Date         string   `json:"date"`
-	Rounds       int      `json:"rounds"`
-	DurationS    float64  `json:"duration_s"`
-	Tasks        int      `json:"rtt_tasks"`
-	Conns        int      `json:"conns"`
-	Idle         int      `json:"idle"`
-	Skipped      []string `json:"skipped,omitempty"`
+	LoadAvgStart string  `json:"loadavg_start"`
+	NoFile       uint64  `json:"nofile_limit"`
+	Date         string  `json:"date"`
+	Rounds       int     `json:"rounds"`
+	DurationS    float64 `json:"duration_s"`
+	Tasks        int     `json:"rtt_tasks"`
+	Conns        int     `json:"conns"`
+	Idle         int     `json:"idle"`
+	// IdleScale is the number of connections of idle's run at scale, and
+	// IdleScaleWanted the number asked for.
+	IdleScale       int      `json:"idle_scale,omitempty"`
+	IdleScaleWanted int      `json:"idle_scale_wanted,omitempty"`
+	Skipped         []string `json:"skipped,omitempty"`
 }
 
 func readMachine() machine {

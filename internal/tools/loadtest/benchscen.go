@@ -68,25 +68,7 @@ func (b *bench) idle(ctx context.Context) error {
 				}})
 			}
 			if b.hasTarget(TargetDrover) {
-				cands = append(cands, cand{TargetDrover, func() (*server, func() error, error) {
-					s, err := b.startDrover(ctx, TargetDrover, 1, 0, 0, 1)
-					if err != nil {
-						return nil, nil, err
-					}
-					hold, err := dial(ctx, s.url, echoFrame)
-					if err != nil {
-						s.stop()
-						return nil, nil, err
-					}
-					hold.deadline(time.Now().Add(readyLimit))
-					if _, err := hold.roundTrip(hold.task); err != nil {
-						hold.close()
-						s.stop()
-						return nil, nil, fmt.Errorf("take the only instance: %w", err)
-					}
-					s.url += "?wait=true"
-					return s, func() error { hold.close(); return nil }, nil
-				}})
+				cands = append(cands, cand{TargetDrover, func() (*server, func() error, error) { return b.startQueuedDrover(ctx) }})
 			}
 			for _, c := range cands {
 				s, release, err := c.start()
@@ -112,6 +94,67 @@ func (b *bench) idle(ctx context.Context) error {
 			return err
 		}
 	}
+	if b.hasTarget(TargetDrover) && b.cfg.IdleScale > 0 {
+		return b.idleAtScale(ctx)
+	}
+	return nil
+}
+
+// startQueuedDrover starts drover up with one instance, which a session
+// then holds: the idle connections are sessions waiting in its queue.
+// release lets that session go.
+func (b *bench) startQueuedDrover(ctx context.Context) (*server, func() error, error) {
+	s, err := b.startDrover(ctx, TargetDrover, 1, 0, 0, 1)
+	if err != nil {
+		return nil, nil, err
+	}
+	hold, err := dial(ctx, s.url, echoFrame)
+	if err != nil {
+		s.stop()
+		return nil, nil, err
+	}
+	hold.deadline(time.Now().Add(readyLimit))
+	if _, err := hold.roundTrip(hold.task); err != nil {
+		hold.close()
+		s.stop()
+		return nil, nil, fmt.Errorf("take the only instance: %w", err)
+	}
+	s.url += "?wait=true"
+	return s, func() error { hold.close(); return nil }, nil
+}
+
+// idleFileHeadroom is what the scale run leaves of the open-file limit to
+// the processes' other descriptors: the client and the manager each hold
+// one per connection.
+const idleFileHeadroom = 1000
+
+// idleAtScale runs drover once with as many idle connections as asked for
+// (50,000) or as the open-file limit allows, one process each side, and
+// records the memory per connection and how long the manager took to let
+// every connection go once the client had closed them.
+func (b *bench) idleAtScale(ctx context.Context) error {
+	n := b.cfg.IdleScale
+	if room := int(b.nofile) - idleFileHeadroom; n > room {
+		n = room
+		b.progress("idle: %d connections at scale need an open-file limit above %d; this machine allows %d: measuring %d",
+			b.cfg.IdleScale, b.cfg.IdleScale+idleFileHeadroom, b.nofile, n)
+	}
+	b.scaleRun = [2]int{n, b.cfg.IdleScale}
+	if n <= b.cfg.Idle {
+		return nil
+	}
+	s, release, err := b.startQueuedDrover(ctx)
+	if err != nil {
+		return fmt.Errorf("idle at scale: %w", err)
+	}
+	defer s.stop()
+	defer func() { _ = release() }()
+	b.progress("idle: drover at scale, %d connections", n)
+	kib, err := idleKiBOf(ctx, s, n)
+	if err != nil {
+		return fmt.Errorf("idle at scale: %w", err)
+	}
+	b.res.add(BenchIdle, "memory per connection at scale", "KiB", TargetDrover, kib)
 	return nil
 }
 
@@ -122,6 +165,7 @@ func idleKiBOf(ctx context.Context, s *server, n int) (float64, error) {
 	if err != nil {
 		return 0, err
 	}
+	files := openFiles(s.pids())
 	d := websocket.Dialer{ReadBufferSize: 512, WriteBufferSize: 512, HandshakeTimeout: 30 * time.Second}
 	conns := make([]*websocket.Conn, n)
 	defer func() {
@@ -158,15 +202,59 @@ func idleKiBOf(ctx context.Context, s *server, n int) (float64, error) {
 	if err != nil {
 		return 0, err
 	}
+	for i, c := range conns {
+		_ = c.Close()
+		conns[i] = nil
+	}
+	// The server must let go of every connection, promptly.
+	if err := filesBackTo(ctx, s, files, n); err != nil {
+		return 0, err
+	}
 	return float64(after-before) / float64(n), nil
 }
 
+// filesBackTo waits until s's processes hold no more open files than
+// before (less a few of the n connections' worth: a server may keep a
+// descriptor or two it opened meanwhile), at most idleRelease.
+func filesBackTo(ctx context.Context, s *server, before, n int) error {
+	start := time.Now()
+	for {
+		now := openFiles(s.pids())
+		if now <= before+max(n/1000, 8) {
+			return nil
+		}
+		if time.Since(start) > idleRelease {
+			return fmt.Errorf("%d of %d closed connections still open on the server after %s", now-before, n, idleRelease)
+		}
+		if err := sleep(ctx, 50*time.Millisecond); err != nil {
+			return err
+		}
+	}
+}
+
+// idleRelease bounds how long a server may take to close the connections
+// its clients closed.
+const idleRelease = 30 * time.Second
+
+// openFiles counts the open descriptors of pids.
+func openFiles(pids []int) int {
+	n := 0
+	for _, pid := range pids {
+		if ents, err := os.ReadDir("/proc/" + strconv.Itoa(pid) + "/fd"); err == nil {
+			n += len(ents)
+		}
+	}
+	return n
+}
+
 // settledRSS waits until the RSS of s's processes stops changing (by
-// under 0.5% over three polls, at most 15 s) and returns it.
+// under 0.5% over five polls 400 ms apart: 2 s, longer than a server's
+// own reaction to silence such as drover's second before a silent
+// connection gives back its reader; at most 30 s) and returns it.
 func settledRSS(ctx context.Context, s *server) (int64, error) {
 	last, same := rssKiB(s.pids()), 0
-	for end := time.Now().Add(15 * time.Second); same < 3 && time.Now().Before(end); {
-		if err := sleep(ctx, 150*time.Millisecond); err != nil {
+	for end := time.Now().Add(30 * time.Second); same < 5 && time.Now().Before(end); {
+		if err := sleep(ctx, 400*time.Millisecond); err != nil {
 			return 0, err
 		}
 		v := rssKiB(s.pids())
