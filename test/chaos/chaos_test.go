@@ -56,9 +56,36 @@ func TestChaos(t *testing.T) {
 	ep := &epochs{n: map[string]int{}}
 	ld := &load{c: c, l: l, epochs: ep, hooks: hooks, stall: 3 * time.Second, limit: 30 * time.Second}
 
+	var wg sync.WaitGroup
+	startLoad := func(ctx context.Context, seed int64) {
+		worker := func(i int, fn func(context.Context, *rand.Rand)) {
+			wg.Add(1)
+			rng := rand.New(rand.NewSource(seed + int64(i)))
+			go func() {
+				defer wg.Done()
+				fn(ctx, rng)
+			}()
+		}
+		for i := range 5 {
+			worker(i+1, ld.wsWorker)
+		}
+		worker(10, ld.restWorker)
+		for i := range 2 {
+			worker(20+i, func(ctx context.Context, rng *rand.Rand) { ld.jobWorker(ctx, rng, i) })
+		}
+	}
+
+	// Warm-up: the same load without faults for a few seconds, so that the
+	// baseline holds what a manager or farm keeps once it has served (warm
+	// instances, kept-alive connections, pools), not the empty process it
+	// starts as; then the baseline, once the goroutines are steady.
+	wctx, wstop := context.WithTimeout(context.Background(), warmUp)
+	startLoad(wctx, seed^0x5eed)
+	wg.Wait()
+	wstop()
 	base := map[string]sample{}
 	for _, n := range append(append([]string{}, c.Managers...), c.Farms...) {
-		s, err := sampleOf(context.Background(), c, n)
+		s, err := steadySample(c, n)
 		if err != nil {
 			t.Fatalf("baseline of %s: %v", n, err)
 		}
@@ -67,22 +94,7 @@ func TestChaos(t *testing.T) {
 
 	began := time.Now()
 	ctx, stop := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	worker := func(i int, fn func(context.Context, *rand.Rand)) {
-		wg.Add(1)
-		rng := rand.New(rand.NewSource(seed + int64(i)))
-		go func() {
-			defer wg.Done()
-			fn(ctx, rng)
-		}()
-	}
-	for i := range 5 {
-		worker(i+1, ld.wsWorker)
-	}
-	worker(10, ld.restWorker)
-	for i := range 2 {
-		worker(20+i, func(ctx context.Context, rng *rand.Rand) { ld.jobWorker(ctx, rng, i) })
-	}
+	startLoad(ctx, seed)
 
 	in := &injector{t: t, c: c, l: l, epochs: ep, rng: rand.New(rand.NewSource(seed)), restarted: map[string]bool{}}
 	in.run(began.Add(duration))

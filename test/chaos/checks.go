@@ -280,6 +280,35 @@ func sampleOf(ctx context.Context, c *clustertest.Cluster, name string) (sample,
 	return sample{m["go_goroutines"], m["go_memstats_heap_inuse_bytes"], m["process_resident_memory_bytes"]}, nil
 }
 
+// warmUp is the load without faults before the baseline is taken.
+const warmUp = 10 * time.Second
+
+// steadySample samples node n until its goroutine count holds still (within
+// 2 over three polls a second apart, at most 30 s): the baseline after the
+// warm-up, once the sessions it opened have ended.
+func steadySample(c *clustertest.Cluster, n string) (sample, error) {
+	var last sample
+	same := 0
+	for end := time.Now().Add(30 * time.Second); ; {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		s, err := sampleOf(ctx, c, n)
+		cancel()
+		if err != nil {
+			return s, err
+		}
+		if d := s.goroutines - last.goroutines; d >= -2 && d <= 2 {
+			same++
+		} else {
+			same = 0
+		}
+		last = s
+		if same >= 3 || time.Now().After(end) {
+			return s, nil
+		}
+		time.Sleep(time.Second) // a poll's pace: goroutine counts have no event
+	}
+}
+
 // checkBaseline: the goroutines and memory of every manager and farm that
 // was never killed are back near what they were before the load.
 func checkBaseline(ctx context.Context, c *clustertest.Cluster, base map[string]sample, restarted map[string]bool) check {
