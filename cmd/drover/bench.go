@@ -43,6 +43,7 @@ BENCHMARKS.md describes the method; make bench-report reruns it.`,
 	fs.StringVar(&cfg.Image, "image", farm.DefaultImage, "reference worker image of open's cold containers (make image builds it)")
 	fs.StringSliceVar(&cfg.Scenarios, "scenarios", loadtest.BenchScenarios, "scenarios to run (load's names work too)")
 	fs.StringSliceVar(&cfg.Targets, "targets", loadtest.Targets, "targets to measure")
+	fs.StringSliceVar(&cfg.Drover, "drover-bin", nil, "the drover executable whose up, manager, farm and worker are measured (default this one): an older build, for a before-and-after table")
 	fs.BoolVar(&cfg.Require, "require", false, "fail instead of skipping a target whose program is missing")
 	fs.BoolVar(&cfg.JSON, "json", false, "write the report as JSON")
 	fs.BoolVar(&cfg.Markdown, "markdown", false, "write the report as Markdown tables (BENCHMARKS.md's figures)")

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"runtime"
 	"strings"
 	"time"
 
@@ -135,6 +136,7 @@ and an in-memory store. Every flag can also be set in the YAML file given with
 	fs.String("addr", ":8181", "address the manager listens on")
 	fs.Int("instances", 8, "instance slots of the local farm")
 	fs.Int("warm", 2, "idle instances kept ready in the default pool")
+	fs.Int("procs", 0, "CPUs drover runs Go code on at once (GOMAXPROCS); 0: half of the machine's, at least 1, the rest left to the local instances, unless $GOMAXPROCS says otherwise")
 	fs.Float64("health-threshold", 0.9, "busy ratio at which /health answers 503")
 	fs.Duration("resume-grace", 30*time.Second, "how long a dropped session stays resumable")
 	fs.Int64("max-message-size", 4<<20, "largest client message in bytes")
@@ -159,6 +161,7 @@ and an in-memory store. Every flag can also be set in the YAML file given with
 		if err != nil {
 			return err
 		}
+		runtime.GOMAXPROCS(upProcs(cfg.Procs))
 		reg := prometheus.NewRegistry()
 		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 		scrubSecretEnv("DROVER_REDIS", "DROVER_WEBHOOK_SECRET", "DROVER_URL_SECRET", "DROVER_ADMIN_TOKEN", "DROVER_METRICS_TOKEN") // the local farm's instances inherit the environment
@@ -187,6 +190,24 @@ Press Ctrl-C to stop.
 		return err
 	}
 	return cmd
+}
+
+// upProcs is the GOMAXPROCS of drover up: n when set; else half of what
+// Go would take (at least 1), unless $GOMAXPROCS decides. up runs its
+// instances on the same machine, and they need CPUs of their own: a
+// manager whose every CPU is also an instance's pays for each handoff
+// between its goroutines with a thread wake-up (a futex) instead of a run
+// queue push. On 2 CPUs, one for the manager took its CPU per task from
+// 51 to 39 µs and its added latency from +66 to +46 µs, at the same
+// throughput (drover bench rtt,tput).
+func upProcs(n int) int {
+	if n > 0 {
+		return n
+	}
+	if os.Getenv("GOMAXPROCS") != "" {
+		return runtime.GOMAXPROCS(0)
+	}
+	return max(1, runtime.GOMAXPROCS(0)/2)
 }
 
 // conversionFlags are the flags of app.ConversionConfig.

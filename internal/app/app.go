@@ -39,6 +39,9 @@ type UpConfig struct {
 	ShutdownGrace   time.Duration `koanf:"shutdown_grace"`
 	// AdminToken makes its bearer an admin; see ManagerConfig.AdminToken.
 	AdminToken string `koanf:"admin_token"`
+	// Procs is how many CPUs the process runs Go code on at once
+	// (GOMAXPROCS); see cmd/drover's --procs.
+	Procs int `koanf:"procs"`
 	// Runtime, Image and ReconcileInterval are the local farm's docker
 	// settings; see RuntimeConfig.
 	RuntimeConfig `koanf:",squash"`

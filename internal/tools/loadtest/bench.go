@@ -289,8 +289,18 @@ func (b *bench) start(ctx context.Context) error {
 		}
 		b.keep(s)
 	}
+	if d64 := b.servers[TargetDirect64]; d64 != nil && b.hasTarget(TargetNginx64) {
+		s, err := b.startNginx(ctx, TargetNginx64, d64.addrs...)
+		if err != nil {
+			if err := b.skip(TargetNginx64, err); err != nil {
+				return err
+			}
+		} else {
+			b.keep(s)
+		}
+	}
 	if proxied && b.hasTarget(TargetNginx) {
-		s, err := b.startNginx(ctx, strings.TrimSuffix(strings.TrimPrefix(b.servers[TargetDirect].url, "ws://"), "/"))
+		s, err := b.startNginx(ctx, TargetNginx, strings.TrimSuffix(strings.TrimPrefix(b.servers[TargetDirect].url, "ws://"), "/"))
 		if err != nil {
 			if err := b.skip(TargetNginx, err); err != nil {
 				return err
@@ -434,7 +444,7 @@ func (b *bench) scenario(ctx context.Context, sc string) error {
 			return err
 		})
 	case BenchTput:
-		ts := b.targets(TargetDirect, TargetDirect64, TargetNginx, TargetHAProxy, TargetDrover)
+		ts := b.targets(TargetDirect, TargetDirect64, TargetNginx, TargetNginx64, TargetHAProxy, TargetDrover)
 		return b.rounds(ctx, sc, ts, func(ctx context.Context, s *server) error {
 			// For drover, the manager process alone, and with its
 			// instances (the workers direct-64 runs too).

@@ -44,6 +44,7 @@ func TestBenchSmoke(t *testing.T) {
 		StreamConns:  []int{1, 2},
 		StreamBytes:  256 << 10,
 		Idle:         200,
+		IdleScale:    400,
 		Opens:        3,
 		StdioClients: 2,
 		StdioOpeners: 2,
@@ -81,14 +82,16 @@ func TestBenchSmoke(t *testing.T) {
 		return have
 	}
 	proxies := optional(loadtest.TargetNginx, loadtest.TargetHAProxy)
+	proxies64 := append(proxies, optional(loadtest.TargetNginx64)...)
 	want := map[string][]string{ // "scenario metric" → targets
 		"rtt p50":                              append(append([]string{"direct"}, proxies...), "drover"),
 		"rtt p99":                              append(append([]string{"direct"}, proxies...), "drover"),
-		"tput tasks/s":                         append(append([]string{"direct", "direct-64"}, proxies...), "drover"),
-		"cpu CPU per million tasks":            append(append([]string{"direct", "direct-64"}, proxies...), "drover", "drover+instances"),
+		"tput tasks/s":                         append(append([]string{"direct", "direct-64"}, proxies64...), "drover"),
+		"cpu CPU per million tasks":            append(append([]string{"direct", "direct-64"}, proxies64...), "drover", "drover+instances"),
 		"stream 1 conn":                        append(append([]string{"direct"}, proxies...), "drover", "drover-ws", "drover-remote", "drover-remote-direct"),
 		"stream 2 conn":                        append(append([]string{"direct"}, proxies...), "drover", "drover-ws", "drover-remote", "drover-remote-direct"),
 		"idle memory per connection":           append(append([]string{"gorilla"}, proxies...), "drover"),
+		"idle memory per connection at scale":  {"drover"},
 		"open p50":                             append([]string{"direct", "drover-warm", "drover-cold"}, optional("drover-cold-container")...),
 		"open p99":                             append([]string{"direct", "drover-warm", "drover-cold"}, optional("drover-cold-container")...),
 		"stdio msgs/s at 2 clients":            append(optional(loadtest.TargetWebsocket), "drover"),

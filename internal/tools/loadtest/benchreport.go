@@ -372,6 +372,8 @@ func (r *BenchReport) goals() []Goal {
 	add("tput ≥ 0.6 of direct-64", all(ok2, ok4), dr >= 0.6*d64, fmt.Sprintf("%.2f", dr/d64))
 	add("tput ≥ 0.6 of direct", all(ok1, ok4), dr >= 0.6*d, fmt.Sprintf("%.2f", dr/d))
 	add("tput above nginx", all(ok3, ok4), dr > n, fmt.Sprintf("%.0f vs %.0f tasks/s", dr, n))
+	n64, ok5 := med(BenchTput, "tasks/s", TargetNginx64)
+	add("tput above nginx-64 (the same 64 workers)", all(ok4, ok5), dr > n64, fmt.Sprintf("%.0f vs %.0f tasks/s", dr, n64))
 
 	for _, p := range []string{"p50", "p99"} {
 		d, ok1 := med(BenchRTT, p, TargetDirect)
@@ -386,6 +388,8 @@ func (r *BenchReport) goals() []Goal {
 	cd, ok1 := med(benchCPU, "CPU per million tasks", TargetDrover)
 	cn, ok2 := med(benchCPU, "CPU per million tasks", TargetNginx)
 	add("manager CPU per task below nginx's", all(ok1, ok2), cd < cn, fmt.Sprintf("%.1f vs %.1f s per million", cd, cn))
+	cn64, ok3 := med(benchCPU, "CPU per million tasks", TargetNginx64)
+	add("manager CPU per task below nginx-64's", all(ok1, ok3), cd < cn64, fmt.Sprintf("%.1f vs %.1f s per million", cd, cn64))
 
 	if k, ok := med(BenchIdle, "memory per connection", TargetDrover); ok {
 		add("idle ≤ 8 KiB per connection", true, k <= 8, fmt.Sprintf("%.1f KiB at %d connections", k, r.Machine.Idle))

@@ -57,7 +57,7 @@ func (b *bench) idle(ctx context.Context) error {
 			}}}
 			if b.servers[TargetNginx] != nil {
 				cands = append(cands, cand{TargetNginx, func() (*server, func() error, error) {
-					s, err := b.startNginx(ctx, upstream)
+					s, err := b.startNginx(ctx, TargetNginx, upstream)
 					return s, nil, err
 				}})
 			}

@@ -19,9 +19,13 @@ import (
 // The targets of `drover bench`. Each is one or more child processes the
 // tool starts on free loopback ports and stops at the end.
 const (
-	TargetDirect    = "direct"     // one reference worker serving every connection
-	TargetDirect64  = "direct-64"  // one worker per connection, started as a farm starts them
-	TargetNginx     = "nginx"      // Debian's nginx proxying to the direct worker
+	TargetDirect   = "direct"    // one reference worker serving every connection
+	TargetDirect64 = "direct-64" // one worker per connection, started as a farm starts them
+	TargetNginx    = "nginx"     // Debian's nginx proxying to the direct worker
+	// TargetNginx64 is nginx proxying each connection to its own worker of
+	// direct-64 (tput only): the same proxy in front of the workers
+	// drover's sessions run on.
+	TargetNginx64   = "nginx-64"
 	TargetHAProxy   = "haproxy"    // Debian's HAProxy proxying to the direct worker
 	TargetDrover    = "drover"     // `drover up` as a child process
 	TargetWebsocket = "websocketd" // websocketd serving the stdio line program
@@ -33,7 +37,7 @@ const (
 )
 
 // Targets lists the targets in report order.
-var Targets = []string{TargetDirect, TargetDirect64, TargetNginx, TargetHAProxy, TargetDrover, TargetWebsocket,
+var Targets = []string{TargetDirect, TargetDirect64, TargetNginx, TargetNginx64, TargetHAProxy, TargetDrover, TargetWebsocket,
 	TargetRemote, TargetRemoteDirect}
 
 // lineProgram is the line program of the stdio scenario, run by websocketd
@@ -58,6 +62,7 @@ type server struct {
 	// streamOnly: the target serves the stream scenario's /stream alone.
 	streamOnly bool
 	urlAt      func(i int) string // per connection, when connections go to different servers
+	addrs      []string           // direct-64: its workers' addresses
 	procs      []*proc
 	// pids returns the processes whose CPU and memory are the target's:
 	// for drover the manager process alone (its instances are the same
@@ -176,6 +181,7 @@ func (b *bench) startDirect64(ctx context.Context, n int) (*server, error) {
 	}
 	s.url = "ws://" + addrs[0] + "/"
 	s.urlAt = func(i int) string { return "ws://" + addrs[i%len(addrs)] + "/" }
+	s.addrs = addrs
 	s.pids = ownPIDs(s.procs)
 	return s, nil
 }
@@ -198,20 +204,30 @@ http {
   scgi_temp_path {{dir}}/scgi;
   server {
     listen {{listen}};
-    location / {
-      proxy_pass http://{{upstream}};
-      proxy_http_version 1.1;
-      proxy_set_header Upgrade $http_upgrade;
-      proxy_set_header Connection "upgrade";
-      proxy_buffering off;
-      proxy_buffer_size 64k;
-      proxy_buffers 4 64k;
-      proxy_read_timeout 1h;
-      proxy_send_timeout 1h;
-    }
-  }
+    proxy_http_version 1.1;
+    proxy_set_header Upgrade $http_upgrade;
+    proxy_set_header Connection "upgrade";
+    proxy_buffering off;
+    proxy_buffer_size 64k;
+    proxy_buffers 4 64k;
+    proxy_read_timeout 1h;
+    proxy_send_timeout 1h;
+{{locations}}  }
 }
 `
+
+// nginxLocations routes / to the one upstream, or /w/I to the I-th of
+// several.
+func nginxLocations(upstreams []string) string {
+	if len(upstreams) == 1 {
+		return "    location / { proxy_pass http://" + upstreams[0] + "; }\n"
+	}
+	var b strings.Builder
+	for i, u := range upstreams {
+		fmt.Fprintf(&b, "    location = /w/%d { proxy_pass http://%s/; }\n", i, u)
+	}
+	return b.String()
+}
 
 // haproxyConf proxies to upstream with two threads.
 const haproxyConf = `global
@@ -240,7 +256,9 @@ func expand(tmpl string, kv ...string) string {
 	return strings.NewReplacer(kv...).Replace(tmpl)
 }
 
-func (b *bench) startNginx(ctx context.Context, upstream string) (*server, error) {
+// startNginx starts nginx in front of upstream; with more than one, the
+// I-th connection (urlAt) goes to the I-th.
+func (b *bench) startNginx(ctx context.Context, name string, upstreams ...string) (*server, error) {
 	bin, err := lookPath("nginx", "nginx")
 	if err != nil {
 		return nil, err
@@ -254,12 +272,12 @@ func (b *bench) startNginx(ctx context.Context, upstream string) (*server, error
 		return nil, err
 	}
 	conf := filepath.Join(dir, "nginx.conf")
-	text := expand(nginxConf, "{{dir}}", dir, "{{listen}}", addr, "{{upstream}}", upstream,
+	text := expand(nginxConf, "{{dir}}", dir, "{{listen}}", addr, "{{locations}}", nginxLocations(upstreams),
 		"{{nofile}}", strconv.FormatUint(max(b.nofile, 1024), 10), "{{maxconn}}", strconv.FormatUint(b.maxConn(), 10))
 	if err := os.WriteFile(conf, []byte(text), 0o600); err != nil {
 		return nil, err
 	}
-	p, err := startProc(TargetNginx, []string{bin, "-e", filepath.Join(dir, "error.log"), "-p", dir, "-c", conf}, nil)
+	p, err := startProc(name, []string{bin, "-e", filepath.Join(dir, "error.log"), "-p", dir, "-c", conf}, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -267,7 +285,12 @@ func (b *bench) startNginx(ctx context.Context, upstream string) (*server, error
 		p.stop(time.Second)
 		return nil, err
 	}
-	return &server{name: TargetNginx, url: "ws://" + addr + "/", procs: []*proc{p}, pids: withChildren(p)}, nil
+	s := &server{name: name, url: "ws://" + addr + "/", procs: []*proc{p}, pids: withChildren(p)}
+	if len(upstreams) > 1 {
+		s.url = "ws://" + addr + "/w/0"
+		s.urlAt = func(i int) string { return fmt.Sprintf("ws://%s/w/%d", addr, i%len(upstreams)) }
+	}
+	return s, nil
 }
 
 func (b *bench) startHAProxy(ctx context.Context, upstream string) (*server, error) {
