@@ -10,7 +10,7 @@ import (
 	"github.com/drover-dev/drover/farmapi"
 	"github.com/drover-dev/drover/internal/lib/bearer"
 	"github.com/drover-dev/drover/internal/lib/certreload"
-	"github.com/drover-dev/drover/internal/lib/httpguard"
+	"github.com/drover-dev/drover/internal/lib/httpguard/bodylimit"
 	"github.com/drover-dev/drover/session"
 )
 
@@ -53,7 +53,7 @@ func (m *Manager) farmRoutes(r *gin.Engine) {
 	if m.cfg.FarmToken == "" {
 		return // no remote farms: drover up with its local farm
 	}
-	farms := r.Group(farmapi.PathFarms, FarmCertGuard(m.cfg.RequireFarmCert, m.log), m.bearer(m.cfg.FarmToken), httpguard.Max(maxFarmBody))
+	farms := r.Group(farmapi.PathFarms, FarmCertGuard(m.cfg.RequireFarmCert, m.log), m.bearer(m.cfg.FarmToken), bodylimit.Max(maxFarmBody))
 	farms.POST("", m.serveRegister)
 	farms.POST("/:id/heartbeat", m.serveHeartbeat)
 	farms.DELETE("/:id", m.serveDeregister)

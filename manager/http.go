@@ -15,7 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/drover-dev/drover/auth"
-	"github.com/drover-dev/drover/internal/lib/httpguard"
+	"github.com/drover-dev/drover/internal/lib/httpguard/bodylimit"
 	"github.com/drover-dev/drover/session"
 	"github.com/drover-dev/drover/store"
 	"github.com/drover-dev/drover/web"
@@ -30,7 +30,7 @@ func (m *Manager) routes() *gin.Engine {
 	// per address.
 	_ = r.SetTrustedProxies(m.cfg.TrustedProxies)
 	r.RemoteIPHeaders = []string{"X-Forwarded-For"}
-	r.Use(gin.CustomRecoveryWithWriter(io.Discard, m.recovered), httpguard.Limit(m.cfg.MaxBodyBytes, tooLarge), m.checkOrigin, m.sessionDoor)
+	r.Use(gin.CustomRecoveryWithWriter(io.Discard, m.recovered), bodylimit.Limit(m.cfg.MaxBodyBytes, tooLarge), m.checkOrigin, m.sessionDoor)
 	user, admin := m.Require(LevelUser), m.Require(LevelAdmin)
 	r.GET("/ws", user, func(c *gin.Context) { m.serveWS(c.Writer, c.Request) })
 	r.GET("/stream", user, m.serveStream)
@@ -231,7 +231,7 @@ func (m *Manager) serveExecute(c *gin.Context) {
 		restError(c, http.StatusNotFound, session.CodeNotFound, noSuchSession)
 		return
 	}
-	httpguard.SetLimit(c, m.cfg.MaxMessageSize)
+	bodylimit.SetLimit(c, m.cfg.MaxMessageSize)
 	body, err := io.ReadAll(c.Request.Body)
 	if err != nil {
 		// An oversized body gets the limit's 413.

@@ -706,6 +706,7 @@ func (p *Placer) spawn(ctx context.Context, g grant, ps *poolState, h *Holder) (
 func (p *Placer) bookLocked(inst *Instance) {
 	delete(p.pending, inst.slot)
 	p.instances[inst.info.ID] = inst
+	inst.booked = p.now()
 }
 
 // discardLocked stops an instance that started but whose connection broke

@@ -40,6 +40,7 @@ type Instance struct {
 	state     instState
 	holder    *Holder
 	idleSince time.Time
+	booked    time.Time // when it went on the books
 }
 
 // ID is the farm's id of the instance.

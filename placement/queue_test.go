@@ -94,3 +94,49 @@ func TestLongQueueHoldsNoGoroutines(t *testing.T) {
 	}
 	tp.Release(ws[0].inst, true)
 }
+
+// TestInstancesTheFarmNoLongerRunsAreLost: an instance a farm's heartbeat
+// stops listing died unseen (a stream instance has no connection of the
+// manager's to break). Once it has been on the books long enough to be in
+// a heartbeat, an idle one is taken off them and replaced, and a bound
+// one's holder is told; one just booked is left alone.
+func TestInstancesTheFarmNoLongerRunsAreLost(t *testing.T) {
+	tp := newTestPlacer(t, Config{Pools: []Pool{{Name: "s", Warm: 1}}, HeartbeatInterval: time.Hour})
+	a := newHTTPFarm(t, "a", 3, "s")
+	a.register(t, tp.Placer)
+	eventually(t, "a warm instance", func() bool { return tp.Snapshot().Pools[0].Idle == 1 })
+	h := newHolder("h", "s")
+	bound := tp.acquire(t, h, false)
+	eventually(t, "a warm instance again", func() bool { return tp.Snapshot().Pools[0].Idle == 1 })
+	var idle string
+	for _, in := range tp.Snapshot().Instances {
+		if in.ID != bound.ID() {
+			idle = in.ID
+		}
+	}
+	require.NotEmpty(t, idle)
+
+	// The farm stops both behind the manager's back.
+	a.set(func(f *httpFarm) {
+		delete(f.running, idle)
+		delete(f.running, bound.ID())
+	})
+	a.heartbeat(t, tp.Placer)
+	require.Len(t, tp.Snapshot().Instances, 2, "just booked: maybe not in the heartbeat yet")
+
+	tp.clock.advance(slotSettle)
+	a.heartbeat(t, tp.Placer)
+	select {
+	case err := <-h.lost:
+		require.ErrorContains(t, err, "farm a no longer runs it")
+	case <-time.After(10 * time.Second):
+		t.Fatal("the holder of an instance the farm no longer runs was not told")
+	}
+	eventually(t, "a new warm instance in place of the one the farm stopped", func() bool {
+		s := tp.Snapshot()
+		if len(s.Instances) != 1 || s.Pools[0].Idle != 1 {
+			return false
+		}
+		return s.Instances[0].ID != idle && s.Instances[0].ID != bound.ID()
+	})
+}

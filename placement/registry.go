@@ -596,17 +596,18 @@ func (p *Placer) adopt(f store.Farm) {
 // no longer runs (their manager died, or stopped them while the store was
 // away), and those a dead manager left starting.
 func (p *Placer) freeLeftovers(farmID string, running []farmapi.Instance) {
+	live := make(map[string]bool, len(running))
+	for _, inst := range running {
+		live[inst.ID] = true
+	}
+	p.lostUnseen(farmID, live, p.now())
+	now := time.Now()
 	ctx, cancel := opCtx()
 	defer cancel()
 	slots, err := p.st.Slots(ctx, farmID)
 	if p.StoreErr(err) != nil {
 		return
 	}
-	live := make(map[string]bool, len(running))
-	for _, inst := range running {
-		live[inst.ID] = true
-	}
-	now := time.Now()
 	for _, sl := range slots {
 		if now.Sub(sl.Since) < slotSettle {
 			continue
@@ -620,6 +621,28 @@ func (p *Placer) freeLeftovers(farmID string, running []farmapi.Instance) {
 			p.log.Info("freeing a leftover reservation", "farm", farmID, "instance", sl.Instance, "owner", sl.Owner)
 			p.freeSlot(farmID, sl.ID)
 		}
+	}
+}
+
+// lostUnseen handles this manager's instances on farm farmID that the
+// farm's heartbeat no longer lists, live being the ones it does: they
+// died without this manager seeing it. A stream instance has no
+// connection of the manager's to break, so an idle one the farm stopped
+// (a crash, no viewer within its initial-use time) would otherwise stay
+// on the books and be handed to the next viewer. An instance booked less
+// than slotSettle ago may not be in the heartbeat yet.
+func (p *Placer) lostUnseen(farmID string, live map[string]bool, now time.Time) {
+	var gone []*Instance
+	p.mu.Lock()
+	for _, inst := range p.instances {
+		if inst.farm.id == farmID && !live[inst.info.ID] && now.Sub(inst.booked) >= slotSettle &&
+			(inst.state == instIdle || inst.state == instBound) {
+			gone = append(gone, inst)
+		}
+	}
+	p.mu.Unlock()
+	for _, inst := range gone {
+		p.lost(inst, fmt.Errorf("farm %s no longer runs it", farmID), false)
 	}
 }
 

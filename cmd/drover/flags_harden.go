@@ -4,6 +4,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/drover-dev/drover/internal/lib/httpguard"
+	"github.com/drover-dev/drover/internal/lib/httpguard/bodylimit"
 )
 
 // hardenFlags are the flags of app.HardenConfig: the HTTP servers' limits;
@@ -20,6 +21,6 @@ func hardenFlags(fs *pflag.FlagSet, manager bool) {
 	if !manager {
 		return
 	}
-	fs.Int64("http-max-body-bytes", httpguard.DefaultBodyLimit, "largest request body of routes that set no bound of their own (uploads and /execute do)")
+	fs.Int64("http-max-body-bytes", bodylimit.DefaultBodyLimit, "largest request body of routes that set no bound of their own (uploads and /execute do)")
 	fs.StringSlice("trusted-proxies", nil, "load balancers in front of the manager (addresses or CIDRs, repeatable): the client's address is then read from X-Forwarded-For, for the limits per address and the audit lines")
 }

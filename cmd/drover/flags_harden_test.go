@@ -10,6 +10,7 @@ import (
 
 	"github.com/drover-dev/drover/internal/app"
 	"github.com/drover-dev/drover/internal/lib/httpguard"
+	"github.com/drover-dev/drover/internal/lib/httpguard/bodylimit"
 )
 
 // The HTTP limits come from the defaults, a config file, the environment
@@ -58,7 +59,7 @@ func TestHardenFlags(t *testing.T) {
 			}
 			w := want
 			if cmd.routes {
-				w.HTTPMaxBodyBytes = httpguard.DefaultBodyLimit
+				w.HTTPMaxBodyBytes = bodylimit.DefaultBodyLimit
 				w.TrustedProxies = []string{} // the flag's empty default
 			}
 			require.Equal(t, w, got)

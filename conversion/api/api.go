@@ -30,7 +30,7 @@ import (
 	"github.com/drover-dev/drover/conversion"
 	"github.com/drover-dev/drover/conversion/items"
 	"github.com/drover-dev/drover/conversion/webhook"
-	"github.com/drover-dev/drover/internal/lib/httpguard"
+	"github.com/drover-dev/drover/internal/lib/httpguard/bodylimit"
 	"github.com/drover-dev/drover/storage"
 )
 
@@ -89,7 +89,7 @@ func (a *API) Mount(r gin.IRouter) {
 // be a group behind an authentication middleware.
 func (a *API) MountRoutes(r gin.IRouter) {
 	for _, p := range Prefixes {
-		g := r.Group(p, httpguard.OnTooLarge(tooLarge))
+		g := r.Group(p, bodylimit.OnTooLarge(tooLarge))
 		g.Use(a.limitUploads)
 		g.POST("/upload", a.upload)
 		g.POST("/uploadArray", a.uploadArray)
@@ -211,7 +211,7 @@ func reply(it items.Item) idReply {
 // bodyLimit bounds a request body: the uploads and the multipart framing.
 // Every other route's body has the manager's small default bound.
 func (a *API) bodyLimit(c *gin.Context) {
-	httpguard.SetLimit(c, a.svc.MaxUpload()+16<<20)
+	bodylimit.SetLimit(c, a.svc.MaxUpload()+16<<20)
 }
 
 // tooLarge answers a body over its bound in the original's format.

@@ -11,13 +11,13 @@ import (
 
 	"github.com/drover-dev/drover/conversion"
 	"github.com/drover-dev/drover/farmapi"
-	"github.com/drover-dev/drover/internal/lib/httpguard"
+	"github.com/drover-dev/drover/internal/lib/httpguard/bodylimit"
 )
 
 // MountFarm adds the farm job API (farmapi.PathJobs) behind auth, the
 // manager's farm-token check.
 func (a *API) MountFarm(r gin.IRouter, auth gin.HandlerFunc) {
-	g := r.Group(farmapi.PathJobs, auth, httpguard.OnTooLarge(jobTooLarge))
+	g := r.Group(farmapi.PathJobs, auth, bodylimit.OnTooLarge(jobTooLarge))
 	g.POST("/lease", a.lease)
 	g.POST("/:id/renew", a.renew)
 	g.GET("/:id/input/:index", a.input)
@@ -86,7 +86,7 @@ func jobTooLarge(c *gin.Context, _ int64) {
 }
 
 func (a *API) bind(c *gin.Context, v any) bool {
-	httpguard.SetLimit(c, 1<<20)
+	bodylimit.SetLimit(c, 1<<20)
 	if err := c.ShouldBindJSON(v); err != nil {
 		a.jobFail(c, errors.Join(farmapi.ErrBadJobRequest, err))
 		return false
@@ -142,7 +142,7 @@ func (a *API) input(c *gin.Context) {
 }
 
 func (a *API) output(c *gin.Context) {
-	httpguard.SetLimit(c, a.svc.MaxUpload())
+	bodylimit.SetLimit(c, a.svc.MaxUpload())
 	name := c.Param("name")
 	if strings.HasSuffix(c.FullPath(), "/output/shattered/:name") {
 		name = farmapi.ShatteredPrefix + name

@@ -18,7 +18,7 @@ import (
 	"github.com/drover-dev/drover/conversion"
 	"github.com/drover-dev/drover/conversion/items"
 	"github.com/drover-dev/drover/conversion/signedurl"
-	"github.com/drover-dev/drover/internal/lib/httpguard"
+	"github.com/drover-dev/drover/internal/lib/httpguard/bodylimit"
 	"github.com/drover-dev/drover/storage"
 )
 
@@ -77,7 +77,7 @@ func (a *API) mountTokens(g gin.IRouter) {
 // DirectPath. Their signature is their credential: r should not ask for
 // another.
 func (a *API) MountDirect(r gin.IRouter) {
-	r.PUT(DirectPath+"*key", httpguard.OnTooLarge(tooLarge), a.directPut)
+	r.PUT(DirectPath+"*key", bodylimit.OnTooLarge(tooLarge), a.directPut)
 	r.GET(DirectPath+"*key", a.directGet)
 }
 
@@ -302,9 +302,9 @@ func (a *API) directPut(c *gin.Context) {
 	// The token's limit, checked again as the body streams; the service
 	// bounds the upload by its own as well.
 	if g.Limit > 0 {
-		httpguard.SetLimit(c, g.Limit)
+		bodylimit.SetLimit(c, g.Limit)
 	} else {
-		httpguard.SetLimit(c, a.svc.MaxUpload())
+		bodylimit.SetLimit(c, a.svc.MaxUpload())
 	}
 	n, err := a.svc.PutAwaited(ctx, id, stored, ev.count(c.Request.Body))
 	if err != nil {

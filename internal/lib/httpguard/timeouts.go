@@ -1,8 +1,8 @@
 // Package httpguard hardens drover's HTTP servers against slow and
 // oversized clients: the limits every server gets (Timeouts), a guard that
-// cuts off request bodies that trickle (GuardBodies), gin middleware that
-// bounds every request body (Limit) and security headers for pages
-// (Headers).
+// cuts off request bodies that trickle (GuardBodies) and one that cuts off
+// clients that stop taking a response (GuardWrites); its subpackage
+// bodylimit is the gin middleware that bounds every request body.
 //
 // It owns the limits, not the servers: each server that drover runs (the
 // manager's public listener, `drover farm`'s API, the local farm's loopback

@@ -375,7 +375,7 @@ func droverPools(exe string, warm, lines, relay int, image string) (string, erro
 		"  - name: " + poolLines + "\n    warm: " + strconv.Itoa(lines) + "\n    command: " + q(prog) +
 		"\n    args: [" + strings.Join(args, ", ") + "]\n    protocol: stdio\n    delimiter: " + q(lineDelimiter) + "\n" +
 		"  - name: " + poolRelay + "\n    warm: " + strconv.Itoa(relay) + "\n" +
-		strings.Replace(worker, "protocol: native", "protocol: stream", 1)
+		strings.Replace(worker, "protocol: native", "protocol: stream\n    initial_use: 1h", 1) // see startDroverRemote
 	if image != "" {
 		out += "  - name: " + poolColdContainer + "\n    warm: 0\n    runtime: docker\n    image: " + q(image) +
 			"\n    protocol: native\n"
@@ -551,7 +551,10 @@ func (b *bench) startDroverRemote(ctx context.Context, name string, relay int, d
 	if err := os.WriteFile(mconf, []byte("pools:\n  - name: "+poolRelay+"\n    warm: "+strconv.Itoa(relay)+"\n"), 0o600); err != nil {
 		return nil, err
 	}
-	if err := os.WriteFile(fconf, []byte("pools:\n  - name: "+poolRelay+"\n"+workerYAML(exe)+"    protocol: stream\n"), 0o600); err != nil {
+	// initial_use: the farm kills a stream instance no viewer connected to
+	// within it (60 s by default, as a HOOPS streaming server does); the
+	// warm ones here wait minutes for the stream scenario.
+	if err := os.WriteFile(fconf, []byte("pools:\n  - name: "+poolRelay+"\n"+workerYAML(exe)+"    protocol: stream\n    initial_use: 1h\n"), 0o600); err != nil {
 		return nil, err
 	}
 	maddr, err := freeAddr()

@@ -1,4 +1,4 @@
-package httpguard_test
+package bodylimit_test
 
 import (
 	"bytes"
@@ -11,7 +11,7 @@ import (
 
 	"github.com/gin-gonic/gin"
 
-	"github.com/drover-dev/drover/internal/lib/httpguard"
+	"github.com/drover-dev/drover/internal/lib/httpguard/bodylimit"
 )
 
 // FuzzLimit: whatever the body, its bound, whether its length is declared
@@ -25,7 +25,7 @@ func FuzzLimit(f *testing.F) {
 	f.Fuzz(func(t *testing.T, body []byte, limit uint16, declared, oneByte bool) {
 		bound := int64(limit) + 1 // a bound of 0 means the default
 		r := gin.New()
-		r.Use(httpguard.Limit(bound, nil))
+		r.Use(bodylimit.Limit(bound, nil))
 		r.POST("/", func(c *gin.Context) {
 			b, err := io.ReadAll(c.Request.Body)
 			if err != nil {

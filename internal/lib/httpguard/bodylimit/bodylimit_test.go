@@ -1,4 +1,4 @@
-package httpguard_test
+package bodylimit_test
 
 import (
 	"bytes"
@@ -13,7 +13,7 @@ import (
 	"github.com/gin-gonic/gin"
 	"github.com/stretchr/testify/require"
 
-	"github.com/drover-dev/drover/internal/lib/httpguard"
+	"github.com/drover-dev/drover/internal/lib/httpguard/bodylimit"
 )
 
 func init() { gin.SetMode(gin.ReleaseMode) }
@@ -23,7 +23,7 @@ func init() { gin.SetMode(gin.ReleaseMode) }
 // answers 400 on any read error, which the 413 still replaces.
 func limitEngine() *gin.Engine {
 	r := gin.New()
-	r.Use(httpguard.Limit(1024, func(c *gin.Context, limit int64) {
+	r.Use(bodylimit.Limit(1024, func(c *gin.Context, limit int64) {
 		c.JSON(http.StatusRequestEntityTooLarge, gin.H{"code": "too_large", "message": "body over " + strconv.FormatInt(limit, 10) + " bytes"})
 	}))
 	echo := func(c *gin.Context) {
@@ -35,11 +35,11 @@ func limitEngine() *gin.Engine {
 		c.String(http.StatusOK, "%d", len(b))
 	}
 	r.POST("/default", echo)
-	r.POST("/max", httpguard.Max(4096), echo)
-	r.POST("/set", func(c *gin.Context) { httpguard.SetLimit(c, 8192); echo(c) })
+	r.POST("/max", bodylimit.Max(4096), echo)
+	r.POST("/set", func(c *gin.Context) { bodylimit.SetLimit(c, 8192); echo(c) })
 	r.POST("/silent", func(c *gin.Context) { _, _ = io.ReadAll(c.Request.Body) }) // writes nothing
 	r.POST("/unread", func(c *gin.Context) { c.String(http.StatusOK, "ignored") })
-	g := r.Group("/api", httpguard.OnTooLarge(func(c *gin.Context, _ int64) {
+	g := r.Group("/api", bodylimit.OnTooLarge(func(c *gin.Context, _ int64) {
 		c.JSON(http.StatusRequestEntityTooLarge, gin.H{"ERROR": "the upload is larger than the server allows"})
 	}))
 	g.POST("/upload", echo)
@@ -100,12 +100,12 @@ func TestLimit(t *testing.T) {
 // A declared length over the bound fails before any byte is read.
 func TestLimitDeclaredLength(t *testing.T) {
 	r := gin.New()
-	r.Use(httpguard.Limit(100, nil))
+	r.Use(bodylimit.Limit(100, nil))
 	read := -1
 	r.POST("/", func(c *gin.Context) {
 		n, err := c.Request.Body.Read(make([]byte, 10))
 		read = n
-		require.True(t, httpguard.TooLarge(err))
+		require.True(t, bodylimit.TooLarge(err))
 	})
 	src := &countingReader{r: strings.NewReader(strings.Repeat("y", 200))}
 	req := httptest.NewRequest(http.MethodPost, "/", src)
@@ -132,9 +132,9 @@ func (c *countingReader) Read(p []byte) (int, error) {
 func TestSetLimitAlone(t *testing.T) {
 	r := gin.New()
 	r.POST("/", func(c *gin.Context) {
-		httpguard.SetLimit(c, 10)
+		bodylimit.SetLimit(c, 10)
 		_, err := io.ReadAll(c.Request.Body)
-		require.True(t, httpguard.TooLarge(err))
+		require.True(t, bodylimit.TooLarge(err))
 		c.Status(http.StatusRequestEntityTooLarge)
 	})
 	rec := httptest.NewRecorder()
@@ -146,7 +146,7 @@ func TestSetLimitAlone(t *testing.T) {
 // be sent any more, and its writes are not dropped.
 func TestLimitAfterStatusSent(t *testing.T) {
 	r := gin.New()
-	r.Use(httpguard.Limit(10, nil))
+	r.Use(bodylimit.Limit(10, nil))
 	r.POST("/", func(c *gin.Context) {
 		c.String(http.StatusAccepted, "started;")
 		_, err := io.ReadAll(c.Request.Body)

@@ -1,4 +1,8 @@
-package httpguard
+// Package bodylimit is gin middleware that bounds every request body
+// (Limit), with a bound of its own per route (Max, SetLimit) and a 413 in
+// the API's own words (OnTooLarge). It lives apart from httpguard so that
+// programs without a gin router (the reference worker) do not link gin.
+package bodylimit
 
 import (
 	"errors"
@@ -19,8 +23,8 @@ type TooLargeFunc func(c *gin.Context, limit int64)
 
 // Context keys of the middleware.
 const (
-	bodyKey  = "httpguard.body"
-	replyKey = "httpguard.tooLarge"
+	bodyKey  = "bodylimit.body"
+	replyKey = "bodylimit.tooLarge"
 )
 
 // Limit is gin middleware that bounds every request body to def bytes
