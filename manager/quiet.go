@@ -122,24 +122,21 @@ func (c *clientConn) lingered(err error) bool {
 func (c *clientConn) goQuiet() bool {
 	putReadBuffer(c.rd.R)
 	c.rd.R = nil
-	c.reading.Store(readQuiet)
-	// From here another reader may start at any moment: this one touches
-	// nothing of c's but its state.
-	err := c.poll.arm(c, true)
-	if err == nil || !c.reading.CompareAndSwap(readQuiet, readOwned) {
+	if c.startQuiet() {
 		return true
 	}
-	c.poll.forget(c)
-	c.poll = nil
 	c.rd.R = getReadBuffer(c.conn)
 	return false
 }
 
-// startQuiet puts a new connection in the poller before any reader has
-// run: a client that says nothing, such as a session waiting in the queue,
-// never costs a goroutine, and its first frame starts a reader. false
-// means it could not be armed and needs a reader now.
+// startQuiet puts the connection in the poller, and a new one before any
+// reader has run: a client that says nothing, such as a session waiting
+// in the queue, never costs a goroutine, and its first frame starts a
+// reader. false means it could not be armed (and is no longer the
+// poller's) and needs a reader now.
 func (c *clientConn) startQuiet() bool {
+	// From here another reader may start at any moment: the caller
+	// touches nothing of c's but its state.
 	c.reading.Store(readQuiet)
 	err := c.poll.arm(c, true)
 	if err == nil || !c.reading.CompareAndSwap(readQuiet, readOwned) {
