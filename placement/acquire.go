@@ -39,8 +39,9 @@ type waiter struct {
 	quiet bool
 	// evicting is the idle instance stopped to make room for the waiter.
 	evicting *Instance
-	// left is set once the waiter is out of the queue, with the grant it
-	// left with; nothing is told to it after.
+	// left is set once the waiter is out of the queue (granted, timed
+	// out, given up, shut down); nothing is told to it after, and the
+	// next tidy drops its entry.
 	left bool
 	// telling is closed when the goroutine telling positions ends; nil
 	// when none runs. told is the last position it told.
@@ -120,7 +121,7 @@ type acquisition struct {
 // queue (then granted goes on).
 func (a *acquisition) run() {
 	for ; a.rounds < maxRounds; a.rounds++ {
-		g, w := a.p.place(a.h, a.ps, a.wait, a)
+		g, w := a.p.place(a)
 		if w != nil {
 			return // granted goes on
 		}
@@ -235,11 +236,11 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 	}
 }
 
-// place tries to serve a holder at once; with wait it queues it otherwise.
-//
-// A queued waiter is a's: its queue timeout and a's context are watched
-// by timers, not by a goroutine, and a goes on in granted once it leaves.
-func (p *Placer) place(h *Holder, ps *poolState, wait bool, a *acquisition) (grant, *waiter) {
+// place tries to serve a's holder at once; if a waits, it queues it
+// otherwise. The waiter's queue timeout and a's context are watched by
+// timers, not by a goroutine, and a goes on in granted once it leaves.
+func (p *Placer) place(a *acquisition) (grant, *waiter) {
+	h, ps, wait := a.h, a.ps, a.wait
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.closed {

@@ -279,7 +279,12 @@ func (p *Placer) Heartbeat(id string, hb farmapi.Heartbeat) (known, drain bool, 
 	if !knownHere {
 		p.adopt(f)
 	}
-	p.freeLeftovers(id, hb.Instances)
+	live := make(map[string]bool, len(hb.Instances))
+	for _, inst := range hb.Instances {
+		live[inst.ID] = true
+	}
+	p.lostUnseen(id, live)
+	p.freeLeftovers(id, live)
 	return true, drainHere || f.Draining, nil
 }
 
@@ -594,13 +599,9 @@ func (p *Placer) adopt(f store.Farm) {
 
 // freeLeftovers frees the reservations of a farm whose instances the farm
 // no longer runs (their manager died, or stopped them while the store was
-// away), and those a dead manager left starting.
-func (p *Placer) freeLeftovers(farmID string, running []farmapi.Instance) {
-	live := make(map[string]bool, len(running))
-	for _, inst := range running {
-		live[inst.ID] = true
-	}
-	p.lostUnseen(farmID, live, p.now())
+// away), and those a dead manager left starting; live are the instances
+// the farm's heartbeat lists.
+func (p *Placer) freeLeftovers(farmID string, live map[string]bool) {
 	now := time.Now()
 	ctx, cancel := opCtx()
 	defer cancel()
@@ -631,7 +632,8 @@ func (p *Placer) freeLeftovers(farmID string, running []farmapi.Instance) {
 // (a crash, no viewer within its initial-use time) would otherwise stay
 // on the books and be handed to the next viewer. An instance booked less
 // than slotSettle ago may not be in the heartbeat yet.
-func (p *Placer) lostUnseen(farmID string, live map[string]bool, now time.Time) {
+func (p *Placer) lostUnseen(farmID string, live map[string]bool) {
+	now := p.now()
 	var gone []*Instance
 	p.mu.Lock()
 	for _, inst := range p.instances {

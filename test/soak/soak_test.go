@@ -426,7 +426,7 @@ func (r *recorder) sample(t *testing.T, at time.Duration) map[string]map[string]
 		if p.name != "manager" {
 			token = farmToken
 		}
-		met, err := metrics("http://"+p.base+"/metrics", token)
+		met, err := testutil.FetchMetrics(context.Background(), "http://"+p.base+"/metrics", token)
 		require.NoError(t, err, "%s's metrics", p.name)
 		pid := p.cmd.Process.Pid
 		fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
@@ -456,26 +456,6 @@ func (r *recorder) medians() map[string]map[string]float64 {
 		}
 	}
 	return out
-}
-
-// metrics reads the unlabelled samples of a Prometheus text page.
-func metrics(url, token string) (map[string]float64, error) {
-	req, err := http.NewRequest(http.MethodGet, url, nil)
-	if err != nil {
-		return nil, err
-	}
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("GET %s: %s", url, resp.Status)
-	}
-	return testutil.ParseMetrics(resp.Body)
 }
 
 // describeFDs lists what a process has open, for a leak's report: the

@@ -5,8 +5,10 @@ package testutil
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -64,6 +66,27 @@ func Program(tb testing.TB, name, pkg string) string {
 	}
 	Missing(tb, "%s not found: install the Debian package %s", name, pkg)
 	return ""
+}
+
+// FetchMetrics GETs the Prometheus page at url, with token as a bearer
+// when set, and returns its unlabelled samples (ParseMetrics).
+func FetchMetrics(ctx context.Context, url, token string) (map[string]float64, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return nil, err
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("GET %s: %s", url, resp.Status)
+	}
+	return ParseMetrics(resp.Body)
 }
 
 // ParseMetrics reads the unlabelled samples of a Prometheus text page

@@ -1,5 +1,0 @@
-//go:build !race
-
-package manager_test
-
-const raceEnabled = false
