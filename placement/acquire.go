@@ -345,6 +345,7 @@ func (p *Placer) serveLocked(h *Holder, ps *poolState) (grant, bool, error) {
 			continue
 		}
 		p.bindLocked(inst, h)
+		ps.lastTake = time.Now()
 		return grant{inst: inst}, true, nil
 	}
 	slot, fe, err := p.reserveLocked(ps, h.Labels, h.ID)
@@ -589,17 +590,31 @@ func (p *Placer) tell(w *waiter) {
 
 // refillLocked starts instances until every pool has its warm count of idle
 // or starting instances, as far as free slots allow.
+//
+// While a pool hands out instances (the last one less than RefillQuiet
+// ago), it only keeps more than a quarter of its warm count at hand, and
+// starts the rest once the takes pause: a burst of sessions is served from
+// the warm instances without start-ups competing for the CPU with the
+// sessions just placed.
 func (p *Placer) refillLocked() {
 	if p.closed || p.StoreUsable() != nil {
 		return
 	}
-	now := time.Now()
+	now := time.Now() // the clock of the timers
 	for _, ps := range p.pools {
-		for len(ps.idle)+ps.startingWarm < ps.cfg.Warm {
-			if now.Before(ps.retryAt) {
-				p.retryLaterLocked(ps, ps.retryAt.Sub(now))
-				break
-			}
+		have, want := len(ps.idle)+ps.startingWarm, ps.cfg.Warm
+		if have >= want {
+			continue
+		}
+		if now.Before(ps.retryAt) {
+			p.retryLaterLocked(ps, ps.retryAt.Sub(now))
+			continue
+		}
+		if wait := ps.lastTake.Add(p.cfg.RefillQuiet).Sub(now); wait > 0 {
+			p.retryLaterLocked(ps, wait)
+			want = min(want, want/4+1)
+		}
+		for ; have < want; have++ {
 			slot, fe, err := p.reserveLocked(ps, nil, "")
 			if err != nil || fe == nil {
 				break

@@ -107,5 +107,7 @@ type poolState struct {
 	waiting    int
 	failures   int
 	retryAt    time.Time
-	retryTimer *time.Timer
+	retryTimer *time.Timer // a refill later: after a failure, or once quiet
+	// lastTake is when an idle instance was last handed out (refillLocked).
+	lastTake time.Time
 }

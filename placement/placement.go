@@ -185,6 +185,10 @@ type Config struct {
 	Registerer prometheus.Registerer
 	// Now is the clock the liveness judgement reads (time.Now).
 	Now func() time.Time
+	// RefillQuiet is how long a warm pool must hand out no instance before
+	// it refills beyond a quarter of its warm count (25 ms); see
+	// Placer.refillLocked.
+	RefillQuiet time.Duration
 }
 
 func (c *Config) defaults() error {
@@ -196,6 +200,9 @@ func (c *Config) defaults() error {
 	}
 	if c.HeartbeatInterval <= 0 {
 		c.HeartbeatInterval = time.Second
+	}
+	if c.RefillQuiet <= 0 {
+		c.RefillQuiet = 25 * time.Millisecond
 	}
 	if c.MissedHeartbeats <= 0 {
 		c.MissedHeartbeats = 3

@@ -3,6 +3,7 @@ package placement
 import (
 	"context"
 	"errors"
+	"strconv"
 	"testing"
 	"time"
 
@@ -341,6 +342,38 @@ func TestWarmInstancesServeAndMakeRoom(t *testing.T) {
 	require.Equal(t, farmapi.StartOptions{Model: "gear"}, starts[2])
 	require.Len(t, f.stops(), 1, "the other warm instance made room")
 	require.NotEqual(t, i1.ID(), f.stops()[0])
+}
+
+// TestRefillWaitsForTheBurstToPass: while a warm pool hands out instances
+// it keeps only a quarter of its warm count (plus one) at hand, and refills
+// the rest once no instance was taken for RefillQuiet.
+func TestRefillWaitsForTheBurstToPass(t *testing.T) {
+	pool := func(tp *testPlacer) PoolInfo { return tp.Snapshot().Pools[0] }
+	t.Run("burst", func(t *testing.T) {
+		tp := newTestPlacer(t, Config{Pools: []Pool{{Name: "w", Warm: 8}}, RefillQuiet: time.Hour})
+		f := newLocalFarm("f", 16, "w")
+		tp.AddFarm(f)
+		eventually(t, "eight warm instances", func() bool { return pool(tp).Idle == 8 })
+		for i := range 5 {
+			tp.acquire(t, newHolder("h"+strconv.Itoa(i), "w"), false)
+			require.Zero(t, pool(tp).Starting, "take %d of a burst started a refill above a quarter", i+1)
+		}
+		require.Equal(t, 3, pool(tp).Idle)
+		tp.acquire(t, newHolder("h5", "w"), false)
+		eventually(t, "one refill back to a quarter plus one", func() bool { p := pool(tp); return p.Idle == 3 && p.Starting == 0 })
+		require.Len(t, f.startedWith(), 9)
+	})
+	t.Run("quiet", func(t *testing.T) {
+		tp := newTestPlacer(t, Config{Pools: []Pool{{Name: "w", Warm: 8}}, RefillQuiet: 20 * time.Millisecond})
+		f := newLocalFarm("f", 16, "w")
+		tp.AddFarm(f)
+		eventually(t, "eight warm instances", func() bool { return pool(tp).Idle == 8 })
+		for i := range 5 {
+			tp.acquire(t, newHolder("h"+strconv.Itoa(i), "w"), false)
+		}
+		eventually(t, "the pool full again once quiet", func() bool { p := pool(tp); return p.Idle == 8 && p.Starting == 0 })
+		require.Len(t, f.startedWith(), 13)
+	})
 }
 
 // TestReuseReset: a reuse pool's Reset runs before a released instance is
