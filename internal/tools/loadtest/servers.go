@@ -454,14 +454,23 @@ func (b *bench) startDrover(ctx context.Context, name string, warm, lines, relay
 	return s, nil
 }
 
-// waitWarm waits until drover's pools hold at least want idle instances.
+// waitWarm waits until drover's pools hold at least want idle instances,
+// and then, for restWait at most, until it is at rest: no instance
+// starting, bound or stopping in any pool. A measurement then does not
+// share the CPU with the end of the one before (the stops and removals of
+// cold containers, the refills of the warm pool).
 func (s *server) waitWarm(ctx context.Context, want map[string]int) error {
 	deadline := time.Now().Add(2 * time.Minute)
 	var last string
+	var warmAt time.Time
 	for {
-		if ok, st := s.warm(ctx, want); ok {
+		ok, rest, st := s.warm(ctx, want)
+		switch {
+		case ok && (rest || time.Since(warmAt) > restWait && !warmAt.IsZero()):
 			return nil
-		} else {
+		case ok && warmAt.IsZero():
+			warmAt = time.Now()
+		case !ok:
 			last = st
 		}
 		if s.procs[0].exited() {
@@ -476,36 +485,46 @@ func (s *server) waitWarm(ctx context.Context, want map[string]int) error {
 	}
 }
 
-func (s *server) warm(ctx context.Context, want map[string]int) (bool, string) {
+// restWait bounds waitWarm's wait for a stack at rest: a session some
+// client left without closing keeps its instance for the resume window.
+const restWait = 10 * time.Second
+
+// warm reports whether drover's pools hold want idle instances, and whether
+// every instance on its books is idle (rest); why says what is missing.
+func (s *server) warm(ctx context.Context, want map[string]int) (ok, rest bool, why string) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, s.status, nil)
 	req.Close = true // no idle connection outlives the run
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return false, err.Error()
+		return false, false, err.Error()
 	}
 	defer resp.Body.Close()
 	var st struct {
 		Pools []struct {
-			Name string `json:"name"`
-			Idle int    `json:"idle"`
+			Name      string `json:"name"`
+			Instances int    `json:"instances"`
+			Idle      int    `json:"idle"`
+			Starting  int    `json:"starting"`
 		} `json:"pools"`
 		Queue []json.RawMessage `json:"queue"`
 	}
 	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
-		return false, fmt.Sprintf("status %d: %v", resp.StatusCode, err)
+		return false, false, fmt.Sprintf("status %d: %v", resp.StatusCode, err)
 	}
 	idle := map[string]int{}
+	rest = true
 	for _, p := range st.Pools {
 		idle[p.Name] = p.Idle
+		rest = rest && p.Starting == 0 && p.Instances == p.Idle
 	}
 	for name, n := range want {
 		if idle[name] < n {
-			return false, fmt.Sprintf("pool %s: %d of %d idle", name, idle[name], n)
+			return false, false, fmt.Sprintf("pool %s: %d of %d idle", name, idle[name], n)
 		}
 	}
-	return true, ""
+	return true, rest, ""
 }
 
 // queued returns the number of sessions waiting in drover's queue.
