@@ -428,4 +428,5 @@ type startPlan struct {
 	modelDir string
 	// sessionDir: modelDir is a session directory made for this start.
 	sessionDir bool
+	warm       bool // StartOptions.Warm
 }

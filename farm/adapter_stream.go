@@ -27,9 +27,10 @@ import (
 // silent for three Liveliness intervals, counted from its ready: always for
 // Readiness "liveliness", and for "probe" once it has sent a report (a
 // program that never reports is not expected to). It also kills it when no
-// client connected within InitialUse of its ready. The farm learns that a
-// client connected when Endpoint is asked for the instance (the relay asks
-// it as it opens) or from StreamConnected.
+// client connected within InitialUse of its ready, unless it was started
+// warm (StartOptions.Warm): a manager's warm pool holds it until a client
+// comes. The farm learns that a client connected when Endpoint is asked
+// for the instance (the relay asks it as it opens) or from StreamConnected.
 
 // Readiness values of PoolSpec.Readiness.
 const (
@@ -167,7 +168,7 @@ func (f *Farm) armStreamLocked(inst *instance) {
 		w.lastReport = time.Now() // the clock starts at ready
 		w.silence = time.AfterFunc(silentIntervals*p.liveliness, func() { f.silenceFired(inst) })
 	}
-	if !w.connected {
+	if !w.connected && !inst.warm {
 		w.unused = time.AfterFunc(p.initialUse, func() {
 			f.mu.Lock()
 			used := w.connected

@@ -739,6 +739,27 @@ func TestStreamInitialUseAndPorts(t *testing.T) {
 	exits.none(t, 1200*time.Millisecond)
 }
 
+// TestStreamWarmStartHasNoInitialUse: a stream instance started warm waits
+// for its client as long as the manager's warm pool holds it; one started
+// for a client that never came is killed after InitialUse.
+func TestStreamWarmStartHasNoInitialUse(t *testing.T) {
+	t.Parallel()
+	exits := newExitLog()
+	f := streamFarm(t, exits, 2, 0, func(p *PoolSpec) {
+		p.InitialUse = 300 * time.Millisecond
+	})
+	w, err := f.StartInstanceWith(startCtx(t), "sc", StartOptions{Warm: true})
+	require.NoError(t, err)
+	killOnCleanup(t, w.PID)
+	b, err := f.StartInstance(startCtx(t), "sc")
+	require.NoError(t, err)
+	killOnCleanup(t, b.PID)
+
+	require.ErrorContains(t, exits.wait(t, b.ID), "no client connected within 300ms")
+	exits.none(t, 600*time.Millisecond)
+	require.Equal(t, []string{w.ID}, ids(f.Instances()))
+}
+
 func TestStreamDisconnect(t *testing.T) {
 	t.Parallel()
 	exits := newExitLog()

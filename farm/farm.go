@@ -199,6 +199,7 @@ type instance struct {
 	slot     int    // the slot number it holds
 	model    string // StartOptions.Model
 	modelDir string
+	warm     bool // StartOptions.Warm: no InitialUse
 	// sessionDir: modelDir is the instance's own session directory, removed
 	// when it exits (set once it is ready; guarded by Farm.mu).
 	sessionDir bool
@@ -477,7 +478,7 @@ func (f *Farm) StartInstanceWith(ctx context.Context, poolName string, opts Star
 		whole, cancel = context.WithTimeoutCause(ctx, p.startTimeout, ErrStartTimeout)
 	}
 	defer cancel()
-	plan := startPlan{slot: slot, model: opts.Model, modelDir: modelDir, sessionDir: opts.SessionDir}
+	plan := startPlan{slot: slot, model: opts.Model, modelDir: modelDir, sessionDir: opts.SessionDir, warm: opts.Warm}
 
 	var (
 		inst *instance
@@ -570,6 +571,7 @@ func (f *Farm) startAttempt(ctx context.Context, p *pool, id string, begin time.
 		slot:     plan.slot,
 		model:    plan.model,
 		modelDir: plan.modelDir,
+		warm:     plan.warm,
 	}
 	inst.unit, err = f.newUnit(inst)
 	if err == nil {

@@ -198,7 +198,7 @@ func (s *Server) serveStart(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "bad start request, it names no pool")
 		return
 	}
-	inst, err := s.f.StartInstanceWith(r.Context(), req.Pool, StartOptions{Model: req.Model, SessionDir: req.SessionDir})
+	inst, err := s.f.StartInstanceWith(r.Context(), req.Pool, StartOptions{Model: req.Model, SessionDir: req.SessionDir, Warm: req.Warm})
 	if err != nil {
 		code := farmapi.Status(err)
 		if code == http.StatusInternalServerError && r.Context().Err() != nil {

@@ -217,6 +217,7 @@ type StartRequest struct {
 	Pool       string `json:"pool"`
 	Model      string `json:"model,omitempty"`
 	SessionDir bool   `json:"session_dir,omitempty"`
+	Warm       bool   `json:"warm,omitempty"` // StartOptions.Warm
 }
 
 // StartOptions are per-instance start parameters.
@@ -229,6 +230,12 @@ type StartOptions struct {
 	// farm fills with AddFilesRequest and removes when the instance exits.
 	// It excludes Model.
 	SessionDir bool
+	// Warm marks a start ahead of demand, for a manager's warm pool: no
+	// client is due until the manager hands the instance out, so the farm
+	// does not kill an unused stream instance (InitialUse) that was started
+	// warm. It does not tell instances apart: a holder that asks for no
+	// options takes a warm instance, and Warm is not kept with it.
+	Warm bool
 }
 
 // ModelFile is one file a farm puts into a stream instance's session

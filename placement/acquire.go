@@ -641,7 +641,7 @@ func (p *Placer) spawnWarm(fe *farmEntry, ps *poolState, slot string) {
 	// Bounded so that a farm that hangs cannot hold the slot for ever.
 	ctx, cancel := context.WithTimeout(p.ctx, 2*time.Minute)
 	defer cancel()
-	inst, err := p.start(ctx, fe, ps, farmapi.StartOptions{})
+	inst, err := p.start(ctx, fe, ps, farmapi.StartOptions{Warm: true})
 	if err == nil {
 		inst.slot = slot
 		err = p.updateSlot(fe.id, store.Slot{ID: slot, Pool: ps.cfg.Name, Instance: inst.info.ID,
@@ -752,7 +752,7 @@ func (p *Placer) start(ctx context.Context, fe *farmEntry, ps *poolState, opts f
 	var err error
 	if sw, ok := fe.f.(StarterWith); ok {
 		info, err = sw.StartInstanceWith(sctx, ps.cfg.Name, opts)
-	} else if opts != (farmapi.StartOptions{}) {
+	} else if opts != (farmapi.StartOptions{Warm: opts.Warm}) {
 		err = errors.New("the farm cannot start instances with options")
 	} else {
 		info, err = fe.f.StartInstance(sctx, ps.cfg.Name)
@@ -761,6 +761,7 @@ func (p *Placer) start(ctx context.Context, fe *farmEntry, ps *poolState, opts f
 		p.metrics.spawns.WithLabelValues(ps.cfg.Name, "error").Inc()
 		return nil, p.judgeStart(ctx, fe, fmt.Errorf("start on farm %s: %w", fe.id, err))
 	}
+	opts.Warm = false // a warm instance serves whoever asks for no options
 	inst := &Instance{info: info, opts: opts, pool: ps, farm: fe}
 	if info.Protocol != farmapi.ProtocolStream && p.cfg.Dial != nil {
 		conn, err := p.cfg.Dial(ctx, InstanceURL(info), farmHeader(fe.f, info),

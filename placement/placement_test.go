@@ -331,6 +331,7 @@ func TestWarmInstancesServeAndMakeRoom(t *testing.T) {
 	i1, err := tp.Acquire(ctx, &v1.Holder, false, noQueue)
 	require.NoError(t, err)
 	require.Len(t, f.startedWith(), 2, "a warm instance, no start")
+	require.Equal(t, []farmapi.StartOptions{{Warm: true}, {Warm: true}}, f.startedWith(), "the farm is told the starts are warm")
 
 	v2 := newHolder("v2", "s")
 	v2.Start = farmapi.StartOptions{Model: "gear"}

@@ -71,7 +71,7 @@ func (r *remoteFarm) StartInstance(ctx context.Context, pool string) (farmapi.In
 
 func (r *remoteFarm) StartInstanceWith(ctx context.Context, pool string, opts farmapi.StartOptions) (farmapi.Instance, error) {
 	var inst farmapi.Instance
-	req := farmapi.StartRequest{Pool: pool, Model: opts.Model, SessionDir: opts.SessionDir}
+	req := farmapi.StartRequest{Pool: pool, Model: opts.Model, SessionDir: opts.SessionDir, Warm: opts.Warm}
 	if code, err := r.do(ctx, http.MethodPost, farmapi.PathInstances, req, &inst); err != nil {
 		if sentinel := farmapi.StartError(code); sentinel != nil {
 			err = farmError{err, sentinel}

@@ -571,8 +571,10 @@ func (b *bench) startDroverRemote(ctx context.Context, name string, relay int, d
 		return nil, err
 	}
 	// initial_use: the farm kills a stream instance no viewer connected to
-	// within it (60 s by default, as a HOOPS streaming server does); the
-	// warm ones here wait minutes for the stream scenario.
+	// within it (60 s by default, as a HOOPS streaming server does), unless
+	// the manager started it warm. Builds before the warm start option
+	// (--drover-bin) did not say so, and the warm ones here wait minutes
+	// for the stream scenario.
 	if err := os.WriteFile(fconf, []byte("pools:\n  - name: "+poolRelay+"\n"+workerYAML(exe)+"    protocol: stream\n    initial_use: 1h\n"), 0o600); err != nil {
 		return nil, err
 	}
