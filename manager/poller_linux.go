@@ -2,6 +2,7 @@ package manager
 
 import (
 	"errors"
+	"os"
 	"sync"
 
 	"golang.org/x/sys/unix"
@@ -150,8 +151,10 @@ func (p *readPoller) watched() int {
 func (p *readPoller) run() {
 	defer close(p.done)
 	events := make([]unix.EpollEvent, 256)
+	wait, done := p.parkedWait(events)
+	defer done()
 	for {
-		n, err := unix.EpollWait(p.epfd, events, -1)
+		n, err := wait()
 		if err != nil {
 			if errors.Is(err, unix.EINTR) {
 				continue
@@ -173,8 +176,53 @@ func (p *readPoller) run() {
 	}
 }
 
-// close stops the poller and waits for its goroutine. Connections still
-// registered are the caller's to close.
+// parkedWait returns the poller's wait for events. An epoll descriptor is
+// itself pollable, so the poller waits for its events parked in Go's
+// netpoller and takes them with a wait that does not block: a blocking
+// epoll_wait would hold its P until the runtime's monitor takes it back
+// (20 µs to 10 ms later), which with GOMAXPROCS 1 stalled every goroutine
+// of the manager each time the poller went back to waiting. Where that
+// cannot be set up, the wait blocks.
+func (p *readPoller) parkedWait(events []unix.EpollEvent) (wait func() (int, error), done func()) {
+	blocking := func() (int, error) { return unix.EpollWait(p.epfd, events, -1) }
+	nothing := func() {}
+	// A duplicate: closing the file when the run ends leaves p.epfd to
+	// close.
+	dup, err := unix.FcntlInt(uintptr(p.epfd), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return blocking, nothing
+	}
+	if err := unix.SetNonblock(dup, true); err != nil {
+		_ = unix.Close(dup)
+		return blocking, nothing
+	}
+	f := os.NewFile(uintptr(dup), "readpoller")
+	rc, err := f.SyscallConn()
+	if err != nil {
+		_ = f.Close()
+		return blocking, nothing
+	}
+	parked := true
+	return func() (n int, err error) {
+		if !parked {
+			return blocking()
+		}
+		rerr := rc.Read(func(uintptr) bool {
+			for {
+				n, err = unix.EpollWait(p.epfd, events, 0)
+				if err != unix.EINTR {
+					return n > 0 || err != nil
+				}
+			}
+		})
+		if rerr != nil {
+			parked = false // not pollable after all: block from here on
+			return blocking()
+		}
+		return n, err
+	}, func() { _ = f.Close() }
+}
+
 func (p *readPoller) close() {
 	p.mu.Lock()
 	was := p.closed
