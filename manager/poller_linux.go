@@ -223,6 +223,8 @@ func (p *readPoller) parkedWait(events []unix.EpollEvent) (wait func() (int, err
 	}, func() { _ = f.Close() }
 }
 
+// close stops the poller and waits for its goroutine. Connections still
+// registered are the caller's to close.
 func (p *readPoller) close() {
 	p.mu.Lock()
 	was := p.closed
