@@ -36,6 +36,7 @@ import (
 	"github.com/docker/go-connections/nat"
 
 	"github.com/drover-dev/drover/internal/testkit/dockertest"
+	"github.com/drover-dev/drover/internal/testkit/testutil"
 	"github.com/drover-dev/drover/manager"
 )
 
@@ -380,20 +381,12 @@ func (c *Cluster) Status(ctx context.Context, name string) (manager.Status, erro
 	if err != nil {
 		return st, err
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+ip+":8181/status", nil)
+	body, err := testutil.GetOK(ctx, "http://"+ip+":8181/status", AdminToken)
 	if err != nil {
-		return st, err
+		return st, fmt.Errorf("%s: %w", name, err)
 	}
-	req.Header.Set("Authorization", "Bearer "+AdminToken)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return st, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return st, fmt.Errorf("%s /status: HTTP %d", name, resp.StatusCode)
-	}
-	return st, json.NewDecoder(resp.Body).Decode(&st)
+	defer body.Close()
+	return st, json.NewDecoder(body).Decode(&st)
 }
 
 // Where returns the manager that holds the session id and the farm of its

@@ -71,6 +71,17 @@ func Program(tb testing.TB, name, pkg string) string {
 // FetchMetrics GETs the Prometheus page at url, with token as a bearer
 // when set, and returns its unlabelled samples (ParseMetrics).
 func FetchMetrics(ctx context.Context, url, token string) (map[string]float64, error) {
+	body, err := GetOK(ctx, url, token)
+	if err != nil {
+		return nil, err
+	}
+	defer body.Close()
+	return ParseMetrics(body)
+}
+
+// GetOK GETs url, with token as a bearer when set, and returns the body of
+// a 200 answer for the caller to close; any other status is an error.
+func GetOK(ctx context.Context, url, token string) (io.ReadCloser, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return nil, err
@@ -82,11 +93,11 @@ func FetchMetrics(ctx context.Context, url, token string) (map[string]float64, e
 	if err != nil {
 		return nil, err
 	}
-	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
+		resp.Body.Close()
 		return nil, fmt.Errorf("GET %s: %s", url, resp.Status)
 	}
-	return ParseMetrics(resp.Body)
+	return resp.Body, nil
 }
 
 // ParseMetrics reads the unlabelled samples of a Prometheus text page
