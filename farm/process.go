@@ -153,26 +153,27 @@ func (u *processUnit) wait() error {
 // itself, os.Process.Wait blocks in waitid holding its P until the
 // runtime's monitor takes it back (20 µs to 10 ms later): with GOMAXPROCS
 // 1 (drover up's default on 2 CPUs) every instance start stalled the
-// manager for that long. It returns at once where pidfds are missing; the
-// wait then blocks as before.
-func awaitExit(pid int) {
+// manager for that long. false means it could not wait so (no pidfds):
+// it returns at once, and the wait blocks as before.
+func awaitExit(pid int) bool {
 	fd, err := unix.PidfdOpen(pid, unix.PIDFD_NONBLOCK)
 	if err != nil {
-		return
+		return false
 	}
 	f := os.NewFile(uintptr(fd), "pidfd")
 	defer f.Close()
 	rc, err := f.SyscallConn()
 	if err != nil {
-		return
+		return false
 	}
 	// A pidfd is readable once its process has exited. The check comes
 	// before each wait: an exit between them wakes the wait.
-	_ = rc.Read(func(fd uintptr) bool {
+	err = rc.Read(func(fd uintptr) bool {
 		pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
 		n, err := unix.Poll(pfd, 0)
 		return err != nil && err != unix.EINTR || n > 0
 	})
+	return err == nil
 }
 
 // cleanup takes down what the instance left behind in its group. While any

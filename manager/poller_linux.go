@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"sync"
+	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 )
@@ -35,6 +36,9 @@ type readPoller struct {
 	next   uint64
 	closed bool
 	done   chan struct{}
+	// parked: run waits for events in Go's netpoller (parkedWait), not
+	// in a blocking epoll_wait.
+	parked atomic.Bool
 }
 
 // pollerAvailable tells whether this system has a readPoller.
@@ -151,8 +155,9 @@ func (p *readPoller) watched() int {
 func (p *readPoller) run() {
 	defer close(p.done)
 	events := make([]unix.EpollEvent, 256)
-	wait, done := p.parkedWait(events)
+	wait, done, parked := p.parkedWait(events)
 	defer done()
+	p.parked.Store(parked)
 	for {
 		n, err := wait()
 		if err != nil {
@@ -183,28 +188,28 @@ func (p *readPoller) run() {
 // (20 µs to 10 ms later), which with GOMAXPROCS 1 stalled every goroutine
 // of the manager each time the poller went back to waiting. Where that
 // cannot be set up, the wait blocks.
-func (p *readPoller) parkedWait(events []unix.EpollEvent) (wait func() (int, error), done func()) {
+func (p *readPoller) parkedWait(events []unix.EpollEvent) (wait func() (int, error), done func(), parked bool) {
 	blocking := func() (int, error) { return unix.EpollWait(p.epfd, events, -1) }
 	nothing := func() {}
 	// A duplicate: closing the file when the run ends leaves p.epfd to
 	// close.
 	dup, err := unix.FcntlInt(uintptr(p.epfd), unix.F_DUPFD_CLOEXEC, 0)
 	if err != nil {
-		return blocking, nothing
+		return blocking, nothing, false
 	}
 	if err := unix.SetNonblock(dup, true); err != nil {
 		_ = unix.Close(dup)
-		return blocking, nothing
+		return blocking, nothing, false
 	}
 	f := os.NewFile(uintptr(dup), "readpoller")
 	rc, err := f.SyscallConn()
 	if err != nil {
 		_ = f.Close()
-		return blocking, nothing
+		return blocking, nothing, false
 	}
-	parked := true
+	polled := true
 	return func() (n int, err error) {
-		if !parked {
+		if !polled {
 			return blocking()
 		}
 		rerr := rc.Read(func(uintptr) bool {
@@ -216,11 +221,11 @@ func (p *readPoller) parkedWait(events []unix.EpollEvent) (wait func() (int, err
 			}
 		})
 		if rerr != nil {
-			parked = false // not pollable after all: block from here on
+			polled = false // not pollable after all: block from here on
 			return blocking()
 		}
 		return n, err
-	}, func() { _ = f.Close() }
+	}, func() { _ = f.Close() }, true
 }
 
 // close stops the poller and waits for its goroutine. Connections still

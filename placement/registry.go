@@ -629,7 +629,7 @@ func (p *Placer) freeLeftovers(farmID string, live map[string]bool) {
 // farm's heartbeat no longer lists, live being the ones it does: they
 // died without this manager seeing it. A stream instance has no
 // connection of the manager's to break, so an idle one the farm stopped
-// (a crash, no viewer within its initial-use time) would otherwise stay
+// (a crash, a liveliness timeout) would otherwise stay
 // on the books and be handed to the next viewer. An instance booked less
 // than slotSettle ago may not be in the heartbeat yet.
 func (p *Placer) lostUnseen(farmID string, live map[string]bool) {

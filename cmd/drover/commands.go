@@ -199,7 +199,10 @@ Press Ctrl-C to stop.
 // between its goroutines with a thread wake-up (a futex) instead of a run
 // queue push. On 2 CPUs, one for the manager took its CPU per task from
 // 51 to 39 µs and its added latency from +66 to +46 µs, at the same
-// throughput (drover bench rtt,tput).
+// throughput (drover bench rtt,tput). It costs process-heavy work: stdio
+// sessions that each start a process opened at 0.38 of websocketd's rate
+// with 1 against 0.66 with 2 while blocking waits held the P, and 0.57
+// with 1 since (drover bench stdio, 2026-12-07, separate runs).
 func upProcs(n int) int {
 	if n > 0 {
 		return n
