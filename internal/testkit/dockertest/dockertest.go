@@ -104,7 +104,9 @@ func buildImage(cli *client.Client) (string, error) {
 		return "", err
 	}
 	tag := "drover-worker:test-" + sum[:12]
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	// Each step has its own bound: a go build with a cold cache, next to
+	// other packages' race builds, can take minutes of its own.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if _, err := cli.ImageInspect(ctx, tag); err == nil {
 		return tag, nil
@@ -118,7 +120,9 @@ func buildImage(cli *client.Client) (string, error) {
 	}
 	defer os.RemoveAll(dir)
 	bin := filepath.Join(dir, "drover")
-	gobuild := exec.Command("go", "build", "-trimpath", "-buildvcs=false", "-o", bin, "./cmd/drover")
+	bctx, bcancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer bcancel()
+	gobuild := exec.CommandContext(bctx, "go", "build", "-trimpath", "-buildvcs=false", "-o", bin, "./cmd/drover")
 	gobuild.Dir = root
 	gobuild.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := gobuild.CombinedOutput(); err != nil {
@@ -149,6 +153,8 @@ func buildImage(cli *client.Client) (string, error) {
 	if err := tw.Close(); err != nil {
 		return "", err
 	}
+	ctx, cancel = context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
 	resp, err := cli.ImageBuild(ctx, &tarball, build.ImageBuildOptions{
 		Tags:        []string{tag},
 		Dockerfile:  "Dockerfile",
