@@ -356,8 +356,9 @@ type localFarm struct {
 }
 
 var (
-	_ manager.Farm    = (*localFarm)(nil)
-	_ manager.ViaFarm = (*localFarm)(nil)
+	_ manager.Farm          = (*localFarm)(nil)
+	_ manager.ViaFarm       = (*localFarm)(nil)
+	_ manager.ConnectorFarm = (*localFarm)(nil)
 )
 
 // Header is sent with connections through the farm server: the token.
@@ -365,6 +366,18 @@ func (l *localFarm) Header() http.Header { return l.header }
 
 // Serves reports whether url goes through the farm server.
 func (l *localFarm) Serves(url string) bool { return strings.HasPrefix(url, l.base+farm.PathInstance) }
+
+// ConnectInstance connects the manager to an instance the farm adapts
+// over a socket pair (farm.Farm.Connect) rather than through the farm
+// server: no TCP connection and no HTTP upgrade per session. served
+// false: the instance has a port of its own, which the manager dials.
+func (l *localFarm) ConnectInstance(info farm.Instance) (conn net.Conn, served bool, err error) {
+	if !l.Serves(info.URL) {
+		return nil, false, nil
+	}
+	conn, err = l.Connect(info.ID)
+	return conn, true, err
+}
 
 // StartInstance starts an instance of pool.
 func (l *localFarm) StartInstance(ctx context.Context, pool string) (farm.Instance, error) {

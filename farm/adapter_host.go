@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"sync"
 	"time"
@@ -54,19 +55,20 @@ type asyncRunner interface {
 	startTask(c *hostConn, id, data []byte, end *sync.Mutex)
 }
 
-// hostConn is one manager WebSocket to an adapted instance. gorilla answers
-// the handshake and reads; frames to the manager go out through a
+// hostConn is one manager WebSocket to an adapted instance, after its
+// handshake (gorilla answers it) or without one (Farm.Connect). Frames from
+// the manager are read with wsframe; frames to it go out through a
 // wsframe.Writer, which serialises the adapter's reader and the task's
 // caller and can gather a task's results and its done frame into one write
 // (hold).
 type hostConn struct {
-	ws *websocket.Conn
-	w  wsframe.Writer
+	conn net.Conn
+	w    wsframe.Writer
 }
 
-func newHostConn(ws *websocket.Conn) *hostConn {
-	c := &hostConn{ws: ws}
-	c.w.Reset(ws.NetConn(), hostWriteTimeout)
+func newHostConn(conn net.Conn) *hostConn {
+	c := &hostConn{conn: conn}
+	c.w.Reset(conn, hostWriteTimeout)
 	return c
 }
 
@@ -75,7 +77,7 @@ func newHostConn(ws *websocket.Conn) *hostConn {
 // connection closes, which ends the read loop too.
 func (c *hostConn) sent(err error) {
 	if err != nil && !errors.Is(err, wsframe.ErrCloseSent) {
-		_ = c.ws.Close()
+		_ = c.conn.Close()
 	}
 }
 
@@ -166,7 +168,7 @@ func (h *hostSet) closeAll() {
 	for c := range conns {
 		// Close only the socket: a writer may hold c.w, and its write
 		// fails at once now.
-		_ = c.ws.Close()
+		_ = c.conn.Close()
 	}
 }
 
@@ -177,21 +179,27 @@ func (h *hostSet) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		return // Upgrade answered the request
 	}
-	c := newHostConn(ws)
+	// gorilla refuses a client that sent frames before the handshake was
+	// answered: nothing is left in its buffers, and the frames are read
+	// with wsframe, which allocates nothing per message.
+	h.serve(ws.NetConn())
+}
+
+// serve serves native-protocol tasks on conn, a manager's WebSocket past
+// its handshake, until the connection or the instance goes; conn is
+// closed when it returns.
+func (h *hostSet) serve(conn net.Conn) {
+	c := newHostConn(conn)
 	if !h.add(c) {
-		msg := websocket.FormatCloseMessage(websocket.CloseGoingAway, "the instance is gone")
-		_ = ws.WriteControl(websocket.CloseMessage, msg, time.Now().Add(time.Second))
-		_ = ws.Close()
+		_ = c.w.Close(wsframe.CloseGoingAway, "the instance is gone", time.Second)
+		_ = conn.Close()
 		return
 	}
 	defer func() {
 		h.remove(c)
-		_ = ws.Close()
+		_ = conn.Close()
 	}()
-	// gorilla refuses a client that sent frames before the handshake was
-	// answered: nothing is left in its buffers, and the frames are read
-	// with wsframe, which allocates nothing per message.
-	rd := wsframe.Reader{R: bufio.NewReaderSize(ws.NetConn(), hostReadBuffer), FromClient: true,
+	rd := wsframe.Reader{R: bufio.NewReaderSize(conn, hostReadBuffer), FromClient: true,
 		Limit: maxHostMessage, Ping: func(p []byte) { c.sent(c.w.Pong(p)) }}
 	var (
 		buf []byte

@@ -1,8 +1,13 @@
 package farm
 
 import (
+	"errors"
 	"fmt"
+	"net"
 	"net/http"
+	"os"
+
+	"golang.org/x/sys/unix"
 )
 
 // Endpoint tells how a client reaches the native-protocol WebSocket of a
@@ -31,6 +36,69 @@ func (f *Farm) Endpoint(id string) (h http.Handler, upstream string, err error) 
 		f.connectedLocked(inst)
 	}
 	return nil, "ws://" + inst.addr + "/", nil
+}
+
+// ErrNotHosted: Connect was asked for an instance the farm does not adapt
+// (native, stream): it is reached at its own address.
+var ErrNotHosted = errors.New("farm: the instance is not served by the farm")
+
+// Connect connects a caller in the farm's own process to an instance the
+// farm adapts (dial, stdio), as a manager's WebSocket to PathInstance would,
+// over a socket pair instead: no TCP connection, no HTTP upgrade, and no
+// token, since nothing crosses a process. The returned connection is past
+// the handshake: the caller writes masked client frames and reads the
+// farm's at once. It closes when the instance goes, like one through the
+// server. ErrNotFound: no such ready instance; ErrNotHosted: the instance
+// has an address of its own.
+func (f *Farm) Connect(id string) (net.Conn, error) {
+	f.mu.Lock()
+	inst, ok := f.instances[id]
+	var hosts *hostSet
+	switch {
+	case !ok || inst.state != StateReady:
+		f.mu.Unlock()
+		return nil, fmt.Errorf("%w: %s", ErrNotFound, id)
+	case inst.dial != nil:
+		hosts = &inst.dial.hosts
+	case inst.stdio != nil:
+		hosts = &inst.stdio.hosts
+	default:
+		f.mu.Unlock()
+		return nil, fmt.Errorf("%w: %s", ErrNotHosted, id)
+	}
+	f.mu.Unlock()
+	ours, theirs, err := socketPair()
+	if err != nil {
+		return nil, fmt.Errorf("farm: connect to %s: %w", id, err)
+	}
+	if !f.goTracked(func() { hosts.serve(ours) }) {
+		_ = ours.Close()
+		_ = theirs.Close()
+		return nil, ErrClosed
+	}
+	return theirs, nil
+}
+
+// socketPair returns the two ends of a new connected Unix stream socket
+// pair, each a net.Conn on Go's netpoller.
+func socketPair() (net.Conn, net.Conn, error) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, nil, os.NewSyscallError("socketpair", err)
+	}
+	files := [2]*os.File{os.NewFile(uintptr(fds[0]), "socketpair"), os.NewFile(uintptr(fds[1]), "socketpair")}
+	defer files[0].Close()
+	defer files[1].Close()
+	var conns [2]net.Conn
+	for i, f := range files {
+		if conns[i], err = net.FileConn(f); err != nil { // a duplicate of the descriptor
+			if i == 1 {
+				_ = conns[0].Close()
+			}
+			return nil, nil, err
+		}
+	}
+	return conns[0], conns[1], nil
 }
 
 // Status is the farm's own view of itself, as served at PathStatus.

@@ -85,6 +85,12 @@ func dialInstance(ctx context.Context, url string, header http.Header, tlsConfig
 	if err != nil {
 		return nil, err
 	}
+	return newInstConn(conn, rest, readLimit, onLost), nil
+}
+
+// newInstConn runs the task path on conn, a WebSocket to an instance past
+// its handshake; rest is what the peer sent with its answer.
+func newInstConn(conn net.Conn, rest []byte, readLimit int64, onLost func(error)) *instConn {
 	var seed [32]byte
 	_, _ = crand.Read(seed[:])
 	c := &instConn{conn: rawio.Wrap(conn), onLost: onLost, dead: make(chan struct{}), rng: rand.NewChaCha8(seed)}
@@ -92,7 +98,7 @@ func dialInstance(ctx context.Context, url string, header http.Header, tlsConfig
 	c.rd = wsframe.Reader{R: bufio.NewReaderSize(src, instReadBuffer), Limit: readLimit, Ping: c.pong}
 	c.one.done = make(chan error, 1)
 	go c.readLoop()
-	return c, nil
+	return c
 }
 
 // instSource is the connection as the reader's buffer sees it: first what

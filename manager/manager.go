@@ -433,7 +433,7 @@ func New(cfg Config) (*Manager, error) {
 		resumable: m.resumableSessions, movedAway: m.movedAway})
 	pcfg := placement.Config{Store: cfg.Store, ID: cfg.ID, FarmToken: cfg.FarmToken,
 		HeartbeatInterval: cfg.HeartbeatInterval, MissedHeartbeats: cfg.MissedHeartbeats,
-		Dial: m.dial, Publish: m.shared.publish, Resync: m.shared.resyncSessions,
+		Dial: m.dial, Attach: m.attach, Publish: m.shared.publish, Resync: m.shared.resyncSessions,
 		Logger: cfg.Logger, Registerer: cfg.Registerer}
 	if cfg.FarmTLS != nil {
 		t := http.DefaultTransport.(*http.Transport).Clone()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"sync"
 	"time"
@@ -26,6 +27,11 @@ type Farm = placement.Farm
 // need (see placement.Via). A farm.Farm added to a manager as it is has no
 // port: package drover wires one up.
 type ViaFarm = placement.Via
+
+// ConnectorFarm is a farm in the manager's process that hands it
+// connections to its adapted instances without a network (see
+// placement.Connector); the manager attaches them as it does dialled ones.
+type ConnectorFarm = placement.Connector
 
 // Capacity is the input of the health rule; see placement.Capacity.
 type Capacity = placement.Capacity
@@ -113,6 +119,11 @@ func (m *Manager) dial(ctx context.Context, url string, header http.Header, lost
 		return nil, err
 	}
 	return c, nil
+}
+
+// attach takes a connection a local farm made to one of its instances.
+func (m *Manager) attach(conn net.Conn, lost func(error)) (placement.Conn, error) {
+	return newInstConn(conn, nil, m.cfg.MaxInstanceMessage, lost), nil
 }
 
 // instConn is placement's Conn.

@@ -764,8 +764,7 @@ func (p *Placer) start(ctx context.Context, fe *farmEntry, ps *poolState, opts f
 	opts.Warm = false // a warm instance serves whoever asks for no options
 	inst := &Instance{info: info, opts: opts, pool: ps, farm: fe}
 	if info.Protocol != farmapi.ProtocolStream && p.cfg.Dial != nil {
-		conn, err := p.cfg.Dial(ctx, InstanceURL(info), farmHeader(fe.f, info),
-			func(err error) { p.lost(inst, err, true) })
+		conn, err := p.connect(ctx, fe, inst)
 		if err != nil {
 			p.metrics.spawns.WithLabelValues(ps.cfg.Name, "error").Inc()
 			p.stopInstance(fe, inst)
@@ -776,6 +775,23 @@ func (p *Placer) start(ctx context.Context, fe *farmEntry, ps *poolState, opts f
 	p.metrics.spawns.WithLabelValues(ps.cfg.Name, "ok").Inc()
 	p.metrics.spawnSeconds.Observe(time.Since(begin).Seconds())
 	return inst, nil
+}
+
+// connect opens inst's connection: through the farm when it is a
+// Connector serving the instance in this process, else dialled at the
+// instance's URL. A loss it reports later is inst's.
+func (p *Placer) connect(ctx context.Context, fe *farmEntry, inst *Instance) (Conn, error) {
+	lost := func(err error) { p.lost(inst, err, true) }
+	if c, ok := fe.f.(Connector); ok && p.cfg.Attach != nil {
+		nc, served, err := c.ConnectInstance(inst.info)
+		if err != nil {
+			return nil, err
+		}
+		if served {
+			return p.cfg.Attach(nc, lost)
+		}
+	}
+	return p.cfg.Dial(ctx, InstanceURL(inst.info), farmHeader(fe.f, inst.info), lost)
 }
 
 // judgeStart says what a failed start tells about its farm, and marks it
@@ -999,8 +1015,7 @@ func (p *Placer) Adopt(ctx context.Context, h *Holder, farmID, slot string, info
 	inst := &Instance{info: info, pool: ps, farm: fe, slot: slot}
 	if info.Protocol != farmapi.ProtocolStream && p.cfg.Dial != nil {
 		dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		conn, err := p.cfg.Dial(dctx, InstanceURL(info), farmHeader(fe.f, info),
-			func(err error) { p.lost(inst, err, true) })
+		conn, err := p.connect(dctx, fe, inst)
 		cancel()
 		if err != nil {
 			return nil, fmt.Errorf("connect to instance %s: %w", info.ID, err)

@@ -2,6 +2,7 @@ package placement
 
 import (
 	"context"
+	"net"
 	"net/http"
 	"time"
 
@@ -63,6 +64,14 @@ type (
 	// no part of the farm, so StreamConnected tells it (*farm.Farm has it).
 	StreamWatcher interface {
 		StreamConnected(instance string) error
+	}
+	// Connector is a farm in the manager's process that connects it to
+	// the instances it adapts (stdio, dial) without a network connection:
+	// a socket pair past the WebSocket handshake (*farm.Farm via
+	// drover's local farm). served false: the instance is dialled at its
+	// URL as usual. Used when Config.Attach is set.
+	Connector interface {
+		ConnectInstance(info farmapi.Instance) (conn net.Conn, served bool, err error)
 	}
 )
 

@@ -23,6 +23,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -149,6 +150,11 @@ type Conn interface {
 // breaks on its own.
 type DialFunc func(ctx context.Context, url string, header http.Header, lost func(error)) (Conn, error)
 
+// AttachFunc makes a Conn of conn, a connection to an instance already
+// past its WebSocket handshake (a Connector's); lost as for DialFunc. It
+// owns conn, closing it on an error too.
+type AttachFunc func(conn net.Conn, lost func(error)) (Conn, error)
+
 // Config configures a Placer. The zero value of each field means its
 // default.
 type Config struct {
@@ -172,6 +178,9 @@ type Config struct {
 	// Dial connects to a started instance; nil means instances get no
 	// connection (placement tests; stream instances never get one).
 	Dial DialFunc
+	// Attach takes the connections Connector farms make; nil: every
+	// instance is dialled.
+	Attach AttachFunc
 	// Publish sends an event to the other managers; nil publishes to the
 	// store directly. Placement publishes farm and slot events.
 	Publish func(store.Event)

@@ -28,6 +28,7 @@ const (
 
 // Close codes used here; the others pass through as plain numbers.
 const (
+	CloseGoingAway     = 1001
 	CloseProtocolError = 1002
 	CloseNoStatus      = 1005
 	CloseMessageTooBig = 1009
