@@ -80,26 +80,25 @@ func (f *Farm) Connect(id string) (net.Conn, error) {
 }
 
 // socketPair returns the two ends of a new connected Unix stream socket
-// pair, each a net.Conn on Go's netpoller.
+// pair. Each end is the descriptor as an *os.File, which Go's netpoller
+// serves since it is non-blocking: two system calls an end, where
+// net.FileConn would duplicate it and ask the kernel what it is (seven).
 func socketPair() (net.Conn, net.Conn, error) {
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return nil, nil, os.NewSyscallError("socketpair", err)
 	}
-	files := [2]*os.File{os.NewFile(uintptr(fds[0]), "socketpair"), os.NewFile(uintptr(fds[1]), "socketpair")}
-	defer files[0].Close()
-	defer files[1].Close()
-	var conns [2]net.Conn
-	for i, f := range files {
-		if conns[i], err = net.FileConn(f); err != nil { // a duplicate of the descriptor
-			if i == 1 {
-				_ = conns[0].Close()
-			}
-			return nil, nil, err
-		}
-	}
-	return conns[0], conns[1], nil
+	return pairConn{os.NewFile(uintptr(fds[0]), "socketpair")}, pairConn{os.NewFile(uintptr(fds[1]), "socketpair")}, nil
 }
+
+// pairConn is one end of a socket pair: an *os.File has every method of a
+// net.Conn but the addresses, and is a syscall.Conn for rawio.
+type pairConn struct{ *os.File }
+
+var pairAddr = &net.UnixAddr{Net: "unix", Name: "@socketpair"}
+
+func (pairConn) LocalAddr() net.Addr  { return pairAddr }
+func (pairConn) RemoteAddr() net.Addr { return pairAddr }
 
 // Status is the farm's own view of itself, as served at PathStatus.
 func (f *Farm) Status() FarmStatus {
