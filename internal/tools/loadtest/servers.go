@@ -318,6 +318,17 @@ func (b *bench) startHAProxy(ctx context.Context, upstream string) (*server, err
 	return &server{name: TargetHAProxy, url: "ws://" + addr + "/", procs: []*proc{p}, pids: withChildren(p)}, nil
 }
 
+// envNames returns the names of the variables of env (KEY=value).
+func envNames(env []string) []string {
+	names := make([]string, 0, len(env))
+	for _, kv := range env {
+		if k, _, ok := strings.Cut(kv, "="); ok && k != "" {
+			names = append(names, k)
+		}
+	}
+	return names
+}
+
 func (b *bench) startWebsocketd(ctx context.Context) (*server, error) {
 	bin, err := lookPath("websocketd", "websocketd")
 	if err != nil {
@@ -332,7 +343,12 @@ func (b *bench) startWebsocketd(ctx context.Context) (*server, error) {
 		return nil, err
 	}
 	_, port, _ := net.SplitHostPort(addr)
-	argv := append([]string{bin, "--address=127.0.0.1", "--port=" + port, "--loglevel=error", prog}, lineProgram[1:]...)
+	// The program gets the environment drover's instances get, the
+	// bench's own (websocketd passes only PATH and LD_LIBRARY_PATH unless
+	// told): the same program in another locale is another workload (sed
+	// with LANG=C.UTF-8 loads the locale's data on each start).
+	argv := append([]string{bin, "--address=127.0.0.1", "--port=" + port, "--loglevel=error",
+		"--passenv=" + strings.Join(envNames(os.Environ()), ","), prog}, lineProgram[1:]...)
 	p, err := startProc(TargetWebsocket, argv, nil)
 	if err != nil {
 		return nil, err
