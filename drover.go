@@ -348,7 +348,8 @@ func (s *Server) serveFarm(token string, limits manager.HTTPTimeouts, log *slog.
 // localFarm is the local farm as the manager sees it when some of its
 // instances are reached through its server: native and stream instances
 // at their own ports, the others (dial, stdio) at the server's URL for
-// them.
+// them, which other managers dial; this process's manager connects to
+// those over a socket pair (ConnectInstance).
 type localFarm struct {
 	*farm.Farm
 	base   string

@@ -25,7 +25,8 @@
 // as frames of commands; stdio programs (websocketd style) take tasks on
 // stdin and answer on stdout; stream instances (HOOPS SC-server style) are
 // relayed byte for byte and watched through liveliness reports. Endpoint
-// says how the farm's server reaches each instance. Starts may name a model
+// says how the farm's server reaches each instance; Connect hands a manager
+// in the farm's own process a socket pair to an adapted instance instead. Starts may name a model
 // directory (StartOptions.Model), and a pool's binaries may come as a ZIP
 // archive unpacked once (zip.go).
 //

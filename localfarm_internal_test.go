@@ -1,0 +1,74 @@
+package drover
+
+import (
+	"bufio"
+	"context"
+	"io"
+	"log/slog"
+	"os/exec"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/drover-dev/drover/farm"
+	"github.com/drover-dev/drover/internal/lib/wsframe"
+	"github.com/drover-dev/drover/manager"
+	"github.com/drover-dev/drover/session"
+)
+
+// The manager in drover's process reaches the local farm's stdio
+// instances over a socket pair, while their advertised URL stays the
+// farm server's, which other managers dial.
+func TestLocalFarmConnectsAdaptedInstances(t *testing.T) {
+	cat, err := exec.LookPath("cat")
+	require.NoError(t, err)
+	srv, err := New(Config{Addr: "127.0.0.1:0", Farm: farm.Config{Slots: 2},
+		Pools: []Pool{{Pool: manager.Pool{Name: "cat"},
+			PoolSpec: farm.PoolSpec{Command: cat, Protocol: farm.ProtocolStdio, IdleGap: 50 * time.Millisecond}}}})
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		require.NoError(t, srv.Stop(ctx))
+	})
+	handle, err := srv.serveFarm("farm-token", manager.HTTPTimeouts{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	require.NoError(t, err)
+	lf := handle.(*localFarm)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	info, err := lf.StartInstanceWith(ctx, "cat", farm.StartOptions{})
+	require.NoError(t, err)
+	require.True(t, lf.Serves(info.URL), "advertised at the farm server: %s", info.URL)
+
+	conn, served, err := lf.ConnectInstance(info)
+	require.NoError(t, err)
+	require.True(t, served)
+	defer conn.Close()
+	key := [4]byte{9, 8, 7, 6}
+	_, err = conn.Write(wsframe.AppendFrame(nil, wsframe.OpText, []byte(`{"type":"task","id":1,"data":{"over":"the pair"}}`), &key))
+	require.NoError(t, err)
+	require.NoError(t, conn.SetReadDeadline(time.Now().Add(10*time.Second)))
+	rd := wsframe.Reader{R: bufio.NewReader(conn)}
+	var types []session.FrameType
+	for len(types) == 0 || types[len(types)-1] == session.FrameResult {
+		_, msg, err := rd.Next(nil)
+		require.NoError(t, err)
+		var fr session.Frame
+		require.NoError(t, session.Decode(msg, &fr))
+		if fr.Type == session.FrameResult {
+			require.JSONEq(t, `{"over":"the pair"}`, string(fr.Data))
+		}
+		types = append(types, fr.Type)
+	}
+	require.Equal(t, []session.FrameType{session.FrameResult, session.FrameDone}, types)
+
+	// An instance with no farm-server URL (a native one at its own port)
+	// is not the pair's: the manager dials it.
+	other := info
+	other.URL = ""
+	_, served, err = lf.ConnectInstance(other)
+	require.NoError(t, err)
+	require.False(t, served)
+}
