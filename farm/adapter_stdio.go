@@ -12,6 +12,8 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/drover-dev/drover/session"
 )
 
@@ -71,11 +73,11 @@ var (
 
 // newStdioLink makes the program's pipes and hands its ends to cmd.
 func newStdioLink(f *Farm, inst *instance, cmd *exec.Cmd) (*stdioLink, error) {
-	inR, inW, err := os.Pipe()
+	inW, inR, err := childPipe(true)
 	if err != nil {
 		return nil, err
 	}
-	outR, outW, err := os.Pipe()
+	outR, outW, err := childPipe(false)
 	if err != nil {
 		_ = inR.Close()
 		_ = inW.Close()
@@ -98,6 +100,30 @@ func newStdioLink(f *Farm, inst *instance, cmd *exec.Cmd) (*stdioLink, error) {
 	cmd.Stdin = inR
 	cmd.Stdout = outW
 	return l, nil
+}
+
+// childPipe makes a pipe to a child process (toChild: the child reads)
+// or from one. The farm's end is non-blocking, on Go's netpoller; the
+// child's stays blocking and off the poller, as the child gets it.
+// os.Pipe would put both ends on the poller, and starting the child would
+// take its end back to blocking: six system calls more a pipe, and a
+// session of a stdio pool starts a process.
+func childPipe(toChild bool) (ours, theirs *os.File, err error) {
+	var p [2]int
+	if err := unix.Pipe2(p[:], unix.O_CLOEXEC); err != nil {
+		return nil, nil, os.NewSyscallError("pipe2", err)
+	}
+	o, t := p[0], p[1] // read end, write end
+	if toChild {
+		o, t = t, o
+	}
+	if err := unix.SetNonblock(o, true); err != nil {
+		_ = unix.Close(o)
+		_ = unix.Close(t)
+		return nil, nil, os.NewSyscallError("fcntl", err)
+	}
+	// NewFile puts a non-blocking descriptor on the poller.
+	return os.NewFile(uintptr(o), "|farm"), os.NewFile(uintptr(t), "|child"), nil
 }
 
 // started closes the program's ends in the farm, once the program has them
