@@ -416,7 +416,7 @@ func (r *BenchReport) goals() []Goal {
 		add(what+" above nginx-64k, "+row.Metric, ok2, row.Median > n, fmt.Sprintf("%.0f vs %.0f MB/s", row.Median, n))
 	}
 	for _, row := range r.Rows {
-		if row.Scenario != BenchStdio || row.Target != TargetDrover {
+		if row.Scenario != BenchStdio || row.Target != TargetDrover || row.Metric == stdioCPUMetric {
 			continue
 		}
 		w, ok := med(BenchStdio, row.Metric, TargetWebsocket)

@@ -396,7 +396,7 @@ func (b *bench) stdio(ctx context.Context) error {
 	ts := b.targets(TargetWebsocket, TargetDrover)
 	return b.rounds(ctx, BenchStdio, ts, func(ctx context.Context, s *server) error {
 		open := b.stdioOpener(s)
-		v, err := ratePerSecond(ctx, b.cfg.StdioClients, b.cfg.Duration, open, false)
+		v, _, err := ratePerSecond(ctx, b.cfg.StdioClients, b.cfg.Duration, open, false, nil)
 		if err != nil {
 			return fmt.Errorf("messages: %w", err)
 		}
@@ -404,20 +404,32 @@ func (b *bench) stdio(ctx context.Context) error {
 		if err := b.rewarm(ctx, s); err != nil {
 			return err
 		}
-		v, err = ratePerSecond(ctx, b.cfg.StdioOpeners, b.cfg.Duration, open, true)
+		// The server process's own CPU over the measured opens (drover
+		// up, websocketd; not the programs they start): the session
+		// rate is bound by CPU here, which the rate alone hides in noise.
+		var cpu []float64
+		mark := func() { cpu = append(cpu, cpuSeconds(s.pids()[:1])) }
+		v, n, err := ratePerSecond(ctx, b.cfg.StdioOpeners, b.cfg.Duration, open, true, mark)
 		if err != nil {
 			return fmt.Errorf("opens: %w", err)
 		}
 		b.res.add(BenchStdio, "sessions/s at "+itoa(b.cfg.StdioOpeners)+" concurrent", "", s.name, v)
+		if len(cpu) == 2 && n > 0 {
+			b.res.add(BenchStdio, stdioCPUMetric, "ms", s.name, (cpu[1]-cpu[0])/float64(n)*1e3)
+		}
 		return nil
 	})
 }
 
+// stdioCPUMetric is the stdio figure that is a cost, not a rate.
+const stdioCPUMetric = "server CPU per session"
+
 // ratePerSecond runs workers loops for a warm-up and then d, and returns
 // the exchanges per second (perSession false: each worker keeps one
 // connection) or the sessions per second (true: each loop opens a
-// connection, makes one exchange and closes it).
-func ratePerSecond(parent context.Context, workers int, d time.Duration, open func(context.Context) (exchanger, error), perSession bool) (float64, error) {
+// connection, makes one exchange and closes it), and how many finished in
+// d. mark, if set, is called as d begins and as it ends.
+func ratePerSecond(parent context.Context, workers int, d time.Duration, open func(context.Context) (exchanger, error), perSession bool, mark func()) (float64, int64, error) {
 	ctx, cancel := context.WithCancel(parent)
 	defer cancel()
 	var (
@@ -458,26 +470,34 @@ func ratePerSecond(parent context.Context, workers int, d time.Duration, open fu
 			}
 		})
 	}
+	if mark == nil {
+		mark = func() {}
+	}
+	var n int64
 	measure := func() (float64, error) {
 		if err := sleep(ctx, warmup(d)); err != nil {
 			return 0, err
 		}
+		mark()
 		c0, t0 := count.Load(), time.Now()
 		if err := sleep(ctx, d); err != nil {
 			return 0, err
 		}
-		return float64(count.Load()-c0) / time.Since(t0).Seconds(), nil
+		n = count.Load() - c0
+		elapsed := time.Since(t0)
+		mark()
+		return float64(n) / elapsed.Seconds(), nil
 	}
 	v, err := measure()
 	stop.Store(true)
 	wg.Wait()
 	if e := errors.Join(errs...); e != nil {
-		return 0, e
+		return 0, 0, e
 	}
 	if err == nil && v <= 0 {
 		err = errors.New("nothing finished in the measured time")
 	}
-	return v, err
+	return v, n, err
 }
 
 // Jobs: the loop of conversion/queue's benchmark (enqueue, lease,
