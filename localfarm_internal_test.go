@@ -72,3 +72,40 @@ func TestLocalFarmConnectsAdaptedInstances(t *testing.T) {
 	require.NoError(t, err)
 	require.False(t, served)
 }
+
+// A stdio program that dies mid-task, reached over the socket pair: the
+// task gets one answer, instance_lost, when the program dies (the pair
+// closes with the instance), not at a timeout.
+func TestLocalStdioProgramDiesMidTask(t *testing.T) {
+	sh, err := exec.LookPath("sh")
+	require.NoError(t, err)
+	// Echoes lines until one says die; then kills itself with SIGKILL.
+	prog := `while read -r l; do case "$l" in *die*) kill -9 $$;; *) echo "$l";; esac; done`
+	srv, err := New(Config{Addr: "127.0.0.1:0", Farm: farm.Config{Slots: 2},
+		Pools: []Pool{{Pool: manager.Pool{Name: "sh", Warm: 1},
+			PoolSpec: farm.PoolSpec{Command: sh, Args: []string{"-c", prog}, Protocol: farm.ProtocolStdio,
+				IdleGap: 50 * time.Millisecond}}}})
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		require.NoError(t, srv.Stop(ctx))
+	})
+	require.NoError(t, srv.Start())
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+
+	s, err := srv.Manager().Open(ctx, manager.OpenOptions{Pool: "sh"})
+	require.NoError(t, err)
+	defer func() { _ = s.Close() }()
+	res, err := s.Execute(ctx, []byte(`{"say":"hi"}`))
+	require.NoError(t, err)
+	require.Len(t, res, 1)
+
+	begin := time.Now()
+	_, err = s.Execute(ctx, []byte(`{"say":"die"}`))
+	var se *session.Error
+	require.ErrorAs(t, err, &se)
+	require.Equal(t, session.CodeInstanceLost, se.Code)
+	require.Less(t, time.Since(begin), 5*time.Second, "the loss is seen when the program dies, not at a timeout")
+}
