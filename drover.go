@@ -349,7 +349,7 @@ func (s *Server) serveFarm(token string, limits manager.HTTPTimeouts, log *slog.
 // instances are reached through its server: native and stream instances
 // at their own ports, the others (dial, stdio) at the server's URL for
 // them, which other managers dial; this process's manager connects to
-// those over a socket pair (ConnectInstance).
+// those over an in-process connection (ConnectInstance).
 type localFarm struct {
 	*farm.Farm
 	base   string
@@ -369,7 +369,7 @@ func (l *localFarm) Header() http.Header { return l.header }
 func (l *localFarm) Serves(url string) bool { return strings.HasPrefix(url, l.base+farm.PathInstance) }
 
 // ConnectInstance connects the manager to an instance the farm adapts
-// over a socket pair (farm.Farm.Connect) rather than through the farm
+// over an in-process connection (farm.Farm.Connect) rather than the farm
 // server: no TCP connection and no HTTP upgrade per session. served
 // false: the instance has a port of its own, which the manager dials.
 func (l *localFarm) ConnectInstance(info farm.Instance) (conn net.Conn, served bool, err error) {

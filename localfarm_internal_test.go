@@ -17,21 +17,28 @@ import (
 	"github.com/drover-dev/drover/session"
 )
 
-// The manager in drover's process reaches the local farm's stdio
-// instances over a socket pair, while their advertised URL stays the
-// farm server's, which other managers dial.
-func TestLocalFarmConnectsAdaptedInstances(t *testing.T) {
-	cat, err := exec.LookPath("cat")
-	require.NoError(t, err)
-	srv, err := New(Config{Addr: "127.0.0.1:0", Farm: farm.Config{Slots: 2},
-		Pools: []Pool{{Pool: manager.Pool{Name: "cat"},
-			PoolSpec: farm.PoolSpec{Command: cat, Protocol: farm.ProtocolStdio, IdleGap: 50 * time.Millisecond}}}})
+// newStopped builds a server of one pool on a local farm of two slots, not
+// yet started; the test's end stops it.
+func newStopped(t *testing.T, pool Pool) *Server {
+	t.Helper()
+	srv, err := New(Config{Addr: "127.0.0.1:0", Farm: farm.Config{Slots: 2}, Pools: []Pool{pool}})
 	require.NoError(t, err)
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		defer cancel()
 		require.NoError(t, srv.Stop(ctx))
 	})
+	return srv
+}
+
+// The manager in drover's process reaches the local farm's stdio
+// instances over an in-process connection, while their advertised URL
+// stays the farm server's, which other managers dial.
+func TestLocalFarmConnectsAdaptedInstances(t *testing.T) {
+	cat, err := exec.LookPath("cat")
+	require.NoError(t, err)
+	srv := newStopped(t, Pool{Pool: manager.Pool{Name: "cat"},
+		PoolSpec: farm.PoolSpec{Command: cat, Protocol: farm.ProtocolStdio, IdleGap: 50 * time.Millisecond}})
 	handle, err := srv.serveFarm("farm-token", manager.HTTPTimeouts{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	require.NoError(t, err)
 	lf := handle.(*localFarm)
@@ -73,24 +80,17 @@ func TestLocalFarmConnectsAdaptedInstances(t *testing.T) {
 	require.False(t, served)
 }
 
-// A stdio program that dies mid-task, reached over the socket pair: the
-// task gets one answer, instance_lost, when the program dies (the pair
-// closes with the instance), not at a timeout.
+// A stdio program that dies mid-task, reached over that connection: the
+// task gets one answer, instance_lost, when the program dies (the
+// connection closes with the instance), not at a timeout.
 func TestLocalStdioProgramDiesMidTask(t *testing.T) {
 	sh, err := exec.LookPath("sh")
 	require.NoError(t, err)
 	// Echoes lines until one says die; then kills itself with SIGKILL.
 	prog := `while read -r l; do case "$l" in *die*) kill -9 $$;; *) echo "$l";; esac; done`
-	srv, err := New(Config{Addr: "127.0.0.1:0", Farm: farm.Config{Slots: 2},
-		Pools: []Pool{{Pool: manager.Pool{Name: "sh", Warm: 1},
-			PoolSpec: farm.PoolSpec{Command: sh, Args: []string{"-c", prog}, Protocol: farm.ProtocolStdio,
-				IdleGap: 50 * time.Millisecond}}}})
-	require.NoError(t, err)
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		defer cancel()
-		require.NoError(t, srv.Stop(ctx))
-	})
+	srv := newStopped(t, Pool{Pool: manager.Pool{Name: "sh", Warm: 1},
+		PoolSpec: farm.PoolSpec{Command: sh, Args: []string{"-c", prog}, Protocol: farm.ProtocolStdio,
+			IdleGap: 50 * time.Millisecond}})
 	require.NoError(t, srv.Start())
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()

@@ -26,9 +26,9 @@
 // stdin and answer on stdout; stream instances (HOOPS SC-server style) are
 // relayed byte for byte and watched through liveliness reports. Endpoint
 // says how the farm's server reaches each instance; Connect hands a manager
-// in the farm's own process a socket pair to an adapted instance instead. Starts may name a model
-// directory (StartOptions.Model), and a pool's binaries may come as a ZIP
-// archive unpacked once (zip.go).
+// in the farm's own process an in-process connection to an adapted
+// instance instead. Starts may name a model directory (StartOptions.Model),
+// and a pool's binaries may come as a ZIP archive unpacked once (zip.go).
 //
 // The package does not place sessions or route tasks: a manager asks a Farm
 // to start and stop instances, in process or over the API, and learns about

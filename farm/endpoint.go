@@ -5,9 +5,8 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"os"
 
-	"golang.org/x/sys/unix"
+	"github.com/drover-dev/drover/internal/lib/memconn"
 )
 
 // Endpoint tells how a client reaches the native-protocol WebSocket of a
@@ -44,12 +43,12 @@ var ErrNotHosted = errors.New("farm: the instance is not served by the farm")
 
 // Connect connects a caller in the farm's own process to an instance the
 // farm adapts (dial, stdio), as a manager's WebSocket to PathInstance would,
-// over a socket pair instead: no TCP connection, no HTTP upgrade, and no
-// token, since nothing crosses a process. The returned connection is past
-// the handshake: the caller writes masked client frames and reads the
-// farm's at once. It closes when the instance goes, like one through the
-// server. ErrNotFound: no such ready instance; ErrNotHosted: the instance
-// has an address of its own.
+// over an in-process connection instead (memconn): no socket, no HTTP
+// upgrade, and no token, since nothing crosses a process. The returned
+// connection is past the handshake: the caller writes masked client
+// frames and reads the farm's at once. It closes when the instance goes,
+// like one through the server. ErrNotFound: no such ready instance;
+// ErrNotHosted: the instance has an address of its own.
 func (f *Farm) Connect(id string) (net.Conn, error) {
 	f.mu.Lock()
 	inst, ok := f.instances[id]
@@ -67,10 +66,7 @@ func (f *Farm) Connect(id string) (net.Conn, error) {
 		return nil, fmt.Errorf("%w: %s", ErrNotHosted, id)
 	}
 	f.mu.Unlock()
-	ours, theirs, err := socketPair()
-	if err != nil {
-		return nil, fmt.Errorf("farm: connect to %s: %w", id, err)
-	}
+	ours, theirs := memconn.Pair(0)
 	if !f.goTracked(func() { hosts.serve(ours) }) {
 		_ = ours.Close()
 		_ = theirs.Close()
@@ -78,27 +74,6 @@ func (f *Farm) Connect(id string) (net.Conn, error) {
 	}
 	return theirs, nil
 }
-
-// socketPair returns the two ends of a new connected Unix stream socket
-// pair. Each end is the descriptor as an *os.File, which Go's netpoller
-// serves since it is non-blocking: two system calls an end, where
-// net.FileConn would duplicate it and ask the kernel what it is (seven).
-func socketPair() (net.Conn, net.Conn, error) {
-	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return nil, nil, os.NewSyscallError("socketpair", err)
-	}
-	return pairConn{os.NewFile(uintptr(fds[0]), "socketpair")}, pairConn{os.NewFile(uintptr(fds[1]), "socketpair")}, nil
-}
-
-// pairConn is one end of a socket pair: an *os.File has every method of a
-// net.Conn but the addresses, and is a syscall.Conn for rawio.
-type pairConn struct{ *os.File }
-
-var pairAddr = &net.UnixAddr{Net: "unix", Name: "@socketpair"}
-
-func (pairConn) LocalAddr() net.Addr  { return pairAddr }
-func (pairConn) RemoteAddr() net.Addr { return pairAddr }
 
 // Status is the farm's own view of itself, as served at PathStatus.
 func (f *Farm) Status() FarmStatus {

@@ -53,9 +53,10 @@ func (c *pairClient) task(id int, data string) (results []string, end session.Fr
 	}
 }
 
-// TestConnect runs tasks on a stdio instance over the socket pair a manager
-// in the farm's process gets instead of a WebSocket through the server, and
-// checks what Connect refuses and that the pair closes with the instance.
+// TestConnect runs tasks on a stdio instance over the in-process connection
+// a manager in the farm's process gets instead of a WebSocket through the
+// server, and checks what Connect refuses and that the connection closes
+// with the instance.
 func TestConnect(t *testing.T) {
 	t.Parallel()
 	p := adapterPool("sh", "stdio", ProtocolStdio)

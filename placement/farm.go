@@ -67,7 +67,7 @@ type (
 	}
 	// Connector is a farm in the manager's process that connects it to
 	// the instances it adapts (stdio, dial) without a network connection:
-	// a socket pair past the WebSocket handshake (*farm.Farm via
+	// an in-process one past the WebSocket handshake (*farm.Farm via
 	// drover's local farm). served false: the instance is dialled at its
 	// URL as usual. Used when Config.Attach is set.
 	Connector interface {
