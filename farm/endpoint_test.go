@@ -83,13 +83,13 @@ func TestConnect(t *testing.T) {
 	_, err = f.Connect("no-such-instance")
 	require.ErrorIs(t, err, ErrNotFound)
 
-	// Stopping the instance ends the connection, as the server's do: the
-	// socket closes (a reader waiting past the deadline would see a
-	// timeout instead).
+	// Stopping the instance closes the connection, as it does those
+	// through the server: the reader meets its end mid-stream, not the
+	// read deadline.
 	require.NoError(t, f.StopInstance(startCtx(t), inst.ID))
 	require.NoError(t, c.conn.SetReadDeadline(time.Now().Add(waitFor)))
 	_, _, err = c.rd.Next(nil)
-	require.ErrorIs(t, err, io.ErrUnexpectedEOF, "the pair ends when the instance goes")
+	require.ErrorIs(t, err, io.ErrUnexpectedEOF, "the connection ends when the instance goes")
 	_, err = f.Connect(inst.ID)
 	require.ErrorIs(t, err, ErrNotFound, "a stopped instance is not connected to")
 }

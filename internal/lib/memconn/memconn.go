@@ -143,12 +143,12 @@ func (c *Conn) Write(b []byte) (int, error) {
 			return n, io.ErrClosedPipe
 		}
 		if room := p.limit - (len(p.buf) - p.off); room > 0 {
-			if p.off > 0 && len(p.buf)+min(room, len(b)-n) > cap(p.buf) {
+			k := min(room, len(b)-n)
+			if p.off > 0 && len(p.buf)+k > cap(p.buf) {
 				// Move the unread bytes to the front before growing.
 				p.buf = p.buf[:copy(p.buf, p.buf[p.off:])]
 				p.off = 0
 			}
-			k := min(room, len(b)-n)
 			p.buf = append(p.buf, b[n:n+k]...)
 			n += k
 			p.mu.Unlock()
@@ -193,15 +193,19 @@ func (c *Conn) Close() error {
 
 func (c *Conn) closed() bool { return passed(c.done) }
 
-// Addr is the address of both ends.
+// Addr is the address of both ends: there is no other.
 type Addr struct{}
 
+// Network and String name the package.
 func (Addr) Network() string { return "memconn" }
 func (Addr) String() string  { return "memconn" }
 
+// LocalAddr and RemoteAddr are Addr.
 func (c *Conn) LocalAddr() net.Addr  { return Addr{} }
 func (c *Conn) RemoteAddr() net.Addr { return Addr{} }
 
+// SetDeadline, SetReadDeadline and SetWriteDeadline are net.Conn's; a
+// call waiting when its deadline passes returns os.ErrDeadlineExceeded.
 func (c *Conn) SetDeadline(t time.Time) error {
 	if c.closed() {
 		return net.ErrClosed
