@@ -41,6 +41,14 @@ type instConn struct {
 	// more frames at hand, so that they go out together; only the reader
 	// goroutine uses it.
 	held *clientConn
+	// The reader goroutine's own: src is the reader's input; buf holds the
+	// message being read, frame its decoding; perr is what ended poll's
+	// reading; pollFn is poll, made once.
+	src    instSource
+	buf    []byte
+	frame  session.Frame
+	perr   error
+	pollFn func() bool
 
 	// wmu serialises writes: tasks from the session, pongs from the reader,
 	// the close frame from close. Frames to a server are masked, with a
@@ -94,9 +102,10 @@ func newInstConn(conn net.Conn, rest []byte, readLimit int64, onLost func(error)
 	var seed [32]byte
 	_, _ = crand.Read(seed[:])
 	c := &instConn{conn: rawio.Wrap(conn), onLost: onLost, dead: make(chan struct{}), rng: rand.NewChaCha8(seed)}
-	src := &instSource{c: c, rest: rest}
-	c.rd = wsframe.Reader{R: bufio.NewReaderSize(src, instReadBuffer), Limit: readLimit, Ping: c.pong}
+	c.src = instSource{c: c, rest: rest}
+	c.rd = wsframe.Reader{R: bufio.NewReaderSize(&c.src, instReadBuffer), Limit: readLimit, Ping: c.pong, Controls: true}
 	c.one.done = make(chan error, 1)
+	c.pollFn = c.poll
 	go c.readLoop()
 	return c
 }
@@ -104,10 +113,13 @@ func newInstConn(conn net.Conn, rest []byte, readLimit int64, onLost func(error)
 // instSource is the connection as the reader's buffer sees it: first what
 // came with the handshake, then the socket. A read from the socket may
 // block, so whatever the reader holds goes out before it: a streamed result
-// never waits for the next frame.
+// never waits for the next frame. Inside poll a read never blocks; drained
+// then tells that the last one read less than it asked for.
 type instSource struct {
-	c    *instConn
-	rest []byte
+	c       *instConn
+	rest    []byte
+	polling bool
+	drained bool
 }
 
 func (s *instSource) Read(p []byte) (int, error) {
@@ -116,8 +128,17 @@ func (s *instSource) Read(p []byte) (int, error) {
 		s.rest = s.rest[n:]
 		return n, nil
 	}
-	s.c.release(true)
-	return s.c.conn.Read(p)
+	if !s.polling {
+		s.c.release(true)
+	}
+	n, err := s.c.conn.Read(p)
+	s.drained = s.polling && err == nil && n < len(p)
+	return n, err
+}
+
+// socketPoller is a connection with rawio's Poll (a socket on Linux).
+type socketPoller interface {
+	Poll(f func() bool) error
 }
 
 // release ends the reader's hold on a client connection; flush writes
@@ -305,61 +326,136 @@ func (c *instConn) finishLocked(err error) {
 	cl.done <- err
 }
 
+// readLoop reads the instance's frames until the connection ends. On a
+// socket it reads inside rawio's Poll (poll), one read per burst of
+// input: a task's answer comes whole and leaves the socket drained, and
+// the reader then waits for the next one without the read that would find
+// nothing. A frame that is not whole in the buffer (a large result), and
+// any connection without Poll, is read the plain way, with Next waiting
+// for its rest.
 func (c *instConn) readLoop() {
-	var (
-		buf []byte
-		f   session.Frame
-	)
+	sp, _ := c.conn.(socketPoller)
 	for {
-		op, msg, err := c.rd.Next(buf[:0])
-		buf = msg
-		if err != nil {
-			c.release(true)
-			c.readFailed(err)
-			return
-		}
-		var seq uint64
-		if op == wsframe.OpText {
-			if err := session.Decode(msg, &f); err != nil {
-				c.release(true)
-				c.fail(fmt.Errorf("bad frame from instance: %w", err))
+		if sp != nil {
+			c.src.drained = false
+			err := sp.Poll(c.pollFn)
+			if err == nil {
+				err, c.perr = c.perr, nil
+			}
+			if err != nil {
+				c.stop(err)
 				return
 			}
-			if seq, err = strconv.ParseUint(string(f.ID), 10, 64); err != nil {
-				continue // not about a task of ours (an event, a pong)
-			}
 		}
-		c.mu.Lock()
-		if cl := c.cur; cl != nil && (op == wsframe.OpBinary || cl.seq == seq) {
-			writes := op == wsframe.OpBinary || f.Type == session.FrameResult
-			if writes && cl.w != nil && c.held == nil && cl.s != nil && c.rd.R.Buffered() > 0 {
-				c.held = cl.s.holdClient()
-			}
-			switch {
-			case op == wsframe.OpBinary:
-				if cl.w != nil && cl.w.WriteBinary(msg) != nil {
-					cl.w = nil // the client is gone; the task still ends normally
-				}
-			case f.Type == session.FrameResult:
-				if cl.w != nil && cl.w.WriteResult(f.Data) != nil {
-					cl.w = nil
-				}
-			case f.Type == session.FrameDone, f.Type == session.FrameError:
-				// The caller writes done or error next, with what is held,
-				// unless it gave up on the task.
-				c.release(cl.abandoned)
-				if f.Type == session.FrameDone {
-					c.finishLocked(nil)
-				} else {
-					c.finishLocked(parseInstanceError(f.Error))
-				}
-			}
+		op, msg, err := c.rd.Next(c.buf[:0])
+		if err == nil {
+			err = c.handle(op, msg)
 		}
-		c.mu.Unlock()
-		if cap(buf) > 1<<20 {
-			buf = nil
+		if err != nil {
+			c.stop(err)
+			return
 		}
 	}
+}
+
+// poll is the callback of readLoop's Poll: it handles every whole frame
+// in the buffer, then reads, until the socket is drained (false: wait for
+// input), a frame is cut short (true: readLoop reads its rest) or the
+// connection ends (true, with perr). It never closes the connection: a
+// Close waits for it to return.
+func (c *instConn) poll() bool {
+	c.src.polling = true
+	defer func() { c.src.polling = false }()
+	for {
+		for c.rd.Whole() {
+			op, msg, err := c.rd.Next(c.buf[:0])
+			if err == nil {
+				err = c.handle(op, msg)
+			}
+			if err != nil {
+				c.perr = err
+				return true
+			}
+		}
+		if c.rd.R.Buffered() > 0 {
+			return true
+		}
+		if c.src.drained {
+			c.src.drained = false
+			c.release(true)
+			return false
+		}
+		if _, err := c.rd.R.Peek(1); err != nil {
+			if errors.Is(err, rawio.ErrWouldBlock) {
+				c.release(true)
+				return false
+			}
+			if errors.Is(err, io.EOF) {
+				err = io.ErrUnexpectedEOF // no close frame came
+			}
+			c.perr = err
+			return true
+		}
+	}
+}
+
+// stop ends the reader on err, what ended the connection or a frame the
+// manager cannot take.
+func (c *instConn) stop(err error) {
+	c.release(true)
+	c.readFailed(err)
+}
+
+// handle takes one message from the instance: results go to the writer
+// of the task in flight, done and error frames end it. An error is a
+// frame the manager cannot take; the reader stops on it.
+func (c *instConn) handle(op byte, msg []byte) error {
+	c.buf = msg
+	if cap(c.buf) > 1<<20 {
+		c.buf = nil
+	}
+	if op != wsframe.OpText && op != wsframe.OpBinary {
+		return nil // a ping (answered) or a pong
+	}
+	var seq uint64
+	f := &c.frame
+	if op == wsframe.OpText {
+		if err := session.Decode(msg, f); err != nil {
+			return fmt.Errorf("bad frame from instance: %w", err)
+		}
+		var err error
+		if seq, err = strconv.ParseUint(string(f.ID), 10, 64); err != nil {
+			return nil // not about a task of ours (an event, a pong)
+		}
+	}
+	c.mu.Lock()
+	if cl := c.cur; cl != nil && (op == wsframe.OpBinary || cl.seq == seq) {
+		writes := op == wsframe.OpBinary || f.Type == session.FrameResult
+		if writes && cl.w != nil && c.held == nil && cl.s != nil && c.rd.R.Buffered() > 0 {
+			c.held = cl.s.holdClient()
+		}
+		switch {
+		case op == wsframe.OpBinary:
+			if cl.w != nil && cl.w.WriteBinary(msg) != nil {
+				cl.w = nil // the client is gone; the task still ends normally
+			}
+		case f.Type == session.FrameResult:
+			if cl.w != nil && cl.w.WriteResult(f.Data) != nil {
+				cl.w = nil
+			}
+		case f.Type == session.FrameDone, f.Type == session.FrameError:
+			// The caller writes done or error next, with what is held,
+			// unless it gave up on the task.
+			c.release(cl.abandoned)
+			if f.Type == session.FrameDone {
+				c.finishLocked(nil)
+			} else {
+				c.finishLocked(parseInstanceError(f.Error))
+			}
+		}
+	}
+	c.mu.Unlock()
+	return nil
 }
 
 // readFailed answers what ended the read loop as gorilla would have, with

@@ -14,4 +14,8 @@
 // write never waits in the kernel: Conn makes them as raw system calls,
 // which the scheduler does not see, and waits for readiness in the
 // runtime's poller as net.Conn does (deadlines and Close included).
+//
+// Poll lets a reader of answers read once per answer: it keeps the
+// poller's news of input across reads, so a reader whose read drained the
+// socket may wait without first reading again to meet EAGAIN.
 package rawio

@@ -1,6 +1,7 @@
 package rawio
 
 import (
+	"errors"
 	"io"
 	"net"
 	"os"
@@ -23,6 +24,12 @@ type Conn struct {
 	rn     uintptr
 	rerrno syscall.Errno
 	readFn func(fd uintptr) bool
+	// While Poll runs its callback, polling is set and pfd is the socket:
+	// Read makes one raw read then and never waits.
+	polling bool
+	pfd     uintptr
+	pollFn  func() bool
+	pollCb  func(fd uintptr) bool
 
 	wmu     sync.Mutex
 	wvec    [][]byte
@@ -45,8 +52,44 @@ func Wrap(conn net.Conn) net.Conn {
 		return conn
 	}
 	c := &Conn{Conn: conn, rc: rc}
-	c.readFn, c.writeFn = c.read, c.writev
+	c.readFn, c.writeFn, c.pollCb = c.read, c.writev, c.poll
 	return c
+}
+
+// ErrWouldBlock is what Read returns inside Poll's callback when the
+// socket has nothing to read.
+var ErrWouldBlock = errors.New("rawio: no input at hand")
+
+// Poll calls f when the socket may have input, and again each time more
+// may have come, until f returns true; it returns nil then, or the error
+// that ended the wait (the connection closed, a read deadline). Inside f,
+// Read makes one raw read and never waits: ErrWouldBlock tells that the
+// socket had nothing. f returns false to wait for more.
+//
+// A Read outside Poll forgets the poller's news of input that came before
+// it, so a reader must read again, and meet nothing, before it may wait.
+// One Poll keeps that news from one call of f to the next: f may wait as
+// soon as a Read has drained the socket (it read less than it asked for),
+// and saves the read that would have found nothing. A reader of a
+// request-response stream then makes one read per answer.
+//
+// Only the connection's one reader may call Poll, and it may call Read
+// from f alone while Poll runs.
+func (c *Conn) Poll(f func() bool) error {
+	c.rmu.Lock()
+	defer c.rmu.Unlock()
+	c.pollFn = f
+	err := c.rc.Read(c.pollCb)
+	c.pollFn, c.polling = nil, false
+	return err
+}
+
+// poll is the RawConn callback of Poll.
+func (c *Conn) poll(fd uintptr) bool {
+	c.polling, c.pfd = true, fd
+	done := c.pollFn()
+	c.polling = false
+	return done
 }
 
 // SyscallConn is the wrapped socket's, so that Conn is a syscall.Conn too.
@@ -57,20 +100,40 @@ func (c *Conn) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
+	if c.polling {
+		return c.readNow(p)
+	}
 	c.rmu.Lock()
 	defer c.rmu.Unlock()
 	c.rbuf, c.rn, c.rerrno = p, 0, 0
 	err := c.rc.Read(c.readFn)
 	c.rbuf = nil
-	switch {
-	case err != nil:
+	if err != nil {
 		return 0, err
+	}
+	return c.readResult()
+}
+
+// readResult is what the last read call made of the socket.
+func (c *Conn) readResult() (int, error) {
+	switch {
 	case c.rerrno != 0:
 		return 0, c.opError("read", c.rerrno)
 	case c.rn == 0:
 		return 0, io.EOF
 	}
 	return int(c.rn), nil
+}
+
+// readNow is Read inside Poll's callback: one read, never a wait.
+func (c *Conn) readNow(p []byte) (int, error) {
+	c.rbuf = p
+	got := c.read(c.pfd)
+	c.rbuf = nil
+	if !got {
+		return 0, ErrWouldBlock
+	}
+	return c.readResult()
 }
 
 // read is the RawConn callback of Read: false asks it to wait.

@@ -210,3 +210,122 @@ func TestNoAllocs(t *testing.T) {
 		t.Fatalf("%v allocations per round trip", allocs)
 	}
 }
+
+// Inside Poll a Read never waits: with nothing at hand it says so, and
+// Poll calls the callback again once input comes.
+func TestPollReadsWithoutWaiting(t *testing.T) {
+	c, peer := pair(t)
+	buf := make([]byte, 16)
+	var calls int
+	var got string
+	err := c.(*Conn).Poll(func() bool {
+		calls++
+		n, err := c.Read(buf)
+		if errors.Is(err, ErrWouldBlock) {
+			if calls == 1 {
+				go func() { _, _ = peer.Write([]byte("hi")) }()
+			}
+			return false
+		}
+		if err != nil {
+			t.Errorf("read: %v", err)
+			return true
+		}
+		got = string(buf[:n])
+		return true
+	})
+	if err != nil || got != "hi" {
+		t.Fatalf("Poll: %v, read %q", err, got)
+	}
+	if calls < 2 {
+		t.Fatalf("the callback ran %d times, want the empty read and the one after the input", calls)
+	}
+}
+
+// The point of Poll: input that comes after a read drained the socket,
+// while the callback still runs, is not lost when the callback then waits
+// without reading again. (A Read after a Read forgets it, so a plain
+// reader must read once more before it may wait.)
+func TestPollKeepsInputThatCameDuringTheCallback(t *testing.T) {
+	c, peer := pair(t)
+	// Were the news of "b" lost, Poll would wait until this deadline.
+	if err := c.SetReadDeadline(time.Now().Add(10 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := peer.Write([]byte("a")); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 16)
+	var got []string
+	err := c.(*Conn).Poll(func() bool {
+		n, err := c.Read(buf)
+		switch {
+		case errors.Is(err, ErrWouldBlock):
+			return false
+		case err != nil:
+			t.Errorf("read: %v", err)
+			return true
+		}
+		got = append(got, string(buf[:n]))
+		if len(got) == 2 {
+			return true
+		}
+		// Drained (1 byte of 16). The next input arrives now, before the
+		// callback returns; on loopback it is in the socket once the
+		// peer's write returns.
+		if _, err := peer.Write([]byte("b")); err != nil {
+			t.Error(err)
+			return true
+		}
+		// Let the runtime's poller take the news of "b" now: a goroutine
+		// that parks sends its thread through the poller before it
+		// sleeps. A wait that began anew (a Read) would forget it.
+		time.Sleep(time.Millisecond)
+		return false // wait, without the read that would find "b"
+	})
+	if err != nil {
+		t.Fatalf("Poll: %v (got %q)", err, got)
+	}
+	if len(got) != 2 || got[0] != "a" || got[1] != "b" {
+		t.Fatalf("read %q", got)
+	}
+}
+
+// Poll ends with the connection: a Close from elsewhere wakes its wait,
+// and the peer's end is an EOF inside the callback.
+func TestPollEnds(t *testing.T) {
+	c, peer := pair(t)
+	errc := make(chan error, 1)
+	waiting := make(chan struct{})
+	go func() {
+		buf := make([]byte, 16)
+		first := true
+		errc <- c.(*Conn).Poll(func() bool {
+			if _, err := c.Read(buf); !errors.Is(err, ErrWouldBlock) {
+				t.Errorf("read: %v, want ErrWouldBlock", err)
+				return true
+			}
+			if first {
+				first = false
+				close(waiting)
+			}
+			return false
+		})
+	}()
+	<-waiting
+	_ = c.Close()
+	if err := <-errc; !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("Poll after Close: %v, want net.ErrClosed", err)
+	}
+
+	c, peer = pair(t)
+	_ = peer.Close()
+	var readErr error
+	err := c.(*Conn).Poll(func() bool {
+		_, readErr = c.Read(make([]byte, 16))
+		return !errors.Is(readErr, ErrWouldBlock)
+	})
+	if err != nil || readErr != io.EOF {
+		t.Fatalf("Poll: %v, read: %v, want io.EOF", err, readErr)
+	}
+}
