@@ -362,7 +362,8 @@ func (c *instConn) readLoop() {
 // in the buffer, then reads, until the socket is drained (false: wait for
 // input), a frame is cut short (true: readLoop reads its rest) or the
 // connection ends (true, with perr). It never closes the connection: a
-// Close waits for it to return.
+// Close waits for it to return, which a write to a slow client in it can
+// delay by the client's write timeout (Config.WriteTimeout) at most.
 func (c *instConn) poll() bool {
 	c.src.polling = true
 	defer func() { c.src.polling = false }()
