@@ -347,15 +347,20 @@ func (c *instConn) readLoop() {
 				return
 			}
 		}
-		op, msg, err := c.rd.Next(c.buf[:0])
-		if err == nil {
-			err = c.handle(op, msg)
-		}
-		if err != nil {
+		if err := c.next(); err != nil {
 			c.stop(err)
 			return
 		}
 	}
+}
+
+// next reads one message and handles it.
+func (c *instConn) next() error {
+	op, msg, err := c.rd.Next(c.buf[:0])
+	if err != nil {
+		return err
+	}
+	return c.handle(op, msg)
 }
 
 // poll is the callback of readLoop's Poll: it handles every whole frame
@@ -369,11 +374,7 @@ func (c *instConn) poll() bool {
 	defer func() { c.src.polling = false }()
 	for {
 		for c.rd.Whole() {
-			op, msg, err := c.rd.Next(c.buf[:0])
-			if err == nil {
-				err = c.handle(op, msg)
-			}
-			if err != nil {
+			if err := c.next(); err != nil {
 				c.perr = err
 				return true
 			}

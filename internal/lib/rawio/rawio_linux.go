@@ -80,16 +80,15 @@ func (c *Conn) Poll(f func() bool) error {
 	defer c.rmu.Unlock()
 	c.pollFn = f
 	err := c.rc.Read(c.pollCb)
-	c.pollFn, c.polling = nil, false
+	c.pollFn = nil
 	return err
 }
 
 // poll is the RawConn callback of Poll.
 func (c *Conn) poll(fd uintptr) bool {
 	c.polling, c.pfd = true, fd
-	done := c.pollFn()
-	c.polling = false
-	return done
+	defer func() { c.polling = false }()
+	return c.pollFn()
 }
 
 // SyscallConn is the wrapped socket's, so that Conn is a syscall.Conn too.
