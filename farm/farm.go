@@ -643,7 +643,11 @@ var errPortTaken = errors.New("port taken")
 // awaitReady probes the instance's address until it accepts a connection.
 // Probes start 1 ms apart and back off to probeInterval: most programs bind
 // within a few milliseconds of exec, and a cold start serves a waiting client.
-// A process that says it listens (ReadyFDEnv) is probed at once.
+// A process that says it listens (ReadyFDEnv) is taken at its word: it is
+// not probed again, only checked to hold its port (owns). drover's worker
+// says so the moment it listens, and so is spared the probe that would
+// find it: a connection it would accept and serve, and the farm make,
+// while warm pools refill beside the sessions being served.
 // A container is probed at its own address: its published port accepts
 // connections (Docker's proxy does) before the program inside listens.
 func (f *Farm) awaitReady(ctx context.Context, inst *instance) error {
@@ -652,9 +656,12 @@ func (f *Farm) awaitReady(ctx context.Context, inst *instance) error {
 		addr = inst.probe // empty when it exited at once: it waits for the exit
 	}
 	delay := time.Millisecond
+	note := inst.unit.notified()
+	// A process given the readiness pipe was exec'd a moment ago: its
+	// first probe waits the first delay, not a refusal sure to come.
+	noted, probeNow := false, note == nil
 	t := time.NewTimer(delay)
 	defer t.Stop()
-	note := inst.unit.notified()
 	for {
 		// A process that already exited is not ready, even if something else
 		// answers on its port.
@@ -663,7 +670,7 @@ func (f *Farm) awaitReady(ctx context.Context, inst *instance) error {
 			return f.earlyExitError(inst)
 		default:
 		}
-		if addr != "" && probe(ctx, addr) {
+		if noted || probeNow && addr != "" && probe(ctx, addr) {
 			// Another program may hold the port (another farm's instance,
 			// anything that bound it after allocPort looked): then the
 			// instance can never bind it, and its clients must not be sent
@@ -671,6 +678,9 @@ func (f *Farm) awaitReady(ctx context.Context, inst *instance) error {
 			inGroup, known := inst.unit.owns(inst.port)
 			if inGroup || !known {
 				return nil
+			}
+			if noted {
+				return fmt.Errorf("%w: the process said it listens, but not on %s", errPortTaken, inst.addr)
 			}
 			return fmt.Errorf("%w: another process listens on %s", errPortTaken, inst.addr)
 		}
@@ -681,10 +691,11 @@ func (f *Farm) awaitReady(ctx context.Context, inst *instance) error {
 		case <-ctx.Done():
 			return context.Cause(ctx)
 		case <-note:
-			note = nil // probed once now; the timer goes on as before
+			noted = true
 			continue
 		case <-t.C:
 		}
+		probeNow = true
 		delay = min(2*delay, probeInterval)
 	}
 }

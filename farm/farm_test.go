@@ -866,18 +866,25 @@ func metricValue(t *testing.T, reg *prometheus.Registry, name string, labels ...
 	return 0
 }
 
+// BenchmarkStartStopProcess starts and stops instance processes: one that
+// says when it listens (ReadyFDEnv, as drover's worker does) and one found
+// by probing its port.
 func BenchmarkStartStopProcess(b *testing.B) {
-	f := newTestFarm(b, Config{Slots: 1, Logger: slog.New(slog.DiscardHandler), Pools: []PoolSpec{childPool("p", "listen")}})
-	ctx := context.Background()
-	b.ReportAllocs()
-	for b.Loop() {
-		inst, err := f.StartInstance(ctx, "p")
-		if err != nil {
-			b.Fatal(err)
-		}
-		if err := f.StopInstance(ctx, inst.ID); err != nil {
-			b.Fatal(err)
-		}
+	for _, mode := range []string{"notify", "listen"} {
+		b.Run(mode, func(b *testing.B) {
+			f := newTestFarm(b, Config{Slots: 1, Logger: slog.New(slog.DiscardHandler), Pools: []PoolSpec{childPool("p", mode)}})
+			ctx := context.Background()
+			b.ReportAllocs()
+			for b.Loop() {
+				inst, err := f.StartInstance(ctx, "p")
+				if err != nil {
+					b.Fatal(err)
+				}
+				if err := f.StopInstance(ctx, inst.ID); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }
 
@@ -932,4 +939,27 @@ func TestReadyNotification(t *testing.T) {
 			require.False(t, c.said, "%s did not write to the descriptor", c.pool)
 		}
 	}
+}
+
+// A process that says it listens is taken at its word: it is not probed
+// again, only checked to hold its port. One that says so but does not
+// listen on its port is therefore refused at once, and the start says why
+// (probed, it would never answer and time out); one that says so and
+// listens is ready. TestReadyNotification has the program that says
+// nothing, found by probes.
+func TestReadyNotificationIsTrusted(t *testing.T) {
+	liar := childPool("liar", "liar")
+	liar.StartTimeout = time.Minute
+	f := newTestFarm(t, Config{Slots: 1, Pools: []PoolSpec{childPool("notify", "notify"), liar}})
+
+	start := time.Now()
+	_, err := f.StartInstance(startCtx(t), "liar")
+	require.ErrorContains(t, err, "said it listens, but not on")
+	require.ErrorIs(t, err, errPortTaken)
+	require.Less(t, time.Since(start), 20*time.Second, "refused on its word, not at the start timeout")
+
+	inst, err := f.StartInstance(startCtx(t), "notify")
+	require.NoError(t, err)
+	killOnCleanup(t, inst.PID)
+	require.Equal(t, "pong "+inst.ID, ask(t, inst.Addr, "ping"))
 }

@@ -35,6 +35,8 @@ func TestMain(m *testing.M) {
 // runChild is the instance program. Modes:
 //
 //	listen    listen on DROVER_PORT and answer commands until SIGTERM
+//	notify    listen, then say so on DROVER_READY_FD
+//	liar      say it listens on DROVER_READY_FD, never listen
 //	slow      sleep DROVER_FARM_TEST_DELAY, then listen
 //	stubborn  listen, ignoring SIGTERM
 //	crash     write to stderr and exit 7 at once
@@ -45,6 +47,15 @@ func runChild(mode string) int {
 	switch mode {
 	case "listen":
 		return serve(true)
+	case "notify":
+		notifyListening = true
+		return serve(true)
+	case "liar":
+		if !sayReady() {
+			return 1
+		}
+		time.Sleep(time.Hour)
+		return 0
 	case "slow":
 		d, err := time.ParseDuration(os.Getenv(delayEnv))
 		if err != nil {
@@ -84,6 +95,9 @@ func serve(onTerm bool) int {
 		return 1
 	}
 	fmt.Println("child: listening on", ln.Addr())
+	if notifyListening && !sayReady() {
+		return 1
+	}
 	go func() {
 		for {
 			c, err := ln.Accept()
@@ -102,6 +116,22 @@ func serve(onTerm bool) int {
 	<-ctx.Done()
 	fmt.Println("child: terminated")
 	return 0
+}
+
+// notifyListening: serve writes to DROVER_READY_FD once it listens.
+var notifyListening bool
+
+// sayReady writes the readiness byte to DROVER_READY_FD.
+func sayReady() bool {
+	fd, err := strconv.Atoi(os.Getenv(ReadyFDEnv))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "child: no", ReadyFDEnv)
+		return false
+	}
+	f := os.NewFile(uintptr(fd), "ready")
+	_, err = f.Write([]byte{1})
+	_ = f.Close()
+	return err == nil
 }
 
 func answer(c net.Conn) {

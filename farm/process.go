@@ -32,10 +32,11 @@ const (
 )
 
 // ReadyFDEnv names the descriptor a process instance whose readiness is
-// probed at its port may write a byte to once it listens: the farm then
-// probes at once instead of at its next probe (they back off to 20 ms
-// apart). A program that does not know of it loses nothing; a pool's Env
-// may set it empty.
+// probed at its port may write a byte to once it listens on it: the farm
+// then takes it as ready without probing again, once it finds the
+// listener in the instance's process group. A program that does not know
+// of it loses nothing: it is probed (1 ms apart at first, backing off to
+// 20 ms). A pool's Env may set it empty.
 const ReadyFDEnv = "DROVER_READY_FD"
 
 // processUnit is an instance process and its process group.

@@ -43,7 +43,8 @@ type unit interface {
 	// the instance; known is false when the farm cannot tell.
 	owns(port int) (yes, known bool)
 	// notified, when not nil, is closed once the instance said that it
-	// listens (ReadyFDEnv): readiness is probed at once then.
+	// listens (ReadyFDEnv): the instance is then ready without a probe,
+	// once owns finds its listener.
 	notified() <-chan struct{}
 	// stderrTail is the last line the instance wrote to stderr; valid
 	// after cleanup.

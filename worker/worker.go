@@ -170,8 +170,8 @@ func Run(ctx context.Context, cfg Config) error {
 }
 
 // notifyReady tells a farm that the worker listens, if the farm gave it a
-// descriptor for that ($DROVER_READY_FD): the farm then need not wait for
-// its next port probe. Best effort: the probe finds the port anyway.
+// descriptor for that ($DROVER_READY_FD): the farm then takes it as ready
+// without probing its port. Best effort: without the byte the farm probes.
 func notifyReady() {
 	v := os.Getenv("DROVER_READY_FD")
 	if v == "" {
