@@ -473,15 +473,5 @@ func BenchmarkStartStopContainer(b *testing.B) {
 	_, img := dockerSetup(b)
 	f := newTestFarm(b, Config{ID: testFarmID(), Slots: 1, Logger: slog.New(slog.DiscardHandler),
 		Pools: []PoolSpec{containerPool("w", img)}})
-	ctx := context.Background()
-	b.ReportAllocs()
-	for b.Loop() {
-		inst, err := f.StartInstance(ctx, "w")
-		if err != nil {
-			b.Fatal(err)
-		}
-		if err := f.StopInstance(ctx, inst.ID); err != nil {
-			b.Fatal(err)
-		}
-	}
+	benchStartStop(b, f, "w")
 }

@@ -873,18 +873,23 @@ func BenchmarkStartStopProcess(b *testing.B) {
 	for _, mode := range []string{"notify", "listen"} {
 		b.Run(mode, func(b *testing.B) {
 			f := newTestFarm(b, Config{Slots: 1, Logger: slog.New(slog.DiscardHandler), Pools: []PoolSpec{childPool("p", mode)}})
-			ctx := context.Background()
-			b.ReportAllocs()
-			for b.Loop() {
-				inst, err := f.StartInstance(ctx, "p")
-				if err != nil {
-					b.Fatal(err)
-				}
-				if err := f.StopInstance(ctx, inst.ID); err != nil {
-					b.Fatal(err)
-				}
-			}
+			benchStartStop(b, f, "p")
 		})
+	}
+}
+
+// benchStartStop starts and stops an instance of pool on f, b.N times.
+func benchStartStop(b *testing.B, f *Farm, pool string) {
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		inst, err := f.StartInstance(ctx, pool)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := f.StopInstance(ctx, inst.ID); err != nil {
+			b.Fatal(err)
+		}
 	}
 }
 

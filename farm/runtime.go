@@ -39,8 +39,9 @@ type unit interface {
 	terminate()
 	// kill ends the instance at once (SIGKILL).
 	kill()
-	// owns reports whether the listener a probe found on port belongs to
-	// the instance; known is false when the farm cannot tell.
+	// owns reports whether the listener on port (the one a probe found,
+	// or the one the instance said it opened) belongs to the instance;
+	// known is false when the farm cannot tell.
 	owns(port int) (yes, known bool)
 	// notified, when not nil, is closed once the instance said that it
 	// listens (ReadyFDEnv): the instance is then ready without a probe,
