@@ -13,6 +13,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"runtime"
 	"strconv"
@@ -967,4 +968,52 @@ func TestReadyNotificationIsTrusted(t *testing.T) {
 	require.NoError(t, err)
 	killOnCleanup(t, inst.PID)
 	require.Equal(t, "pong "+inst.ID, ask(t, inst.Addr, "ping"))
+}
+
+// TestStopLowersPriority: an instance being stopped, with whatever it
+// started in its process group, runs at stopNice from the SIGTERM on, every
+// thread of it.
+func TestStopLowersPriority(t *testing.T) {
+	t.Parallel()
+	f := newTestFarm(t, Config{Slots: 1, StopGrace: 300 * time.Millisecond, Pools: []PoolSpec{childPool("p", "stubborn")}})
+	inst, err := f.StartInstance(startCtx(t), "p")
+	require.NoError(t, err)
+	killOnCleanup(t, inst.PID)
+	grandchild, err := strconv.Atoi(ask(t, inst.Addr, "spawn"))
+	require.NoError(t, err)
+	killOnCleanup(t, grandchild)
+	require.Equal(t, []int{0}, niceValues(t, inst.PID, grandchild), "a running instance keeps the farm's priority")
+
+	_, err = f.beginStop(inst.ID) // the stubborn child ignores the SIGTERM: it is still there to look at
+	require.NoError(t, err)
+	require.Equal(t, []int{stopNice}, niceValues(t, inst.PID, grandchild))
+	require.NoError(t, f.StopInstance(startCtx(t), inst.ID))
+}
+
+// niceValues returns the distinct nice values of every thread of the
+// processes pids, read from /proc.
+func niceValues(t *testing.T, pids ...int) []int {
+	t.Helper()
+	seen := map[int]bool{}
+	var vals []int
+	for _, pid := range pids {
+		stats, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/stat", pid))
+		require.NoError(t, err)
+		require.NotEmpty(t, stats, "process %d is gone", pid)
+		for _, p := range stats {
+			b, err := os.ReadFile(p)
+			require.NoError(t, err)
+			// After the command name in parentheses: state is field 3,
+			// nice field 19.
+			fields := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+			require.Greater(t, len(fields), 16, p)
+			n, err := strconv.Atoi(fields[16])
+			require.NoError(t, err)
+			if !seen[n] {
+				seen[n] = true
+				vals = append(vals, n)
+			}
+		}
+	}
+	return vals
 }
