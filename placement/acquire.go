@@ -363,6 +363,18 @@ func (p *Placer) serveLocked(h *Holder, ps *poolState) (grant, bool, error) {
 // viewer asks for, warm instances of another pool). It returns the
 // instance stopped, nil when there is none.
 func (p *Placer) evictLocked(h *Holder, ps *poolState) *Instance {
+	// A retired instance is stopped anyway: its stop goes first.
+	for _, q := range p.pools {
+		for i, inst := range q.retired {
+			fe := inst.farm
+			if fe.draining || fe.suspect || !fe.pools[ps.cfg.Name] || !fe.matches(h.Labels) {
+				continue
+			}
+			q.retired = slices.Delete(q.retired, i, i+1)
+			p.stopRetiredOneLocked(inst)
+			return inst
+		}
+	}
 	var victim *Instance
 	for _, q := range p.pools {
 		for _, inst := range q.idle {
@@ -616,6 +628,11 @@ func (p *Placer) refillLocked() {
 		}
 		for ; have < want; have++ {
 			slot, fe, err := p.reserveLocked(ps, nil, "")
+			if err == nil && fe == nil {
+				// No free slot: the retired instances give theirs back
+				// (the refill goes on when their stops free them).
+				p.stopAllRetiredLocked()
+			}
 			if err != nil || fe == nil {
 				break
 			}
@@ -843,7 +860,92 @@ func (p *Placer) Release(inst *Instance, reusable bool) {
 			return
 		}
 	}
-	p.stopAsyncLocked(inst)
+	p.retireLocked(inst)
+}
+
+// maxRetire bounds how long a released instance waits for its stop
+// (retireLocked) while its pool's takes go on without a pause.
+const maxRetire = 500 * time.Millisecond
+
+// retireLocked stops inst, released and not kept by its pool, once the
+// pool's takes pause (no take for RefillQuiet), as the refill waits for
+// them: while a burst of sessions is served from the warm instances, the
+// stops of the sessions that end meanwhile would take the CPU the new ones
+// need (a process's exit, and its reaping by the farm, cost about as much
+// as a warm session's open). A retired instance serves nobody, keeps its
+// slot and, until its stop, its connection.
+//
+// It is stopped at once when its pool is not in a burst, a holder waits
+// in the queue, its farm drains or is suspect, or the placer is closed;
+// later, as soon as a holder needs its slot (evictLocked) or a refill
+// finds no free slot (refillLocked), and maxRetire after its release at
+// the latest.
+func (p *Placer) retireLocked(inst *Instance) {
+	ps, fe := inst.pool, inst.farm
+	now := time.Now()
+	quiet := ps.lastTake.Add(p.cfg.RefillQuiet).Sub(now)
+	if quiet <= 0 || p.queued > 0 || fe.draining || fe.suspect || p.closed {
+		p.stopAsyncLocked(inst)
+		return
+	}
+	inst.state = instStopping
+	inst.holder = nil
+	inst.retiredAt = now
+	ps.retired = append(ps.retired, inst)
+	p.retireLaterLocked(ps, min(quiet, maxRetire))
+}
+
+func (p *Placer) retireLaterLocked(ps *poolState, d time.Duration) {
+	if ps.retireTimer != nil || p.closed {
+		return
+	}
+	ps.retireTimer = time.AfterFunc(d, func() {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		ps.retireTimer = nil
+		p.stopRetiredLocked(ps, false)
+	})
+}
+
+// stopRetiredLocked stops the retired instances of ps: all of them when
+// all is set or the pool's takes paused, otherwise those that waited
+// maxRetire. It sets the timer for the rest.
+func (p *Placer) stopRetiredLocked(ps *poolState, all bool) {
+	if len(ps.retired) == 0 {
+		return
+	}
+	now := time.Now()
+	quiet := ps.lastTake.Add(p.cfg.RefillQuiet).Sub(now)
+	all = all || quiet <= 0 || p.closed
+	kept := ps.retired[:0]
+	for _, inst := range ps.retired {
+		if all || now.Sub(inst.retiredAt) >= maxRetire || inst.farm.draining || inst.farm.suspect {
+			p.stopRetiredOneLocked(inst)
+		} else {
+			kept = append(kept, inst)
+		}
+	}
+	clear(ps.retired[len(kept):])
+	ps.retired = kept
+	if len(kept) > 0 {
+		p.retireLaterLocked(ps, max(min(quiet, kept[0].retiredAt.Add(maxRetire).Sub(now)), time.Millisecond))
+	}
+}
+
+// stopRetiredOneLocked stops a retired instance that is still waiting;
+// one that was lost meanwhile is gone from the books already.
+func (p *Placer) stopRetiredOneLocked(inst *Instance) {
+	inst.retiredAt = time.Time{}
+	if inst.state == instStopping {
+		p.stopAsyncLocked(inst)
+	}
+}
+
+// stopAllRetiredLocked stops every retired instance of every pool.
+func (p *Placer) stopAllRetiredLocked() {
+	for _, ps := range p.pools {
+		p.stopRetiredLocked(ps, true)
+	}
 }
 
 // idleLocked makes an instance idle, in the store first.

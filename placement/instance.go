@@ -41,6 +41,9 @@ type Instance struct {
 	holder    *Holder
 	idleSince time.Time
 	booked    time.Time // when it went on the books
+	// retiredAt is when it was released to wait in its pool's retired
+	// list for its stop (Placer.retireLocked); zero otherwise.
+	retiredAt time.Time
 }
 
 // ID is the farm's id of the instance.
@@ -110,4 +113,9 @@ type poolState struct {
 	retryTimer *time.Timer // a refill later: after a failure, or once quiet
 	// lastTake is when an idle instance was last handed out (refillLocked).
 	lastTake time.Time
+	// retired holds released instances waiting for the pool's takes to
+	// pause before they are stopped, oldest first; retireTimer stops them
+	// then (retireLocked).
+	retired     []*Instance
+	retireTimer *time.Timer
 }

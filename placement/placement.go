@@ -352,6 +352,11 @@ func (p *Placer) Close() {
 		if ps.retryTimer != nil {
 			ps.retryTimer.Stop()
 		}
+		if ps.retireTimer != nil {
+			ps.retireTimer.Stop()
+			ps.retireTimer = nil
+		}
+		p.stopRetiredLocked(ps, true)
 		for _, inst := range ps.idle {
 			p.stopAsyncLocked(inst)
 		}

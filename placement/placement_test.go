@@ -3,6 +3,7 @@ package placement
 import (
 	"context"
 	"errors"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -374,6 +375,80 @@ func TestRefillWaitsForTheBurstToPass(t *testing.T) {
 		}
 		eventually(t, "the pool full again once quiet", func() bool { p := pool(tp); return p.Idle == 8 && p.Starting == 0 })
 		require.Len(t, f.startedWith(), 13)
+	})
+}
+
+// TestStopsWaitForTheBurstToPass: an instance released during a burst of
+// takes from a kill pool waits for its stop until the takes pause, or
+// maxRetire; a holder that needs its slot has it stopped at once, before
+// an idle instance is.
+func TestStopsWaitForTheBurstToPass(t *testing.T) {
+	retired := func(tp *testPlacer, pool string) int {
+		tp.mu.Lock()
+		defer tp.mu.Unlock()
+		return len(tp.pools[pool].retired)
+	}
+	pool := func(tp *testPlacer) PoolInfo {
+		for _, p := range tp.Snapshot().Pools {
+			if p.Name == "k" {
+				return p
+			}
+		}
+		return PoolInfo{}
+	}
+	t.Run("until maxRetire", func(t *testing.T) {
+		tp := newTestPlacer(t, Config{Pools: []Pool{{Name: "k", Warm: 4}}, RefillQuiet: time.Hour})
+		f := newLocalFarm("f", 8, "k")
+		tp.AddFarm(f)
+		eventually(t, "four warm instances", func() bool { return pool(tp).Idle == 4 })
+		i0 := tp.acquire(t, newHolder("h0", "k"), false)
+		released := time.Now()
+		tp.Release(i0, true)
+		require.Equal(t, 1, retired(tp, "k"), "released in a burst: the stop waits")
+		eventually(t, "the stop at maxRetire", func() bool { return slices.Contains(f.stops(), i0.ID()) })
+		require.GreaterOrEqual(t, time.Since(released), maxRetire)
+		require.Zero(t, retired(tp, "k"))
+	})
+	t.Run("once quiet", func(t *testing.T) {
+		tp := newTestPlacer(t, Config{Pools: []Pool{{Name: "k", Warm: 4}}, RefillQuiet: 20 * time.Millisecond})
+		f := newLocalFarm("f", 8, "k")
+		tp.AddFarm(f)
+		eventually(t, "four warm instances", func() bool { return pool(tp).Idle == 4 })
+		i0 := tp.acquire(t, newHolder("h0", "k"), false)
+		i1 := tp.acquire(t, newHolder("h1", "k"), false)
+		tp.Release(i0, true)
+		tp.Release(i1, true)
+		eventually(t, "both stopped once the takes paused", func() bool { return len(f.stops()) == 2 })
+		require.ElementsMatch(t, []string{i0.ID(), i1.ID()}, f.stops())
+		eventually(t, "the pool full again", func() bool { p := pool(tp); return p.Idle == 4 && p.Starting == 0 })
+	})
+	t.Run("no burst", func(t *testing.T) {
+		tp := newTestPlacer(t, Config{Pools: []Pool{{Name: "k", Warm: 1}}, RefillQuiet: time.Nanosecond})
+		f := newLocalFarm("f", 2, "k")
+		tp.AddFarm(f)
+		eventually(t, "a warm instance", func() bool { return pool(tp).Idle == 1 })
+		i0 := tp.acquire(t, newHolder("h0", "k"), false)
+		tp.Release(i0, true)
+		require.Zero(t, retired(tp, "k"), "no take for RefillQuiet: stopped at once")
+		eventually(t, "the stop", func() bool { return slices.Contains(f.stops(), i0.ID()) })
+	})
+	t.Run("a holder needs the slot", func(t *testing.T) {
+		tp := newTestPlacer(t, Config{Pools: []Pool{{Name: "k", Warm: 1}, {Name: "c"}}, RefillQuiet: time.Hour})
+		f := newLocalFarm("f", 2, "k", "c")
+		tp.AddFarm(f)
+		eventually(t, "a warm instance", func() bool { return pool(tp).Idle == 1 })
+		i0 := tp.acquire(t, newHolder("h0", "k"), false)
+		eventually(t, "the refill", func() bool { p := pool(tp); return p.Idle == 1 && p.Starting == 0 })
+		tp.Release(i0, true)
+		require.Equal(t, 1, retired(tp, "k"))
+		// Both slots are taken, by the idle instance and the retired one:
+		// a holder of the other pool that does not wait gets the retired
+		// one's slot, and the idle instance stays.
+		i1 := tp.acquire(t, newHolder("h1", "c"), false)
+		require.Equal(t, "c", i1.Pool())
+		require.Equal(t, []string{i0.ID()}, f.stops())
+		require.Zero(t, retired(tp, "k"))
+		require.Equal(t, 1, pool(tp).Idle)
 	})
 }
 
