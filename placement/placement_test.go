@@ -432,6 +432,18 @@ func TestStopsWaitForTheBurstToPass(t *testing.T) {
 		require.Zero(t, retired(tp, "k"), "no take for RefillQuiet: stopped at once")
 		eventually(t, "the stop", func() bool { return slices.Contains(f.stops(), i0.ID()) })
 	})
+	t.Run("closed", func(t *testing.T) {
+		tp := newTestPlacer(t, Config{Pools: []Pool{{Name: "k", Warm: 2}}, RefillQuiet: time.Hour})
+		f := newLocalFarm("f", 4, "k")
+		tp.AddFarm(f)
+		eventually(t, "two warm instances", func() bool { return pool(tp).Idle == 2 })
+		i0 := tp.acquire(t, newHolder("h0", "k"), false)
+		tp.Release(i0, true)
+		require.Equal(t, 1, retired(tp, "k"))
+		tp.Close()
+		require.Zero(t, retired(tp, "k"), "a closed placer keeps no stop waiting")
+		eventually(t, "the stop", func() bool { return slices.Contains(f.stops(), i0.ID()) })
+	})
 	t.Run("a holder needs the slot", func(t *testing.T) {
 		tp := newTestPlacer(t, Config{Pools: []Pool{{Name: "k", Warm: 1}, {Name: "c"}}, RefillQuiet: time.Hour})
 		f := newLocalFarm("f", 2, "k", "c")
