@@ -223,10 +223,10 @@ func describeExit(waitErr error, cmd *exec.Cmd) error {
 // that a stop does not compete with the instances that still serve
 // sessions (a nice-10 task gets about a tenth of the CPU a nice-0 one
 // does); not 19, so that a stop on a farm whose every CPU is busy still
-// ends within moments and frees its slot: drover bench's warm opens, each
-// of which ends the previous session and stops its instance, took p50
-// 1.96–2.42 ms with stops at nice 0 and 1.75–1.77 ms at 10 (1.70–1.86 at
-// 19; stop 27's note).
+// ends within moments and frees its slot. drover bench's cold opens, each
+// of which ends the previous session and stops its process, took p50
+// 14.4 ms with stops at 10 against 15.7 at 0 (means of five alternations;
+// BENCHMARKS.md, stop 27); 19 gained nothing more than 10.
 const stopNice = 10
 
 // lowerGroupPriority sets every thread of every process in the group led by

@@ -932,8 +932,10 @@ func (p *Placer) stopRetiredLocked(ps *poolState, all bool) {
 	}
 }
 
-// stopRetiredOneLocked stops a retired instance that is still waiting;
-// one that was lost meanwhile is gone from the books already.
+// stopRetiredOneLocked stops a retired instance. One that exited or
+// whose farm died meanwhile is still on the books (lost leaves a stopping
+// instance to its stop), and its stop takes it off them; only one already
+// off them (instGone) needs none.
 func (p *Placer) stopRetiredOneLocked(inst *Instance) {
 	inst.retiredAt = time.Time{}
 	if inst.state == instStopping {
