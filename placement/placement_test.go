@@ -444,6 +444,22 @@ func TestStopsWaitForTheBurstToPass(t *testing.T) {
 		require.Zero(t, retired(tp, "k"), "a closed placer keeps no stop waiting")
 		eventually(t, "the stop", func() bool { return slices.Contains(f.stops(), i0.ID()) })
 	})
+	t.Run("a refill needs the slot", func(t *testing.T) {
+		tp := newTestPlacer(t, Config{Pools: []Pool{{Name: "k", Warm: 2}}, RefillQuiet: time.Hour})
+		f := newLocalFarm("f", 2, "k")
+		tp.AddFarm(f)
+		eventually(t, "two warm instances", func() bool { return pool(tp).Idle == 2 })
+		i0 := tp.acquire(t, newHolder("h0", "k"), false)
+		tp.Release(i0, true)
+		require.Equal(t, 1, retired(tp, "k"))
+		// The last idle instance taken: the burst's refill (a quarter of
+		// two, plus one) finds both slots held, one by the retired
+		// instance, which is stopped at once to make room.
+		tp.acquire(t, newHolder("h1", "k"), false)
+		require.Zero(t, retired(tp, "k"))
+		eventually(t, "the refill in the freed slot", func() bool { p := pool(tp); return p.Idle == 1 && p.Starting == 0 })
+		require.Equal(t, []string{i0.ID()}, f.stops())
+	})
 	t.Run("a holder needs the slot", func(t *testing.T) {
 		tp := newTestPlacer(t, Config{Pools: []Pool{{Name: "k", Warm: 1}, {Name: "c"}}, RefillQuiet: time.Hour})
 		f := newLocalFarm("f", 2, "k", "c")
