@@ -78,10 +78,16 @@ func procStat(pid int) (state byte, pgrp int, ok bool) {
 	if err != nil {
 		return 0, 0, false
 	}
-	// pid (comm) state ppid pgrp ...; comm may hold spaces and parens.
-	fields := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+	fields := statFields(b)
 	pgrp, _ = strconv.Atoi(fields[2])
 	return fields[0][0], pgrp, true
+}
+
+// statFields splits a /proc stat line after the command name: "pid (comm)
+// state ppid pgrp ..." gives [state ppid pgrp ...], field 3 of proc(5)
+// first. comm may hold spaces and parens.
+func statFields(b []byte) []string {
+	return strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
 }
 
 // gone reports whether pid is dead: no such process, or a zombie nobody
@@ -1003,9 +1009,7 @@ func niceValues(t *testing.T, pids ...int) []int {
 		for _, p := range stats {
 			b, err := os.ReadFile(p)
 			require.NoError(t, err)
-			// After the command name in parentheses: state is field 3,
-			// nice field 19.
-			fields := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+			fields := statFields(b) // nice is field 19 of proc(5)
 			require.Greater(t, len(fields), 16, p)
 			n, err := strconv.Atoi(fields[16])
 			require.NoError(t, err)

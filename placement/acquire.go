@@ -371,7 +371,7 @@ func (p *Placer) evictLocked(h *Holder, ps *poolState) *Instance {
 				continue
 			}
 			q.retired = slices.Delete(q.retired, i, i+1)
-			p.stopRetiredOneLocked(inst)
+			p.stopAsyncLocked(inst)
 			return inst
 		}
 	}
@@ -917,10 +917,13 @@ func (p *Placer) stopRetiredLocked(ps *poolState, all bool) {
 	now := time.Now()
 	quiet := ps.lastTake.Add(p.cfg.RefillQuiet).Sub(now)
 	all = all || quiet <= 0 || p.closed
+	// A retired instance that exited or whose farm died meanwhile is still
+	// on the books (lost leaves a stopping instance to its stop): its stop
+	// takes it off them.
 	kept := ps.retired[:0]
 	for _, inst := range ps.retired {
 		if all || now.Sub(inst.retiredAt) >= maxRetire || inst.farm.draining || inst.farm.suspect {
-			p.stopRetiredOneLocked(inst)
+			p.stopAsyncLocked(inst)
 		} else {
 			kept = append(kept, inst)
 		}
@@ -929,17 +932,6 @@ func (p *Placer) stopRetiredLocked(ps *poolState, all bool) {
 	ps.retired = kept
 	if len(kept) > 0 {
 		p.retireLaterLocked(ps, max(min(quiet, kept[0].retiredAt.Add(maxRetire).Sub(now)), time.Millisecond))
-	}
-}
-
-// stopRetiredOneLocked stops a retired instance. One that exited or
-// whose farm died meanwhile is still on the books (lost leaves a stopping
-// instance to its stop), and its stop takes it off them; only one already
-// off them (instGone) needs none.
-func (p *Placer) stopRetiredOneLocked(inst *Instance) {
-	inst.retiredAt = time.Time{}
-	if inst.state == instStopping {
-		p.stopAsyncLocked(inst)
 	}
 }
 

@@ -42,7 +42,7 @@ type Instance struct {
 	idleSince time.Time
 	booked    time.Time // when it went on the books
 	// retiredAt is when it was released to wait in its pool's retired
-	// list for its stop (Placer.retireLocked); zero otherwise.
+	// list for its stop (Placer.retireLocked).
 	retiredAt time.Time
 }
 
