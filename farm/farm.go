@@ -798,9 +798,11 @@ func (f *Farm) awaitStop(ctx context.Context, inst *instance) error {
 	case <-inst.exited:
 		return nil
 	case <-grace.C:
+		f.log.Warn("instance still running after the stop grace, killing it", "instance", id, inst.unitAttr())
 	case <-ctx.Done():
+		f.log.Warn("stop cut short before the stop grace, killing the instance", "instance", id, inst.unitAttr(),
+			"reason", context.Cause(ctx))
 	}
-	f.log.Warn("instance still running after the stop grace, killing it", "instance", id, inst.unitAttr())
 	inst.unit.kill()
 	kill := time.NewTimer(killWait)
 	defer kill.Stop()

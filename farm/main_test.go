@@ -39,6 +39,7 @@ func TestMain(m *testing.M) {
 //	liar      say it listens on DROVER_READY_FD, never listen
 //	slow      sleep DROVER_FARM_TEST_DELAY, then listen
 //	stubborn  listen, ignoring SIGTERM
+//	linger    listen; on SIGTERM, take DROVER_FARM_TEST_DELAY to exit 0
 //	crash     write to stderr and exit 7 at once
 //	never     never listen
 //	sleep     sleep (a grandchild)
@@ -67,6 +68,15 @@ func runChild(mode string) int {
 	case "stubborn":
 		signal.Ignore(syscall.SIGTERM)
 		return serve(false)
+	case "linger":
+		d, err := time.ParseDuration(os.Getenv(delayEnv))
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "child:", err)
+			return 2
+		}
+		code := serve(true)
+		time.Sleep(d) // a graceful stop that takes a while: saving state
+		return code
 	case "crash":
 		fmt.Println("child: starting")
 		fmt.Fprintln(os.Stderr, "child: bad configuration")

@@ -228,8 +228,12 @@ func (s *Server) serveConnected(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
+// serveStop stops an instance and answers once it is gone. A manager that
+// stops waiting (its own timeout, or it died) does not cut the stop short:
+// the instance still gets its stop grace, since what it does on SIGTERM
+// (save, flush, hand back a licence) does not depend on who is listening.
 func (s *Server) serveStop(w http.ResponseWriter, r *http.Request) {
-	err := s.f.StopInstance(r.Context(), r.PathValue("id"))
+	err := s.f.StopInstance(context.WithoutCancel(r.Context()), r.PathValue("id"))
 	switch {
 	case errors.Is(err, ErrNotFound):
 		writeError(w, http.StatusNotFound, msgNoInstance)

@@ -385,6 +385,46 @@ func TestServerStopsOrphans(t *testing.T) {
 	require.Contains(t, ts.logs.String(), "stopping an instance nobody is connected to")
 }
 
+// A manager that stops waiting for a stop (its request's timeout, or it
+// died mid-request) does not cut the instance's stop short: the instance
+// still gets its stop grace and exits by itself.
+func TestServerStopOutlivesItsRequest(t *testing.T) {
+	ts := newTestServer(t, Config{ID: "f1", Slots: 1, StopGrace: time.Minute,
+		Pools: []PoolSpec{childPool("p", "linger", delayEnv+"=400ms")}}, ServerConfig{})
+	code, body := ts.do(t, "POST", PathInstances, `{"pool":"p"}`, nil)
+	require.Equal(t, http.StatusOK, code, body)
+	var inst Instance
+	require.NoError(t, json.Unmarshal([]byte(body), &inst))
+	killOnCleanup(t, inst.PID)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodDelete, ts.http.URL+PathInstances+"/"+inst.ID, nil)
+	require.NoError(t, err)
+	req.Header.Set("Authorization", "Bearer "+testToken)
+	sent := make(chan error, 1)
+	go func() {
+		resp, err := ts.client.Do(req)
+		if err == nil {
+			_ = resp.Body.Close()
+		}
+		sent <- err
+	}()
+	require.Eventually(t, func() bool {
+		insts := ts.f.Instances()
+		return len(insts) == 1 && insts[0].State == StateStopping
+	}, waitFor, time.Millisecond, "the stop began")
+	cancel() // the manager gives up on its request
+	require.ErrorIs(t, <-sent, context.Canceled)
+
+	requireGone(t, inst.PID)
+	require.Eventually(t, func() bool { return len(ts.f.Instances()) == 0 }, waitFor, time.Millisecond)
+	logs := ts.logs.String()
+	require.Regexp(t, `msg="instance exited" instance=`+inst.ID+` .*status="exit status 0"`, logs,
+		"the instance ended its own stop")
+	require.NotContains(t, logs, "killing")
+}
+
 func TestServerRequire(t *testing.T) {
 	type call struct {
 		url   string
