@@ -494,6 +494,13 @@ func (a *Agent) offered(l *link) int {
 	return a.f.Slots()
 }
 
+// managerCount is how many managers the farm registers with.
+func (a *Agent) managerCount() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return len(a.order)
+}
+
 // register registers the farm with the manager of l and returns the
 // heartbeat interval it asks for and the instances it gave up on.
 func (a *Agent) register(ctx context.Context, l *link) (time.Duration, []string, error) {
@@ -508,6 +515,7 @@ func (a *Agent) register(ctx context.Context, l *link) (time.Duration, []string,
 		JobSlots:  a.cfg.JobSlots,
 		Pools:     st.Pools,
 		Instances: st.Instances,
+		Managers:  a.managerCount(),
 	}
 	var resp RegisterResponse
 	// A registration is as harmless to repeat as a heartbeat: one that a

@@ -267,7 +267,7 @@ func TestAgentRegistersBeatsAndDeregisters(t *testing.T) {
 	inst.Started = time.Time{}
 	require.Equal(t, RegisterRequest{ID: "f1", Name: "farm one", URL: "http://farm.test:8282",
 		Labels: map[string]string{"gpu": "1"}, Priority: 5, Slots: 3, Pools: []string{"p", "q"},
-		Instances: []Instance{inst}}, normalize(regs[0]))
+		Instances: []Instance{inst}, Managers: 1}, normalize(regs[0]))
 	require.Equal(t, Heartbeat{Free: 2, Instances: []Instance{inst}}, normalizeBeat(beats[0]))
 
 	ra.stop()
@@ -385,6 +385,7 @@ func TestAgentAddManager(t *testing.T) {
 	regs, _, _ := m2.snapshot()
 	require.Len(t, regs, 1)
 	require.Equal(t, 2, regs[0].Slots, "the slots asked for")
+	require.Equal(t, 2, regs[0].Managers, "it registers with two managers now")
 	m2.waitFor(t, "beating", func(_ []RegisterRequest, beats []Heartbeat, _ []string) bool {
 		return len(beats) >= 1 && beats[0].Free == 2
 	})

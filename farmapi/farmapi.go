@@ -180,6 +180,12 @@ type RegisterRequest struct {
 	Pools    []string          `json:"pools"`
 	// Instances are those still running from before a re-registration.
 	Instances []Instance `json:"instances,omitempty"`
+	// Managers is how many managers the farm registers with (0: it does
+	// not say). A manager whose store is private (store.Private) and that
+	// is a farm's only one knows that the instances it listed which the
+	// store has no record of were placed by that manager before it
+	// restarted, and asks the farm to stop them (RegisterResponse.Stop).
+	Managers int `json:"managers,omitempty"`
 }
 
 // RegisterResponse tells the farm how often to send heartbeats, and which
@@ -192,7 +198,8 @@ type RegisterResponse struct {
 	// Stop names instances of RegisterRequest.Instances. A farm registered
 	// with several managers that do not share state hears from each about
 	// its own: a manager names only instances it placed, never one it does
-	// not know. The farm marks them stopping before it sends its next
+	// not know. A farm's only manager, restarted with a private store,
+	// names every instance it has no record of (RegisterRequest.Managers). The farm marks them stopping before it sends its next
 	// heartbeat, which reports their slots as used until they are gone, and
 	// beats again as soon as they are; ids it does not have are ignored.
 	Stop []string `json:"stop,omitempty"`

@@ -107,6 +107,7 @@ type httpFarm struct {
 	hangup   bool // answer no request: drop the connection
 	full     bool // answer starts with 429
 	priority int
+	managers int // RegisterRequest.Managers
 }
 
 func newHTTPFarm(t *testing.T, id string, slots int, pools ...string) *httpFarm {
@@ -189,7 +190,7 @@ func (f *httpFarm) instances() []farmapi.Instance {
 
 func (f *httpFarm) request() farmapi.RegisterRequest {
 	return farmapi.RegisterRequest{ID: f.id, Name: f.id, URL: f.srv.URL, Slots: f.slots, Pools: f.pools,
-		Priority: f.priority, JobSlots: 2, Instances: f.instances()}
+		Priority: f.priority, JobSlots: 2, Instances: f.instances(), Managers: f.managers}
 }
 
 func (f *httpFarm) register(t *testing.T, p *Placer) farmapi.RegisterResponse {

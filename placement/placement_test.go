@@ -236,7 +236,9 @@ func TestFullFarmWhileSlotsFree(t *testing.T) {
 // TestRegisterAgainStopsGivenUpInstances: a farm declared dead that
 // registers again is told which of the instances it still runs nobody
 // holds, so that it stops them at once. A farm this manager did not see
-// die is told nothing.
+// die is told nothing, unless the manager is its only one and its store is
+// private: then the manager restarted, and what the store has no record
+// of was its own.
 func TestRegisterAgainStopsGivenUpInstances(t *testing.T) {
 	tp := newTestPlacer(t, Config{Pools: []Pool{{Name: "p"}}})
 	a := newHTTPFarm(t, "a", 2, "p")
@@ -265,6 +267,26 @@ func TestRegisterAgainStopsGivenUpInstances(t *testing.T) {
 	b := newHTTPFarm(t, "b", 2, "p")
 	b.set(func(f *httpFarm) { f.running["b-old"] = farmapi.Instance{ID: "b-old", Pool: "p"} })
 	require.Empty(t, b.register(t, tp.Placer).Stop)
+	b.managers = 2
+	require.Empty(t, b.register(t, tp.Placer).Stop, "another manager may hold it")
+
+	// Its only manager, with a private store (the test store is a Memory):
+	// what the store has no record of was placed before a restart. A slot
+	// another manager sharing the store reserved is held.
+	c := newHTTPFarm(t, "c", 3, "p")
+	c.managers = 1
+	c.set(func(f *httpFarm) {
+		f.running["c-old"] = farmapi.Instance{ID: "c-old", Pool: "p"}
+		f.running["c-live"] = farmapi.Instance{ID: "c-live", Pool: "p"}
+	})
+	ctx := context.Background()
+	require.NoError(t, tp.cfg.Store.PutFarm(ctx, store.Farm{ID: "c", Slots: 3}))
+	require.NoError(t, tp.cfg.Store.Reserve(ctx, "c", store.Slot{ID: "s1", Owner: "m2", Pool: "p",
+		Instance: "c-live", State: store.SlotBound, Session: "s"}))
+	require.Equal(t, []string{"c-old"}, c.register(t, tp.Placer).Stop)
+	// Registering again while on the books: its instances are this
+	// manager's to judge as they come and go, not at registration.
+	require.Empty(t, c.register(t, tp.Placer).Stop)
 }
 
 // TestStallGivesFarmsAFreshDeadline: a manager that did not run for a

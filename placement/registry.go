@@ -166,17 +166,29 @@ func (p *Placer) Register(req farmapi.RegisterRequest) (farmapi.RegisterResponse
 }
 
 // givenUp lists the instances a registering farm reports that nobody
-// holds. Only a farm this manager saw leave is asked to stop any: every
+// holds. A farm this manager saw leave is asked to stop those: every
 // manager gives up a farm that left, and the store then holds no
-// reservation of its. For a farm it did not see leave (a manager just
-// started, a store that lost its records) it cannot tell, and the farm's
-// own orphan sweep stops them later.
+// reservation of its. So is a farm this manager does not know whose only
+// manager it is, when its store is private (store.Private): the manager
+// restarted, and its sessions were lost with the store (found by killing a
+// manager with three sessions just ended: the farm kept their instances,
+// and the warm instances of the manager before, until its orphan sweep,
+// 45 s later, and the restarted manager's starts found it full meanwhile).
+// For any other farm it cannot tell whose they are (another manager's, a
+// shared store that lost its records), and the farm's own orphan sweep
+// stops them later.
 func (p *Placer) givenUp(req farmapi.RegisterRequest) []string {
 	if len(req.Instances) == 0 {
 		return nil
 	}
+	private := false
+	if ps, ok := p.st.(store.Private); ok {
+		private = ps.Private()
+	}
 	p.mu.Lock()
 	_, buried := p.buried[req.ID]
+	_, known := p.farms[req.ID]
+	sole := private && req.Managers == 1 && !known
 	held := map[string]bool{}
 	for _, inst := range p.instances {
 		if inst.farm.id == req.ID {
@@ -184,7 +196,7 @@ func (p *Placer) givenUp(req farmapi.RegisterRequest) []string {
 		}
 	}
 	p.mu.Unlock()
-	if !buried || p.down.Load() {
+	if !buried && !sole || p.down.Load() {
 		return nil
 	}
 	ctx, cancel := opCtx()

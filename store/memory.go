@@ -39,6 +39,9 @@ type Memory struct {
 
 var _ Store = (*Memory)(nil)
 
+// Private reports true: the records live in this process alone.
+func (*Memory) Private() bool { return true }
+
 type memFarm struct {
 	f     Farm
 	slots map[string]Slot

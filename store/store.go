@@ -145,6 +145,17 @@ type Event struct {
 	From    string `json:"from,omitempty"`
 }
 
+// Private is implemented by a store whose records live in this process
+// alone (Memory). Such a store cannot lose a record behind the back of a
+// manager that uses it, nor outlive the managers that do: a manager that
+// starts with a new one knows that a farm's instance it finds no record of
+// serves no live session, since every manager that could have placed one
+// through the store before has gone with its sessions.
+type Private interface {
+	// Private reports whether the records live in this process alone.
+	Private() bool
+}
+
 // Store is the shared state. All methods are safe for concurrent use; every
 // method that changes more than one record does so atomically.
 type Store interface {

@@ -612,6 +612,33 @@ func TestFaultFarmComesBack(t *testing.T) {
 	})
 }
 
+// TestFaultManagerRestartsAlone: a manager without Redis, killed with -9
+// and started again on its address. Its farm registers again, listing the
+// instances of the sessions that died with the manager. The restarted
+// manager is the farm's only one and its store was in its memory: it has
+// the farm stop them at once, so that a session opened after the restart
+// gets an instance now, not after the farm's orphan sweep (45 s), while
+// the farm's every slot would be taken by an instance nobody can reach.
+func TestFaultManagerRestartsAlone(t *testing.T) {
+	t.Parallel()
+	m := startManager(t)
+	f := startFarm(t, m, "farm-alone", 2)
+	waitFarms(t, m, 10*time.Second, "farm-alone")
+	for range 2 {
+		openSession(t, m).echo(t)
+	}
+	require.Len(t, f.farmStatus(t).Instances, 2)
+
+	m.signal(t, syscall.SIGKILL)
+	_ = m.wait(t, 10*time.Second)
+	again := startManager(t, "--addr", m.base)
+	waitFarms(t, again, 10*time.Second, "farm-alone")
+	// Waits in the queue while the farm stops the two; Dial gives up
+	// after 20 s, long before the orphan sweep.
+	openSessionOpts(t, again, false).echo(t)
+	require.Contains(t, f.out.String(), "stopping the instances the managers gave up on")
+}
+
 // TestFaultReuseResetsState (issue 9, fault 6): with release: reuse, the
 // next session on the same instance finds nothing of the previous one's.
 // It assumes the pool key reset (a task the instance runs between
