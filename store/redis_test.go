@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/drover-dev/drover/internal/testkit/redistest"
+	"github.com/drover-dev/drover/internal/testkit/testutil"
 	"github.com/drover-dev/drover/store"
 	"github.com/drover-dev/drover/store/storetest"
 )
@@ -68,10 +69,7 @@ func TestRedisShared(t *testing.T) {
 
 // closedAddr returns a loopback address nothing listens on.
 func closedAddr(t *testing.T) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	addr := l.Addr().String()
-	require.NoError(t, l.Close())
+	addr, _ := testutil.RefusingAddr(t)
 	return addr
 }
 

@@ -211,11 +211,10 @@ func TestReceiverDownForTwoAttempts(t *testing.T) {
 	})
 
 	t.Run("refuses connections", func(t *testing.T) {
-		// A port with nothing listening: reserve it, then free it.
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		require.NoError(t, err)
-		addr := l.Addr().String()
-		require.NoError(t, l.Close())
+		// A port with nothing listening that no other test can take
+		// meanwhile (one freed after a look could be: in CI the first
+		// attempt once timed out on somebody else's server).
+		addr, closeFD := testutil.RefusingAddr(t)
 
 		rc := &receiver{}
 		rc.Server = httptest.NewUnstartedServer(http.HandlerFunc(rc.serve))
@@ -228,6 +227,7 @@ func TestReceiverDownForTwoAttempts(t *testing.T) {
 			// Reports come before the next attempt is scheduled: the
 			// receiver comes up between the second and the third.
 			if rec.Attempts == 2 && rec.State == webhook.StatePending {
+				closeFD()
 				rc.Listener.Close()
 				rc.Listener, listenErr = net.Listen("tcp", addr)
 				if listenErr == nil {
