@@ -418,7 +418,8 @@ func TestServerStopOutlivesItsRequest(t *testing.T) {
 	require.ErrorIs(t, <-sent, context.Canceled)
 
 	requireGone(t, inst.PID)
-	require.Eventually(t, func() bool { return len(ts.f.Instances()) == 0 }, waitFor, time.Millisecond)
+	exited := `msg="instance exited" instance=` + inst.ID + ` `
+	require.Eventually(t, func() bool { return strings.Contains(ts.logs.String(), exited) }, waitFor, time.Millisecond)
 	logs := ts.logs.String()
 	require.Regexp(t, `msg="instance exited" instance=`+inst.ID+` .*status="exit status 0"`, logs,
 		"the instance ended its own stop")
