@@ -199,9 +199,10 @@ type RegisterResponse struct {
 	// with several managers that do not share state hears from each about
 	// its own: a manager names only instances it placed, never one it does
 	// not know. A farm's only manager, restarted with a private store,
-	// names every instance it has no record of (RegisterRequest.Managers). The farm marks them stopping before it sends its next
-	// heartbeat, which reports their slots as used until they are gone, and
-	// beats again as soon as they are; ids it does not have are ignored.
+	// names every instance it has no record of (RegisterRequest.Managers).
+	// The farm marks them stopping before it sends its next heartbeat,
+	// which reports their slots as used until they are gone, and beats
+	// again as soon as they are; ids it does not have are ignored.
 	Stop []string `json:"stop,omitempty"`
 }
 

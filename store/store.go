@@ -147,10 +147,10 @@ type Event struct {
 
 // Private is implemented by a store whose records live in this process
 // alone (Memory). Such a store cannot lose a record behind the back of a
-// manager that uses it, nor outlive the managers that do: a manager that
-// starts with a new one knows that a farm's instance it finds no record of
-// serves no live session, since every manager that could have placed one
-// through the store before has gone with its sessions.
+// manager that uses it, and it is new whenever its process is: a manager
+// that starts with a new one knows that a farm's instance it finds no
+// record of serves no live session it could reach, since every manager
+// that placed one through the store before has gone with its sessions.
 type Private interface {
 	// Private reports whether the records live in this process alone.
 	Private() bool
