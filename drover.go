@@ -356,6 +356,13 @@ type localFarm struct {
 	header http.Header
 }
 
+// StopInstance stops an instance within the farm's stop grace. The
+// manager stops waiting after a timeout of its own; the instance still gets
+// its grace, as a remote farm's does (farm.Server).
+func (l *localFarm) StopInstance(ctx context.Context, id string) error {
+	return l.Farm.StopInstance(context.WithoutCancel(ctx), id)
+}
+
 var (
 	_ manager.Farm          = (*localFarm)(nil)
 	_ manager.ViaFarm       = (*localFarm)(nil)

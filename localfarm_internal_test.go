@@ -5,7 +5,9 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -108,4 +110,44 @@ func TestLocalStdioProgramDiesMidTask(t *testing.T) {
 	require.ErrorAs(t, err, &se)
 	require.Equal(t, session.CodeInstanceLost, se.Code)
 	require.Less(t, time.Since(begin), 5*time.Second, "the loss is seen when the program dies, not at a timeout")
+}
+
+// A stop on the local farm gets the farm's stop grace even when the
+// caller's context has ended (placement's own timeout), as on a remote
+// farm: the instance's SIGTERM handler runs.
+func TestLocalFarmStopKeepsTheGrace(t *testing.T) {
+	sh, err := exec.LookPath("sh")
+	require.NoError(t, err)
+	marker := filepath.Join(t.TempDir(), "stopped")
+	srv, err := New(Config{Addr: "127.0.0.1:0", Farm: farm.Config{Slots: 1, StopGrace: time.Minute},
+		Pools: []Pool{{Pool: manager.Pool{Name: "sh"}, PoolSpec: farm.PoolSpec{Command: sh,
+			// It says when its trap is set; the trap runs once the
+			// sleep in the foreground has gone.
+			Args: []string{"-c", `trap 'echo bye > "$0"; exit 0' TERM; : > "$0.ready"; while :; do sleep 0.05; done`,
+				marker},
+			Protocol: farm.ProtocolStdio}}}})
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		require.NoError(t, srv.Stop(ctx))
+	})
+	handle, err := srv.serveFarm("farm-token", manager.HTTPTimeouts{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	require.NoError(t, err)
+	lf := handle.(*localFarm)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	info, err := lf.StartInstanceWith(ctx, "sh", farm.StartOptions{})
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		_, err := os.Stat(marker + ".ready")
+		return err == nil
+	}, 10*time.Second, time.Millisecond, "the trap was never set")
+
+	ended, end := context.WithCancel(context.Background())
+	end() // the caller has stopped waiting
+	require.NoError(t, lf.StopInstance(ended, info.ID))
+	b, err := os.ReadFile(marker)
+	require.NoError(t, err, "the instance was killed before its SIGTERM handler ran")
+	require.Equal(t, "bye\n", string(b))
 }

@@ -37,10 +37,13 @@ var (
 	ErrModelFetch   = farmapi.ErrModelFetch
 )
 
+// DefaultStopGrace is Config.StopGrace's default: how long a stopped
+// instance has between SIGTERM and SIGKILL.
+const DefaultStopGrace = 2 * time.Second
+
 const (
 	defaultHost         = "127.0.0.1"
 	defaultStartTimeout = 15 * time.Second
-	defaultStopGrace    = 2 * time.Second
 	// killWait bounds the wait for a process group to go after SIGKILL; only
 	// a process stuck in the kernel takes longer.
 	killWait = 5 * time.Second
@@ -67,7 +70,8 @@ type Config struct {
 	// ephemeral ports chosen by the kernel.
 	PortMin, PortMax int
 	// StopGrace is the time between SIGTERM and SIGKILL when an instance is
-	// stopped; 0 means 2 s. A stop's context deadline can cut it short. A
+	// stopped; 0 means DefaultStopGrace. A stop's context can cut it short
+	// (the farm's server and drover's local farm stop without one). A
 	// container's stop timeout is StopGrace in whole seconds, at least one.
 	StopGrace time.Duration
 	// Logger receives the farm's log and the instances' output; nil discards.
@@ -244,7 +248,7 @@ func New(cfg Config) (*Farm, error) {
 		host:      cmp.Or(cfg.Host, defaultHost),
 		portMin:   cfg.PortMin,
 		portMax:   cfg.PortMax,
-		stopGrace: cmp.Or(cfg.StopGrace, defaultStopGrace),
+		stopGrace: cmp.Or(cfg.StopGrace, DefaultStopGrace),
 		pools:     make(map[string]*pool, len(cfg.Pools)),
 		environ:   os.Environ(),
 		log:       cfg.Logger,

@@ -241,6 +241,8 @@ func coalesceData(d string) string {
 func runtimeFlags(fs *pflag.FlagSet) {
 	fs.String("runtime", farm.RuntimeProcess, "where instances of pools that name no runtime run: process or docker (a container each)")
 	fs.String("image", farm.DefaultImage, "the image of docker pools that name none (make image builds the reference worker's)")
+	fs.Duration("stop-grace", farm.DefaultStopGrace,
+		"how long a stopped instance has to exit after SIGTERM (a container: its stop signal) before SIGKILL")
 }
 
 // httpBase turns a listen address into one a browser can use.

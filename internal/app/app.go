@@ -77,6 +77,10 @@ type RuntimeConfig struct {
 	// labelled with its id that it does not track; see
 	// farm.Config.ReconcileInterval.
 	ReconcileInterval time.Duration `koanf:"reconcile_interval"`
+	// StopGrace is how long a stopped instance has between SIGTERM (a
+	// container: its stop signal) and SIGKILL; 0 means
+	// farm.DefaultStopGrace. See farm.Config.StopGrace.
+	StopGrace time.Duration `koanf:"stop_grace"`
 }
 
 // pools returns the pools with rc's defaults applied; without pools, the
@@ -200,7 +204,8 @@ func NewUp(cfg UpConfig, log *slog.Logger, reg *prometheus.Registry) (_ *Up, err
 			Auth:            authn,
 			AdminToken:      cfg.AdminToken,
 		}),
-		Farm:          farm.Config{Slots: cfg.Instances, ReconcileInterval: cfg.ReconcileInterval, Cache: cache},
+		Farm: farm.Config{Slots: cfg.Instances, ReconcileInterval: cfg.ReconcileInterval, StopGrace: cfg.StopGrace,
+			Cache: cache},
 		Logger:        log,
 		ShutdownGrace: u.grace,
 		Conversion:    conv,

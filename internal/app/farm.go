@@ -181,6 +181,7 @@ func NewFarm(cfg FarmConfig, log *slog.Logger, reg *prometheus.Registry) (_ *Far
 		StateDir:          cfg.StateDir,
 		Host:              cfg.InstanceHost,
 		ReconcileInterval: cfg.ReconcileInterval,
+		StopGrace:         cfg.StopGrace,
 		// Streaming sessions' directories, swept at the next start after a
 		// crash; their files come from the managers the agent knows.
 		SessionsDir: filepath.Join(cfg.StateDir, "sessions"),
