@@ -19,11 +19,11 @@ import (
 	"github.com/drover-dev/drover/session"
 )
 
-// newStopped builds a server of one pool on a local farm of two slots, not
-// yet started; the test's end stops it.
-func newStopped(t *testing.T, pool Pool) *Server {
+// newStopped builds a server of one pool on a local farm of fc, not yet
+// started; the test's end stops it.
+func newStopped(t *testing.T, fc farm.Config, pool Pool) *Server {
 	t.Helper()
-	srv, err := New(Config{Addr: "127.0.0.1:0", Farm: farm.Config{Slots: 2}, Pools: []Pool{pool}})
+	srv, err := New(Config{Addr: "127.0.0.1:0", Farm: fc, Pools: []Pool{pool}})
 	require.NoError(t, err)
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -33,17 +33,23 @@ func newStopped(t *testing.T, pool Pool) *Server {
 	return srv
 }
 
+// serveLocalFarm serves srv's farm, as Start would, and returns it.
+func serveLocalFarm(t *testing.T, srv *Server) *localFarm {
+	t.Helper()
+	handle, err := srv.serveFarm("farm-token", manager.HTTPTimeouts{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	require.NoError(t, err)
+	return handle.(*localFarm)
+}
+
 // The manager in drover's process reaches the local farm's stdio
 // instances over an in-process connection, while their advertised URL
 // stays the farm server's, which other managers dial.
 func TestLocalFarmConnectsAdaptedInstances(t *testing.T) {
 	cat, err := exec.LookPath("cat")
 	require.NoError(t, err)
-	srv := newStopped(t, Pool{Pool: manager.Pool{Name: "cat"},
+	srv := newStopped(t, farm.Config{Slots: 2}, Pool{Pool: manager.Pool{Name: "cat"},
 		PoolSpec: farm.PoolSpec{Command: cat, Protocol: farm.ProtocolStdio, IdleGap: 50 * time.Millisecond}})
-	handle, err := srv.serveFarm("farm-token", manager.HTTPTimeouts{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	require.NoError(t, err)
-	lf := handle.(*localFarm)
+	lf := serveLocalFarm(t, srv)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -90,7 +96,7 @@ func TestLocalStdioProgramDiesMidTask(t *testing.T) {
 	require.NoError(t, err)
 	// Echoes lines until one says die; then kills itself with SIGKILL.
 	prog := `while read -r l; do case "$l" in *die*) kill -9 $$;; *) echo "$l";; esac; done`
-	srv := newStopped(t, Pool{Pool: manager.Pool{Name: "sh", Warm: 1},
+	srv := newStopped(t, farm.Config{Slots: 2}, Pool{Pool: manager.Pool{Name: "sh", Warm: 1},
 		PoolSpec: farm.PoolSpec{Command: sh, Args: []string{"-c", prog}, Protocol: farm.ProtocolStdio,
 			IdleGap: 50 * time.Millisecond}})
 	require.NoError(t, srv.Start())
@@ -119,22 +125,14 @@ func TestLocalFarmStopKeepsTheGrace(t *testing.T) {
 	sh, err := exec.LookPath("sh")
 	require.NoError(t, err)
 	marker := filepath.Join(t.TempDir(), "stopped")
-	srv, err := New(Config{Addr: "127.0.0.1:0", Farm: farm.Config{Slots: 1, StopGrace: time.Minute},
-		Pools: []Pool{{Pool: manager.Pool{Name: "sh"}, PoolSpec: farm.PoolSpec{Command: sh,
+	srv := newStopped(t, farm.Config{Slots: 1, StopGrace: time.Minute}, Pool{Pool: manager.Pool{Name: "sh"},
+		PoolSpec: farm.PoolSpec{Command: sh,
 			// It says when its trap is set; the trap runs once the
 			// sleep in the foreground has gone.
 			Args: []string{"-c", `trap 'echo bye > "$0"; exit 0' TERM; : > "$0.ready"; while :; do sleep 0.05; done`,
 				marker},
-			Protocol: farm.ProtocolStdio}}}})
-	require.NoError(t, err)
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		defer cancel()
-		require.NoError(t, srv.Stop(ctx))
-	})
-	handle, err := srv.serveFarm("farm-token", manager.HTTPTimeouts{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	require.NoError(t, err)
-	lf := handle.(*localFarm)
+			Protocol: farm.ProtocolStdio}})
+	lf := serveLocalFarm(t, srv)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	info, err := lf.StartInstanceWith(ctx, "sh", farm.StartOptions{})

@@ -454,26 +454,26 @@ func TestStopsWaitForTheBurstToPass(t *testing.T) {
 		require.Zero(t, retired(tp, "k"), "no take for RefillQuiet: stopped at once")
 		eventually(t, "the stop", func() bool { return slices.Contains(f.stops(), i0.ID()) })
 	})
-	t.Run("closed", func(t *testing.T) {
+	// retireOne fills a pool of two warm instances on a farm of slots and
+	// releases one of them in a burst that does not pause.
+	retireOne := func(t *testing.T, slots int) (*testPlacer, *localFarm, *Instance) {
 		tp := newTestPlacer(t, Config{Pools: []Pool{{Name: "k", Warm: 2}}, RefillQuiet: time.Hour})
-		f := newLocalFarm("f", 4, "k")
+		f := newLocalFarm("f", slots, "k")
 		tp.AddFarm(f)
 		eventually(t, "two warm instances", func() bool { return pool(tp).Idle == 2 })
 		i0 := tp.acquire(t, newHolder("h0", "k"), false)
 		tp.Release(i0, true)
 		require.Equal(t, 1, retired(tp, "k"))
+		return tp, f, i0
+	}
+	t.Run("closed", func(t *testing.T) {
+		tp, f, i0 := retireOne(t, 4)
 		tp.Close()
 		require.Zero(t, retired(tp, "k"), "a closed placer keeps no stop waiting")
 		eventually(t, "the stop", func() bool { return slices.Contains(f.stops(), i0.ID()) })
 	})
 	t.Run("a refill needs the slot", func(t *testing.T) {
-		tp := newTestPlacer(t, Config{Pools: []Pool{{Name: "k", Warm: 2}}, RefillQuiet: time.Hour})
-		f := newLocalFarm("f", 2, "k")
-		tp.AddFarm(f)
-		eventually(t, "two warm instances", func() bool { return pool(tp).Idle == 2 })
-		i0 := tp.acquire(t, newHolder("h0", "k"), false)
-		tp.Release(i0, true)
-		require.Equal(t, 1, retired(tp, "k"))
+		tp, f, i0 := retireOne(t, 2)
 		// The last idle instance taken: the burst's refill (a quarter of
 		// two, plus one) finds both slots held, one by the retired
 		// instance, which is stopped at once to make room.
