@@ -21,6 +21,7 @@ import (
 	"github.com/drover-dev/drover"
 	"github.com/drover-dev/drover/client"
 	"github.com/drover-dev/drover/farm"
+	"github.com/drover-dev/drover/internal/lib/forkthread"
 	"github.com/drover-dev/drover/manager"
 	"github.com/drover-dev/drover/worker"
 	"github.com/drover-dev/drover/worker/viewer"
@@ -49,7 +50,7 @@ func TestMain(m *testing.M) {
 		os.Exit(0)
 	}
 	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("net/http.(*persistConn).writeLoop"),
-		goleak.IgnoreTopFunction("internal/poll.runtime_pollWait"))
+		goleak.IgnoreTopFunction("internal/poll.runtime_pollWait"), goleak.IgnoreTopFunction(forkthread.Goroutine))
 }
 
 // streamChild echoes WebSocket messages on $DROVER_PORT, SC-server style;

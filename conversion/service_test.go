@@ -22,6 +22,7 @@ import (
 	"github.com/drover-dev/drover/conversion/queue"
 	"github.com/drover-dev/drover/conversion/webhook"
 	"github.com/drover-dev/drover/farmapi"
+	"github.com/drover-dev/drover/internal/lib/forkthread"
 	"github.com/drover-dev/drover/storage"
 )
 
@@ -128,7 +129,7 @@ func waitState(t *testing.T, svc *conversion.Service, id string) items.Item {
 	return it
 }
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m, goleak.IgnoreTopFunction(forkthread.Goroutine)) }
 
 func TestUploadConvertSucceedsOnceAndTellsTheWebhook(t *testing.T) {
 	f := newService(t, queue.Options{}, nil)

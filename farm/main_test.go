@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/drover-dev/drover/internal/lib/forkthread"
 )
 
 // The instance program of these tests is the test binary itself: with
@@ -29,7 +31,7 @@ func TestMain(m *testing.M) {
 	if mode := os.Getenv(childEnv); mode != "" {
 		os.Exit(runChild(mode))
 	}
-	goleak.VerifyTestMain(m)
+	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction(forkthread.Goroutine))
 }
 
 // runChild is the instance program. Modes:

@@ -8,7 +8,6 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -16,6 +15,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/drover-dev/drover/internal/lib/forkthread"
 )
 
 const (
@@ -101,24 +102,17 @@ func (f *Farm) newProcessUnit(inst *instance) (*processUnit, error) {
 	return u, nil
 }
 
-// start spawns the process. The supervising goroutine stays locked to its
-// OS thread from here until wait has reaped the process. Pdeathsig fires
-// when the thread that forked the child exits, not the process, and the Go
-// runtime ends threads whose goroutine exits while locked and may otherwise
-// retire idle threads. Holding the lock for the child's lifetime means that
-// thread lives exactly as long as the child, so the signal fires only when
-// the farm process itself dies. It costs no extra thread: Wait blocks in
-// waitid, which occupies a thread for the child's lifetime anyway. A
-// dedicated spawner thread would serialize every fork through one
-// goroutine and still need a waiter per child.
+// start spawns the process on the fork thread (forkthread): Pdeathsig fires
+// when the thread that forked the child exits, not the process, and that
+// thread lives as long as the farm process, so the signal fires only when
+// the farm itself dies. The supervising goroutine is free to run on any
+// thread meanwhile.
 func (u *processUnit) start(context.Context) error {
-	runtime.LockOSThread()
-	err := u.cmd.Start()
+	err := forkthread.Start(u.cmd)
 	if u.readyW != nil {
 		_ = u.readyW.Close() // the child has its copy
 	}
 	if err != nil {
-		runtime.UnlockOSThread()
 		if u.readyR != nil {
 			_ = u.readyR.Close()
 		}
@@ -145,7 +139,6 @@ func (u *processUnit) notified() <-chan struct{} { return u.note }
 func (u *processUnit) wait() error {
 	awaitExit(u.cmd.Process.Pid)
 	waitErr := u.cmd.Wait()
-	runtime.UnlockOSThread()
 	return describeExit(waitErr, u.cmd)
 }
 

@@ -6,11 +6,12 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"runtime"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/drover-dev/drover/internal/lib/forkthread"
 )
 
 // outputTail is how much of a converter's output is kept: the end, where
@@ -124,11 +125,12 @@ func (r *ProcessRunner) Run(ctx context.Context, inv Invocation) ([]byte, error)
 	}
 	c.WaitDelay = waitDelay
 	// Pdeathsig fires when the thread that forked the child exits, not the
-	// process: stay on this thread until the child is reaped (farm's
-	// process.go explains).
-	runtime.LockOSThread()
-	err := c.Run()
-	runtime.UnlockOSThread()
+	// process: the child is forked on a thread that lives as long as the
+	// process (forkthread explains).
+	err := forkthread.Start(c)
+	if err == nil {
+		err = c.Wait()
+	}
 	if killTimer != nil {
 		// Canceled: the leader is gone; sweep the rest of its group.
 		killTimer.Stop()

@@ -14,6 +14,7 @@ import (
 	"github.com/gorilla/websocket"
 	"go.uber.org/goleak"
 
+	"github.com/drover-dev/drover/internal/lib/forkthread"
 	"github.com/drover-dev/drover/internal/testkit/classcad"
 )
 
@@ -40,7 +41,7 @@ func TestMain(m *testing.M) {
 	if mode := os.Getenv(childEnv); mode != "" {
 		os.Exit(runChild(mode))
 	}
-	goleak.VerifyTestMain(m)
+	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction(forkthread.Goroutine))
 }
 
 // runChild is the instance program. Modes:
