@@ -136,7 +136,7 @@ and an in-memory store. Every flag can also be set in the YAML file given with
 	fs.String("addr", ":8181", "address the manager listens on")
 	fs.Int("instances", 8, "instance slots of the local farm")
 	fs.Int("warm", 2, "idle instances kept ready in the default pool")
-	fs.Int("procs", 0, "CPUs drover runs Go code on at once (GOMAXPROCS); 0: half of the machine's, at least 1, the rest left to the local instances, unless $GOMAXPROCS says otherwise")
+	fs.Int("procs", 0, "CPUs drover runs Go code on at once (GOMAXPROCS); 0: half of the machine's, at least 1, the rest left to the local instances, unless $GOMAXPROCS says otherwise. On 2 CPUs, 2 opens sessions that each start a process faster, at some added latency a task")
 	fs.Float64("health-threshold", 0.9, "busy ratio at which /health answers 503")
 	fs.Duration("resume-grace", 30*time.Second, "how long a dropped session stays resumable")
 	fs.Int64("max-message-size", 4<<20, "largest client message in bytes")
@@ -202,7 +202,13 @@ Press Ctrl-C to stop.
 // throughput (drover bench rtt,tput). It costs process-heavy work: stdio
 // sessions that each start a process opened at 0.38 of websocketd's rate
 // with 1 against 0.66 with 2 while blocking waits held the P, and 0.57
-// with 1 since (drover bench stdio, 2026-12-07, separate runs).
+// with 1 since (drover bench stdio, 2026-12-07, separate runs). What is
+// left is the fork: os/exec forks with vfork, whose thread keeps the only
+// P until the child has exec'd, and a child the kernel queues behind a
+// busy CPU holds the whole manager for a millisecond or more. A later run
+// (BENCHMARKS.md, stop 29): with 2, stdio sessions 0.93 of websocketd's
+// against 0.71 and tput 0.81 of nginx-64's against 0.65, but an added p50
+// 1.30× nginx's against 1.15×, so the default stays.
 func upProcs(n int) int {
 	if n > 0 {
 		return n
