@@ -19,6 +19,7 @@ import (
 
 	"github.com/drover-dev/drover/auth"
 	"github.com/drover-dev/drover/farm"
+	"github.com/drover-dev/drover/internal/lib/forkthread"
 	"github.com/drover-dev/drover/limits"
 	"github.com/drover-dev/drover/manager"
 	"github.com/drover-dev/drover/store"
@@ -36,7 +37,7 @@ func TestMain(m *testing.M) {
 		os.Exit(0)
 	}
 	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("net/http.(*persistConn).writeLoop"),
-		goleak.IgnoreTopFunction("internal/poll.runtime_pollWait"))
+		goleak.IgnoreTopFunction("internal/poll.runtime_pollWait"), goleak.IgnoreTopFunction(forkthread.Goroutine))
 }
 
 type stackOpts struct {

@@ -37,7 +37,8 @@ type waiter struct {
 	// quiet: the holder did not want to wait, and waits only for the slot
 	// an idle instance stopped for it frees; it is told no positions.
 	quiet bool
-	// evicting is the idle instance stopped to make room for the waiter.
+	// evicting is the instance whose stop the waiter counts on for a slot:
+	// an idle one stopped to make room for it, or one already stopping.
 	evicting *Instance
 	// left is set once the waiter is out of the queue (granted, timed
 	// out, given up, shut down); nothing is told to it after, and the
@@ -272,6 +273,7 @@ func (p *Placer) place(a *acquisition) (grant, *waiter) {
 	}
 	if err := a.ctx.Err(); err != nil {
 		if evicted != nil {
+			evicted.awaited = false
 			p.kickLocked() // the slot it frees goes to whoever waits
 		}
 		return grant{err: err}, nil
@@ -360,29 +362,30 @@ func (p *Placer) serveLocked(h *Holder, ps *poolState) (grant, bool, error) {
 // instances hold slots it could use: it stops the one idle longest, of any
 // pool, on a farm that would take the holder. A holder never waits behind
 // idle instances (a warm stream instance started without the model a
-// viewer asks for, warm instances of another pool). It returns the
-// instance stopped, nil when there is none.
+// viewer asks for, warm instances of another pool). A retired instance,
+// which is stopped anyway, goes first; and a stop already under way that
+// no other waiter counts on spares the idle instance, as the slot it frees
+// comes a moment later. It returns the instance whose stop the holder
+// counts on (marked awaited), nil when there is none.
 func (p *Placer) evictLocked(h *Holder, ps *poolState) *Instance {
-	// A retired instance is stopped anyway: its stop goes first.
+	fits := func(inst *Instance) bool {
+		fe := inst.farm
+		return !fe.draining && !fe.suspect && fe.pools[ps.cfg.Name] && fe.matches(h.Labels)
+	}
 	for _, q := range p.pools {
 		for i, inst := range q.retired {
-			fe := inst.farm
-			if fe.draining || fe.suspect || !fe.pools[ps.cfg.Name] || !fe.matches(h.Labels) {
-				continue
+			if fits(inst) {
+				q.retired = slices.Delete(q.retired, i, i+1)
+				p.stopAsyncLocked(inst)
+				inst.awaited = true
+				return inst
 			}
-			q.retired = slices.Delete(q.retired, i, i+1)
-			p.stopAsyncLocked(inst)
-			return inst
 		}
 	}
 	var victim *Instance
 	for _, q := range p.pools {
 		for _, inst := range q.idle {
-			fe := inst.farm
-			if fe.draining || fe.suspect || !fe.pools[ps.cfg.Name] || !fe.matches(h.Labels) {
-				continue
-			}
-			if victim == nil || inst.idleSince.Before(victim.idleSince) {
+			if fits(inst) && (victim == nil || inst.idleSince.Before(victim.idleSince)) {
 				victim = inst
 			}
 		}
@@ -390,10 +393,17 @@ func (p *Placer) evictLocked(h *Holder, ps *poolState) *Instance {
 	if victim == nil {
 		return nil
 	}
+	for _, inst := range p.stopping {
+		if !inst.awaited && inst.state != instGone && fits(inst) {
+			inst.awaited = true
+			return inst
+		}
+	}
 	victim.pool.idle = slices.DeleteFunc(victim.pool.idle, func(i *Instance) bool { return i == victim })
 	p.log.Info("stopping an idle instance to make room", "instance", victim.info.ID, "pool", victim.pool.cfg.Name,
 		"for_pool", ps.cfg.Name, "holder", h.ID)
 	p.stopAsyncLocked(victim)
+	victim.awaited = true
 	return victim
 }
 
@@ -472,6 +482,9 @@ func (p *Placer) leaveLocked(w *waiter, g grant) {
 		return
 	}
 	w.left = true
+	if w.evicting != nil {
+		w.evicting.awaited = false // another waiter may count on its slot
+	}
 	w.timer.Stop()
 	w.stopCtx()
 	p.queued--
@@ -982,9 +995,11 @@ func (p *Placer) reset(inst *Instance) {
 func (p *Placer) stopAsyncLocked(inst *Instance) {
 	inst.state = instStopping
 	inst.holder = nil
+	p.stopping = append(p.stopping, inst)
 	p.goTracked(func() {
 		p.stopInstance(inst.farm, inst)
 		p.mu.Lock()
+		p.stopping = slices.DeleteFunc(p.stopping, func(i *Instance) bool { return i == inst })
 		p.removeLocked(inst)
 		p.kickLocked()
 		p.mu.Unlock()

@@ -214,11 +214,16 @@ type localFarm struct {
 	slots int
 	pools []string
 
+	// gate, when set, holds every stop until it is closed; asked says
+	// which were asked for meanwhile.
+	gate chan struct{}
+
 	mu      sync.Mutex
 	running map[string]farmapi.Instance
 	n       int
 	started []farmapi.StartOptions
 	stopped []string
+	asked   []string
 }
 
 var (
@@ -254,6 +259,13 @@ func (f *localFarm) StartInstanceWith(_ context.Context, pool string, opts farma
 
 func (f *localFarm) StopInstance(_ context.Context, id string) error {
 	f.mu.Lock()
+	f.asked = append(f.asked, id)
+	gate := f.gate
+	f.mu.Unlock()
+	if gate != nil {
+		<-gate
+	}
+	f.mu.Lock()
 	defer f.mu.Unlock()
 	if _, ok := f.running[id]; !ok {
 		return farmapi.ErrNotFound
@@ -267,6 +279,28 @@ func (f *localFarm) startedWith() []farmapi.StartOptions {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return append([]farmapi.StartOptions(nil), f.started...)
+}
+
+// holdStops makes the stops asked for from now on wait until the
+// returned function is called.
+func (f *localFarm) holdStops() (release func()) {
+	gate := make(chan struct{})
+	f.mu.Lock()
+	f.gate = gate
+	f.mu.Unlock()
+	return sync.OnceFunc(func() {
+		f.mu.Lock()
+		f.gate = nil
+		f.mu.Unlock()
+		close(gate)
+	})
+}
+
+// stopsAsked lists the stops asked for, ended or not.
+func (f *localFarm) stopsAsked() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]string(nil), f.asked...)
 }
 
 func (f *localFarm) stops() []string {

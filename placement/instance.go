@@ -44,6 +44,9 @@ type Instance struct {
 	// retiredAt is when it was released to wait in its pool's retired
 	// list for its stop (Placer.retireLocked).
 	retiredAt time.Time
+	// awaited: a waiter counts on the slot the stop of this instance frees
+	// (waiter.evicting).
+	awaited bool
 }
 
 // ID is the farm's id of the instance.

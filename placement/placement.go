@@ -273,8 +273,11 @@ type Placer struct {
 	pools     map[string]*poolState
 	// queue holds the waiters in order, and those that left until the
 	// next tidy; queued counts the ones still waiting.
-	queue     []*waiter
-	queued    int
+	queue  []*waiter
+	queued int
+	// stopping are the instances whose stop has been asked of their farm
+	// and has not returned (stopAsyncLocked).
+	stopping  []*Instance
 	tidyTimer *time.Timer
 	closed    bool
 	// pending are reservations whose instance is not on the books yet:

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/drover-dev/drover/farmapi"
@@ -366,6 +367,52 @@ func TestWarmInstancesServeAndMakeRoom(t *testing.T) {
 	require.Equal(t, farmapi.StartOptions{Model: "gear"}, starts[2])
 	require.Len(t, f.stops(), 1, "the other warm instance made room")
 	require.NotEqual(t, i1.ID(), f.stops()[0])
+}
+
+// TestWaitersCountOnStopsUnderWay: a holder no slot is free for, while an
+// instance's stop is under way, waits for the slot that stop frees instead
+// of stopping a warm instance of another pool.
+func TestWaitersCountOnStopsUnderWay(t *testing.T) {
+	tp := newTestPlacer(t, Config{Pools: []Pool{{Name: "w", Warm: 1}, {Name: "k"}}})
+	f := newLocalFarm("f", 2, "w", "k")
+	tp.AddFarm(f)
+	idle := func() int {
+		for _, p := range tp.Snapshot().Pools {
+			if p.Name == "w" {
+				return p.Idle
+			}
+		}
+		return 0
+	}
+	eventually(t, "a warm instance", func() bool { return idle() == 1 })
+	i0 := tp.acquire(t, newHolder("h0", "k"), false)
+
+	release := f.holdStops()
+	defer release()
+	tp.Release(i0, false)
+	eventually(t, "the stop asked for", func() bool { return slices.Contains(f.stopsAsked(), i0.ID()) })
+
+	got := make(chan *Instance, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		inst, err := tp.Acquire(ctx, &newHolder("h1", "k").Holder, true, nil)
+		assert.NoError(t, err)
+		got <- inst
+	}()
+	eventually(t, "h1 queued", func() bool { return len(tp.Snapshot().Queue) == 1 })
+	require.Equal(t, []string{i0.ID()}, f.stopsAsked(), "the warm instance is not stopped for h1")
+
+	release()
+	select {
+	case inst := <-got:
+		require.NotNil(t, inst)
+		require.Equal(t, "k", inst.Pool())
+	case <-time.After(10 * time.Second):
+		t.Fatal("h1 was not placed once the stop ended")
+	}
+	require.Equal(t, []string{i0.ID()}, f.stops())
+	require.Equal(t, 1, idle(), "the warm instance is still there")
 }
 
 // TestRefillWaitsForTheBurstToPass: while a warm pool hands out instances

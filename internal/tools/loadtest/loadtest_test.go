@@ -16,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
+	"github.com/drover-dev/drover/internal/lib/forkthread"
 	"github.com/drover-dev/drover/internal/tools/loadtest"
 	"github.com/drover-dev/drover/worker"
 )
@@ -37,7 +38,7 @@ func TestMain(m *testing.M) {
 			loadtest.Config{Role: loadtest.RoleIdleClient, Target: *target, Idle: *idle}, os.Stdout))
 	}
 	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("net/http.(*persistConn).writeLoop"),
-		goleak.IgnoreTopFunction("internal/poll.runtime_pollWait"))
+		goleak.IgnoreTopFunction("internal/poll.runtime_pollWait"), goleak.IgnoreTopFunction(forkthread.Goroutine))
 }
 
 func exit(err error) {
