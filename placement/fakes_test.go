@@ -402,6 +402,16 @@ func (tp *testPlacer) acquire(t *testing.T, h *holder, wait bool) *Instance {
 	return inst
 }
 
+// pool describes the pool named name.
+func (tp *testPlacer) pool(name string) PoolInfo {
+	for _, p := range tp.Snapshot().Pools {
+		if p.Name == name {
+			return p
+		}
+	}
+	return PoolInfo{}
+}
+
 func (tp *testPlacer) farm(id string) (FarmInfo, bool) {
 	for _, f := range tp.Farms() {
 		if f.ID == id {

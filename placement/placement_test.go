@@ -376,14 +376,7 @@ func TestWaitersCountOnStopsUnderWay(t *testing.T) {
 	tp := newTestPlacer(t, Config{Pools: []Pool{{Name: "w", Warm: 1}, {Name: "k"}}})
 	f := newLocalFarm("f", 2, "w", "k")
 	tp.AddFarm(f)
-	idle := func() int {
-		for _, p := range tp.Snapshot().Pools {
-			if p.Name == "w" {
-				return p.Idle
-			}
-		}
-		return 0
-	}
+	idle := func() int { return tp.pool("w").Idle }
 	eventually(t, "a warm instance", func() bool { return idle() == 1 })
 	i0 := tp.acquire(t, newHolder("h0", "k"), false)
 
@@ -413,6 +406,40 @@ func TestWaitersCountOnStopsUnderWay(t *testing.T) {
 	}
 	require.Equal(t, []string{i0.ID()}, f.stops())
 	require.Equal(t, 1, idle(), "the warm instance is still there")
+}
+
+// TestBurstMakesRoomAtOnce: holders that arrive together on a farm whose
+// slots idle instances of another pool hold have one stopped each at once,
+// the later ones too while the first waits: their stops run side by side.
+func TestBurstMakesRoomAtOnce(t *testing.T) {
+	tp := newTestPlacer(t, Config{Pools: []Pool{{Name: "w", Warm: 3}, {Name: "k"}}})
+	f := newLocalFarm("f", 3, "w", "k")
+	tp.AddFarm(f)
+	eventually(t, "three warm instances", func() bool { return tp.pool("w").Idle == 3 })
+	release := f.holdStops()
+	defer release()
+
+	got := make(chan *Instance, 3)
+	for i := range 3 {
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			inst, err := tp.Acquire(ctx, &newHolder("h"+strconv.Itoa(i), "k").Holder, true, nil)
+			assert.NoError(t, err)
+			got <- inst
+		}()
+	}
+	eventually(t, "a stop asked for each holder", func() bool { return len(f.stopsAsked()) == 3 })
+	release()
+	for range 3 {
+		select {
+		case inst := <-got:
+			require.NotNil(t, inst)
+			require.Equal(t, "k", inst.Pool())
+		case <-time.After(10 * time.Second):
+			t.Fatal("a holder was not placed")
+		}
+	}
 }
 
 // TestRefillWaitsForTheBurstToPass: while a warm pool hands out instances
