@@ -253,10 +253,12 @@ func (p *Placer) place(a *acquisition) (grant, *waiter) {
 	if !p.servedLocked(ps) {
 		return grant{err: &PoolError{Pool: ps.cfg.Name, Err: ErrNoFarm}}, nil
 	}
-	// Earlier waiters of this pool come first. Behind them, a holder still
-	// makes room for itself: the slot the stop frees goes to the first of
-	// them, the next one to the next, and a burst of holders that need
-	// room have their stops run at once, not one after the other.
+	// Earlier waiters of this pool come first. Behind them, a holder no
+	// farm has a free slot for still makes room for itself: the slot the
+	// stop frees goes to the first of them, the next one to the next, and
+	// a burst of holders that need room have their stops run at once, not
+	// one after the other.
+	var evicted *Instance
 	if !p.hasWaiterLocked(ps) {
 		g, ok, err := p.serveLocked(h, ps)
 		if err != nil {
@@ -268,8 +270,10 @@ func (p *Placer) place(a *acquisition) (grant, *waiter) {
 			}
 			return g, nil
 		}
+		evicted = p.evictLocked(h, ps)
+	} else if p.farmForLocked(ps, h.Labels) == nil {
+		evicted = p.evictLocked(h, ps)
 	}
-	evicted := p.evictLocked(h, ps)
 	if !wait && evicted == nil {
 		return grant{err: ErrNoCapacity}, nil
 	}
