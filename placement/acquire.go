@@ -257,8 +257,11 @@ func (p *Placer) place(a *acquisition) (grant, *waiter) {
 	// farm has a free slot for still makes room for itself: the slot the
 	// stop frees goes to the first of them, the next one to the next, and
 	// a burst of holders that need room have their stops run at once, not
-	// one after the other.
+	// one after the other. A holder a farm has a free slot for, behind
+	// waiters who cannot use it (their labels match no farm with room),
+	// is served in turn once queued.
 	var evicted *Instance
+	slotFree := false
 	if !p.hasWaiterLocked(ps) {
 		g, ok, err := p.serveLocked(h, ps)
 		if err != nil {
@@ -271,7 +274,7 @@ func (p *Placer) place(a *acquisition) (grant, *waiter) {
 			return g, nil
 		}
 		evicted = p.evictLocked(h, ps)
-	} else if p.farmForLocked(ps, h.Labels) == nil {
+	} else if slotFree = p.farmForLocked(ps, h.Labels) != nil; !slotFree {
 		evicted = p.evictLocked(h, ps)
 	}
 	if !wait && evicted == nil {
@@ -301,6 +304,9 @@ func (p *Placer) place(a *acquisition) (grant, *waiter) {
 	ps.waiting++
 	p.metrics.queueLength.Set(float64(p.queued))
 	p.tidyLaterLocked()
+	if slotFree {
+		p.kickLocked()
+	}
 	return grant{}, w
 }
 

@@ -442,6 +442,32 @@ func TestBurstMakesRoomAtOnce(t *testing.T) {
 	}
 }
 
+// TestHolderBehindAWaiterNoFarmTakes: a holder that a farm has a free slot
+// for is placed at once, though an earlier holder of its pool waits for a
+// farm with labels none has.
+func TestHolderBehindAWaiterNoFarmTakes(t *testing.T) {
+	tp := newTestPlacer(t, Config{Pools: []Pool{{Name: "p"}}})
+	tp.AddFarm(newLocalFarm("f", 2, "p"))
+	waiting := make(chan error, 1)
+	ctxA, cancelA := context.WithCancel(context.Background())
+	go func() {
+		a := newHolder("a", "p")
+		a.Labels = map[string]string{"gpu": "yes"}
+		_, err := tp.Acquire(ctxA, &a.Holder, true, nil)
+		waiting <- err
+	}()
+	eventually(t, "a queued", func() bool { return len(tp.Snapshot().Queue) == 1 })
+
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	inst, err := tp.Acquire(ctx, &newHolder("b", "p").Holder, true, nil)
+	require.NoError(t, err, "b waited behind a though a slot was free")
+	require.Equal(t, "p", inst.Pool())
+
+	cancelA()
+	require.ErrorIs(t, <-waiting, context.Canceled)
+}
+
 // TestRefillWaitsForTheBurstToPass: while a warm pool hands out instances
 // it keeps only a quarter of its warm count (plus one) at hand, and refills
 // the rest once no instance was taken for RefillQuiet.
