@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/drover-dev/drover/farmapi"
@@ -400,6 +401,33 @@ func (tp *testPlacer) acquire(t *testing.T, h *holder, wait bool) *Instance {
 	inst, err := tp.Acquire(ctx, &h.Holder, wait, nil)
 	require.NoError(t, err)
 	return inst
+}
+
+// acquireLater asks for an instance for h in the background, waiting in
+// the queue if need be (10 s at most); the channel gets it, nil after an
+// error, which fails the test.
+func (tp *testPlacer) acquireLater(t *testing.T, h *holder) <-chan *Instance {
+	got := make(chan *Instance, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		inst, err := tp.Acquire(ctx, &h.Holder, true, nil)
+		assert.NoError(t, err)
+		got <- inst
+	}()
+	return got
+}
+
+// placed waits for an instance of acquireLater and checks its pool.
+func placed(t *testing.T, got <-chan *Instance, pool string) {
+	t.Helper()
+	select {
+	case inst := <-got:
+		require.NotNil(t, inst)
+		require.Equal(t, pool, inst.Pool())
+	case <-time.After(10 * time.Second):
+		t.Fatal("a holder was not placed")
+	}
 }
 
 // pool describes the pool named name.

@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/drover-dev/drover/farmapi"
@@ -385,25 +384,12 @@ func TestWaitersCountOnStopsUnderWay(t *testing.T) {
 	tp.Release(i0, false)
 	eventually(t, "the stop asked for", func() bool { return slices.Contains(f.stopsAsked(), i0.ID()) })
 
-	got := make(chan *Instance, 1)
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		inst, err := tp.Acquire(ctx, &newHolder("h1", "k").Holder, true, nil)
-		assert.NoError(t, err)
-		got <- inst
-	}()
+	got := tp.acquireLater(t, newHolder("h1", "k"))
 	eventually(t, "h1 queued", func() bool { return len(tp.Snapshot().Queue) == 1 })
 	require.Equal(t, []string{i0.ID()}, f.stopsAsked(), "the warm instance is not stopped for h1")
 
 	release()
-	select {
-	case inst := <-got:
-		require.NotNil(t, inst)
-		require.Equal(t, "k", inst.Pool())
-	case <-time.After(10 * time.Second):
-		t.Fatal("h1 was not placed once the stop ended")
-	}
+	placed(t, got, "k")
 	require.Equal(t, []string{i0.ID()}, f.stops())
 	require.Equal(t, 1, idle(), "the warm instance is still there")
 }
@@ -419,26 +405,14 @@ func TestBurstMakesRoomAtOnce(t *testing.T) {
 	release := f.holdStops()
 	defer release()
 
-	got := make(chan *Instance, 3)
+	var got []<-chan *Instance
 	for i := range 3 {
-		go func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			inst, err := tp.Acquire(ctx, &newHolder("h"+strconv.Itoa(i), "k").Holder, true, nil)
-			assert.NoError(t, err)
-			got <- inst
-		}()
+		got = append(got, tp.acquireLater(t, newHolder("h"+strconv.Itoa(i), "k")))
 	}
 	eventually(t, "a stop asked for each holder", func() bool { return len(f.stopsAsked()) == 3 })
 	release()
-	for range 3 {
-		select {
-		case inst := <-got:
-			require.NotNil(t, inst)
-			require.Equal(t, "k", inst.Pool())
-		case <-time.After(10 * time.Second):
-			t.Fatal("a holder was not placed")
-		}
+	for _, g := range got {
+		placed(t, g, "k")
 	}
 }
 
